@@ -1,0 +1,1 @@
+//! Root and VM tiers of the Berth tests; see `qemu/README.md`.
