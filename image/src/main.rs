@@ -1,1 +1,28 @@
-fn main() {}
+//! `berth-image`: the build-host tool.
+//!
+//! Generates signing keys, commits a root filesystem (a directory or a tarball) into a
+//! repository as a signed commit, checks commits out, and verifies a repository.
+//! This file only parses arguments and reports errors; the work is in the modules.
+//!
+//! Exit status: 0 on success; 1 on any error, printed as one line naming the input and
+//! the cause; 2 for a command line that does not parse.
+
+mod cli;
+mod commit;
+mod keys;
+mod tarball;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-image: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

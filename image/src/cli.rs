@@ -1,0 +1,179 @@
+//! The command line: one subcommand per verb, as DESIGN.md names them.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use store::checkout::CheckoutOptions;
+use store::Repo;
+
+use crate::commit::{CommitArgs, Source};
+use crate::keys;
+
+/// Build-host tool for Berth: keys, signed commits of root filesystems, checkouts.
+///
+/// A typical session:
+///
+///   berth-image keygen --out keys/
+///   berth-image commit --repo repo --tree rootfs/ --version 1.0 --key keys/berth.key
+///   berth-image checkout --repo repo <COMMIT> /tmp/rootfs-copy
+#[derive(Debug, Parser)]
+#[command(name = "berth-image", version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an ed25519 signing key pair: DIR/berth.key (secret, mode 0600) and
+    /// DIR/berth.pub (public, to install on devices). Refuses to overwrite a key.
+    Keygen {
+        /// Directory to write the keys into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Commit a root filesystem into a repository and print the commit id.
+    ///
+    /// The repository is created if REPO does not exist or is an empty directory.
+    /// Modification times are not recorded (checkouts have them at 1970-01-01), so the
+    /// same tree always gives the same root tree id; the commit id also covers the
+    /// version, timestamp, parent and metadata. Set SOURCE_DATE_EPOCH or --timestamp for
+    /// reproducible commit ids. Committing files owned by other users, device nodes or
+    /// security.* xattrs needs root.
+    #[command(verbatim_doc_comment)]
+    Commit {
+        /// The repository.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// A directory holding the root filesystem.
+        #[arg(long, value_name = "DIR", conflicts_with = "tar", required_unless_present = "tar")]
+        tree: Option<PathBuf>,
+        /// A tarball of the root filesystem (plain, gzip or zstd); xattrs are read from
+        /// PAX SCHILY.xattr records (GNU tar --xattrs, bsdtar).
+        #[arg(long, value_name = "FILE")]
+        tar: Option<PathBuf>,
+        /// The release version: letters, digits and . + ~ _ - (at most 64 bytes).
+        #[arg(long, value_name = "V")]
+        version: String,
+        /// Secret key to sign the commit with (from `keygen`).
+        #[arg(long, value_name = "K")]
+        key: Option<PathBuf>,
+        /// The commit this one follows (full id or a unique prefix).
+        #[arg(long, value_name = "COMMIT")]
+        parent: Option<String>,
+        /// Commit time in seconds since the epoch (default: SOURCE_DATE_EPOCH, else now).
+        #[arg(long, value_name = "SECONDS")]
+        timestamp: Option<u64>,
+        /// Free-form metadata, repeatable: --meta board=qemu-x86_64.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+    },
+    /// Check out a commit as a directory tree of hard links into the repository.
+    ///
+    /// DEST must not exist. The tree is built under a temporary name beside DEST and
+    /// renamed into place when complete.
+    Checkout {
+        /// The repository.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The commit (full id or a unique prefix of at least 8 digits).
+        commit: String,
+        /// Where to create the tree.
+        dest: PathBuf,
+        /// Copy files instead of hard-linking them to the repository.
+        #[arg(long)]
+        copy: bool,
+        /// Refuse the commit unless it is signed by this public key (repeatable).
+        #[arg(long, value_name = "PUB")]
+        verify: Vec<PathBuf>,
+    },
+    /// Re-hash every object in a repository and check that every commit is complete.
+    Fsck {
+        /// The repository.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keygen { out } => {
+            let (secret, public) = keys::keygen(&out)?;
+            println!("{}", secret.display());
+            println!("{}", public.display());
+            Ok(())
+        }
+        Command::Commit { repo, tree, tar, version, key, parent, timestamp, meta } => {
+            let source = match (tree, tar) {
+                (Some(dir), None) => Source::Dir(dir),
+                (None, Some(file)) => Source::Tar(file),
+                // clap enforces exactly one of the two.
+                _ => anyhow::bail!("give exactly one of --tree and --tar"),
+            };
+            let args = CommitArgs { repo, source, version, key, parent, timestamp, meta };
+            let start = Instant::now();
+            let out = crate::commit::commit(&args, std::io::stderr().is_terminal())?;
+            println!("{}", out.commit);
+            eprintln!(
+                "committed {} files, {} directories, {} bytes in {:.2}s: {} new objects ({} bytes), {} already present; root tree {}",
+                out.build.files,
+                out.build.dirs,
+                out.build.bytes,
+                start.elapsed().as_secs_f64(),
+                out.txn.written,
+                out.txn.bytes_written,
+                out.txn.reused,
+                out.root,
+            );
+            Ok(())
+        }
+        Command::Checkout { repo, commit, dest, copy, verify } => {
+            let r = Repo::open(&repo)?;
+            let id = r.resolve_commit(&commit).with_context(|| format!("commit {commit}"))?;
+            let (c, bytes) = r.read_commit(&id)?;
+            if !verify.is_empty() {
+                let trusted = verify.iter().map(|p| keys::read_public(p)).collect::<Result<Vec<_>>>()?;
+                let who = r
+                    .read_signatures(&id)?
+                    .verify(&bytes, &trusted)
+                    .with_context(|| format!("commit {id}"))?;
+                eprintln!("commit {id}: good signature from key {}", format::key::fingerprint(&who));
+            }
+            let start = Instant::now();
+            let stats = store::checkout::checkout(&r, &c.root, &dest, CheckoutOptions { copy, sync: false })?;
+            eprintln!(
+                "checked out {} (version {}) at {}: {} directories, {} files linked, {} copied in {:.2}s",
+                id,
+                c.version,
+                dest.display(),
+                stats.dirs,
+                stats.linked,
+                stats.copied,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Fsck { repo } => {
+            let r = Repo::open(&repo)?;
+            let report = r.fsck()?;
+            for e in report.corrupt.iter().chain(&report.missing) {
+                eprintln!("{e}");
+            }
+            if report.is_ok() {
+                println!("{} objects checked, all sound", report.checked);
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{}: {} corrupt and {} missing objects ({} checked)",
+                    repo.display(),
+                    report.corrupt.len(),
+                    report.missing.len(),
+                    report.checked
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `berth-image commit`: validate every input first, build the tree in one transaction,
+//! sign, publish. On any error nothing is published, and a repository this command
+//! created is removed again.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use format::sig::Signatures;
+use format::{Commit, ObjectId, Version};
+use store::build::{self, BuildStats};
+use store::{Repo, Txn};
+
+use crate::{keys, tarball};
+
+/// Where the root filesystem comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A directory.
+    Dir(PathBuf),
+    /// A tarball.
+    Tar(PathBuf),
+}
+
+/// The arguments of `commit`, as given on the command line.
+#[derive(Debug)]
+pub struct CommitArgs {
+    pub repo: PathBuf,
+    pub source: Source,
+    pub version: String,
+    pub key: Option<PathBuf>,
+    pub parent: Option<String>,
+    pub timestamp: Option<u64>,
+    pub meta: Vec<String>,
+}
+
+/// What a commit made.
+#[derive(Debug)]
+pub struct CommitOutput {
+    pub commit: ObjectId,
+    pub root: ObjectId,
+    pub build: BuildStats,
+    pub txn: store::TxnStats,
+}
+
+pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
+    // Everything that can be checked without touching the repository is checked first.
+    let version = Version::new(&args.version).with_context(|| format!("--version {:?}", args.version))?;
+    let key = args.key.as_deref().map(keys::read_secret).transpose()?;
+    let metadata = parse_meta(&args.meta)?;
+    let timestamp = timestamp(args.timestamp)?;
+    match &args.source {
+        Source::Dir(d) => {
+            let m = std::fs::metadata(d).with_context(|| format!("{}: cannot read tree", d.display()))?;
+            if !m.is_dir() {
+                bail!("{}: not a directory", d.display());
+            }
+        }
+        Source::Tar(t) => {
+            std::fs::File::open(t).with_context(|| format!("{}: cannot read tarball", t.display()))?;
+        }
+    }
+
+    let existed = args.repo.symlink_metadata().is_ok();
+    let result = commit_into(args, version, key.as_ref(), metadata, timestamp, show_progress);
+    if result.is_err() && !existed {
+        // We created the repository; leave the file system as we found it.
+        let _ignored = std::fs::remove_dir_all(&args.repo);
+    }
+    result
+}
+
+fn commit_into(
+    args: &CommitArgs,
+    version: Version,
+    key: Option<&ed25519_dalek::SigningKey>,
+    metadata: Vec<(String, String)>,
+    timestamp: u64,
+    show_progress: bool,
+) -> Result<CommitOutput> {
+    let repo = Repo::create(&args.repo)?;
+    let parent = match &args.parent {
+        Some(p) => Some(repo.resolve_commit(p).with_context(|| format!("--parent {p}"))?),
+        None => None,
+    };
+    let mut txn = Txn::begin(&repo)?;
+    let mut progress = |s: &BuildStats| {
+        if show_progress {
+            eprint!("\r{} files, {} directories, {} MiB read", s.files, s.dirs, s.bytes >> 20);
+        }
+    };
+    let (root, build) = match &args.source {
+        Source::Dir(d) => build::build_dir(&mut txn, d, &mut progress)?,
+        Source::Tar(t) => tarball::build_tar(&mut txn, t, &mut progress)?,
+    };
+    if show_progress {
+        eprintln!();
+    }
+    let commit = Commit::new(root, parent, timestamp, version, metadata).context("commit metadata")?;
+    let bytes = commit.encode();
+    let signatures = match key {
+        Some(k) => {
+            let mut s = Signatures::new();
+            s.sign(&bytes, k).context("sign commit")?;
+            Some(s)
+        }
+        None => None,
+    };
+    let id = txn.write_commit(&commit, signatures.as_ref())?;
+    let txn_stats = txn.commit()?;
+    Ok(CommitOutput { commit: id, root, build, txn: txn_stats })
+}
+
+fn parse_meta(pairs: &[String]) -> Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--meta {p:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn timestamp(given: Option<u64>) -> Result<u64> {
+    if let Some(t) = given {
+        return Ok(t);
+    }
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        return s.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={s:?}: not a number of seconds"));
+    }
+    Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+

@@ -1,0 +1,223 @@
+//! Committing a tarball: every entry is checked for path safety, stored as it streams
+//! past, and placed in an in-memory directory tree that is written at the end.
+//!
+//! Accepted: ustar, GNU and PAX archives (plain, gzip or zstd); regular files, directories,
+//! symlinks, hard links to earlier entries, character and block devices, FIFOs; xattrs
+//! from PAX `SCHILY.xattr.*` records; PAX `uid`/`gid` overrides.
+//! Refused, with the entry named: absolute paths, `..` components, hard links to entries
+//! not seen before, sparse files, and an archive that ends without its end-of-archive
+//! block (a truncated download).
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use format::meta::MODE_BITS;
+use format::{DirMeta, FileHeader, FileKind, ObjectId, Xattrs};
+use store::Txn;
+use store::build::{BuildStats, MemDir, Progress};
+use tar::EntryType;
+
+/// A reader that remembers whether the underlying file ran out. A well-formed archive
+/// ends with zero blocks that the tar reader stops at, so reaching the end of the file
+/// during iteration means the archive was cut short.
+struct EofTracker<R> {
+    inner: R,
+    hit_eof: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for EofTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit_eof.set(true);
+        }
+        Ok(n)
+    }
+}
+
+fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
+    let mut file = File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?;
+    let mut magic = [0u8; 6];
+    let n = read_up_to(&mut file, &mut magic).with_context(|| format!("{}: read", path.display()))?;
+    let file = BufReader::new(File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?);
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+            Box::new(zstd::stream::read::Decoder::new(file).with_context(|| format!("{}: zstd", path.display()))?)
+        }
+        [0xfd, b'7', b'z', b'X', b'Z', 0] => {
+            bail!("{}: xz-compressed tarballs are not supported; decompress it first (xz -d)", path.display())
+        }
+        _ => Box::new(file),
+    })
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Splits an archive path into safe components: strips `./` prefixes and empty or `.`
+/// components; refuses absolute paths and `..`. An empty result is the root directory.
+pub fn components(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
+    if raw.first() == Some(&b'/') {
+        return Err("absolute path");
+    }
+    let mut out = Vec::new();
+    for comp in raw.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err("path contains '..'"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Commits the tarball at `path` into `txn`; returns the root tree id.
+pub fn build_tar(txn: &mut Txn<'_>, path: &Path, progress: Progress<'_>) -> Result<(ObjectId, BuildStats)> {
+    let hit_eof = Rc::new(Cell::new(false));
+    let reader = EofTracker { inner: open_decompressed(path)?, hit_eof: hit_eof.clone() };
+    let mut archive = tar::Archive::new(reader);
+    let mut root = MemDir::new(MemDir::implied_meta());
+    let mut stats = BuildStats::default();
+    let entries = archive.entries().with_context(|| format!("{}: not a tar archive", path.display()))?;
+    for (index, entry) in entries.enumerate() {
+        let mut entry = entry.with_context(|| format!("{}: entry {}: cannot read (truncated or not a tar archive?)", path.display(), index + 1))?;
+        let raw_path = entry.path_bytes().into_owned();
+        let shown = tar_entry_path(path, &raw_path);
+        let comps = components(&raw_path).map_err(|why| anyhow!("{}: {why}", shown.display()))?;
+        add_entry(txn, &mut root, &mut entry, &comps, &shown, &mut stats)?;
+        if stats.files % 1000 == 0 {
+            progress(&stats);
+        }
+    }
+    if hit_eof.get() {
+        bail!("{}: truncated: the archive ends without its end-of-archive marker", path.display());
+    }
+    let id = root.write(txn)?;
+    progress(&stats);
+    Ok((id, stats))
+}
+
+fn tar_entry_path(tar: &Path, raw: &[u8]) -> PathBuf {
+    let mut s = tar.as_os_str().to_owned();
+    s.push(":");
+    s.push(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(raw));
+    PathBuf::from(s)
+}
+
+fn add_entry<R: Read>(
+    txn: &mut Txn<'_>,
+    root: &mut MemDir,
+    entry: &mut tar::Entry<'_, R>,
+    comps: &[&[u8]],
+    shown: &Path,
+    stats: &mut BuildStats,
+) -> Result<()> {
+    let header = entry.header();
+    let ty = header.entry_type();
+    let mode = header.mode().with_context(|| format!("{}: bad mode field", shown.display()))? & MODE_BITS;
+    let mut uid = header.uid().with_context(|| format!("{}: bad uid field", shown.display()))?;
+    let mut gid = header.gid().with_context(|| format!("{}: bad gid field", shown.display()))?;
+    let major = header.device_major().ok().flatten().unwrap_or(0);
+    let minor = header.device_minor().ok().flatten().unwrap_or(0);
+    let link = entry.link_name_bytes().map(|l| l.into_owned());
+    let mut xattrs = Vec::new();
+    if let Some(pax) = entry.pax_extensions().with_context(|| format!("{}: bad PAX header", shown.display()))? {
+        for ext in pax {
+            let ext = ext.with_context(|| format!("{}: bad PAX record", shown.display()))?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                xattrs.push((name.as_bytes().to_vec(), ext.value_bytes().to_vec()));
+            } else if key == "uid" || key == "gid" {
+                let v: u64 = std::str::from_utf8(ext.value_bytes())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .with_context(|| format!("{}: bad PAX {key}", shown.display()))?;
+                if key == "uid" { uid = v } else { gid = v }
+            }
+        }
+    }
+    let uid = u32::try_from(uid).map_err(|_| anyhow!("{}: uid {uid} is out of range", shown.display()))?;
+    let gid = u32::try_from(gid).map_err(|_| anyhow!("{}: gid {gid} is out of range", shown.display()))?;
+    let xattrs = Xattrs::from_pairs(xattrs).with_context(|| format!("{}: xattrs", shown.display()))?;
+    let place = |e: store::build::MemDirError| anyhow!("{}: {e}", shown.display());
+
+    let kind = match ty {
+        EntryType::Directory => {
+            stats.dirs += 1;
+            return root.add_dir(comps, DirMeta { mode, uid, gid, xattrs }).map_err(place);
+        }
+        EntryType::Link => {
+            let target = link.with_context(|| format!("{}: hard link without a target", shown.display()))?;
+            let tcomps = components(&target).map_err(|why| anyhow!("{}: hard link target: {why}", shown.display()))?;
+            let id = root.file_at(&tcomps).with_context(|| {
+                format!(
+                    "{}: hard link to {:?}, which is not a file earlier in the archive",
+                    shown.display(),
+                    String::from_utf8_lossy(&target)
+                )
+            })?;
+            stats.files += 1;
+            return root.add_file(comps, id).map_err(place);
+        }
+        EntryType::Regular | EntryType::Continuous => FileKind::Regular,
+        EntryType::Symlink => FileKind::Symlink,
+        EntryType::Char => FileKind::CharDevice,
+        EntryType::Block => FileKind::BlockDevice,
+        EntryType::Fifo => FileKind::Fifo,
+        EntryType::XGlobalHeader => return Ok(()),
+        EntryType::GNUSparse => bail!("{}: sparse entries are not supported (create the tarball without --sparse)", shown.display()),
+        other => bail!("{}: unsupported entry type {:?}", shown.display(), other.as_byte() as char),
+    };
+    if comps.is_empty() {
+        bail!("{}: the archive root must be a directory", shown.display());
+    }
+    let (rdev_major, rdev_minor) = if kind.is_device() { (major, minor) } else { (0, 0) };
+    let id = if kind == FileKind::Symlink {
+        let target = link.with_context(|| format!("{}: symlink without a target", shown.display()))?;
+        let header = FileHeader { kind, mode, uid, gid, rdev_major, rdev_minor, size: target.len() as u64, xattrs };
+        txn.write_file(&header, &mut target.as_slice(), shown)?
+    } else {
+        let size = if kind == FileKind::Regular { entry.size() } else { 0 };
+        let header = FileHeader { kind, mode, uid, gid, rdev_major, rdev_minor, size, xattrs };
+        stats.bytes += size;
+        txn.write_file(&header, entry, shown)?
+    };
+    stats.files += 1;
+    root.add_file(comps, id).map_err(place)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::components;
+
+    #[test]
+    fn path_components() {
+        let ok: &[(&[u8], &[&[u8]])] = &[
+            (b"./", &[]),
+            (b".", &[]),
+            (b"./etc/passwd", &[b"etc", b"passwd"]),
+            (b"etc//./passwd", &[b"etc", b"passwd"]),
+            (b"usr/bin/", &[b"usr", b"bin"]),
+            (b"..foo/bar..", &[b"..foo", b"bar.."]),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(components(raw).unwrap(), *want, "{}", raw.escape_ascii());
+        }
+        for bad in [&b"/etc/passwd"[..], b"../x", b"a/../../b", b"a/.."] {
+            assert!(components(bad).is_err(), "{}", bad.escape_ascii());
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Checking out a tree: a directory of hard links into the store.
+//!
+//! Every non-directory entry is a hard link to its file object, which already carries the
+//! entry's mode, owner and xattrs; files with the same object share one inode, so a
+//! second checkout of a similar tree costs almost no space. Directories are created,
+//! filled, and only then given their mode, owner, xattrs and a zero mtime (so read-only
+//! directories can still be filled). The checkout is built under a temporary sibling name
+//! and renamed to `dest` at the end, so `dest` never exists half-made.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use format::limits::TREE_DEPTH_MAX;
+use format::{EntryKind, FileKind, ObjectId, ObjectKind};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::inode::{self, XattrSource};
+use crate::repo::object_path;
+use crate::{Repo, StoreError};
+
+/// How to check out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckoutOptions {
+    /// Copy every file instead of hard-linking it (for a destination on another
+    /// filesystem, or one that must not share inodes with the store). Without it, files
+    /// are copied only where the kernel refuses a link (`EXDEV`, `EMLINK`).
+    pub copy: bool,
+    /// `syncfs` the destination before renaming it into place and again after, so the
+    /// checkout is durable when this returns (for deployments on a device).
+    pub sync: bool,
+}
+
+/// What a checkout did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckoutStats {
+    /// Directories created.
+    pub dirs: u64,
+    /// Files hard-linked to the store.
+    pub linked: u64,
+    /// Files copied.
+    pub copied: u64,
+}
+
+/// Checks out the tree `root` at `dest`, which must not exist; its parent must.
+pub fn checkout(repo: &Repo, root: &ObjectId, dest: &Path, opts: CheckoutOptions) -> Result<CheckoutStats, StoreError> {
+    let (parent, name) = split_dest(dest)?;
+    let parent_fd = rustix::fs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| StoreError::io(parent, "open directory", e))?;
+    match rustix::fs::statat(&parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => {}
+        Ok(_) => return Err(StoreError::Unsupported { path: dest.into(), reason: "already exists".into() }),
+        Err(e) => return Err(StoreError::io(dest, "stat", e)),
+    }
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(name.as_bytes());
+    tmp.extend_from_slice(format!(".berth-tmp-{pid}").as_bytes());
+    if tmp.len() > format::limits::NAME_MAX {
+        tmp = format!(".berth-checkout-tmp-{pid}").into_bytes();
+    }
+    let tmp_shown = parent.join(OsStr::from_bytes(&tmp));
+    rustix::fs::mkdirat(&parent_fd, tmp.as_slice(), Mode::from_raw_mode(0o700))
+        .map_err(|e| StoreError::io(&tmp_shown, "create directory", e))?;
+    let result = (|| {
+        let fd = inode::open_dir_at(parent_fd.as_fd(), &tmp, &tmp_shown)?;
+        let mut w = Writer { repo, opts, stats: CheckoutStats::default() };
+        w.fill(root, fd.as_fd(), dest.to_path_buf(), 0)?;
+        if opts.sync {
+            rustix::fs::syncfs(&fd).map_err(|e| StoreError::io(dest, "sync checkout", e))?;
+        }
+        rustix::fs::renameat(&parent_fd, tmp.as_slice(), &parent_fd, name)
+            .map_err(|e| StoreError::io(dest, "rename checkout into place", e))?;
+        if opts.sync {
+            // Durability: the rename is persistent only once the parent directory is.
+            rustix::fs::fsync(&parent_fd).map_err(|e| StoreError::io(parent, "fsync directory", e))?;
+        }
+        Ok(w.stats)
+    })();
+    if result.is_err() {
+        if let Err(e) = remove_tree(parent_fd.as_fd(), &tmp, 0) {
+            log::warn!("{}: cannot remove partial checkout: {e}", tmp_shown.display());
+        }
+    }
+    result
+}
+
+fn split_dest(dest: &Path) -> Result<(&Path, &OsStr), StoreError> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| StoreError::Unsupported { path: dest.into(), reason: "is not a usable destination name".into() })?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((parent, name))
+}
+
+struct Writer<'r> {
+    repo: &'r Repo,
+    opts: CheckoutOptions,
+    stats: CheckoutStats,
+}
+
+impl Writer<'_> {
+    fn fill(&mut self, id: &ObjectId, dirfd: BorrowedFd<'_>, shown: PathBuf, depth: usize) -> Result<(), StoreError> {
+        if depth > TREE_DEPTH_MAX {
+            return Err(StoreError::Unsupported { path: shown, reason: format!("tree is nested deeper than {TREE_DEPTH_MAX}") });
+        }
+        let tree = self.repo.read_tree(id)?;
+        self.stats.dirs += 1;
+        for entry in tree.entries() {
+            let name = entry.name.as_bytes();
+            let path = shown.join(OsStr::from_bytes(name));
+            match entry.kind {
+                EntryKind::Tree => {
+                    rustix::fs::mkdirat(dirfd, name, Mode::from_raw_mode(0o700))
+                        .map_err(|e| StoreError::io(&path, "create directory", e))?;
+                    let child = inode::open_dir_at(dirfd, name, &path)?;
+                    self.fill(&entry.id, child.as_fd(), path, depth + 1)?;
+                }
+                EntryKind::File => self.file(&entry.id, dirfd, name, &path)?,
+            }
+        }
+        let m = tree.meta();
+        inode::apply_fd(dirfd, m.mode, m.uid, m.gid, &m.xattrs, &shown)
+    }
+
+    fn file(&mut self, id: &ObjectId, dirfd: BorrowedFd<'_>, name: &[u8], path: &Path) -> Result<(), StoreError> {
+        let rel = object_path(id, ObjectKind::File.suffix());
+        if !self.opts.copy {
+            match rustix::fs::linkat(self.repo.objects_fd(), rel.as_str(), dirfd, name, AtFlags::empty()) {
+                Ok(()) => {
+                    self.stats.linked += 1;
+                    return Ok(());
+                }
+                Err(Errno::NOENT) => return Err(StoreError::missing(*id, ObjectKind::File)),
+                // Another filesystem, or the object's link count is at its maximum.
+                Err(Errno::XDEV | Errno::MLINK) => {}
+                Err(e) => return Err(StoreError::io(path, "hard-link from the store", e)),
+            }
+        }
+        self.copy(id, &rel, dirfd, name, path)?;
+        self.stats.copied += 1;
+        Ok(())
+    }
+
+    fn copy(&mut self, id: &ObjectId, rel: &str, dirfd: BorrowedFd<'_>, name: &[u8], path: &Path) -> Result<(), StoreError> {
+        let objects = self.repo.objects_fd();
+        let obj_path = self.repo.objects_path(rel);
+        let st = match rustix::fs::statat(objects, rel, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Err(StoreError::missing(*id, ObjectKind::File)),
+            Err(e) => return Err(StoreError::io(&obj_path, "stat", e)),
+        };
+        let kind = inode::file_kind(&st, &obj_path)?;
+        if kind == FileKind::Regular {
+            let src: OwnedFd = rustix::fs::openat(objects, rel, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| StoreError::io(&obj_path, "open", e))?;
+            let xattrs = inode::read_xattrs(&XattrSource::Fd(src.as_fd()), &obj_path)?;
+            let dst = rustix::fs::openat(dirfd, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
+                .map_err(|e| StoreError::io(path, "create", e))?;
+            let mut s = std::fs::File::from(src);
+            let mut d = std::fs::File::from(dst);
+            std::io::copy(&mut s, &mut d).map_err(|e| StoreError::io(path, "copy", e))?;
+            inode::apply_fd(d.as_fd(), st.st_mode & format::meta::MODE_BITS, st.st_uid, st.st_gid, &xattrs, path)
+        } else {
+            let target = if kind == FileKind::Symlink {
+                rustix::fs::readlinkat(objects, rel, Vec::new()).map_err(|e| StoreError::io(&obj_path, "read symlink", e))?.into_bytes()
+            } else {
+                Vec::new()
+            };
+            let link = inode::proc_path(objects, rel.as_bytes());
+            let xattrs = inode::read_xattrs(&XattrSource::Link(&link), &obj_path)?;
+            let header = inode::header_from_stat(&st, kind, xattrs);
+            inode::create_special(dirfd, name, &header, &target, path)
+        }
+    }
+}
+
+/// Removes `name` in `dirfd` and everything under it, without following symlinks.
+pub fn remove_tree(dirfd: BorrowedFd<'_>, name: &[u8], depth: usize) -> Result<(), Errno> {
+    match rustix::fs::unlinkat(dirfd, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ISDIR | Errno::PERM) => {}
+        Err(e) => return Err(e),
+    }
+    if depth > TREE_DEPTH_MAX + 1 {
+        return Err(Errno::LOOP);
+    }
+    let dir = rustix::fs::openat(dirfd, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    // A checkout may have given the directory a read-only mode; restore write access.
+    rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o700))?;
+    let mut names = Vec::new();
+    let mut entries = rustix::fs::Dir::read_from(&dir)?;
+    while let Some(entry) = entries.read() {
+        let entry = entry?;
+        let n = entry.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    for n in names {
+        remove_tree(dir.as_fd(), &n, depth + 1)?;
+    }
+    rustix::fs::unlinkat(dirfd, name, AtFlags::REMOVEDIR)
+}

@@ -1,0 +1,151 @@
+//! Verifying objects against their names: one file object, or the whole store (`fsck`).
+
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+
+use format::{EntryKind, FileKind, ObjectId, ObjectKind};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::inode::{self, XattrSource};
+use crate::repo::object_path;
+use crate::{Repo, StoreError};
+
+/// What [`Repo::fsck`] found.
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    /// Objects whose content was re-hashed.
+    pub checked: u64,
+    /// Objects that do not match their name, or cannot be read.
+    pub corrupt: Vec<StoreError>,
+    /// Objects referenced by a commit or tree that are not in the store.
+    pub missing: Vec<StoreError>,
+}
+
+impl FsckReport {
+    /// Whether the store is sound.
+    pub fn is_ok(&self) -> bool {
+        self.corrupt.is_empty() && self.missing.is_empty()
+    }
+}
+
+impl Repo {
+    /// Re-hashes a file object from its inode: metadata, xattrs and content.
+    pub fn verify_file(&self, id: &ObjectId) -> Result<(), StoreError> {
+        let rel = object_path(id, ObjectKind::File.suffix());
+        let shown = self.objects_path(&rel);
+        let objects = self.objects_fd();
+        let st = match rustix::fs::statat(objects, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Err(StoreError::missing(*id, ObjectKind::File)),
+            Err(e) => return Err(StoreError::io(&shown, "stat", e)),
+        };
+        let kind = inode::file_kind(&st, &shown)?;
+        let actual = if kind == FileKind::Regular {
+            let fd = rustix::fs::openat(objects, rel.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| StoreError::io(&shown, "open", e))?;
+            let xattrs = inode::read_xattrs(&XattrSource::Fd(fd.as_fd()), &shown)?;
+            let header = inode::header_from_stat(&st, kind, xattrs);
+            let mut hasher = header.hasher();
+            let mut f = std::fs::File::from(fd);
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| StoreError::io(&shown, "read", e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            hasher.finish().map_err(|e| StoreError::format(&shown, e))?
+        } else {
+            let target = if kind == FileKind::Symlink {
+                rustix::fs::readlinkat(objects, rel.as_str(), Vec::new()).map_err(|e| StoreError::io(&shown, "read symlink", e))?.into_bytes()
+            } else {
+                Vec::new()
+            };
+            let link = inode::proc_path(objects, rel.as_bytes());
+            let xattrs = inode::read_xattrs(&XattrSource::Link(&link), &shown)?;
+            let mut header = inode::header_from_stat(&st, kind, xattrs);
+            header.size = target.len() as u64;
+            header.object_id(&target).map_err(|e| StoreError::format(&shown, e))?
+        };
+        if actual == *id {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt { id: *id, kind: "file", actual })
+        }
+    }
+
+    /// Re-hashes every object in the store and checks that every commit's trees and
+    /// files are present.
+    pub fn fsck(&self) -> Result<FsckReport, StoreError> {
+        let mut report = FsckReport::default();
+        let mut commits = Vec::new();
+        let objects_path = self.path().join("objects");
+        let mut top = rustix::fs::Dir::read_from(self.objects_fd()).map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
+        let mut prefixes = Vec::new();
+        while let Some(entry) = top.read() {
+            let entry = entry.map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.len() == 2 && name.bytes().all(|c| c.is_ascii_hexdigit()) {
+                prefixes.push(name);
+            }
+        }
+        prefixes.sort();
+        for prefix in prefixes {
+            let dir_path = objects_path.join(&prefix);
+            let dir = inode::open_dir_at(self.objects_fd(), prefix.as_bytes(), &dir_path)?;
+            let mut entries = rustix::fs::Dir::read_from(&dir).map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
+            while let Some(entry) = entries.read() {
+                let entry = entry.map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some((rest, suffix)) = name.split_once('.') else { continue };
+                let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else { continue };
+                let result = match suffix {
+                    "file" => self.verify_file(&id),
+                    "tree" => self.read_tree(&id).map(drop),
+                    "commit" => self.read_commit(&id).map(|_| commits.push(id)),
+                    "sig" => self.read_signatures(&id).map(drop),
+                    _ => continue,
+                };
+                report.checked += 1;
+                if let Err(e) = result {
+                    report.corrupt.push(e);
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for commit in commits {
+            if let Ok((c, _)) = self.read_commit(&commit) {
+                self.check_tree(&c.root, &mut seen, &mut report)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_tree(&self, id: &ObjectId, seen: &mut HashSet<ObjectId>, report: &mut FsckReport) -> Result<(), StoreError> {
+        if !seen.insert(*id) {
+            return Ok(());
+        }
+        let tree = match self.read_tree(id) {
+            Ok(t) => t,
+            Err(e @ StoreError::Missing { .. }) => {
+                report.missing.push(e);
+                return Ok(());
+            }
+            // Already reported as corrupt by the per-object pass.
+            Err(_) => return Ok(()),
+        };
+        for entry in tree.entries() {
+            match entry.kind {
+                EntryKind::Tree => self.check_tree(&entry.id, seen, report)?,
+                EntryKind::File => {
+                    if seen.insert(entry.id) && !self.has(&entry.id, ObjectKind::File)? {
+                        report.missing.push(StoreError::missing(entry.id, ObjectKind::File));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
