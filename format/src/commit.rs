@@ -4,11 +4,17 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::limits::{COMMIT_MAX, COMMIT_META_COUNT_MAX, COMMIT_META_KEY_MAX, COMMIT_META_VALUE_MAX, VERSION_MAX};
+use crate::limits::{
+    COMMIT_MAX, COMMIT_META_COUNT_MAX, COMMIT_META_KEY_MAX, COMMIT_META_VALUE_MAX, VERSION_MAX,
+};
 use crate::wire::{self, Preamble, Reader};
 use crate::{FormatError, ObjectId};
 
-const COMMIT: Preamble = Preamble { magic: *b"BRTC", version: 1, what: "commit" };
+const COMMIT: Preamble = Preamble {
+    magic: *b"BRTC",
+    version: 1,
+    what: "commit",
+};
 
 /// A release version: 1 to 64 bytes of `[A-Za-z0-9.+~_-]`, starting with an alphanumeric.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -19,13 +25,25 @@ impl Version {
     pub fn new(s: &str) -> Result<Self, FormatError> {
         let what = "version";
         if s.is_empty() || s.len() > VERSION_MAX {
-            return Err(FormatError::BadText { what, reason: "must be 1 to 64 bytes long" });
+            return Err(FormatError::BadText {
+                what,
+                reason: "must be 1 to 64 bytes long",
+            });
         }
         if !s.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-            return Err(FormatError::BadText { what, reason: "must start with a letter or digit" });
+            return Err(FormatError::BadText {
+                what,
+                reason: "must start with a letter or digit",
+            });
         }
-        if !s.bytes().all(|c| c.is_ascii_alphanumeric() || b".+~_-".contains(&c)) {
-            return Err(FormatError::BadText { what, reason: "may only contain letters, digits and . + ~ _ -" });
+        if !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".+~_-".contains(&c))
+        {
+            return Err(FormatError::BadText {
+                what,
+                reason: "may only contain letters, digits and . + ~ _ -",
+            });
         }
         Ok(Self(String::from(s)))
     }
@@ -85,12 +103,24 @@ impl Commit {
         }
         metadata.sort_unstable();
         if metadata.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(FormatError::NotSorted { what: "commit metadata keys" });
+            return Err(FormatError::NotSorted {
+                what: "commit metadata keys",
+            });
         }
-        let commit = Self { root, parent, timestamp, version, metadata };
+        let commit = Self {
+            root,
+            parent,
+            timestamp,
+            version,
+            metadata,
+        };
         let len = commit.encode().len();
         if len > COMMIT_MAX {
-            return Err(FormatError::TooLarge { what: "commit", len: len as u64, limit: COMMIT_MAX as u64 });
+            return Err(FormatError::TooLarge {
+                what: "commit",
+                len: len as u64,
+                limit: COMMIT_MAX as u64,
+            });
         }
         Ok(commit)
     }
@@ -133,7 +163,11 @@ impl Commit {
     /// Parses exactly one encoded commit.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         if bytes.len() > COMMIT_MAX {
-            return Err(FormatError::TooLarge { what: "commit", len: bytes.len() as u64, limit: COMMIT_MAX as u64 });
+            return Err(FormatError::TooLarge {
+                what: "commit",
+                len: bytes.len() as u64,
+                limit: COMMIT_MAX as u64,
+            });
         }
         let mut r = Reader::new(bytes, COMMIT.what);
         COMMIT.read(&mut r)?;
@@ -141,32 +175,60 @@ impl Commit {
         let parent = match r.u8()? {
             0 => None,
             1 => Some(ObjectId::from_bytes(r.array()?)),
-            v => return Err(FormatError::Invalid { what: "commit parent flag", value: u64::from(v) }),
+            v => {
+                return Err(FormatError::Invalid {
+                    what: "commit parent flag",
+                    value: u64::from(v),
+                });
+            }
         };
         let timestamp = r.u64()?;
         let n = Reader::len(u64::from(r.u16()?), VERSION_MAX, "version length")?;
         let version = Version::new(utf8(r.bytes(n)?, "version")?)?;
         let raw = r.u32()?;
-        let count = Reader::len(u64::from(raw), COMMIT_META_COUNT_MAX, "commit metadata count")?;
+        let count = Reader::len(
+            u64::from(raw),
+            COMMIT_META_COUNT_MAX,
+            "commit metadata count",
+        )?;
         let mut metadata: Vec<(String, String)> = Vec::with_capacity(count);
         for _ in 0..count {
-            let n = Reader::len(u64::from(r.u16()?), COMMIT_META_KEY_MAX, "commit metadata key length")?;
+            let n = Reader::len(
+                u64::from(r.u16()?),
+                COMMIT_META_KEY_MAX,
+                "commit metadata key length",
+            )?;
             let k = utf8(r.bytes(n)?, "commit metadata key")?;
-            let n = Reader::len(u64::from(r.u32()?), COMMIT_META_VALUE_MAX, "commit metadata value length")?;
+            let n = Reader::len(
+                u64::from(r.u32()?),
+                COMMIT_META_VALUE_MAX,
+                "commit metadata value length",
+            )?;
             let v = utf8(r.bytes(n)?, "commit metadata value")?;
             check_meta(k, v)?;
             if metadata.last().is_some_and(|(prev, _)| prev.as_str() >= k) {
-                return Err(FormatError::NotSorted { what: "commit metadata keys" });
+                return Err(FormatError::NotSorted {
+                    what: "commit metadata keys",
+                });
             }
             metadata.push((String::from(k), String::from(v)));
         }
         r.finish()?;
-        Ok(Self { root, parent, timestamp, version, metadata })
+        Ok(Self {
+            root,
+            parent,
+            timestamp,
+            version,
+            metadata,
+        })
     }
 }
 
 fn utf8<'a>(b: &'a [u8], what: &'static str) -> Result<&'a str, FormatError> {
-    core::str::from_utf8(b).map_err(|_| FormatError::BadText { what, reason: "is not valid UTF-8" })
+    core::str::from_utf8(b).map_err(|_| FormatError::BadText {
+        what,
+        reason: "is not valid UTF-8",
+    })
 }
 
 fn check_meta(k: &str, v: &str) -> Result<(), FormatError> {
@@ -197,7 +259,10 @@ mod tests {
             Some(ObjectId::from_bytes([2; 32])),
             1_700_000_000,
             Version::new("1.2.3").unwrap(),
-            vec![("board".into(), "qemu-x86_64".into()), ("a".into(), "".into())],
+            vec![
+                ("board".into(), "qemu-x86_64".into()),
+                ("a".into(), String::new()),
+            ],
         )
         .unwrap()
     }
@@ -207,7 +272,10 @@ mod tests {
         let c = commit();
         assert_eq!(c.metadata()[0].0, "a");
         assert_eq!(Commit::decode(&c.encode()), Ok(c.clone()));
-        let no_parent = Commit { parent: None, ..c.clone() };
+        let no_parent = Commit {
+            parent: None,
+            ..c.clone()
+        };
         assert_eq!(Commit::decode(&no_parent.encode()), Ok(no_parent.clone()));
         assert_ne!(no_parent.id(), c.id());
     }

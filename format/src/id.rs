@@ -66,7 +66,13 @@ impl ObjectId {
         let mut out = [0u8; 72];
         let suffix = kind.suffix().as_bytes();
         let mut n = 0;
-        for &b in hex[..2].iter().chain(b"/").chain(&hex[2..]).chain(b".").chain(suffix) {
+        for &b in hex[..2]
+            .iter()
+            .chain(b"/")
+            .chain(&hex[2..])
+            .chain(b".")
+            .chain(suffix)
+        {
             if let Some(slot) = out.get_mut(n) {
                 *slot = b;
                 n += 1;
@@ -77,7 +83,10 @@ impl ObjectId {
 
     /// Parses 64 hex digits (either case).
     pub fn parse_hex(s: &[u8]) -> Result<Self, FormatError> {
-        let bad = FormatError::BadText { what: "object id", reason: "expected 64 hexadecimal digits" };
+        let bad = FormatError::BadText {
+            what: "object id",
+            reason: "expected 64 hexadecimal digits",
+        };
         if s.len() != 64 {
             return Err(bad);
         }
@@ -130,11 +139,17 @@ mod tests {
     fn hex_round_trip_and_path() {
         let id = ObjectId::digest(b"abc");
         let s = id.to_string();
-        assert_eq!(s, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            s,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(s.parse::<ObjectId>(), Ok(id));
         assert_eq!(s.to_uppercase().parse::<ObjectId>(), Ok(id));
         let (p, n) = id.path_bytes(ObjectKind::Tree);
-        assert_eq!(&p[..n], b"ba/7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.tree");
+        assert_eq!(
+            &p[..n],
+            b"ba/7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.tree"
+        );
         let (_, n) = id.path_bytes(ObjectKind::Commit);
         assert_eq!(n, 72);
     }

@@ -50,27 +50,39 @@ fn parse_line<'a>(text: &'a [u8], tag: &str) -> Result<&'a [u8], FormatError> {
     let rest = text
         .strip_prefix(tag.as_bytes())
         .and_then(|r| r.strip_prefix(b" "))
-        .ok_or(FormatError::BadText { what: "key file", reason: "does not start with the expected key tag" })?;
+        .ok_or(FormatError::BadText {
+            what: "key file",
+            reason: "does not start with the expected key tag",
+        })?;
     Ok(rest)
 }
 
 /// Parses a secret key file.
 pub fn parse_secret(text: &[u8]) -> Result<SigningKey, FormatError> {
     let hex = parse_line(text, SECRET_TAG)?;
-    let seed = ObjectId::parse_hex(hex)
-        .map_err(|_| FormatError::BadText { what: "secret key", reason: "expected 64 hexadecimal digits" })?;
+    let seed = ObjectId::parse_hex(hex).map_err(|_| FormatError::BadText {
+        what: "secret key",
+        reason: "expected 64 hexadecimal digits",
+    })?;
     Ok(SigningKey::from_bytes(seed.as_bytes()))
 }
 
 /// Parses a public key file. Rejects points that are not valid curve points.
 pub fn parse_public(text: &[u8]) -> Result<VerifyingKey, FormatError> {
     let hex = parse_line(text, PUBLIC_TAG)?;
-    let raw = ObjectId::parse_hex(hex)
-        .map_err(|_| FormatError::BadText { what: "public key", reason: "expected 64 hexadecimal digits" })?;
-    let key = VerifyingKey::from_bytes(raw.as_bytes())
-        .map_err(|_| FormatError::BadText { what: "public key", reason: "is not a valid ed25519 point" })?;
+    let raw = ObjectId::parse_hex(hex).map_err(|_| FormatError::BadText {
+        what: "public key",
+        reason: "expected 64 hexadecimal digits",
+    })?;
+    let key = VerifyingKey::from_bytes(raw.as_bytes()).map_err(|_| FormatError::BadText {
+        what: "public key",
+        reason: "is not a valid ed25519 point",
+    })?;
     if key.is_weak() {
-        return Err(FormatError::BadText { what: "public key", reason: "is a weak (small-order) key" });
+        return Err(FormatError::BadText {
+            what: "public key",
+            reason: "is a weak (small-order) key",
+        });
     }
     Ok(key)
 }
@@ -110,7 +122,10 @@ mod tests {
         let sk = SigningKey::from_bytes(&[7; 32]);
         let text = format_secret(&sk);
         assert_eq!(kind_of(text.as_bytes()), Some(KeyFileKind::Secret));
-        assert_eq!(parse_secret(text.as_bytes()).unwrap().to_bytes(), sk.to_bytes());
+        assert_eq!(
+            parse_secret(text.as_bytes()).unwrap().to_bytes(),
+            sk.to_bytes()
+        );
         let pk = format_public(&sk.verifying_key());
         assert_eq!(kind_of(pk.as_bytes()), Some(KeyFileKind::Public));
         assert_eq!(parse_public(pk.as_bytes()).unwrap(), sk.verifying_key());

@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+pub mod commit;
 mod error;
 pub mod id;
 pub mod key;
@@ -33,7 +34,6 @@ pub mod limits;
 pub mod meta;
 pub mod name;
 pub mod sig;
-pub mod commit;
 pub mod tree;
 mod wire;
 

@@ -7,11 +7,15 @@ use alloc::vec::Vec;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
+use crate::FormatError;
 use crate::limits::SIGNATURES_MAX;
 use crate::wire::{self, Preamble, Reader};
-use crate::FormatError;
 
-const SIGS: Preamble = Preamble { magic: *b"BRTS", version: 1, what: "signature file" };
+const SIGS: Preamble = Preamble {
+    magic: *b"BRTS",
+    version: 1,
+    what: "signature file",
+};
 
 /// The only algorithm defined in version 1.
 const ALG_ED25519: u8 = 1;
@@ -42,7 +46,10 @@ impl Signatures {
 
     /// Signs `signed_bytes` with `key`, replacing any earlier signature by the same key.
     pub fn sign(&mut self, signed_bytes: &[u8], key: &SigningKey) -> Result<(), FormatError> {
-        let entry = SigEntry { key: key.verifying_key().to_bytes(), signature: key.sign(signed_bytes).to_bytes() };
+        let entry = SigEntry {
+            key: key.verifying_key().to_bytes(),
+            signature: key.sign(signed_bytes).to_bytes(),
+        };
         match self.0.binary_search_by(|e| e.key.cmp(&entry.key)) {
             Ok(i) => {
                 if let Some(slot) = self.0.get_mut(i) {
@@ -68,7 +75,11 @@ impl Signatures {
     /// Succeeds with the first trusted key that signed. Fails if no trusted key signed,
     /// and also if any trusted key's signature is present but wrong: that is tampering,
     /// not a missing signature.
-    pub fn verify(&self, signed_bytes: &[u8], trusted: &[VerifyingKey]) -> Result<VerifyingKey, FormatError> {
+    pub fn verify(
+        &self,
+        signed_bytes: &[u8],
+        trusted: &[VerifyingKey],
+    ) -> Result<VerifyingKey, FormatError> {
         let mut good = None;
         for entry in &self.0 {
             let Some(key) = trusted.iter().find(|k| k.as_bytes() == &entry.key) else {
@@ -76,11 +87,15 @@ impl Signatures {
             };
             let sig = Signature::from_bytes(&entry.signature);
             if key.verify_strict(signed_bytes, &sig).is_err() {
-                return Err(FormatError::Signature { reason: "a trusted key's signature does not match the commit" });
+                return Err(FormatError::Signature {
+                    reason: "a trusted key's signature does not match the commit",
+                });
             }
             good.get_or_insert(*key);
         }
-        good.ok_or(FormatError::Signature { reason: "not signed by any trusted key" })
+        good.ok_or(FormatError::Signature {
+            reason: "not signed by any trusted key",
+        })
     }
 
     /// The canonical encoding (see `docs/FORMAT.md`, "Signatures").
@@ -106,11 +121,19 @@ impl Signatures {
         for _ in 0..count {
             let alg = r.u8()?;
             if alg != ALG_ED25519 {
-                return Err(FormatError::Invalid { what: "signature algorithm", value: u64::from(alg) });
+                return Err(FormatError::Invalid {
+                    what: "signature algorithm",
+                    value: u64::from(alg),
+                });
             }
-            let entry = SigEntry { key: r.array()?, signature: r.array()? };
+            let entry = SigEntry {
+                key: r.array()?,
+                signature: r.array()?,
+            };
             if out.last().is_some_and(|prev| prev.key >= entry.key) {
-                return Err(FormatError::NotSorted { what: "signature keys" });
+                return Err(FormatError::NotSorted {
+                    what: "signature keys",
+                });
             }
             out.push(entry);
         }
@@ -134,14 +157,31 @@ mod tests {
         assert_eq!(sigs.entries().len(), 1, "re-signing replaces");
         let decoded = Signatures::decode(&sigs.encode()).unwrap();
         assert_eq!(decoded, sigs);
-        assert_eq!(decoded.verify(msg, &[a.verifying_key()]).unwrap(), a.verifying_key());
-        assert!(decoded.verify(msg, &[b.verifying_key()]).is_err(), "wrong key");
-        assert!(decoded.verify(b"BRTC commit bytez", &[a.verifying_key()]).is_err(), "tampered message");
-        assert!(Signatures::new().verify(msg, &[a.verifying_key()]).is_err(), "unsigned");
+        assert_eq!(
+            decoded.verify(msg, &[a.verifying_key()]).unwrap(),
+            a.verifying_key()
+        );
+        assert!(
+            decoded.verify(msg, &[b.verifying_key()]).is_err(),
+            "wrong key"
+        );
+        assert!(
+            decoded
+                .verify(b"BRTC commit bytez", &[a.verifying_key()])
+                .is_err(),
+            "tampered message"
+        );
+        assert!(
+            Signatures::new().verify(msg, &[a.verifying_key()]).is_err(),
+            "unsigned"
+        );
         let mut flipped = sigs.encode();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         let flipped = Signatures::decode(&flipped).unwrap();
-        assert!(flipped.verify(msg, &[a.verifying_key()]).is_err(), "bit flip in signature");
+        assert!(
+            flipped.verify(msg, &[a.verifying_key()]).is_err(),
+            "bit flip in signature"
+        );
     }
 }

@@ -7,7 +7,11 @@ use crate::meta::MODE_BITS;
 use crate::wire::{self, Preamble, Reader};
 use crate::{EntryName, FormatError, ObjectId, Xattrs};
 
-const TREE: Preamble = Preamble { magic: *b"BRTT", version: 1, what: "tree" };
+const TREE: Preamble = Preamble {
+    magic: *b"BRTT",
+    version: 1,
+    what: "tree",
+};
 
 /// A directory's own metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,7 +61,10 @@ impl Tree {
     /// filesystem listed the directory.
     pub fn new(meta: DirMeta, mut entries: Vec<TreeEntry>) -> Result<Self, FormatError> {
         if meta.mode & !MODE_BITS != 0 {
-            return Err(FormatError::Invalid { what: "directory mode", value: u64::from(meta.mode) });
+            return Err(FormatError::Invalid {
+                what: "directory mode",
+                value: u64::from(meta.mode),
+            });
         }
         if entries.len() > TREE_ENTRIES_MAX {
             return Err(FormatError::TooLarge {
@@ -68,7 +75,9 @@ impl Tree {
         }
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         if entries.windows(2).any(|w| w[0].name == w[1].name) {
-            return Err(FormatError::NotSorted { what: "tree entry names" });
+            return Err(FormatError::NotSorted {
+                what: "tree entry names",
+            });
         }
         Ok(Self { meta, entries })
     }
@@ -95,7 +104,10 @@ impl Tree {
         for e in &self.entries {
             wire::put_u8(&mut w, e.kind as u8);
             // EntryName guarantees 1..=255 bytes.
-            wire::put_u8(&mut w, u8::try_from(e.name.as_bytes().len()).unwrap_or(u8::MAX));
+            wire::put_u8(
+                &mut w,
+                u8::try_from(e.name.as_bytes().len()).unwrap_or(u8::MAX),
+            );
             w.extend_from_slice(e.name.as_bytes());
             w.extend_from_slice(e.id.as_bytes());
         }
@@ -113,9 +125,17 @@ impl Tree {
         TREE.read(&mut r)?;
         let mode = r.u32()?;
         if mode & !MODE_BITS != 0 {
-            return Err(FormatError::Invalid { what: "directory mode", value: u64::from(mode) });
+            return Err(FormatError::Invalid {
+                what: "directory mode",
+                value: u64::from(mode),
+            });
         }
-        let meta = DirMeta { mode, uid: r.u32()?, gid: r.u32()?, xattrs: Xattrs::read(&mut r)? };
+        let meta = DirMeta {
+            mode,
+            uid: r.u32()?,
+            gid: r.u32()?,
+            xattrs: Xattrs::read(&mut r)?,
+        };
         let raw = r.u32()?;
         let count = Reader::len(u64::from(raw), TREE_ENTRIES_MAX, "tree entry count")?;
         // Each entry takes at least 35 bytes, so a count the input cannot hold is
@@ -128,13 +148,20 @@ impl Tree {
             let kind = match r.u8()? {
                 1 => EntryKind::File,
                 2 => EntryKind::Tree,
-                v => return Err(FormatError::Invalid { what: "tree entry kind", value: u64::from(v) }),
+                v => {
+                    return Err(FormatError::Invalid {
+                        what: "tree entry kind",
+                        value: u64::from(v),
+                    });
+                }
             };
             let n = Reader::len(u64::from(r.u8()?), NAME_MAX, "entry name length")?;
             let name = EntryName::new(r.bytes(n)?)?;
             let id = ObjectId::from_bytes(r.array()?);
             if entries.last().is_some_and(|prev| prev.name >= name) {
-                return Err(FormatError::NotSorted { what: "tree entry names" });
+                return Err(FormatError::NotSorted {
+                    what: "tree entry names",
+                });
             }
             entries.push(TreeEntry { name, kind, id });
         }
@@ -149,16 +176,29 @@ mod tests {
     use alloc::vec;
 
     fn entry(name: &[u8], kind: EntryKind, seed: u8) -> TreeEntry {
-        TreeEntry { name: EntryName::new(name).unwrap(), kind, id: ObjectId::from_bytes([seed; 32]) }
+        TreeEntry {
+            name: EntryName::new(name).unwrap(),
+            kind,
+            id: ObjectId::from_bytes([seed; 32]),
+        }
     }
 
     fn meta() -> DirMeta {
-        DirMeta { mode: 0o1777, uid: 0, gid: 0, xattrs: Xattrs::new() }
+        DirMeta {
+            mode: 0o1777,
+            uid: 0,
+            gid: 0,
+            xattrs: Xattrs::new(),
+        }
     }
 
     #[test]
     fn order_independent_and_round_trips() {
-        let a = vec![entry(b"b", EntryKind::File, 1), entry(b"a", EntryKind::Tree, 2), entry(b"\xff", EntryKind::File, 3)];
+        let a = vec![
+            entry(b"b", EntryKind::File, 1),
+            entry(b"a", EntryKind::Tree, 2),
+            entry(b"\xff", EntryKind::File, 3),
+        ];
         let mut b = a.clone();
         b.reverse();
         let ta = Tree::new(meta(), a).unwrap();
@@ -170,8 +210,24 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_and_bad_bytes() {
-        assert!(Tree::new(meta(), vec![entry(b"a", EntryKind::File, 1), entry(b"a", EntryKind::Tree, 2)]).is_err());
-        let t = Tree::new(meta(), vec![entry(b"a", EntryKind::File, 1), entry(b"b", EntryKind::File, 2)]).unwrap();
+        assert!(
+            Tree::new(
+                meta(),
+                vec![
+                    entry(b"a", EntryKind::File, 1),
+                    entry(b"a", EntryKind::Tree, 2)
+                ]
+            )
+            .is_err()
+        );
+        let t = Tree::new(
+            meta(),
+            vec![
+                entry(b"a", EntryKind::File, 1),
+                entry(b"b", EntryKind::File, 2),
+            ],
+        )
+        .unwrap();
         let bytes = t.encode();
         for cut in 0..bytes.len() {
             assert!(Tree::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
@@ -181,11 +237,19 @@ mod tests {
         let first = bytes.len() - 2 * 35 + 2;
         swapped[first] = b'b';
         swapped[first + 35] = b'a';
-        assert_eq!(Tree::decode(&swapped), Err(FormatError::NotSorted { what: "tree entry names" }));
+        assert_eq!(
+            Tree::decode(&swapped),
+            Err(FormatError::NotSorted {
+                what: "tree entry names"
+            })
+        );
         // A name with '/' is refused even if everything else is well formed.
         let mut slash = bytes.clone();
         slash[first] = b'/';
-        assert!(matches!(Tree::decode(&slash), Err(FormatError::BadName { .. })));
+        assert!(matches!(
+            Tree::decode(&slash),
+            Err(FormatError::BadName { .. })
+        ));
         // A huge count in a small buffer is refused before allocation.
         let mut huge = bytes;
         let count_at = 4 + 2 + 2 + 12 + 4;

@@ -105,17 +105,28 @@ impl<'a> Reader<'a> {
     pub(crate) fn len(raw: u64, limit: usize, what: &'static str) -> Result<usize, FormatError> {
         let limit64 = u64::try_from(limit).unwrap_or(u64::MAX);
         if raw > limit64 {
-            return Err(FormatError::TooLarge { what, len: raw, limit: limit64 });
+            return Err(FormatError::TooLarge {
+                what,
+                len: raw,
+                limit: limit64,
+            });
         }
         // `raw <= limit`, which is a usize, so this cannot fail.
-        usize::try_from(raw).map_err(|_| FormatError::TooLarge { what, len: raw, limit: limit64 })
+        usize::try_from(raw).map_err(|_| FormatError::TooLarge {
+            what,
+            len: raw,
+            limit: limit64,
+        })
     }
 
     pub(crate) fn finish(self) -> Result<(), FormatError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(FormatError::TrailingBytes { what: self.what, extra: self.buf.len() })
+            Err(FormatError::TrailingBytes {
+                what: self.what,
+                extra: self.buf.len(),
+            })
         }
     }
 }

@@ -1,13 +1,13 @@
 //! The command line: one subcommand per verb, as DESIGN.md names them.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use store::checkout::CheckoutOptions;
 use store::Repo;
+use store::checkout::CheckoutOptions;
 
 use crate::commit::{CommitArgs, Source};
 use crate::keys;
@@ -40,7 +40,7 @@ enum Command {
     /// The repository is created if REPO does not exist or is an empty directory.
     /// Modification times are not recorded (checkouts have them at 1970-01-01), so the
     /// same tree always gives the same root tree id; the commit id also covers the
-    /// version, timestamp, parent and metadata. Set SOURCE_DATE_EPOCH or --timestamp for
+    /// version, timestamp, parent and metadata. Set `SOURCE_DATE_EPOCH` or --timestamp for
     /// reproducible commit ids. Committing files owned by other users, device nodes or
     /// security.* xattrs needs root.
     #[command(verbatim_doc_comment)]
@@ -49,7 +49,12 @@ enum Command {
         #[arg(long, value_name = "REPO")]
         repo: PathBuf,
         /// A directory holding the root filesystem.
-        #[arg(long, value_name = "DIR", conflicts_with = "tar", required_unless_present = "tar")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "tar",
+            required_unless_present = "tar"
+        )]
         tree: Option<PathBuf>,
         /// A tarball of the root filesystem (plain, gzip or zstd); xattrs are read from
         /// PAX SCHILY.xattr records (GNU tar --xattrs, bsdtar).
@@ -64,7 +69,7 @@ enum Command {
         /// The commit this one follows (full id or a unique prefix).
         #[arg(long, value_name = "COMMIT")]
         parent: Option<String>,
-        /// Commit time in seconds since the epoch (default: SOURCE_DATE_EPOCH, else now).
+        /// Commit time in seconds since the epoch (default: `SOURCE_DATE_EPOCH`, else now).
         #[arg(long, value_name = "SECONDS")]
         timestamp: Option<u64>,
         /// Free-form metadata, repeatable: --meta board=qemu-x86_64.
@@ -90,6 +95,17 @@ enum Command {
         #[arg(long, value_name = "PUB")]
         verify: Vec<PathBuf>,
     },
+    /// Show a commit: its root tree, parent, version, time, metadata and signers.
+    Show {
+        /// The repository.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The commit (full id or a unique prefix of at least 8 digits).
+        commit: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-hash every object in a repository and check that every commit is complete.
     Fsck {
         /// The repository.
@@ -106,14 +122,31 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", public.display());
             Ok(())
         }
-        Command::Commit { repo, tree, tar, version, key, parent, timestamp, meta } => {
+        Command::Commit {
+            repo,
+            tree,
+            tar,
+            version,
+            key,
+            parent,
+            timestamp,
+            meta,
+        } => {
             let source = match (tree, tar) {
                 (Some(dir), None) => Source::Dir(dir),
                 (None, Some(file)) => Source::Tar(file),
                 // clap enforces exactly one of the two.
                 _ => anyhow::bail!("give exactly one of --tree and --tar"),
             };
-            let args = CommitArgs { repo, source, version, key, parent, timestamp, meta };
+            let args = CommitArgs {
+                repo,
+                source,
+                version,
+                key,
+                parent,
+                timestamp,
+                meta,
+            };
             let start = Instant::now();
             let out = crate::commit::commit(&args, std::io::stderr().is_terminal())?;
             println!("{}", out.commit);
@@ -130,50 +163,122 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Checkout { repo, commit, dest, copy, verify } => {
-            let r = Repo::open(&repo)?;
-            let id = r.resolve_commit(&commit).with_context(|| format!("commit {commit}"))?;
-            let (c, bytes) = r.read_commit(&id)?;
-            if !verify.is_empty() {
-                let trusted = verify.iter().map(|p| keys::read_public(p)).collect::<Result<Vec<_>>>()?;
-                let who = r
-                    .read_signatures(&id)?
-                    .verify(&bytes, &trusted)
-                    .with_context(|| format!("commit {id}"))?;
-                eprintln!("commit {id}: good signature from key {}", format::key::fingerprint(&who));
-            }
-            let start = Instant::now();
-            let stats = store::checkout::checkout(&r, &c.root, &dest, CheckoutOptions { copy, sync: false })?;
-            eprintln!(
-                "checked out {} (version {}) at {}: {} directories, {} files linked, {} copied in {:.2}s",
-                id,
-                c.version,
-                dest.display(),
-                stats.dirs,
-                stats.linked,
-                stats.copied,
-                start.elapsed().as_secs_f64()
-            );
-            Ok(())
+        Command::Checkout {
+            repo,
+            commit,
+            dest,
+            copy,
+            verify,
+        } => checkout(&repo, &commit, &dest, copy, &verify),
+        Command::Show { repo, commit, json } => show(&repo, &commit, json),
+        Command::Fsck { repo } => fsck(&repo),
+    }
+}
+
+fn show(repo: &Path, commit: &str, json: bool) -> Result<()> {
+    let r = Repo::open(repo)?;
+    let id = r.resolve_commit(commit)?;
+    let (c, _) = r.read_commit(&id)?;
+    let signers: Vec<String> = r
+        .read_signatures(&id)?
+        .entries()
+        .iter()
+        .map(|e| {
+            ed25519_dalek::VerifyingKey::from_bytes(&e.key).map_or_else(
+                |_| "invalid-key".to_owned(),
+                |k| format::key::fingerprint(&k),
+            )
+        })
+        .collect();
+    if json {
+        let meta: serde_json::Map<String, serde_json::Value> = c
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let v = serde_json::json!({
+            "id": id.to_string(),
+            "root": c.root.to_string(),
+            "parent": c.parent.map(|p| p.to_string()),
+            "version": c.version.as_str(),
+            "timestamp": c.timestamp,
+            "metadata": meta,
+            "signed_by": signers,
+        });
+        println!("{v}");
+    } else {
+        println!("commit    {id}");
+        println!("root      {}", c.root);
+        println!(
+            "parent    {}",
+            c.parent
+                .map_or_else(|| "(none)".to_owned(), |p| p.to_string())
+        );
+        println!("version   {}", c.version);
+        println!("timestamp {}", c.timestamp);
+        for (k, v) in c.metadata() {
+            println!("meta      {k}={v}");
         }
-        Command::Fsck { repo } => {
-            let r = Repo::open(&repo)?;
-            let report = r.fsck()?;
-            for e in report.corrupt.iter().chain(&report.missing) {
-                eprintln!("{e}");
-            }
-            if report.is_ok() {
-                println!("{} objects checked, all sound", report.checked);
-                Ok(())
-            } else {
-                anyhow::bail!(
-                    "{}: {} corrupt and {} missing objects ({} checked)",
-                    repo.display(),
-                    report.corrupt.len(),
-                    report.missing.len(),
-                    report.checked
-                )
-            }
+        if signers.is_empty() {
+            println!("signed    (unsigned)");
         }
+        for s in signers {
+            println!("signed    key {s}");
+        }
+    }
+    Ok(())
+}
+
+fn checkout(repo: &Path, commit: &str, dest: &Path, copy: bool, verify: &[PathBuf]) -> Result<()> {
+    let r = Repo::open(repo)?;
+    let id = r.resolve_commit(commit)?;
+    let (c, bytes) = r.read_commit(&id)?;
+    if !verify.is_empty() {
+        let trusted = verify
+            .iter()
+            .map(|p| keys::read_public(p))
+            .collect::<Result<Vec<_>>>()?;
+        let who = r
+            .read_signatures(&id)?
+            .verify(&bytes, &trusted)
+            .with_context(|| format!("commit {id}"))?;
+        eprintln!(
+            "commit {id}: good signature from key {}",
+            format::key::fingerprint(&who)
+        );
+    }
+    let start = Instant::now();
+    let stats =
+        store::checkout::checkout(&r, &c.root, dest, CheckoutOptions { copy, sync: false })?;
+    eprintln!(
+        "checked out {} (version {}) at {}: {} directories, {} files linked, {} copied in {:.2}s",
+        id,
+        c.version,
+        dest.display(),
+        stats.dirs,
+        stats.linked,
+        stats.copied,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn fsck(repo: &Path) -> Result<()> {
+    let r = Repo::open(repo)?;
+    let report = r.fsck()?;
+    for e in report.corrupt.iter().chain(&report.missing) {
+        eprintln!("{e}");
+    }
+    if report.is_ok() {
+        println!("{} objects checked, all sound", report.checked);
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{}: {} corrupt and {} missing objects ({} checked)",
+            repo.display(),
+            report.corrupt.len(),
+            report.missing.len(),
+            report.checked
+        )
     }
 }

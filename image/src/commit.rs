@@ -44,24 +44,34 @@ pub struct CommitOutput {
 
 pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
     // Everything that can be checked without touching the repository is checked first.
-    let version = Version::new(&args.version).with_context(|| format!("--version {:?}", args.version))?;
+    let version =
+        Version::new(&args.version).with_context(|| format!("--version {:?}", args.version))?;
     let key = args.key.as_deref().map(keys::read_secret).transpose()?;
     let metadata = parse_meta(&args.meta)?;
     let timestamp = timestamp(args.timestamp)?;
     match &args.source {
         Source::Dir(d) => {
-            let m = std::fs::metadata(d).with_context(|| format!("{}: cannot read tree", d.display()))?;
+            let m = std::fs::metadata(d)
+                .with_context(|| format!("{}: cannot read tree", d.display()))?;
             if !m.is_dir() {
                 bail!("{}: not a directory", d.display());
             }
         }
         Source::Tar(t) => {
-            std::fs::File::open(t).with_context(|| format!("{}: cannot read tarball", t.display()))?;
+            std::fs::File::open(t)
+                .with_context(|| format!("{}: cannot read tarball", t.display()))?;
         }
     }
 
     let existed = args.repo.symlink_metadata().is_ok();
-    let result = commit_into(args, version, key.as_ref(), metadata, timestamp, show_progress);
+    let result = commit_into(
+        args,
+        version,
+        key.as_ref(),
+        metadata,
+        timestamp,
+        show_progress,
+    );
     if result.is_err() && !existed {
         // We created the repository; leave the file system as we found it.
         let _ignored = std::fs::remove_dir_all(&args.repo);
@@ -79,13 +89,21 @@ fn commit_into(
 ) -> Result<CommitOutput> {
     let repo = Repo::create(&args.repo)?;
     let parent = match &args.parent {
-        Some(p) => Some(repo.resolve_commit(p).with_context(|| format!("--parent {p}"))?),
+        Some(p) => Some(
+            repo.resolve_commit(p)
+                .with_context(|| format!("--parent {p}"))?,
+        ),
         None => None,
     };
     let mut txn = Txn::begin(&repo)?;
     let mut progress = |s: &BuildStats| {
         if show_progress {
-            eprint!("\r{} files, {} directories, {} MiB read", s.files, s.dirs, s.bytes >> 20);
+            eprint!(
+                "\r{} files, {} directories, {} MiB read",
+                s.files,
+                s.dirs,
+                s.bytes >> 20
+            );
         }
     };
     let (root, build) = match &args.source {
@@ -95,7 +113,8 @@ fn commit_into(
     if show_progress {
         eprintln!();
     }
-    let commit = Commit::new(root, parent, timestamp, version, metadata).context("commit metadata")?;
+    let commit =
+        Commit::new(root, parent, timestamp, version, metadata).context("commit metadata")?;
     let bytes = commit.encode();
     let signatures = match key {
         Some(k) => {
@@ -107,7 +126,12 @@ fn commit_into(
     };
     let id = txn.write_commit(&commit, signatures.as_ref())?;
     let txn_stats = txn.commit()?;
-    Ok(CommitOutput { commit: id, root, build, txn: txn_stats })
+    Ok(CommitOutput {
+        commit: id,
+        root,
+        build,
+        txn: txn_stats,
+    })
 }
 
 fn parse_meta(pairs: &[String]) -> Result<Vec<(String, String)>> {
@@ -126,8 +150,12 @@ fn timestamp(given: Option<u64>) -> Result<u64> {
         return Ok(t);
     }
     if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
-        return s.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={s:?}: not a number of seconds"));
+        return s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?}: not a number of seconds"));
     }
-    Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()))
 }
-

@@ -19,18 +19,26 @@ pub fn keygen(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let public_path = dir.join("berth.pub");
     for p in [&secret_path, &public_path] {
         if p.symlink_metadata().is_ok() {
-            bail!("{}: already exists; refusing to overwrite a key", p.display());
+            bail!(
+                "{}: already exists; refusing to overwrite a key",
+                p.display()
+            );
         }
     }
     let mut seed = [0u8; 32];
     let mut filled = 0;
     while filled < seed.len() {
-        filled += rustix::rand::getrandom(&mut seed[filled..], rustix::rand::GetRandomFlags::empty())
-            .context("read random bytes from the kernel")?;
+        filled +=
+            rustix::rand::getrandom(&mut seed[filled..], rustix::rand::GetRandomFlags::empty())
+                .context("read random bytes from the kernel")?;
     }
     let sk = SigningKey::from_bytes(&seed);
     write_new(&secret_path, key::format_secret(&sk).as_bytes(), 0o600)?;
-    write_new(&public_path, key::format_public(&sk.verifying_key()).as_bytes(), 0o644)?;
+    write_new(
+        &public_path,
+        key::format_public(&sk.verifying_key()).as_bytes(),
+        0o644,
+    )?;
     Ok((secret_path, public_path))
 }
 
@@ -41,14 +49,21 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("{}: create", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("{}: write", path.display()))?;
-    f.sync_all().with_context(|| format!("{}: fsync", path.display()))
+    f.write_all(bytes)
+        .with_context(|| format!("{}: write", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("{}: fsync", path.display()))
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read key", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{}: cannot read key", path.display()))?;
     if meta.len() > KEY_FILE_MAX {
-        bail!("{}: not a berth key file (it is {} bytes long)", path.display(), meta.len());
+        bail!(
+            "{}: not a berth key file (it is {} bytes long)",
+            path.display(),
+            meta.len()
+        );
     }
     std::fs::read(path).with_context(|| format!("{}: cannot read key", path.display()))
 }
@@ -57,11 +72,19 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>> {
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
     let text = read_key_file(path)?;
     match key::kind_of(&text) {
-        Some(KeyFileKind::Secret) => key::parse_secret(&text).with_context(|| format!("{}: bad secret key", path.display())),
-        Some(KeyFileKind::Public) => {
-            bail!("{}: is a public key; signing needs the secret key (berth.key)", path.display())
+        Some(KeyFileKind::Secret) => {
+            key::parse_secret(&text).with_context(|| format!("{}: bad secret key", path.display()))
         }
-        None => bail!("{}: not a berth key file (make one with `berth-image keygen`)", path.display()),
+        Some(KeyFileKind::Public) => {
+            bail!(
+                "{}: is a public key; signing needs the secret key (berth.key)",
+                path.display()
+            )
+        }
+        None => bail!(
+            "{}: not a berth key file (make one with `berth-image keygen`)",
+            path.display()
+        ),
     }
 }
 
@@ -69,8 +92,16 @@ pub fn read_secret(path: &Path) -> Result<SigningKey> {
 pub fn read_public(path: &Path) -> Result<VerifyingKey> {
     let text = read_key_file(path)?;
     match key::kind_of(&text) {
-        Some(KeyFileKind::Public) => key::parse_public(&text).with_context(|| format!("{}: bad public key", path.display())),
-        Some(KeyFileKind::Secret) => bail!("{}: is a secret key; verification takes the public key (berth.pub)", path.display()),
-        None => bail!("{}: not a berth key file (make one with `berth-image keygen`)", path.display()),
+        Some(KeyFileKind::Public) => {
+            key::parse_public(&text).with_context(|| format!("{}: bad public key", path.display()))
+        }
+        Some(KeyFileKind::Secret) => bail!(
+            "{}: is a secret key; verification takes the public key (berth.pub)",
+            path.display()
+        ),
+        None => bail!(
+            "{}: not a berth key file (make one with `berth-image keygen`)",
+            path.display()
+        ),
     }
 }

@@ -21,7 +21,19 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth-image: {e:#}");
+            // One line, whatever the error quotes from the input (tar headers can hold
+            // any bytes): control characters are shown escaped.
+            let msg: String = format!("{e:#}")
+                .chars()
+                .flat_map(|c| {
+                    if c.is_control() {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect();
+            eprintln!("berth-image: {msg}");
             ExitCode::FAILURE
         }
     }

@@ -40,17 +40,25 @@ impl<R: Read> Read for EofTracker<R> {
 }
 
 fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
-    let mut file = File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?;
+    let mut file =
+        File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?;
     let mut magic = [0u8; 6];
-    let n = read_up_to(&mut file, &mut magic).with_context(|| format!("{}: read", path.display()))?;
-    let file = BufReader::new(File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?);
+    let n =
+        read_up_to(&mut file, &mut magic).with_context(|| format!("{}: read", path.display()))?;
+    let file = BufReader::new(
+        File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?,
+    );
     Ok(match &magic[..n] {
         [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            Box::new(zstd::stream::read::Decoder::new(file).with_context(|| format!("{}: zstd", path.display()))?)
-        }
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .with_context(|| format!("{}: zstd", path.display()))?,
+        ),
         [0xfd, b'7', b'z', b'X', b'Z', 0] => {
-            bail!("{}: xz-compressed tarballs are not supported; decompress it first (xz -d)", path.display())
+            bail!(
+                "{}: xz-compressed tarballs are not supported; decompress it first (xz -d)",
+                path.display()
+            )
         }
         _ => Box::new(file),
     })
@@ -85,15 +93,30 @@ pub fn components(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
 }
 
 /// Commits the tarball at `path` into `txn`; returns the root tree id.
-pub fn build_tar(txn: &mut Txn<'_>, path: &Path, progress: Progress<'_>) -> Result<(ObjectId, BuildStats)> {
+pub fn build_tar(
+    txn: &mut Txn<'_>,
+    path: &Path,
+    progress: Progress<'_>,
+) -> Result<(ObjectId, BuildStats)> {
     let hit_eof = Rc::new(Cell::new(false));
-    let reader = EofTracker { inner: open_decompressed(path)?, hit_eof: hit_eof.clone() };
+    let reader = EofTracker {
+        inner: open_decompressed(path)?,
+        hit_eof: hit_eof.clone(),
+    };
     let mut archive = tar::Archive::new(reader);
     let mut root = MemDir::new(MemDir::implied_meta());
     let mut stats = BuildStats::default();
-    let entries = archive.entries().with_context(|| format!("{}: not a tar archive", path.display()))?;
+    let entries = archive
+        .entries()
+        .with_context(|| format!("{}: not a tar archive", path.display()))?;
     for (index, entry) in entries.enumerate() {
-        let mut entry = entry.with_context(|| format!("{}: entry {}: cannot read (truncated or not a tar archive?)", path.display(), index + 1))?;
+        let mut entry = entry.with_context(|| {
+            format!(
+                "{}: entry {}: cannot read (truncated or not a tar archive?)",
+                path.display(),
+                index + 1
+            )
+        })?;
         let raw_path = entry.path_bytes().into_owned();
         let shown = tar_entry_path(path, &raw_path);
         let comps = components(&raw_path).map_err(|why| anyhow!("{}: {why}", shown.display()))?;
@@ -103,7 +126,10 @@ pub fn build_tar(txn: &mut Txn<'_>, path: &Path, progress: Progress<'_>) -> Resu
         }
     }
     if hit_eof.get() {
-        bail!("{}: truncated: the archive ends without its end-of-archive marker", path.display());
+        bail!(
+            "{}: truncated: the archive ends without its end-of-archive marker",
+            path.display()
+        );
     }
     let id = root.write(txn)?;
     progress(&stats);
@@ -117,24 +143,35 @@ fn tar_entry_path(tar: &Path, raw: &[u8]) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn add_entry<R: Read>(
-    txn: &mut Txn<'_>,
-    root: &mut MemDir,
-    entry: &mut tar::Entry<'_, R>,
-    comps: &[&[u8]],
-    shown: &Path,
-    stats: &mut BuildStats,
-) -> Result<()> {
+/// The metadata of a tar entry, with PAX overrides and xattrs applied.
+struct Owner {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    major: u32,
+    minor: u32,
+    xattrs: Xattrs,
+}
+
+fn owner<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &Path) -> Result<Owner> {
     let header = entry.header();
-    let ty = header.entry_type();
-    let mode = header.mode().with_context(|| format!("{}: bad mode field", shown.display()))? & MODE_BITS;
-    let mut uid = header.uid().with_context(|| format!("{}: bad uid field", shown.display()))?;
-    let mut gid = header.gid().with_context(|| format!("{}: bad gid field", shown.display()))?;
+    let mode = header
+        .mode()
+        .with_context(|| format!("{}: bad mode field", shown.display()))?
+        & MODE_BITS;
+    let mut uid = header
+        .uid()
+        .with_context(|| format!("{}: bad uid field", shown.display()))?;
+    let mut gid = header
+        .gid()
+        .with_context(|| format!("{}: bad gid field", shown.display()))?;
     let major = header.device_major().ok().flatten().unwrap_or(0);
     let minor = header.device_minor().ok().flatten().unwrap_or(0);
-    let link = entry.link_name_bytes().map(|l| l.into_owned());
     let mut xattrs = Vec::new();
-    if let Some(pax) = entry.pax_extensions().with_context(|| format!("{}: bad PAX header", shown.display()))? {
+    if let Some(pax) = entry
+        .pax_extensions()
+        .with_context(|| format!("{}: bad PAX header", shown.display()))?
+    {
         for ext in pax {
             let ext = ext.with_context(|| format!("{}: bad PAX record", shown.display()))?;
             let Ok(key) = ext.key() else { continue };
@@ -145,23 +182,70 @@ fn add_entry<R: Read>(
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .with_context(|| format!("{}: bad PAX {key}", shown.display()))?;
-                if key == "uid" { uid = v } else { gid = v }
+                if key == "uid" {
+                    uid = v;
+                } else {
+                    gid = v;
+                }
             }
         }
     }
-    let uid = u32::try_from(uid).map_err(|_| anyhow!("{}: uid {uid} is out of range", shown.display()))?;
-    let gid = u32::try_from(gid).map_err(|_| anyhow!("{}: gid {gid} is out of range", shown.display()))?;
-    let xattrs = Xattrs::from_pairs(xattrs).with_context(|| format!("{}: xattrs", shown.display()))?;
+    let uid = u32::try_from(uid)
+        .map_err(|_| anyhow!("{}: uid {uid} is out of range", shown.display()))?;
+    let gid = u32::try_from(gid)
+        .map_err(|_| anyhow!("{}: gid {gid} is out of range", shown.display()))?;
+    let xattrs =
+        Xattrs::from_pairs(xattrs).with_context(|| format!("{}: xattrs", shown.display()))?;
+    Ok(Owner {
+        mode,
+        uid,
+        gid,
+        major,
+        minor,
+        xattrs,
+    })
+}
+
+fn add_entry<R: Read>(
+    txn: &mut Txn<'_>,
+    root: &mut MemDir,
+    entry: &mut tar::Entry<'_, R>,
+    comps: &[&[u8]],
+    shown: &Path,
+    stats: &mut BuildStats,
+) -> Result<()> {
+    let ty = entry.header().entry_type();
+    let Owner {
+        mode,
+        uid,
+        gid,
+        major,
+        minor,
+        xattrs,
+    } = owner(entry, shown)?;
+    let link = entry.link_name_bytes().map(std::borrow::Cow::into_owned);
     let place = |e: store::build::MemDirError| anyhow!("{}: {e}", shown.display());
 
     let kind = match ty {
         EntryType::Directory => {
             stats.dirs += 1;
-            return root.add_dir(comps, DirMeta { mode, uid, gid, xattrs }).map_err(place);
+            return root
+                .add_dir(
+                    comps,
+                    DirMeta {
+                        mode,
+                        uid,
+                        gid,
+                        xattrs,
+                    },
+                )
+                .map_err(place);
         }
         EntryType::Link => {
-            let target = link.with_context(|| format!("{}: hard link without a target", shown.display()))?;
-            let tcomps = components(&target).map_err(|why| anyhow!("{}: hard link target: {why}", shown.display()))?;
+            let target =
+                link.with_context(|| format!("{}: hard link without a target", shown.display()))?;
+            let tcomps = components(&target)
+                .map_err(|why| anyhow!("{}: hard link target: {why}", shown.display()))?;
             let id = root.file_at(&tcomps).with_context(|| {
                 format!(
                     "{}: hard link to {:?}, which is not a file earlier in the archive",
@@ -178,20 +262,54 @@ fn add_entry<R: Read>(
         EntryType::Block => FileKind::BlockDevice,
         EntryType::Fifo => FileKind::Fifo,
         EntryType::XGlobalHeader => return Ok(()),
-        EntryType::GNUSparse => bail!("{}: sparse entries are not supported (create the tarball without --sparse)", shown.display()),
-        other => bail!("{}: unsupported entry type {:?}", shown.display(), other.as_byte() as char),
+        EntryType::GNUSparse => bail!(
+            "{}: sparse entries are not supported (create the tarball without --sparse)",
+            shown.display()
+        ),
+        other => bail!(
+            "{}: unsupported entry type {:?}",
+            shown.display(),
+            other.as_byte() as char
+        ),
     };
     if comps.is_empty() {
         bail!("{}: the archive root must be a directory", shown.display());
     }
-    let (rdev_major, rdev_minor) = if kind.is_device() { (major, minor) } else { (0, 0) };
+    let (rdev_major, rdev_minor) = if kind.is_device() {
+        (major, minor)
+    } else {
+        (0, 0)
+    };
     let id = if kind == FileKind::Symlink {
-        let target = link.with_context(|| format!("{}: symlink without a target", shown.display()))?;
-        let header = FileHeader { kind, mode, uid, gid, rdev_major, rdev_minor, size: target.len() as u64, xattrs };
+        let target =
+            link.with_context(|| format!("{}: symlink without a target", shown.display()))?;
+        let header = FileHeader {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev_major,
+            rdev_minor,
+            size: target.len() as u64,
+            xattrs,
+        };
         txn.write_file(&header, &mut target.as_slice(), shown)?
     } else {
-        let size = if kind == FileKind::Regular { entry.size() } else { 0 };
-        let header = FileHeader { kind, mode, uid, gid, rdev_major, rdev_minor, size, xattrs };
+        let size = if kind == FileKind::Regular {
+            entry.size()
+        } else {
+            0
+        };
+        let header = FileHeader {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev_major,
+            rdev_minor,
+            size,
+            xattrs,
+        };
         stats.bytes += size;
         txn.write_file(&header, entry, shown)?
     };

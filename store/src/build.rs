@@ -2,8 +2,8 @@
 //! (a tarball) through [`MemDir`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -34,11 +34,25 @@ pub type Progress<'a> = &'a mut dyn FnMut(&BuildStats);
 /// Entries are read with `lstat` semantics: symlinks are stored, never followed. The
 /// root directory's own metadata becomes the root tree's metadata. Hard links in the
 /// input are read once (they have the same content and metadata, so the same object).
-pub fn build_dir(txn: &mut Txn<'_>, root: &Path, progress: Progress<'_>) -> Result<(ObjectId, BuildStats), StoreError> {
-    let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| StoreError::io(root, "open directory", e))?;
-    let mut walker = Walker { txn, stats: BuildStats::default(), links: HashMap::new(), progress, last_report: 0 };
-    let id = walker.tree(fd.as_fd(), root.to_path_buf(), 0)?;
+pub fn build_dir(
+    txn: &mut Txn<'_>,
+    root: &Path,
+    progress: Progress<'_>,
+) -> Result<(ObjectId, BuildStats), StoreError> {
+    let fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| StoreError::io(root, "open directory", e))?;
+    let mut walker = Walker {
+        txn,
+        stats: BuildStats::default(),
+        links: HashMap::new(),
+        progress,
+        last_report: 0,
+    };
+    let id = walker.tree(fd.as_fd(), root, 0)?;
     (walker.progress)(&walker.stats);
     Ok((id, walker.stats))
 }
@@ -53,16 +67,27 @@ struct Walker<'t, 'r, 'p> {
 }
 
 impl Walker<'_, '_, '_> {
-    fn tree(&mut self, dirfd: BorrowedFd<'_>, shown: PathBuf, depth: usize) -> Result<ObjectId, StoreError> {
-        let st = rustix::fs::fstat(dirfd).map_err(|e| StoreError::io(&shown, "stat", e))?;
-        let xattrs = inode::read_xattrs(&XattrSource::Fd(dirfd), &shown)?;
-        let meta = DirMeta { mode: st.st_mode & MODE_BITS, uid: st.st_uid, gid: st.st_gid, xattrs };
+    fn tree(
+        &mut self,
+        dirfd: BorrowedFd<'_>,
+        shown: &Path,
+        depth: usize,
+    ) -> Result<ObjectId, StoreError> {
+        let st = rustix::fs::fstat(dirfd).map_err(|e| StoreError::io(shown, "stat", e))?;
+        let xattrs = inode::read_xattrs(&XattrSource::Fd(dirfd), shown)?;
+        let meta = DirMeta {
+            mode: st.st_mode & MODE_BITS,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            xattrs,
+        };
         self.stats.dirs += 1;
         // Read all names first so that only one fd per level stays open while recursing.
         let mut names = Vec::new();
-        let mut dir = rustix::fs::Dir::read_from(dirfd).map_err(|e| StoreError::io(&shown, "read directory", e))?;
+        let mut dir = rustix::fs::Dir::read_from(dirfd)
+            .map_err(|e| StoreError::io(shown, "read directory", e))?;
         while let Some(entry) = dir.read() {
-            let entry = entry.map_err(|e| StoreError::io(&shown, "read directory", e))?;
+            let entry = entry.map_err(|e| StoreError::io(shown, "read directory", e))?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
                 names.push(name.to_vec());
@@ -79,55 +104,69 @@ impl Walker<'_, '_, '_> {
                 if depth + 1 > TREE_DEPTH_MAX {
                     return Err(StoreError::Unsupported {
                         path,
-                        reason: format!("is nested deeper than the limit of {TREE_DEPTH_MAX} directories"),
+                        reason: format!(
+                            "is nested deeper than the limit of {TREE_DEPTH_MAX} directories"
+                        ),
                     });
                 }
                 let child = inode::open_dir_at(dirfd, &name, &path)?;
-                (EntryKind::Tree, self.tree(child.as_fd(), path, depth + 1)?)
+                (EntryKind::Tree, self.tree(child.as_fd(), &path, depth + 1)?)
             } else {
                 (EntryKind::File, self.file(dirfd, &name, &st, &path)?)
             };
-            entries.push(TreeEntry { name: entry_name, kind, id });
+            entries.push(TreeEntry {
+                name: entry_name,
+                kind,
+                id,
+            });
         }
-        let tree = Tree::new(meta, entries).map_err(|e| StoreError::format(&shown, e))?;
+        let tree = Tree::new(meta, entries).map_err(|e| StoreError::format(shown, e))?;
         self.txn.write_tree(&tree)
     }
 
-    fn file(&mut self, dirfd: BorrowedFd<'_>, name: &[u8], st: &rustix::fs::Stat, path: &Path) -> Result<ObjectId, StoreError> {
+    fn file(
+        &mut self,
+        dirfd: BorrowedFd<'_>,
+        name: &[u8],
+        st: &rustix::fs::Stat,
+        path: &Path,
+    ) -> Result<ObjectId, StoreError> {
         let kind = inode::file_kind(st, path)?;
         let key = (st.st_dev, st.st_ino);
-        if st.st_nlink > 1 {
-            if let Some(id) = self.links.get(&key) {
-                self.stats.files += 1;
-                return Ok(*id);
-            }
+        if st.st_nlink > 1
+            && let Some(id) = self.links.get(&key)
+        {
+            self.stats.files += 1;
+            return Ok(*id);
         }
-        let id = match kind {
-            FileKind::Regular => {
-                let fd: OwnedFd = rustix::fs::openat(dirfd, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| StoreError::io(path, "open", e))?;
-                // Re-stat through the fd: the entry may have been replaced since `statat`.
-                let st = rustix::fs::fstat(&fd).map_err(|e| StoreError::io(path, "stat", e))?;
-                let xattrs = inode::read_xattrs(&XattrSource::Fd(fd.as_fd()), path)?;
-                let header = inode::header_from_stat(&st, FileKind::Regular, xattrs);
-                self.stats.bytes += header.size;
-                let mut file = std::fs::File::from(fd);
-                self.txn.write_file(&header, &mut file, path)?
-            }
-            _ => {
-                let target = if kind == FileKind::Symlink {
-                    rustix::fs::readlinkat(dirfd, name, Vec::new())
-                        .map_err(|e| StoreError::io(path, "read symlink", e))?
-                        .into_bytes()
-                } else {
-                    Vec::new()
-                };
-                let link = inode::proc_path(dirfd, name);
-                let xattrs = inode::read_xattrs(&XattrSource::Link(&link), path)?;
-                let mut header = inode::header_from_stat(st, kind, xattrs);
-                header.size = target.len() as u64;
-                self.txn.write_file(&header, &mut target.as_slice(), path)?
-            }
+        let id = if kind == FileKind::Regular {
+            let fd: OwnedFd = rustix::fs::openat(
+                dirfd,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| StoreError::io(path, "open", e))?;
+            // Re-stat through the fd: the entry may have been replaced since `statat`.
+            let st = rustix::fs::fstat(&fd).map_err(|e| StoreError::io(path, "stat", e))?;
+            let xattrs = inode::read_xattrs(&XattrSource::Fd(fd.as_fd()), path)?;
+            let header = inode::header_from_stat(&st, FileKind::Regular, xattrs);
+            self.stats.bytes += header.size;
+            let mut file = std::fs::File::from(fd);
+            self.txn.write_file(&header, &mut file, path)?
+        } else {
+            let target = if kind == FileKind::Symlink {
+                rustix::fs::readlinkat(dirfd, name, Vec::new())
+                    .map_err(|e| StoreError::io(path, "read symlink", e))?
+                    .into_bytes()
+            } else {
+                Vec::new()
+            };
+            let link = inode::proc_path(dirfd, name);
+            let xattrs = inode::read_xattrs(&XattrSource::Link(&link), path)?;
+            let mut header = inode::header_from_stat(st, kind, xattrs);
+            header.size = target.len() as u64;
+            self.txn.write_file(&header, &mut target.as_slice(), path)?
         };
         if st.st_nlink > 1 {
             self.links.insert(key, id);
@@ -178,13 +217,22 @@ pub enum MemDirError {
 impl MemDir {
     /// An empty directory with metadata `meta`.
     pub fn new(meta: DirMeta) -> Self {
-        Self { meta, explicit: true, children: BTreeMap::new() }
+        Self {
+            meta,
+            explicit: true,
+            children: BTreeMap::new(),
+        }
     }
 
     /// Metadata for directories that only appear as parents of other entries:
     /// mode 0755, owned by root, no xattrs.
     pub fn implied_meta() -> DirMeta {
-        DirMeta { mode: 0o755, uid: 0, gid: 0, xattrs: format::Xattrs::new() }
+        DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: format::Xattrs::new(),
+        }
     }
 
     fn walk(&mut self, parents: &[&[u8]]) -> Result<&mut MemDir, MemDirError> {
@@ -195,7 +243,11 @@ impl MemDir {
         for comp in parents {
             let name = EntryName::new(comp).map_err(MemDirError::BadName)?;
             let node = dir.children.entry(name).or_insert_with(|| {
-                MemNode::Dir(MemDir { meta: Self::implied_meta(), explicit: false, children: BTreeMap::new() })
+                MemNode::Dir(MemDir {
+                    meta: Self::implied_meta(),
+                    explicit: false,
+                    children: BTreeMap::new(),
+                })
             });
             dir = match node {
                 MemNode::Dir(d) => d,
@@ -207,7 +259,9 @@ impl MemDir {
 
     /// Adds (or replaces) a file entry at `path` (components, relative to this directory).
     pub fn add_file(&mut self, path: &[&[u8]], id: ObjectId) -> Result<(), MemDirError> {
-        let Some((last, parents)) = path.split_last() else { return Err(MemDirError::TypeClash) };
+        let Some((last, parents)) = path.split_last() else {
+            return Err(MemDirError::TypeClash);
+        };
         let name = EntryName::new(last).map_err(MemDirError::BadName)?;
         let dir = self.walk(parents)?;
         if matches!(dir.children.get(&name), Some(MemNode::Dir(_))) {
@@ -250,9 +304,14 @@ impl MemDir {
                 MemNode::File(id) => (EntryKind::File, *id),
                 MemNode::Dir(d) => (EntryKind::Tree, d.write(txn)?),
             };
-            entries.push(TreeEntry { name: name.clone(), kind, id });
+            entries.push(TreeEntry {
+                name: name.clone(),
+                kind,
+                id,
+            });
         }
-        let tree = Tree::new(self.meta.clone(), entries).map_err(|e| StoreError::format(txn_path(), e))?;
+        let tree =
+            Tree::new(self.meta.clone(), entries).map_err(|e| StoreError::format(txn_path(), e))?;
         txn.write_tree(&tree)
     }
 

@@ -7,6 +7,7 @@
 //! directories can still be filled). The checkout is built under a temporary sibling name
 //! and renamed to `dest` at the end, so `dest` never exists half-made.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -38,20 +39,34 @@ pub struct CheckoutOptions {
 pub struct CheckoutStats {
     /// Directories created.
     pub dirs: u64,
-    /// Files hard-linked to the store.
+    /// Files hard-linked (to the store, or with `copy`, to the first copy of the object).
     pub linked: u64,
     /// Files copied.
     pub copied: u64,
 }
 
 /// Checks out the tree `root` at `dest`, which must not exist; its parent must.
-pub fn checkout(repo: &Repo, root: &ObjectId, dest: &Path, opts: CheckoutOptions) -> Result<CheckoutStats, StoreError> {
+pub fn checkout(
+    repo: &Repo,
+    root: &ObjectId,
+    dest: &Path,
+    opts: CheckoutOptions,
+) -> Result<CheckoutStats, StoreError> {
     let (parent, name) = split_dest(dest)?;
-    let parent_fd = rustix::fs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| StoreError::io(parent, "open directory", e))?;
+    let parent_fd = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| StoreError::io(parent, "open directory", e))?;
     match rustix::fs::statat(&parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => {}
-        Ok(_) => return Err(StoreError::Unsupported { path: dest.into(), reason: "already exists".into() }),
+        Ok(_) => {
+            return Err(StoreError::Unsupported {
+                path: dest.into(),
+                reason: "already exists".into(),
+            });
+        }
         Err(e) => return Err(StoreError::io(dest, "stat", e)),
     }
     let pid = rustix::process::getpid().as_raw_nonzero().get();
@@ -66,7 +81,16 @@ pub fn checkout(repo: &Repo, root: &ObjectId, dest: &Path, opts: CheckoutOptions
         .map_err(|e| StoreError::io(&tmp_shown, "create directory", e))?;
     let result = (|| {
         let fd = inode::open_dir_at(parent_fd.as_fd(), &tmp, &tmp_shown)?;
-        let mut w = Writer { repo, opts, stats: CheckoutStats::default() };
+        let mut w = Writer {
+            repo,
+            opts,
+            stats: CheckoutStats::default(),
+            root: fd
+                .try_clone()
+                .map_err(|e| StoreError::io(&tmp_shown, "dup", e))?,
+            dest: dest.to_path_buf(),
+            copies: HashMap::new(),
+        };
         w.fill(root, fd.as_fd(), dest.to_path_buf(), 0)?;
         if opts.sync {
             rustix::fs::syncfs(&fd).map_err(|e| StoreError::io(dest, "sync checkout", e))?;
@@ -75,22 +99,27 @@ pub fn checkout(repo: &Repo, root: &ObjectId, dest: &Path, opts: CheckoutOptions
             .map_err(|e| StoreError::io(dest, "rename checkout into place", e))?;
         if opts.sync {
             // Durability: the rename is persistent only once the parent directory is.
-            rustix::fs::fsync(&parent_fd).map_err(|e| StoreError::io(parent, "fsync directory", e))?;
+            rustix::fs::fsync(&parent_fd)
+                .map_err(|e| StoreError::io(parent, "fsync directory", e))?;
         }
         Ok(w.stats)
     })();
-    if result.is_err() {
-        if let Err(e) = remove_tree(parent_fd.as_fd(), &tmp, 0) {
-            log::warn!("{}: cannot remove partial checkout: {e}", tmp_shown.display());
-        }
+    if result.is_err()
+        && let Err(e) = remove_tree(parent_fd.as_fd(), &tmp, 0)
+    {
+        log::warn!(
+            "{}: cannot remove partial checkout: {e}",
+            tmp_shown.display()
+        );
     }
     result
 }
 
 fn split_dest(dest: &Path) -> Result<(&Path, &OsStr), StoreError> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| StoreError::Unsupported { path: dest.into(), reason: "is not a usable destination name".into() })?;
+    let name = dest.file_name().ok_or_else(|| StoreError::Unsupported {
+        path: dest.into(),
+        reason: "is not a usable destination name".into(),
+    })?;
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -102,12 +131,27 @@ struct Writer<'r> {
     repo: &'r Repo,
     opts: CheckoutOptions,
     stats: CheckoutStats,
+    /// The checkout's root directory, and its final path (for messages).
+    root: OwnedFd,
+    dest: PathBuf,
+    /// Where each object was first copied to, relative to `root`, so later entries with
+    /// the same object become hard links to it, as they would be to the store.
+    copies: HashMap<ObjectId, PathBuf>,
 }
 
 impl Writer<'_> {
-    fn fill(&mut self, id: &ObjectId, dirfd: BorrowedFd<'_>, shown: PathBuf, depth: usize) -> Result<(), StoreError> {
+    fn fill(
+        &mut self,
+        id: &ObjectId,
+        dirfd: BorrowedFd<'_>,
+        shown: PathBuf,
+        depth: usize,
+    ) -> Result<(), StoreError> {
         if depth > TREE_DEPTH_MAX {
-            return Err(StoreError::Unsupported { path: shown, reason: format!("tree is nested deeper than {TREE_DEPTH_MAX}") });
+            return Err(StoreError::Unsupported {
+                path: shown,
+                reason: format!("tree is nested deeper than {TREE_DEPTH_MAX}"),
+            });
         }
         let tree = self.repo.read_tree(id)?;
         self.stats.dirs += 1;
@@ -128,10 +172,22 @@ impl Writer<'_> {
         inode::apply_fd(dirfd, m.mode, m.uid, m.gid, &m.xattrs, &shown)
     }
 
-    fn file(&mut self, id: &ObjectId, dirfd: BorrowedFd<'_>, name: &[u8], path: &Path) -> Result<(), StoreError> {
+    fn file(
+        &mut self,
+        id: &ObjectId,
+        dirfd: BorrowedFd<'_>,
+        name: &[u8],
+        path: &Path,
+    ) -> Result<(), StoreError> {
         let rel = object_path(id, ObjectKind::File.suffix());
         if !self.opts.copy {
-            match rustix::fs::linkat(self.repo.objects_fd(), rel.as_str(), dirfd, name, AtFlags::empty()) {
+            match rustix::fs::linkat(
+                self.repo.objects_fd(),
+                rel.as_str(),
+                dirfd,
+                name,
+                AtFlags::empty(),
+            ) {
                 Ok(()) => {
                     self.stats.linked += 1;
                     return Ok(());
@@ -142,12 +198,35 @@ impl Writer<'_> {
                 Err(e) => return Err(StoreError::io(path, "hard-link from the store", e)),
             }
         }
+        if let Some(first) = self.copies.get(id) {
+            match rustix::fs::linkat(&self.root, first.as_path(), dirfd, name, AtFlags::empty()) {
+                Ok(()) => {
+                    self.stats.linked += 1;
+                    return Ok(());
+                }
+                // A path longer than PATH_MAX, or too many links: copy once more.
+                Err(Errno::NAMETOOLONG | Errno::MLINK) => {}
+                Err(e) => return Err(StoreError::io(path, "hard-link to an earlier copy", e)),
+            }
+        }
         self.copy(id, &rel, dirfd, name, path)?;
+        if let Ok(relative) = path.strip_prefix(&self.dest) {
+            self.copies
+                .entry(*id)
+                .or_insert_with(|| relative.to_path_buf());
+        }
         self.stats.copied += 1;
         Ok(())
     }
 
-    fn copy(&mut self, id: &ObjectId, rel: &str, dirfd: BorrowedFd<'_>, name: &[u8], path: &Path) -> Result<(), StoreError> {
+    fn copy(
+        &mut self,
+        id: &ObjectId,
+        rel: &str,
+        dirfd: BorrowedFd<'_>,
+        name: &[u8],
+        path: &Path,
+    ) -> Result<(), StoreError> {
         let objects = self.repo.objects_fd();
         let obj_path = self.repo.objects_path(rel);
         let st = match rustix::fs::statat(objects, rel, AtFlags::SYMLINK_NOFOLLOW) {
@@ -157,18 +236,37 @@ impl Writer<'_> {
         };
         let kind = inode::file_kind(&st, &obj_path)?;
         if kind == FileKind::Regular {
-            let src: OwnedFd = rustix::fs::openat(objects, rel, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| StoreError::io(&obj_path, "open", e))?;
+            let src: OwnedFd = rustix::fs::openat(
+                objects,
+                rel,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| StoreError::io(&obj_path, "open", e))?;
             let xattrs = inode::read_xattrs(&XattrSource::Fd(src.as_fd()), &obj_path)?;
-            let dst = rustix::fs::openat(dirfd, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-                .map_err(|e| StoreError::io(path, "create", e))?;
+            let dst = rustix::fs::openat(
+                dirfd,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| StoreError::io(path, "create", e))?;
             let mut s = std::fs::File::from(src);
             let mut d = std::fs::File::from(dst);
             std::io::copy(&mut s, &mut d).map_err(|e| StoreError::io(path, "copy", e))?;
-            inode::apply_fd(d.as_fd(), st.st_mode & format::meta::MODE_BITS, st.st_uid, st.st_gid, &xattrs, path)
+            inode::apply_fd(
+                d.as_fd(),
+                st.st_mode & format::meta::MODE_BITS,
+                st.st_uid,
+                st.st_gid,
+                &xattrs,
+                path,
+            )
         } else {
             let target = if kind == FileKind::Symlink {
-                rustix::fs::readlinkat(objects, rel, Vec::new()).map_err(|e| StoreError::io(&obj_path, "read symlink", e))?.into_bytes()
+                rustix::fs::readlinkat(objects, rel, Vec::new())
+                    .map_err(|e| StoreError::io(&obj_path, "read symlink", e))?
+                    .into_bytes()
             } else {
                 Vec::new()
             };
@@ -190,7 +288,12 @@ pub fn remove_tree(dirfd: BorrowedFd<'_>, name: &[u8], depth: usize) -> Result<(
     if depth > TREE_DEPTH_MAX + 1 {
         return Err(Errno::LOOP);
     }
-    let dir = rustix::fs::openat(dirfd, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let dir = rustix::fs::openat(
+        dirfd,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     // A checkout may have given the directory a read-only mode; restore write access.
     rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o700))?;
     let mut names = Vec::new();

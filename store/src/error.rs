@@ -63,15 +63,29 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(path: impl Into<PathBuf>, what: &'static str, source: impl Into<io::Error>) -> Self {
-        Self::Io { path: path.into(), what, source: source.into() }
+    pub(crate) fn io(
+        path: impl Into<PathBuf>,
+        what: &'static str,
+        source: impl Into<io::Error>,
+    ) -> Self {
+        Self::Io {
+            path: path.into(),
+            what,
+            source: source.into(),
+        }
     }
 
     pub(crate) fn format(path: impl Into<PathBuf>, source: FormatError) -> Self {
-        Self::Format { path: path.into(), source }
+        Self::Format {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn missing(id: ObjectId, kind: ObjectKind) -> Self {
-        Self::Missing { id, kind: kind.suffix() }
+        Self::Missing {
+            id,
+            kind: kind.suffix(),
+        }
     }
 }

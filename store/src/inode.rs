@@ -111,10 +111,16 @@ pub(crate) fn file_kind(st: &Stat, shown: &Path) -> Result<FileKind, StoreError>
         FileType::Socket => {
             return Err(StoreError::Unsupported {
                 path: shown.into(),
-                reason: "is a socket; sockets are created at run time and cannot be committed".into(),
+                reason: "is a socket; sockets are created at run time and cannot be committed"
+                    .into(),
             });
         }
-        _ => return Err(StoreError::Unsupported { path: shown.into(), reason: "has an unknown file type".into() }),
+        _ => {
+            return Err(StoreError::Unsupported {
+                path: shown.into(),
+                reason: "has an unknown file type".into(),
+            });
+        }
     })
 }
 
@@ -129,23 +135,43 @@ pub(crate) fn header_from_stat(st: &Stat, kind: FileKind, xattrs: Xattrs) -> Fil
         FileKind::Regular | FileKind::Symlink => u64::try_from(st.st_size).unwrap_or(0),
         _ => 0,
     };
-    FileHeader { kind, mode: st.st_mode & MODE_BITS, uid: st.st_uid, gid: st.st_gid, rdev_major, rdev_minor, size, xattrs }
+    FileHeader {
+        kind,
+        mode: st.st_mode & MODE_BITS,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev_major,
+        rdev_minor,
+        size,
+        xattrs,
+    }
 }
 
 const EPOCH: Timestamps = Timestamps {
-    last_access: Timespec { tv_sec: 0, tv_nsec: 0 },
-    last_modification: Timespec { tv_sec: 0, tv_nsec: 0 },
+    last_access: Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    },
+    last_modification: Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    },
 };
 
 fn uid_gid(uid: u32, gid: u32) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
-    (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+    (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
 }
 
 fn owner_error(shown: &Path, uid: u32, gid: u32, e: Errno) -> StoreError {
     if e == Errno::PERM && !is_root() {
         StoreError::Unsupported {
             path: shown.into(),
-            reason: format!("cannot set owner {uid}:{gid} without root (run as root to store files of other owners)"),
+            reason: format!(
+                "cannot set owner {uid}:{gid} without root (run as root to store files of other owners)"
+            ),
         }
     } else {
         StoreError::io(shown, "set owner", e)
@@ -163,10 +189,18 @@ fn set_xattrs_fd(fd: BorrowedFd<'_>, xattrs: &Xattrs, shown: &Path) -> Result<()
 /// Applies owner, mode, xattrs and a zero mtime to an open regular file or directory.
 /// Owner first: `chown` clears setuid/setgid and file capabilities, so mode and
 /// `security.capability` must come after it.
-pub(crate) fn apply_fd(fd: BorrowedFd<'_>, mode: u32, uid: u32, gid: u32, xattrs: &Xattrs, shown: &Path) -> Result<(), StoreError> {
+pub(crate) fn apply_fd(
+    fd: BorrowedFd<'_>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    xattrs: &Xattrs,
+    shown: &Path,
+) -> Result<(), StoreError> {
     let (u, g) = uid_gid(uid, gid);
     rustix::fs::fchown(fd, u, g).map_err(|e| owner_error(shown, uid, gid, e))?;
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| StoreError::io(shown, "set mode", e))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+        .map_err(|e| StoreError::io(shown, "set mode", e))?;
     set_xattrs_fd(fd, xattrs, shown)?;
     rustix::fs::futimens(fd, &EPOCH).map_err(|e| StoreError::io(shown, "set times", e))
 }
@@ -181,7 +215,8 @@ pub(crate) fn create_special(
 ) -> Result<(), StoreError> {
     let mode = Mode::from_raw_mode(header.mode);
     match header.kind {
-        FileKind::Symlink => rustix::fs::symlinkat(target, dirfd, name).map_err(|e| StoreError::io(shown, "create symlink", e))?,
+        FileKind::Symlink => rustix::fs::symlinkat(target, dirfd, name)
+            .map_err(|e| StoreError::io(shown, "create symlink", e))?,
         FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => {
             let ft = match header.kind {
                 FileKind::CharDevice => FileType::CharacterDevice,
@@ -191,39 +226,62 @@ pub(crate) fn create_special(
             let dev = rustix::fs::makedev(header.rdev_major, header.rdev_minor);
             rustix::fs::mknodat(dirfd, name, ft, mode, dev).map_err(|e| {
                 if e == Errno::PERM && !is_root() {
-                    StoreError::Unsupported { path: shown.into(), reason: "creating device nodes needs root".into() }
+                    StoreError::Unsupported {
+                        path: shown.into(),
+                        reason: "creating device nodes needs root".into(),
+                    }
                 } else {
                     StoreError::io(shown, "create node", e)
                 }
             })?;
         }
         FileKind::Regular => {
-            return Err(StoreError::Unsupported { path: shown.into(), reason: "internal: regular file passed to create_special".into() });
+            return Err(StoreError::Unsupported {
+                path: shown.into(),
+                reason: "internal: regular file passed to create_special".into(),
+            });
         }
     }
     let (u, g) = uid_gid(header.uid, header.gid);
-    rustix::fs::chownat(dirfd, name, u, g, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| owner_error(shown, header.uid, header.gid, e))?;
+    rustix::fs::chownat(dirfd, name, u, g, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| owner_error(shown, header.uid, header.gid, e))?;
     if header.kind != FileKind::Symlink {
         // Not a symlink, so following is harmless; symlinks have no mode of their own.
-        rustix::fs::chmodat(dirfd, name, mode, AtFlags::empty()).map_err(|e| StoreError::io(shown, "set mode", e))?;
+        rustix::fs::chmodat(dirfd, name, mode, AtFlags::empty())
+            .map_err(|e| StoreError::io(shown, "set mode", e))?;
     }
     let link = proc_path(dirfd, name);
     for (xname, value) in header.xattrs.iter() {
         rustix::fs::lsetxattr(&link, xname, value, rustix::fs::XattrFlags::empty())
             .map_err(|e| StoreError::io(shown, "set extended attribute", e))?;
     }
-    rustix::fs::utimensat(dirfd, name, &EPOCH, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| StoreError::io(shown, "set times", e))
+    rustix::fs::utimensat(dirfd, name, &EPOCH, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| StoreError::io(shown, "set times", e))
 }
 
 /// Opens a directory entry as a directory without following symlinks.
-pub(crate) fn open_dir_at(dirfd: BorrowedFd<'_>, name: &[u8], shown: &Path) -> Result<OwnedFd, StoreError> {
-    rustix::fs::openat(dirfd, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| StoreError::io(shown, "open directory", e))
+pub(crate) fn open_dir_at(
+    dirfd: BorrowedFd<'_>,
+    name: &[u8],
+    shown: &Path,
+) -> Result<OwnedFd, StoreError> {
+    rustix::fs::openat(
+        dirfd,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| StoreError::io(shown, "open directory", e))
 }
 
 /// Writes a small file atomically: temp name, fsync, rename, fsync the directory.
 #[cfg(feature = "write")]
-pub(crate) fn write_file_atomic(dirfd: BorrowedFd<'_>, name: &str, bytes: &[u8], dir_shown: &Path) -> Result<(), StoreError> {
+pub(crate) fn write_file_atomic(
+    dirfd: BorrowedFd<'_>,
+    name: &str,
+    bytes: &[u8],
+    dir_shown: &Path,
+) -> Result<(), StoreError> {
     use std::io::Write;
     let tmp = format!(".{name}.tmp");
     let shown = dir_shown.join(name);
@@ -235,10 +293,12 @@ pub(crate) fn write_file_atomic(dirfd: BorrowedFd<'_>, name: &str, bytes: &[u8],
     )
     .map_err(|e| StoreError::io(&shown, "create", e))?;
     let mut f = std::fs::File::from(fd);
-    f.write_all(bytes).map_err(|e| StoreError::io(&shown, "write", e))?;
+    f.write_all(bytes)
+        .map_err(|e| StoreError::io(&shown, "write", e))?;
     // Durability: the data must be on disk before the name points at it.
     rustix::fs::fsync(f.as_fd()).map_err(|e| StoreError::io(&shown, "fsync", e))?;
-    rustix::fs::renameat(dirfd, tmp.as_str(), dirfd, name).map_err(|e| StoreError::io(&shown, "rename into place", e))?;
+    rustix::fs::renameat(dirfd, tmp.as_str(), dirfd, name)
+        .map_err(|e| StoreError::io(&shown, "rename into place", e))?;
     // Durability: the rename is only persistent once the directory is.
     rustix::fs::fsync(dirfd).map_err(|e| StoreError::io(dir_shown, "fsync directory", e))
 }

@@ -5,7 +5,7 @@
 //!
 //! - **file objects** are the inodes themselves (regular files, symlinks, device nodes,
 //!   FIFOs) carrying their real mode, owner and xattrs, so a checkout is a tree of hard
-//!   links, as in OSTree's `bare` mode;
+//!   links, as in `OSTree`'s `bare` mode;
 //! - **tree** and **commit** objects hold their canonical encodings from the `format` crate.
 //!
 //! # Guarantees

@@ -74,9 +74,14 @@ impl<'r> Txn<'r> {
         remove_stale(&tmp, &tmp_path);
         let pid = rustix::process::getpid().as_raw_nonzero().get();
         let staging_name = format!("txn-{pid}-{}", NEXT_TXN.fetch_add(1, Ordering::Relaxed));
-        rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o700))
-            .map_err(|e| StoreError::io(tmp_path.join(&staging_name), "create staging directory", e))?;
-        let staging = inode::open_dir_at(tmp.as_fd(), staging_name.as_bytes(), &tmp_path.join(&staging_name))?;
+        rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o700)).map_err(
+            |e| StoreError::io(tmp_path.join(&staging_name), "create staging directory", e),
+        )?;
+        let staging = inode::open_dir_at(
+            tmp.as_fd(),
+            staging_name.as_bytes(),
+            &tmp_path.join(&staging_name),
+        )?;
         Ok(Self {
             repo,
             staging,
@@ -117,14 +122,25 @@ impl<'r> Txn<'r> {
     fn stage(&mut self, tmp: String, id: ObjectId, kind: ObjectKind, suffix: &str) {
         self.known.insert((id, kind));
         self.stats.written += 1;
-        self.staged.push(Staged { tmp, rel: object_path(&id, suffix), last: kind == ObjectKind::Commit });
+        self.staged.push(Staged {
+            tmp,
+            rel: object_path(&id, suffix),
+            last: kind == ObjectKind::Commit,
+        });
     }
 
     /// Stores a file object: `header` plus exactly `header.size` bytes from `content`.
     /// `shown` names the input in errors. Content that is shorter or longer than the
     /// header says is an error (for a directory, the file changed while being read).
-    pub fn write_file(&mut self, header: &FileHeader, content: &mut dyn Read, shown: &Path) -> Result<ObjectId, StoreError> {
-        header.validate().map_err(|e| StoreError::format(shown, e))?;
+    pub fn write_file(
+        &mut self,
+        header: &FileHeader,
+        content: &mut dyn Read,
+        shown: &Path,
+    ) -> Result<ObjectId, StoreError> {
+        header
+            .validate()
+            .map_err(|e| StoreError::format(shown, e))?;
         if header.kind == FileKind::Regular && header.size > INLINE_MAX {
             return self.write_large(header, content, shown);
         }
@@ -134,10 +150,18 @@ impl<'r> Txn<'r> {
         result
     }
 
-    fn write_small(&mut self, header: &FileHeader, content: &mut dyn Read, shown: &Path, buf: &mut Vec<u8>) -> Result<ObjectId, StoreError> {
+    fn write_small(
+        &mut self,
+        header: &FileHeader,
+        content: &mut dyn Read,
+        shown: &Path,
+        buf: &mut Vec<u8>,
+    ) -> Result<ObjectId, StoreError> {
         buf.clear();
         read_exact_size(content, header.size, buf, shown)?;
-        let id = header.object_id(buf).map_err(|e| StoreError::format(shown, e))?;
+        let id = header
+            .object_id(buf)
+            .map_err(|e| StoreError::format(shown, e))?;
         if self.known(id, ObjectKind::File)? {
             return Ok(id);
         }
@@ -146,8 +170,16 @@ impl<'r> Txn<'r> {
         if header.kind == FileKind::Regular {
             let fd = self.create_tmp(&tmp, &staged_path)?;
             let mut f = std::fs::File::from(fd);
-            f.write_all(buf).map_err(|e| StoreError::io(&staged_path, "write", e))?;
-            inode::apply_fd(f.as_fd(), header.mode, header.uid, header.gid, &header.xattrs, shown)?;
+            f.write_all(buf)
+                .map_err(|e| StoreError::io(&staged_path, "write", e))?;
+            inode::apply_fd(
+                f.as_fd(),
+                header.mode,
+                header.uid,
+                header.gid,
+                &header.xattrs,
+                shown,
+            )?;
         } else {
             inode::create_special(self.staging.as_fd(), tmp.as_bytes(), header, buf, shown)?;
         }
@@ -156,7 +188,12 @@ impl<'r> Txn<'r> {
         Ok(id)
     }
 
-    fn write_large(&mut self, header: &FileHeader, content: &mut dyn Read, shown: &Path) -> Result<ObjectId, StoreError> {
+    fn write_large(
+        &mut self,
+        header: &FileHeader,
+        content: &mut dyn Read,
+        shown: &Path,
+    ) -> Result<ObjectId, StoreError> {
         let tmp = self.tmp_name();
         let staged_path = self.staging_path().join(&tmp);
         let fd = self.create_tmp(&tmp, &staged_path)?;
@@ -171,7 +208,8 @@ impl<'r> Txn<'r> {
                 return Err(changed(shown, "is shorter than its recorded size"));
             }
             hasher.update(&chunk[..n]);
-            f.write_all(&chunk[..n]).map_err(|e| StoreError::io(&staged_path, "write", e))?;
+            f.write_all(&chunk[..n])
+                .map_err(|e| StoreError::io(&staged_path, "write", e))?;
             left -= n as u64;
         }
         if read_some(content, &mut chunk[..1], shown)? != 0 {
@@ -184,7 +222,14 @@ impl<'r> Txn<'r> {
                 .map_err(|e| StoreError::io(&staged_path, "remove", e))?;
             return Ok(id);
         }
-        inode::apply_fd(f.as_fd(), header.mode, header.uid, header.gid, &header.xattrs, shown)?;
+        inode::apply_fd(
+            f.as_fd(),
+            header.mode,
+            header.uid,
+            header.gid,
+            &header.xattrs,
+            shown,
+        )?;
         self.stats.bytes_written += header.size;
         self.stage(tmp, id, ObjectKind::File, ObjectKind::File.suffix());
         Ok(id)
@@ -200,13 +245,21 @@ impl<'r> Txn<'r> {
         .map_err(|e| StoreError::io(shown, "create", e))
     }
 
-    fn write_bytes(&mut self, id: ObjectId, kind: ObjectKind, suffix: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    fn write_bytes(
+        &mut self,
+        id: ObjectId,
+        kind: ObjectKind,
+        suffix: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         let tmp = self.tmp_name();
         let staged_path = self.staging_path().join(&tmp);
         let fd = self.create_tmp(&tmp, &staged_path)?;
         let mut f = std::fs::File::from(fd);
-        f.write_all(bytes).map_err(|e| StoreError::io(&staged_path, "write", e))?;
-        rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(0o644)).map_err(|e| StoreError::io(&staged_path, "set mode", e))?;
+        f.write_all(bytes)
+            .map_err(|e| StoreError::io(&staged_path, "write", e))?;
+        rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(0o644))
+            .map_err(|e| StoreError::io(&staged_path, "set mode", e))?;
         self.stage(tmp, id, kind, suffix);
         Ok(())
     }
@@ -223,7 +276,11 @@ impl<'r> Txn<'r> {
 
     /// Stores a commit object and, if given, its signatures. Both are published after
     /// every other object of the transaction.
-    pub fn write_commit(&mut self, commit: &Commit, signatures: Option<&Signatures>) -> Result<ObjectId, StoreError> {
+    pub fn write_commit(
+        &mut self,
+        commit: &Commit,
+        signatures: Option<&Signatures>,
+    ) -> Result<ObjectId, StoreError> {
         let bytes = commit.encode();
         let id = ObjectId::digest(&bytes);
         if !self.known(id, ObjectKind::Commit)? {
@@ -233,8 +290,14 @@ impl<'r> Txn<'r> {
             let tmp = self.tmp_name();
             let staged_path = self.staging_path().join(&tmp);
             let fd = self.create_tmp(&tmp, &staged_path)?;
-            std::fs::File::from(fd).write_all(&sigs.encode()).map_err(|e| StoreError::io(&staged_path, "write", e))?;
-            self.staged.push(Staged { tmp, rel: object_path(&id, "sig"), last: true });
+            std::fs::File::from(fd)
+                .write_all(&sigs.encode())
+                .map_err(|e| StoreError::io(&staged_path, "write", e))?;
+            self.staged.push(Staged {
+                tmp,
+                rel: object_path(&id, "sig"),
+                last: true,
+            });
         }
         Ok(id)
     }
@@ -243,7 +306,8 @@ impl<'r> Txn<'r> {
     pub fn commit(mut self) -> Result<TxnStats, StoreError> {
         let objects_path = self.repo.path().join("objects");
         let sync = |what: &'static str| {
-            rustix::fs::syncfs(&self.staging).map_err(|e| StoreError::io(self.staging_path(), what, e))
+            rustix::fs::syncfs(&self.staging)
+                .map_err(|e| StoreError::io(self.staging_path(), what, e))
         };
         // Durability: data and metadata of every staged object reach the disk before any
         // final name can point at them.
@@ -253,13 +317,28 @@ impl<'r> Txn<'r> {
             for s in self.staged.iter().filter(|s| s.last == last) {
                 let prefix = &s.rel[..2];
                 if made.insert(prefix.to_owned()) {
-                    match rustix::fs::mkdirat(self.repo.objects_fd(), prefix, Mode::from_raw_mode(0o755)) {
+                    match rustix::fs::mkdirat(
+                        self.repo.objects_fd(),
+                        prefix,
+                        Mode::from_raw_mode(0o755),
+                    ) {
                         Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(StoreError::io(objects_path.join(prefix), "create directory", e)),
+                        Err(e) => {
+                            return Err(StoreError::io(
+                                objects_path.join(prefix),
+                                "create directory",
+                                e,
+                            ));
+                        }
                     }
                 }
-                rustix::fs::renameat(&self.staging, s.tmp.as_str(), self.repo.objects_fd(), s.rel.as_str())
-                    .map_err(|e| StoreError::io(objects_path.join(&s.rel), "rename into place", e))?;
+                rustix::fs::renameat(
+                    &self.staging,
+                    s.tmp.as_str(),
+                    self.repo.objects_fd(),
+                    s.rel.as_str(),
+                )
+                .map_err(|e| StoreError::io(objects_path.join(&s.rel), "rename into place", e))?;
             }
             // Durability: the renames of referenced objects are on disk before the commit
             // that references them is published (first pass), and the commit itself is
@@ -283,7 +362,10 @@ impl<'r> Txn<'r> {
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
         if !self.done {
-            log::debug!("discarding staging directory {}", self.staging_path().display());
+            log::debug!(
+                "discarding staging directory {}",
+                self.staging_path().display()
+            );
             self.remove_staging();
         }
     }
@@ -293,33 +375,47 @@ impl Drop for Txn<'_> {
 /// Failures are logged, not returned: staging is garbage either way, and the next
 /// transaction retries the removal.
 fn remove_flat_dir(tmp: &OwnedFd, name: &str, tmp_path: &Path) {
-    let Ok(dir) = inode::open_dir_at(tmp.as_fd(), name.as_bytes(), &tmp_path.join(name)) else { return };
+    let Ok(dir) = inode::open_dir_at(tmp.as_fd(), name.as_bytes(), &tmp_path.join(name)) else {
+        return;
+    };
     if let Ok(mut entries) = rustix::fs::Dir::read_from(&dir) {
         while let Some(Ok(entry)) = entries.read() {
             let n = entry.file_name();
-            if n.to_bytes() != b"." && n.to_bytes() != b".." {
-                if let Err(e) = rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
-                    log::warn!("{}: cannot remove staged file: {e}", tmp_path.join(name).display());
-                }
+            if n.to_bytes() != b"."
+                && n.to_bytes() != b".."
+                && let Err(e) = rustix::fs::unlinkat(&dir, n, AtFlags::empty())
+            {
+                log::warn!(
+                    "{}: cannot remove staged file: {e}",
+                    tmp_path.join(name).display()
+                );
             }
         }
     }
     if let Err(e) = rustix::fs::unlinkat(tmp, name, AtFlags::REMOVEDIR) {
-        log::warn!("{}: cannot remove staging directory: {e}", tmp_path.join(name).display());
+        log::warn!(
+            "{}: cannot remove staging directory: {e}",
+            tmp_path.join(name).display()
+        );
     }
 }
 
 /// Removes staging directories whose process no longer exists.
 fn remove_stale(tmp: &OwnedFd, tmp_path: &Path) {
-    let Ok(mut entries) = rustix::fs::Dir::read_from(tmp) else { return };
+    let Ok(mut entries) = rustix::fs::Dir::read_from(tmp) else {
+        return;
+    };
     let mut stale = Vec::new();
     while let Some(Ok(entry)) = entries.read() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix("txn-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok());
-        if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
-            if rustix::process::test_kill_process(pid) == Err(Errno::SRCH) {
-                stale.push(name);
-            }
+        let pid = name
+            .strip_prefix("txn-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw)
+            && rustix::process::test_kill_process(pid) == Err(Errno::SRCH)
+        {
+            stale.push(name);
         }
     }
     for name in stale {
@@ -329,7 +425,10 @@ fn remove_stale(tmp: &OwnedFd, tmp_path: &Path) {
 }
 
 fn changed(shown: &Path, what: &str) -> StoreError {
-    StoreError::Unsupported { path: shown.into(), reason: format!("{what} (did it change while being read?)") }
+    StoreError::Unsupported {
+        path: shown.into(),
+        reason: format!("{what} (did it change while being read?)"),
+    }
 }
 
 fn read_some(r: &mut dyn Read, buf: &mut [u8], shown: &Path) -> Result<usize, StoreError> {
@@ -342,8 +441,16 @@ fn read_some(r: &mut dyn Read, buf: &mut [u8], shown: &Path) -> Result<usize, St
     }
 }
 
-fn read_exact_size(r: &mut dyn Read, size: u64, buf: &mut Vec<u8>, shown: &Path) -> Result<(), StoreError> {
-    let got = r.take(size).read_to_end(buf).map_err(|e| StoreError::io(shown, "read", e))?;
+fn read_exact_size(
+    r: &mut dyn Read,
+    size: u64,
+    buf: &mut Vec<u8>,
+    shown: &Path,
+) -> Result<(), StoreError> {
+    let got = r
+        .take(size)
+        .read_to_end(buf)
+        .map_err(|e| StoreError::io(shown, "read", e))?;
     if got as u64 != size {
         return Err(changed(shown, "is shorter than its recorded size"));
     }

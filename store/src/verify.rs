@@ -42,15 +42,21 @@ impl Repo {
         };
         let kind = inode::file_kind(&st, &shown)?;
         let actual = if kind == FileKind::Regular {
-            let fd = rustix::fs::openat(objects, rel.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| StoreError::io(&shown, "open", e))?;
+            let fd = rustix::fs::openat(
+                objects,
+                rel.as_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| StoreError::io(&shown, "open", e))?;
             let xattrs = inode::read_xattrs(&XattrSource::Fd(fd.as_fd()), &shown)?;
             let header = inode::header_from_stat(&st, kind, xattrs);
             let mut hasher = header.hasher();
             let mut f = std::fs::File::from(fd);
             let mut buf = vec![0u8; 1 << 16];
             loop {
-                let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| StoreError::io(&shown, "read", e))?;
+                let n = std::io::Read::read(&mut f, &mut buf)
+                    .map_err(|e| StoreError::io(&shown, "read", e))?;
                 if n == 0 {
                     break;
                 }
@@ -59,7 +65,9 @@ impl Repo {
             hasher.finish().map_err(|e| StoreError::format(&shown, e))?
         } else {
             let target = if kind == FileKind::Symlink {
-                rustix::fs::readlinkat(objects, rel.as_str(), Vec::new()).map_err(|e| StoreError::io(&shown, "read symlink", e))?.into_bytes()
+                rustix::fs::readlinkat(objects, rel.as_str(), Vec::new())
+                    .map_err(|e| StoreError::io(&shown, "read symlink", e))?
+                    .into_bytes()
             } else {
                 Vec::new()
             };
@@ -67,12 +75,18 @@ impl Repo {
             let xattrs = inode::read_xattrs(&XattrSource::Link(&link), &shown)?;
             let mut header = inode::header_from_stat(&st, kind, xattrs);
             header.size = target.len() as u64;
-            header.object_id(&target).map_err(|e| StoreError::format(&shown, e))?
+            header
+                .object_id(&target)
+                .map_err(|e| StoreError::format(&shown, e))?
         };
         if actual == *id {
             Ok(())
         } else {
-            Err(StoreError::Corrupt { id: *id, kind: "file", actual })
+            Err(StoreError::Corrupt {
+                id: *id,
+                kind: "file",
+                actual,
+            })
         }
     }
 
@@ -82,7 +96,8 @@ impl Repo {
         let mut report = FsckReport::default();
         let mut commits = Vec::new();
         let objects_path = self.path().join("objects");
-        let mut top = rustix::fs::Dir::read_from(self.objects_fd()).map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
+        let mut top = rustix::fs::Dir::read_from(self.objects_fd())
+            .map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
         let mut prefixes = Vec::new();
         while let Some(entry) = top.read() {
             let entry = entry.map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
@@ -95,12 +110,17 @@ impl Repo {
         for prefix in prefixes {
             let dir_path = objects_path.join(&prefix);
             let dir = inode::open_dir_at(self.objects_fd(), prefix.as_bytes(), &dir_path)?;
-            let mut entries = rustix::fs::Dir::read_from(&dir).map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
+            let mut entries = rustix::fs::Dir::read_from(&dir)
+                .map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
             while let Some(entry) = entries.read() {
                 let entry = entry.map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some((rest, suffix)) = name.split_once('.') else { continue };
-                let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else { continue };
+                let Some((rest, suffix)) = name.split_once('.') else {
+                    continue;
+                };
+                let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else {
+                    continue;
+                };
                 let result = match suffix {
                     "file" => self.verify_file(&id),
                     "tree" => self.read_tree(&id).map(drop),
@@ -123,7 +143,12 @@ impl Repo {
         Ok(report)
     }
 
-    fn check_tree(&self, id: &ObjectId, seen: &mut HashSet<ObjectId>, report: &mut FsckReport) -> Result<(), StoreError> {
+    fn check_tree(
+        &self,
+        id: &ObjectId,
+        seen: &mut HashSet<ObjectId>,
+        report: &mut FsckReport,
+    ) -> Result<(), StoreError> {
         if !seen.insert(*id) {
             return Ok(());
         }
@@ -141,7 +166,9 @@ impl Repo {
                 EntryKind::Tree => self.check_tree(&entry.id, seen, report)?,
                 EntryKind::File => {
                     if seen.insert(entry.id) && !self.has(&entry.id, ObjectKind::File)? {
-                        report.missing.push(StoreError::missing(entry.id, ObjectKind::File));
+                        report
+                            .missing
+                            .push(StoreError::missing(entry.id, ObjectKind::File));
                     }
                 }
             }
