@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need on a Debian 12 machine, idempotently:
+# Debian packages and the pinned Rust toolchain with both musl targets.
+set -euo pipefail
+
+packages=(
+    build-essential    # cc for zstd-sys
+    debootstrap        # the real-rootfs test and the demo
+    ostree             # the benchmark's peer
+    tar gzip zstd      # tarball inputs
+    diffutils          # diff -r in the rootfs test
+    util-linux         # setpriv, for the unreadable-tree test as root
+    attr               # getfattr/setfattr, for looking at stores by hand
+    e2fsprogs
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "ci/setup.sh: missing Debian packages: ${missing[*]}; run as root (sudo) to install them" >&2
+        exit 1
+    fi
+    echo "ci/setup.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v rustup >/dev/null; then
+    echo "ci/setup.sh: rustup is not installed; install it from your distribution or rustup.rs" >&2
+    exit 1
+fi
+# rust-toolchain.toml pins the version; make sure it and its targets are present.
+toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
+rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy \
+    -t x86_64-unknown-linux-musl -t aarch64-unknown-linux-musl >/dev/null 2>&1 ||
+    rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy \
+        -t x86_64-unknown-linux-musl -t aarch64-unknown-linux-musl
