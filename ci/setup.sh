@@ -9,6 +9,7 @@ packages=(
     ostree             # the benchmark's peer
     tar gzip zstd      # tarball inputs
     diffutils          # diff -r in the rootfs test
+    bc                 # arithmetic in the benchmark scripts
     util-linux         # setpriv, for the unreadable-tree test as root
     attr               # getfattr/setfattr, for looking at stores by hand
     e2fsprogs
