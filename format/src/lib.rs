@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+pub mod cmdline;
 pub mod commit;
 mod error;
 pub mod id;
@@ -33,6 +34,8 @@ pub mod key;
 pub mod limits;
 pub mod meta;
 pub mod name;
+pub mod probe;
+pub mod record;
 pub mod sig;
 pub mod tree;
 mod wire;

@@ -1,0 +1,699 @@
+//! The boot flow, and the test modes of the binary.
+
+use alloc::vec::Vec;
+use core::ffi::CStr;
+
+use format::cmdline::Cmdline;
+use format::record::{DeploymentName, Record, RecordCopy};
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::json::Json;
+use crate::log::{Log, boottime_ns, ms3};
+use crate::plan::{self, Bootable, Choice, Disk, Event, Plan};
+use crate::steps::{self, Mode as BootMode, Step};
+use crate::sysroot::{CopyState, Sysroot, SysrootDisk};
+use crate::{InitError, exec, initramfs};
+
+/// Replaces the process image: `execve(path, argv, envp)`. Returns only on failure.
+pub type ExecFn = fn(path: &CStr, argv: &[&CStr], envp: &[&CStr]) -> Errno;
+
+/// What the process was started with.
+#[derive(Debug)]
+pub struct Host<'a> {
+    /// `argv`, including `argv[0]`.
+    pub args: &'a [&'a CStr],
+    /// The environment.
+    pub env: &'a [&'a CStr],
+    /// How to exec.
+    pub exec: ExecFn,
+}
+
+const DEFAULT_INIT: &[u8] = b"/sbin/init";
+const DEFAULT_RESCUE: &[u8] = b"/bin/sh";
+/// How long to wait before rebooting when nothing can be booted, so the log can be read
+/// on a console and a reboot loop does not spin.
+const REBOOT_DELAY_SECS: i64 = 10;
+/// How many candidates one boot tries before giving up on assembly.
+const ATTEMPTS_MAX: usize = 4;
+
+/// Entry point: the boot as PID 1, else the test modes. Returns an exit code only in
+/// the test modes; as PID 1 it never returns.
+pub fn main(host: &Host<'_>) -> i32 {
+    if rustix::process::getpid().is_init()
+        && !host.args.iter().any(|a| a.to_bytes() == b"--dry-run")
+    {
+        boot(host)
+    }
+    test_mode(host)
+}
+
+/// A deployment that failed to assemble this boot; the planner then sees it as unbootable.
+struct Excluding<'a, 'b> {
+    inner: &'a mut SysrootDisk<'b>,
+    failed: &'a [DeploymentName],
+}
+
+impl Disk for Excluding<'_, '_> {
+    fn probe(&mut self, name: &DeploymentName) -> Bootable {
+        if self.failed.contains(name) {
+            Bootable::NoInit
+        } else {
+            self.inner.probe(name)
+        }
+    }
+    fn only_deployment(&mut self) -> Option<DeploymentName> {
+        self.inner.only_deployment()
+    }
+    fn has_rescue(&mut self) -> bool {
+        self.inner.has_rescue()
+    }
+}
+
+/// Timestamps of the phases that are not the shim's own work.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timing {
+    start: u64,
+    modules: u64,
+    device: u64,
+    mount: u64,
+}
+
+fn boot(host: &Host<'_>) -> ! {
+    let mut t = Timing {
+        start: boottime_ns(),
+        ..Timing::default()
+    };
+    let mut log = Log::stderr();
+    let mode = if root_is_ramfs() {
+        BootMode::Initramfs
+    } else {
+        BootMode::Direct
+    };
+    initramfs::mount_pseudo(&log);
+    log.open_kmsg();
+    let mut b = [0u8; 32];
+    log.line(&[
+        b"start, mode ",
+        mode.as_str().as_bytes(),
+        b", t=",
+        ms3(&mut b, t.start),
+        b" ms",
+    ]);
+    let cmdline = initramfs::read_small(b"/proc/cmdline", 4096).unwrap_or_default();
+    let cmd = Cmdline::parse(&cmdline);
+    if cmd.ignored > 0 {
+        log.line(&[b"ignored malformed or unknown berth.* parameters on the command line"]);
+    }
+    let sysroot_path: &[u8] = match mode {
+        BootMode::Direct => b"/",
+        BootMode::Initramfs => {
+            let (n, ns) = initramfs::load_modules(&log);
+            t.modules = ns;
+            let mut c = [0u8; 20];
+            log.line(&[
+                b"modules: ",
+                crate::log::u64_dec(&mut c, u64::from(n)),
+                b" loaded in ",
+                ms3(&mut b, ns),
+                b" ms",
+            ]);
+            if let Err(e) = mount_sysroot(&cmd, &log, &mut t) {
+                log.error(e.step.as_bytes(), b"", e.errno);
+                give_up(host, &log, &cmd, None);
+            }
+            initramfs::SYSROOT
+        }
+    };
+    let sysroot = match Sysroot::open(sysroot_path) {
+        Ok(s) => s,
+        Err(e) => {
+            log.error(e.step.as_bytes(), sysroot_path, e.errno);
+            give_up(host, &log, &cmd, None);
+        }
+    };
+    run_candidates(host, &log, mode, &cmd, &sysroot, sysroot_path, &t)
+}
+
+/// Plans, writes the record, assembles and execs; on a reversible failure, plans again
+/// without the deployment that failed. Never returns.
+fn run_candidates(
+    host: &Host<'_>,
+    log: &Log,
+    mode: BootMode,
+    cmd: &Cmdline<'_>,
+    sysroot: &Sysroot,
+    sysroot_path: &[u8],
+    t: &Timing,
+) -> ! {
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok();
+    let init = cmd.init.unwrap_or(DEFAULT_INIT);
+    let rescue = cmd.rescue_shell.unwrap_or(DEFAULT_RESCUE);
+    let (mut current, _) = sysroot.read_record();
+    let mut failed: Vec<DeploymentName> = Vec::new();
+    let mut count_trials = true;
+    for _ in 0..ATTEMPTS_MAX {
+        let mut disk = SysrootDisk {
+            sysroot,
+            init,
+            rescue: root.as_ref().map(|r| (r, rescue)),
+        };
+        let mut disk = Excluding {
+            inner: &mut disk,
+            failed: &failed,
+        };
+        let p = plan::plan(cmd, current.as_ref().map(|c| &c.0), &mut disk, count_trials);
+        log_plan(log, &p);
+        if let Some(w) = &p.write {
+            match sysroot.write_record(current, w) {
+                Ok(r) => current = Some((r, format::record::next_write(current).0)),
+                Err(e) => {
+                    log.error(e.step.as_bytes(), b"boot record", e.errno);
+                    if p.why == plan::Why::Trial {
+                        // The try could not be counted: never boot a trial uncounted.
+                        count_trials = false;
+                        continue;
+                    }
+                }
+            }
+        }
+        match p.choice {
+            Choice::Deploy(name) => {
+                let steps = steps::assemble(mode, sysroot_path, &name);
+                match assemble(log, &steps) {
+                    Ok(()) => {}
+                    Err(Reversible(true)) => {
+                        failed.push(name);
+                        continue;
+                    }
+                    Err(Reversible(false)) => give_up(host, log, cmd, None),
+                }
+                write_boot_json(log, &p, mode, current.as_ref().map(|c| &c.0), init, t);
+                let now = boottime_ns();
+                let own = now
+                    .saturating_sub(t.start)
+                    .saturating_sub(t.modules + t.device + t.mount);
+                let (mut b, mut b2) = ([0u8; 32], [0u8; 32]);
+                log.line(&[
+                    b"exec ",
+                    init,
+                    b" in ",
+                    name.as_bytes(),
+                    b", t=",
+                    ms3(&mut b, now),
+                    b" ms, shim's own time ",
+                    ms3(&mut b2, own),
+                    b" ms",
+                ]);
+                let errno = exec_path(host, init);
+                log.error(b"exec", init, errno);
+                give_up(host, log, cmd, None)
+            }
+            Choice::Rescue => give_up(host, log, cmd, Some(rescue)),
+            Choice::Reboot => give_up(host, log, cmd, None),
+        }
+    }
+    log.line(&[b"too many failed attempts"]);
+    give_up(host, log, cmd, None)
+}
+
+fn mount_sysroot(cmd: &Cmdline<'_>, log: &Log, t: &mut Timing) -> Result<(), InitError> {
+    let spec = cmd.root.ok_or(InitError::new(
+        "berth.root= is missing from the command line",
+        Errno::INVAL,
+    ))?;
+    let start = boottime_ns();
+    let dev = initramfs::wait_for_root(&spec, cmd.root_wait_secs.unwrap_or(10))?;
+    t.device = boottime_ns().saturating_sub(start);
+    let start = boottime_ns();
+    initramfs::mount_sysroot(&dev, cmd.rootfstype.unwrap_or(b"ext4"))?;
+    t.mount = boottime_ns().saturating_sub(start);
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    log.line(&[
+        b"sysroot ",
+        &dev,
+        b": device wait ",
+        ms3(&mut a, t.device),
+        b" ms, mount ",
+        ms3(&mut b, t.mount),
+        b" ms",
+    ]);
+    Ok(())
+}
+
+/// Whether a failed assembly can be undone (so another candidate may be tried).
+struct Reversible(bool);
+
+fn assemble(log: &Log, steps: &[Step]) -> Result<(), Reversible> {
+    let new_root = steps.iter().find_map(|s| {
+        if let Step::Bind(a, b) = s {
+            (a == b).then_some(a.as_slice())
+        } else {
+            None
+        }
+    });
+    for step in steps {
+        if let Err(e) = exec::run(step) {
+            log.error(step.name().as_bytes(), e.step.as_bytes(), e.errno);
+            if step.commits() {
+                return Err(Reversible(false));
+            }
+            if let Some(r) = new_root {
+                // Best effort: a failed detach leaves mounts under a directory nobody
+                // will use; the next candidate has its own.
+                if let Err(u) = exec::undo(r) {
+                    log.error(b"undo", u.step.as_bytes(), u.errno);
+                }
+            }
+            return Err(Reversible(true));
+        }
+    }
+    Ok(())
+}
+
+fn root_is_ramfs() -> bool {
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    rustix::fs::statfs("/").is_ok_and(|s| {
+        let t = s.f_type;
+        t == RAMFS_MAGIC || t == TMPFS_MAGIC
+    })
+}
+
+fn exec_path(host: &Host<'_>, path: &[u8]) -> Errno {
+    let mut p = path.to_vec();
+    p.push(0);
+    let Ok(cpath) = CStr::from_bytes_with_nul(&p) else {
+        return Errno::INVAL;
+    };
+    let mut argv: Vec<&CStr> = Vec::with_capacity(host.args.len());
+    argv.push(cpath);
+    argv.extend(host.args.iter().skip(1));
+    (host.exec)(cpath, &argv, host.env)
+}
+
+/// Last resort: the rescue shell if there is one, else reboot after a delay. Never returns.
+fn give_up(host: &Host<'_>, log: &Log, _cmd: &Cmdline<'_>, rescue: Option<&[u8]>) -> ! {
+    if let Some(shell) = rescue {
+        log.line(&[b"exec rescue shell ", shell]);
+        let errno = exec_path(host, shell);
+        log.error(b"exec rescue shell", shell, errno);
+    }
+    let mut n = [0u8; 20];
+    log.line(&[
+        b"nothing to boot; rebooting in ",
+        crate::log::u64_dec(&mut n, REBOOT_DELAY_SECS.unsigned_abs()),
+        b" s",
+    ]);
+    let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
+        tv_sec: REBOOT_DELAY_SECS,
+        tv_nsec: 0,
+    });
+    rustix::fs::sync();
+    loop {
+        if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::Restart) {
+            log.error(b"reboot", b"", e);
+        }
+        let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
+            tv_sec: REBOOT_DELAY_SECS,
+            tv_nsec: 0,
+        });
+    }
+}
+
+fn bootable_str(b: Bootable) -> &'static [u8] {
+    match b {
+        Bootable::Yes => b"bootable",
+        Bootable::Missing => b"missing",
+        Bootable::NoInit => b"no-init",
+    }
+}
+
+fn event_parts(e: &Event) -> (&'static str, Option<DeploymentName>, Option<Bootable>) {
+    match *e {
+        Event::ForcedUnbootable(n, b) => ("forced-unbootable", Some(n), Some(b)),
+        Event::TrialExhausted(n) => ("trial-exhausted", Some(n), None),
+        Event::TrialUnbootable(n, b) => ("trial-unbootable", Some(n), Some(b)),
+        Event::TrialNotCounted(n) => ("trial-not-counted", Some(n), None),
+        Event::DefaultUnbootable(n, b) => ("default-unbootable", Some(n), Some(b)),
+        Event::PreviousUnbootable(n, b) => ("previous-unbootable", Some(n), Some(b)),
+        Event::NoRecord => ("no-valid-record", None, None),
+    }
+}
+
+fn log_plan(log: &Log, p: &Plan) {
+    for e in p.events() {
+        let (kind, name, state) = event_parts(e);
+        log.line(&[
+            b"fallback: ",
+            kind.as_bytes(),
+            b" ",
+            name.as_ref().map_or(&b""[..], DeploymentName::as_bytes),
+            b" ",
+            state.map_or(&b""[..], bootable_str),
+        ]);
+    }
+    let target: &[u8] = match &p.choice {
+        Choice::Deploy(n) => n.as_bytes(),
+        Choice::Rescue => b"rescue shell",
+        Choice::Reboot => b"reboot",
+    };
+    log.line(&[b"choose ", target, b" (", p.why.as_str().as_bytes(), b")"]);
+}
+
+fn json_record(j: &mut Json, r: &Record) {
+    j.open();
+    j.key("generation").num(r.generation);
+    j.key("default")
+        .opt_str(r.default.as_ref().map(DeploymentName::as_bytes));
+    j.key("previous")
+        .opt_str(r.previous.as_ref().map(DeploymentName::as_bytes));
+    j.key("trial")
+        .opt_str(r.trial.as_ref().map(DeploymentName::as_bytes));
+    j.key("tries_left").num(u64::from(r.tries_left));
+    j.key("last_rollback");
+    match &r.last_rollback {
+        Some(rb) => {
+            j.open()
+                .key("from")
+                .str(rb.from.as_bytes())
+                .key("reason")
+                .str(rb.reason.as_str().as_bytes())
+                .close();
+        }
+        None => {
+            j.null();
+        }
+    }
+    j.close();
+}
+
+fn json_plan(j: &mut Json, p: &Plan) {
+    j.key("choice").open();
+    match &p.choice {
+        Choice::Deploy(n) => j
+            .key("kind")
+            .str(b"deployment")
+            .key("deployment")
+            .str(n.as_bytes()),
+        Choice::Rescue => j.key("kind").str(b"rescue").key("deployment").null(),
+        Choice::Reboot => j.key("kind").str(b"reboot").key("deployment").null(),
+    };
+    j.close();
+    j.key("reason").str(p.why.as_str().as_bytes());
+    j.key("tries_left");
+    match p.tries_left() {
+        Some(n) => j.num(u64::from(n)),
+        None => j.null(),
+    };
+    j.key("fallbacks").open_list();
+    for e in p.events() {
+        let (kind, name, state) = event_parts(e);
+        j.open()
+            .key("event")
+            .str(kind.as_bytes())
+            .key("deployment")
+            .opt_str(name.as_ref().map(DeploymentName::as_bytes));
+        j.key("state").opt_str(state.map(bootable_str)).close();
+    }
+    j.close_list();
+}
+
+fn write_boot_json(
+    log: &Log,
+    p: &Plan,
+    mode: BootMode,
+    record: Option<&Record>,
+    init: &[u8],
+    t: &Timing,
+) {
+    let mut j = Json::default();
+    j.open();
+    json_plan(&mut j, p);
+    j.key("mode").str(mode.as_str().as_bytes());
+    j.key("init").str(init);
+    j.key("record_generation")
+        .opt_num(record.map(|r| r.generation));
+    j.key("boottime_ns")
+        .open()
+        .key("start")
+        .num(t.start)
+        .key("modules")
+        .num(t.modules)
+        .key("device_wait")
+        .num(t.device);
+    j.key("sysroot_mount")
+        .num(t.mount)
+        .key("exec")
+        .num(boottime_ns())
+        .close();
+    j.close();
+    j.out.push(b'\n');
+    // After the switch, / is the deployment and /run our tmpfs.
+    if let Err(e) = exec::mkdir_p(b"/run/berth").and_then(|()| {
+        let fd = rustix::fs::open(
+            "/run/berth/boot.json",
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        write_all(&fd, &j.out)
+    }) {
+        log.error(b"write /run/berth/boot.json", b"", e);
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+const USAGE: &[u8] = b"usage: berth-init --dry-run --sysroot DIR [--cmdline TEXT] [--mode direct|initramfs] [--write-record]
+
+berth-init is the Berth boot shim; the kernel runs it as PID 1. Run by hand, it only
+has this test mode: it reads DIR/berth/boot/record.{a,b} and DIR/berth/deploy/*,
+decides what it would boot for the given kernel command line, and prints the plan
+as JSON (the choice, why, fallbacks, the record it would write, the mount steps).
+Nothing is mounted. --write-record writes the record as a real boot would (durably,
+to the older copy), so repeated runs simulate repeated boots.
+";
+
+/// The test mode: `--dry-run --sysroot DIR [--cmdline TEXT] [--mode M] [--write-record]`.
+fn test_mode(host: &Host<'_>) -> i32 {
+    let out = sys::stdout();
+    let err = sys::stderr();
+    let mut sysroot_path: Option<&[u8]> = None;
+    let mut cmdline: &[u8] = b"";
+    let mut mode = BootMode::Direct;
+    let mut dry = false;
+    let mut write = false;
+    let mut it = host.args.iter().skip(1).map(|a| a.to_bytes());
+    while let Some(a) = it.next() {
+        match a {
+            b"--dry-run" => dry = true,
+            b"--write-record" => write = true,
+            b"--sysroot" => sysroot_path = it.next(),
+            b"--cmdline" => cmdline = it.next().unwrap_or_default(),
+            b"--mode" => match it.next() {
+                Some(b"direct") => mode = BootMode::Direct,
+                Some(b"initramfs") => mode = BootMode::Initramfs,
+                _ => return usage(err, b"--mode takes direct or initramfs\n"),
+            },
+            b"--help" | b"-h" => {
+                let _ = write_all_fd(out, USAGE);
+                return 0;
+            }
+            _ => return usage(err, b"unknown argument\n"),
+        }
+    }
+    let (true, Some(path)) = (dry, sysroot_path) else {
+        return usage(
+            err,
+            b"not PID 1: only --dry-run --sysroot DIR is available\n",
+        );
+    };
+    let log = Log::stderr();
+    let sysroot = match Sysroot::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            log.error(e.step.as_bytes(), path, e.errno);
+            return 1;
+        }
+    };
+    let cmd = Cmdline::parse(cmdline);
+    let init = cmd.init.unwrap_or(DEFAULT_INIT);
+    let rescue = cmd.rescue_shell.unwrap_or(DEFAULT_RESCUE);
+    let root = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok();
+    let (current, copies) = sysroot.read_record();
+    let mut disk = SysrootDisk {
+        sysroot: &sysroot,
+        init,
+        rescue: root.as_ref().map(|r| (r, rescue)),
+    };
+    let mut p = plan::plan(&cmd, current.as_ref().map(|c| &c.0), &mut disk, true);
+    let mut written = None;
+    if write && let Some(w) = &p.write {
+        match sysroot.write_record(current, w) {
+            Ok(r) => written = Some((r, format::record::next_write(current).0)),
+            Err(e) => {
+                log.error(e.step.as_bytes(), b"boot record", e.errno);
+                if p.why == plan::Why::Trial {
+                    p = plan::plan(&cmd, current.as_ref().map(|c| &c.0), &mut disk, false);
+                }
+            }
+        }
+    }
+    let mut j = report(mode, path, init, copies, current.as_ref(), &p, written.as_ref());
+    j.out.push(b'\n');
+    i32::from(write_all_fd(out, &j.out).is_err())
+}
+
+/// The dry-run JSON.
+fn report(
+    mode: BootMode,
+    path: &[u8],
+    init: &[u8],
+    copies: [CopyState; 2],
+    current: Option<&(Record, RecordCopy)>,
+    p: &Plan,
+    written: Option<&(Record, RecordCopy)>,
+) -> Json {
+    let mut j = Json::default();
+    j.open();
+    j.key("mode").str(mode.as_str().as_bytes());
+    j.key("sysroot").str(path);
+    j.key("init").str(init);
+    j.key("record_copies").open_list();
+    for c in copies {
+        match c {
+            CopyState::Missing => j.str(b"missing"),
+            CopyState::Invalid => j.str(b"invalid"),
+            CopyState::Valid(_) => j.str(b"valid"),
+        };
+    }
+    j.close_list();
+    j.key("record");
+    match current {
+        Some((r, _)) => json_record(&mut j, r),
+        None => {
+            j.null();
+        }
+    }
+    json_plan(&mut j, p);
+    j.key("record_write");
+    match &p.write {
+        Some(r) => json_record(
+            &mut j,
+            &Record {
+                generation: format::record::next_write(current.copied()).1,
+                ..*r
+            },
+        ),
+        None => {
+            j.null();
+        }
+    }
+    j.key("record_written");
+    match written {
+        Some((r, copy)) => {
+            j.open()
+                .key("copy")
+                .str(copy_name(*copy))
+                .key("generation")
+                .num(r.generation)
+                .close();
+        }
+        None => {
+            j.null();
+        }
+    }
+    j.key("steps").open_list();
+    if let Choice::Deploy(name) = &p.choice {
+        for s in steps::assemble(
+            mode,
+            if mode == BootMode::Direct {
+                b"/"
+            } else {
+                initramfs::SYSROOT
+            },
+            name,
+        ) {
+            json_step(&mut j, &s);
+        }
+    }
+    j.close_list();
+    j.close();
+    j
+}
+
+fn copy_name(c: RecordCopy) -> &'static [u8] {
+    c.file_name().as_bytes()
+}
+
+fn json_step(j: &mut Json, s: &Step) {
+    j.open()
+        .key("op")
+        .str(s.name().as_bytes())
+        .key("args")
+        .open_list();
+    match s {
+        Step::MakePrivate(p)
+        | Step::Mkdir(p)
+        | Step::RemountReadOnly(p)
+        | Step::Tmpfs(p)
+        | Step::MoveRoot(p) => {
+            j.str(p);
+        }
+        Step::Bind(a, b) | Step::Move(a, b) => {
+            j.str(a).str(b);
+        }
+        Step::Overlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            j.str(lower).str(upper).str(work).str(target);
+        }
+        Step::PivotRoot { new_root, put_old } => {
+            j.str(new_root).str(put_old);
+        }
+    }
+    j.close_list().close();
+}
+
+fn usage(err: rustix::fd::BorrowedFd<'_>, why: &[u8]) -> i32 {
+    let _ = write_all_fd(err, b"berth-init: ");
+    let _ = write_all_fd(err, why);
+    let _ = write_all_fd(err, USAGE);
+    2
+}
+
+fn write_all_fd(fd: rustix::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

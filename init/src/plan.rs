@@ -1,0 +1,611 @@
+//! The boot decision, as a pure function of the command line, the boot record and
+//! what exists on disk. No I/O: the caller probes deployments and writes the record.
+
+use format::cmdline::Cmdline;
+use format::record::{DeploymentName, Record, Rollback, RollbackReason};
+
+/// Whether a deployment can be booted, as probed on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootable {
+    /// Its directory exists and holds an executable init.
+    Yes,
+    /// `berth/deploy/<name>` does not exist.
+    Missing,
+    /// It exists but its init is missing or not an executable file.
+    NoInit,
+}
+
+/// What the shim will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Boot this deployment.
+    Deploy(DeploymentName),
+    /// Exec the rescue shell.
+    Rescue,
+    /// Nothing can be booted and there is no rescue shell: log, wait, reboot.
+    Reboot,
+}
+
+/// Why that choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// `berth.deployment=` on the command line.
+    Forced,
+    /// A trial deployment with tries left.
+    Trial,
+    /// The default deployment.
+    Default,
+    /// The previous deployment, because the default could not be booted.
+    Previous,
+    /// The only deployment on disk, because no copy of the record is valid.
+    OnlyDeployment,
+    /// `berth.rescue` on the command line.
+    RescueRequested,
+    /// No candidate could be booted.
+    NothingBootable,
+}
+
+impl Why {
+    /// A short, stable, lowercase token for logs and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Forced => "forced",
+            Self::Trial => "trial",
+            Self::Default => "default",
+            Self::Previous => "previous",
+            Self::OnlyDeployment => "only-deployment",
+            Self::RescueRequested => "rescue-requested",
+            Self::NothingBootable => "nothing-bootable",
+        }
+    }
+}
+
+/// Something the shim passed over on the way to its choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The forced deployment could not be booted.
+    ForcedUnbootable(DeploymentName, Bootable),
+    /// The trial ran out of tries; it is dropped from the record.
+    TrialExhausted(DeploymentName),
+    /// The trial could not be booted; it is dropped from the record.
+    TrialUnbootable(DeploymentName, Bootable),
+    /// The trial could not be started because its tries could not be counted durably.
+    TrialNotCounted(DeploymentName),
+    /// The default could not be booted.
+    DefaultUnbootable(DeploymentName, Bootable),
+    /// The previous deployment could not be booted.
+    PreviousUnbootable(DeploymentName, Bootable),
+    /// Neither copy of the boot record is valid.
+    NoRecord,
+}
+
+/// Most events one plan can hold (one per candidate, plus "no record").
+pub const EVENTS_MAX: usize = 6;
+
+/// The decision: what to boot, why, what was passed over, and the record to write
+/// (durably, before booting) if it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// What to boot.
+    pub choice: Choice,
+    /// Why.
+    pub why: Why,
+    /// Candidates passed over, in order.
+    pub events: [Option<Event>; EVENTS_MAX],
+    /// The record to write before booting, if it changes. Its generation is left to the
+    /// writer (see `format::record::next_write`).
+    pub write: Option<Record>,
+}
+
+impl Plan {
+    fn new() -> Self {
+        Self {
+            choice: Choice::Reboot,
+            why: Why::NothingBootable,
+            events: [None; EVENTS_MAX],
+            write: None,
+        }
+    }
+
+    fn push(&mut self, e: Event) {
+        if let Some(slot) = self.events.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(e);
+        }
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter().flatten()
+    }
+
+    /// The trial's remaining tries after this boot, if a trial is being booted.
+    pub fn tries_left(&self) -> Option<u8> {
+        match (self.why, &self.write) {
+            (Why::Trial, Some(r)) => Some(r.tries_left),
+            _ => None,
+        }
+    }
+}
+
+/// What the planner may look at on disk.
+pub trait Disk {
+    /// Whether `name` can be booted.
+    fn probe(&mut self, name: &DeploymentName) -> Bootable;
+    /// The one deployment on disk if there is exactly one (used only when no record
+    /// copy is valid).
+    fn only_deployment(&mut self) -> Option<DeploymentName>;
+    /// Whether a rescue shell exists.
+    fn has_rescue(&mut self) -> bool;
+}
+
+/// Decides what to boot.
+///
+/// - `berth.rescue` goes straight to rescue; `berth.deployment=` boots that deployment
+///   for this boot only, leaving the record alone, if it is bootable.
+/// - A trial with tries left is booted after its count is decremented (the returned
+///   `write`, which the caller must make durable first). With no tries left, or if it
+///   cannot be booted, it is dropped and the rollback recorded in `write`.
+/// - Then the default, then the previous deployment; then rescue, else reboot.
+/// - `count_trials` is false when the caller could not write the record: a trial is then
+///   never booted (its tries could not be counted), so a broken trial cannot loop.
+pub fn plan(
+    cmd: &Cmdline<'_>,
+    record: Option<&Record>,
+    disk: &mut dyn Disk,
+    count_trials: bool,
+) -> Plan {
+    let mut p = Plan::new();
+    if cmd.rescue {
+        p.why = Why::RescueRequested;
+        p.choice = Choice::Rescue;
+        return p;
+    }
+    if let Some(name) = cmd.deployment.and_then(|n| DeploymentName::new(n).ok()) {
+        match disk.probe(&name) {
+            Bootable::Yes => {
+                p.choice = Choice::Deploy(name);
+                p.why = Why::Forced;
+                return p;
+            }
+            b => p.push(Event::ForcedUnbootable(name, b)),
+        }
+    }
+    let Some(rec) = record else {
+        p.push(Event::NoRecord);
+        if let Some(only) = disk.only_deployment()
+            && disk.probe(&only) == Bootable::Yes
+        {
+            p.choice = Choice::Deploy(only);
+            p.why = Why::OnlyDeployment;
+            return p;
+        }
+        return last_resort(p, disk);
+    };
+    if let Some(trial) = rec.trial {
+        let drop_trial = |reason| Record {
+            trial: None,
+            tries_left: 0,
+            last_rollback: Some(Rollback {
+                from: trial,
+                reason,
+            }),
+            ..*rec
+        };
+        if rec.tries_left == 0 {
+            p.push(Event::TrialExhausted(trial));
+            p.write = Some(drop_trial(RollbackReason::TriesExhausted));
+        } else {
+            match disk.probe(&trial) {
+                Bootable::Yes if count_trials => {
+                    p.write = Some(Record {
+                        tries_left: rec.tries_left - 1,
+                        ..*rec
+                    });
+                    p.choice = Choice::Deploy(trial);
+                    p.why = Why::Trial;
+                    return p;
+                }
+                // The record cannot be written, so neither can the rollback: leave it.
+                Bootable::Yes => p.push(Event::TrialNotCounted(trial)),
+                b => {
+                    p.push(Event::TrialUnbootable(trial, b));
+                    p.write = Some(drop_trial(RollbackReason::TrialUnbootable));
+                }
+            }
+        }
+    }
+    if let Some(d) = rec.default {
+        match disk.probe(&d) {
+            Bootable::Yes => {
+                p.choice = Choice::Deploy(d);
+                p.why = Why::Default;
+                return p;
+            }
+            b => p.push(Event::DefaultUnbootable(d, b)),
+        }
+    }
+    if let Some(prev) = rec.previous {
+        match disk.probe(&prev) {
+            Bootable::Yes => {
+                p.choice = Choice::Deploy(prev);
+                p.why = Why::Previous;
+                return p;
+            }
+            b => p.push(Event::PreviousUnbootable(prev, b)),
+        }
+    }
+    last_resort(p, disk)
+}
+
+fn last_resort(mut p: Plan, disk: &mut dyn Disk) -> Plan {
+    p.why = Why::NothingBootable;
+    p.choice = if disk.has_rescue() {
+        Choice::Rescue
+    } else {
+        Choice::Reboot
+    };
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    fn n(s: &str) -> DeploymentName {
+        DeploymentName::new(s.as_bytes()).unwrap()
+    }
+
+    /// A disk with the given deployments (name → bootable) and maybe a rescue shell.
+    struct FakeDisk {
+        deps: BTreeMap<&'static str, Bootable>,
+        rescue: bool,
+    }
+
+    impl Disk for FakeDisk {
+        fn probe(&mut self, name: &DeploymentName) -> Bootable {
+            self.deps
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(Bootable::Missing)
+        }
+        fn only_deployment(&mut self) -> Option<DeploymentName> {
+            (self.deps.len() == 1).then(|| n(self.deps.keys().next().unwrap()))
+        }
+        fn has_rescue(&mut self) -> bool {
+            self.rescue
+        }
+    }
+
+    fn rec(default: Option<&str>, previous: Option<&str>, trial: Option<(&str, u8)>) -> Record {
+        Record {
+            generation: 10,
+            default: default.map(n),
+            previous: previous.map(n),
+            trial: trial.map(|t| n(t.0)),
+            tries_left: trial.map_or(0, |t| t.1),
+            last_rollback: None,
+        }
+    }
+
+    use Bootable::{Missing, NoInit, Yes};
+
+    struct Case {
+        what: &'static str,
+        cmdline: &'static [u8],
+        record: Option<Record>,
+        disk: &'static [(&'static str, Bootable)],
+        rescue: bool,
+        choice: Choice,
+        why: Why,
+        write: Option<Record>,
+    }
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one row per case reads best
+    fn table() {
+        let dropped = |r: Record, from: &str, reason| Record {
+            trial: None,
+            tries_left: 0,
+            last_rollback: Some(Rollback {
+                from: n(from),
+                reason,
+            }),
+            ..r
+        };
+        let with_trial = rec(Some("a"), Some("z"), Some(("b", 3)));
+        let cases = [
+            Case {
+                what: "no record, nothing on disk, no rescue",
+                cmdline: b"",
+                record: None,
+                disk: &[],
+                rescue: false,
+                choice: Choice::Reboot,
+                why: Why::NothingBootable,
+                write: None,
+            },
+            Case {
+                what: "no record, nothing on disk, rescue",
+                cmdline: b"",
+                record: None,
+                disk: &[],
+                rescue: true,
+                choice: Choice::Rescue,
+                why: Why::NothingBootable,
+                write: None,
+            },
+            Case {
+                what: "no record, one deployment",
+                cmdline: b"",
+                record: None,
+                disk: &[("a", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("a")),
+                why: Why::OnlyDeployment,
+                write: None,
+            },
+            Case {
+                what: "no record, one deployment without init",
+                cmdline: b"",
+                record: None,
+                disk: &[("a", NoInit)],
+                rescue: true,
+                choice: Choice::Rescue,
+                why: Why::NothingBootable,
+                write: None,
+            },
+            Case {
+                what: "no record, two deployments: no guessing",
+                cmdline: b"",
+                record: None,
+                disk: &[("a", Yes), ("b", Yes)],
+                rescue: false,
+                choice: Choice::Reboot,
+                why: Why::NothingBootable,
+                write: None,
+            },
+            Case {
+                what: "default only",
+                cmdline: b"",
+                record: Some(rec(Some("a"), None, None)),
+                disk: &[("a", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("a")),
+                why: Why::Default,
+                write: None,
+            },
+            Case {
+                what: "default missing, no previous",
+                cmdline: b"",
+                record: Some(rec(Some("a"), None, None)),
+                disk: &[],
+                rescue: true,
+                choice: Choice::Rescue,
+                why: Why::NothingBootable,
+                write: None,
+            },
+            Case {
+                what: "default without init: previous",
+                cmdline: b"",
+                record: Some(rec(Some("a"), Some("z"), None)),
+                disk: &[("a", NoInit), ("z", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("z")),
+                why: Why::Previous,
+                write: None,
+            },
+            Case {
+                what: "default missing: previous",
+                cmdline: b"",
+                record: Some(rec(Some("a"), Some("z"), None)),
+                disk: &[("z", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("z")),
+                why: Why::Previous,
+                write: None,
+            },
+            Case {
+                what: "previous only",
+                cmdline: b"",
+                record: Some(rec(None, Some("z"), None)),
+                disk: &[("z", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("z")),
+                why: Why::Previous,
+                write: None,
+            },
+            Case {
+                what: "both broken, no rescue",
+                cmdline: b"",
+                record: Some(rec(Some("a"), Some("z"), None)),
+                disk: &[("a", NoInit), ("z", NoInit)],
+                rescue: false,
+                choice: Choice::Reboot,
+                why: Why::NothingBootable,
+                write: None,
+            },
+            Case {
+                what: "trial with 3 tries",
+                cmdline: b"",
+                record: Some(with_trial),
+                disk: &[("a", Yes), ("b", Yes), ("z", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("b")),
+                why: Why::Trial,
+                write: Some(Record {
+                    tries_left: 2,
+                    ..with_trial
+                }),
+            },
+            Case {
+                what: "trial with 1 try",
+                cmdline: b"",
+                record: Some(rec(Some("a"), None, Some(("b", 1)))),
+                disk: &[("a", Yes), ("b", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("b")),
+                why: Why::Trial,
+                write: Some(rec(Some("a"), None, Some(("b", 0)))),
+            },
+            Case {
+                what: "trial exhausted: default, rollback recorded",
+                cmdline: b"",
+                record: Some(rec(Some("a"), Some("z"), Some(("b", 0)))),
+                disk: &[("a", Yes), ("b", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("a")),
+                why: Why::Default,
+                write: Some(dropped(with_trial, "b", RollbackReason::TriesExhausted)),
+            },
+            Case {
+                what: "trial exhausted, default broken: previous",
+                cmdline: b"",
+                record: Some(rec(Some("a"), Some("z"), Some(("b", 0)))),
+                disk: &[("a", Missing), ("b", Yes), ("z", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("z")),
+                why: Why::Previous,
+                write: Some(dropped(with_trial, "b", RollbackReason::TriesExhausted)),
+            },
+            Case {
+                what: "trial missing: default, rollback recorded",
+                cmdline: b"",
+                record: Some(with_trial),
+                disk: &[("a", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("a")),
+                why: Why::Default,
+                write: Some(dropped(with_trial, "b", RollbackReason::TrialUnbootable)),
+            },
+            Case {
+                what: "trial without init: default",
+                cmdline: b"",
+                record: Some(with_trial),
+                disk: &[("a", Yes), ("b", NoInit)],
+                rescue: false,
+                choice: Choice::Deploy(n("a")),
+                why: Why::Default,
+                write: Some(dropped(with_trial, "b", RollbackReason::TrialUnbootable)),
+            },
+            Case {
+                what: "forced",
+                cmdline: b"berth.deployment=z",
+                record: Some(with_trial),
+                disk: &[("a", Yes), ("b", Yes), ("z", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("z")),
+                why: Why::Forced,
+                write: None,
+            },
+            Case {
+                what: "forced but missing: normal choice",
+                cmdline: b"berth.deployment=q",
+                record: Some(rec(Some("a"), None, None)),
+                disk: &[("a", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("a")),
+                why: Why::Default,
+                write: None,
+            },
+            Case {
+                what: "forced without a record",
+                cmdline: b"berth.deployment=b",
+                record: None,
+                disk: &[("a", Yes), ("b", Yes)],
+                rescue: false,
+                choice: Choice::Deploy(n("b")),
+                why: Why::Forced,
+                write: None,
+            },
+            Case {
+                what: "rescue requested",
+                cmdline: b"berth.rescue berth.deployment=a",
+                record: Some(with_trial),
+                disk: &[("a", Yes), ("b", Yes)],
+                rescue: false,
+                choice: Choice::Rescue,
+                why: Why::RescueRequested,
+                write: None,
+            },
+        ];
+        for c in cases {
+            let mut disk = FakeDisk {
+                deps: c.disk.iter().copied().collect(),
+                rescue: c.rescue,
+            };
+            let p = plan(
+                &Cmdline::parse(c.cmdline),
+                c.record.as_ref(),
+                &mut disk,
+                true,
+            );
+            assert_eq!(
+                (p.choice, p.why, p.write),
+                (c.choice, c.why, c.write),
+                "{}: {:?}",
+                c.what,
+                p.events().collect::<Vec<_>>()
+            );
+            if let Choice::Deploy(d) = p.choice {
+                assert_eq!(
+                    disk.probe(&d),
+                    Yes,
+                    "{}: chose an unbootable deployment",
+                    c.what
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trial_is_never_booted_when_its_count_cannot_be_written() {
+        let r = rec(Some("a"), None, Some(("b", 3)));
+        let mut disk = FakeDisk {
+            deps: [("a", Yes), ("b", Yes)].into_iter().collect(),
+            rescue: false,
+        };
+        let p = plan(&Cmdline::default(), Some(&r), &mut disk, false);
+        assert_eq!(
+            (p.choice, p.why, p.write),
+            (Choice::Deploy(n("a")), Why::Default, None)
+        );
+        assert_eq!(p.events().next(), Some(&Event::TrialNotCounted(n("b"))));
+    }
+
+    #[test]
+    fn a_trial_boots_exactly_its_tries_then_rolls_back() {
+        // Simulate boots that never reach mark-good: the record each boot writes is the
+        // next boot's input.
+        let mut r = rec(Some("a"), Some("z"), Some(("b", 3)));
+        let mut disk = FakeDisk {
+            deps: [("a", Yes), ("b", Yes), ("z", Yes)].into_iter().collect(),
+            rescue: false,
+        };
+        let mut booted = Vec::new();
+        for _ in 0..6 {
+            let p = plan(&Cmdline::default(), Some(&r), &mut disk, true);
+            if let Choice::Deploy(d) = p.choice {
+                booted.push(d.as_str().to_owned());
+            }
+            if let Some(w) = p.write {
+                r = Record {
+                    generation: r.generation + 1,
+                    ..w
+                };
+            }
+        }
+        assert_eq!(booted, ["b", "b", "b", "a", "a", "a"]);
+        assert_eq!(r.trial, None);
+        assert_eq!(r.default, Some(n("a")), "the last good deployment is kept");
+        assert_eq!(r.previous, Some(n("z")));
+        assert_eq!(
+            r.last_rollback,
+            Some(Rollback {
+                from: n("b"),
+                reason: RollbackReason::TriesExhausted
+            })
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The sysroot on disk: reading and durably writing the boot record, and probing
+//! deployments. Everything is relative to the sysroot's directory fd.
+
+use alloc::vec::Vec;
+
+use format::record::{self, DeploymentName, RECORD_LEN, Record, RecordCopy};
+use rustix::fd::OwnedFd;
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::InitError;
+use crate::plan::{Bootable, Disk};
+
+/// Where the record copies live, relative to the sysroot.
+pub const BOOT_DIR: &str = "berth/boot";
+/// Where deployments live, relative to the sysroot.
+pub const DEPLOY_DIR: &str = "berth/deploy";
+
+/// What was found in one copy of the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyState {
+    /// The file does not exist.
+    Missing,
+    /// It exists but does not decode (torn write, bit rot, wrong version).
+    Invalid,
+    /// It decodes; its generation.
+    Valid(u64),
+}
+
+/// An open sysroot.
+#[derive(Debug)]
+pub struct Sysroot {
+    fd: OwnedFd,
+}
+
+impl Sysroot {
+    /// Opens the sysroot directory at `path`.
+    pub fn open(path: &[u8]) -> Result<Self, InitError> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| InitError::new("open sysroot", e))?;
+        Ok(Self { fd })
+    }
+
+    fn read_copy(&self, copy: RecordCopy) -> (Option<[u8; RECORD_LEN]>, CopyState) {
+        let path = crate::steps::join(&[BOOT_DIR.as_bytes(), copy.file_name().as_bytes()]);
+        let rel = path.strip_prefix(b"/").unwrap_or(&path);
+        let Ok(fd) = rustix::fs::openat(
+            &self.fd,
+            rel,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        ) else {
+            return (None, CopyState::Missing);
+        };
+        // Read one byte more than a record, to notice a file that is too long.
+        let mut buf = [0u8; RECORD_LEN + 1];
+        let mut n = 0;
+        while n < buf.len() {
+            match rustix::io::read(&fd, &mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(Errno::INTR) => {}
+                Err(_) => return (None, CopyState::Invalid),
+            }
+        }
+        if n != RECORD_LEN {
+            return (None, CopyState::Invalid);
+        }
+        let mut out = [0u8; RECORD_LEN];
+        out.copy_from_slice(&buf[..RECORD_LEN]);
+        match Record::decode(&out) {
+            Ok(r) => (Some(out), CopyState::Valid(r.generation)),
+            Err(_) => (None, CopyState::Invalid),
+        }
+    }
+
+    /// Reads both copies; returns the winner and what each copy held.
+    pub fn read_record(&self) -> (Option<(Record, RecordCopy)>, [CopyState; 2]) {
+        let (a, sa) = self.read_copy(RecordCopy::A);
+        let (b, sb) = self.read_copy(RecordCopy::B);
+        (
+            record::choose(a.as_ref().map(|x| &x[..]), b.as_ref().map(|x| &x[..])),
+            [sa, sb],
+        )
+    }
+
+    /// Writes `new` durably over the copy that did not win, with the next generation:
+    /// write a temporary file, fsync it, rename it over the copy, fsync the directory.
+    /// The winning copy is never touched, so a power cut at any point leaves at least
+    /// one valid copy: the old winner, or the new one.
+    pub fn write_record(
+        &self,
+        current: Option<(Record, RecordCopy)>,
+        new: &Record,
+    ) -> Result<Record, InitError> {
+        let (copy, generation) = record::next_write(current);
+        let rec = Record { generation, ..*new };
+        let bytes = rec.encode();
+        let dir = rustix::fs::openat(
+            &self.fd,
+            BOOT_DIR,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| InitError::new("open berth/boot", e))?;
+        let tmp = "record.tmp";
+        let fd = rustix::fs::openat(
+            &dir,
+            tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| InitError::new("create record.tmp", e))?;
+        let mut done = 0;
+        while done < bytes.len() {
+            match rustix::io::write(&fd, &bytes[done..]) {
+                Ok(0) => return Err(InitError::new("write record.tmp", Errno::IO)),
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(InitError::new("write record.tmp", e)),
+            }
+        }
+        // Durability: the bytes must be on disk before the name points at them.
+        rustix::fs::fsync(&fd).map_err(|e| InitError::new("fsync record.tmp", e))?;
+        drop(fd);
+        rustix::fs::renameat(&dir, tmp, &dir, copy.file_name())
+            .map_err(|e| InitError::new("rename record", e))?;
+        // Durability: the rename is persistent only once the directory is.
+        rustix::fs::fsync(&dir).map_err(|e| InitError::new("fsync berth/boot", e))?;
+        Ok(rec)
+    }
+
+    /// Deployment names present on disk (valid names only), at most `max`.
+    pub fn deployments(&self, max: usize) -> Vec<DeploymentName> {
+        let mut out = Vec::new();
+        let Ok(dir) = rustix::fs::openat(
+            &self.fd,
+            DEPLOY_DIR,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return out;
+        };
+        let Ok(mut entries) = rustix::fs::Dir::read_from(&dir) else {
+            return out;
+        };
+        while let Some(Ok(e)) = entries.read() {
+            if e.file_type() != FileType::Directory && e.file_type() != FileType::Unknown {
+                continue;
+            }
+            if let Ok(name) = DeploymentName::new(e.file_name().to_bytes())
+                && out.len() < max
+            {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+/// [`Disk`] over an open sysroot, with the init and rescue paths to look for.
+#[derive(Debug)]
+pub struct SysrootDisk<'a> {
+    /// The sysroot.
+    pub sysroot: &'a Sysroot,
+    /// The real init, absolute inside the deployment (`/sbin/init` or `berth.init=`).
+    pub init: &'a [u8],
+    /// Where the rescue shell is looked for, and its path there.
+    pub rescue: Option<(&'a OwnedFd, &'a [u8])>,
+}
+
+/// Whether `path` (absolute, resolved inside the tree at `root`, symlinks included)
+/// is an executable regular file.
+pub fn executable_in(root: &OwnedFd, path: &[u8]) -> bool {
+    let rel = path.strip_prefix(b"/").unwrap_or(path);
+    // RESOLVE_IN_ROOT: absolute symlinks such as /sbin/init -> /lib/systemd/systemd
+    // resolve inside the deployment, as they will after the switch.
+    let Ok(fd) = rustix::fs::openat2(
+        root,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    ) else {
+        return false;
+    };
+    rustix::fs::fstat(&fd).is_ok_and(|st| {
+        FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mode & 0o111 != 0
+    })
+}
+
+impl Disk for SysrootDisk<'_> {
+    fn probe(&mut self, name: &DeploymentName) -> Bootable {
+        let path = crate::steps::join(&[DEPLOY_DIR.as_bytes(), name.as_bytes()]);
+        let rel = path.strip_prefix(b"/").unwrap_or(&path);
+        match rustix::fs::openat(
+            &self.sysroot.fd,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                if executable_in(&fd, self.init) {
+                    Bootable::Yes
+                } else {
+                    Bootable::NoInit
+                }
+            }
+            Err(_) => Bootable::Missing,
+        }
+    }
+
+    fn only_deployment(&mut self) -> Option<DeploymentName> {
+        let found = self.sysroot.deployments(2);
+        if found.len() == 1 {
+            found.first().copied()
+        } else {
+            None
+        }
+    }
+
+    fn has_rescue(&mut self) -> bool {
+        self.rescue
+            .is_some_and(|(root, path)| executable_in(root, path))
+    }
+}
