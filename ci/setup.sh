@@ -13,6 +13,8 @@ packages=(
     util-linux         # setpriv, for the unreadable-tree test as root
     attr               # getfattr/setfattr, for looking at stores by hand
     e2fsprogs
+    gcc libc6-dev      # the static probe init of the direct-boot test
+    binutils           # readelf, for the static-binary check
 )
 
 missing=()
@@ -39,3 +41,11 @@ rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy \
     -t x86_64-unknown-linux-musl -t aarch64-unknown-linux-musl >/dev/null 2>&1 ||
     rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy \
         -t x86_64-unknown-linux-musl -t aarch64-unknown-linux-musl
+
+# Cargo tools the suite runs: cargo-deny (licences, bans) and cargo-fuzz (fuzz smoke,
+# with the nightly toolchain the machine image carries).
+command -v cargo-deny >/dev/null || cargo +"$toolchain" install --locked cargo-deny
+command -v cargo-fuzz >/dev/null || cargo +"$toolchain" install --locked cargo-fuzz
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi

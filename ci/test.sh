@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: setup, lints, then every test tier. `.ci/run` calls this.
-# Run as root (CI does) so the root-only tests run instead of skipping.
+# The whole test suite: setup, lints, the static boot shim's budget, fuzz smoke runs,
+# then every test tier. `.ci/run` calls this. Run as root (CI does) so the root-only
+# tests run; BERTH_STRICT=1 turns their "missing prerequisite" skips into failures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,12 +12,14 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-if command -v cargo-deny >/dev/null; then
-    # advisories needs the advisory database from the network, which CI does not have.
-    echo "== cargo deny check bans licenses sources"
-    cargo deny --offline check bans licenses sources
-fi
+echo "== cargo deny check bans licenses sources"
+# advisories needs the RustSec database from GitHub, which this network does not reach.
+cargo deny check bans licenses sources
+echo "== berth-init: static, within budget (both targets)"
+bash ci/check-init.sh
+echo "== fuzz smoke"
+bash ci/fuzz-smoke.sh 15
 echo "== build"
 cargo build --workspace --locked
 echo "== tests"
-BERTH_REQUIRE_ROOTFS=1 cargo test --workspace --locked
+BERTH_STRICT=1 cargo test --workspace --locked

@@ -560,7 +560,15 @@ fn test_mode(host: &Host<'_>) -> i32 {
             }
         }
     }
-    let mut j = report(mode, path, init, copies, current.as_ref(), &p, written.as_ref());
+    let mut j = report(
+        mode,
+        path,
+        init,
+        copies,
+        current.as_ref(),
+        &p,
+        written.as_ref(),
+    );
     j.out.push(b'\n');
     i32::from(write_all_fd(out, &j.out).is_err())
 }

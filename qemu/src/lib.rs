@@ -8,5 +8,5 @@
 //!   out, compared with `diff -r` and entry by entry. Needs root.
 //!
 //! A test that cannot run here (not root, cache missing) says so and passes, unless
-//! `BERTH_REQUIRE_ROOTFS=1` (set by `ci/test.sh`) makes a missing cache a failure.
+//! `BERTH_STRICT=1` (set by `ci/test.sh`) makes a missing cache a failure.
 #![forbid(unsafe_code)]

@@ -16,7 +16,7 @@ fn rootfs() -> Option<PathBuf> {
         return Some(path);
     }
     assert!(
-        std::env::var_os("BERTH_REQUIRE_ROOTFS").is_none(),
+        std::env::var_os("BERTH_STRICT").is_none(),
         "{} is missing: run ci/fetch-rootfs.sh",
         path.display()
     );

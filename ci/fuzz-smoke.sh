@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds every fuzz target of format/fuzz (nightly cargo-fuzz) and runs each briefly.
+# Usage: ci/fuzz-smoke.sh [SECONDS per target, default 15]
+set -euo pipefail
+cd "$(dirname "$0")/../format/fuzz"
+secs=${1:-15}
+cargo +nightly fuzz build
+for target in $(cargo +nightly fuzz list); do
+    echo "== fuzz $target for ${secs}s"
+    log=$(mktemp)
+    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$secs" >"$log" 2>&1; then
+        tail -40 "$log" >&2
+        echo "fuzz-smoke: $target failed; the crashing input is under format/fuzz/artifacts/$target/" >&2
+        exit 1
+    fi
+    grep -E '^Done' "$log" || true
+    rm -f "$log"
+done

@@ -1,0 +1,242 @@
+//! berth-init really boots a deployment in direct mode: run as PID 1 of a fresh PID and
+//! mount namespace, chrooted into a sysroot directory, it assembles the root and
+//! pivots into it, and the deployment's init reports what it sees. Needs root, gcc
+//! (for the static probe init) and the static device build of berth-init
+//! (`ci/check-init.sh`).
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use format::record::{DeploymentName, Record};
+use testkit::skip_unless_root;
+
+fn shim() -> Option<PathBuf> {
+    let p = testkit::workspace().join("target/x86_64-unknown-linux-musl/device/berth-init");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("BERTH_STRICT").is_none(),
+        "{} is missing: run ci/check-init.sh",
+        p.display()
+    );
+    eprintln!("SKIPPED: {} is missing (run ci/check-init.sh)", p.display());
+    None
+}
+
+/// Runs the shim copied to `root/berth-init` as PID 1 of new PID and mount namespaces,
+/// with the sysroot directory as its root (bind-mounted onto itself, so it is a mount
+/// point as a real root is). Returns stdout and a report for assertion messages.
+fn boot_in_namespace(root: &Path) -> (String, String) {
+    let script = format!(
+        "mount --make-rprivate / && mount --bind {0} {0} && cd {0} && exec chroot . /berth-init",
+        root.display()
+    );
+    let out = Command::new("timeout")
+        .args([
+            "-k", "5", "60", "unshare", "--mount", "--pid", "--fork", "sh", "-c", &script,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = format!(
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, report)
+}
+
+/// A scratch directory with the static probe init compiled into it.
+fn probe_init(tmp: &Path) -> PathBuf {
+    let probe = tmp.join("probe-init");
+    let cc = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&probe)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/probe-init.c"))
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    probe
+}
+
+fn name(s: &str) -> DeploymentName {
+    DeploymentName::new(s.as_bytes()).unwrap()
+}
+
+fn deployment(root: &Path, name: &str, probe: &Path) {
+    let d = root.join("berth/deploy").join(name);
+    for dir in ["etc", "var", "run", "dev", "proc", "sys", "sysroot", "sbin"] {
+        fs::create_dir_all(d.join(dir)).unwrap();
+    }
+    fs::write(d.join("etc/hostname"), format!("{name}\n")).unwrap();
+    fs::copy(probe, d.join("sbin/init")).unwrap();
+    fs::set_permissions(d.join("sbin/init"), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn direct_mode_pivots_into_the_deployment() {
+    if skip_unless_root("direct_mode_pivots_into_the_deployment") {
+        return;
+    }
+    let Some(shim) = shim() else { return };
+    if !std::env::consts::ARCH.eq("x86_64") {
+        eprintln!("SKIPPED: the static shim under test is the x86_64 build");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = probe_init(tmp.path());
+
+    let root = tmp.path().join("sysroot");
+    fs::create_dir_all(root.join("berth/boot")).unwrap();
+    deployment(&root, "v1", &probe);
+    deployment(&root, "v2", &probe);
+    // v2 is on trial with 2 tries; v1 is the default.
+    let rec = Record {
+        generation: 1,
+        default: Some(name("v1")),
+        previous: None,
+        trial: Some(name("v2")),
+        tries_left: 2,
+        last_rollback: None,
+    };
+    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
+    fs::copy(&shim, root.join("berth-init")).unwrap();
+
+    let (stdout, report) = boot_in_namespace(&root);
+    let has = |needle: &str| stdout.lines().any(|l| l.contains(needle));
+
+    assert!(
+        has("PROBE-INIT pid=1 argv0=/sbin/init"),
+        "the deployment's init ran as PID 1:\n{report}"
+    );
+    assert!(
+        has("HOSTNAME v2"),
+        "the trial deployment was booted:\n{report}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("MOUNT / ")
+            && l.contains("opts=ro")
+            && l.ends_with("/berth/deploy/v2")),
+        "root is the read-only deployment:\n{report}"
+    );
+    assert!(
+        has("MOUNT /etc fstype=overlay"),
+        "/etc is an overlay:\n{report}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("MOUNT /var ") && l.ends_with("/berth/state/var")),
+        "/var is persistent state:\n{report}"
+    );
+    assert!(has("MOUNT /run fstype=tmpfs"), "/run is a tmpfs:\n{report}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("MOUNT /sysroot ")
+            && l.contains("opts=rw")
+            && l.ends_with("/sysroot")),
+        "the physical sysroot is at /sysroot, writable:\n{report}"
+    );
+    assert!(
+        has("SYSROOT-RECORD visible"),
+        "/sysroot shows the sysroot:\n{report}"
+    );
+    assert!(
+        has("WRITE /etc/written-by-probe ok") && has("WRITE /var/written-by-probe ok"),
+        "/etc and /var are writable:\n{report}"
+    );
+    assert!(
+        has("WRITE /written-to-root Read-only file system"),
+        "the deployment is read-only:\n{report}"
+    );
+    let json_line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BOOTJSON "))
+        .unwrap_or("");
+    let boot: serde_json::Value =
+        serde_json::from_str(json_line).unwrap_or_else(|e| panic!("boot.json ({e}):\n{report}"));
+    assert_eq!(boot["choice"]["deployment"], "v2");
+    assert_eq!(boot["reason"], "trial");
+    assert_eq!(boot["tries_left"], 1);
+    assert_eq!(boot["mode"], "direct");
+
+    // On the sysroot: the try was counted durably before the boot, in the other copy;
+    // /etc and /var changes landed in persistent state, not in the deployment.
+    let b = Record::decode(&fs::read(root.join("berth/boot/record.b")).unwrap()).unwrap();
+    assert_eq!(
+        (b.generation, b.tries_left, b.trial),
+        (2, 1, Some(name("v2")))
+    );
+    assert!(
+        root.join("berth/state/etc/v2/upper/written-by-probe")
+            .exists()
+    );
+    assert!(root.join("berth/state/var/written-by-probe").exists());
+    assert!(!root.join("berth/deploy/v2/etc/written-by-probe").exists());
+}
+
+#[test]
+fn a_trial_that_fails_to_assemble_falls_back_in_the_same_boot() {
+    if skip_unless_root("a_trial_that_fails_to_assemble_falls_back_in_the_same_boot") {
+        return;
+    }
+    let Some(shim) = shim() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = probe_init(tmp.path());
+    let root = tmp.path().join("sysroot");
+    fs::create_dir_all(root.join("berth/boot")).unwrap();
+    deployment(&root, "good", &probe);
+    deployment(&root, "broken", &probe);
+    // The trial has an init but no /run to mount a tmpfs on: assembly fails midway.
+    fs::remove_dir(root.join("berth/deploy/broken/run")).unwrap();
+    let rec = Record {
+        generation: 4,
+        default: Some(name("good")),
+        previous: None,
+        trial: Some(name("broken")),
+        tries_left: 3,
+        last_rollback: None,
+    };
+    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
+    fs::copy(&shim, root.join("berth-init")).unwrap();
+
+    let (stdout, report) = boot_in_namespace(&root);
+    assert!(
+        stdout.contains("HOSTNAME good"),
+        "fell back to the default in the same boot:\n{report}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("MOUNT / ") && l.ends_with("/berth/deploy/good")),
+        "{report}"
+    );
+    let json_line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BOOTJSON "))
+        .unwrap_or("");
+    let boot: serde_json::Value =
+        serde_json::from_str(json_line).unwrap_or_else(|e| panic!("boot.json ({e}):\n{report}"));
+    assert_eq!(boot["reason"], "default");
+    assert_eq!(boot["fallbacks"][0]["event"], "trial-unbootable");
+    // The try was counted (generation 5), then the trial dropped with its reason (6).
+    let newest = ["record.a", "record.b"]
+        .iter()
+        .filter_map(|f| Record::decode(&fs::read(root.join("berth/boot").join(f)).ok()?).ok())
+        .max_by_key(|r| r.generation)
+        .unwrap();
+    assert_eq!(newest.generation, 6, "{newest:?}");
+    assert_eq!(newest.trial, None);
+    assert_eq!(newest.default, Some(name("good")));
+    assert_eq!(
+        newest.last_rollback.map(|r| (r.from, r.reason.as_str())),
+        Some((name("broken"), "trial-unbootable"))
+    );
+}
