@@ -12,7 +12,7 @@ packages=(
     bc                 # arithmetic in the benchmark scripts
     util-linux         # setpriv, for the unreadable-tree test as root
     attr               # getfattr/setfattr, for looking at stores by hand
-    e2fsprogs
+    e2fsprogs          # mkfs.ext4 -d, debugfs: sysroot images for the initramfs-mode test
     gcc libc6-dev      # the static probe init of the direct-boot test
     binutils           # readelf, for the static-binary check
 )

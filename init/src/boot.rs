@@ -92,6 +92,7 @@ fn boot(host: &Host<'_>) -> ! {
         BootMode::Direct
     };
     initramfs::mount_pseudo(&log);
+    initramfs::ensure_console();
     log.open_kmsg();
     let mut b = [0u8; 32];
     log.line(&[
@@ -101,7 +102,16 @@ fn boot(host: &Host<'_>) -> ! {
         ms3(&mut b, t.start),
         b" ms",
     ]);
-    let cmdline = initramfs::read_small(b"/proc/cmdline", 4096).unwrap_or_default();
+    // Defaults baked into the initramfs come first, so the kernel command line (read
+    // after them) overrides them: the last occurrence of a parameter wins.
+    let mut cmdline = match mode {
+        BootMode::Initramfs => {
+            initramfs::read_small(initramfs::BAKED_CMDLINE.as_bytes(), 4096).unwrap_or_default()
+        }
+        BootMode::Direct => Vec::new(),
+    };
+    cmdline.push(b' ');
+    cmdline.extend(initramfs::read_small(b"/proc/cmdline", 4096).unwrap_or_default());
     let cmd = Cmdline::parse(&cmdline);
     if cmd.ignored > 0 {
         log.line(&[b"ignored malformed or unknown berth.* parameters on the command line"]);
@@ -258,8 +268,17 @@ fn assemble(log: &Log, steps: &[Step]) -> Result<(), Reversible> {
             None
         }
     });
+    // One line for the whole sequence: the kernel rate-limits /dev/kmsg writes from
+    // user space (10 lines per 5 s by default), and the exec line must not be dropped.
+    let mut done: Vec<u8> = Vec::with_capacity(512);
+    done.extend_from_slice(b"assembled:");
     for step in steps {
+        done.extend_from_slice(b" ");
+        done.extend_from_slice(step.name().as_bytes());
+        done.extend_from_slice(b" ");
+        done.extend_from_slice(step.target());
         if let Err(e) = exec::run(step) {
+            log.line(&[&done, b" <- failed"]);
             log.error(step.name().as_bytes(), e.step.as_bytes(), e.errno);
             if step.commits() {
                 return Err(Reversible(false));
@@ -273,7 +292,9 @@ fn assemble(log: &Log, steps: &[Step]) -> Result<(), Reversible> {
             }
             return Err(Reversible(true));
         }
+        done.push(b',');
     }
+    log.line(&[&done]);
     Ok(())
 }
 
@@ -348,23 +369,32 @@ fn event_parts(e: &Event) -> (&'static str, Option<DeploymentName>, Option<Boota
 }
 
 fn log_plan(log: &Log, p: &Plan) {
-    for e in p.events() {
-        let (kind, name, state) = event_parts(e);
-        log.line(&[
-            b"fallback: ",
-            kind.as_bytes(),
-            b" ",
-            name.as_ref().map_or(&b""[..], DeploymentName::as_bytes),
-            b" ",
-            state.map_or(&b""[..], bootable_str),
-        ]);
-    }
     let target: &[u8] = match &p.choice {
         Choice::Deploy(n) => n.as_bytes(),
         Choice::Rescue => b"rescue shell",
         Choice::Reboot => b"reboot",
     };
-    log.line(&[b"choose ", target, b" (", p.why.as_str().as_bytes(), b")"]);
+    let mut line: Vec<u8> = Vec::with_capacity(160);
+    line.extend_from_slice(b"choose ");
+    line.extend_from_slice(target);
+    line.extend_from_slice(b" (");
+    line.extend_from_slice(p.why.as_str().as_bytes());
+    line.extend_from_slice(b")");
+    for (i, e) in p.events().enumerate() {
+        let (kind, name, state) = event_parts(e);
+        line.extend_from_slice(if i == 0 { b"; passed over:" } else { b"," });
+        for part in [
+            kind.as_bytes(),
+            name.as_ref().map_or(&b""[..], DeploymentName::as_bytes),
+            state.map_or(&b""[..], bootable_str),
+        ] {
+            if !part.is_empty() {
+                line.push(b' ');
+                line.extend_from_slice(part);
+            }
+        }
+    }
+    log.line(&[&line]);
 }
 
 fn json_record(j: &mut Json, r: &Record) {

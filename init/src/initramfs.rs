@@ -16,6 +16,10 @@ use crate::log::{Log, boottime_ns};
 /// (dependencies first), written into the initramfs by `berth-image`.
 pub const MODULES_LIST: &str = "/etc/berth/modules";
 
+/// Kernel command-line parameters baked into the initramfs (for example
+/// `berth.root=LABEL=berth-root`), read before `/proc/cmdline`, which overrides them.
+pub const BAKED_CMDLINE: &str = "/etc/berth/cmdline";
+
 /// Where the sysroot is mounted.
 pub const SYSROOT: &[u8] = b"/sysroot";
 
@@ -37,6 +41,23 @@ pub fn mount_pseudo(log: &Log) {
         ) {
             Ok(()) | Err(Errno::BUSY) => {}
             Err(e) => log.error(b"mount", dir.as_bytes(), e),
+        }
+    }
+}
+
+/// Makes sure fds 0, 1 and 2 are open, on `/dev/console`: a kernel that starts init
+/// from a root whose `/dev` was empty leaves them closed, and the real init inherits them.
+/// `open` returns the lowest free fd, so each open fills one closed slot; the first fd
+/// of 3 or above means all three are open, and is closed again.
+pub fn ensure_console() {
+    use rustix::fd::{AsRawFd, IntoRawFd};
+    for _ in 0..3 {
+        match rustix::fs::open("/dev/console", OFlags::RDWR | OFlags::NOCTTY, Mode::empty()) {
+            // Kept open on purpose (not CLOEXEC): it is now stdin, stdout or stderr.
+            Ok(fd) if fd.as_raw_fd() < 3 => {
+                let _stdio = fd.into_raw_fd();
+            }
+            Ok(_) | Err(_) => break,
         }
     }
 }

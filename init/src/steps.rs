@@ -79,6 +79,21 @@ impl Step {
         }
     }
 
+    /// The path the step acts on (the mount point, or the directory made).
+    pub fn target(&self) -> &[u8] {
+        match self {
+            Self::MakePrivate(p)
+            | Self::Mkdir(p)
+            | Self::RemountReadOnly(p)
+            | Self::Tmpfs(p)
+            | Self::MoveRoot(p)
+            | Self::Bind(_, p)
+            | Self::Move(_, p) => p,
+            Self::Overlay { target, .. } => target,
+            Self::PivotRoot { new_root, .. } => new_root,
+        }
+    }
+
     /// Whether the step moves the running system's own mounts (`/dev`, `/proc`, `/sys`,
     /// the root). Before the first such step a failure is undone by detaching the new
     /// root; from it on, there is no way back to another candidate.

@@ -1,8 +1,15 @@
-//! berth-init really boots a deployment in direct mode: run as PID 1 of a fresh PID and
-//! mount namespace, chrooted into a sysroot directory, it assembles the root and
-//! pivots into it, and the deployment's init reports what it sees. Needs root, gcc
-//! (for the static probe init) and the static device build of berth-init
-//! (`ci/check-init.sh`).
+//! berth-init really boots deployments, as PID 1 of a fresh PID and mount namespace:
+//! - direct mode: chrooted into a sysroot directory, it assembles the root and pivots;
+//! - initramfs mode: chrooted into a tmpfs holding only itself, it finds the sysroot
+//!   filesystem on a loop device by path or by `LABEL=`, mounts it, assembles the root
+//!   and switches with MS_MOVE + chroot. (`PARTUUID=` needs a partitioned disk; loop
+//!   partition scanning does not create partitions on this host's kernel, so that path
+//!   is left to the QEMU boots; its GPT parsing is unit-tested in `format::probe`.)
+//!
+//! The deployment's init (a static probe) reports what it sees. Needs root, gcc, the
+//! loop driver, sfdisk/mkfs.ext4/debugfs and the static device build of berth-init
+//! (`ci/check-init.sh`). Kernel modules are never loaded on the host: the initramfs
+//! here has no module list.
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
 
 use std::fs;
@@ -238,5 +245,165 @@ fn a_trial_that_fails_to_assemble_falls_back_in_the_same_boot() {
     assert_eq!(
         newest.last_rollback.map(|r| (r.from, r.reason.as_str())),
         Some((name("broken"), "trial-unbootable"))
+    );
+}
+
+/// An ext4 image of the sysroot `dir`, labelled `LABEL`, attached to a loop device.
+struct LoopDisk {
+    dev: String,
+    image: PathBuf,
+}
+
+const LABEL: &str = "berth-sysroot";
+
+impl LoopDisk {
+    fn new(dir: &Path, image: &Path) -> Self {
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        run(Command::new("mkfs.ext4")
+            .args(["-F", "-q", "-L", LABEL, "-d"])
+            .arg(dir)
+            .arg(image)
+            .arg("64M"));
+        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(image));
+        Self {
+            dev,
+            image: image.to_path_buf(),
+        }
+    }
+
+    /// Reads a file from the sysroot filesystem without mounting it.
+    fn read(&self, path: &str) -> Vec<u8> {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(&self.image)
+            .output()
+            .unwrap();
+        out.stdout
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+        let _ = fs::remove_file(&self.image);
+    }
+}
+
+/// Boots the static shim from a tmpfs "initramfs" holding only /init and a baked
+/// command line, as PID 1 of new PID and mount namespaces.
+fn boot_from_initramfs(tmp: &Path, shim: &Path, cmdline: &str) -> (String, String) {
+    let initramfs = tmp.join("initramfs");
+    fs::create_dir_all(&initramfs).unwrap();
+    let script = format!(
+        "set -e; mount --make-rprivate /; mount -t tmpfs initramfs {r}; cp {shim} {r}/init; \
+         mkdir -p {r}/etc/berth; printf '%s' '{cmdline}' > {r}/etc/berth/cmdline; cd {r}; exec chroot . /init",
+        r = initramfs.display(),
+        shim = shim.display(),
+    );
+    let out = Command::new("timeout")
+        .args([
+            "-k", "5", "60", "unshare", "--mount", "--pid", "--fork", "sh", "-c", &script,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = format!(
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, report)
+}
+
+#[test]
+fn initramfs_mode_finds_the_sysroot_by_path_and_label_and_switches_root() {
+    if skip_unless_root("initramfs_mode_finds_the_sysroot_by_path_and_label_and_switches_root") {
+        return;
+    }
+    let Some(shim) = shim() else { return };
+    if !Path::new("/dev/loop-control").exists() {
+        assert!(
+            std::env::var_os("BERTH_STRICT").is_none(),
+            "no loop device support"
+        );
+        eprintln!("SKIPPED: no /dev/loop-control");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = probe_init(tmp.path());
+    let root = tmp.path().join("sysroot");
+    fs::create_dir_all(root.join("berth/boot")).unwrap();
+    deployment(&root, "v1", &probe);
+    deployment(&root, "v2", &probe);
+    let rec = Record {
+        generation: 1,
+        default: Some(name("v1")),
+        previous: None,
+        trial: Some(name("v2")),
+        tries_left: 2,
+        last_rollback: None,
+    };
+    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
+    let disk = LoopDisk::new(&root, &tmp.path().join("disk.img"));
+
+    for (boot, spec) in [
+        (1, format!("berth.root={}", disk.dev)),
+        (2, format!("berth.root=LABEL={LABEL}")),
+    ] {
+        let (stdout, report) =
+            boot_from_initramfs(tmp.path(), &shim, &format!("{spec} berth.root_wait=5"));
+        let has = |needle: &str| stdout.lines().any(|l| l.contains(needle));
+        assert!(
+            has("PROBE-INIT pid=1 argv0=/sbin/init"),
+            "boot {boot}: init ran as PID 1:\n{report}"
+        );
+        assert!(
+            has("HOSTNAME v2"),
+            "boot {boot}: the trial was booted:\n{report}"
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("MOUNT / fstype=ext4 opts=ro")
+                    && l.ends_with("root=/berth/deploy/v2")),
+            "boot {boot}:\n{report}"
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("MOUNT /sysroot fstype=ext4 opts=rw")
+                    && l.ends_with("root=/")),
+            "boot {boot}: sysroot at /sysroot:\n{report}"
+        );
+        assert!(
+            has("MOUNT /etc fstype=overlay") && has("SYSROOT-RECORD visible"),
+            "boot {boot}:\n{report}"
+        );
+        let json_line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("BOOTJSON "))
+            .unwrap_or("");
+        let j: serde_json::Value = serde_json::from_str(json_line)
+            .unwrap_or_else(|e| panic!("boot.json ({e}):\n{report}"));
+        assert_eq!(j["mode"], "initramfs", "{report}");
+        assert_eq!(j["tries_left"], 2 - boot, "{report}");
+    }
+    // The counted tries reached the disk: generation 2 in copy B, 3 in copy A.
+    let a = Record::decode(&disk.read("/berth/boot/record.a")).unwrap();
+    let b = Record::decode(&disk.read("/berth/boot/record.b")).unwrap();
+    assert_eq!((a.generation, a.tries_left), (3, 0));
+    assert_eq!((b.generation, b.tries_left), (2, 1));
+    assert_eq!(
+        disk.read("/berth/state/etc/v2/upper/written-by-probe"),
+        b"x\n"
     );
 }
