@@ -2,7 +2,7 @@
 //! - direct mode: chrooted into a sysroot directory, it assembles the root and pivots;
 //! - initramfs mode: chrooted into a tmpfs holding only itself, it finds the sysroot
 //!   filesystem on a loop device by path or by `LABEL=`, mounts it, assembles the root
-//!   and switches with MS_MOVE + chroot. (`PARTUUID=` needs a partitioned disk; loop
+//!   and switches with `MS_MOVE` + chroot. (`PARTUUID=` needs a partitioned disk; loop
 //!   partition scanning does not create partitions on this host's kernel, so that path
 //!   is left to the QEMU boots; its GPT parsing is unit-tested in `format::probe`.)
 //!
