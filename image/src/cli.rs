@@ -95,6 +95,59 @@ enum Command {
         #[arg(long, value_name = "PUB")]
         verify: Vec<PathBuf>,
     },
+    /// Lay out a sysroot directory for a device's first boot: the object store with the
+    /// commits, their deployments checked out, /var seeded, and the boot record.
+    ///
+    /// Deployments are named after the first 16 hex digits of their commit id.
+    Install {
+        /// The repository holding the commits.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        #[command(flatten)]
+        layout: LayoutArgs,
+        /// The sysroot directory to fill (new or empty).
+        #[arg(long, value_name = "DIR")]
+        sysroot: PathBuf,
+    },
+    /// Build a bootable disk image for a board: a GPT disk whose ext4 sysroot partition
+    /// holds the store, the deployments and the boot record; the initramfs (berth-init
+    /// plus the board's kernel modules); and the kernel, beside the image.
+    ///
+    /// Nothing is mounted and no loop device is used. Prints where everything went and
+    /// the QEMU command that boots it (QEMU boards).
+    Disk {
+        /// The board: a directory under --boards holding board.toml.
+        #[arg(long, value_name = "NAME")]
+        board: String,
+        /// The repository holding the commits.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        #[command(flatten)]
+        layout: LayoutArgs,
+        /// The disk image to write; the kernel and initramfs go beside it
+        /// (NAME.kernel, NAME.initrd).
+        #[arg(short = 'o', long = "output", value_name = "DISK.IMG")]
+        output: PathBuf,
+        /// Where the board files are.
+        #[arg(long, value_name = "DIR", default_value = "boards")]
+        boards: PathBuf,
+        /// The unpacked Debian kernel package (default: what ci/fetch-kernels.sh made
+        /// under /var/cache/berth/debian/<arch>/kernel).
+        #[arg(long, value_name = "DIR")]
+        kernel_dir: Option<PathBuf>,
+        /// berth-init for the board's architecture (default: the one ci/check-init.sh built).
+        #[arg(long, value_name = "PATH")]
+        init: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the boards berth-image knows, from their board.toml files.
+    Boards {
+        /// Where the board files are.
+        #[arg(long, value_name = "DIR", default_value = "boards")]
+        boards: PathBuf,
+    },
     /// Show a commit: its root tree, parent, version, time, metadata and signers.
     Show {
         /// The repository.
@@ -112,6 +165,33 @@ enum Command {
         #[arg(long, value_name = "REPO")]
         repo: PathBuf,
     },
+}
+
+/// Which commits a device starts with.
+#[derive(Debug, clap::Args)]
+struct LayoutArgs {
+    /// The default deployment's commit.
+    #[arg(long, value_name = "COMMIT")]
+    commit: String,
+    /// A previous deployment, booted when the default cannot be.
+    #[arg(long, value_name = "COMMIT")]
+    previous: Option<String>,
+    /// A deployment to try first, with --tries boots before falling back.
+    #[arg(long, value_name = "COMMIT", requires = "tries")]
+    trial: Option<String>,
+    /// How many boots the trial gets (1 to 255).
+    #[arg(long, value_name = "N", requires = "trial")]
+    tries: Option<u8>,
+}
+
+impl LayoutArgs {
+    fn layout(self) -> crate::install::Layout {
+        crate::install::Layout {
+            default: self.commit,
+            previous: self.previous,
+            trial: self.trial.zip(self.tries),
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -170,6 +250,81 @@ pub fn run(cli: Cli) -> Result<()> {
             copy,
             verify,
         } => checkout(&repo, &commit, &dest, copy, &verify),
+        Command::Install {
+            repo,
+            layout,
+            sysroot,
+        } => {
+            let r = Repo::open(&repo)?;
+            let done = crate::install::install(&r, &layout.layout(), &sysroot)?;
+            for (name, commit) in &done.deployments {
+                println!(
+                    "{}/berth/deploy/{} {commit}",
+                    sysroot.display(),
+                    name.as_str()
+                );
+            }
+            Ok(())
+        }
+        Command::Disk {
+            board,
+            repo,
+            layout,
+            output,
+            boards,
+            kernel_dir,
+            init,
+            json,
+        } => {
+            let args = crate::disk::DiskArgs {
+                board,
+                boards_dir: boards,
+                repo,
+                layout: layout.layout(),
+                output,
+                kernel_dir,
+                init,
+            };
+            let out = crate::disk::disk(&args)?;
+            if json {
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!("disk:       {}", out.disk.display());
+                println!("kernel:     {}", out.kernel.display());
+                println!("initramfs:  {}", out.initramfs.display());
+                println!("sysroot:    PARTUUID={}", out.partuuid);
+                for (name, commit) in &out.deployments {
+                    println!("deployment: {name} (commit {commit})");
+                }
+                if let Some(q) = &out.qemu {
+                    let quoted: Vec<String> = q
+                        .iter()
+                        .map(|a| {
+                            if a.contains(' ') {
+                                format!("'{a}'")
+                            } else {
+                                a.clone()
+                            }
+                        })
+                        .collect();
+                    println!("boot it with:\n  {}", quoted.join(" "));
+                }
+            }
+            Ok(())
+        }
+        Command::Boards { boards } => {
+            for b in crate::board::all(&boards)? {
+                println!(
+                    "{:<16} {:<8} kernel {:<18} bootloader {:<12} {}",
+                    b.name,
+                    b.arch.musl_triple().split('-').next().unwrap_or_default(),
+                    b.kernel.debian_package,
+                    format!("{:?}", b.bootloader.kind),
+                    b.description
+                );
+            }
+            Ok(())
+        }
         Command::Show { repo, commit, json } => show(&repo, &commit, json),
         Command::Fsck { repo } => fsck(&repo),
     }

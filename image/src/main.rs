@@ -7,8 +7,12 @@
 //! Exit status: 0 on success; 1 on any error, printed as one line naming the input and
 //! the cause; 2 for a command line that does not parse.
 
+mod board;
 mod cli;
 mod commit;
+mod cpio;
+mod disk;
+mod install;
 mod keys;
 mod tarball;
 

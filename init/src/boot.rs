@@ -78,6 +78,10 @@ struct Timing {
     modules: u64,
     device: u64,
     mount: u64,
+    /// Reading the two record copies (cold reads from the sysroot).
+    record: u64,
+    /// The /etc overlay mount (overlayfs probes its upper filesystem on every mount).
+    overlay: u64,
 }
 
 fn boot(host: &Host<'_>) -> ! {
@@ -165,7 +169,10 @@ fn run_candidates(
     .ok();
     let init = cmd.init.unwrap_or(DEFAULT_INIT);
     let rescue = cmd.rescue_shell.unwrap_or(DEFAULT_RESCUE);
+    let record_start = boottime_ns();
     let (mut current, _) = sysroot.read_record();
+    let mut t = *t;
+    t.record = boottime_ns().saturating_sub(record_start);
     let mut failed: Vec<DeploymentName> = Vec::new();
     let mut count_trials = true;
     for _ in 0..ATTEMPTS_MAX {
@@ -196,7 +203,7 @@ fn run_candidates(
         match p.choice {
             Choice::Deploy(name) => {
                 let steps = steps::assemble(mode, sysroot_path, &name);
-                match assemble(log, &steps) {
+                match assemble(log, &steps, &mut t) {
                     Ok(()) => {}
                     Err(Reversible(true)) => {
                         failed.push(name);
@@ -204,22 +211,29 @@ fn run_candidates(
                     }
                     Err(Reversible(false)) => give_up(host, log, cmd, None),
                 }
-                write_boot_json(log, &p, mode, current.as_ref().map(|c| &c.0), init, t);
+                write_boot_json(log, &p, mode, current.as_ref().map(|c| &c.0), init, &t);
                 let now = boottime_ns();
                 let own = now
                     .saturating_sub(t.start)
                     .saturating_sub(t.modules + t.device + t.mount);
-                let (mut b, mut b2) = ([0u8; 32], [0u8; 32]);
-                log.line(&[
-                    b"exec ",
-                    init,
-                    b" in ",
+                let (mut b, mut b2, mut b3, mut b4) = ([0u8; 32], [0u8; 32], [0u8; 32], [0u8; 32]);
+                // On the console: one line that says what booted and why.
+                log.notice(&[
+                    b"booting ",
                     name.as_bytes(),
-                    b", t=",
+                    b" (",
+                    p.why.as_str().as_bytes(),
+                    b"): exec ",
+                    init,
+                    b" at t=",
                     ms3(&mut b, now),
-                    b" ms, shim's own time ",
+                    b" ms; shim's own time ",
                     ms3(&mut b2, own),
-                    b" ms",
+                    b" ms (record read ",
+                    ms3(&mut b3, t.record),
+                    b" ms, /etc overlay mount ",
+                    ms3(&mut b4, t.overlay),
+                    b" ms)",
                 ]);
                 let errno = exec_path(host, init);
                 log.error(b"exec", init, errno);
@@ -260,7 +274,7 @@ fn mount_sysroot(cmd: &Cmdline<'_>, log: &Log, t: &mut Timing) -> Result<(), Ini
 /// Whether a failed assembly can be undone (so another candidate may be tried).
 struct Reversible(bool);
 
-fn assemble(log: &Log, steps: &[Step]) -> Result<(), Reversible> {
+fn assemble(log: &Log, steps: &[Step], t: &mut Timing) -> Result<(), Reversible> {
     let new_root = steps.iter().find_map(|s| {
         if let Step::Bind(a, b) = s {
             (a == b).then_some(a.as_slice())
@@ -277,7 +291,12 @@ fn assemble(log: &Log, steps: &[Step]) -> Result<(), Reversible> {
         done.extend_from_slice(step.name().as_bytes());
         done.extend_from_slice(b" ");
         done.extend_from_slice(step.target());
-        if let Err(e) = exec::run(step) {
+        let step_start = boottime_ns();
+        let result = exec::run(step);
+        if matches!(step, Step::Overlay { .. }) {
+            t.overlay = boottime_ns().saturating_sub(step_start);
+        }
+        if let Err(e) = result {
             log.line(&[&done, b" <- failed"]);
             log.error(step.name().as_bytes(), e.step.as_bytes(), e.errno);
             if step.commits() {
@@ -480,6 +499,10 @@ fn write_boot_json(
         .num(t.device);
     j.key("sysroot_mount")
         .num(t.mount)
+        .key("record_read")
+        .num(t.record)
+        .key("overlay_mount")
+        .num(t.overlay)
         .key("exec")
         .num(boottime_ns())
         .close();

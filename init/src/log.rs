@@ -37,9 +37,24 @@ impl Log {
         }
     }
 
-    /// Writes `berth-init: ` followed by the parts and a newline, as one write.
+    /// Writes `berth-init: ` followed by the parts and a newline, as one write, at
+    /// debug level: in the kernel log (`dmesg`), not on the console, because printing
+    /// to a serial console costs milliseconds per line.
     pub fn line(&self, parts: &[&[u8]]) {
+        self.at(b"<7>", parts);
+    }
+
+    /// Like [`Log::line`], at notice level: also printed on the console.
+    pub fn notice(&self, parts: &[&[u8]]) {
+        self.at(b"<5>", parts);
+    }
+
+    fn at(&self, level: &[u8], parts: &[&[u8]]) {
         let mut buf = Vec::with_capacity(128);
+        // The level prefix means something to /dev/kmsg only.
+        if self.kmsg.is_some() {
+            buf.extend_from_slice(level);
+        }
         buf.extend_from_slice(b"berth-init: ");
         for p in parts {
             buf.extend_from_slice(p);
@@ -53,19 +68,22 @@ impl Log {
         }
     }
 
-    /// Logs `berth-init: <step>: <errno>`.
+    /// Logs `berth-init: <step>: <errno>` at error level (on the console too).
     pub fn error(&self, step: &[u8], what: &[u8], errno: Errno) {
         let mut n = [0u8; 20];
-        self.line(&[
-            step,
-            b": ",
-            what,
-            if what.is_empty() { b"" } else { b": " },
-            errno_name(errno),
-            b" (errno ",
-            u64_dec(&mut n, u64::from(errno.raw_os_error().unsigned_abs())),
-            b")",
-        ]);
+        self.at(
+            b"<3>",
+            &[
+                step,
+                b": ",
+                what,
+                if what.is_empty() { b"" } else { b": " },
+                errno_name(errno),
+                b" (errno ",
+                u64_dec(&mut n, u64::from(errno.raw_os_error().unsigned_abs())),
+                b")",
+            ],
+        );
     }
 }
 

@@ -48,4 +48,4 @@ pub use inode::is_root;
 pub use repo::{Repo, STORE_VERSION};
 #[cfg(feature = "write")]
 pub use txn::{Txn, TxnStats};
-pub use verify::FsckReport;
+pub use verify::{FileContent, FsckReport};

@@ -176,3 +176,67 @@ impl Repo {
         Ok(())
     }
 }
+
+/// The content of a file object, to read it back out of the store.
+#[derive(Debug)]
+pub enum FileContent {
+    /// A regular file's data.
+    File(std::fs::File),
+    /// A symlink's target (empty for devices and FIFOs).
+    Bytes(std::io::Cursor<Vec<u8>>),
+}
+
+impl std::io::Read for FileContent {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::File(f) => f.read(buf),
+            Self::Bytes(c) => c.read(buf),
+        }
+    }
+}
+
+impl Repo {
+    /// Opens a file object: its header (from the inode) and its content. The content is
+    /// not re-hashed here; writing it into another store through [`crate::Txn`] does that.
+    pub fn file_object(
+        &self,
+        id: &ObjectId,
+    ) -> Result<(format::FileHeader, FileContent), StoreError> {
+        let rel = object_path(id, ObjectKind::File.suffix());
+        let shown = self.objects_path(&rel);
+        let objects = self.objects_fd();
+        let st = match rustix::fs::statat(objects, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Err(StoreError::missing(*id, ObjectKind::File)),
+            Err(e) => return Err(StoreError::io(&shown, "stat", e)),
+        };
+        let kind = inode::file_kind(&st, &shown)?;
+        if kind == FileKind::Regular {
+            let fd = rustix::fs::openat(
+                objects,
+                rel.as_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| StoreError::io(&shown, "open", e))?;
+            let xattrs = inode::read_xattrs(&XattrSource::Fd(fd.as_fd()), &shown)?;
+            Ok((
+                inode::header_from_stat(&st, kind, xattrs),
+                FileContent::File(std::fs::File::from(fd)),
+            ))
+        } else {
+            let target = if kind == FileKind::Symlink {
+                rustix::fs::readlinkat(objects, rel.as_str(), Vec::new())
+                    .map_err(|e| StoreError::io(&shown, "read symlink", e))?
+                    .into_bytes()
+            } else {
+                Vec::new()
+            };
+            let link = inode::proc_path(objects, rel.as_bytes());
+            let xattrs = inode::read_xattrs(&XattrSource::Link(&link), &shown)?;
+            let mut header = inode::header_from_stat(&st, kind, xattrs);
+            header.size = target.len() as u64;
+            Ok((header, FileContent::Bytes(std::io::Cursor::new(target))))
+        }
+    }
+}

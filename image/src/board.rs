@@ -1,0 +1,336 @@
+//! Board descriptions: one `boards/<name>/board.toml` per board, data only.
+//!
+//! A board says which architecture and Debian kernel it runs, the kernel command line,
+//! the modules its initramfs needs, its partition layout, how it boots (the bootloader
+//! kind) and, for QEMU machines, how to start it. `berth-image disk` reads it; adding a
+//! board is adding a file. Unknown keys are errors, so a typo cannot pass silently.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// One board.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Board {
+    /// Its name: the directory name under `boards/`.
+    pub name: String,
+    /// The CPU architecture.
+    pub arch: Arch,
+    /// One line for people.
+    pub description: String,
+    /// The kernel.
+    pub kernel: Kernel,
+    /// The initramfs.
+    pub initramfs: Initramfs,
+    /// How the board's firmware gets to the kernel.
+    pub bootloader: Bootloader,
+    /// The disk layout.
+    pub disk: Disk,
+    /// How to start it under QEMU (QEMU machines only).
+    #[serde(default)]
+    pub qemu: Option<Qemu>,
+}
+
+/// CPU architectures Berth builds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// 64-bit x86.
+    #[serde(rename = "x86_64")]
+    X86_64,
+    /// 64-bit ARM.
+    Aarch64,
+}
+
+impl Arch {
+    /// The Rust target triple of the device binaries.
+    pub const fn musl_triple(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64-unknown-linux-musl",
+            Self::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+}
+
+/// The kernel: a Debian kernel package, unpacked by `ci/fetch-kernels.sh`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Kernel {
+    /// Debian's name for the architecture (`amd64`, `arm64`).
+    pub debian_arch: String,
+    /// The kernel metapackage (`linux-image-amd64`).
+    pub debian_package: String,
+    /// The kernel file inside the unpacked package (`boot/vmlinux`); a `-<version>`
+    /// suffix is tried too (`boot/vmlinuz` finds `boot/vmlinuz-6.1.0-56-arm64`).
+    pub image: String,
+    /// The kernel command line (console, `panic=`); `berth.*` parameters are added.
+    pub cmdline: String,
+}
+
+/// What goes into the initramfs besides berth-init.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Initramfs {
+    /// Kernel modules by name, in load order; dependencies are added before each.
+    pub modules: Vec<String>,
+}
+
+/// How the board boots the kernel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Bootloader {
+    /// The kind.
+    pub kind: BootloaderKind,
+}
+
+/// Bootloader kinds. The schema names the common ones so boards can be described;
+/// `berth-image disk` builds images for those it supports and says so for the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootloaderKind {
+    /// QEMU loads kernel and initramfs itself (`-kernel`, `-initrd`, `-append`).
+    QemuDirect,
+    /// U-Boot with a boot script on a FAT boot partition.
+    UBoot,
+    /// The Raspberry Pi firmware (`config.txt`, `cmdline.txt` on a FAT boot partition).
+    RpiFirmware,
+    /// GRUB on an EFI system partition.
+    GrubEfi,
+    /// systemd-boot on an EFI system partition.
+    SystemdBoot,
+}
+
+/// The disk layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Disk {
+    /// The partition table.
+    pub label: PartitionTable,
+    /// The whole disk image's size.
+    pub size_mib: u64,
+    /// The partitions, in order.
+    pub partitions: Vec<Partition>,
+}
+
+/// Partition table kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionTable {
+    /// GUID partition table.
+    Gpt,
+    /// MBR (DOS) partition table, for boot ROMs that need it.
+    Mbr,
+}
+
+/// One partition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Partition {
+    /// Its name (the GPT partition name).
+    pub name: String,
+    /// What it is for.
+    pub role: Role,
+    /// Its filesystem.
+    pub filesystem: Filesystem,
+    /// Its size; 0 means the rest of the disk (last partition only).
+    pub size_mib: u64,
+}
+
+/// Partition roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The Berth sysroot: store, deployments, boot record, persistent state.
+    Sysroot,
+    /// Firmware and bootloader files (FAT).
+    Boot,
+}
+
+/// Filesystems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filesystem {
+    /// ext4 (the sysroot).
+    Ext4,
+    /// FAT32 (boot partitions).
+    Vfat,
+}
+
+/// How to start the board under QEMU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Qemu {
+    /// `qemu-system-…`.
+    pub binary: String,
+    /// `-M`.
+    pub machine: String,
+    /// `-cpu`.
+    pub cpu: String,
+    /// `-m`.
+    pub memory_mib: u32,
+    /// The `-device` the disk is attached with.
+    pub disk_device: String,
+}
+
+impl Board {
+    /// Loads `<boards>/<name>/board.toml` and validates it.
+    pub fn load(boards: &Path, name: &str) -> Result<Self> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            bail!("--board {name:?}: not a board name");
+        }
+        let path = boards.join(name).join("board.toml");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "board {name}: cannot read {} (boards are in {})",
+                path.display(),
+                boards.display()
+            )
+        })?;
+        let board: Self = toml::from_str(&text)
+            .with_context(|| format!("{}: invalid board file", path.display()))?;
+        board
+            .validate()
+            .with_context(|| format!("{}: invalid board file", path.display()))?;
+        if board.name != name {
+            bail!(
+                "{}: names the board {:?}, but it is in the directory {name:?}",
+                path.display(),
+                board.name
+            );
+        }
+        Ok(board)
+    }
+
+    /// Checks what the schema alone cannot.
+    pub fn validate(&self) -> Result<()> {
+        let sysroots = self
+            .disk
+            .partitions
+            .iter()
+            .filter(|p| p.role == Role::Sysroot)
+            .count();
+        if sysroots != 1 {
+            bail!("needs exactly one partition with role \"sysroot\", has {sysroots}");
+        }
+        for (i, p) in self.disk.partitions.iter().enumerate() {
+            if p.size_mib == 0 && i + 1 != self.disk.partitions.len() {
+                bail!(
+                    "partition {}: size-mib 0 (the rest of the disk) is only allowed for the last partition",
+                    p.name
+                );
+            }
+            if p.role == Role::Sysroot && p.filesystem != Filesystem::Ext4 {
+                bail!("partition {}: the sysroot must be ext4", p.name);
+            }
+        }
+        let fixed: u64 = self.disk.partitions.iter().map(|p| p.size_mib).sum();
+        if fixed + 2 > self.disk.size_mib {
+            bail!(
+                "partitions need {fixed} MiB plus 2 MiB for the partition table, but the disk is {} MiB",
+                self.disk.size_mib
+            );
+        }
+        if self.bootloader.kind == BootloaderKind::QemuDirect && self.qemu.is_none() {
+            bail!("bootloader kind qemu-direct needs a [qemu] section");
+        }
+        if self.kernel.cmdline.contains("berth.") {
+            bail!("kernel.cmdline must not set berth.* parameters; berth-image adds them");
+        }
+        Ok(())
+    }
+
+    /// The kernel file in the unpacked kernel tree at `kdir`.
+    pub fn kernel_image(&self, kdir: &Path, version: &str) -> Result<PathBuf> {
+        let exact = kdir.join(&self.kernel.image);
+        if exact.is_file() {
+            return Ok(exact);
+        }
+        let versioned = kdir.join(format!("{}-{version}", self.kernel.image));
+        if versioned.is_file() {
+            return Ok(versioned);
+        }
+        bail!(
+            "{}: no kernel image {} (or {}) (run ci/fetch-kernels.sh)",
+            kdir.display(),
+            exact.display(),
+            versioned.display()
+        )
+    }
+}
+
+/// Every board under `boards`, by directory name.
+pub fn all(boards: &Path) -> Result<Vec<Board>> {
+    let mut names: Vec<String> = std::fs::read_dir(boards)
+        .with_context(|| format!("{}: cannot list boards", boards.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("board.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.iter().map(|n| Board::load(boards, n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boards_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards")
+    }
+
+    #[test]
+    fn every_board_in_the_repository_loads() {
+        let boards = all(&boards_dir()).unwrap();
+        let names: Vec<&str> = boards.iter().map(|b| b.name.as_str()).collect();
+        assert!(
+            names.contains(&"qemu-x86_64") && names.contains(&"qemu-aarch64"),
+            "{names:?}"
+        );
+        for b in &boards {
+            assert!(!b.initramfs.modules.is_empty(), "{}: no modules", b.name);
+        }
+    }
+
+    #[test]
+    fn bad_boards_are_refused() {
+        let good = std::fs::read_to_string(boards_dir().join("qemu-x86_64/board.toml")).unwrap();
+        let cases = [
+            (
+                "unknown key",
+                good.replace("cpu = \"max\"", "cpu = \"max\"\ncpus = 2"),
+            ),
+            (
+                "unknown arch",
+                good.replace("arch = \"x86_64\"", "arch = \"riscv64\""),
+            ),
+            (
+                "unknown bootloader",
+                good.replace("kind = \"qemu-direct\"", "kind = \"lilo\""),
+            ),
+            (
+                "berth params in cmdline",
+                good.replace("panic=-1", "panic=-1 berth.rescue"),
+            ),
+            (
+                "no sysroot",
+                good.replace("role = \"sysroot\"", "role = \"boot\""),
+            ),
+            ("too small", good.replace("size-mib = 256", "size-mib = 1")),
+        ];
+        for (what, text) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("qemu-x86_64")).unwrap();
+            std::fs::write(dir.path().join("qemu-x86_64/board.toml"), text).unwrap();
+            let err = Board::load(dir.path(), "qemu-x86_64").unwrap_err();
+            assert!(format!("{err:#}").contains("board.toml"), "{what}: {err:#}");
+        }
+        assert!(Board::load(&boards_dir(), "../etc").is_err());
+        assert!(Board::load(&boards_dir(), "no-such-board").is_err());
+    }
+}

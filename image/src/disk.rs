@@ -1,0 +1,432 @@
+//! `berth-image disk`: a bootable disk image for a board, built without mounting
+//! anything and without loop devices (so it works unprivileged in containers and CI,
+//! given a tree it may read):
+//!
+//! 1. `install` lays the sysroot out in a scratch directory;
+//! 2. `mkfs.ext4 -d` turns it into the sysroot filesystem image;
+//! 3. the disk image gets a GPT (`sfdisk` on the file) and the filesystem at 1 MiB;
+//! 4. the initramfs (a `newc` cpio) holds berth-init as `/init`, the board's kernel
+//!    modules with their dependencies (from `modprobe --show-depends` on the unpacked
+//!    kernel), `/etc/berth/modules` (load order) and `/etc/berth/cmdline`
+//!    (`berth.root=PARTUUID=…`);
+//! 5. the kernel is copied beside the image.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use format::ObjectId;
+use store::Repo;
+
+use crate::board::{Arch, Board, BootloaderKind, PartitionTable};
+use crate::cpio::Cpio;
+use crate::install::{self, Layout};
+
+/// The GPT partition type of a Linux filesystem.
+const LINUX_FS_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+/// The sysroot's ext4 label (also usable as `berth.root=LABEL=berth-sysroot`).
+pub const SYSROOT_LABEL: &str = "berth-sysroot";
+
+/// Inputs of `disk`.
+#[derive(Debug)]
+pub struct DiskArgs {
+    pub board: String,
+    pub boards_dir: PathBuf,
+    pub repo: PathBuf,
+    pub layout: Layout,
+    pub output: PathBuf,
+    pub kernel_dir: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+}
+
+/// What `disk` made.
+#[derive(Debug, serde::Serialize)]
+pub struct DiskOutput {
+    pub board: String,
+    pub disk: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub cmdline: String,
+    pub partuuid: String,
+    pub deployments: Vec<(String, String)>,
+    /// The QEMU command line (argv) that boots the image, for QEMU boards.
+    pub qemu: Option<Vec<String>>,
+}
+
+pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
+    let board = Board::load(&args.boards_dir, &args.board)?;
+    if board.bootloader.kind != BootloaderKind::QemuDirect {
+        bail!(
+            "board {}: bootloader kind {:?} is described but berth-image disk cannot build images for it yet",
+            board.name,
+            board.bootloader.kind
+        );
+    }
+    if board.disk.label != PartitionTable::Gpt {
+        bail!(
+            "board {}: berth-image disk writes GPT disks only, and this board asks for {:?}",
+            board.name,
+            board.disk.label
+        );
+    }
+    let kdir = args.kernel_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("BERTH_CACHE").unwrap_or_else(|| "/var/cache/berth".into()))
+            .join("debian")
+            .join(&board.kernel.debian_arch)
+            .join("kernel")
+    });
+    let version = kernel_version(&kdir)?;
+    let kernel_src = board.kernel_image(&kdir, &version)?;
+    let init = match &args.init {
+        Some(p) => p.clone(),
+        None => default_init(board.arch)?,
+    };
+    check_elf_arch(&init, board.arch)?;
+    let repo = Repo::open(&args.repo)?;
+
+    let out = &args.output;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let work = tempfile::Builder::new()
+        .prefix(".berth-disk-")
+        .tempdir_in(parent)
+        .with_context(|| format!("{}: cannot create a scratch directory", parent.display()))?;
+    let sysroot = work.path().join("sysroot");
+    eprintln!(
+        "berth-image disk: installing {} into a scratch sysroot",
+        args.layout.default
+    );
+    let installed = install::install(&repo, &args.layout, &sysroot)?;
+    let default_commit = installed
+        .deployments
+        .first()
+        .map(|d| d.1)
+        .context("no deployment installed")?;
+    let partuuid = guid_text(&default_commit);
+
+    let disk_mib = board.disk.size_mib;
+    // GPT: 1 MiB before the partition (the table and alignment), 1 MiB after (the backup).
+    let part_mib = disk_mib - 2;
+    let part_img = work.path().join("sysroot.ext4");
+    eprintln!("berth-image disk: mkfs.ext4 -d ({part_mib} MiB)");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", SYSROOT_LABEL, "-d"])
+        .arg(&sysroot)
+        .arg(&part_img)
+        .arg(format!("{part_mib}M")))
+    .context("build the sysroot filesystem")?;
+
+    let tmp_disk = work.path().join("disk.img");
+    write_disk(&tmp_disk, &part_img, disk_mib)?;
+    let table = format!(
+        "label: gpt\nlabel-id: {}\nstart=2048, size={}, type={LINUX_FS_TYPE}, uuid={partuuid}, name=sysroot\n",
+        guid_text(&ObjectId::digest(default_commit.as_bytes())),
+        part_mib * 2048
+    );
+    let mut sfdisk = Command::new("sfdisk");
+    sfdisk
+        .args(["--quiet", "--wipe", "never", "--wipe-partitions", "never"])
+        .arg(&tmp_disk);
+    run_with_input(&mut sfdisk, table.as_bytes()).context("write the partition table")?;
+
+    let stem = out.with_extension("");
+    let initrd = PathBuf::from(format!("{}.initrd", stem.display()));
+    let kernel = PathBuf::from(format!("{}.kernel", stem.display()));
+    let modules = module_closure(&kdir, &version, &board)?;
+    eprintln!(
+        "berth-image disk: initramfs with berth-init and {} modules",
+        modules.len()
+    );
+    let tmp_initrd = work.path().join("initrd");
+    write_initramfs(&tmp_initrd, &init, &kdir, &version, &modules, &partuuid)?;
+    std::fs::copy(&kernel_src, work.path().join("kernel"))
+        .with_context(|| format!("{}: copy", kernel_src.display()))?;
+    // Everything is complete: move the results into place.
+    for (from, to) in [
+        ("disk.img", out.as_path()),
+        ("initrd", initrd.as_path()),
+        ("kernel", kernel.as_path()),
+    ] {
+        std::fs::rename(work.path().join(from), to)
+            .with_context(|| format!("{}: move into place", to.display()))?;
+    }
+    let cmdline = board.kernel.cmdline.clone();
+    let qemu = board.qemu.as_ref().map(|q| {
+        let mut v: Vec<String> = vec![
+            q.binary.clone(),
+            "-M".into(),
+            q.machine.clone(),
+            "-accel".into(),
+            "tcg".into(),
+            "-cpu".into(),
+            q.cpu.clone(),
+            "-smp".into(),
+            "1".into(),
+            "-m".into(),
+            q.memory_mib.to_string(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-serial".into(),
+            "stdio".into(),
+            "-no-reboot".into(),
+        ];
+        v.extend([
+            "-kernel".into(),
+            kernel.display().to_string(),
+            "-initrd".into(),
+            initrd.display().to_string(),
+        ]);
+        v.extend(["-append".into(), cmdline.clone()]);
+        v.extend([
+            "-drive".into(),
+            format!("file={},if=none,format=raw,id=d0", out.display()),
+        ]);
+        v.extend(["-device".into(), format!("{},drive=d0", q.disk_device)]);
+        v
+    });
+    Ok(DiskOutput {
+        board: board.name,
+        disk: out.clone(),
+        kernel,
+        initramfs: initrd,
+        cmdline,
+        partuuid,
+        deployments: installed
+            .deployments
+            .iter()
+            .map(|(n, c)| (n.as_str().to_owned(), c.to_string()))
+            .collect(),
+        qemu,
+    })
+}
+
+fn kernel_version(kdir: &Path) -> Result<String> {
+    let dir = kdir.join("lib/modules");
+    let mut versions: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| {
+            format!(
+                "{}: no kernel here (run ci/fetch-kernels.sh)",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    versions.sort();
+    match versions.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("{}: no kernel version directory", dir.display()),
+        more => bail!(
+            "{}: several kernel versions ({}); give --kernel-dir with one",
+            dir.display(),
+            more.join(", ")
+        ),
+    }
+}
+
+/// berth-init for `arch`, as `ci/check-init.sh` builds it: `target/<triple>/device/`,
+/// looked up from this executable's `target/<profile>/` directory.
+fn default_init(arch: Arch) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate berth-image")?;
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locate the build directory")?;
+    let p = target.join(arch.musl_triple()).join("device/berth-init");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!(
+        "{}: berth-init for {} is not built (run ci/check-init.sh, or give --init)",
+        p.display(),
+        arch.musl_triple()
+    )
+}
+
+fn check_elf_arch(path: &Path, arch: Arch) -> Result<()> {
+    let mut head = [0u8; 20];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("{}: cannot read berth-init", path.display()))?;
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    let want = match arch {
+        Arch::X86_64 => 0x3e,
+        Arch::Aarch64 => 0xb7,
+    };
+    if &head[..4] != b"\x7fELF" || machine != want {
+        bail!(
+            "{}: not an ELF executable for {}",
+            path.display(),
+            arch.musl_triple()
+        );
+    }
+    Ok(())
+}
+
+/// A GUID in text form from the first 16 bytes of an id (deterministic per commit).
+fn guid_text(id: &ObjectId) -> String {
+    let h = id.to_string();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<()> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {:?}", cmd.get_program()))?;
+    child.stdin.take().context("stdin")?.write_all(input)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A sparse disk image of `mib` MiB with the filesystem image at 1 MiB.
+fn write_disk(disk: &Path, part: &Path, mib: u64) -> Result<()> {
+    let mut d = File::create(disk).with_context(|| format!("{}: create", disk.display()))?;
+    d.set_len(mib << 20)?;
+    let mut p = File::open(part)?;
+    d.seek(SeekFrom::Start(1 << 20))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = p.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        // Leave all-zero blocks as holes: the image stays sparse.
+        if buf[..n].iter().all(|&b| b == 0) {
+            d.seek(SeekFrom::Current(i64::try_from(n).unwrap_or(0)))?;
+        } else {
+            d.write_all(&buf[..n])?;
+        }
+    }
+    d.sync_all()?;
+    Ok(())
+}
+
+/// The board's modules with their dependencies, in load order, as paths relative to
+/// the kernel tree (`lib/modules/<ver>/kernel/...`).
+fn module_closure(kdir: &Path, version: &str, board: &Board) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for name in &board.initramfs.modules {
+        let o = Command::new("modprobe")
+            .arg("-d")
+            .arg(kdir)
+            .args(["-S", version, "--show-depends", name])
+            .output()
+            .context("run modprobe (install kmod)")?;
+        if !o.status.success() {
+            bail!(
+                "board {}: module {name} is not in kernel {version}: {}",
+                board.name,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let Some(path) = line.strip_prefix("insmod ") else {
+                continue;
+            };
+            let path = path.split_whitespace().next().unwrap_or_default();
+            let rel = Path::new(path)
+                .strip_prefix(kdir)
+                .map(|p| p.display().to_string())
+                .with_context(|| format!("modprobe named {path}, outside {}", kdir.display()))?;
+            if !out.contains(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_initramfs(
+    path: &Path,
+    init: &Path,
+    kdir: &Path,
+    version: &str,
+    modules: &[String],
+    partuuid: &str,
+) -> Result<()> {
+    let f = File::create(path).with_context(|| format!("{}: create", path.display()))?;
+    let mut c = Cpio::new(std::io::BufWriter::new(f));
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "sysroot",
+        "etc",
+        "etc/berth",
+        "lib",
+        "lib/modules",
+    ] {
+        c.dir(d)?;
+    }
+    c.file(
+        "init",
+        0o755,
+        &std::fs::read(init).with_context(|| format!("{}: read", init.display()))?,
+    )?;
+    let _ = version;
+    let mut dirs: Vec<String> = Vec::new();
+    let mut list = String::new();
+    for m in modules {
+        let mut prefix = String::new();
+        for comp in Path::new(m).parent().into_iter().flat_map(Path::components) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(&comp.as_os_str().to_string_lossy());
+            if prefix != "lib" && prefix != "lib/modules" && !dirs.contains(&prefix) {
+                dirs.push(prefix.clone());
+                c.dir(&prefix)?;
+            }
+        }
+        let data = std::fs::read(kdir.join(m))
+            .with_context(|| format!("{}: read", kdir.join(m).display()))?;
+        c.file(m, 0o644, &data)?;
+        list.push('/');
+        list.push_str(m);
+        list.push('\n');
+    }
+    c.file("etc/berth/modules", 0o644, list.as_bytes())?;
+    c.file(
+        "etc/berth/cmdline",
+        0o644,
+        format!("berth.root=PARTUUID={partuuid}\n").as_bytes(),
+    )?;
+    c.finish()?.flush()?;
+    Ok(())
+}

@@ -1,0 +1,27 @@
+#!/bin/sh
+# The test root filesystem's init: reports what the booted system sees on the serial
+# console as "BERTH-TEST: ..." lines, runs the scenario named by berthtest= on the kernel
+# command line, and powers off. The QEMU tests read these lines.
+export PATH=/bin:/sbin
+say() { echo "BERTH-TEST: $*"; }
+scenario=$(sed -n 's/.*berthtest=\([a-z-]*\).*/\1/p' /proc/cmdline)
+say "init pid $$ release $(cat /etc/berth-release) scenario ${scenario:-none}"
+if [ "$scenario" = crash ] || [ -e /etc/crash-on-boot ]; then
+    say "crashing on purpose"
+    exit 1 # PID 1 exits: the kernel panics, panic= reboots
+fi
+say "bootjson $(cat /run/berth/boot.json 2>/dev/null || echo missing)"
+say "rootmount $(awk '$5 == "/" {print $4, $6}' /proc/self/mountinfo | tail -1)"
+say "etcmount $(awk '$5 == "/etc" {print $9}' /proc/self/mountinfo | tail -1)"
+if [ "$scenario" = write ]; then
+    echo "$(cat /etc/berth-release)" >/etc/berth-test-etc
+    echo "$(cat /etc/berth-release)" >/var/berth-test-var
+fi
+say "etc $(cat /etc/berth-test-etc 2>/dev/null || echo none)"
+say "var $(cat /var/berth-test-var 2>/dev/null || echo none)"
+if touch /berth-test-root 2>/dev/null; then say "root writable"; else say "root read-only"; fi
+say "berth $(/usr/bin/berth status 2>&1 | head -1)"
+dmesg | grep "berth-init" | sed "s/^/BERTH-TEST: kmsg /"
+sync
+say "done"
+poweroff -f
