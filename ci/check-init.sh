@@ -29,6 +29,11 @@ for arch in x86_64 aarch64; do
     fi
 done
 
+# berth (the agent, a placeholder for now) goes into the QEMU tests' root filesystems.
+for arch in x86_64 aarch64; do
+    cargo build --locked --profile device -p updater --target "$arch-unknown-linux-musl" 2>&1 | grep -v '^\s*\(Compiling\|Finished\)' || true
+done
+
 # The static x86_64 build's test mode must behave like the host build's.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

@@ -15,6 +15,11 @@ packages=(
     e2fsprogs          # mkfs.ext4 -d, debugfs: sysroot images for the initramfs-mode test
     gcc libc6-dev      # the static probe init of the direct-boot test
     binutils           # readelf, for the static-binary check
+    qemu-system-x86 qemu-system-arm   # the QEMU boot tests (TCG)
+    kmod               # depmod/modprobe: module closures for the initramfs
+    cpio               # checks berth-image's initramfs writer
+    fdisk              # sfdisk: the GPT of berth-image disk
+    python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh)
 )
 
 missing=()

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 bash ci/setup.sh
 bash ci/fetch-rootfs.sh
+bash ci/fetch-kernels.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
@@ -15,7 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo deny check bans licenses sources"
 # advisories needs the RustSec database from GitHub, which this network does not reach.
 cargo deny check bans licenses sources
-echo "== berth-init: static, within budget (both targets)"
+echo "== device binaries: berth-init static and within budget, berth (both targets)"
 bash ci/check-init.sh
 echo "== fuzz smoke"
 bash ci/fuzz-smoke.sh 15

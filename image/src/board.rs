@@ -268,7 +268,7 @@ impl Board {
 pub fn all(boards: &Path) -> Result<Vec<Board>> {
     let mut names: Vec<String> = std::fs::read_dir(boards)
         .with_context(|| format!("{}: cannot list boards", boards.display()))?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| e.path().join("board.toml").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();

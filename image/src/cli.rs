@@ -254,18 +254,7 @@ pub fn run(cli: Cli) -> Result<()> {
             repo,
             layout,
             sysroot,
-        } => {
-            let r = Repo::open(&repo)?;
-            let done = crate::install::install(&r, &layout.layout(), &sysroot)?;
-            for (name, commit) in &done.deployments {
-                println!(
-                    "{}/berth/deploy/{} {commit}",
-                    sysroot.display(),
-                    name.as_str()
-                );
-            }
-            Ok(())
-        }
+        } => install(&repo, layout, &sysroot),
         Command::Disk {
             board,
             repo,
@@ -275,8 +264,8 @@ pub fn run(cli: Cli) -> Result<()> {
             kernel_dir,
             init,
             json,
-        } => {
-            let args = crate::disk::DiskArgs {
+        } => disk(
+            &crate::disk::DiskArgs {
                 board,
                 boards_dir: boards,
                 repo,
@@ -284,47 +273,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 output,
                 kernel_dir,
                 init,
-            };
-            let out = crate::disk::disk(&args)?;
-            if json {
-                println!("{}", serde_json::to_string(&out)?);
-            } else {
-                println!("disk:       {}", out.disk.display());
-                println!("kernel:     {}", out.kernel.display());
-                println!("initramfs:  {}", out.initramfs.display());
-                println!("sysroot:    PARTUUID={}", out.partuuid);
-                for (name, commit) in &out.deployments {
-                    println!("deployment: {name} (commit {commit})");
-                }
-                if let Some(q) = &out.qemu {
-                    let quoted: Vec<String> = q
-                        .iter()
-                        .map(|a| {
-                            if a.contains(' ') {
-                                format!("'{a}'")
-                            } else {
-                                a.clone()
-                            }
-                        })
-                        .collect();
-                    println!("boot it with:\n  {}", quoted.join(" "));
-                }
-            }
-            Ok(())
-        }
-        Command::Boards { boards } => {
-            for b in crate::board::all(&boards)? {
-                println!(
-                    "{:<16} {:<8} kernel {:<18} bootloader {:<12} {}",
-                    b.name,
-                    b.arch.musl_triple().split('-').next().unwrap_or_default(),
-                    b.kernel.debian_package,
-                    format!("{:?}", b.bootloader.kind),
-                    b.description
-                );
-            }
-            Ok(())
-        }
+            },
+            json,
+        ),
+        Command::Boards { boards } => list_boards(&boards),
         Command::Show { repo, commit, json } => show(&repo, &commit, json),
         Command::Fsck { repo } => fsck(&repo),
     }
@@ -436,4 +388,60 @@ fn fsck(repo: &Path) -> Result<()> {
             report.checked
         )
     }
+}
+
+fn install(repo: &Path, layout: LayoutArgs, sysroot: &Path) -> Result<()> {
+    let r = Repo::open(repo)?;
+    let done = crate::install::install(&r, &layout.layout(), sysroot)?;
+    for (name, commit) in &done.deployments {
+        println!(
+            "{}/berth/deploy/{} {commit}",
+            sysroot.display(),
+            name.as_str()
+        );
+    }
+    Ok(())
+}
+
+fn disk(args: &crate::disk::DiskArgs, json: bool) -> Result<()> {
+    let out = crate::disk::disk(args)?;
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    println!("disk:       {}", out.disk.display());
+    println!("kernel:     {}", out.kernel.display());
+    println!("initramfs:  {}", out.initramfs.display());
+    println!("sysroot:    PARTUUID={}", out.partuuid);
+    for (name, commit) in &out.deployments {
+        println!("deployment: {name} (commit {commit})");
+    }
+    if let Some(q) = &out.qemu {
+        let quoted: Vec<String> = q
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        println!("boot it with:\n  {}", quoted.join(" "));
+    }
+    Ok(())
+}
+
+fn list_boards(boards: &Path) -> Result<()> {
+    for b in crate::board::all(boards)? {
+        println!(
+            "{:<16} {:<8} kernel {:<18} bootloader {:<12} {}",
+            b.name,
+            b.arch.musl_triple().split('-').next().unwrap_or_default(),
+            b.kernel.debian_package,
+            format!("{:?}", b.bootloader.kind),
+            b.description
+        );
+    }
+    Ok(())
 }

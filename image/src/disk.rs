@@ -108,31 +108,13 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
         .context("no deployment installed")?;
     let partuuid = guid_text(&default_commit);
 
-    let disk_mib = board.disk.size_mib;
-    // GPT: 1 MiB before the partition (the table and alignment), 1 MiB after (the backup).
-    let part_mib = disk_mib - 2;
-    let part_img = work.path().join("sysroot.ext4");
-    eprintln!("berth-image disk: mkfs.ext4 -d ({part_mib} MiB)");
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", SYSROOT_LABEL, "-d"])
-        .arg(&sysroot)
-        .arg(&part_img)
-        .arg(format!("{part_mib}M")))
-    .context("build the sysroot filesystem")?;
-
-    let tmp_disk = work.path().join("disk.img");
-    write_disk(&tmp_disk, &part_img, disk_mib)?;
-    let table = format!(
-        "label: gpt\nlabel-id: {}\nstart=2048, size={}, type={LINUX_FS_TYPE}, uuid={partuuid}, name=sysroot\n",
-        guid_text(&ObjectId::digest(default_commit.as_bytes())),
-        part_mib * 2048
-    );
-    let mut sfdisk = Command::new("sfdisk");
-    sfdisk
-        .args(["--quiet", "--wipe", "never", "--wipe-partitions", "never"])
-        .arg(&tmp_disk);
-    run_with_input(&mut sfdisk, table.as_bytes()).context("write the partition table")?;
-
+    build_disk_image(
+        &sysroot,
+        work.path(),
+        board.disk.size_mib,
+        &partuuid,
+        &default_commit,
+    )?;
     let stem = out.with_extension("");
     let initrd = PathBuf::from(format!("{}.initrd", stem.display()));
     let kernel = PathBuf::from(format!("{}.kernel", stem.display()));
@@ -155,41 +137,10 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
             .with_context(|| format!("{}: move into place", to.display()))?;
     }
     let cmdline = board.kernel.cmdline.clone();
-    let qemu = board.qemu.as_ref().map(|q| {
-        let mut v: Vec<String> = vec![
-            q.binary.clone(),
-            "-M".into(),
-            q.machine.clone(),
-            "-accel".into(),
-            "tcg".into(),
-            "-cpu".into(),
-            q.cpu.clone(),
-            "-smp".into(),
-            "1".into(),
-            "-m".into(),
-            q.memory_mib.to_string(),
-            "-nodefaults".into(),
-            "-no-user-config".into(),
-            "-display".into(),
-            "none".into(),
-            "-serial".into(),
-            "stdio".into(),
-            "-no-reboot".into(),
-        ];
-        v.extend([
-            "-kernel".into(),
-            kernel.display().to_string(),
-            "-initrd".into(),
-            initrd.display().to_string(),
-        ]);
-        v.extend(["-append".into(), cmdline.clone()]);
-        v.extend([
-            "-drive".into(),
-            format!("file={},if=none,format=raw,id=d0", out.display()),
-        ]);
-        v.extend(["-device".into(), format!("{},drive=d0", q.disk_device)]);
-        v
-    });
+    let qemu = board
+        .qemu
+        .as_ref()
+        .map(|q| qemu_argv(q, &kernel, &initrd, out, &cmdline));
     Ok(DiskOutput {
         board: board.name,
         disk: out.clone(),
@@ -204,6 +155,84 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
             .collect(),
         qemu,
     })
+}
+
+/// The sysroot filesystem (`mkfs.ext4 -d`) in a GPT disk image at `work/disk.img`.
+fn build_disk_image(
+    sysroot: &Path,
+    work: &Path,
+    disk_mib: u64,
+    partuuid: &str,
+    default_commit: &ObjectId,
+) -> Result<()> {
+    // GPT: 1 MiB before the partition (the table and alignment), 1 MiB after (the backup).
+    let part_mib = disk_mib - 2;
+    let part_img = work.join("sysroot.ext4");
+    eprintln!("berth-image disk: mkfs.ext4 -d ({part_mib} MiB)");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", SYSROOT_LABEL, "-d"])
+        .arg(sysroot)
+        .arg(&part_img)
+        .arg(format!("{part_mib}M")))
+    .context("build the sysroot filesystem")?;
+
+    let tmp_disk = work.join("disk.img");
+    write_disk(&tmp_disk, &part_img, disk_mib)?;
+    let table = format!(
+        "label: gpt\nlabel-id: {}\nstart=2048, size={}, type={LINUX_FS_TYPE}, uuid={partuuid}, name=sysroot\n",
+        guid_text(&ObjectId::digest(default_commit.as_bytes())),
+        part_mib * 2048
+    );
+    let mut sfdisk = Command::new("sfdisk");
+    sfdisk
+        .args(["--quiet", "--wipe", "never", "--wipe-partitions", "never"])
+        .arg(&tmp_disk);
+    run_with_input(&mut sfdisk, table.as_bytes()).context("write the partition table")?;
+
+    Ok(())
+}
+
+/// The QEMU command line that boots the image (serial console on stdio, no reboot).
+fn qemu_argv(
+    q: &crate::board::Qemu,
+    kernel: &Path,
+    initrd: &Path,
+    out: &Path,
+    cmdline: &str,
+) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        q.binary.clone(),
+        "-M".into(),
+        q.machine.clone(),
+        "-accel".into(),
+        "tcg".into(),
+        "-cpu".into(),
+        q.cpu.clone(),
+        "-smp".into(),
+        "1".into(),
+        "-m".into(),
+        q.memory_mib.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+        "-no-reboot".into(),
+    ];
+    v.extend([
+        "-kernel".into(),
+        kernel.display().to_string(),
+        "-initrd".into(),
+        initrd.display().to_string(),
+    ]);
+    v.extend(["-append".into(), cmdline.to_owned()]);
+    v.extend([
+        "-drive".into(),
+        format!("file={},if=none,format=raw,id=d0", out.display()),
+    ]);
+    v.extend(["-device".into(), format!("{},drive=d0", q.disk_device)]);
+    v
 }
 
 fn kernel_version(kdir: &Path) -> Result<String> {
@@ -284,11 +313,11 @@ fn guid_text(id: &ObjectId) -> String {
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()
-        .with_context(|| format!("run {:?}", cmd.get_program()))?;
+        .with_context(|| format!("run {}", Path::new(cmd.get_program()).display()))?;
     if !out.status.success() {
         bail!(
-            "{:?} failed: {}",
-            cmd.get_program(),
+            "{} failed: {}",
+            Path::new(cmd.get_program()).display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -301,13 +330,13 @@ fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("run {:?}", cmd.get_program()))?;
+        .with_context(|| format!("run {}", Path::new(cmd.get_program()).display()))?;
     child.stdin.take().context("stdin")?.write_all(input)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
-            "{:?} failed: {}",
-            cmd.get_program(),
+            "{} failed: {}",
+            Path::new(cmd.get_program()).display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -208,7 +208,7 @@ fn seed_var(repo: &Repo, commit: &ObjectId, dest: &Path) -> Result<()> {
             )?;
         }
         None => {
-            std::fs::create_dir_all(dest).with_context(|| format!("{}: create", dest.display()))?
+            std::fs::create_dir_all(dest).with_context(|| format!("{}: create", dest.display()))?;
         }
     }
     Ok(())

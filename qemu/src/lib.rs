@@ -1,12 +1,338 @@
-//! The root and VM tiers of the Berth test suite.
+//! The root and VM tiers of the Berth test suite, and the harness the VM tier uses.
 //!
-//! Everything here runs the built binaries (`cargo build --workspace` first, as
-//! `ci/test.sh` does) against real inputs that `ci/` scripts prepare outside git:
+//! Everything here runs the built binaries (`cargo build --workspace` and
+//! `ci/check-init.sh` first, as `ci/test.sh` does) against real inputs that `ci/`
+//! scripts prepare outside git:
 //!
 //! - `tests/rootfs.rs`: a Debian bookworm `debootstrap --variant=minbase` tree
-//!   (`ci/fetch-rootfs.sh` builds it into `/var/cache/berth/`), committed and checked
-//!   out, compared with `diff -r` and entry by entry. Needs root.
+//!   (`ci/fetch-rootfs.sh`) committed and checked out. Needs root.
+//! - `tests/namespace_boot.rs`: berth-init as PID 1 of a PID+mount namespace, in both
+//!   boot modes. Needs root.
+//! - `tests/boot.rs`: disk images from `berth-image disk` booted under QEMU (TCG) on
+//!   `x86_64` and `aarch64` with Debian's kernels (`ci/fetch-kernels.sh`). Needs root.
 //!
-//! A test that cannot run here (not root, cache missing) says so and passes, unless
-//! `BERTH_STRICT=1` (set by `ci/test.sh`) makes a missing cache a failure.
+//! A test that cannot run here (not root, a cache missing) says so and passes, unless
+//! `BERTH_STRICT=1` (set by `ci/test.sh`) makes a missing prerequisite a failure.
 #![forbid(unsafe_code)]
+#![allow(clippy::missing_panics_doc, clippy::missing_errors_doc)] // test harness: panics are failures
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One QEMU board under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The board name (`boards/<board>/`).
+    pub board: &'static str,
+    /// Debian's architecture name.
+    pub debian_arch: &'static str,
+}
+
+/// Both boards.
+pub const TARGETS: [Target; 2] = [
+    Target {
+        board: "qemu-x86_64",
+        debian_arch: "amd64",
+    },
+    Target {
+        board: "qemu-aarch64",
+        debian_arch: "arm64",
+    },
+];
+
+/// The workspace's root directory.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("BERTH_CACHE").map_or_else(|| PathBuf::from("/var/cache/berth"), PathBuf::from)
+}
+
+/// Why the VM tier cannot run here, if it cannot: not root, or a prerequisite missing.
+pub fn missing_prerequisite(t: Target) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    let triple = if t.debian_arch == "amd64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    let checks = [
+        (
+            cache().join("debian").join(t.debian_arch).join(".complete"),
+            "run ci/fetch-kernels.sh",
+        ),
+        (
+            workspace().join(format!(
+                "target/{triple}-unknown-linux-musl/device/berth-init"
+            )),
+            "run ci/check-init.sh",
+        ),
+        (
+            workspace().join("target/debug/berth-image"),
+            "run cargo build --workspace",
+        ),
+    ];
+    for (path, fix) in checks {
+        if !path.exists() {
+            return Some(format!("{} is missing ({fix})", path.display()));
+        }
+    }
+    None
+}
+
+/// Returns true (after saying why) if the VM tier must be skipped for `t`; panics
+/// instead under `BERTH_STRICT=1`.
+pub fn skip(t: Target, test: &str) -> bool {
+    let Some(why) = missing_prerequisite(t) else {
+        return false;
+    };
+    assert!(
+        std::env::var_os("BERTH_STRICT").is_none(),
+        "{test} on {}: {why}",
+        t.board
+    );
+    eprintln!("SKIPPED {test} on {}: {why}", t.board);
+    true
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A repository with the test commits for one architecture.
+#[derive(Debug)]
+pub struct Images {
+    /// The target.
+    pub target: Target,
+    /// Scratch directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The repository.
+    pub repo: PathBuf,
+    /// Commit of a working root filesystem (release `good-1`).
+    pub good: String,
+    /// Commit whose init exits at once (kernel panic, reboot).
+    pub crash: String,
+    /// Commit without `/sbin/init`.
+    pub noinit: String,
+}
+
+impl Images {
+    /// Builds the test root filesystems with `qemu/rootfs/make-rootfs.sh` and commits them.
+    pub fn build(target: Target) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-qemu-")
+            .tempdir_in(workspace().join("target"))
+            .unwrap();
+        let repo = dir.path().join("repo");
+        let commit = |release: &str, variant: &str| {
+            let tree = dir.path().join(release);
+            run(Command::new("bash")
+                .arg(workspace().join("qemu/rootfs/make-rootfs.sh"))
+                .args([target.debian_arch])
+                .arg(&tree)
+                .args([release, variant]));
+            run(Command::new(bin("berth-image"))
+                .args(["commit", "--repo"])
+                .arg(&repo)
+                .arg("--tree")
+                .arg(&tree)
+                .args(["--version", release]))
+            .trim()
+            .to_owned()
+        };
+        let good = commit("good-1", "");
+        let crash = commit("crash-1", "crash");
+        let noinit = commit("noinit-1", "noinit");
+        Self {
+            target,
+            dir,
+            repo,
+            good,
+            crash,
+            noinit,
+        }
+    }
+
+    /// Builds a disk image for `layout` (`berth-image disk` arguments after `--commit`),
+    /// in its own directory named `name`.
+    pub fn disk(&self, name: &str, layout: &[&str]) -> Disk {
+        let d = self.dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let out = run(Command::new(bin("berth-image"))
+            .current_dir(workspace())
+            .args(["disk", "--json", "--board", self.target.board, "--repo"])
+            .arg(&self.repo)
+            .args(layout)
+            .arg("-o")
+            .arg(d.join("disk.img")));
+        let info: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("berth-image disk --json ({e}): {out}"));
+        Disk { info, dir: d }
+    }
+}
+
+/// The path of a workspace binary built by `cargo build --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    workspace().join("target/debug").join(name)
+}
+
+/// A built disk image and what `berth-image disk --json` said about it.
+#[derive(Debug)]
+pub struct Disk {
+    /// The JSON output.
+    pub info: Value,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// One boot's result.
+#[derive(Debug)]
+pub struct Boot {
+    /// Everything on the serial console.
+    pub serial: String,
+    /// Wall time from QEMU start to exit.
+    pub wall: Duration,
+}
+
+/// QEMU boots one at a time: the machine has two cores, and parallel TCG guests slow
+/// each other down and blur the timings.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+impl Disk {
+    /// The image file.
+    pub fn image(&self) -> PathBuf {
+        PathBuf::from(self.info["disk"].as_str().unwrap_or_default())
+    }
+
+    /// The deployment name of commit `c`.
+    pub fn name_of(&self, c: &str) -> String {
+        c[..16].to_owned()
+    }
+
+    /// Boots the image once (changes persist in the image), with `extra` added to the
+    /// kernel command line; a hard timeout of 180 s.
+    pub fn boot(&self, extra: &str) -> Boot {
+        let mut argv: Vec<String> = self.info["qemu"]
+            .as_array()
+            .expect("a QEMU board")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect();
+        if let Some(i) = argv.iter().position(|a| a == "-append") {
+            argv[i + 1] = format!("{} {extra}", argv[i + 1]);
+        }
+        let _turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let start = Instant::now();
+        let out = Command::new("timeout")
+            .args(["-k", "5", "180"])
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", argv[0]));
+        let wall = start.elapsed();
+        let mut serial = String::from_utf8_lossy(&out.stdout).into_owned();
+        serial.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert_ne!(
+            out.status.code(),
+            Some(124),
+            "QEMU timed out after 180 s:\n{serial}"
+        );
+        Boot { serial, wall }
+    }
+
+    /// Flips one byte of a file on the sysroot filesystem, in the disk image, without
+    /// mounting it: the file's first block is found with debugfs.
+    pub fn corrupt(&self, path: &str) {
+        let part = self.dir.join("sysroot.ext4");
+        run(Command::new("dd")
+            .arg(format!("if={}", self.image().display()))
+            .arg(format!("of={}", part.display()))
+            .args(["bs=1M", "skip=1", "status=none"]));
+        let block: u64 = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("bmap {path} 0"))
+            .arg(&part))
+        .trim()
+        .parse()
+        .expect("a block number");
+        let stats = run(Command::new("debugfs").args(["-R", "stats"]).arg(&part));
+        let bs: u64 = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("Block size:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("block size");
+        std::fs::remove_file(&part).unwrap();
+        let offset = (1 << 20) + block * bs + 100;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.image())
+            .unwrap();
+        let mut b = [0u8; 1];
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).unwrap();
+        std::io::Read::read_exact(&mut f, &mut b).unwrap();
+        b[0] ^= 0xff;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).unwrap();
+        std::io::Write::write_all(&mut f, &b).unwrap();
+    }
+}
+
+impl Boot {
+    /// The values of `BERTH-TEST: <key> <value>` lines.
+    pub fn test_values(&self, key: &str) -> Vec<&str> {
+        let prefix = format!("BERTH-TEST: {key} ");
+        self.serial
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix.as_str()))
+            .collect()
+    }
+
+    /// The first value of `key`, or a panic that shows the serial log.
+    pub fn value(&self, key: &str) -> &str {
+        self.test_values(key)
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("no \"{key}\" line on the console:\n{}", self.serial))
+    }
+
+    /// `/run/berth/boot.json` as the booted system printed it.
+    pub fn boot_json(&self) -> Value {
+        let text = self.value("bootjson");
+        serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("boot.json ({e}): {text}\n{}", self.serial))
+    }
+
+    /// berth-init's own time (ms) from its console line, if it booted a deployment.
+    pub fn shim_ms(&self) -> Option<f64> {
+        let line = self
+            .serial
+            .lines()
+            .find(|l| l.contains("berth-init: booting "))?;
+        let rest = line.split("shim's own time ").nth(1)?;
+        rest.split(' ').next()?.parse().ok()
+    }
+
+    /// Whether the console shows `needle`.
+    pub fn shows(&self, needle: &str) -> bool {
+        self.serial.contains(needle)
+    }
+}

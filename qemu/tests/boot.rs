@@ -1,0 +1,180 @@
+//! Real boots under QEMU (TCG) on both boards: disk images from `berth-image disk`,
+//! Debian's kernels, berth-init from the initramfs, the test rootfs's init reporting on
+//! the serial console. Each scenario builds its own disk and boots it one or more times;
+//! changes persist between those boots as on a real disk.
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+
+use qemu_tests::{Images, TARGETS, Target, skip};
+
+fn images(t: Target) -> Images {
+    Images::build(t)
+}
+
+fn first_boot_and_persistence(t: Target) {
+    let im = images(t);
+    let disk = im.disk("first", &["--commit", &im.good]);
+    let name = disk.name_of(&im.good);
+
+    let b1 = disk.boot("berthtest=write");
+    assert!(
+        b1.value("init").starts_with("pid 1 release good-1"),
+        "{}",
+        b1.serial
+    );
+    let j = b1.boot_json();
+    assert_eq!(j["choice"]["deployment"], name.as_str(), "{}", b1.serial);
+    assert_eq!(j["reason"], "default");
+    assert_eq!(j["mode"], "initramfs");
+    assert_eq!(
+        b1.value("rootmount"),
+        format!("/berth/deploy/{name} ro,relatime"),
+        "/ is the read-only deployment"
+    );
+    assert_eq!(b1.value("etcmount"), "overlay");
+    assert_eq!(b1.value("root"), "read-only");
+    assert_eq!(
+        (b1.value("etc"), b1.value("var")),
+        ("good-1", "good-1"),
+        "written this boot"
+    );
+
+    let b2 = disk.boot("berthtest=report");
+    assert_eq!(
+        (b2.value("etc"), b2.value("var")),
+        ("good-1", "good-1"),
+        "/etc and /var survive a reboot:\n{}",
+        b2.serial
+    );
+    assert_eq!(b2.value("root"), "read-only");
+    eprintln!(
+        "{}: shim's own time {:?} / {:?} ms, wall {:?} / {:?}",
+        t.board,
+        b1.shim_ms(),
+        b2.shim_ms(),
+        b1.wall,
+        b2.wall
+    );
+}
+
+fn boot_counting_rolls_back_to_the_default(t: Target) {
+    let im = images(t);
+    let disk = im.disk(
+        "counting",
+        &["--commit", &im.good, "--trial", &im.crash, "--tries", "2"],
+    );
+    let (good, crash) = (disk.name_of(&im.good), disk.name_of(&im.crash));
+    for n in 1..=2 {
+        let b = disk.boot("berthtest=report");
+        assert!(
+            b.shows(&format!("berth-init: booting {crash} (trial)")),
+            "boot {n}: the trial:\n{}",
+            b.serial
+        );
+        assert!(
+            b.shows("BERTH-TEST: crashing on purpose"),
+            "boot {n}:\n{}",
+            b.serial
+        );
+        assert!(
+            b.shows("Kernel panic"),
+            "boot {n}: init died, the kernel panicked:\n{}",
+            b.serial
+        );
+    }
+    let b = disk.boot("berthtest=report");
+    let j = b.boot_json();
+    assert_eq!(
+        j["choice"]["deployment"],
+        good.as_str(),
+        "after the last try, the default:\n{}",
+        b.serial
+    );
+    assert_eq!(j["reason"], "default");
+    assert_eq!(
+        j["fallbacks"][0]["event"], "trial-exhausted",
+        "the booted system can read why"
+    );
+    assert_eq!(j["fallbacks"][0]["deployment"], crash.as_str());
+    // And it stays that way: the trial is gone from the record.
+    let again = disk.boot("berthtest=report");
+    let j = again.boot_json();
+    assert_eq!(
+        (
+            j["choice"]["deployment"].as_str(),
+            j["fallbacks"].as_array().map(Vec::len)
+        ),
+        (Some(good.as_str()), Some(0)),
+        "{}",
+        again.serial
+    );
+}
+
+fn missing_init_falls_back_in_the_same_boot(t: Target) {
+    let im = images(t);
+    let disk = im.disk(
+        "fallback",
+        &["--commit", &im.noinit, "--previous", &im.good],
+    );
+    let b = disk.boot("berthtest=report");
+    let j = b.boot_json();
+    assert_eq!(
+        j["choice"]["deployment"],
+        disk.name_of(&im.good).as_str(),
+        "{}",
+        b.serial
+    );
+    assert_eq!(j["reason"], "previous");
+    assert_eq!(j["fallbacks"][0]["event"], "default-unbootable");
+    assert_eq!(j["fallbacks"][0]["state"], "no-init");
+    assert!(
+        b.value("init").starts_with("pid 1 release good-1"),
+        "one boot, no reboot:\n{}",
+        b.serial
+    );
+}
+
+fn corrupt_record_copy_uses_the_other(t: Target) {
+    let im = images(t);
+    // Two deployments, so "only deployment" cannot explain a good outcome.
+    let disk = im.disk("corrupt", &["--commit", &im.good, "--previous", &im.noinit]);
+    // The install writes both copies; B (generation 2) is the newer. Damage it.
+    disk.corrupt("/berth/boot/record.b");
+    let b = disk.boot("berthtest=report");
+    let j = b.boot_json();
+    assert_eq!(
+        j["choice"]["deployment"],
+        disk.name_of(&im.good).as_str(),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        j["reason"], "default",
+        "the intact copy A was used:\n{}",
+        b.serial
+    );
+    assert_eq!(j["record_generation"], 1, "copy A's generation");
+}
+
+macro_rules! on_both_boards {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            for t in TARGETS {
+                if skip(t, stringify!($name)) {
+                    continue;
+                }
+                super::$name(t);
+            }
+        }
+    )*};
+}
+
+mod qemu {
+    use super::{TARGETS, skip};
+    on_both_boards!(
+        first_boot_and_persistence,
+        boot_counting_rolls_back_to_the_default,
+        missing_init_falls_back_in_the_same_boot,
+        corrupt_record_copy_uses_the_other
+    );
+}
