@@ -1,0 +1,149 @@
+//! Boot benchmark: boots each QEMU board N times (default 5) from a `berth-image disk`
+//! image and reports berth-init's own time and the whole boot's wall time, beside a
+//! baseline boot of the same kernel whose initramfs powers off at once. Writes the
+//! "QEMU boots" section of BENCHMARKS.md. Needs what the VM tier needs (root, the
+//! kernels, the static berth-init). Run with `ci/bench-boot.sh [N]`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)] // a benchmark script
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Instant;
+
+use qemu_tests::{Images, TARGETS, missing_prerequisite, workspace};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+fn ms(ns: &serde_json::Value) -> f64 {
+    ns.as_f64().unwrap_or(0.0) / 1e6
+}
+
+/// Wall time of booting the bare kernel with an initramfs whose /init powers off.
+fn baseline(images: &Images, disk: &qemu_tests::Disk) -> f64 {
+    let d = images.dir.path().join("bare");
+    std::fs::create_dir_all(d.join("root/bin")).unwrap();
+    let busybox = format!(
+        "/var/cache/berth/debian/{}/busybox/bin/busybox",
+        images.target.debian_arch
+    );
+    std::fs::copy(&busybox, d.join("root/bin/busybox")).unwrap();
+    std::fs::write(
+        d.join("root/init"),
+        "#!/bin/busybox sh\n/bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("chmod 755 {0}/root/init && cd {0}/root && find . | cpio -o -H newc --quiet > {0}/bare.cpio", d.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut argv: Vec<String> = disk.info["qemu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let i = argv.iter().position(|a| a == "-initrd").unwrap();
+    argv[i + 1] = d.join("bare.cpio").display().to_string();
+    let start = Instant::now();
+    let out = Command::new("timeout")
+        .args(["-k", "5", "120"])
+        .args(&argv)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "baseline boot failed");
+    start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let mut table = String::new();
+    for t in TARGETS {
+        if let Some(why) = missing_prerequisite(t) {
+            eprintln!("bench-boot: {}: {why}", t.board);
+            std::process::exit(1);
+        }
+        eprintln!("bench-boot: {} x{runs}", t.board);
+        let images = Images::build(t);
+        let disk = images.disk("bench", &["--commit", &images.good]);
+        let (mut wall, mut shim, mut modules, mut record, mut overlay, mut mount, mut bare) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let b = disk.boot("berthtest=report");
+            let j = b.boot_json();
+            let ns = &j["boottime_ns"];
+            wall.push(b.wall.as_secs_f64());
+            shim.push(b.shim_ms().expect("a shim time"));
+            modules.push(ms(&ns["modules"]));
+            record.push(ms(&ns["record_read"]));
+            overlay.push(ms(&ns["overlay_mount"]));
+            mount.push(ms(&ns["sysroot_mount"]) + ms(&ns["device_wait"]));
+            bare.push(baseline(&images, &disk));
+        }
+        let (w, bw) = (median(&mut wall), median(&mut bare));
+        writeln!(
+            table,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            t.board,
+            median(&mut shim),
+            median(&mut record),
+            median(&mut overlay),
+            median(&mut modules),
+            median(&mut mount),
+            runs,
+            w,
+            bw,
+            w / bw
+        )
+        .unwrap();
+    }
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let section = format!(
+        "<!-- boot-bench:start -->
+## QEMU boots: berth-init's own time and the whole boot
+
+Measured by `ci/bench-boot.sh` on {date} ({rustc}), QEMU TCG on this 2-core machine, one guest at a time,
+Debian 6.1 kernels, disks from `berth-image disk`, the test rootfs of `qemu/rootfs/`. Medians of the runs.
+*Shim* is berth-init's own time from its first instruction to the exec of the real init, from its
+`CLOCK_BOOTTIME` log line, excluding module loading, the wait for the device and the sysroot mount
+(each in its own column). It includes reading the record and the `/etc` overlay mount, shown apart.
+*Baseline* boots the same kernel with an initramfs whose `/init` powers off at once: the kernel and
+QEMU alone. Budget for the shim: 10 ms.
+
+| board | shim (ms) | of which record read (ms) | of which /etc overlay mount (ms) | modules (ms) | device wait + sysroot mount (ms) | runs | whole boot (s) | baseline (s) | ratio |
+|---|---|---|---|---|---|---|---|---|---|
+{table}<!-- boot-bench:end -->",
+        date = Command::new("date").args(["-u", "+%Y-%m-%d"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
+    );
+    let path = workspace().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = match (
+        text.find("<!-- boot-bench:start -->"),
+        text.find("<!-- boot-bench:end -->"),
+    ) {
+        (Some(a), Some(b)) => format!(
+            "{}{section}{}",
+            &text[..a],
+            &text[b + "<!-- boot-bench:end -->".len()..]
+        ),
+        _ => format!("{}\n\n{section}\n", text.trim_end()),
+    };
+    std::fs::write(&path, text).unwrap();
+    println!("{section}");
+}
