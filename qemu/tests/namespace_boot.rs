@@ -407,3 +407,42 @@ fn initramfs_mode_finds_the_sysroot_by_path_and_label_and_switches_root() {
         b"x\n"
     );
 }
+
+#[test]
+fn nothing_bootable_execs_the_rescue_shell() {
+    if skip_unless_root("nothing_bootable_execs_the_rescue_shell") {
+        return;
+    }
+    let Some(shim) = shim() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = probe_init(tmp.path());
+    let root = tmp.path().join("sysroot");
+    fs::create_dir_all(root.join("berth/boot")).unwrap();
+    // The default has no init and there is no previous deployment; the sysroot has a
+    // rescue shell (the probe, as /bin/sh).
+    deployment(&root, "broken", &probe);
+    fs::remove_file(root.join("berth/deploy/broken/sbin/init")).unwrap();
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy(&probe, root.join("bin/sh")).unwrap();
+    fs::set_permissions(root.join("bin/sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let rec = Record {
+        generation: 1,
+        default: Some(name("broken")),
+        previous: None,
+        trial: None,
+        tries_left: 0,
+        last_rollback: None,
+    };
+    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
+    fs::copy(&shim, root.join("berth-init")).unwrap();
+
+    let (stdout, report) = boot_in_namespace(&root);
+    assert!(
+        stdout.contains("PROBE-INIT pid=1 argv0=/bin/sh"),
+        "the rescue shell runs as PID 1:\n{report}"
+    );
+    assert!(
+        stdout.contains("BOOTJSON missing"),
+        "no deployment was assembled:\n{report}"
+    );
+}
