@@ -91,6 +91,8 @@ pub enum RollbackReason {
     TriesExhausted = 1,
     /// The trial deployment is missing or has no init.
     TrialUnbootable = 2,
+    /// Someone ran `berth rollback`.
+    Manual = 3,
 }
 
 impl RollbackReason {
@@ -99,6 +101,7 @@ impl RollbackReason {
         match self {
             Self::TriesExhausted => "tries-exhausted",
             Self::TrialUnbootable => "trial-unbootable",
+            Self::Manual => "manual",
         }
     }
 }
@@ -214,6 +217,7 @@ impl Record {
             0 => None,
             1 => Some(RollbackReason::TriesExhausted),
             2 => Some(RollbackReason::TrialUnbootable),
+            3 => Some(RollbackReason::Manual),
             v => {
                 return Err(FormatError::Invalid {
                     what: "boot record rollback reason",

@@ -9,12 +9,13 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::disk::SysrootDisk;
 use crate::json::Json;
 use crate::log::{Log, boottime_ns, ms3};
 use crate::plan::{self, Bootable, Choice, Disk, Event, Plan};
 use crate::steps::{self, Mode as BootMode, Step};
-use crate::sysroot::{CopyState, Sysroot, SysrootDisk};
 use crate::{InitError, exec, initramfs};
+use sysroot::{CopyState, Sysroot};
 
 /// Replaces the process image: `execve(path, argv, envp)`. Returns only on failure.
 pub type ExecFn = fn(path: &CStr, argv: &[&CStr], envp: &[&CStr]) -> Errno;
@@ -368,11 +369,7 @@ fn give_up(host: &Host<'_>, log: &Log, _cmd: &Cmdline<'_>, rescue: Option<&[u8]>
 }
 
 fn bootable_str(b: Bootable) -> &'static [u8] {
-    match b {
-        Bootable::Yes => b"bootable",
-        Bootable::Missing => b"missing",
-        Bootable::NoInit => b"no-init",
-    }
+    b.as_str().as_bytes()
 }
 
 fn event_parts(e: &Event) -> (&'static str, Option<DeploymentName>, Option<Bootable>) {

@@ -21,7 +21,7 @@
 //!
 //! # Structure
 //! [`plan`] decides (pure), [`steps`] lists the mount sequence (pure), [`exec`] carries it
-//! out, [`sysroot`] reads and writes the record, [`initramfs`] handles modules and the
+//! out, the `sysroot` crate reads and writes the record, [`initramfs`] handles modules and the
 //! device, [`boot`] ties them together. The crate is `no_std` with `alloc`; the binary
 //! is `no_std` on musl (see `src/main.rs`), which keeps it under 64 KiB.
 //!
@@ -37,13 +37,13 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod disk;
 pub mod exec;
 pub mod initramfs;
 pub mod json;
 pub mod log;
 pub mod plan;
 pub mod steps;
-pub mod sysroot;
 
 use rustix::io::Errno;
 

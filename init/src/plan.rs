@@ -4,16 +4,7 @@
 use format::cmdline::Cmdline;
 use format::record::{DeploymentName, Record, Rollback, RollbackReason};
 
-/// Whether a deployment can be booted, as probed on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bootable {
-    /// Its directory exists and holds an executable init.
-    Yes,
-    /// `berth/deploy/<name>` does not exist.
-    Missing,
-    /// It exists but its init is missing or not an executable file.
-    NoInit,
-}
+pub use sysroot::Bootable;
 
 /// What the shim will do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

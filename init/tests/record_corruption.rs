@@ -8,8 +8,9 @@ use std::path::Path;
 
 use format::cmdline::Cmdline;
 use format::record::{DeploymentName, RECORD_LEN, Record};
+use init::disk::SysrootDisk;
 use init::plan::{self, Bootable, Choice, Disk};
-use init::sysroot::{Sysroot, SysrootDisk};
+use sysroot::Sysroot;
 
 fn name(s: &str) -> DeploymentName {
     DeploymentName::new(s.as_bytes()).unwrap()

@@ -1,5 +1,15 @@
-//! The sysroot on disk: reading and durably writing the boot record, and probing
-//! deployments. Everything is relative to the sysroot's directory fd.
+//! The device sysroot on disk: reading and durably writing the boot record's two
+//! copies, and probing deployments. Shared by berth-init (which decrements trials and
+//! rolls back) and berth (which starts trials, marks them good and rolls back by hand),
+//! so both follow one durability discipline. Everything is relative to the sysroot's
+//! directory fd. `no_std` with `alloc`, for berth-init.
+//!
+//! See `docs/FORMAT.md`, "Sysroot layout" and "Boot record".
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
 
 use alloc::vec::Vec;
 
@@ -8,8 +18,56 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::InitError;
-use crate::plan::{Bootable, Disk};
+/// A failed step: what was being done, and the errno. `Copy`, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SysrootError {
+    /// The step (`"create record.tmp"`, `"fsync berth/boot"`, …).
+    pub step: &'static str,
+    /// The error.
+    pub errno: Errno,
+}
+
+impl SysrootError {
+    /// An error of `step`.
+    pub const fn new(step: &'static str, errno: Errno) -> Self {
+        Self { step, errno }
+    }
+}
+
+/// Whether a deployment can be booted, as probed on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootable {
+    /// Its directory exists and holds an executable init.
+    Yes,
+    /// `berth/deploy/<name>` does not exist.
+    Missing,
+    /// It exists but its init is missing or not an executable file.
+    NoInit,
+}
+
+impl Bootable {
+    /// A short token for logs and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Yes => "bootable",
+            Self::Missing => "missing",
+            Self::NoInit => "no-init",
+        }
+    }
+}
+
+/// Joins relative path pieces with single slashes.
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        let p = p.strip_prefix(b"/").unwrap_or(p);
+        if !out.is_empty() && out.last() != Some(&b'/') {
+            out.push(b'/');
+        }
+        out.extend_from_slice(p);
+    }
+    out
+}
 
 /// Where the record copies live, relative to the sysroot.
 pub const BOOT_DIR: &str = "berth/boot";
@@ -35,18 +93,18 @@ pub struct Sysroot {
 
 impl Sysroot {
     /// Opens the sysroot directory at `path`.
-    pub fn open(path: &[u8]) -> Result<Self, InitError> {
+    pub fn open(path: &[u8]) -> Result<Self, SysrootError> {
         let fd = rustix::fs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| InitError::new("open sysroot", e))?;
+        .map_err(|e| SysrootError::new("open sysroot", e))?;
         Ok(Self { fd })
     }
 
     fn read_copy(&self, copy: RecordCopy) -> (Option<[u8; RECORD_LEN]>, CopyState) {
-        let path = crate::steps::join(&[BOOT_DIR.as_bytes(), copy.file_name().as_bytes()]);
+        let path = join(&[BOOT_DIR.as_bytes(), copy.file_name().as_bytes()]);
         let rel = path.strip_prefix(b"/").unwrap_or(&path);
         let Ok(fd) = rustix::fs::openat(
             &self.fd,
@@ -96,7 +154,7 @@ impl Sysroot {
         &self,
         current: Option<(Record, RecordCopy)>,
         new: &Record,
-    ) -> Result<Record, InitError> {
+    ) -> Result<Record, SysrootError> {
         let (copy, generation) = record::next_write(current);
         let rec = Record { generation, ..*new };
         let bytes = rec.encode();
@@ -106,7 +164,7 @@ impl Sysroot {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| InitError::new("open berth/boot", e))?;
+        .map_err(|e| SysrootError::new("open berth/boot", e))?;
         let tmp = "record.tmp";
         let fd = rustix::fs::openat(
             &dir,
@@ -114,23 +172,23 @@ impl Sysroot {
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::from_raw_mode(0o644),
         )
-        .map_err(|e| InitError::new("create record.tmp", e))?;
+        .map_err(|e| SysrootError::new("create record.tmp", e))?;
         let mut done = 0;
         while done < bytes.len() {
             match rustix::io::write(&fd, &bytes[done..]) {
-                Ok(0) => return Err(InitError::new("write record.tmp", Errno::IO)),
+                Ok(0) => return Err(SysrootError::new("write record.tmp", Errno::IO)),
                 Ok(n) => done += n,
                 Err(Errno::INTR) => {}
-                Err(e) => return Err(InitError::new("write record.tmp", e)),
+                Err(e) => return Err(SysrootError::new("write record.tmp", e)),
             }
         }
         // Durability: the bytes must be on disk before the name points at them.
-        rustix::fs::fsync(&fd).map_err(|e| InitError::new("fsync record.tmp", e))?;
+        rustix::fs::fsync(&fd).map_err(|e| SysrootError::new("fsync record.tmp", e))?;
         drop(fd);
         rustix::fs::renameat(&dir, tmp, &dir, copy.file_name())
-            .map_err(|e| InitError::new("rename record", e))?;
+            .map_err(|e| SysrootError::new("rename record", e))?;
         // Durability: the rename is persistent only once the directory is.
-        rustix::fs::fsync(&dir).map_err(|e| InitError::new("fsync berth/boot", e))?;
+        rustix::fs::fsync(&dir).map_err(|e| SysrootError::new("fsync berth/boot", e))?;
         Ok(rec)
     }
 
@@ -162,17 +220,6 @@ impl Sysroot {
     }
 }
 
-/// [`Disk`] over an open sysroot, with the init and rescue paths to look for.
-#[derive(Debug)]
-pub struct SysrootDisk<'a> {
-    /// The sysroot.
-    pub sysroot: &'a Sysroot,
-    /// The real init, absolute inside the deployment (`/sbin/init` or `berth.init=`).
-    pub init: &'a [u8],
-    /// Where the rescue shell is looked for, and its path there.
-    pub rescue: Option<(&'a OwnedFd, &'a [u8])>,
-}
-
 /// Whether `path` (absolute, resolved inside the tree at `root`, symlinks included)
 /// is an executable regular file.
 pub fn executable_in(root: &OwnedFd, path: &[u8]) -> bool {
@@ -193,18 +240,18 @@ pub fn executable_in(root: &OwnedFd, path: &[u8]) -> bool {
     })
 }
 
-impl Disk for SysrootDisk<'_> {
-    fn probe(&mut self, name: &DeploymentName) -> Bootable {
-        let path = crate::steps::join(&[DEPLOY_DIR.as_bytes(), name.as_bytes()]);
-        let rel = path.strip_prefix(b"/").unwrap_or(&path);
+impl Sysroot {
+    /// Whether deployment `name` can be booted with `init` (absolute, inside it).
+    pub fn probe(&self, name: &DeploymentName, init: &[u8]) -> Bootable {
+        let path = join(&[DEPLOY_DIR.as_bytes(), name.as_bytes()]);
         match rustix::fs::openat(
-            &self.sysroot.fd,
-            rel,
+            &self.fd,
+            path.as_slice(),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
             Ok(fd) => {
-                if executable_in(&fd, self.init) {
+                if executable_in(&fd, init) {
                     Bootable::Yes
                 } else {
                     Bootable::NoInit
@@ -212,19 +259,5 @@ impl Disk for SysrootDisk<'_> {
             }
             Err(_) => Bootable::Missing,
         }
-    }
-
-    fn only_deployment(&mut self) -> Option<DeploymentName> {
-        let found = self.sysroot.deployments(2);
-        if found.len() == 1 {
-            found.first().copied()
-        } else {
-            None
-        }
-    }
-
-    fn has_rescue(&mut self) -> bool {
-        self.rescue
-            .is_some_and(|(root, path)| executable_in(root, path))
     }
 }
