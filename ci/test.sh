@@ -20,6 +20,8 @@ echo "== device binaries: berth-init static and within budget, berth (both targe
 bash ci/check-init.sh
 echo "== fuzz smoke"
 bash ci/fuzz-smoke.sh 15
+echo "== feature combinations: store without its write side (as berth-init would use it)"
+cargo clippy -p store --no-default-features --locked -- -D warnings
 echo "== build"
 cargo build --workspace --locked
 echo "== tests"

@@ -6,13 +6,17 @@
 //! component is not followed. That keeps paths short at any depth.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(feature = "write")]
+use std::os::fd::AsFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use format::meta::MODE_BITS;
 use format::{FileHeader, FileKind, Xattrs};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
+#[cfg(feature = "write")]
+use rustix::fs::{AtFlags, Timespec, Timestamps};
+use rustix::fs::{FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::StoreError;
@@ -147,6 +151,7 @@ pub(crate) fn header_from_stat(st: &Stat, kind: FileKind, xattrs: Xattrs) -> Fil
     }
 }
 
+#[cfg(feature = "write")]
 const EPOCH: Timestamps = Timestamps {
     last_access: Timespec {
         tv_sec: 0,
@@ -158,6 +163,7 @@ const EPOCH: Timestamps = Timestamps {
     },
 };
 
+#[cfg(feature = "write")]
 fn uid_gid(uid: u32, gid: u32) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
     (
         Some(rustix::fs::Uid::from_raw(uid)),
@@ -165,6 +171,7 @@ fn uid_gid(uid: u32, gid: u32) -> (Option<rustix::fs::Uid>, Option<rustix::fs::G
     )
 }
 
+#[cfg(feature = "write")]
 fn owner_error(shown: &Path, uid: u32, gid: u32, e: Errno) -> StoreError {
     if e == Errno::PERM && !is_root() {
         StoreError::Unsupported {
@@ -178,6 +185,7 @@ fn owner_error(shown: &Path, uid: u32, gid: u32, e: Errno) -> StoreError {
     }
 }
 
+#[cfg(feature = "write")]
 fn set_xattrs_fd(fd: BorrowedFd<'_>, xattrs: &Xattrs, shown: &Path) -> Result<(), StoreError> {
     for (name, value) in xattrs.iter() {
         rustix::fs::fsetxattr(fd, name, value, rustix::fs::XattrFlags::empty())
@@ -186,6 +194,7 @@ fn set_xattrs_fd(fd: BorrowedFd<'_>, xattrs: &Xattrs, shown: &Path) -> Result<()
     Ok(())
 }
 
+#[cfg(feature = "write")]
 /// Applies owner, mode, xattrs and a zero mtime to an open regular file or directory.
 /// Owner first: `chown` clears setuid/setgid and file capabilities, so mode and
 /// `security.capability` must come after it.
@@ -205,6 +214,7 @@ pub(crate) fn apply_fd(
     rustix::fs::futimens(fd, &EPOCH).map_err(|e| StoreError::io(shown, "set times", e))
 }
 
+#[cfg(feature = "write")]
 /// Creates a symlink, device node or FIFO named `name` in `dirfd`, with all its metadata.
 pub(crate) fn create_special(
     dirfd: BorrowedFd<'_>,

@@ -26,6 +26,8 @@ const TREE_BYTES_MAX: u64 = 64 << 20;
 #[derive(Debug)]
 pub struct Repo {
     path: PathBuf,
+    /// The store's directory (transactions stage under its `tmp/`).
+    #[cfg_attr(not(feature = "write"), allow(dead_code))]
     root: OwnedFd,
     objects: OwnedFd,
 }
@@ -141,6 +143,7 @@ impl Repo {
         &self.path
     }
 
+    #[cfg(feature = "write")]
     pub(crate) fn root_fd(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
     }

@@ -1,12 +1,140 @@
-//! `berth`, the device agent: placeholder.
+//! `berth`, the device agent: parses the command line, calls the library, maps errors
+//! to exit codes.
 //!
-//! The agent (`status`, `update`, `mark-good`, `rollback`, `gc`, `fsck`) is not built
-//! yet; see docs/ARCHITECTURE.md. This binary says so and fails, so nothing mistakes it
-//! for a working agent.
+//! Exit status: 0 success; 1 error (one line: the input and the cause); 2 a command
+//! line that does not parse.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use updater::{DEFAULT_SYSROOT, Device, Status};
+
+/// The Berth device agent: shows the deployments, marks a trial good, rolls back and
+/// checks the store. (Fetching and applying updates is not built yet.)
+///
+/// Run in the booted system: the physical sysroot is at /sysroot, and berth-init's
+/// report of this boot is /run/berth/boot.json.
+///
+/// Exit status: 0 success, 1 error, 2 bad command line.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// The sysroot (the partition holding berth/).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_SYSROOT)]
+    sysroot: PathBuf,
+    /// berth-init's report of this boot (which deployment is booted, and why).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/run/berth/boot.json"
+    )]
+    boot_json: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the deployments (booted, default, trial, previous), their versions, and the
+    /// last rollback with its reason.
+    Status {
+        /// Print JSON for programs.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the booted trial the default (the old default becomes previous). Meant for
+    /// a health-check unit: run it once the new system has proved itself. Fails unless
+    /// the booted deployment is the trial.
+    MarkGood,
+    /// Make the next boot use the previous state: drop a pending trial, or else swap the
+    /// default and the previous deployment. Recorded as a manual rollback.
+    Rollback,
+    /// Re-hash every object in the store and check the record's deployments; exit 1 if
+    /// anything is wrong.
+    Fsck,
+}
+
+fn print_status(s: &Status) {
+    println!(
+        "sysroot {} (boot record generation {})",
+        s.sysroot.display(),
+        s.record_generation.map_or("none".into(), |g| g.to_string())
+    );
+    for d in &s.deployments {
+        let mut roles = Vec::new();
+        if d.default {
+            roles.push("default".to_owned());
+        }
+        if d.trial {
+            roles.push(format!("trial, {} tries left", d.tries_left.unwrap_or(0)));
+        }
+        if d.previous {
+            roles.push("previous".to_owned());
+        }
+        if d.state != "bootable" {
+            roles.push(d.state.to_owned());
+        }
+        println!(
+            "{} {}  version {:<12} {}",
+            if d.booted { "●" } else { " " },
+            d.name,
+            d.version.as_deref().unwrap_or("?"),
+            roles.join(", ")
+        );
+        if let Some(c) = &d.commit {
+            println!("    commit {c}");
+        }
+    }
+    if let Some(r) = &s.boot_reason {
+        println!("this boot: {r}");
+    }
+    match &s.last_rollback {
+        Some(r) => println!("last rollback: from {} ({})", r.from, r.reason),
+        None => println!("last rollback: none"),
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let device = Device::open(&cli.sysroot, &cli.boot_json)?;
+    match cli.command {
+        Command::Status { json } => {
+            let s = device.status()?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                print_status(&s);
+            }
+        }
+        Command::MarkGood => println!("{}", device.mark_good()?),
+        Command::Rollback => println!("{}", device.rollback()?),
+        Command::Fsck => {
+            let (checked, problems) = device.fsck()?;
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "{}: {} problems ({checked} objects checked)",
+                    cli.sysroot.display(),
+                    problems.len()
+                );
+            }
+            println!("{checked} objects checked, record and deployments sound");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    eprintln!("berth: the device agent is not built yet (see docs/ARCHITECTURE.md)");
-    ExitCode::FAILURE
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,357 @@
+//! The device agent's library: what `berth` does, apart from parsing its command line.
+//!
+//! Built so far: reading the device's state ([`status`]), the record changes a person or
+//! a health check makes ([`mark_good`], [`rollback`]) and checking the store ([`fsck`]).
+//! Fetching and applying updates are not built yet.
+//!
+//! Every record change goes through the `sysroot` crate, which writes the copy that did
+//! not win (temp file, fsync, rename, fsync the directory): a power cut leaves either
+//! the old record or the new one.
+//!
+//! # Testing
+//! `cargo test -p updater` runs the host tests against sysroot directories that
+//! `berth-image install` lays out (build the workspace first).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};
+use store::{Repo, StoreError};
+use sysroot::{Bootable, CopyState, Sysroot};
+
+/// The default sysroot: where berth-init leaves the physical sysroot in the booted system.
+pub const DEFAULT_SYSROOT: &str = "/sysroot";
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdaterError {
+    /// A sysroot operation failed.
+    #[error("{path}: {step}: {errno}", path = path.display(), errno = std::io::Error::from(*errno))]
+    Sysroot {
+        /// The sysroot.
+        path: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// The OS error.
+        errno: rustix::io::Errno,
+    },
+    /// The object store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Neither copy of the boot record is valid.
+    #[error("{}: no valid boot record (berth/boot/record.a and record.b are missing or damaged)", path.display())]
+    NoRecord {
+        /// The sysroot.
+        path: PathBuf,
+    },
+    /// The command does not apply to the device's state.
+    #[error("{0}")]
+    State(String),
+    /// `/run/berth/boot.json` could not be read.
+    #[error("{}: {reason}", path.display())]
+    BootJson {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One deployment, as `status` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[allow(clippy::struct_excessive_bools)] // the `status --json` contract (DESIGN.md) has these keys
+pub struct DeploymentStatus {
+    /// Its name (the first 16 hex digits of its commit id).
+    pub name: String,
+    /// Its commit id, if the store has it.
+    pub commit: Option<String>,
+    /// Its release version, if the store has the commit.
+    pub version: Option<String>,
+    /// Whether it is running now.
+    pub booted: bool,
+    /// Whether it is the default.
+    pub default: bool,
+    /// Whether it is the trial.
+    pub trial: bool,
+    /// Whether it is the previous (fallback) deployment.
+    pub previous: bool,
+    /// Boots the trial has left (trial only).
+    pub tries_left: Option<u8>,
+    /// `bootable`, `missing` or `no-init`.
+    pub state: &'static str,
+}
+
+/// The last rollback.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RollbackStatus {
+    /// The deployment given up.
+    pub from: String,
+    /// `tries-exhausted`, `trial-unbootable` or `manual`.
+    pub reason: &'static str,
+}
+
+/// What `berth status` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// The sysroot.
+    pub sysroot: PathBuf,
+    /// The record's generation (None without a valid record).
+    pub record_generation: Option<u64>,
+    /// What each copy of the record holds: `valid`, `invalid`, `missing`.
+    pub record_copies: [&'static str; 2],
+    /// Deployments: default, trial, previous first, then others on disk.
+    pub deployments: Vec<DeploymentStatus>,
+    /// The last rollback recorded.
+    pub last_rollback: Option<RollbackStatus>,
+    /// Why this boot's deployment was chosen, from `/run/berth/boot.json`.
+    pub boot_reason: Option<String>,
+}
+
+/// A device: its sysroot and where berth-init's `boot.json` is.
+#[derive(Debug)]
+pub struct Device {
+    path: PathBuf,
+    sysroot: Sysroot,
+    boot_json: PathBuf,
+}
+
+fn sys_err(path: &Path) -> impl Fn(sysroot::SysrootError) -> UpdaterError + '_ {
+    move |e| UpdaterError::Sysroot {
+        path: path.to_path_buf(),
+        step: e.step,
+        errno: e.errno,
+    }
+}
+
+impl Device {
+    /// Opens the sysroot at `path`; `boot_json` is where berth-init wrote this boot's
+    /// report (normally `/run/berth/boot.json`).
+    pub fn open(path: &Path, boot_json: &Path) -> Result<Self, UpdaterError> {
+        let sysroot = Sysroot::open(path.as_os_str().as_encoded_bytes()).map_err(sys_err(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            sysroot,
+            boot_json: boot_json.to_path_buf(),
+        })
+    }
+
+    fn record(&self) -> Result<(Record, RecordCopy), UpdaterError> {
+        self.sysroot
+            .read_record()
+            .0
+            .ok_or_else(|| UpdaterError::NoRecord {
+                path: self.path.clone(),
+            })
+    }
+
+    /// The booted deployment and why berth-init chose it, from `boot.json`.
+    fn booted(&self) -> Result<Option<(String, String)>, UpdaterError> {
+        let text = match std::fs::read_to_string(&self.boot_json) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(UpdaterError::BootJson {
+                    path: self.boot_json.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| UpdaterError::BootJson {
+                path: self.boot_json.clone(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        Ok(v["choice"]["deployment"].as_str().map(|d| {
+            (
+                d.to_owned(),
+                v["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        }))
+    }
+
+    /// The device's state.
+    pub fn status(&self) -> Result<Status, UpdaterError> {
+        let (current, copies) = self.sysroot.read_record();
+        let record = current.map(|c| c.0);
+        let booted = self.booted()?;
+        let repo = Repo::open(&self.path.join("berth/repo")).ok();
+        let mut names: Vec<DeploymentName> = Vec::new();
+        if let Some(r) = &record {
+            names.extend([r.default, r.trial, r.previous].into_iter().flatten());
+        }
+        for d in self.sysroot.deployments(4096) {
+            if !names.contains(&d) {
+                names.push(d);
+            }
+        }
+        let deployments = names
+            .iter()
+            .map(|n| {
+                let commit = repo.as_ref().and_then(|r| {
+                    let id = r.resolve_commit(n.as_str()).ok()?;
+                    let (c, _) = r.read_commit(&id).ok()?;
+                    Some((id.to_string(), c.version.to_string()))
+                });
+                let is = |x: Option<DeploymentName>| x.as_ref() == Some(n);
+                DeploymentStatus {
+                    name: n.as_str().to_owned(),
+                    commit: commit.as_ref().map(|c| c.0.clone()),
+                    version: commit.map(|c| c.1),
+                    booted: booted.as_ref().is_some_and(|b| b.0 == n.as_str()),
+                    default: record.is_some_and(|r| is(r.default)),
+                    trial: record.is_some_and(|r| is(r.trial)),
+                    previous: record.is_some_and(|r| is(r.previous)),
+                    tries_left: record.filter(|r| is(r.trial)).map(|r| r.tries_left),
+                    state: self.sysroot.probe(n, b"/sbin/init").as_str(),
+                }
+            })
+            .collect();
+        let copy = |c: CopyState| match c {
+            CopyState::Missing => "missing",
+            CopyState::Invalid => "invalid",
+            CopyState::Valid(_) => "valid",
+        };
+        Ok(Status {
+            sysroot: self.path.clone(),
+            record_generation: record.map(|r| r.generation),
+            record_copies: [copy(copies[0]), copy(copies[1])],
+            deployments,
+            last_rollback: record
+                .and_then(|r| r.last_rollback)
+                .map(|rb| RollbackStatus {
+                    from: rb.from.as_str().to_owned(),
+                    reason: rb.reason.as_str(),
+                }),
+            boot_reason: booted.map(|b| b.1),
+        })
+    }
+
+    fn write(&self, current: &(Record, RecordCopy), new: &Record) -> Result<Record, UpdaterError> {
+        self.sysroot
+            .write_record(Some(*current), new)
+            .map_err(sys_err(&self.path))
+    }
+
+    /// Makes the booted trial the default, and the old default the previous deployment.
+    pub fn mark_good(&self) -> Result<String, UpdaterError> {
+        let (rec, copy) = self.record()?;
+        let booted = self.booted()?.map(|b| b.0);
+        let Some(trial) = rec.trial else {
+            return match (&booted, rec.default) {
+                (Some(b), Some(d)) if b == d.as_str() => {
+                    Ok(format!("{b} is already the default; nothing to do"))
+                }
+                _ => Err(UpdaterError::State(
+                    "there is no trial deployment to mark good".into(),
+                )),
+            };
+        };
+        match &booted {
+            Some(b) if b == trial.as_str() => {}
+            Some(b) => {
+                return Err(UpdaterError::State(format!(
+                    "the booted deployment {b} is not the trial {}; boot the trial before marking it good",
+                    trial.as_str()
+                )));
+            }
+            None => {
+                return Err(UpdaterError::State(format!(
+                    "{}: cannot tell which deployment is booted, so the trial {} cannot be marked good",
+                    self.boot_json.display(),
+                    trial.as_str()
+                )));
+            }
+        }
+        let new = Record {
+            default: Some(trial),
+            previous: rec.default,
+            trial: None,
+            tries_left: 0,
+            ..rec
+        };
+        self.write(&(rec, copy), &new)?;
+        Ok(format!(
+            "{} is now the default; previous: {}",
+            trial.as_str(),
+            rec.default.as_ref().map_or("none", DeploymentName::as_str)
+        ))
+    }
+
+    /// Makes the next boot use the previous state: drops a pending trial, or else swaps
+    /// the default and the previous deployment.
+    pub fn rollback(&self) -> Result<String, UpdaterError> {
+        let (rec, copy) = self.record()?;
+        if let Some(trial) = rec.trial {
+            let new = Record {
+                trial: None,
+                tries_left: 0,
+                last_rollback: Some(Rollback {
+                    from: trial,
+                    reason: RollbackReason::Manual,
+                }),
+                ..rec
+            };
+            self.write(&(rec, copy), &new)?;
+            return Ok(format!(
+                "trial {} dropped; the next boot uses {}",
+                trial.as_str(),
+                rec.default
+                    .as_ref()
+                    .map_or("no default", DeploymentName::as_str)
+            ));
+        }
+        let (Some(prev), Some(default)) = (rec.previous, rec.default) else {
+            return Err(UpdaterError::State(
+                "nothing to roll back to: no trial and no previous deployment".into(),
+            ));
+        };
+        let new = Record {
+            default: Some(prev),
+            previous: Some(default),
+            last_rollback: Some(Rollback {
+                from: default,
+                reason: RollbackReason::Manual,
+            }),
+            ..rec
+        };
+        self.write(&(rec, copy), &new)?;
+        Ok(format!(
+            "the next boot uses {} (was {})",
+            prev.as_str(),
+            default.as_str()
+        ))
+    }
+
+    /// Re-hashes the store and checks the record's deployments; returns the problems.
+    pub fn fsck(&self) -> Result<(u64, Vec<String>), UpdaterError> {
+        let mut problems = Vec::new();
+        let repo = Repo::open(&self.path.join("berth/repo"))?;
+        let report = repo.fsck()?;
+        problems.extend(
+            report
+                .corrupt
+                .iter()
+                .chain(&report.missing)
+                .map(ToString::to_string),
+        );
+        let status = self.status()?;
+        for (i, c) in status.record_copies.iter().enumerate() {
+            if *c != "valid" {
+                problems.push(format!(
+                    "boot record copy {}: {c}",
+                    if i == 0 { "a" } else { "b" }
+                ));
+            }
+        }
+        for d in &status.deployments {
+            if (d.default || d.trial || d.previous) && d.state != Bootable::Yes.as_str() {
+                problems.push(format!(
+                    "deployment {} named by the record is {}",
+                    d.name, d.state
+                ));
+            }
+        }
+        Ok((report.checked, problems))
+    }
+}
