@@ -20,7 +20,10 @@ fi
 say "etc $(cat /etc/berth-test-etc 2>/dev/null || echo none)"
 say "var $(cat /var/berth-test-var 2>/dev/null || echo none)"
 if touch /berth-test-root 2>/dev/null; then say "root writable"; else say "root read-only"; fi
-say "berth $(/usr/bin/berth status 2>&1 | head -1)"
+if [ "$scenario" = markgood ]; then
+    say "markgood $(/usr/bin/berth mark-good 2>&1)"
+fi
+/usr/bin/berth status 2>&1 | sed "s/^/BERTH-TEST: status /"
 dmesg | grep "berth-init" | sed "s/^/BERTH-TEST: kmsg /"
 sync
 say "done"

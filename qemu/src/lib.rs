@@ -127,6 +127,8 @@ pub struct Images {
     pub repo: PathBuf,
     /// Commit of a working root filesystem (release `good-1`).
     pub good: String,
+    /// Another working one (release `good-2`).
+    pub good2: String,
     /// Commit whose init exits at once (kernel panic, reboot).
     pub crash: String,
     /// Commit without `/sbin/init`.
@@ -158,6 +160,7 @@ impl Images {
             .to_owned()
         };
         let good = commit("good-1", "");
+        let good2 = commit("good-2", "");
         let crash = commit("crash-1", "crash");
         let noinit = commit("noinit-1", "noinit");
         Self {
@@ -165,6 +168,7 @@ impl Images {
             dir,
             repo,
             good,
+            good2,
             crash,
             noinit,
         }

@@ -95,6 +95,12 @@ fn boot_counting_rolls_back_to_the_default(t: Target) {
         "the booted system can read why"
     );
     assert_eq!(j["fallbacks"][0]["deployment"], crash.as_str());
+    let status = b.test_values("status").join("\n");
+    assert!(
+        status.contains(&format!("last rollback: from {crash} (tries-exhausted)")),
+        "berth status says why:\n{}",
+        b.serial
+    );
     // And it stays that way: the trial is gone from the record.
     let again = disk.boot("berthtest=report");
     let j = again.boot_json();
@@ -106,6 +112,50 @@ fn boot_counting_rolls_back_to_the_default(t: Target) {
         (Some(good.as_str()), Some(0)),
         "{}",
         again.serial
+    );
+}
+
+fn trial_marked_good_becomes_the_default(t: Target) {
+    let im = images(t);
+    let disk = im.disk(
+        "markgood",
+        &["--commit", &im.good, "--trial", &im.good2, "--tries", "3"],
+    );
+    let (v1, v2) = (disk.name_of(&im.good), disk.name_of(&im.good2));
+    let b = disk.boot("berthtest=markgood");
+    let j = b.boot_json();
+    assert_eq!(
+        (
+            j["choice"]["deployment"].as_str(),
+            j["reason"].as_str(),
+            j["tries_left"].as_u64()
+        ),
+        (Some(v2.as_str()), Some("trial"), Some(2)),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.value("markgood")
+            .contains(&format!("{v2} is now the default; previous: {v1}")),
+        "{}",
+        b.serial
+    );
+    let b = disk.boot("berthtest=report");
+    let j = b.boot_json();
+    assert_eq!(
+        (j["choice"]["deployment"].as_str(), j["reason"].as_str()),
+        (Some(v2.as_str()), Some("default")),
+        "{}",
+        b.serial
+    );
+    let status = b.test_values("status").join("\n");
+    assert!(
+        status.contains(&format!("● {v2}  version good-2")) && status.contains("default"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("  {v1}  version good-1")) && status.contains("previous"),
+        "{status}"
     );
 }
 
@@ -174,6 +224,7 @@ mod qemu {
     on_both_boards!(
         first_boot_and_persistence,
         boot_counting_rolls_back_to_the_default,
+        trial_marked_good_becomes_the_default,
         missing_init_falls_back_in_the_same_boot,
         corrupt_record_copy_uses_the_other
     );
