@@ -5,7 +5,6 @@ use core::ffi::CStr;
 
 use format::cmdline::Cmdline;
 use format::record::{DeploymentName, Record, RecordCopy};
-use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
@@ -512,22 +511,10 @@ fn write_boot_json(
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         )?;
-        write_all(&fd, &j.out)
+        write_all_fd(rustix::fd::AsFd::as_fd(&fd), &j.out)
     }) {
         log.error(b"write /run/berth/boot.json", b"", e);
     }
-}
-
-fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
-    while !bytes.is_empty() {
-        match rustix::io::write(fd, bytes) {
-            Ok(0) => return Err(Errno::IO),
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 const USAGE: &[u8] = b"usage: berth-init --dry-run --sysroot DIR [--cmdline TEXT] [--mode direct|initramfs] [--write-record]
@@ -744,6 +731,7 @@ fn usage(err: rustix::fd::BorrowedFd<'_>, why: &[u8]) -> i32 {
     2
 }
 
+/// Writes all of `bytes`, retrying short writes and EINTR.
 fn write_all_fd(fd: rustix::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
     while !bytes.is_empty() {
         match rustix::io::write(fd, bytes) {

@@ -14,13 +14,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use format::limits::TREE_DEPTH_MAX;
-use format::{EntryKind, FileKind, ObjectId, ObjectKind};
+use format::{EntryKind, ObjectId, ObjectKind};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::inode::{self, XattrSource};
+use crate::inode;
 use crate::repo::object_path;
-use crate::{Repo, StoreError};
+use crate::{FileContent, Repo, StoreError};
 
 /// How to check out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -209,7 +209,7 @@ impl Writer<'_> {
                 Err(e) => return Err(StoreError::io(path, "hard-link to an earlier copy", e)),
             }
         }
-        self.copy(id, &rel, dirfd, name, path)?;
+        self.copy(id, dirfd, name, path)?;
         if let Ok(relative) = path.strip_prefix(&self.dest) {
             self.copies
                 .entry(*id)
@@ -222,58 +222,34 @@ impl Writer<'_> {
     fn copy(
         &mut self,
         id: &ObjectId,
-        rel: &str,
         dirfd: BorrowedFd<'_>,
         name: &[u8],
         path: &Path,
     ) -> Result<(), StoreError> {
-        let objects = self.repo.objects_fd();
-        let obj_path = self.repo.objects_path(rel);
-        let st = match rustix::fs::statat(objects, rel, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Err(StoreError::missing(*id, ObjectKind::File)),
-            Err(e) => return Err(StoreError::io(&obj_path, "stat", e)),
-        };
-        let kind = inode::file_kind(&st, &obj_path)?;
-        if kind == FileKind::Regular {
-            let src: OwnedFd = rustix::fs::openat(
-                objects,
-                rel,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| StoreError::io(&obj_path, "open", e))?;
-            let xattrs = inode::read_xattrs(&XattrSource::Fd(src.as_fd()), &obj_path)?;
-            let dst = rustix::fs::openat(
-                dirfd,
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(|e| StoreError::io(path, "create", e))?;
-            let mut s = std::fs::File::from(src);
-            let mut d = std::fs::File::from(dst);
-            std::io::copy(&mut s, &mut d).map_err(|e| StoreError::io(path, "copy", e))?;
-            inode::apply_fd(
-                d.as_fd(),
-                st.st_mode & format::meta::MODE_BITS,
-                st.st_uid,
-                st.st_gid,
-                &xattrs,
-                path,
-            )
-        } else {
-            let target = if kind == FileKind::Symlink {
-                rustix::fs::readlinkat(objects, rel, Vec::new())
-                    .map_err(|e| StoreError::io(&obj_path, "read symlink", e))?
-                    .into_bytes()
-            } else {
-                Vec::new()
-            };
-            let link = inode::proc_path(objects, rel.as_bytes());
-            let xattrs = inode::read_xattrs(&XattrSource::Link(&link), &obj_path)?;
-            let header = inode::header_from_stat(&st, kind, xattrs);
-            inode::create_special(dirfd, name, &header, &target, path)
+        let (header, content) = self.repo.file_object(id)?;
+        match content {
+            FileContent::File(mut src) => {
+                let dst = rustix::fs::openat(
+                    dirfd,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| StoreError::io(path, "create", e))?;
+                let mut d = std::fs::File::from(dst);
+                std::io::copy(&mut src, &mut d).map_err(|e| StoreError::io(path, "copy", e))?;
+                inode::apply_fd(
+                    d.as_fd(),
+                    header.mode,
+                    header.uid,
+                    header.gid,
+                    &header.xattrs,
+                    path,
+                )
+            }
+            FileContent::Bytes(target) => {
+                inode::create_special(dirfd, name, &header, target.get_ref(), path)
+            }
         }
     }
 }

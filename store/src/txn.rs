@@ -245,13 +245,8 @@ impl<'r> Txn<'r> {
         .map_err(|e| StoreError::io(shown, "create", e))
     }
 
-    fn write_bytes(
-        &mut self,
-        id: ObjectId,
-        kind: ObjectKind,
-        suffix: &str,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
+    /// Writes `bytes` to a new staging file (mode 0644); returns its name.
+    fn write_tmp(&mut self, bytes: &[u8]) -> Result<String, StoreError> {
         let tmp = self.tmp_name();
         let staged_path = self.staging_path().join(&tmp);
         let fd = self.create_tmp(&tmp, &staged_path)?;
@@ -260,8 +255,7 @@ impl<'r> Txn<'r> {
             .map_err(|e| StoreError::io(&staged_path, "write", e))?;
         rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(0o644))
             .map_err(|e| StoreError::io(&staged_path, "set mode", e))?;
-        self.stage(tmp, id, kind, suffix);
-        Ok(())
+        Ok(tmp)
     }
 
     /// Stores a tree object.
@@ -269,7 +263,8 @@ impl<'r> Txn<'r> {
         let bytes = tree.encode();
         let id = ObjectId::digest(&bytes);
         if !self.known(id, ObjectKind::Tree)? {
-            self.write_bytes(id, ObjectKind::Tree, ObjectKind::Tree.suffix(), &bytes)?;
+            let tmp = self.write_tmp(&bytes)?;
+            self.stage(tmp, id, ObjectKind::Tree, ObjectKind::Tree.suffix());
         }
         Ok(id)
     }
@@ -284,15 +279,11 @@ impl<'r> Txn<'r> {
         let bytes = commit.encode();
         let id = ObjectId::digest(&bytes);
         if !self.known(id, ObjectKind::Commit)? {
-            self.write_bytes(id, ObjectKind::Commit, ObjectKind::Commit.suffix(), &bytes)?;
+            let tmp = self.write_tmp(&bytes)?;
+            self.stage(tmp, id, ObjectKind::Commit, ObjectKind::Commit.suffix());
         }
         if let Some(sigs) = signatures {
-            let tmp = self.tmp_name();
-            let staged_path = self.staging_path().join(&tmp);
-            let fd = self.create_tmp(&tmp, &staged_path)?;
-            std::fs::File::from(fd)
-                .write_all(&sigs.encode())
-                .map_err(|e| StoreError::io(&staged_path, "write", e))?;
+            let tmp = self.write_tmp(&sigs.encode())?;
             self.staged.push(Staged {
                 tmp,
                 rel: object_path(&id, "sig"),
