@@ -52,6 +52,50 @@ impl Version {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Release order: the text is split into runs of digits and runs of other bytes;
+    /// digit runs compare as numbers, other runs bytewise, run by run, and a version
+    /// that is a prefix of another is older. So `1.9 < 1.10 < 1.10.1` and
+    /// `2024.05 < 2024.11`. Used for rollback protection.
+    pub fn cmp_release(&self, other: &Self) -> core::cmp::Ordering {
+        let (mut a, mut b) = (self.0.as_bytes(), other.0.as_bytes());
+        loop {
+            match (a.is_empty(), b.is_empty()) {
+                (true, true) => return core::cmp::Ordering::Equal,
+                (true, false) => return core::cmp::Ordering::Less,
+                (false, true) => return core::cmp::Ordering::Greater,
+                _ => {}
+            }
+            let (ra, rest_a) = split_run(a);
+            let (rb, rest_b) = split_run(b);
+            let ord = if ra[0].is_ascii_digit() && rb[0].is_ascii_digit() {
+                let (ta, tb) = (trim_zeros(ra), trim_zeros(rb));
+                ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
+            } else {
+                ra.cmp(rb)
+            };
+            if ord != core::cmp::Ordering::Equal {
+                return ord;
+            }
+            a = rest_a;
+            b = rest_b;
+        }
+    }
+}
+
+/// The first run of digits or of non-digits, and the rest. `s` is not empty.
+fn split_run(s: &[u8]) -> (&[u8], &[u8]) {
+    let digit = s[0].is_ascii_digit();
+    let n = s
+        .iter()
+        .position(|c| c.is_ascii_digit() != digit)
+        .unwrap_or(s.len());
+    s.split_at(n)
+}
+
+fn trim_zeros(s: &[u8]) -> &[u8] {
+    let n = s.iter().position(|&c| c != b'0').unwrap_or(s.len());
+    &s[n..]
 }
 
 impl fmt::Display for Version {
@@ -296,6 +340,26 @@ mod tests {
         for bad in ["", ".1", "-x", "1 2", "1/2", "é", &"9".repeat(65)] {
             assert!(Version::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn release_order() {
+        let v = |s| Version::new(s).unwrap();
+        let ascending = [
+            "1", "1.2", "1.9", "1.10", "1.10.1", "2", "2024.05", "2024.11", "good-1", "good-2",
+            "good-10",
+        ];
+        for w in ascending.windows(2) {
+            assert_eq!(
+                v(w[0]).cmp_release(&v(w[1])),
+                core::cmp::Ordering::Less,
+                "{} < {}",
+                w[0],
+                w[1]
+            );
+            assert_eq!(v(w[1]).cmp_release(&v(w[0])), core::cmp::Ordering::Greater);
+        }
+        assert_eq!(v("1.02").cmp_release(&v("1.2")), core::cmp::Ordering::Equal);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod probe;
 pub mod record;
 pub mod sig;
 pub mod tree;
+pub mod update;
 mod wire;
 
 pub use commit::{Commit, Version};

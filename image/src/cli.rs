@@ -142,6 +142,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a signed update file that takes a device from one commit to another.
+    ///
+    /// It holds every object the target needs that --from does not have (all of them
+    /// with --empty), zstd-compressed in parts of about --part-size bytes, and a
+    /// superblock signed with --key that names each part by sha256. Copy the file to a
+    /// USB stick or a web server; `berth update FILE` applies it.
+    Delta {
+        /// The repository holding the commits.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The commit the device runs now.
+        #[arg(
+            long,
+            value_name = "COMMIT",
+            conflicts_with = "empty",
+            required_unless_present = "empty"
+        )]
+        from: Option<String>,
+        /// A full update, for a device that may have nothing.
+        #[arg(long)]
+        empty: bool,
+        /// The commit to update to.
+        #[arg(long, value_name = "COMMIT")]
+        to: String,
+        /// The secret key to sign the update with.
+        #[arg(long, value_name = "K")]
+        key: PathBuf,
+        /// The update file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Uncompressed bytes per part (a part is the unit of resuming).
+        #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+        part_size: u64,
+        /// zstd compression level (1 to 22).
+        #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the boards berth-image knows, from their board.toml files.
     Boards {
         /// Where the board files are.
@@ -218,7 +258,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 // clap enforces exactly one of the two.
                 _ => anyhow::bail!("give exactly one of --tree and --tar"),
             };
-            let args = CommitArgs {
+            commit(&CommitArgs {
                 repo,
                 source,
                 version,
@@ -226,22 +266,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 parent,
                 timestamp,
                 meta,
-            };
-            let start = Instant::now();
-            let out = crate::commit::commit(&args, std::io::stderr().is_terminal())?;
-            println!("{}", out.commit);
-            eprintln!(
-                "committed {} files, {} directories, {} bytes in {:.2}s: {} new objects ({} bytes), {} already present; root tree {}",
-                out.build.files,
-                out.build.dirs,
-                out.build.bytes,
-                start.elapsed().as_secs_f64(),
-                out.txn.written,
-                out.txn.bytes_written,
-                out.txn.reused,
-                out.root,
-            );
-            Ok(())
+            })
         }
         Command::Checkout {
             repo,
@@ -277,6 +302,28 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::Boards { boards } => list_boards(&boards),
+        Command::Delta {
+            repo,
+            from,
+            empty: _,
+            to,
+            key,
+            output,
+            part_size,
+            level,
+            json,
+        } => delta(
+            &crate::delta::DeltaArgs {
+                repo,
+                from,
+                to,
+                key,
+                output,
+                part_size,
+                level,
+            },
+            json,
+        ),
         Command::Show { repo, commit, json } => show(&repo, &commit, json),
         Command::Fsck { repo } => fsck(&repo),
     }
@@ -443,5 +490,42 @@ fn list_boards(boards: &Path) -> Result<()> {
             b.description
         );
     }
+    Ok(())
+}
+
+fn delta(args: &crate::delta::DeltaArgs, json: bool) -> Result<()> {
+    let out = crate::delta::delta(args)?;
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    println!("{}", out.output.display());
+    eprintln!(
+        "update {} -> {}: {} objects, {} parts, {} bytes ({} uncompressed)",
+        out.from.as_deref().map_or("(empty)", |f| &f[..16]),
+        &out.to[..16],
+        out.objects,
+        out.parts,
+        out.bytes,
+        out.uncompressed
+    );
+    Ok(())
+}
+
+fn commit(args: &CommitArgs) -> Result<()> {
+    let start = Instant::now();
+    let out = crate::commit::commit(args, std::io::stderr().is_terminal())?;
+    println!("{}", out.commit);
+    eprintln!(
+        "committed {} files, {} directories, {} bytes in {:.2}s: {} new objects ({} bytes), {} already present; root tree {}",
+        out.build.files,
+        out.build.dirs,
+        out.build.bytes,
+        start.elapsed().as_secs_f64(),
+        out.txn.written,
+        out.txn.bytes_written,
+        out.txn.reused,
+        out.root,
+    );
     Ok(())
 }

@@ -11,6 +11,7 @@ mod board;
 mod cli;
 mod commit;
 mod cpio;
+mod delta;
 mod disk;
 mod install;
 mod keys;

@@ -1,8 +1,9 @@
 //! The device agent's library: what `berth` does, apart from parsing its command line.
 //!
-//! Built so far: reading the device's state ([`status`]), the record changes a person or
-//! a health check makes ([`mark_good`], [`rollback`]) and checking the store ([`fsck`]).
-//! Fetching and applying updates are not built yet.
+//! Built so far: reading the device's state ([`Device::status`]), applying an update
+//! file ([`Device::update`], see [`update`]), the record changes a person or a health
+//! check makes ([`Device::mark_good`], [`Device::rollback`]) and checking the store
+//! ([`Device::fsck`]). Not yet: fetching over a network, and `gc`.
 //!
 //! Every record change goes through the `sysroot` crate, which writes the copy that did
 //! not win (temp file, fsync, rename, fsync the directory): a power cut leaves either
@@ -16,9 +17,20 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod update;
+
 use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};
 use store::{Repo, StoreError};
 use sysroot::{Bootable, CopyState, Sysroot};
+
+/// The deployment name of a commit: the first 16 hex digits of its id (as
+/// `berth-image install` names them).
+pub fn deployment_name(commit: &format::ObjectId) -> DeploymentName {
+    let hex = commit.to_string();
+    // 16 hex digits are always a valid deployment name.
+    DeploymentName::new(&hex.as_bytes()[..16])
+        .unwrap_or_else(|_| unreachable!("hex digits form a valid name"))
+}
 
 /// The default sysroot: where berth-init leaves the physical sysroot in the booted system.
 pub const DEFAULT_SYSROOT: &str = "/sysroot";
@@ -111,7 +123,7 @@ pub struct Status {
 /// A device: its sysroot and where berth-init's `boot.json` is.
 #[derive(Debug)]
 pub struct Device {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     sysroot: Sysroot,
     boot_json: PathBuf,
 }
@@ -136,7 +148,7 @@ impl Device {
         })
     }
 
-    fn record(&self) -> Result<(Record, RecordCopy), UpdaterError> {
+    pub(crate) fn record(&self) -> Result<(Record, RecordCopy), UpdaterError> {
         self.sysroot
             .read_record()
             .0
@@ -227,7 +239,11 @@ impl Device {
         })
     }
 
-    fn write(&self, current: &(Record, RecordCopy), new: &Record) -> Result<Record, UpdaterError> {
+    pub(crate) fn write(
+        &self,
+        current: &(Record, RecordCopy),
+        new: &Record,
+    ) -> Result<Record, UpdaterError> {
         self.sysroot
             .write_record(Some(*current), new)
             .map_err(sys_err(&self.path))

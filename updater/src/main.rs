@@ -52,9 +52,34 @@ enum Command {
     /// Make the next boot use the previous state: drop a pending trial, or else swap the
     /// default and the previous deployment. Recorded as a manual rollback.
     Rollback,
+    /// Apply a signed update file (from berth-image delta): verify its signature against
+    /// the keys the default deployment trusts, refuse a version that is not newer, check
+    /// free space, apply its parts (resuming after an interruption), check out the new
+    /// deployment, carry /etc changes forward, and make it the trial for the next boot.
+    Update {
+        /// The update file (a path; a USB stick's mount point works).
+        file: PathBuf,
+        /// Accept a version that is not newer than the installed one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Boots the new deployment gets before berth-init falls back.
+        #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+        tries: u8,
+        /// Progress on stderr: text (the default on a terminal), json (one object per
+        /// line) or none.
+        #[arg(long, value_name = "FORMAT")]
+        progress: Option<ProgressArg>,
+    },
     /// Re-hash every object in the store and check the record's deployments; exit 1 if
     /// anything is wrong.
     Fsck,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProgressArg {
+    Text,
+    Json,
+    None,
 }
 
 fn print_status(s: &Status) {
@@ -109,6 +134,39 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
         Command::MarkGood => println!("{}", device.mark_good()?),
+        Command::Update {
+            ref file,
+            allow_downgrade,
+            tries,
+            progress,
+        } => {
+            use std::io::IsTerminal;
+            let progress = match progress {
+                Some(ProgressArg::Text) => updater::update::Progress::Text,
+                Some(ProgressArg::Json) => updater::update::Progress::Json,
+                None if std::io::stderr().is_terminal() => updater::update::Progress::Text,
+                Some(ProgressArg::None) | None => updater::update::Progress::Quiet,
+            };
+            // Test hook (documented in updater/src/update.rs): stop after N parts.
+            let abort_after_parts = std::env::var("BERTH_TEST_ABORT_AFTER_PARTS")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            let opts = updater::update::UpdateOptions {
+                allow_downgrade,
+                tries,
+                progress,
+                abort_after_parts,
+            };
+            let r = device.update(file, opts)?;
+            println!(
+                "installed {} (version {}) as deployment {}; it boots next as a trial with {tries} tries ({} parts applied, {} already done)",
+                &r.commit[..16],
+                r.version,
+                r.deployment,
+                r.parts_applied,
+                r.parts_skipped
+            );
+        }
         Command::Rollback => println!("{}", device.rollback()?),
         Command::Fsck => {
             let (checked, problems) = device.fsck()?;

@@ -1,0 +1,512 @@
+//! `berth update FILE`: verify, apply, check out, start a trial.
+//!
+//! Order of checks (nothing is written before all of them pass):
+//! 1. the superblock's signature, over its exact body bytes, against the keys the
+//!    default deployment trusts (`/usr/lib/berth/keys/*.pub`, `/etc/berth/keys/*.pub`,
+//!    and the persistent `/etc` layer's `berth/keys/*.pub`), before the body is parsed;
+//! 2. the file's length against the parts the body lists;
+//! 3. rollback protection: the target version must be newer than the default's;
+//! 4. a delta's base commit must be on the device;
+//! 5. free space for every part's decompressed size.
+//!
+//! Then each part is checked against its signed sha256, decompressed with its signed
+//! size as a hard cap, and its objects written in one store transaction (each object
+//! re-hashed and compared with its name). A part that was applied is recorded in a
+//! progress file, so an interrupted update resumes with the next part.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use format::record::{DeploymentName, Record};
+use format::sig::Signatures;
+use format::update::{self, Body, op};
+use format::{Commit, EntryKind, FileHeader, ObjectId, ObjectKind, Tree};
+use store::checkout::{CheckoutOptions, checkout};
+use store::{Repo, Txn};
+
+use crate::{Device, UpdaterError};
+
+/// How an update reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing.
+    Quiet,
+    /// One line per part, for people.
+    Text,
+    /// One JSON object per line, for programs.
+    Json,
+}
+
+/// Options of [`Device::update`].
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateOptions {
+    /// Accept a target that is not newer than the default deployment.
+    pub allow_downgrade: bool,
+    /// Boots the new deployment gets as a trial.
+    pub tries: u8,
+    /// Progress reporting.
+    pub progress: Progress,
+    /// Test hook: stop with an error after applying this many parts.
+    pub abort_after_parts: Option<usize>,
+}
+
+/// What an update did.
+#[derive(Debug, serde::Serialize)]
+pub struct UpdateReport {
+    /// The new commit.
+    pub commit: String,
+    /// Its version.
+    pub version: String,
+    /// Its deployment name.
+    pub deployment: String,
+    /// Parts applied by this run.
+    pub parts_applied: usize,
+    /// Parts an earlier, interrupted run had applied.
+    pub parts_skipped: usize,
+    /// Objects written.
+    pub objects: u64,
+}
+
+fn bad(file: &Path, what: impl Into<String>) -> UpdaterError {
+    UpdaterError::State(format!("{}: {}", file.display(), what.into()))
+}
+
+fn read_exact(f: &mut File, n: usize, file: &Path, what: &str) -> Result<Vec<u8>, UpdaterError> {
+    let mut buf = vec![0u8; n];
+    f.read_exact(&mut buf)
+        .map_err(|_| bad(file, format!("truncated ({what})")))?;
+    Ok(buf)
+}
+
+/// Counts what a reader hands out.
+struct Counting<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+impl Device {
+    fn trusted_keys(
+        &self,
+        default: &DeploymentName,
+    ) -> Result<Vec<ed25519_dalek::VerifyingKey>, UpdaterError> {
+        let deploy = self.path.join("berth/deploy").join(default.as_str());
+        let dirs = [
+            deploy.join("usr/lib/berth/keys"),
+            deploy.join("etc/berth/keys"),
+            self.path
+                .join("berth/state/etc")
+                .join(default.as_str())
+                .join("upper/berth/keys"),
+        ];
+        let mut keys = Vec::new();
+        for d in &dirs {
+            let Ok(entries) = std::fs::read_dir(d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "pub") {
+                    let text = std::fs::read(&p).map_err(|err| bad(&p, err.to_string()))?;
+                    keys.push(
+                        format::key::parse_public(&text).map_err(|err| bad(&p, err.to_string()))?,
+                    );
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(UpdaterError::State(format!(
+                "no trusted keys: none of {} holds a *.pub key",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(keys)
+    }
+
+    /// Applies the update file `file`; the new deployment becomes the trial.
+    pub fn update(&self, file: &Path, opts: UpdateOptions) -> Result<UpdateReport, UpdaterError> {
+        let (rec, copy) = self.record()?;
+        let default = rec.default.ok_or_else(|| {
+            UpdaterError::State("the boot record has no default deployment".into())
+        })?;
+        let keys = self.trusted_keys(&default)?;
+        let mut f = File::open(file).map_err(|e| bad(file, e.to_string()))?;
+        let (body, parts_start) = verified_body(&mut f, file, &keys, &default)?;
+        let commit = Commit::decode(&body.commit).map_err(|e| bad(file, e.to_string()))?;
+        let id = ObjectId::digest(&body.commit);
+        let name = crate::deployment_name(&id);
+        let repo = Repo::open(&self.path.join("berth/repo"))?;
+        self.preflight(&repo, file, &body, &commit, &default, opts)?;
+
+        let progress_path = self
+            .path
+            .join("berth/repo/tmp")
+            .join(format!("update-{}.done", &id.to_string()[..16]));
+        let done: Vec<usize> = std::fs::read_to_string(&progress_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        let (mut applied, mut objects) = (0, 0u64);
+        let mut offset = parts_start;
+        for (i, part) in body.parts.iter().enumerate() {
+            let start = offset;
+            offset += part.len;
+            if done.contains(&i) {
+                continue;
+            }
+            objects += apply_part(&repo, &mut f, file, i, start, part)?;
+            applied += 1;
+            let finished: Vec<usize> = (0..body.parts.len())
+                .filter(|k| done.contains(k) || *k <= i)
+                .collect();
+            write_progress(&progress_path, &finished)
+                .map_err(|e| bad(&progress_path, e.to_string()))?;
+            match opts.progress {
+                Progress::Quiet => {}
+                Progress::Text => eprintln!(
+                    "part {}/{} applied ({} bytes)",
+                    i + 1,
+                    body.parts.len(),
+                    part.size
+                ),
+                Progress::Json => eprintln!(
+                    r#"{{"part":{},"parts":{},"bytes":{}}}"#,
+                    i + 1,
+                    body.parts.len(),
+                    part.size
+                ),
+            }
+            if opts.abort_after_parts.is_some_and(|n| applied >= n) {
+                return Err(UpdaterError::State(format!(
+                    "stopped after {applied} parts (test hook)"
+                )));
+            }
+        }
+
+        // Everything the commit names must be here now.
+        check_closure(&repo, &commit.root)
+            .map_err(|e| bad(file, format!("update is incomplete: {e}")))?;
+        let commit_sigs = if body.commit_signatures.is_empty() {
+            None
+        } else {
+            Some(
+                Signatures::decode(&body.commit_signatures)
+                    .map_err(|e| bad(file, e.to_string()))?,
+            )
+        };
+        let mut txn = Txn::begin(&repo)?;
+        txn.write_commit(&commit, commit_sigs.as_ref())?;
+        txn.commit()?;
+        let dest = self.path.join("berth/deploy").join(name.as_str());
+        if !dest.exists() {
+            checkout(
+                &repo,
+                &commit.root,
+                &dest,
+                CheckoutOptions {
+                    copy: false,
+                    sync: true,
+                },
+            )?;
+        }
+        self.carry_etc(&repo, &default, &name)?;
+        let new = Record {
+            trial: Some(name),
+            tries_left: opts.tries,
+            ..rec
+        };
+        self.write(&(rec, copy), &new)?;
+        // Left behind, it would only be garbage: the update is complete.
+        let _ignored = std::fs::remove_file(&progress_path);
+        Ok(UpdateReport {
+            commit: id.to_string(),
+            version: commit.version.to_string(),
+            deployment: name.as_str().to_owned(),
+            parts_applied: applied,
+            parts_skipped: done.len(),
+            objects,
+        })
+    }
+
+    /// Rollback protection, the delta's base, free space: everything checked before the
+    /// first write.
+    fn preflight(
+        &self,
+        repo: &Repo,
+        file: &Path,
+        body: &Body,
+        commit: &Commit,
+        default: &DeploymentName,
+        opts: UpdateOptions,
+    ) -> Result<(), UpdaterError> {
+        let current = repo
+            .resolve_commit(default.as_str())
+            .ok()
+            .and_then(|c| repo.read_commit(&c).ok())
+            .map(|c| c.0.version);
+        let not_newer =
+            |cur: &format::Version| commit.version.cmp_release(cur) != std::cmp::Ordering::Greater;
+        if let Some(cur) = current.filter(|cur| not_newer(cur) && !opts.allow_downgrade) {
+            {
+                return Err(bad(
+                    file,
+                    format!(
+                        "version {} is not newer than the installed {cur}; refusing (pass --allow-downgrade to install it anyway)",
+                        commit.version
+                    ),
+                ));
+            }
+        }
+        if let Some(from) = body
+            .from
+            .filter(|f| !repo.has(f, ObjectKind::Commit).unwrap_or(false))
+        {
+            return Err(bad(
+                file,
+                format!(
+                    "is a delta from commit {from}, which this device does not have; use a full update (berth-image delta --empty)"
+                ),
+            ));
+        }
+        let need: u64 = body.parts.iter().map(|p| p.size).sum::<u64>() + (1 << 20);
+        let vfs = rustix::fs::statvfs(&self.path).map_err(|e| UpdaterError::Sysroot {
+            path: self.path.clone(),
+            step: "statvfs",
+            errno: e,
+        })?;
+        let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        if free < need {
+            return Err(UpdaterError::State(format!(
+                "{}: not enough free space: the update needs {need} bytes, {free} are free",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts the new deployment's persistent `/etc` layer as a copy of the old one's,
+    /// so local configuration carries forward. Copied through the store (build, then a
+    /// copy checkout), which keeps owners, modes, xattrs and overlay whiteouts.
+    fn carry_etc(
+        &self,
+        repo: &Repo,
+        from: &DeploymentName,
+        to: &DeploymentName,
+    ) -> Result<(), UpdaterError> {
+        let state = self.path.join("berth/state/etc");
+        let old = state.join(from.as_str()).join("upper");
+        let new_dir = state.join(to.as_str());
+        let new = new_dir.join("upper");
+        if !old.is_dir() || new.exists() {
+            return Ok(());
+        }
+        let mut txn = Txn::begin(repo)?;
+        let (tree, _) = store::build::build_dir(&mut txn, &old, &mut |_| {})?;
+        txn.commit()?;
+        std::fs::create_dir_all(&new_dir).map_err(|e| bad(&new_dir, e.to_string()))?;
+        checkout(
+            repo,
+            &tree,
+            &new,
+            CheckoutOptions {
+                copy: true,
+                sync: true,
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// Reads the head, the signed body and the signatures; verifies the signatures over the
+/// exact body bytes against `keys` before decoding the body; checks the file's length
+/// against the parts the body lists. Returns the body and where the parts start.
+fn verified_body(
+    f: &mut File,
+    file: &Path,
+    keys: &[ed25519_dalek::VerifyingKey],
+    default: &DeploymentName,
+) -> Result<(Body, u64), UpdaterError> {
+    let file_len = f.metadata().map_err(|e| bad(file, e.to_string()))?.len();
+    let head = read_exact(f, update::HEAD_LEN, file, "head")?;
+    let body_len = update::decode_head(&head).map_err(|e| bad(file, e.to_string()))?;
+    let body_bytes = read_exact(f, body_len, file, "superblock")?;
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&read_exact(f, 4, file, "signature length")?);
+    let sig_len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
+    if sig_len > update::SIGNATURES_BYTES_MAX {
+        return Err(bad(
+            file,
+            format!("signature block of {sig_len} bytes is over the limit"),
+        ));
+    }
+    let sig_bytes = read_exact(f, sig_len, file, "signatures")?;
+    let sigs = Signatures::decode(&sig_bytes).map_err(|e| bad(file, e.to_string()))?;
+    sigs.verify(&body_bytes, keys).map_err(|e| {
+        bad(
+            file,
+            format!("{e} (keys trusted by deployment {})", default.as_str()),
+        )
+    })?;
+    let body = Body::decode(&body_bytes).map_err(|e| bad(file, e.to_string()))?;
+    let parts_start = (update::HEAD_LEN + body_len + 4 + sig_len) as u64;
+    let parts_len: u64 = body.parts.iter().map(|p| p.len).sum();
+    if file_len != parts_start + parts_len {
+        return Err(bad(
+            file,
+            format!(
+                "is {file_len} bytes, but its superblock describes {} (truncated or not this update's parts)",
+                parts_start + parts_len
+            ),
+        ));
+    }
+    Ok((body, parts_start))
+}
+
+/// Checks one part against its signed hash, then applies its objects in one
+/// transaction. Returns how many objects it held.
+fn apply_part(
+    repo: &Repo,
+    f: &mut File,
+    file: &Path,
+    i: usize,
+    start: u64,
+    part: &update::PartInfo,
+) -> Result<u64, UpdaterError> {
+    let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
+    let io = |e: std::io::Error| bad(&shown, e.to_string());
+    f.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut left = part.len;
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        let n = f
+            .read(&mut buf[..usize::try_from(left.min(1 << 16)).unwrap_or(1 << 16)])
+            .map_err(io)?;
+        if n == 0 {
+            return Err(bad(&shown, "truncated"));
+        }
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        left -= n as u64;
+    }
+    let digest: [u8; 32] = sha2::Digest::finalize(hasher).into();
+    if ObjectId::from_bytes(digest) != part.sha256 {
+        return Err(bad(
+            &shown,
+            "damaged: its sha256 does not match the signed superblock",
+        ));
+    }
+    f.seek(SeekFrom::Start(start)).map_err(io)?;
+    let decoder = ruzstd::decoding::StreamingDecoder::new((&mut *f).take(part.len))
+        .map_err(|e| bad(&shown, format!("not zstd: {e}")))?;
+    // The signed size caps decompression: one byte more is a refusal, not an OOM.
+    let mut r = Counting {
+        inner: decoder.take(part.size + 1),
+        n: 0,
+    };
+    let mut txn = Txn::begin(repo)?;
+    let mut objects = 0;
+    loop {
+        let mut kind = [0u8; 1];
+        if r.read(&mut kind).map_err(io)? == 0 {
+            break;
+        }
+        let mut id = [0u8; 32];
+        r.read_exact(&mut id).map_err(io)?;
+        let id = ObjectId::from_bytes(id);
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).map_err(io)?;
+        let len = u32::from_le_bytes(len) as usize;
+        match kind[0] {
+            op::FILE if len <= 1 << 20 => {
+                let mut h = vec![0u8; len];
+                r.read_exact(&mut h).map_err(io)?;
+                let header = FileHeader::decode(&h).map_err(|e| bad(&shown, e.to_string()))?;
+                let got = txn.write_file(&header, &mut (&mut r).take(header.size), &shown)?;
+                if got != id {
+                    return Err(bad(
+                        &shown,
+                        format!("object {id} does not hash to its name (got {got})"),
+                    ));
+                }
+            }
+            op::TREE if len <= 64 << 20 => {
+                let mut t = vec![0u8; len];
+                r.read_exact(&mut t).map_err(io)?;
+                let tree = Tree::decode(&t).map_err(|e| bad(&shown, e.to_string()))?;
+                if tree.id() != id {
+                    return Err(bad(&shown, format!("tree {id} does not hash to its name")));
+                }
+                txn.write_tree(&tree)?;
+            }
+            k => {
+                return Err(bad(
+                    &shown,
+                    format!("unknown or oversized operation {k} ({len} bytes)"),
+                ));
+            }
+        }
+        objects += 1;
+        if r.n > part.size {
+            return Err(bad(
+                &shown,
+                format!("decompresses to more than its signed {} bytes", part.size),
+            ));
+        }
+    }
+    if r.n != part.size {
+        return Err(bad(
+            &shown,
+            format!(
+                "decompresses to {} bytes, not its signed {}",
+                r.n, part.size
+            ),
+        ));
+    }
+    txn.commit()?;
+    Ok(objects)
+}
+
+fn check_closure(repo: &Repo, root: &ObjectId) -> Result<(), String> {
+    let tree = repo.read_tree(root).map_err(|e| e.to_string())?;
+    for e in tree.entries() {
+        match e.kind {
+            EntryKind::Tree => check_closure(repo, &e.id)?,
+            EntryKind::File => {
+                if !repo
+                    .has(&e.id, ObjectKind::File)
+                    .map_err(|x| x.to_string())?
+                {
+                    return Err(format!("object {} is missing", e.id));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the applied parts: temp file, fsync, rename (the directory is synced with
+/// the next transaction's syncfs).
+fn write_progress(path: &Path, parts: &[usize]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut text = String::new();
+    for p in parts {
+        text.push_str(&p.to_string());
+        text.push('\n');
+    }
+    let f = File::create(&tmp)?;
+    std::io::Write::write_all(&mut &f, text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,231 @@
+//! Shared by the updater's integration tests: a device sysroot laid out by
+//! `berth-image install`, and helpers to run `berth` and `berth-init --dry-run` on it.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use testkit::{bin, run_ok};
+
+pub fn berth() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// A build host (repo and keys) and a device (sysroot) in one scratch directory.
+pub struct Lab {
+    pub tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub keys: PathBuf,
+    pub sysroot: PathBuf,
+    pub boot_json: PathBuf,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let keys = tmp.path().join("keys");
+        run_ok(
+            &bin("berth-image"),
+            &["keygen".as_ref(), "--out".as_ref(), keys.as_os_str()],
+        );
+        let sysroot = tmp.path().join("sysroot");
+        let boot_json = tmp.path().join("boot.json");
+        Self {
+            tmp,
+            repo,
+            keys,
+            sysroot,
+            boot_json,
+        }
+    }
+
+    /// Commits a root filesystem with an init, the lab's public key as trusted, and
+    /// `etc/release` = `version`; `extra` adds (path, content) files.
+    pub fn commit(&self, version: &str, extra: &[(&str, &[u8])]) -> String {
+        let tree = self.tmp.path().join(format!("tree-{version}"));
+        let _ = fs::remove_dir_all(&tree);
+        for d in [
+            "etc",
+            "var",
+            "run",
+            "dev",
+            "proc",
+            "sys",
+            "sysroot",
+            "sbin",
+            "usr/lib/berth/keys",
+        ] {
+            fs::create_dir_all(tree.join(d)).unwrap();
+        }
+        fs::write(tree.join("etc/release"), version).unwrap();
+        fs::write(tree.join("sbin/init"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(tree.join("sbin/init"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::copy(
+            self.keys.join("berth.pub"),
+            tree.join("usr/lib/berth/keys/berth.pub"),
+        )
+        .unwrap();
+        for (p, content) in extra {
+            let path = tree.join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        }
+        run_ok(
+            &bin("berth-image"),
+            &[
+                "commit".as_ref(),
+                "--repo".as_ref(),
+                self.repo.as_os_str(),
+                "--tree".as_ref(),
+                tree.as_os_str(),
+                "--version".as_ref(),
+                version.as_ref(),
+            ],
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// Installs `commit` as the default (and what `more` says) on the device.
+    pub fn install(&self, commit: &str, more: &[&str]) {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "install".as_ref(),
+            "--repo".as_ref(),
+            self.repo.as_os_str(),
+            "--commit".as_ref(),
+            commit.as_ref(),
+            "--sysroot".as_ref(),
+            self.sysroot.as_os_str(),
+        ];
+        args.extend(more.iter().map(std::ffi::OsStr::new));
+        run_ok(&bin("berth-image"), &args);
+    }
+
+    /// Writes berth-init's boot report naming `name` as booted.
+    pub fn booted(&self, name: &str, reason: &str) {
+        fs::write(
+            &self.boot_json,
+            format!(
+                r#"{{"choice":{{"kind":"deployment","deployment":"{name}"}},"reason":"{reason}"}}"#
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(berth())
+            .arg("--sysroot")
+            .arg(&self.sysroot)
+            .arg("--boot-json")
+            .arg(&self.boot_json)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs berth, expecting exit 1 with one line containing `needle`, and checks that
+    /// the sysroot did not change at all.
+    pub fn fails(&self, args: &[&str], needle: &str) {
+        let before = self.manifest();
+        let out = self.berth(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "berth {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains(needle),
+            "berth {args:?}: {err:?} lacks {needle:?}"
+        );
+        assert_eq!(
+            self.manifest(),
+            before,
+            "berth {args:?} changed the sysroot"
+        );
+    }
+
+    /// Every entry of the sysroot: type, mode, owner, content, xattrs (not times, not
+    /// the store's scratch directory).
+    pub fn manifest(&self) -> Vec<(Vec<u8>, u32, u32, Vec<u8>)> {
+        testkit::scan(&self.sysroot)
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with(b"berth/repo/tmp/"))
+            .map(|(p, e)| (p, e.mode, e.uid, e.content))
+            .collect()
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    pub fn role(status: &Value, role: &str) -> Option<String> {
+        status["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d[role] == true)
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+    }
+
+    pub fn record_bytes(&self) -> Vec<Vec<u8>> {
+        ["record.a", "record.b"]
+            .iter()
+            .map(|f| fs::read(self.sysroot.join("berth/boot").join(f)).unwrap_or_default())
+            .collect()
+    }
+
+    /// What berth-init would boot next, from its dry run on this sysroot.
+    pub fn next_boot(&self) -> (String, String) {
+        let v: Value = serde_json::from_str(&run_ok(
+            &bin("berth-init"),
+            &[
+                "--dry-run".as_ref(),
+                "--sysroot".as_ref(),
+                self.sysroot.as_os_str(),
+            ],
+        ))
+        .unwrap();
+        (
+            v["choice"]["deployment"]
+                .as_str()
+                .unwrap_or("none")
+                .to_owned(),
+            v["reason"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// `berth-image delta`; `from` None means `--empty`.
+    pub fn delta(&self, from: Option<&str>, to: &str, out: &str, extra: &[&str]) -> PathBuf {
+        let file = self.tmp.path().join(out);
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["delta".as_ref(), "--repo".as_ref(), self.repo.as_os_str()];
+        match from {
+            Some(f) => args.extend([std::ffi::OsStr::new("--from"), std::ffi::OsStr::new(f)]),
+            None => args.push("--empty".as_ref()),
+        }
+        let key = self.keys.join("berth.key");
+        args.extend([
+            std::ffi::OsStr::new("--to"),
+            std::ffi::OsStr::new(to),
+            std::ffi::OsStr::new("--key"),
+            key.as_os_str(),
+            std::ffi::OsStr::new("-o"),
+            file.as_os_str(),
+        ]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        run_ok(&bin("berth-image"), &args);
+        file
+    }
+}

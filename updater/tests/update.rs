@@ -1,0 +1,263 @@
+//! `berth update` with files from `berth-image delta`: the whole cycle on a sysroot,
+//! resuming, and every refusal leaving the sysroot exactly as it was.
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use common::{Lab, berth};
+
+/// A device running v1 (default), with v2 and v3 committed on the host. v2 changes
+/// one file and adds a large one, so its update spans several parts.
+fn lab() -> (Lab, String, String, String) {
+    let lab = Lab::new();
+    let v1 = lab.commit("1.0", &[("usr/share/doc/readme", b"version one\n")]);
+    let big: Vec<u8> = (0..300_000u32).flat_map(u32::to_le_bytes).collect();
+    let v2 = lab.commit(
+        "1.1",
+        &[
+            ("usr/share/doc/readme", b"version two\n"),
+            ("usr/lib/big.bin", &big),
+        ],
+    );
+    let v3 = lab.commit(
+        "1.2",
+        &[
+            ("usr/share/doc/readme", b"version three\n"),
+            ("usr/lib/big.bin", &big),
+        ],
+    );
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    (lab, v1, v2, v3)
+}
+
+#[test]
+fn update_mark_good_update_again_rollback() {
+    let (lab, v1, v2, v3) = lab();
+    // Local configuration made on v1 must carry forward.
+    let upper_v1 = lab
+        .sysroot
+        .join("berth/state/etc")
+        .join(&v1[..16])
+        .join("upper");
+    fs::create_dir_all(&upper_v1).unwrap();
+    fs::write(upper_v1.join("hostname"), "my-device\n").unwrap();
+
+    let u12 = lab.delta(Some(&v1), &v2, "v1-v2.berth", &["--part-size", "100000"]);
+    let out = lab.ok(&["update", u12.to_str().unwrap(), "--progress", "none"]);
+    assert!(
+        out.contains(&format!("installed {} (version 1.1)", &v2[..16])),
+        "{out}"
+    );
+    let s = lab.status();
+    assert_eq!(
+        (Lab::role(&s, "default"), Lab::role(&s, "trial")),
+        (Some(v1[..16].to_owned()), Some(v2[..16].to_owned()))
+    );
+    assert_eq!(
+        lab.next_boot(),
+        (v2[..16].to_owned(), "trial".to_owned()),
+        "berth-init boots the trial next"
+    );
+    let deployed = lab.sysroot.join("berth/deploy").join(&v2[..16]);
+    assert_eq!(
+        fs::read(deployed.join("usr/share/doc/readme")).unwrap(),
+        b"version two\n"
+    );
+    assert_eq!(
+        fs::read(deployed.join("usr/lib/big.bin")).unwrap().len(),
+        1_200_000
+    );
+    assert_eq!(
+        fs::read(
+            lab.sysroot
+                .join("berth/state/etc")
+                .join(&v2[..16])
+                .join("upper/hostname")
+        )
+        .unwrap(),
+        b"my-device\n"
+    );
+
+    // Reboot into the trial; the health check marks it good.
+    lab.booted(&v2[..16], "trial");
+    lab.ok(&["mark-good"]);
+    // Update again, v2 -> v3: only what changed travels.
+    let u23 = lab.delta(Some(&v2), &v3, "v2-v3.berth", &[]);
+    assert!(
+        fs::metadata(&u23).unwrap().len() < fs::metadata(&u12).unwrap().len() / 4,
+        "a small delta"
+    );
+    lab.booted(&v2[..16], "default");
+    lab.ok(&["update", u23.to_str().unwrap()]);
+    let s = lab.status();
+    assert_eq!(
+        (
+            Lab::role(&s, "default"),
+            Lab::role(&s, "previous"),
+            Lab::role(&s, "trial")
+        ),
+        (
+            Some(v2[..16].to_owned()),
+            Some(v1[..16].to_owned()),
+            Some(v3[..16].to_owned())
+        )
+    );
+    // Changed our mind: roll back; v2 stays the default.
+    lab.ok(&["rollback"]);
+    assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "default".to_owned()));
+    assert!(lab.ok(&["fsck"]).contains("sound"));
+}
+
+#[test]
+fn an_interrupted_update_resumes_where_it_stopped() {
+    let (lab, v1, v2, _) = lab();
+    let u = lab.delta(Some(&v1), &v2, "v1-v2.berth", &["--part-size", "100000"]);
+    let run = |abort: Option<&str>| {
+        let mut c = Command::new(berth());
+        c.arg("--sysroot")
+            .arg(&lab.sysroot)
+            .arg("--boot-json")
+            .arg(&lab.boot_json)
+            .args(["update", u.to_str().unwrap(), "--progress", "json"]);
+        if let Some(n) = abort {
+            c.env("BERTH_TEST_ABORT_AFTER_PARTS", n);
+        }
+        c.output().unwrap()
+    };
+    let first = run(Some("2"));
+    assert_eq!(first.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("stopped after 2 parts"));
+    assert_eq!(
+        Lab::role(&lab.status(), "trial"),
+        None,
+        "no trial until the update completed"
+    );
+    let second = run(None);
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        out.contains("already done") && !out.contains(", 0 already done"),
+        "{out}"
+    );
+    let parts_line = out.lines().last().unwrap().to_owned();
+    assert!(
+        parts_line.contains("2 already done"),
+        "resumed after the 2 parts applied: {parts_line}"
+    );
+    // Progress for programs: one JSON object per applied part.
+    let progress = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        progress
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "{progress}"
+    );
+    assert_eq!(Lab::role(&lab.status(), "trial"), Some(v2[..16].to_owned()));
+}
+
+#[test]
+fn full_update_needs_no_base() {
+    let (lab, _, v2, _) = lab();
+    let full = lab.delta(None, &v2, "full.berth", &[]);
+    lab.ok(&["update", full.to_str().unwrap()]);
+    assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
+}
+
+#[test]
+fn hostile_updates_are_refused_and_change_nothing() {
+    let (lab, v1, v2, v3) = lab();
+    let good = lab.delta(Some(&v1), &v2, "good.berth", &["--part-size", "100000"]);
+    let bytes = fs::read(&good).unwrap();
+    let write = |name: &str, b: &[u8]| {
+        let p = lab.tmp.path().join(name);
+        fs::write(&p, b).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    // Where the parts start: head (12) + body + u32 + signatures.
+    let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let sig_len =
+        u32::from_le_bytes(bytes[12 + body_len..16 + body_len].try_into().unwrap()) as usize;
+    let parts_at = 16 + body_len + sig_len;
+
+    let mut t = bytes.clone();
+    t[40] ^= 1;
+    lab.fails(&["update", &write("tampered-superblock", &t)], "signature");
+    let mut t = bytes.clone();
+    t[parts_at + 10] ^= 1;
+    lab.fails(&["update", &write("tampered-part", &t)], "damaged");
+    lab.fails(
+        &["update", &write("truncated", &bytes[..bytes.len() - 7])],
+        "truncated or not this update's parts",
+    );
+    lab.fails(
+        &["update", &write("cut-in-superblock", &bytes[..100])],
+        "truncated",
+    );
+    lab.fails(
+        &[
+            "update",
+            &write("garbage", b"not an update at all, clearly"),
+        ],
+        "update file",
+    );
+
+    // Signed by a key the device does not trust.
+    let other = lab.tmp.path().join("other-keys");
+    testkit::run_ok(
+        &testkit::bin("berth-image"),
+        &["keygen".as_ref(), "--out".as_ref(), other.as_os_str()],
+    );
+    let untrusted = lab.tmp.path().join("untrusted.berth");
+    testkit::run_ok(
+        &testkit::bin("berth-image"),
+        &[
+            "delta".as_ref(),
+            "--repo".as_ref(),
+            lab.repo.as_os_str(),
+            "--from".as_ref(),
+            v1.as_ref(),
+            "--to".as_ref(),
+            v2.as_ref(),
+            "--key".as_ref(),
+            other.join("berth.key").as_os_str(),
+            "-o".as_ref(),
+            untrusted.as_os_str(),
+        ],
+    );
+    lab.fails(
+        &["update", untrusted.to_str().unwrap()],
+        "not signed by any trusted key",
+    );
+
+    // The superblock of one update with the parts of another.
+    let other_update =
+        fs::read(lab.delta(Some(&v1), &v3, "v1-v3.berth", &["--part-size", "100000"])).unwrap();
+    let ob = u32::from_le_bytes(other_update[8..12].try_into().unwrap()) as usize;
+    let os = u32::from_le_bytes(other_update[12 + ob..16 + ob].try_into().unwrap()) as usize;
+    let mut spliced = bytes[..parts_at].to_vec();
+    spliced.extend_from_slice(&other_update[16 + ob + os..]);
+    lab.fails(&["update", &write("spliced", &spliced)], "");
+
+    // An older version, and a delta from a commit the device does not have.
+    let older = lab.commit("0.9", &[]);
+    let down = lab.delta(None, &older, "older.berth", &[]);
+    lab.fails(
+        &["update", down.to_str().unwrap()],
+        "is not newer than the installed 1.0",
+    );
+    let from_v2 = lab.delta(Some(&v2), &v3, "from-v2.berth", &[]);
+    lab.fails(
+        &["update", from_v2.to_str().unwrap()],
+        "which this device does not have",
+    );
+    // But a downgrade on purpose works.
+    lab.ok(&["update", down.to_str().unwrap(), "--allow-downgrade"]);
+}
