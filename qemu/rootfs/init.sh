@@ -20,6 +20,12 @@ fi
 say "etc $(cat /etc/berth-test-etc 2>/dev/null || echo none)"
 say "var $(cat /var/berth-test-var 2>/dev/null || echo none)"
 if touch /berth-test-root 2>/dev/null; then say "root writable"; else say "root read-only"; fi
+if [ "$scenario" = update ]; then
+    # A second disk stands in for a USB stick holding update.berth.
+    mount -t ext4 -o ro /dev/vdb /tmp && say "usb mounted"
+    /usr/bin/berth update /tmp/update.berth --progress none 2>&1 | sed "s/^/BERTH-TEST: update /"
+    umount /tmp
+fi
 if [ "$scenario" = markgood ]; then
     say "markgood $(/usr/bin/berth mark-good 2>&1)"
 fi

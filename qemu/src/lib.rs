@@ -129,8 +129,12 @@ pub struct Images {
     pub good: String,
     /// Another working one (release `good-2`).
     pub good2: String,
-    /// Commit whose init exits at once (kernel panic, reboot).
+    /// Commit whose init exits at once (kernel panic, reboot); release `good-3`, so
+    /// it is newer than the others and an update to it is accepted.
     pub crash: String,
+    /// The signing key pair's directory (`berth.key`, `berth.pub`); every test rootfs
+    /// trusts `berth.pub`.
+    pub keys: PathBuf,
     /// Commit without `/sbin/init`.
     pub noinit: String,
 }
@@ -143,6 +147,10 @@ impl Images {
             .tempdir_in(workspace().join("target"))
             .unwrap();
         let repo = dir.path().join("repo");
+        let keys = dir.path().join("keys");
+        run(Command::new(bin("berth-image"))
+            .args(["keygen", "--out"])
+            .arg(&keys));
         let commit = |release: &str, variant: &str| {
             let tree = dir.path().join(release);
             run(Command::new("bash")
@@ -150,6 +158,9 @@ impl Images {
                 .args([target.debian_arch])
                 .arg(&tree)
                 .args([release, variant]));
+            let trusted = tree.join("usr/lib/berth/keys");
+            std::fs::create_dir_all(&trusted).unwrap();
+            std::fs::copy(keys.join("berth.pub"), trusted.join("berth.pub")).unwrap();
             run(Command::new(bin("berth-image"))
                 .args(["commit", "--repo"])
                 .arg(&repo)
@@ -161,7 +172,7 @@ impl Images {
         };
         let good = commit("good-1", "");
         let good2 = commit("good-2", "");
-        let crash = commit("crash-1", "crash");
+        let crash = commit("good-3", "crash");
         let noinit = commit("noinit-1", "noinit");
         Self {
             target,
@@ -170,6 +181,7 @@ impl Images {
             good,
             good2,
             crash,
+            keys,
             noinit,
         }
     }
@@ -189,6 +201,33 @@ impl Images {
         let info: Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("berth-image disk --json ({e}): {out}"));
         Disk { info, dir: d }
+    }
+}
+
+impl Images {
+    /// A "USB stick": an ext4 image holding `update.berth`, made by `berth-image delta`
+    /// from `from` (or a full update) to `to`.
+    pub fn usb_stick(&self, name: &str, from: Option<&str>, to: &str) -> PathBuf {
+        let d = self.dir.path().join(name);
+        std::fs::create_dir_all(d.join("files")).unwrap();
+        let mut cmd = Command::new(bin("berth-image"));
+        cmd.args(["delta", "--repo"]).arg(&self.repo);
+        match from {
+            Some(f) => cmd.args(["--from", f]),
+            None => cmd.arg("--empty"),
+        };
+        cmd.args(["--to", to, "--key"])
+            .arg(self.keys.join("berth.key"))
+            .arg("-o")
+            .arg(d.join("files/update.berth"));
+        run(&mut cmd);
+        let img = d.join("usb.img");
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(d.join("files"))
+            .arg(&img)
+            .arg("32M"));
+        img
     }
 }
 
@@ -233,6 +272,11 @@ impl Disk {
     /// Boots the image once (changes persist in the image), with `extra` added to the
     /// kernel command line; a hard timeout of 180 s.
     pub fn boot(&self, extra: &str) -> Boot {
+        self.boot_with(extra, None)
+    }
+
+    /// Like [`Disk::boot`], with `usb` attached as a second, read-only disk (`/dev/vdb`).
+    pub fn boot_with(&self, extra: &str, usb: Option<&Path>) -> Boot {
         let mut argv: Vec<String> = self.info["qemu"]
             .as_array()
             .expect("a QEMU board")
@@ -241,6 +285,18 @@ impl Disk {
             .collect();
         if let Some(i) = argv.iter().position(|a| a == "-append") {
             argv[i + 1] = format!("{} {extra}", argv[i + 1]);
+        }
+        if let Some(u) = usb {
+            let device = argv
+                .last()
+                .and_then(|d| d.split(',').next())
+                .unwrap_or("virtio-blk-pci")
+                .to_owned();
+            argv.extend([
+                "-drive".into(),
+                format!("file={},if=none,format=raw,id=d1,readonly=on", u.display()),
+            ]);
+            argv.extend(["-device".into(), format!("{device},drive=d1")]);
         }
         let _turn = ONE_AT_A_TIME
             .lock()
