@@ -162,31 +162,61 @@ fn trial_marked_good_becomes_the_default(t: Target) {
 fn update_from_a_usb_stick_then_a_crashing_update_rolls_back(t: Target) {
     let im = images(t);
     let disk = im.disk("usb-update", &["--commit", &im.good]);
-    let (v1, v2, v3) = (disk.name_of(&im.good), disk.name_of(&im.good2), disk.name_of(&im.crash));
+    let (v1, v2, v3) = (
+        disk.name_of(&im.good),
+        disk.name_of(&im.good2),
+        disk.name_of(&im.crash),
+    );
     // v1 runs; berth update from the stick (a delta v1 -> v2) installs v2 as the trial.
     let stick = im.usb_stick("stick-v2", Some(&im.good), &im.good2);
     let b = disk.boot_with("berthtest=update", Some(&stick));
-    assert!(b.value("update").contains(&format!("installed {v2} (version good-2)")), "{}", b.serial);
+    assert!(
+        b.value("update")
+            .contains(&format!("installed {v2} (version good-2)")),
+        "{}",
+        b.serial
+    );
     // Reboot into the trial; its health check marks it good.
     let b = disk.boot("berthtest=markgood");
     assert_eq!(b.boot_json()["reason"], "trial", "{}", b.serial);
     assert!(b.value("init").contains("release good-2"), "{}", b.serial);
-    assert!(b.value("markgood").contains(&format!("{v2} is now the default; previous: {v1}")), "{}", b.serial);
+    assert!(
+        b.value("markgood")
+            .contains(&format!("{v2} is now the default; previous: {v1}")),
+        "{}",
+        b.serial
+    );
     // v3's init crashes. Install it from a second stick.
     let stick = im.usb_stick("stick-v3", Some(&im.good2), &im.crash);
     let b = disk.boot_with("berthtest=update", Some(&stick));
     assert!(b.value("init").contains("release good-2"), "{}", b.serial);
-    assert!(b.value("update").contains(&format!("installed {v3}")), "{}", b.serial);
+    assert!(
+        b.value("update").contains(&format!("installed {v3}")),
+        "{}",
+        b.serial
+    );
     for n in 1..=3 {
         let b = disk.boot("berthtest=report");
-        assert!(b.shows(&format!("berth-init: booting {v3} (trial)")) && b.shows("crashing on purpose"), "crash boot {n}:\n{}", b.serial);
+        assert!(
+            b.shows(&format!("berth-init: booting {v3} (trial)")) && b.shows("crashing on purpose"),
+            "crash boot {n}:\n{}",
+            b.serial
+        );
     }
     // Its tries are used up: v2 boots again, and berth status says why.
     let b = disk.boot("berthtest=report");
     let j = b.boot_json();
-    assert_eq!((j["choice"]["deployment"].as_str(), j["reason"].as_str()), (Some(v2.as_str()), Some("default")), "{}", b.serial);
+    assert_eq!(
+        (j["choice"]["deployment"].as_str(), j["reason"].as_str()),
+        (Some(v2.as_str()), Some("default")),
+        "{}",
+        b.serial
+    );
     let status = b.test_values("status").join("\n");
-    assert!(status.contains(&format!("last rollback: from {v3} (tries-exhausted)")), "{status}");
+    assert!(
+        status.contains(&format!("last rollback: from {v3} (tries-exhausted)")),
+        "{status}"
+    );
     assert!(status.contains(&format!("● {v2}")), "{status}");
 }
 

@@ -208,3 +208,58 @@ impl Repo {
         }
     }
 }
+
+#[cfg(feature = "write")]
+impl Repo {
+    /// Removes every object whose id is not in `keep` (a commit's signature file goes with
+    /// its commit). Returns how many objects went and the content bytes of the regular
+    /// files among them. Used by garbage collection, which computes `keep` from what it
+    /// must not lose.
+    pub fn remove_unreachable(&self, keep: &HashSet<ObjectId>) -> Result<(u64, u64), StoreError> {
+        let objects_path = self.path().join("objects");
+        let mut prefixes = Vec::new();
+        let mut top = rustix::fs::Dir::read_from(self.objects_fd())
+            .map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
+        while let Some(entry) = top.read() {
+            let entry = entry.map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.len() == 2 && name.bytes().all(|c| c.is_ascii_hexdigit()) {
+                prefixes.push(name);
+            }
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for prefix in prefixes {
+            let dir_path = objects_path.join(&prefix);
+            let dir = inode::open_dir_at(self.objects_fd(), prefix.as_bytes(), &dir_path)?;
+            let mut names = Vec::new();
+            let mut entries = rustix::fs::Dir::read_from(&dir)
+                .map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
+            while let Some(entry) = entries.read() {
+                let entry = entry.map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+            for name in names {
+                let Some((rest, _suffix)) = name.split_once('.') else {
+                    continue;
+                };
+                let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else {
+                    continue;
+                };
+                if keep.contains(&id) {
+                    continue;
+                }
+                let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| StoreError::io(dir_path.join(&name), "stat", e))?;
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile
+                {
+                    bytes += u64::try_from(st.st_size).unwrap_or(0);
+                }
+                rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty())
+                    .map_err(|e| StoreError::io(dir_path.join(&name), "remove", e))?;
+                count += 1;
+            }
+        }
+        Ok((count, bytes))
+    }
+}

@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod gc;
 pub mod update;
 
 use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};

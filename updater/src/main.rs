@@ -70,6 +70,13 @@ enum Command {
         #[arg(long, value_name = "FORMAT")]
         progress: Option<ProgressArg>,
     },
+    /// Remove deployments nothing points at, then the objects no kept deployment uses.
+    /// Never removes the booted, default, trial or previous deployment.
+    Gc {
+        /// Print JSON for programs.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-hash every object in the store and check the record's deployments; exit 1 if
     /// anything is wrong.
     Fsck,
@@ -168,6 +175,24 @@ fn run(cli: &Cli) -> Result<()> {
             );
         }
         Command::Rollback => println!("{}", device.rollback()?),
+        Command::Gc { json } => {
+            let r = device.gc()?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "removed {} deployments ({}) and {} objects, {} bytes",
+                    r.deployments.len(),
+                    if r.deployments.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        r.deployments.join(", ")
+                    },
+                    r.objects,
+                    r.bytes
+                );
+            }
+        }
         Command::Fsck => {
             let (checked, problems) = device.fsck()?;
             for p in &problems {

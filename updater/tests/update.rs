@@ -261,3 +261,87 @@ fn hostile_updates_are_refused_and_change_nothing() {
     // But a downgrade on purpose works.
     lab.ok(&["update", down.to_str().unwrap(), "--allow-downgrade"]);
 }
+
+#[test]
+fn gc_keeps_what_the_record_and_the_boot_use_and_nothing_else() {
+    let (lab, v1, v2, v3) = lab();
+    let (n1, n2, n3) = (
+        v1[..16].to_owned(),
+        v2[..16].to_owned(),
+        v3[..16].to_owned(),
+    );
+    let u12 = lab.delta(Some(&v1), &v2, "u12.berth", &[]);
+    lab.ok(&["update", u12.to_str().unwrap()]);
+    lab.booted(&n2, "trial");
+    lab.ok(&["mark-good"]);
+    let u23 = lab.delta(Some(&v2), &v3, "u23.berth", &[]);
+    lab.ok(&["update", u23.to_str().unwrap()]);
+    lab.booted(&n3, "trial");
+    lab.ok(&["mark-good"]);
+    // Now: default v3, previous v2; v1 is referenced by nothing.
+    let deploy = lab.sysroot.join("berth/deploy");
+    assert!(deploy.join(&n1).exists());
+    let v1_only = lab
+        .sysroot
+        .join("berth/deploy")
+        .join(&n1)
+        .join("usr/share/doc/readme");
+    let v1_object_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&v1_only).unwrap());
+    let out: serde_json::Value = serde_json::from_str(&lab.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(out["deployments"], serde_json::json!([n1]), "{out}");
+    assert!(
+        out["objects"].as_u64().unwrap() >= 3,
+        "v1's readme, its trees and its commit: {out}"
+    );
+    assert!(!deploy.join(&n1).exists());
+    assert!(deploy.join(&n2).exists() && deploy.join(&n3).exists());
+    // v1's readme object is gone from the store; nothing else is lost.
+    let still_there = walk_inodes(&lab.sysroot.join("berth/repo/objects"));
+    assert!(
+        !still_there.contains(&v1_object_ino),
+        "v1's object was collected"
+    );
+    assert!(lab.ok(&["fsck"]).contains("sound"));
+    assert_eq!(lab.next_boot(), (n3.clone(), "default".to_owned()));
+    // A second gc finds nothing.
+    let again: serde_json::Value = serde_json::from_str(&lab.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(
+        (
+            again["deployments"].as_array().map(Vec::len),
+            again["objects"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    // The booted deployment is kept even when the record does not name it: install v1
+    // again as a trial, drop the trial, and say v1 is booted (berth.deployment=).
+    let full_v1 = lab.delta(None, &v1, "full-v1.berth", &[]);
+    lab.ok(&["update", full_v1.to_str().unwrap(), "--allow-downgrade"]);
+    lab.ok(&["rollback"]);
+    let s = lab.status();
+    assert_eq!(Lab::role(&s, "trial"), None);
+    lab.booted(&n1, "forced");
+    let r: serde_json::Value = serde_json::from_str(&lab.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(
+        r["deployments"].as_array().map(Vec::len),
+        Some(0),
+        "the booted v1 stays: {r}"
+    );
+    assert!(deploy.join(&n1).exists());
+    // Once something else is booted, v1 goes.
+    lab.booted(&n3, "default");
+    let r: serde_json::Value = serde_json::from_str(&lab.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(r["deployments"], serde_json::json!([n1]), "{r}");
+}
+
+fn walk_inodes(dir: &std::path::Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let m = fs::symlink_metadata(e.path()).unwrap();
+        if m.is_dir() {
+            out.extend(walk_inodes(&e.path()));
+        } else {
+            out.push(std::os::unix::fs::MetadataExt::ino(&m));
+        }
+    }
+    out
+}
