@@ -66,6 +66,15 @@ impl DeploymentName {
         })
     }
 
+    /// The deployment name of a commit, as `berth-image install` and `berth update`
+    /// give it: the first 16 hex digits of the commit id.
+    pub fn for_commit(commit: &crate::ObjectId) -> Self {
+        let hex = commit.to_hex();
+        let mut bytes = [0u8; NAME_LEN_MAX];
+        bytes[..16].copy_from_slice(&hex[..16]);
+        Self { len: 16, bytes }
+    }
+
     /// The name's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
@@ -400,6 +409,14 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "a b", "é", &"x".repeat(64)] {
             assert!(DeploymentName::new(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn deployment_name_of_a_commit() {
+        let id = crate::ObjectId::digest(b"commit");
+        let n = DeploymentName::for_commit(&id);
+        assert_eq!(n.as_str(), &alloc::string::ToString::to_string(&id)[..16]);
+        assert_eq!(DeploymentName::new(n.as_bytes()), Ok(n));
     }
 
     #[test]

@@ -38,10 +38,7 @@ pub struct Installed {
 
 /// The deployment name for a commit: the first 16 hex digits of its id.
 pub fn deployment_name(commit: &ObjectId) -> DeploymentName {
-    let hex = commit.to_string();
-    // 16 hex digits always form a valid name.
-    DeploymentName::new(&hex.as_bytes()[..16])
-        .unwrap_or_else(|_| unreachable!("hex digits are a valid name"))
+    DeploymentName::for_commit(commit)
 }
 
 /// Installs the commits of `layout` from `repo` into the empty (or new) directory `sysroot`.

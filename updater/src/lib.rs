@@ -24,13 +24,9 @@ use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReaso
 use store::{Repo, StoreError};
 use sysroot::{Bootable, CopyState, Sysroot};
 
-/// The deployment name of a commit: the first 16 hex digits of its id (as
-/// `berth-image install` names them).
+/// The deployment name of a commit (the first 16 hex digits of its id).
 pub fn deployment_name(commit: &format::ObjectId) -> DeploymentName {
-    let hex = commit.to_string();
-    // 16 hex digits are always a valid deployment name.
-    DeploymentName::new(&hex.as_bytes()[..16])
-        .unwrap_or_else(|_| unreachable!("hex digits form a valid name"))
+    DeploymentName::for_commit(commit)
 }
 
 /// The default sysroot: where berth-init leaves the physical sysroot in the booted system.
