@@ -422,6 +422,12 @@ fn apply_part(
         if r.read(&mut kind).map_err(io)? == 0 {
             break;
         }
+        if r.n > part.size {
+            return Err(bad(
+                &shown,
+                format!("decompresses to more than its signed {} bytes", part.size),
+            ));
+        }
         let mut id = [0u8; 32];
         r.read_exact(&mut id).map_err(io)?;
         let id = ObjectId::from_bytes(id);

@@ -1,6 +1,7 @@
 //! `berth update` with files from `berth-image delta`: the whole cycle on a sysroot,
 //! resuming, and every refusal leaving the sysroot exactly as it was.
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+#![allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
 
 mod common;
 
@@ -344,4 +345,138 @@ fn walk_inodes(dir: &std::path::Path) -> Vec<u64> {
         }
     }
     out
+}
+
+/// Re-signs `update` after `edit` changed its first part's decompressed bytes: the
+/// result is a validly signed update whose content lies.
+fn resign(lab: &Lab, update: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    use format::update::{Body, encode_head};
+    let body_len = u32::from_le_bytes(update[8..12].try_into().unwrap()) as usize;
+    let mut body = Body::decode(&update[12..12 + body_len]).unwrap();
+    let sig_len =
+        u32::from_le_bytes(update[12 + body_len..16 + body_len].try_into().unwrap()) as usize;
+    let parts_at = 16 + body_len + sig_len;
+    let mut parts: Vec<Vec<u8>> = body
+        .parts
+        .iter()
+        .map(|p| {
+            update[parts_at + p.offset as usize..parts_at + (p.offset + p.len) as usize].to_vec()
+        })
+        .collect();
+    let mut plain = zstd::decode_all(&parts[0][..]).unwrap();
+    edit(&mut plain);
+    parts[0] = zstd::encode_all(&plain[..], 3).unwrap();
+    let mut offset = 0;
+    for (info, bytes) in body.parts.iter_mut().zip(&parts) {
+        info.offset = offset;
+        info.len = bytes.len() as u64;
+        offset += info.len;
+    }
+    body.parts[0].size = plain.len() as u64;
+    body.parts[0].sha256 = format::ObjectId::digest(&parts[0]);
+    let body_bytes = body.encode();
+    let key = format::key::parse_secret(&fs::read(lab.keys.join("berth.key")).unwrap()).unwrap();
+    let mut sigs = format::sig::Signatures::new();
+    sigs.sign(&body_bytes, &key).unwrap();
+    let sig_bytes = sigs.encode();
+    let mut out = encode_head(body_bytes.len());
+    out.extend_from_slice(&body_bytes);
+    out.extend_from_slice(&(sig_bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&sig_bytes);
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+#[test]
+fn a_signed_update_cannot_make_anything_but_its_objects() {
+    let (lab, v1, v2, _) = lab();
+    let good = fs::read(lab.delta(Some(&v1), &v2, "good.berth", &[])).unwrap();
+    let write = |name: &str, b: &[u8]| {
+        let p = lab.tmp.path().join(name);
+        fs::write(&p, b).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    // The first operation names an object (bytes 1..33); claim another name for it.
+    let lying = resign(&lab, &good, |plain| plain[1] ^= 0xff);
+    lab.fails(
+        &["update", &write("lying.berth", &lying)],
+        "does not hash to its name",
+    );
+    // More decompressed bytes than the body says: the signed size is a hard cap.
+    let bomb = resign(&lab, &good, |plain| {
+        plain.extend(std::iter::repeat_n(0u8, 1 << 20));
+    });
+    let mut capped = bomb.clone();
+    // Re-sign with the original (smaller) size: decompression must stop at it.
+    let body_len = u32::from_le_bytes(bomb[8..12].try_into().unwrap()) as usize;
+    let mut body = format::update::Body::decode(&bomb[12..12 + body_len]).unwrap();
+    body.parts[0].size -= 1 << 20;
+    let body_bytes = body.encode();
+    let key = format::key::parse_secret(&fs::read(lab.keys.join("berth.key")).unwrap()).unwrap();
+    let mut sigs = format::sig::Signatures::new();
+    sigs.sign(&body_bytes, &key).unwrap();
+    let sig_bytes = sigs.encode();
+    let old_sig_len =
+        u32::from_le_bytes(bomb[12 + body_len..16 + body_len].try_into().unwrap()) as usize;
+    capped.splice(12..16 + body_len + old_sig_len, {
+        let mut v = body_bytes.clone();
+        v.extend_from_slice(&(sig_bytes.len() as u32).to_le_bytes());
+        v.extend_from_slice(&sig_bytes);
+        v
+    });
+    capped[8..12].copy_from_slice(&(body_bytes.len() as u32).to_le_bytes());
+    lab.fails(
+        &["update", &write("bomb.berth", &capped)],
+        "more than its signed",
+    );
+    // And the untouched update still applies.
+    lab.ok(&["update", &write("good.berth", &good)]);
+}
+
+#[test]
+fn too_little_space_is_refused_with_the_numbers_before_writing() {
+    if testkit::skip_unless_root("too_little_space_is_refused_with_the_numbers_before_writing") {
+        return;
+    }
+    let (lab, v1, _, _) = lab();
+    // 6 MB that compress poorly, on a 4 MiB sysroot.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    let v4 = lab.commit("2.0", &[("usr/lib/noise.bin", &noise)]);
+    let update = lab.delta(Some(&v1), &v4, "big.berth", &[]);
+    let small = lab.tmp.path().join("small-sysroot");
+    fs::create_dir(&small).unwrap();
+    // A private mount namespace: the tmpfs disappears with the shell.
+    let script = format!(
+        "mount -t tmpfs -o size=4m tmpfs {small} && cp -a {src}/. {small}/ && \
+         {berth} --sysroot {small} --boot-json {bj} update {u}; echo rc=$?; \
+         {berth} --sysroot {small} --boot-json {bj} status --json",
+        small = small.display(),
+        src = lab.sysroot.display(),
+        berth = berth().display(),
+        bj = lab.boot_json.display(),
+        u = update.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("rc=1"), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("not enough free space: the update needs") && stderr.contains("are free"),
+        "{stderr}"
+    );
+    let status: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(Lab::role(&status, "trial"), None, "nothing was installed");
 }
