@@ -177,6 +177,10 @@ pub mod op {
     pub const FILE: u8 = 1;
     /// A tree object: id (32), length (u32), the tree's bytes.
     pub const TREE: u8 = 2;
+    /// A file object as a patch against a regular file object the device has: id (32),
+    /// header length (u32), header, base id (32), patch length (u64), then a bidiff
+    /// (bsdiff-style) patch that turns the base's content into `header.size` bytes.
+    pub const FILE_PATCH: u8 = 3;
 }
 
 #[cfg(test)]

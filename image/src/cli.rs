@@ -501,10 +501,11 @@ fn delta(args: &crate::delta::DeltaArgs, json: bool) -> Result<()> {
     }
     println!("{}", out.output.display());
     eprintln!(
-        "update {} -> {}: {} objects, {} parts, {} bytes ({} uncompressed)",
+        "update {} -> {}: {} objects ({} as patches), {} parts, {} bytes ({} uncompressed)",
         out.from.as_deref().map_or("(empty)", |f| &f[..16]),
         &out.to[..16],
         out.objects,
+        out.patched,
         out.parts,
         out.bytes,
         out.uncompressed

@@ -6,8 +6,10 @@
 //! that names the parts by sha256 (see `docs/FORMAT.md`, "Update files"). Objects are
 //! streamed through the compressor, so memory stays bounded whatever their size.
 //!
-//! Not yet: objects encoded as binary deltas against an object the device already has;
-//! a changed file is sent whole (compressed).
+//! A regular file that changed at the same path is sent as a bidiff patch (bsdiff-style)
+//! against the old version, which the device already has, when the patch is smaller than
+//! the file (both at most [`PATCH_MAX`] bytes; larger files travel whole). The device
+//! applies patches streaming, reading the base from its store.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -21,6 +23,10 @@ use format::{EntryKind, ObjectId};
 use store::Repo;
 
 use crate::keys;
+
+/// Largest base or target file made into a patch: bidiff holds both in memory (on the
+/// build host only; the device streams).
+pub const PATCH_MAX: u64 = 64 << 20;
 
 /// Inputs of `delta`.
 #[derive(Debug)]
@@ -41,6 +47,8 @@ pub struct DeltaOutput {
     pub from: Option<String>,
     pub to: String,
     pub objects: u64,
+    /// Of those, sent as patches against the device's version.
+    pub patched: u64,
     pub parts: usize,
     pub uncompressed: u64,
     pub bytes: u64,
@@ -114,43 +122,123 @@ fn closure(repo: &Repo, root: &ObjectId, out: &mut HashSet<ObjectId>) -> Result<
     Ok(())
 }
 
+/// Counts of what went into the update.
+#[derive(Debug, Default)]
+struct Emitted {
+    objects: u64,
+    patched: u64,
+}
+
+/// The entry named `name` in the base tree, if it has the given kind.
+fn base_entry(
+    base: Option<&format::Tree>,
+    name: &format::EntryName,
+    kind: EntryKind,
+) -> Option<ObjectId> {
+    base?
+        .entries()
+        .iter()
+        .find(|b| &b.name == name && b.kind == kind)
+        .map(|b| b.id)
+}
+
+/// Writes a patch op if both are regular files and the patch compresses smaller than
+/// the file; returns whether it did.
+fn try_patch(repo: &Repo, id: &ObjectId, base: &ObjectId, parts: &mut Parts<'_>) -> Result<bool> {
+    let (header, mut content) = repo.file_object(id)?;
+    let (bheader, mut bcontent) = repo.file_object(base)?;
+    let regular = |k| k == format::FileKind::Regular;
+    if !regular(header.kind)
+        || !regular(bheader.kind)
+        || header.size > PATCH_MAX
+        || bheader.size > PATCH_MAX
+    {
+        return Ok(false);
+    }
+    let (mut new, mut old) = (Vec::new(), Vec::new());
+    content.read_to_end(&mut new)?;
+    bcontent.read_to_end(&mut old)?;
+    let mut patch = Vec::new();
+    bidiff::simple_diff(&old, &new, &mut patch)?;
+    // A raw patch is about as long as the file (its "add" block is the byte-wise
+    // difference, mostly zeros); what it costs is its compressed size. Compare that with
+    // the file's own compressed size, at a quick level.
+    let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
+    if cost(&patch)? >= cost(&new)? {
+        return Ok(false);
+    }
+    let h = header.encode();
+    parts.write(&[op::FILE_PATCH])?;
+    parts.write(id.as_bytes())?;
+    parts.write(
+        &u32::try_from(h.len())
+            .context("header too large")?
+            .to_le_bytes(),
+    )?;
+    parts.write(&h)?;
+    parts.write(base.as_bytes())?;
+    parts.write(&(patch.len() as u64).to_le_bytes())?;
+    parts.write(&patch)?;
+    Ok(true)
+}
+
+/// Writes a file object whole.
+fn write_whole(repo: &Repo, id: &ObjectId, parts: &mut Parts<'_>) -> Result<()> {
+    let (header, mut content) = repo.file_object(id)?;
+    let h = header.encode();
+    parts.write(&[op::FILE])?;
+    parts.write(id.as_bytes())?;
+    parts.write(
+        &u32::try_from(h.len())
+            .context("header too large")?
+            .to_le_bytes(),
+    )?;
+    parts.write(&h)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = header.size;
+    while left > 0 {
+        let k = content.read(&mut buf[..usize::try_from(left.min(1 << 16)).unwrap_or(1 << 16)])?;
+        if k == 0 {
+            bail!("object {id}: shorter than its header says");
+        }
+        parts.write(&buf[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+/// Emits what `tree` needs that the device lacks, depth first; `base` is the tree at
+/// the same path in the device's commit, where patch bases come from.
 fn emit(
     repo: &Repo,
     tree: &ObjectId,
+    base: Option<&ObjectId>,
     have: &mut HashSet<ObjectId>,
     parts: &mut Parts<'_>,
-    objects: &mut u64,
+    n: &mut Emitted,
 ) -> Result<()> {
     if have.contains(tree) {
         return Ok(());
     }
     let t = repo.read_tree(tree)?;
+    let base_tree = base.map(|b| repo.read_tree(b)).transpose()?;
     for e in t.entries() {
         match e.kind {
-            EntryKind::Tree => emit(repo, &e.id, have, parts, objects)?,
+            EntryKind::Tree => {
+                let b = base_entry(base_tree.as_ref(), &e.name, EntryKind::Tree);
+                emit(repo, &e.id, b.as_ref(), have, parts, n)?;
+            }
             EntryKind::File if have.insert(e.id) => {
-                let (header, mut content) = repo.file_object(&e.id)?;
-                let h = header.encode();
-                parts.write(&[op::FILE])?;
-                parts.write(e.id.as_bytes())?;
-                parts.write(
-                    &u32::try_from(h.len())
-                        .context("header too large")?
-                        .to_le_bytes(),
-                )?;
-                parts.write(&h)?;
-                let mut buf = vec![0u8; 1 << 16];
-                let mut left = header.size;
-                while left > 0 {
-                    let n = content
-                        .read(&mut buf[..usize::try_from(left.min(1 << 16)).unwrap_or(1 << 16)])?;
-                    if n == 0 {
-                        bail!("object {}: shorter than its header says", e.id);
-                    }
-                    parts.write(&buf[..n])?;
-                    left -= n as u64;
+                let patched = match base_entry(base_tree.as_ref(), &e.name, EntryKind::File) {
+                    Some(b) => try_patch(repo, &e.id, &b, parts)?,
+                    None => false,
+                };
+                if patched {
+                    n.patched += 1;
+                } else {
+                    write_whole(repo, &e.id, parts)?;
                 }
-                *objects += 1;
+                n.objects += 1;
                 parts.maybe_cut()?;
             }
             EntryKind::File => {}
@@ -166,7 +254,7 @@ fn emit(
     )?;
     parts.write(&bytes)?;
     have.insert(*tree);
-    *objects += 1;
+    n.objects += 1;
     parts.maybe_cut()
 }
 
@@ -184,9 +272,11 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
         .transpose()?;
     let (target, commit_bytes) = repo.read_commit(&to)?;
     let mut have = HashSet::new();
+    let mut base_root = None;
     if let Some(f) = &from {
         let (c, _) = repo.read_commit(f)?;
         closure(&repo, &c.root, &mut have)?;
+        base_root = Some(c.root);
     }
     let parent = args
         .output
@@ -203,8 +293,15 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
         current: None,
         done: Vec::new(),
     };
-    let mut objects = 0;
-    emit(&repo, &target.root, &mut have, &mut parts, &mut objects)?;
+    let mut emitted = Emitted::default();
+    emit(
+        &repo,
+        &target.root,
+        base_root.as_ref(),
+        &mut have,
+        &mut parts,
+        &mut emitted,
+    )?;
     parts.cut()?;
 
     let mut infos = Vec::new();
@@ -256,7 +353,8 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
         output: args.output.clone(),
         from: from.map(|f| f.to_string()),
         to: to.to_string(),
-        objects,
+        objects: emitted.objects,
+        patched: emitted.patched,
         parts: parts.done.len(),
         uncompressed: parts.done.iter().map(|p| p.1).sum(),
         bytes,

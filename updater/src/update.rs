@@ -434,35 +434,7 @@ fn apply_part(
         let mut len = [0u8; 4];
         r.read_exact(&mut len).map_err(io)?;
         let len = u32::from_le_bytes(len) as usize;
-        match kind[0] {
-            op::FILE if len <= 1 << 20 => {
-                let mut h = vec![0u8; len];
-                r.read_exact(&mut h).map_err(io)?;
-                let header = FileHeader::decode(&h).map_err(|e| bad(&shown, e.to_string()))?;
-                let got = txn.write_file(&header, &mut (&mut r).take(header.size), &shown)?;
-                if got != id {
-                    return Err(bad(
-                        &shown,
-                        format!("object {id} does not hash to its name (got {got})"),
-                    ));
-                }
-            }
-            op::TREE if len <= 64 << 20 => {
-                let mut t = vec![0u8; len];
-                r.read_exact(&mut t).map_err(io)?;
-                let tree = Tree::decode(&t).map_err(|e| bad(&shown, e.to_string()))?;
-                if tree.id() != id {
-                    return Err(bad(&shown, format!("tree {id} does not hash to its name")));
-                }
-                txn.write_tree(&tree)?;
-            }
-            k => {
-                return Err(bad(
-                    &shown,
-                    format!("unknown or oversized operation {k} ({len} bytes)"),
-                ));
-            }
-        }
+        apply_op(repo, &mut txn, &mut r, kind[0], id, len, &shown)?;
         objects += 1;
         if r.n > part.size {
             return Err(bad(
@@ -482,6 +454,87 @@ fn apply_part(
     }
     txn.commit()?;
     Ok(objects)
+}
+
+/// Applies one operation of a part: reads it from `r` and writes its object into `txn`,
+/// checking that it hashes to `id`.
+fn apply_op<R: Read>(
+    repo: &Repo,
+    txn: &mut Txn<'_>,
+    r: &mut R,
+    kind: u8,
+    id: ObjectId,
+    len: usize,
+    shown: &Path,
+) -> Result<(), UpdaterError> {
+    let io = |e: std::io::Error| bad(shown, e.to_string());
+    match kind {
+        op::FILE if len <= 1 << 20 => {
+            let mut h = vec![0u8; len];
+            r.read_exact(&mut h).map_err(io)?;
+            let header = FileHeader::decode(&h).map_err(|e| bad(shown, e.to_string()))?;
+            let got = txn.write_file(&header, &mut r.by_ref().take(header.size), shown)?;
+            if got != id {
+                return Err(bad(
+                    shown,
+                    format!("object {id} does not hash to its name (got {got})"),
+                ));
+            }
+        }
+        op::FILE_PATCH if len <= 1 << 20 => {
+            let mut h = vec![0u8; len];
+            r.read_exact(&mut h).map_err(io)?;
+            let header = FileHeader::decode(&h).map_err(|e| bad(shown, e.to_string()))?;
+            let mut base = [0u8; 32];
+            r.read_exact(&mut base).map_err(io)?;
+            let base = ObjectId::from_bytes(base);
+            let mut patch_len = [0u8; 8];
+            r.read_exact(&mut patch_len).map_err(io)?;
+            let (_, base_content) = repo.file_object(&base).map_err(|e| {
+                bad(
+                    shown,
+                    format!("object {id} is a patch against {base}, which cannot be read: {e}"),
+                )
+            })?;
+            let store::FileContent::File(base_file) = base_content else {
+                return Err(bad(
+                    shown,
+                    format!("object {id} is a patch against {base}, which is not a regular file"),
+                ));
+            };
+            // The patch is bounded by the part's own (capped) stream; the output by
+            // the header's size, which write_file enforces.
+            let mut patch = r.by_ref().take(u64::from_le_bytes(patch_len));
+            let got = {
+                let mut out = bipatch::Reader::new(&mut patch, base_file)
+                    .map_err(|e| bad(shown, format!("object {id}: bad patch: {e}")))?;
+                txn.write_file(&header, &mut out, shown)?
+            };
+            std::io::copy(&mut patch, &mut std::io::sink()).map_err(io)?;
+            if got != id {
+                return Err(bad(
+                    shown,
+                    format!("object {id} does not hash to its name (got {got})"),
+                ));
+            }
+        }
+        op::TREE if len <= 64 << 20 => {
+            let mut t = vec![0u8; len];
+            r.read_exact(&mut t).map_err(io)?;
+            let tree = Tree::decode(&t).map_err(|e| bad(shown, e.to_string()))?;
+            if tree.id() != id {
+                return Err(bad(shown, format!("tree {id} does not hash to its name")));
+            }
+            txn.write_tree(&tree)?;
+        }
+        k => {
+            return Err(bad(
+                shown,
+                format!("unknown or oversized operation {k} ({len} bytes)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_closure(repo: &Repo, root: &ObjectId) -> Result<(), String> {

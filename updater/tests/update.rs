@@ -23,11 +23,14 @@ fn lab() -> (Lab, String, String, String) {
             ("usr/lib/big.bin", &big),
         ],
     );
+    // v3 changes a few bytes in the middle of the big file: a patch against v2's.
+    let mut big3 = big.clone();
+    big3[600_000..600_016].copy_from_slice(b"sixteen changed!");
     let v3 = lab.commit(
         "1.2",
         &[
             ("usr/share/doc/readme", b"version three\n"),
-            ("usr/lib/big.bin", &big),
+            ("usr/lib/big.bin", &big3),
         ],
     );
     lab.install(&v1, &[]);
@@ -88,9 +91,10 @@ fn update_mark_good_update_again_rollback() {
     lab.ok(&["mark-good"]);
     // Update again, v2 -> v3: only what changed travels.
     let u23 = lab.delta(Some(&v2), &v3, "v2-v3.berth", &[]);
+    let u23_len = fs::metadata(&u23).unwrap().len();
     assert!(
-        fs::metadata(&u23).unwrap().len() < fs::metadata(&u12).unwrap().len() / 4,
-        "a small delta"
+        u23_len < 4096,
+        "the changed 1.2 MB file travels as a small patch: {u23_len} bytes"
     );
     lab.booted(&v2[..16], "default");
     lab.ok(&["update", u23.to_str().unwrap()]);
@@ -106,6 +110,18 @@ fn update_mark_good_update_again_rollback() {
             Some(v1[..16].to_owned()),
             Some(v3[..16].to_owned())
         )
+    );
+    let big3 = fs::read(
+        lab.sysroot
+            .join("berth/deploy")
+            .join(&v3[..16])
+            .join("usr/lib/big.bin"),
+    )
+    .unwrap();
+    assert_eq!(
+        (big3.len(), &big3[600_000..600_016]),
+        (1_200_000, &b"sixteen changed!"[..]),
+        "the patched file is exact"
     );
     // Changed our mind: roll back; v2 stays the default.
     lab.ok(&["rollback"]);
@@ -479,4 +495,23 @@ fn too_little_space_is_refused_with_the_numbers_before_writing() {
     );
     let status: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(Lab::role(&status, "trial"), None, "nothing was installed");
+}
+
+#[test]
+fn a_patch_whose_base_the_device_lost_is_refused() {
+    let (lab, v1, v2, v3) = lab();
+    let good = lab.delta(Some(&v1), &v2, "good.berth", &[]);
+    let u23 = lab.delta(Some(&v2), &v3, "patch.berth", &[]);
+    lab.ok(&["update", good.to_str().unwrap()]);
+    let base = fs::read_dir(lab.sysroot.join("berth/repo/objects"))
+        .unwrap()
+        .flat_map(|e| fs::read_dir(e.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.len() == 1_200_000))
+        .expect("v2's big.bin object");
+    fs::remove_file(&base).unwrap();
+    lab.booted(&v2[..16], "trial");
+    lab.ok(&["mark-good"]);
+    lab.booted(&v2[..16], "default");
+    lab.fails(&["update", u23.to_str().unwrap()], "cannot be read");
 }
