@@ -52,8 +52,8 @@ section=$(cat <<MD
 Measured by \`ci/bench-update.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores. Trees: Debian bookworm
 \`debootstrap --variant=minbase\` before and after \`apt-get upgrade\` with bookworm-updates and
 bookworm-security ($changed paths differ; apt lists and caches removed from both), $(du -sm "$after" | cut -f1) MiB.
-Berth sends every object the device lacks, whole, zstd-compressed (level 15, the default) in parts; binary deltas against the
-objects the device has are not built yet, which is why \`zstd --patch-from\` over the whole tar is smaller.
+Berth sends every object the device lacks, zstd-compressed (level 15, the default) in parts; a file changed at the
+same path travels as a bidiff patch against the device's version when that compresses smaller.
 
 | | bytes | full image / this | make (s) | make peak RSS (MiB) | apply (s) | apply peak RSS (MiB) |
 |---|---|---|---|---|---|---|

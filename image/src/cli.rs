@@ -145,8 +145,9 @@ enum Command {
     /// Make a signed update file that takes a device from one commit to another.
     ///
     /// It holds every object the target needs that --from does not have (all of them
-    /// with --empty), zstd-compressed in parts of about --part-size bytes, and a
-    /// superblock signed with --key that names each part by sha256. Copy the file to a
+    /// with --empty), a file changed at the same path as a bsdiff-style patch against the
+    /// old one when that is smaller, zstd-compressed in parts of about --part-size bytes,
+    /// and a superblock signed with --key that names each part by sha256. Copy the file to a
     /// USB stick or a web server; `berth update FILE` applies it.
     Delta {
         /// The repository holding the commits.
@@ -178,6 +179,10 @@ enum Command {
         /// zstd compression level (1 to 22).
         #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
+        /// Write a directory instead (superblock, part-00000, …), to serve over HTTP;
+        /// `berth update DIR` reads it too.
+        #[arg(long)]
+        split: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -311,6 +316,7 @@ pub fn run(cli: Cli) -> Result<()> {
             output,
             part_size,
             level,
+            split,
             json,
         } => delta(
             &crate::delta::DeltaArgs {
@@ -321,6 +327,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 output,
                 part_size,
                 level,
+                split,
             },
             json,
         ),

@@ -38,6 +38,8 @@ pub struct DeltaArgs {
     pub output: PathBuf,
     pub part_size: u64,
     pub level: i32,
+    /// Write a directory (superblock and one file per part) instead of one file.
+    pub split: bool,
 }
 
 /// What `delta` wrote.
@@ -258,6 +260,49 @@ fn emit(
     parts.maybe_cut()
 }
 
+/// Writes the update: one file (head, then the parts), or with `split` a directory
+/// (`superblock` holding the head, and `part-NNNNN`). Built in `work`, renamed into place.
+/// Returns the total size.
+fn write_output(
+    output: &Path,
+    work: &Path,
+    head: &[u8],
+    parts: &[(PathBuf, u64)],
+    split: bool,
+) -> Result<u64> {
+    if split {
+        let tmp = work.join("update.d");
+        std::fs::create_dir(&tmp)?;
+        let mut sb = File::create(tmp.join("superblock"))?;
+        sb.write_all(head)?;
+        sb.sync_all()?;
+        let mut total = head.len() as u64;
+        for (i, (path, _)) in parts.iter().enumerate() {
+            let dest = tmp.join(format!("part-{i:05}"));
+            std::fs::rename(path, &dest)?;
+            let f = File::open(&dest)?;
+            f.sync_all()?;
+            total += f.metadata()?.len();
+        }
+        std::fs::rename(&tmp, output)
+            .with_context(|| format!("{}: write (it must not exist)", output.display()))?;
+        return Ok(total);
+    }
+    let tmp = work.join("update");
+    let mut out = BufWriter::new(File::create(&tmp)?);
+    out.write_all(head)?;
+    for (path, _) in parts {
+        std::io::copy(&mut File::open(path)?, &mut out)?;
+    }
+    let mut f = out
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
+    f.sync_all()?;
+    let bytes = f.stream_position()?;
+    std::fs::rename(&tmp, output).with_context(|| format!("{}: write", output.display()))?;
+    Ok(bytes)
+}
+
 pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     let key = keys::read_secret(&args.key)?;
     if args.part_size == 0 {
@@ -333,22 +378,11 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     signatures.sign(&body, &key).context("sign the update")?;
     let sig_bytes = signatures.encode();
 
-    let tmp = work.path().join("update");
-    let mut out = BufWriter::new(File::create(&tmp)?);
-    out.write_all(&update::encode_head(body.len()))?;
-    out.write_all(&body)?;
-    out.write_all(&u32::try_from(sig_bytes.len())?.to_le_bytes())?;
-    out.write_all(&sig_bytes)?;
-    for (path, _) in &parts.done {
-        std::io::copy(&mut File::open(path)?, &mut out)?;
-    }
-    let mut f = out
-        .into_inner()
-        .map_err(std::io::IntoInnerError::into_error)?;
-    f.sync_all()?;
-    let bytes = f.stream_position()?;
-    std::fs::rename(&tmp, &args.output)
-        .with_context(|| format!("{}: write", args.output.display()))?;
+    let mut head = update::encode_head(body.len());
+    head.extend_from_slice(&body);
+    head.extend_from_slice(&u32::try_from(sig_bytes.len())?.to_le_bytes());
+    head.extend_from_slice(&sig_bytes);
+    let bytes = write_output(&args.output, work.path(), &head, &parts.done, args.split)?;
     Ok(DeltaOutput {
         output: args.output.clone(),
         from: from.map(|f| f.to_string()),

@@ -2,10 +2,10 @@
 //!
 //! Order of checks (nothing is written before all of them pass):
 //! 1. the superblock's signature, over its exact body bytes, against the keys the
-//!    default deployment trusts (`/usr/lib/berth/keys/*.pub`, `/etc/berth/keys/*.pub`,
+//!    running deployment (booted, else default) trusts (`/usr/lib/berth/keys/*.pub`, `/etc/berth/keys/*.pub`,
 //!    and the persistent `/etc` layer's `berth/keys/*.pub`), before the body is parsed;
 //! 2. the file's length against the parts the body lists;
-//! 3. rollback protection: the target version must be newer than the default's;
+//! 3. rollback protection: the target version must be newer than the running one's;
 //! 4. a delta's base commit must be on the device;
 //! 5. free space for every part's decompressed size.
 //!
@@ -137,12 +137,26 @@ impl Device {
     /// Applies the update file `file`; the new deployment becomes the trial.
     pub fn update(&self, file: &Path, opts: UpdateOptions) -> Result<UpdateReport, UpdaterError> {
         let (rec, copy) = self.record()?;
-        let default = rec.default.ok_or_else(|| {
-            UpdaterError::State("the boot record has no default deployment".into())
+        // The running deployment: the booted one (berth-init's report), else the default.
+        // Its keys are trusted, its version is the floor, its /etc is carried forward.
+        let booted = self
+            .booted()?
+            .and_then(|b| DeploymentName::new(b.0.as_bytes()).ok());
+        let default = booted.or(rec.default).ok_or_else(|| {
+            UpdaterError::State(
+                "the boot record has no default deployment and nothing is booted".into(),
+            )
         })?;
         let keys = self.trusted_keys(&default)?;
-        let mut f = File::open(file).map_err(|e| bad(file, e.to_string()))?;
-        let (body, parts_start) = verified_body(&mut f, file, &keys, &default)?;
+        // A directory is the split form: DIR/superblock and DIR/part-NNNNN.
+        let split = file.is_dir();
+        let head_path = if split {
+            file.join("superblock")
+        } else {
+            file.to_path_buf()
+        };
+        let mut f = File::open(&head_path).map_err(|e| bad(&head_path, e.to_string()))?;
+        let (body, parts_start) = verified_body(&mut f, &head_path, &keys, &default, split)?;
         let commit = Commit::decode(&body.commit).map_err(|e| bad(file, e.to_string()))?;
         let id = ObjectId::digest(&body.commit);
         let name = crate::deployment_name(&id);
@@ -158,6 +172,9 @@ impl Device {
             .lines()
             .filter_map(|l| l.parse().ok())
             .collect();
+        // Every part is checked against its signed hash before the first is applied, so a
+        // damaged file changes nothing at all (applying re-checks each part as it goes).
+        check_all_parts(file, &mut f, split, parts_start, &body, &done)?;
         let (mut applied, mut objects) = (0, 0u64);
         let mut offset = parts_start;
         for (i, part) in body.parts.iter().enumerate() {
@@ -166,7 +183,8 @@ impl Device {
             if done.contains(&i) {
                 continue;
             }
-            objects += apply_part(&repo, &mut f, file, i, start, part)?;
+            let (mut pf, at, shown) = open_part(file, &mut f, split, i, start, part)?;
+            objects += apply_part(&repo, &mut pf, &shown, i, at, part)?;
             applied += 1;
             let finished: Vec<usize> = (0..body.parts.len())
                 .filter(|k| done.contains(k) || *k <= i)
@@ -195,32 +213,13 @@ impl Device {
             }
         }
 
-        // Everything the commit names must be here now.
-        check_closure(&repo, &commit.root)
-            .map_err(|e| bad(file, format!("update is incomplete: {e}")))?;
-        let commit_sigs = if body.commit_signatures.is_empty() {
-            None
-        } else {
-            Some(
-                Signatures::decode(&body.commit_signatures)
-                    .map_err(|e| bad(file, e.to_string()))?,
-            )
-        };
-        let mut txn = Txn::begin(&repo)?;
-        txn.write_commit(&commit, commit_sigs.as_ref())?;
-        txn.commit()?;
-        let dest = self.path.join("berth/deploy").join(name.as_str());
-        if !dest.exists() {
-            checkout(
-                &repo,
-                &commit.root,
-                &dest,
-                CheckoutOptions {
-                    copy: false,
-                    sync: true,
-                },
-            )?;
-        }
+        install_commit(
+            &repo,
+            file,
+            &body,
+            &commit,
+            &self.path.join("berth/deploy").join(name.as_str()),
+        )?;
         self.carry_etc(&repo, &default, &name)?;
         let new = Record {
             trial: Some(name),
@@ -337,6 +336,7 @@ fn verified_body(
     file: &Path,
     keys: &[ed25519_dalek::VerifyingKey],
     default: &DeploymentName,
+    split: bool,
 ) -> Result<(Body, u64), UpdaterError> {
     let file_len = f.metadata().map_err(|e| bad(file, e.to_string()))?.len();
     let head = read_exact(f, update::HEAD_LEN, file, "head")?;
@@ -362,12 +362,17 @@ fn verified_body(
     let body = Body::decode(&body_bytes).map_err(|e| bad(file, e.to_string()))?;
     let parts_start = (update::HEAD_LEN + body_len + 4 + sig_len) as u64;
     let parts_len: u64 = body.parts.iter().map(|p| p.len).sum();
-    if file_len != parts_start + parts_len {
+    // The split form's superblock file ends where the parts would start.
+    let expected = if split {
+        parts_start
+    } else {
+        parts_start + parts_len
+    };
+    if file_len != expected {
         return Err(bad(
             file,
             format!(
-                "is {file_len} bytes, but its superblock describes {} (truncated or not this update's parts)",
-                parts_start + parts_len
+                "is {file_len} bytes, but its superblock describes {expected} (truncated or not this update's parts)"
             ),
         ));
     }
@@ -386,27 +391,7 @@ fn apply_part(
 ) -> Result<u64, UpdaterError> {
     let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
     let io = |e: std::io::Error| bad(&shown, e.to_string());
-    f.seek(SeekFrom::Start(start)).map_err(io)?;
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut left = part.len;
-    let mut buf = vec![0u8; 1 << 16];
-    while left > 0 {
-        let n = f
-            .read(&mut buf[..usize::try_from(left.min(1 << 16)).unwrap_or(1 << 16)])
-            .map_err(io)?;
-        if n == 0 {
-            return Err(bad(&shown, "truncated"));
-        }
-        sha2::Digest::update(&mut hasher, &buf[..n]);
-        left -= n as u64;
-    }
-    let digest: [u8; 32] = sha2::Digest::finalize(hasher).into();
-    if ObjectId::from_bytes(digest) != part.sha256 {
-        return Err(bad(
-            &shown,
-            "damaged: its sha256 does not match the signed superblock",
-        ));
-    }
+    check_part_hash(f, &shown, start, part)?;
     f.seek(SeekFrom::Start(start)).map_err(io)?;
     let decoder = ruzstd::decoding::StreamingDecoder::new((&mut *f).take(part.len))
         .map_err(|e| bad(&shown, format!("not zstd: {e}")))?;
@@ -533,6 +518,119 @@ fn apply_op<R: Read>(
                 format!("unknown or oversized operation {k} ({len} bytes)"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks that everything the commit names is in the store, writes the commit object
+/// (and its signatures) and checks out the deployment at `dest` (synced).
+fn install_commit(
+    repo: &Repo,
+    file: &Path,
+    body: &Body,
+    commit: &Commit,
+    dest: &Path,
+) -> Result<(), UpdaterError> {
+    // Everything the commit names must be here now.
+    check_closure(repo, &commit.root)
+        .map_err(|e| bad(file, format!("update is incomplete: {e}")))?;
+    let commit_sigs = if body.commit_signatures.is_empty() {
+        None
+    } else {
+        Some(Signatures::decode(&body.commit_signatures).map_err(|e| bad(file, e.to_string()))?)
+    };
+    let mut txn = Txn::begin(repo)?;
+    txn.write_commit(commit, commit_sigs.as_ref())?;
+    txn.commit()?;
+    if !dest.exists() {
+        checkout(
+            repo,
+            &commit.root,
+            dest,
+            CheckoutOptions {
+                copy: false,
+                sync: true,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks every part not yet applied against its signed hash.
+fn check_all_parts(
+    file: &Path,
+    f: &mut File,
+    split: bool,
+    parts_start: u64,
+    body: &Body,
+    done: &[usize],
+) -> Result<(), UpdaterError> {
+    let mut offset = parts_start;
+    for (i, part) in body.parts.iter().enumerate() {
+        let start = offset;
+        offset += part.len;
+        if !done.contains(&i) {
+            let (mut pf, at, shown) = open_part(file, f, split, i, start, part)?;
+            check_part_hash(&mut pf, &shown, at, part)?;
+        }
+    }
+    Ok(())
+}
+
+/// The file a part is in and where it starts: the update file at `start`, or in the
+/// split form `DIR/part-NNNNN` at 0 (whose length must be the signed one).
+fn open_part(
+    file: &Path,
+    f: &mut File,
+    split: bool,
+    i: usize,
+    start: u64,
+    part: &update::PartInfo,
+) -> Result<(File, u64, PathBuf), UpdaterError> {
+    if !split {
+        let dup = f.try_clone().map_err(|e| bad(file, e.to_string()))?;
+        return Ok((dup, start, file.to_path_buf()));
+    }
+    let path = file.join(format!("part-{i:05}"));
+    let pf = File::open(&path).map_err(|e| bad(&path, e.to_string()))?;
+    let len = pf.metadata().map_err(|e| bad(&path, e.to_string()))?.len();
+    if len != part.len {
+        return Err(bad(
+            &path,
+            format!("is {len} bytes, but the superblock says {}", part.len),
+        ));
+    }
+    Ok((pf, 0, path))
+}
+
+/// Checks a part's compressed bytes against the signed sha256.
+fn check_part_hash(
+    f: &mut File,
+    shown: &Path,
+    start: u64,
+    part: &update::PartInfo,
+) -> Result<(), UpdaterError> {
+    let io = |e: std::io::Error| bad(shown, e.to_string());
+    f.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut left = part.len;
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        let n = f
+            .read(&mut buf[..usize::try_from(left.min(1 << 16)).unwrap_or(1 << 16)])
+            .map_err(io)?;
+        if n == 0 {
+            return Err(bad(shown, "truncated"));
+        }
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        left -= n as u64;
+    }
+    let digest: [u8; 32] = sha2::Digest::finalize(hasher).into();
+    if ObjectId::from_bytes(digest) != part.sha256 {
+        return Err(bad(
+            shown,
+            "damaged: a part's sha256 does not match the signed superblock",
+        ));
     }
     Ok(())
 }

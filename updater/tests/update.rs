@@ -515,3 +515,38 @@ fn a_patch_whose_base_the_device_lost_is_refused() {
     lab.booted(&v2[..16], "default");
     lab.fails(&["update", u23.to_str().unwrap()], "cannot be read");
 }
+
+#[test]
+fn the_split_form_applies_and_its_parts_are_checked() {
+    let (lab, v1, v2, _) = lab();
+    let dir = lab.delta(
+        Some(&v1),
+        &v2,
+        "v1-v2.d",
+        &["--split", "--part-size", "100000"],
+    );
+    let mut parts: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    parts.sort();
+    assert_eq!(parts.first().map(String::as_str), Some("part-00000"));
+    assert_eq!(parts.last().map(String::as_str), Some("superblock"));
+    assert!(
+        parts.len() >= 3,
+        "at least two parts and the superblock: {parts:?}"
+    );
+    // A damaged part file, then a missing one: refused, nothing changes.
+    let p1 = dir.join("part-00001");
+    let good = fs::read(&p1).unwrap();
+    let mut bad = good.clone();
+    bad[3] ^= 1;
+    fs::write(&p1, &bad).unwrap();
+    lab.fails(&["update", dir.to_str().unwrap()], "damaged");
+    fs::remove_file(&p1).unwrap();
+    lab.fails(&["update", dir.to_str().unwrap()], "part-00001");
+    fs::write(&p1, &good).unwrap();
+    let out = lab.ok(&["update", dir.to_str().unwrap()]);
+    assert!(out.contains(&format!("installed {}", &v2[..16])), "{out}");
+    assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
+}
