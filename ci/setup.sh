@@ -32,8 +32,17 @@ if ((${#missing[@]})); then
         exit 1
     fi
     echo "ci/setup.sh: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    # One transaction first; if the resolver refuses the whole set (seen here once, with
+    # qemu-utils from backports on the image), install them one at a time.
+    if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends "${missing[@]}" >/tmp/berth-apt.log 2>&1; then
+        for p in "${missing[@]}"; do
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+                --no-install-recommends "$p" >>/tmp/berth-apt.log 2>&1 ||
+                { tail -20 /tmp/berth-apt.log >&2; echo "ci/setup.sh: cannot install $p" >&2; exit 1; }
+        done
+    fi
 fi
 
 if ! command -v rustup >/dev/null; then
