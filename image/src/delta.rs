@@ -144,58 +144,68 @@ fn base_entry(
         .map(|b| b.id)
 }
 
-/// Writes a patch op if both are regular files and the patch compresses smaller than
-/// the file; returns whether it did.
-fn try_patch(repo: &Repo, id: &ObjectId, base: &ObjectId, parts: &mut Parts<'_>) -> Result<bool> {
-    let (header, mut content) = repo.file_object(id)?;
+/// Writes an object operation's head: op, id, header length, header.
+fn op_head(
+    parts: &mut Parts<'_>,
+    op: u8,
+    id: &ObjectId,
+    header: &format::FileHeader,
+) -> Result<()> {
+    let h = header.encode();
+    parts.write(&[op])?;
+    parts.write(id.as_bytes())?;
+    parts.write(
+        &u32::try_from(h.len())
+            .context("header too large")?
+            .to_le_bytes(),
+    )?;
+    parts.write(&h)
+}
+
+/// A patch from `base` to `new` if the base is a regular file of at most [`PATCH_MAX`]
+/// bytes and the patch compresses smaller than `new`.
+fn patch_for(repo: &Repo, base: &ObjectId, new: &[u8]) -> Result<Option<Vec<u8>>> {
     let (bheader, mut bcontent) = repo.file_object(base)?;
-    let regular = |k| k == format::FileKind::Regular;
-    if !regular(header.kind)
-        || !regular(bheader.kind)
-        || header.size > PATCH_MAX
-        || bheader.size > PATCH_MAX
-    {
-        return Ok(false);
+    if bheader.kind != format::FileKind::Regular || bheader.size > PATCH_MAX {
+        return Ok(None);
     }
-    let (mut new, mut old) = (Vec::new(), Vec::new());
-    content.read_to_end(&mut new)?;
+    let mut old = Vec::new();
     bcontent.read_to_end(&mut old)?;
     let mut patch = Vec::new();
-    bidiff::simple_diff(&old, &new, &mut patch)?;
+    bidiff::simple_diff(&old, new, &mut patch)?;
     // A raw patch is about as long as the file (its "add" block is the byte-wise
     // difference, mostly zeros); what it costs is its compressed size. Compare that with
     // the file's own compressed size, at a quick level.
     let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
-    if cost(&patch)? >= cost(&new)? {
-        return Ok(false);
-    }
-    let h = header.encode();
-    parts.write(&[op::FILE_PATCH])?;
-    parts.write(id.as_bytes())?;
-    parts.write(
-        &u32::try_from(h.len())
-            .context("header too large")?
-            .to_le_bytes(),
-    )?;
-    parts.write(&h)?;
-    parts.write(base.as_bytes())?;
-    parts.write(&(patch.len() as u64).to_le_bytes())?;
-    parts.write(&patch)?;
-    Ok(true)
+    Ok((cost(&patch)? < cost(new)?).then_some(patch))
 }
 
-/// Writes a file object whole.
-fn write_whole(repo: &Repo, id: &ObjectId, parts: &mut Parts<'_>) -> Result<()> {
+/// Writes a file object: as a patch against `base` when that pays, else whole (streamed).
+/// Returns whether it was a patch.
+fn write_file_op(
+    repo: &Repo,
+    id: &ObjectId,
+    base: Option<ObjectId>,
+    parts: &mut Parts<'_>,
+) -> Result<bool> {
     let (header, mut content) = repo.file_object(id)?;
-    let h = header.encode();
-    parts.write(&[op::FILE])?;
-    parts.write(id.as_bytes())?;
-    parts.write(
-        &u32::try_from(h.len())
-            .context("header too large")?
-            .to_le_bytes(),
-    )?;
-    parts.write(&h)?;
+    if let Some(base) =
+        base.filter(|_| header.kind == format::FileKind::Regular && header.size <= PATCH_MAX)
+    {
+        let mut new = Vec::new();
+        content.read_to_end(&mut new)?;
+        if let Some(patch) = patch_for(repo, &base, &new)? {
+            op_head(parts, op::FILE_PATCH, id, &header)?;
+            parts.write(base.as_bytes())?;
+            parts.write(&(patch.len() as u64).to_le_bytes())?;
+            parts.write(&patch)?;
+            return Ok(true);
+        }
+        op_head(parts, op::FILE, id, &header)?;
+        parts.write(&new)?;
+        return Ok(false);
+    }
+    op_head(parts, op::FILE, id, &header)?;
     let mut buf = vec![0u8; 1 << 16];
     let mut left = header.size;
     while left > 0 {
@@ -206,7 +216,7 @@ fn write_whole(repo: &Repo, id: &ObjectId, parts: &mut Parts<'_>) -> Result<()> 
         parts.write(&buf[..k])?;
         left -= k as u64;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Emits what `tree` needs that the device lacks, depth first; `base` is the tree at
@@ -231,14 +241,9 @@ fn emit(
                 emit(repo, &e.id, b.as_ref(), have, parts, n)?;
             }
             EntryKind::File if have.insert(e.id) => {
-                let patched = match base_entry(base_tree.as_ref(), &e.name, EntryKind::File) {
-                    Some(b) => try_patch(repo, &e.id, &b, parts)?,
-                    None => false,
-                };
-                if patched {
+                let base = base_entry(base_tree.as_ref(), &e.name, EntryKind::File);
+                if write_file_op(repo, &e.id, base, parts)? {
                     n.patched += 1;
-                } else {
-                    write_whole(repo, &e.id, parts)?;
                 }
                 n.objects += 1;
                 parts.maybe_cut()?;

@@ -36,11 +36,6 @@ pub struct Installed {
     pub deployments: Vec<(DeploymentName, ObjectId)>,
 }
 
-/// The deployment name for a commit: the first 16 hex digits of its id.
-pub fn deployment_name(commit: &ObjectId) -> DeploymentName {
-    DeploymentName::for_commit(commit)
-}
-
 /// Installs the commits of `layout` from `repo` into the empty (or new) directory `sysroot`.
 pub fn install(repo: &Repo, layout: &Layout, sysroot: &Path) -> Result<Installed> {
     let resolve = |c: &str| {
@@ -90,7 +85,7 @@ pub fn install(repo: &Repo, layout: &Layout, sysroot: &Path) -> Result<Installed
 
     let mut deployments = Vec::new();
     for c in &commits {
-        let name = deployment_name(c);
+        let name = DeploymentName::for_commit(c);
         let dest = berth.join("deploy").join(name.as_str());
         if !dest.exists() {
             let (commit, _) = target.read_commit(c)?;
@@ -108,7 +103,7 @@ pub fn install(repo: &Repo, layout: &Layout, sysroot: &Path) -> Result<Installed
     }
     seed_var(&target, &default, &berth.join("state/var"))?;
 
-    let name = |c: &ObjectId| deployment_name(c);
+    let name = DeploymentName::for_commit;
     let record = Record {
         generation: 1,
         default: Some(name(&default)),

@@ -78,6 +78,37 @@ fn name(s: &str) -> DeploymentName {
     DeploymentName::new(s.as_bytes()).unwrap()
 }
 
+/// `tmp/sysroot` with one deployment per name (the probe as its init), a record
+/// (default, optional trial with tries, generation) as copy A, and, for booting it in a
+/// chroot, the shim at `/berth-init`. Returns the sysroot and the probe.
+fn sysroot(
+    tmp: &Path,
+    shim: Option<&Path>,
+    names: &[&str],
+    record: (&str, Option<(&str, u8)>, u64),
+) -> (PathBuf, PathBuf) {
+    let probe = probe_init(tmp);
+    let root = tmp.join("sysroot");
+    fs::create_dir_all(root.join("berth/boot")).unwrap();
+    for n in names {
+        deployment(&root, n, &probe);
+    }
+    let (default, trial, generation) = record;
+    let rec = Record {
+        generation,
+        default: Some(name(default)),
+        previous: None,
+        trial: trial.map(|t| name(t.0)),
+        tries_left: trial.map_or(0, |t| t.1),
+        last_rollback: None,
+    };
+    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
+    if let Some(shim) = shim {
+        fs::copy(shim, root.join("berth-init")).unwrap();
+    }
+    (root, probe)
+}
+
 fn deployment(root: &Path, name: &str, probe: &Path) {
     let d = root.join("berth/deploy").join(name);
     for dir in ["etc", "var", "run", "dev", "proc", "sys", "sysroot", "sbin"] {
@@ -99,23 +130,13 @@ fn direct_mode_pivots_into_the_deployment() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let probe = probe_init(tmp.path());
-
-    let root = tmp.path().join("sysroot");
-    fs::create_dir_all(root.join("berth/boot")).unwrap();
-    deployment(&root, "v1", &probe);
-    deployment(&root, "v2", &probe);
     // v2 is on trial with 2 tries; v1 is the default.
-    let rec = Record {
-        generation: 1,
-        default: Some(name("v1")),
-        previous: None,
-        trial: Some(name("v2")),
-        tries_left: 2,
-        last_rollback: None,
-    };
-    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
-    fs::copy(&shim, root.join("berth-init")).unwrap();
+    let (root, _) = sysroot(
+        tmp.path(),
+        Some(&shim),
+        &["v1", "v2"],
+        ("v1", Some(("v2", 2)), 1),
+    );
 
     let (stdout, report) = boot_in_namespace(&root);
     let has = |needle: &str| stdout.lines().any(|l| l.contains(needle));
@@ -196,23 +217,14 @@ fn a_trial_that_fails_to_assemble_falls_back_in_the_same_boot() {
     }
     let Some(shim) = shim() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let probe = probe_init(tmp.path());
-    let root = tmp.path().join("sysroot");
-    fs::create_dir_all(root.join("berth/boot")).unwrap();
-    deployment(&root, "good", &probe);
-    deployment(&root, "broken", &probe);
+    let (root, _) = sysroot(
+        tmp.path(),
+        Some(&shim),
+        &["good", "broken"],
+        ("good", Some(("broken", 3)), 4),
+    );
     // The trial has an init but no /run to mount a tmpfs on: assembly fails midway.
     fs::remove_dir(root.join("berth/deploy/broken/run")).unwrap();
-    let rec = Record {
-        generation: 4,
-        default: Some(name("good")),
-        previous: None,
-        trial: Some(name("broken")),
-        tries_left: 3,
-        last_rollback: None,
-    };
-    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
-    fs::copy(&shim, root.join("berth-init")).unwrap();
 
     let (stdout, report) = boot_in_namespace(&root);
     assert!(
@@ -339,20 +351,8 @@ fn initramfs_mode_finds_the_sysroot_by_path_and_label_and_switches_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let probe = probe_init(tmp.path());
-    let root = tmp.path().join("sysroot");
-    fs::create_dir_all(root.join("berth/boot")).unwrap();
-    deployment(&root, "v1", &probe);
-    deployment(&root, "v2", &probe);
-    let rec = Record {
-        generation: 1,
-        default: Some(name("v1")),
-        previous: None,
-        trial: Some(name("v2")),
-        tries_left: 2,
-        last_rollback: None,
-    };
-    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
+    // The shim runs from the initramfs here, not from the sysroot.
+    let (root, _) = sysroot(tmp.path(), None, &["v1", "v2"], ("v1", Some(("v2", 2)), 1));
     let disk = LoopDisk::new(&root, &tmp.path().join("disk.img"));
 
     for (boot, spec) in [
@@ -415,26 +415,13 @@ fn nothing_bootable_execs_the_rescue_shell() {
     }
     let Some(shim) = shim() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let probe = probe_init(tmp.path());
-    let root = tmp.path().join("sysroot");
-    fs::create_dir_all(root.join("berth/boot")).unwrap();
+    let (root, probe) = sysroot(tmp.path(), Some(&shim), &["broken"], ("broken", None, 1));
     // The default has no init and there is no previous deployment; the sysroot has a
     // rescue shell (the probe, as /bin/sh).
-    deployment(&root, "broken", &probe);
     fs::remove_file(root.join("berth/deploy/broken/sbin/init")).unwrap();
     fs::create_dir_all(root.join("bin")).unwrap();
     fs::copy(&probe, root.join("bin/sh")).unwrap();
     fs::set_permissions(root.join("bin/sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    let rec = Record {
-        generation: 1,
-        default: Some(name("broken")),
-        previous: None,
-        trial: None,
-        tries_left: 0,
-        last_rollback: None,
-    };
-    fs::write(root.join("berth/boot/record.a"), rec.encode()).unwrap();
-    fs::copy(&shim, root.join("berth-init")).unwrap();
 
     let (stdout, report) = boot_in_namespace(&root);
     assert!(

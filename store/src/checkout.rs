@@ -238,14 +238,7 @@ impl Writer<'_> {
                 .map_err(|e| StoreError::io(path, "create", e))?;
                 let mut d = std::fs::File::from(dst);
                 std::io::copy(&mut src, &mut d).map_err(|e| StoreError::io(path, "copy", e))?;
-                inode::apply_fd(
-                    d.as_fd(),
-                    header.mode,
-                    header.uid,
-                    header.gid,
-                    &header.xattrs,
-                    path,
-                )
+                inode::apply_header(d.as_fd(), &header, path)
             }
             FileContent::Bytes(target) => {
                 inode::create_special(dirfd, name, &header, target.get_ref(), path)

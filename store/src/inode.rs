@@ -215,6 +215,23 @@ pub(crate) fn apply_fd(
 }
 
 #[cfg(feature = "write")]
+/// [`apply_fd`] with a file object's header.
+#[cfg(feature = "write")]
+pub(crate) fn apply_header(
+    fd: BorrowedFd<'_>,
+    header: &FileHeader,
+    shown: &Path,
+) -> Result<(), StoreError> {
+    apply_fd(
+        fd,
+        header.mode,
+        header.uid,
+        header.gid,
+        &header.xattrs,
+        shown,
+    )
+}
+
 /// Creates a symlink, device node or FIFO named `name` in `dirfd`, with all its metadata.
 pub(crate) fn create_special(
     dirfd: BorrowedFd<'_>,

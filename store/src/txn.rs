@@ -172,14 +172,7 @@ impl<'r> Txn<'r> {
             let mut f = std::fs::File::from(fd);
             f.write_all(buf)
                 .map_err(|e| StoreError::io(&staged_path, "write", e))?;
-            inode::apply_fd(
-                f.as_fd(),
-                header.mode,
-                header.uid,
-                header.gid,
-                &header.xattrs,
-                shown,
-            )?;
+            inode::apply_header(f.as_fd(), header, shown)?;
         } else {
             inode::create_special(self.staging.as_fd(), tmp.as_bytes(), header, buf, shown)?;
         }
@@ -222,14 +215,7 @@ impl<'r> Txn<'r> {
                 .map_err(|e| StoreError::io(&staged_path, "remove", e))?;
             return Ok(id);
         }
-        inode::apply_fd(
-            f.as_fd(),
-            header.mode,
-            header.uid,
-            header.gid,
-            &header.xattrs,
-            shown,
-        )?;
+        inode::apply_header(f.as_fd(), header, shown)?;
         self.stats.bytes_written += header.size;
         self.stage(tmp, id, ObjectKind::File, ObjectKind::File.suffix());
         Ok(id)

@@ -1,7 +1,7 @@
 //! Verifying objects against their names: one file object, or the whole store (`fsck`).
 
 use std::collections::HashSet;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use format::{EntryKind, FileKind, ObjectId, ObjectKind};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -58,48 +58,62 @@ impl Repo {
         }
     }
 
+    /// Every object file under `objects/`: its id and suffix (`file`, `tree`, `commit`,
+    /// `sig`), sorted. Names that are not object names are skipped.
+    fn list_objects(&self) -> Result<Vec<(ObjectId, String)>, StoreError> {
+        let objects_path = self.path().join("objects");
+        let read_names =
+            |fd: BorrowedFd<'_>, path: &std::path::Path| -> Result<Vec<String>, StoreError> {
+                let err = |e| StoreError::io(path, "read directory", e);
+                let mut names = Vec::new();
+                let mut dir = rustix::fs::Dir::read_from(fd).map_err(err)?;
+                while let Some(entry) = dir.read() {
+                    names.push(
+                        entry
+                            .map_err(err)?
+                            .file_name()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+                Ok(names)
+            };
+        let mut out = Vec::new();
+        for prefix in read_names(self.objects_fd(), &objects_path)? {
+            if prefix.len() != 2 || !prefix.bytes().all(|c| c.is_ascii_hexdigit()) {
+                continue;
+            }
+            let dir_path = objects_path.join(&prefix);
+            let dir = inode::open_dir_at(self.objects_fd(), prefix.as_bytes(), &dir_path)?;
+            for name in read_names(dir.as_fd(), &dir_path)? {
+                let Some((rest, suffix)) = name.split_once('.') else {
+                    continue;
+                };
+                if let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() {
+                    out.push((id, suffix.to_owned()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Re-hashes every object in the store and checks that every commit's trees and
     /// files are present.
     pub fn fsck(&self) -> Result<FsckReport, StoreError> {
         let mut report = FsckReport::default();
         let mut commits = Vec::new();
-        let objects_path = self.path().join("objects");
-        let mut top = rustix::fs::Dir::read_from(self.objects_fd())
-            .map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
-        let mut prefixes = Vec::new();
-        while let Some(entry) = top.read() {
-            let entry = entry.map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.len() == 2 && name.bytes().all(|c| c.is_ascii_hexdigit()) {
-                prefixes.push(name);
-            }
-        }
-        prefixes.sort();
-        for prefix in prefixes {
-            let dir_path = objects_path.join(&prefix);
-            let dir = inode::open_dir_at(self.objects_fd(), prefix.as_bytes(), &dir_path)?;
-            let mut entries = rustix::fs::Dir::read_from(&dir)
-                .map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
-            while let Some(entry) = entries.read() {
-                let entry = entry.map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some((rest, suffix)) = name.split_once('.') else {
-                    continue;
-                };
-                let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else {
-                    continue;
-                };
-                let result = match suffix {
-                    "file" => self.verify_file(&id),
-                    "tree" => self.read_tree(&id).map(drop),
-                    "commit" => self.read_commit(&id).map(|_| commits.push(id)),
-                    "sig" => self.read_signatures(&id).map(drop),
-                    _ => continue,
-                };
-                report.checked += 1;
-                if let Err(e) = result {
-                    report.corrupt.push(e);
-                }
+        for (id, suffix) in self.list_objects()? {
+            let result = match suffix.as_str() {
+                "file" => self.verify_file(&id),
+                "tree" => self.read_tree(&id).map(drop),
+                "commit" => self.read_commit(&id).map(|_| commits.push(id)),
+                "sig" => self.read_signatures(&id).map(drop),
+                _ => continue,
+            };
+            report.checked += 1;
+            if let Err(e) = result {
+                report.corrupt.push(e);
             }
         }
         let mut seen = HashSet::new();
@@ -216,49 +230,22 @@ impl Repo {
     /// files among them. Used by garbage collection, which computes `keep` from what it
     /// must not lose.
     pub fn remove_unreachable(&self, keep: &HashSet<ObjectId>) -> Result<(u64, u64), StoreError> {
-        let objects_path = self.path().join("objects");
-        let mut prefixes = Vec::new();
-        let mut top = rustix::fs::Dir::read_from(self.objects_fd())
-            .map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
-        while let Some(entry) = top.read() {
-            let entry = entry.map_err(|e| StoreError::io(&objects_path, "read directory", e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.len() == 2 && name.bytes().all(|c| c.is_ascii_hexdigit()) {
-                prefixes.push(name);
-            }
-        }
         let (mut count, mut bytes) = (0, 0);
-        for prefix in prefixes {
-            let dir_path = objects_path.join(&prefix);
-            let dir = inode::open_dir_at(self.objects_fd(), prefix.as_bytes(), &dir_path)?;
-            let mut names = Vec::new();
-            let mut entries = rustix::fs::Dir::read_from(&dir)
-                .map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
-            while let Some(entry) = entries.read() {
-                let entry = entry.map_err(|e| StoreError::io(&dir_path, "read directory", e))?;
-                names.push(entry.file_name().to_string_lossy().into_owned());
+        for (id, suffix) in self.list_objects()? {
+            if keep.contains(&id) {
+                continue;
             }
-            for name in names {
-                let Some((rest, _suffix)) = name.split_once('.') else {
-                    continue;
-                };
-                let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else {
-                    continue;
-                };
-                if keep.contains(&id) {
-                    continue;
-                }
-                let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| StoreError::io(dir_path.join(&name), "stat", e))?;
-                if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                    == rustix::fs::FileType::RegularFile
-                {
-                    bytes += u64::try_from(st.st_size).unwrap_or(0);
-                }
-                rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty())
-                    .map_err(|e| StoreError::io(dir_path.join(&name), "remove", e))?;
-                count += 1;
+            let rel = object_path(&id, &suffix);
+            let shown = self.objects_path(&rel);
+            let st = rustix::fs::statat(self.objects_fd(), rel.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| StoreError::io(&shown, "stat", e))?;
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+            {
+                bytes += u64::try_from(st.st_size).unwrap_or(0);
             }
+            rustix::fs::unlinkat(self.objects_fd(), rel.as_str(), AtFlags::empty())
+                .map_err(|e| StoreError::io(&shown, "remove", e))?;
+            count += 1;
         }
         Ok((count, bytes))
     }

@@ -24,11 +24,6 @@ use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReaso
 use store::{Repo, StoreError};
 use sysroot::{Bootable, CopyState, Sysroot};
 
-/// The deployment name of a commit (the first 16 hex digits of its id).
-pub fn deployment_name(commit: &format::ObjectId) -> DeploymentName {
-    DeploymentName::for_commit(commit)
-}
-
 /// The default sysroot: where berth-init leaves the physical sysroot in the booted system.
 pub const DEFAULT_SYSROOT: &str = "/sysroot";
 

@@ -93,6 +93,20 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Hashes what a reader hands out (the compressed bytes of a part, as they are decoded).
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..k]);
+        Ok(k)
+    }
+}
+
 impl Device {
     fn trusted_keys(
         &self,
@@ -159,7 +173,7 @@ impl Device {
         let (body, parts_start) = verified_body(&mut f, &head_path, &keys, &default, split)?;
         let commit = Commit::decode(&body.commit).map_err(|e| bad(file, e.to_string()))?;
         let id = ObjectId::digest(&body.commit);
-        let name = crate::deployment_name(&id);
+        let name = DeploymentName::for_commit(&id);
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         self.preflight(&repo, file, &body, &commit, &default, opts)?;
 
@@ -391,9 +405,14 @@ fn apply_part(
 ) -> Result<u64, UpdaterError> {
     let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
     let io = |e: std::io::Error| bad(&shown, e.to_string());
-    check_part_hash(f, &shown, start, part)?;
     f.seek(SeekFrom::Start(start)).map_err(io)?;
-    let decoder = ruzstd::decoding::StreamingDecoder::new((&mut *f).take(part.len))
+    // The compressed bytes are hashed as they are decoded: the part was checked before
+    // anything was applied, and this catches a file that changed since, before commit.
+    let hashing = Hashing {
+        inner: (&mut *f).take(part.len),
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+    };
+    let decoder = ruzstd::decoding::StreamingDecoder::new(hashing)
         .map_err(|e| bad(&shown, format!("not zstd: {e}")))?;
     // The signed size caps decompression: one byte more is a refusal, not an OOM.
     let mut r = Counting {
@@ -435,6 +454,15 @@ fn apply_part(
                 "decompresses to {} bytes, not its signed {}",
                 r.n, part.size
             ),
+        ));
+    }
+    let mut hashing = r.inner.into_inner().into_inner();
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io)?;
+    let digest: [u8; 32] = sha2::Digest::finalize(hashing.hasher).into();
+    if ObjectId::from_bytes(digest) != part.sha256 {
+        return Err(bad(
+            &shown,
+            "changed while being applied: its sha256 no longer matches the signed superblock",
         ));
     }
     txn.commit()?;
