@@ -214,7 +214,6 @@ pub(crate) fn apply_fd(
     rustix::fs::futimens(fd, &EPOCH).map_err(|e| StoreError::io(shown, "set times", e))
 }
 
-#[cfg(feature = "write")]
 /// [`apply_fd`] with a file object's header.
 #[cfg(feature = "write")]
 pub(crate) fn apply_header(
@@ -232,6 +231,7 @@ pub(crate) fn apply_header(
     )
 }
 
+#[cfg(feature = "write")]
 /// Creates a symlink, device node or FIFO named `name` in `dirfd`, with all its metadata.
 pub(crate) fn create_special(
     dirfd: BorrowedFd<'_>,
