@@ -34,6 +34,7 @@ pub mod key;
 pub mod limits;
 pub mod meta;
 pub mod name;
+pub mod ops;
 pub mod probe;
 pub mod record;
 pub mod sig;

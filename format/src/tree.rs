@@ -26,6 +26,32 @@ pub struct DirMeta {
     pub xattrs: Xattrs,
 }
 
+impl DirMeta {
+    /// Mode, owner, group and xattrs, as in a tree's encoding.
+    pub(crate) fn write(&self, w: &mut Vec<u8>) {
+        wire::put_u32(w, self.mode);
+        wire::put_u32(w, self.uid);
+        wire::put_u32(w, self.gid);
+        self.xattrs.write(w);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let mode = r.u32()?;
+        if mode & !MODE_BITS != 0 {
+            return Err(FormatError::Invalid {
+                what: "directory mode",
+                value: u64::from(mode),
+            });
+        }
+        Ok(Self {
+            mode,
+            uid: r.u32()?,
+            gid: r.u32()?,
+            xattrs: Xattrs::read(r)?,
+        })
+    }
+}
+
 /// What a tree entry points at. The numeric values are part of the format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -96,10 +122,7 @@ impl Tree {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(24 + self.entries.len() * 48);
         TREE.write(&mut w);
-        wire::put_u32(&mut w, self.meta.mode);
-        wire::put_u32(&mut w, self.meta.uid);
-        wire::put_u32(&mut w, self.meta.gid);
-        self.meta.xattrs.write(&mut w);
+        self.meta.write(&mut w);
         wire::put_u32(&mut w, wire::len_u32(self.entries.len()));
         for e in &self.entries {
             wire::put_u8(&mut w, e.kind as u8);
@@ -123,19 +146,7 @@ impl Tree {
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, TREE.what);
         TREE.read(&mut r)?;
-        let mode = r.u32()?;
-        if mode & !MODE_BITS != 0 {
-            return Err(FormatError::Invalid {
-                what: "directory mode",
-                value: u64::from(mode),
-            });
-        }
-        let meta = DirMeta {
-            mode,
-            uid: r.u32()?,
-            gid: r.u32()?,
-            xattrs: Xattrs::read(&mut r)?,
-        };
+        let meta = DirMeta::read(&mut r)?;
         let raw = r.u32()?;
         let count = Reader::len(u64::from(raw), TREE_ENTRIES_MAX, "tree entry count")?;
         // Each entry takes at least 35 bytes, so a count the input cannot hold is

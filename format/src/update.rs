@@ -13,12 +13,12 @@ use crate::{FormatError, ObjectId};
 
 const FILE: Preamble = Preamble {
     magic: *b"BRTU",
-    version: 1,
+    version: 2,
     what: "update file",
 };
 const BODY: Preamble = Preamble {
     magic: *b"BRTB",
-    version: 1,
+    version: 2,
     what: "update body",
 };
 
@@ -169,18 +169,6 @@ pub fn decode_head(head: &[u8]) -> Result<usize, FormatError> {
     let n = Reader::len(u64::from(r.u32()?), BODY_MAX, "update body length")?;
     r.finish()?;
     Ok(n)
-}
-
-/// Object operations inside a decompressed part.
-pub mod op {
-    /// A file object: id (32), header length (u32), header, then `header.size` bytes.
-    pub const FILE: u8 = 1;
-    /// A tree object: id (32), length (u32), the tree's bytes.
-    pub const TREE: u8 = 2;
-    /// A file object as a patch against a regular file object the device has: id (32),
-    /// header length (u32), header, base id (32), patch length (u64), then a bidiff
-    /// (bsdiff-style) patch that turns the base's content into `header.size` bytes.
-    pub const FILE_PATCH: u8 = 3;
 }
 
 #[cfg(test)]

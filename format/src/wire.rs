@@ -52,6 +52,15 @@ pub(crate) fn put_u64(w: &mut Vec<u8>, v: u64) {
     w.extend_from_slice(&v.to_le_bytes());
 }
 
+/// Appends `v` as an unsigned LEB128 varint (7 bits a byte, low bits first).
+pub(crate) fn put_varint(w: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        w.push(v.to_le_bytes()[0] | 0x80);
+        v >>= 7;
+    }
+    w.push(v.to_le_bytes()[0]);
+}
+
 /// Converts a length that the caller has already checked against a limit that fits
 /// the field. Saturating keeps the encoder panic-free even if that check were missed;
 /// the decoder would then reject the value, so no wrong bytes are ever accepted.
@@ -99,6 +108,34 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn u64(&mut self) -> Result<u64, FormatError> {
         Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// Reads an unsigned LEB128 varint of at most 10 bytes that fits in a `u64`.
+    pub(crate) fn varint(&mut self) -> Result<u64, FormatError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7f);
+            if i == 9 && bits > 1 {
+                return Err(FormatError::Invalid {
+                    what: "varint (over 64 bits)",
+                    value: bits,
+                });
+            }
+            v |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(FormatError::Invalid {
+            what: "varint (over 10 bytes)",
+            value: 10,
+        })
+    }
+
+    /// Whether every byte was read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// Checks a length field it against `limit` before anything is allocated.

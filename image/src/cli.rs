@@ -145,9 +145,11 @@ enum Command {
     /// Make a signed update file that takes a device from one commit to another.
     ///
     /// It holds every object the target needs that --from does not have (all of them
-    /// with --empty), a file changed at the same path as a bsdiff-style patch against the
-    /// old one when that is smaller, zstd-compressed in parts of about --part-size bytes,
-    /// and a superblock signed with --key that names each part by sha256. Copy the file to a
+    /// with --empty): trees as edits of the old ones, a changed file as a bsdiff-style
+    /// patch against the old file at the same path (or an alike-named one that went away,
+    /// or one of the same name that moved) when that is smaller, zstd-compressed in parts
+    /// of about --part-size bytes, and a superblock signed with --key that names each part
+    /// by sha256. Diffs run on every core; progress shows on a terminal. Copy the file to a
     /// USB stick or a web server; `berth update FILE` applies it.
     Delta {
         /// The repository holding the commits.
@@ -177,7 +179,7 @@ enum Command {
         #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
         part_size: u64,
         /// zstd compression level (1 to 22).
-        #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(i32).range(1..=22))]
+        #[arg(long, value_name = "N", default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
         /// Write a directory instead (superblock, part-00000, …), to serve over HTTP;
         /// `berth update DIR` reads it too.
@@ -328,6 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 part_size,
                 level,
                 split,
+                progress: !json && std::io::stderr().is_terminal(),
             },
             json,
         ),
@@ -508,11 +511,12 @@ fn delta(args: &crate::delta::DeltaArgs, json: bool) -> Result<()> {
     }
     println!("{}", out.output.display());
     eprintln!(
-        "update {} -> {}: {} objects ({} as patches), {} parts, {} bytes ({} uncompressed)",
+        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file), {} parts, {} bytes ({} uncompressed)",
         out.from.as_deref().map_or("(empty)", |f| &f[..16]),
         &out.to[..16],
         out.objects,
         out.patched,
+        out.patched_elsewhere,
         out.parts,
         out.bytes,
         out.uncompressed

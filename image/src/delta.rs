@@ -1,32 +1,55 @@
 //! `berth-image delta`: an update file from one commit to another (or from nothing).
 //!
 //! The update carries every object the target needs that the source commit does not
-//! have, in a fixed order (depth first, files before the tree that names them), cut
-//! into zstd-compressed parts of about `--part-size` bytes each, and a signed superblock
-//! that names the parts by sha256 (see `docs/FORMAT.md`, "Update files"). Objects are
-//! streamed through the compressor, so memory stays bounded whatever their size.
+//! have, in a fixed order (depth first, files before the tree that names them), as the
+//! operations of `format::ops`, cut into zstd-compressed parts of about `--part-size`
+//! bytes each, and a signed superblock that names the parts by sha256 (see
+//! `docs/FORMAT.md`, "Update files" and "Part operations").
 //!
-//! A regular file that changed at the same path is sent as a bidiff patch (bsdiff-style)
-//! against the old version, which the device already has, when the patch is smaller than
-//! the file (both at most [`PATCH_MAX`] bytes; larger files travel whole). The device
-//! applies patches streaming, reading the base from its store.
+//! What makes it small:
+//! - No operation carries the id of the object it makes, and a tree travels as edits of
+//!   the base commit's tree at the same place: ids are the one thing that never
+//!   compresses, and a security update touches a few files in directories of hundreds.
+//! - A regular file whose base the device has travels as a bidiff (bsdiff-style) patch
+//!   when that compresses smaller. Its base is the file at the same path, else a file of
+//!   a similar name that went away from the same directory (`libfoo.so.1.2.3` becomes
+//!   `.1.2.4`; a directory such as `/lib/modules/6.1.0-27-amd64` is matched the same
+//!   way), else a file of the same name anywhere in the base commit (a move).
+//! - Everything is compressed solid within a part, so patches of related files share a
+//!   window.
+//!
+//! What keeps it bounded: files up to [`SINGLE_MAX`] are diffed in memory; larger ones
+//! in windows of [`WINDOW`] output bytes, each against the base bytes around the same
+//! relative position, their patches staged on disk. Patches are computed on every core,
+//! a batch at a time, while another thread compresses what is ready.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use format::ops::{self, ObjRef, PatchHead, TreeOp};
 use format::sig::Signatures;
-use format::update::{self, Body, PartInfo, op};
-use format::{EntryKind, ObjectId};
-use store::Repo;
+use format::update::{self, Body, PartInfo};
+use format::{EntryKind, FileHeader, FileKind, ObjectId, Tree, TreeEntry};
+use store::{FileContent, Repo};
 
 use crate::keys;
 
-/// Largest base or target file made into a patch: bidiff holds both in memory (on the
-/// build host only; the device streams).
-pub const PATCH_MAX: u64 = 64 << 20;
+/// Largest file (new or base) diffed in one piece, in memory, on the build host.
+pub const SINGLE_MAX: u64 = 32 << 20;
+/// Output bytes per window when a file is larger than [`SINGLE_MAX`].
+pub const WINDOW: u64 = 16 << 20;
+/// Base bytes on each side of a window's relative position.
+const MARGIN: u64 = 8 << 20;
+/// Bytes of new files diffed in parallel before their operations are written.
+const BATCH_BYTES: u64 = 64 << 20;
 
 /// Inputs of `delta`.
 #[derive(Debug)]
@@ -40,6 +63,8 @@ pub struct DeltaArgs {
     pub level: i32,
     /// Write a directory (superblock and one file per part) instead of one file.
     pub split: bool,
+    /// Show progress on stderr.
+    pub progress: bool,
 }
 
 /// What `delta` wrote.
@@ -49,220 +74,489 @@ pub struct DeltaOutput {
     pub from: Option<String>,
     pub to: String,
     pub objects: u64,
-    /// Of those, sent as patches against the device's version.
+    /// Of those, sent as patches against an object the device has.
     pub patched: u64,
+    /// Of the patched, how many against a base at another path (renamed or moved).
+    pub patched_elsewhere: u64,
     pub parts: usize,
     pub uncompressed: u64,
     pub bytes: u64,
 }
 
-/// Streams ops into zstd-compressed part files.
-struct Parts<'a> {
-    dir: &'a Path,
-    level: i32,
-    part_size: u64,
-    current: Option<(zstd::Encoder<'static, BufWriter<File>>, u64)>,
-    done: Vec<(PathBuf, u64)>,
+/// What the compressing thread is sent.
+enum Msg {
+    Data(Vec<u8>),
+    Cut,
 }
 
-impl Parts<'_> {
-    fn writer(&mut self) -> Result<&mut zstd::Encoder<'static, BufWriter<File>>> {
-        if self.current.is_none() {
-            let path = self.dir.join(format!(
-                "part-{}",
-                self.done.len() + usize::from(self.current.is_some())
-            ));
-            let f = File::create(&path).with_context(|| format!("{}: create", path.display()))?;
-            self.current = Some((zstd::Encoder::new(BufWriter::new(f), self.level)?, 0));
-        }
-        // Just made sure it is Some.
-        Ok(&mut self.current.as_mut().context("part writer")?.0)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer()?.write_all(bytes)?;
-        if let Some((_, n)) = &mut self.current {
-            *n += bytes.len() as u64;
-        }
-        Ok(())
-    }
-
-    /// Ends the current part if it is big enough (called between objects only).
-    fn maybe_cut(&mut self) -> Result<()> {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|(_, n)| *n >= self.part_size)
-        {
-            self.cut()?;
-        }
-        Ok(())
-    }
-
-    fn cut(&mut self) -> Result<()> {
-        if let Some((enc, n)) = self.current.take() {
+/// The compressing thread: writes `part-N` files in `dir`; returns each with its
+/// uncompressed size.
+fn compress_parts(dir: &Path, level: i32, rx: &Receiver<Msg>) -> Result<Vec<(PathBuf, u64)>> {
+    let mut done = Vec::new();
+    let mut current: Option<(zstd::Encoder<'static, BufWriter<File>>, u64)> = None;
+    let finish = |current: &mut Option<(zstd::Encoder<'static, BufWriter<File>>, u64)>,
+                  done: &mut Vec<(PathBuf, u64)>|
+     -> Result<()> {
+        if let Some((enc, n)) = current.take() {
             enc.finish()?.flush()?;
-            self.done
-                .push((self.dir.join(format!("part-{}", self.done.len())), n));
+            done.push((dir.join(format!("part-{}", done.len())), n));
         }
+        Ok(())
+    };
+    for msg in rx {
+        match msg {
+            Msg::Data(bytes) => {
+                if current.is_none() {
+                    let path = dir.join(format!("part-{}", done.len()));
+                    let f = File::create(&path)
+                        .with_context(|| format!("{}: create", path.display()))?;
+                    let mut enc = zstd::Encoder::new(BufWriter::new(f), level)?;
+                    // The device's decoder holds one window: 8 MiB at most.
+                    enc.window_log(23)?;
+                    current = Some((enc, 0));
+                }
+                if let Some((enc, n)) = &mut current {
+                    enc.write_all(&bytes)?;
+                    *n += bytes.len() as u64;
+                }
+            }
+            Msg::Cut => finish(&mut current, &mut done)?,
+        }
+    }
+    finish(&mut current, &mut done)?;
+    Ok(done)
+}
+
+/// The operation stream, as the device will see it: where each object was made, so
+/// that later trees can refer to it by position.
+struct Out {
+    tx: SyncSender<Msg>,
+    part_size: u64,
+    part_no: usize,
+    part_bytes: u64,
+    /// Bytes of operations so far.
+    total: u64,
+    /// Objects made so far in the current part.
+    made: u64,
+    /// Where each object this update makes was made: (part, position from 1).
+    at: HashMap<ObjectId, (usize, u64)>,
+}
+
+impl Out {
+    fn send(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.part_bytes += bytes.len() as u64;
+        self.total += bytes.len() as u64;
+        self.tx
+            .send(Msg::Data(bytes))
+            .map_err(|_| anyhow::anyhow!("the compressing thread stopped"))
+    }
+
+    fn op(&mut self, kind: u8, head: &[u8], payload: &[u8]) -> Result<()> {
+        let mut b = Vec::with_capacity(5 + head.len() + payload.len());
+        b.push(kind);
+        b.extend_from_slice(
+            &u32::try_from(head.len())
+                .ok()
+                .filter(|&n| n as usize <= ops::HEAD_MAX)
+                .context("operation head too large")?
+                .to_le_bytes(),
+        );
+        b.extend_from_slice(head);
+        b.extend_from_slice(payload);
+        self.send(b)
+    }
+
+    /// Records that the operation just written made `id`, and ends the part if it is
+    /// big enough (parts end between operations only).
+    fn made(&mut self, id: ObjectId) -> Result<()> {
+        self.made += 1;
+        self.at.insert(id, (self.part_no, self.made));
+        if self.part_bytes >= self.part_size {
+            self.tx
+                .send(Msg::Cut)
+                .map_err(|_| anyhow::anyhow!("the compressing thread stopped"))?;
+            self.part_no += 1;
+            self.part_bytes = 0;
+            self.made = 0;
+        }
+        Ok(())
+    }
+
+    /// How the device can name `id` here.
+    fn refer(&self, id: &ObjectId, base_index: &HashMap<ObjectId, u64>) -> ObjRef {
+        match self.at.get(id) {
+            Some(&(part, pos)) if part == self.part_no => ObjRef::Local(self.made - pos + 1),
+            _ => base_index
+                .get(id)
+                .map_or(ObjRef::Id(*id), |&i| ObjRef::Base(i)),
+        }
+    }
+}
+
+/// One object to send, in order.
+enum Job {
+    File {
+        id: ObjectId,
+        /// A regular file the device has to patch from, and whether it is at the same
+        /// path.
+        base: Option<(ObjectId, bool)>,
+    },
+    Tree {
+        id: ObjectId,
+        base: Option<ObjectId>,
+    },
+}
+
+/// How alike two names are, in thousandths: the length of their common prefix and
+/// suffix over the longer name's length (1000 for equal names).
+fn likeness(a: &[u8], b: &[u8]) -> usize {
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let rest = a.len().min(b.len()) - prefix;
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take(rest)
+        .take_while(|(x, y)| x == y)
+        .count();
+    (prefix + suffix) * 1000 / a.len().max(b.len()).max(1)
+}
+
+/// Names at least this alike (and with no entry of their own in the new tree) are taken
+/// for a renamed entry.
+const LIKENESS_MIN: usize = 600;
+
+/// Decides what to send and against which bases.
+struct Planner<'a> {
+    repo: &'a Repo,
+    base_index: &'a HashMap<ObjectId, u64>,
+    /// Base commit's files by name, for moves across directories.
+    by_name: HashMap<Vec<u8>, ObjectId>,
+    have: HashSet<ObjectId>,
+    jobs: Vec<Job>,
+}
+
+impl Planner<'_> {
+    /// The base entry for `e`: same name, else the most alike name of the same kind
+    /// that the new tree no longer has.
+    fn base_for(new: &Tree, base: Option<&Tree>, e: &TreeEntry) -> Option<(ObjectId, bool)> {
+        let base = base?;
+        if let Some(b) = base
+            .entries()
+            .binary_search_by(|b| b.name.cmp(&e.name))
+            .ok()
+            .map(|i| &base.entries()[i])
+        {
+            return (b.kind == e.kind).then_some((b.id, true));
+        }
+        base.entries()
+            .iter()
+            .filter(|b| b.kind == e.kind)
+            .filter(|b| {
+                new.entries()
+                    .binary_search_by(|n| n.name.cmp(&b.name))
+                    .is_err()
+            })
+            .map(|b| (likeness(b.name.as_bytes(), e.name.as_bytes()), b))
+            .filter(|(l, _)| *l >= LIKENESS_MIN)
+            .max_by_key(|x| x.0)
+            .map(|(_, b)| (b.id, false))
+    }
+
+    fn plan(&mut self, tree: &ObjectId, base: Option<ObjectId>) -> Result<()> {
+        if self.have.contains(tree) {
+            return Ok(());
+        }
+        let t = self.repo.read_tree(tree)?;
+        let bt = base.map(|b| self.repo.read_tree(&b)).transpose()?;
+        for e in t.entries() {
+            match e.kind {
+                EntryKind::Tree => {
+                    let b = Self::base_for(&t, bt.as_ref(), e).map(|(id, _)| id);
+                    self.plan(&e.id, b)?;
+                }
+                EntryKind::File if self.have.insert(e.id) => {
+                    let base = Self::base_for(&t, bt.as_ref(), e)
+                        .or_else(|| self.by_name.get(e.name.as_bytes()).map(|&id| (id, false)));
+                    self.jobs.push(Job::File { id: e.id, base });
+                }
+                EntryKind::File => {}
+            }
+        }
+        self.jobs.push(Job::Tree {
+            id: *tree,
+            base: base.filter(|b| self.base_index.contains_key(b)),
+        });
+        self.have.insert(*tree);
         Ok(())
     }
 }
 
-fn closure(repo: &Repo, root: &ObjectId, out: &mut HashSet<ObjectId>) -> Result<()> {
-    if !out.insert(*root) {
-        return Ok(());
+/// A regular file's header and content, or `None` for other kinds.
+fn regular(repo: &Repo, id: &ObjectId) -> Result<Option<(FileHeader, File)>> {
+    Ok(match repo.file_object(id)? {
+        (h, FileContent::File(f)) if h.kind == FileKind::Regular => Some((h, f)),
+        _ => None,
+    })
+}
+
+/// What to send for a file that has a base, worked out off the writing thread.
+enum Prepared {
+    /// One-window patch (the base's whole content), and the new file's header.
+    Patch(FileHeader, Vec<u8>),
+    /// Too big for one window: done while writing, window by window.
+    Windowed,
+    /// The patch does not pay: send the file whole.
+    Whole,
+}
+
+fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId) -> Result<Prepared> {
+    let (Some((header, mut f)), Some((bheader, mut bf))) =
+        (regular(repo, id)?, regular(repo, base)?)
+    else {
+        return Ok(Prepared::Whole);
+    };
+    if header.size > SINGLE_MAX || bheader.size > SINGLE_MAX {
+        return Ok(Prepared::Windowed);
     }
-    for e in repo.read_tree(root)?.entries() {
-        match e.kind {
-            EntryKind::Tree => closure(repo, &e.id, out)?,
-            EntryKind::File => {
-                out.insert(e.id);
+    let (mut new, mut old) = (Vec::new(), Vec::new());
+    f.read_to_end(&mut new)?;
+    bf.read_to_end(&mut old)?;
+    let mut patch = Vec::new();
+    bidiff::simple_diff(&old, &new, &mut patch)?;
+    // A raw patch is about as long as the file (its "add" block is the byte-wise
+    // difference, mostly zeros); what it costs is its compressed size. Compare that with
+    // the file's own compressed size, at a quick level.
+    let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
+    Ok(if cost(&patch)? < cost(&new)? {
+        Prepared::Patch(header, patch)
+    } else {
+        Prepared::Whole
+    })
+}
+
+/// Diffs the batch's files that have bases, on every core; `None` for the others.
+fn prepare_batch(repo: &Repo, jobs: &[Job]) -> Result<Vec<Option<Prepared>>> {
+    let slots: Vec<Mutex<Option<Result<Prepared>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    if let Job::File {
+                        id,
+                        base: Some((base, _)),
+                    } = job
+                    {
+                        let r = prepare(repo, id, base);
+                        if let Ok(mut slot) = slots[i].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .map_err(|_| anyhow::anyhow!("a diff thread panicked"))?
+                .transpose()
+        })
+        .collect()
+}
+
+/// Streams a file whole.
+fn send_whole(repo: &Repo, id: &ObjectId, out: &mut Out) -> Result<()> {
+    let (header, mut content) = repo.file_object(id)?;
+    out.op(ops::FILE, &header.encode(), &[])?;
+    let mut left = header.size;
+    while left > 0 {
+        let mut buf = vec![0u8; usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20)];
+        content
+            .read_exact(&mut buf)
+            .with_context(|| format!("object {id}: shorter than its header says"))?;
+        left -= buf.len() as u64;
+        out.send(buf)?;
+    }
+    Ok(())
+}
+
+/// Sends a large file as a patch of windows, each diffed against the base bytes around
+/// the same relative position; the patches are staged in `stage` so memory stays at
+/// one window.
+fn send_windowed(
+    repo: &Repo,
+    id: &ObjectId,
+    base: &ObjectId,
+    base_index: u64,
+    stage: &Path,
+    out: &mut Out,
+) -> Result<()> {
+    let (Some((header, f)), Some((bheader, bf))) = (regular(repo, id)?, regular(repo, base)?)
+    else {
+        return send_whole(repo, id, out);
+    };
+    let (n, b) = (header.size, bheader.size);
+    let mut staged = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(stage)?;
+    let mut windows = Vec::new();
+    let mut start = 0u64;
+    while start < n {
+        let out_len = WINDOW.min(n - start);
+        let center = u64::try_from(u128::from(start) * u128::from(b) / u128::from(n))?;
+        let base_start = center.saturating_sub(MARGIN);
+        let base_end = b.min(center + out_len + MARGIN);
+        let base_len = base_end - base_start;
+        let mut new = vec![0u8; usize::try_from(out_len)?];
+        let mut old = vec![0u8; usize::try_from(base_len)?];
+        f.read_exact_at(&mut new, start)?;
+        bf.read_exact_at(&mut old, base_start)?;
+        let mut patch = Vec::new();
+        bidiff::simple_diff(&old, &new, &mut patch)?;
+        staged.write_all(&patch)?;
+        windows.push(ops::Window {
+            base_start,
+            base_len,
+            out_len,
+            patch_len: patch.len() as u64,
+        });
+        start += out_len;
+    }
+    let head = PatchHead {
+        header,
+        base: base_index,
+        windows,
+    };
+    out.op(ops::FILE_PATCH, &head.encode(), &[])?;
+    staged.rewind()?;
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let k = staged.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        buf.truncate(k);
+        out.send(buf)?;
+    }
+    Ok(())
+}
+
+/// Progress on a terminal: at most ten lines a second, overwritten in place.
+struct Meter {
+    on: bool,
+    total: usize,
+    last: Instant,
+}
+
+impl Meter {
+    fn tick(&mut self, done: usize, bytes: u64) {
+        if self.on && (self.last.elapsed() > Duration::from_millis(100) || done == self.total) {
+            self.last = Instant::now();
+            eprint!(
+                "\rdelta: {done}/{} objects, {} MiB of operations",
+                self.total,
+                bytes >> 20
+            );
+            if done == self.total {
+                eprintln!();
             }
         }
     }
-    Ok(())
 }
 
 /// Counts of what went into the update.
 #[derive(Debug, Default)]
 struct Emitted {
-    objects: u64,
     patched: u64,
+    patched_elsewhere: u64,
 }
 
-/// The entry named `name` in the base tree, if it has the given kind.
-fn base_entry(
-    base: Option<&format::Tree>,
-    name: &format::EntryName,
-    kind: EntryKind,
-) -> Option<ObjectId> {
-    base?
-        .entries()
-        .iter()
-        .find(|b| &b.name == name && b.kind == kind)
-        .map(|b| b.id)
-}
-
-/// Writes an object operation's head: op, id, header length, header.
-fn op_head(
-    parts: &mut Parts<'_>,
-    op: u8,
-    id: &ObjectId,
-    header: &format::FileHeader,
-) -> Result<()> {
-    let h = header.encode();
-    parts.write(&[op])?;
-    parts.write(id.as_bytes())?;
-    parts.write(
-        &u32::try_from(h.len())
-            .context("header too large")?
-            .to_le_bytes(),
-    )?;
-    parts.write(&h)
-}
-
-/// A patch from `base` to `new` if the base is a regular file of at most [`PATCH_MAX`]
-/// bytes and the patch compresses smaller than `new`.
-fn patch_for(repo: &Repo, base: &ObjectId, new: &[u8]) -> Result<Option<Vec<u8>>> {
-    let (bheader, mut bcontent) = repo.file_object(base)?;
-    if bheader.kind != format::FileKind::Regular || bheader.size > PATCH_MAX {
-        return Ok(None);
-    }
-    let mut old = Vec::new();
-    bcontent.read_to_end(&mut old)?;
-    let mut patch = Vec::new();
-    bidiff::simple_diff(&old, new, &mut patch)?;
-    // A raw patch is about as long as the file (its "add" block is the byte-wise
-    // difference, mostly zeros); what it costs is its compressed size. Compare that with
-    // the file's own compressed size, at a quick level.
-    let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
-    Ok((cost(&patch)? < cost(new)?).then_some(patch))
-}
-
-/// Writes a file object: as a patch against `base` when that pays, else whole (streamed).
-/// Returns whether it was a patch.
-fn write_file_op(
+/// Writes every job's operation, in order.
+fn write_jobs(
     repo: &Repo,
-    id: &ObjectId,
-    base: Option<ObjectId>,
-    parts: &mut Parts<'_>,
-) -> Result<bool> {
-    let (header, mut content) = repo.file_object(id)?;
-    if let Some(base) =
-        base.filter(|_| header.kind == format::FileKind::Regular && header.size <= PATCH_MAX)
-    {
-        let mut new = Vec::new();
-        content.read_to_end(&mut new)?;
-        if let Some(patch) = patch_for(repo, &base, &new)? {
-            op_head(parts, op::FILE_PATCH, id, &header)?;
-            parts.write(base.as_bytes())?;
-            parts.write(&(patch.len() as u64).to_le_bytes())?;
-            parts.write(&patch)?;
-            return Ok(true);
-        }
-        op_head(parts, op::FILE, id, &header)?;
-        parts.write(&new)?;
-        return Ok(false);
-    }
-    op_head(parts, op::FILE, id, &header)?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut left = header.size;
-    while left > 0 {
-        let k = content.read(&mut buf[..usize::try_from(left.min(1 << 16)).unwrap_or(1 << 16)])?;
-        if k == 0 {
-            bail!("object {id}: shorter than its header says");
-        }
-        parts.write(&buf[..k])?;
-        left -= k as u64;
-    }
-    Ok(false)
-}
-
-/// Emits what `tree` needs that the device lacks, depth first; `base` is the tree at
-/// the same path in the device's commit, where patch bases come from.
-fn emit(
-    repo: &Repo,
-    tree: &ObjectId,
-    base: Option<&ObjectId>,
-    have: &mut HashSet<ObjectId>,
-    parts: &mut Parts<'_>,
-    n: &mut Emitted,
-) -> Result<()> {
-    if have.contains(tree) {
-        return Ok(());
-    }
-    let t = repo.read_tree(tree)?;
-    let base_tree = base.map(|b| repo.read_tree(b)).transpose()?;
-    for e in t.entries() {
-        match e.kind {
-            EntryKind::Tree => {
-                let b = base_entry(base_tree.as_ref(), &e.name, EntryKind::Tree);
-                emit(repo, &e.id, b.as_ref(), have, parts, n)?;
+    jobs: &[Job],
+    base_index: &HashMap<ObjectId, u64>,
+    work: &Path,
+    out: &mut Out,
+    meter: &mut Meter,
+) -> Result<Emitted> {
+    let mut n = Emitted::default();
+    let mut at = 0;
+    while at < jobs.len() {
+        // A batch: jobs until BATCH_BYTES of files with bases (or 1024 jobs).
+        let mut end = at;
+        let mut bytes = 0u64;
+        while end < jobs.len() && bytes < BATCH_BYTES && end - at < 1024 {
+            if let Job::File { id, base: Some(_) } = &jobs[end] {
+                bytes += repo.file_object(id)?.0.size;
             }
-            EntryKind::File if have.insert(e.id) => {
-                let base = base_entry(base_tree.as_ref(), &e.name, EntryKind::File);
-                if write_file_op(repo, &e.id, base, parts)? {
+            end += 1;
+        }
+        let prepared = prepare_batch(repo, &jobs[at..end])?;
+        for (job, prep) in jobs[at..end].iter().zip(prepared) {
+            match (job, prep) {
+                (
+                    Job::File {
+                        id,
+                        base: Some((base, same_path)),
+                    },
+                    Some(p @ (Prepared::Patch(..) | Prepared::Windowed)),
+                ) => {
+                    let index = *base_index
+                        .get(base)
+                        .context("a patch base outside the base commit")?;
+                    if let Prepared::Patch(header, patch) = p {
+                        let head = PatchHead {
+                            windows: vec![ops::Window {
+                                base_start: 0,
+                                base_len: repo.file_object(base)?.0.size,
+                                out_len: header.size,
+                                patch_len: patch.len() as u64,
+                            }],
+                            header,
+                            base: index,
+                        };
+                        out.op(ops::FILE_PATCH, &head.encode(), &patch)?;
+                    } else {
+                        send_windowed(repo, id, base, index, &work.join("window"), out)?;
+                    }
                     n.patched += 1;
+                    n.patched_elsewhere += u64::from(!same_path);
+                    out.made(*id)?;
                 }
-                n.objects += 1;
-                parts.maybe_cut()?;
+                (Job::File { id, .. }, _) => {
+                    send_whole(repo, id, out)?;
+                    out.made(*id)?;
+                }
+                (Job::Tree { id, base }, _) => {
+                    let t = repo.read_tree(id)?;
+                    let bt = base.map(|b| repo.read_tree(&b)).transpose()?;
+                    let op = TreeOp::diff(
+                        base.as_ref()
+                            .and_then(|b| base_index.get(b).copied())
+                            .zip(bt.as_ref()),
+                        &t,
+                        |e| out.refer(&e.id, base_index),
+                    );
+                    out.op(ops::TREE, &op.encode(), &[])?;
+                    out.made(*id)?;
+                }
             }
-            EntryKind::File => {}
         }
+        at = end;
+        meter.tick(at, out.total);
     }
-    let bytes = t.encode();
-    parts.write(&[op::TREE])?;
-    parts.write(tree.as_bytes())?;
-    parts.write(
-        &u32::try_from(bytes.len())
-            .context("tree too large")?
-            .to_le_bytes(),
-    )?;
-    parts.write(&bytes)?;
-    have.insert(*tree);
-    n.objects += 1;
-    parts.maybe_cut()
+    Ok(n)
 }
 
 /// Writes the update: one file (head, then the parts), or with `split` a directory
@@ -308,6 +602,27 @@ fn write_output(
     Ok(bytes)
 }
 
+/// The base commit's files by name (the first of each name in walk order).
+fn files_by_name(
+    repo: &Repo,
+    tree: &ObjectId,
+    out: &mut HashMap<Vec<u8>, ObjectId>,
+    seen: &mut HashSet<ObjectId>,
+) -> Result<()> {
+    if !seen.insert(*tree) {
+        return Ok(());
+    }
+    for e in repo.read_tree(tree)?.entries() {
+        match e.kind {
+            EntryKind::Tree => files_by_name(repo, &e.id, out, seen)?,
+            EntryKind::File => {
+                out.entry(e.name.as_bytes().to_vec()).or_insert(e.id);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     let key = keys::read_secret(&args.key)?;
     if args.part_size == 0 {
@@ -321,13 +636,29 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
         .map(|f| repo.resolve_commit(f))
         .transpose()?;
     let (target, commit_bytes) = repo.read_commit(&to)?;
-    let mut have = HashSet::new();
+    let mut base_index = HashMap::new();
+    let mut by_name = HashMap::new();
     let mut base_root = None;
     if let Some(f) = &from {
         let (c, _) = repo.read_commit(f)?;
-        closure(&repo, &c.root, &mut have)?;
+        let mut order = Vec::new();
+        ops::base_order(&c.root, &mut |id| repo.read_tree(id), &mut order)?;
+        for (i, (id, _)) in order.iter().enumerate() {
+            base_index.entry(*id).or_insert(i as u64);
+        }
+        files_by_name(&repo, &c.root, &mut by_name, &mut HashSet::new())?;
         base_root = Some(c.root);
     }
+    let mut planner = Planner {
+        repo: &repo,
+        base_index: &base_index,
+        by_name,
+        have: base_index.keys().copied().collect(),
+        jobs: Vec::new(),
+    };
+    planner.plan(&target.root, base_root)?;
+    let jobs = planner.jobs;
+
     let parent = args
         .output
         .parent()
@@ -336,27 +667,60 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     let work = tempfile::Builder::new()
         .prefix(".berth-delta-")
         .tempdir_in(parent)?;
-    let mut parts = Parts {
-        dir: work.path(),
-        level: args.level,
+    let (tx, rx) = sync_channel(64);
+    let mut out = Out {
+        tx,
         part_size: args.part_size,
-        current: None,
-        done: Vec::new(),
+        part_no: 0,
+        part_bytes: 0,
+        total: 0,
+        made: 0,
+        at: HashMap::new(),
     };
-    let mut emitted = Emitted::default();
-    emit(
-        &repo,
-        &target.root,
-        base_root.as_ref(),
-        &mut have,
-        &mut parts,
-        &mut emitted,
-    )?;
-    parts.cut()?;
+    let mut meter = Meter {
+        on: args.progress,
+        total: jobs.len(),
+        last: Instant::now(),
+    };
+    let (emitted, done) = std::thread::scope(|s| {
+        let dir = work.path();
+        let level = args.level;
+        let writer = s.spawn(move || compress_parts(dir, level, &rx));
+        let emitted = write_jobs(&repo, &jobs, &base_index, work.path(), &mut out, &mut meter);
+        drop(out);
+        let done = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the compressing thread panicked"))?;
+        anyhow::Ok((emitted?, done?))
+    })?;
 
+    let head = superblock(&repo, from, &to, commit_bytes, &done, &key)?;
+    let bytes = write_output(&args.output, work.path(), &head, &done, args.split)?;
+    Ok(DeltaOutput {
+        output: args.output.clone(),
+        from: from.map(|f| f.to_string()),
+        to: to.to_string(),
+        objects: jobs.len() as u64,
+        patched: emitted.patched,
+        patched_elsewhere: emitted.patched_elsewhere,
+        parts: done.len(),
+        uncompressed: done.iter().map(|p| p.1).sum(),
+        bytes,
+    })
+}
+
+/// The head, signed body and signatures of an update whose parts are `done`.
+fn superblock(
+    repo: &Repo,
+    from: Option<ObjectId>,
+    to: &ObjectId,
+    commit_bytes: Vec<u8>,
+    done: &[(PathBuf, u64)],
+    key: &ed25519_dalek::SigningKey,
+) -> Result<Vec<u8>> {
     let mut infos = Vec::new();
     let mut offset = 0u64;
-    for (path, size) in &parts.done {
+    for (path, size) in done {
         let bytes = std::fs::read(path)?;
         let len = bytes.len() as u64;
         infos.push(PartInfo {
@@ -367,7 +731,7 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
         });
         offset += len;
     }
-    let sigs = repo.read_signatures(&to)?;
+    let sigs = repo.read_signatures(to)?;
     let body = Body {
         from,
         commit: commit_bytes,
@@ -380,22 +744,12 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     }
     .encode();
     let mut signatures = Signatures::new();
-    signatures.sign(&body, &key).context("sign the update")?;
+    signatures.sign(&body, key).context("sign the update")?;
     let sig_bytes = signatures.encode();
 
     let mut head = update::encode_head(body.len());
     head.extend_from_slice(&body);
     head.extend_from_slice(&u32::try_from(sig_bytes.len())?.to_le_bytes());
     head.extend_from_slice(&sig_bytes);
-    let bytes = write_output(&args.output, work.path(), &head, &parts.done, args.split)?;
-    Ok(DeltaOutput {
-        output: args.output.clone(),
-        from: from.map(|f| f.to_string()),
-        to: to.to_string(),
-        objects: emitted.objects,
-        patched: emitted.patched,
-        parts: parts.done.len(),
-        uncompressed: parts.done.iter().map(|p| p.1).sum(),
-        bytes,
-    })
+    Ok(head)
 }

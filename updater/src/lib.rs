@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod apply;
 pub mod gc;
 pub mod update;
 
@@ -52,6 +53,9 @@ pub enum UpdaterError {
     /// The command does not apply to the device's state.
     #[error("{0}")]
     State(String),
+    /// An update's parts were all applied but did not make its commit.
+    #[error("{0}")]
+    Incomplete(String),
     /// `/run/berth/boot.json` could not be read.
     #[error("{}: {reason}", path.display())]
     BootJson {

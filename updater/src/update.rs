@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 
 use format::record::{DeploymentName, Record};
 use format::sig::Signatures;
-use format::update::{self, Body, op};
-use format::{Commit, EntryKind, FileHeader, ObjectId, ObjectKind, Tree};
+use format::update::{self, Body};
+use format::{Commit, EntryKind, ObjectId, ObjectKind};
 use store::checkout::{CheckoutOptions, checkout};
 use store::{Repo, Txn};
 
+use crate::apply::{self, Applier};
 use crate::{Device, UpdaterError};
 
 /// How an update reports progress.
@@ -189,6 +190,7 @@ impl Device {
         // Every part is checked against its signed hash before the first is applied, so a
         // damaged file changes nothing at all (applying re-checks each part as it goes).
         check_all_parts(file, &mut f, split, parts_start, &body, &done)?;
+        let base = apply::base_order(&repo, body.from.as_ref())?;
         let (mut applied, mut objects) = (0, 0u64);
         let mut offset = parts_start;
         for (i, part) in body.parts.iter().enumerate() {
@@ -198,7 +200,7 @@ impl Device {
                 continue;
             }
             let (mut pf, at, shown) = open_part(file, &mut f, split, i, start, part)?;
-            objects += apply_part(&repo, &mut pf, &shown, i, at, part)?;
+            objects += apply_part(&repo, &base, &mut pf, &shown, i, at, part)?;
             applied += 1;
             let finished: Vec<usize> = (0..body.parts.len())
                 .filter(|k| done.contains(k) || *k <= i)
@@ -233,7 +235,14 @@ impl Device {
             &body,
             &commit,
             &self.path.join("berth/deploy").join(name.as_str()),
-        )?;
+        )
+        .inspect_err(|e| {
+            // Parts that did not make the commit must not be skipped next time: the
+            // next try (of this update or a repaired one) starts from the first part.
+            if matches!(e, UpdaterError::Incomplete(_)) {
+                let _ignored = std::fs::remove_file(&progress_path);
+            }
+        })?;
         self.carry_etc(&repo, &default, &name)?;
         let new = Record {
             trial: Some(name),
@@ -397,6 +406,7 @@ fn verified_body(
 /// transaction. Returns how many objects it held.
 fn apply_part(
     repo: &Repo,
+    base: &[(ObjectId, EntryKind)],
     f: &mut File,
     file: &Path,
     i: usize,
@@ -420,7 +430,7 @@ fn apply_part(
         n: 0,
     };
     let mut txn = Txn::begin(repo)?;
-    let mut objects = 0;
+    let mut applier = Applier::new(repo, base, &shown);
     loop {
         let mut kind = [0u8; 1];
         if r.read(&mut kind).map_err(io)? == 0 {
@@ -432,14 +442,7 @@ fn apply_part(
                 format!("decompresses to more than its signed {} bytes", part.size),
             ));
         }
-        let mut id = [0u8; 32];
-        r.read_exact(&mut id).map_err(io)?;
-        let id = ObjectId::from_bytes(id);
-        let mut len = [0u8; 4];
-        r.read_exact(&mut len).map_err(io)?;
-        let len = u32::from_le_bytes(len) as usize;
-        apply_op(repo, &mut txn, &mut r, kind[0], id, len, &shown)?;
-        objects += 1;
+        applier.apply(&mut txn, &mut r, kind[0])?;
         if r.n > part.size {
             return Err(bad(
                 &shown,
@@ -465,89 +468,9 @@ fn apply_part(
             "changed while being applied: its sha256 no longer matches the signed superblock",
         ));
     }
+    let objects = applier.made();
     txn.commit()?;
     Ok(objects)
-}
-
-/// Applies one operation of a part: reads it from `r` and writes its object into `txn`,
-/// checking that it hashes to `id`.
-fn apply_op<R: Read>(
-    repo: &Repo,
-    txn: &mut Txn<'_>,
-    r: &mut R,
-    kind: u8,
-    id: ObjectId,
-    len: usize,
-    shown: &Path,
-) -> Result<(), UpdaterError> {
-    let io = |e: std::io::Error| bad(shown, e.to_string());
-    match kind {
-        op::FILE if len <= 1 << 20 => {
-            let mut h = vec![0u8; len];
-            r.read_exact(&mut h).map_err(io)?;
-            let header = FileHeader::decode(&h).map_err(|e| bad(shown, e.to_string()))?;
-            let got = txn.write_file(&header, &mut r.by_ref().take(header.size), shown)?;
-            if got != id {
-                return Err(bad(
-                    shown,
-                    format!("object {id} does not hash to its name (got {got})"),
-                ));
-            }
-        }
-        op::FILE_PATCH if len <= 1 << 20 => {
-            let mut h = vec![0u8; len];
-            r.read_exact(&mut h).map_err(io)?;
-            let header = FileHeader::decode(&h).map_err(|e| bad(shown, e.to_string()))?;
-            let mut base = [0u8; 32];
-            r.read_exact(&mut base).map_err(io)?;
-            let base = ObjectId::from_bytes(base);
-            let mut patch_len = [0u8; 8];
-            r.read_exact(&mut patch_len).map_err(io)?;
-            let (_, base_content) = repo.file_object(&base).map_err(|e| {
-                bad(
-                    shown,
-                    format!("object {id} is a patch against {base}, which cannot be read: {e}"),
-                )
-            })?;
-            let store::FileContent::File(base_file) = base_content else {
-                return Err(bad(
-                    shown,
-                    format!("object {id} is a patch against {base}, which is not a regular file"),
-                ));
-            };
-            // The patch is bounded by the part's own (capped) stream; the output by
-            // the header's size, which write_file enforces.
-            let mut patch = r.by_ref().take(u64::from_le_bytes(patch_len));
-            let got = {
-                let mut out = bipatch::Reader::new(&mut patch, base_file)
-                    .map_err(|e| bad(shown, format!("object {id}: bad patch: {e}")))?;
-                txn.write_file(&header, &mut out, shown)?
-            };
-            std::io::copy(&mut patch, &mut std::io::sink()).map_err(io)?;
-            if got != id {
-                return Err(bad(
-                    shown,
-                    format!("object {id} does not hash to its name (got {got})"),
-                ));
-            }
-        }
-        op::TREE if len <= 64 << 20 => {
-            let mut t = vec![0u8; len];
-            r.read_exact(&mut t).map_err(io)?;
-            let tree = Tree::decode(&t).map_err(|e| bad(shown, e.to_string()))?;
-            if tree.id() != id {
-                return Err(bad(shown, format!("tree {id} does not hash to its name")));
-            }
-            txn.write_tree(&tree)?;
-        }
-        k => {
-            return Err(bad(
-                shown,
-                format!("unknown or oversized operation {k} ({len} bytes)"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Checks that everything the commit names is in the store, writes the commit object
@@ -559,9 +482,19 @@ fn install_commit(
     commit: &Commit,
     dest: &Path,
 ) -> Result<(), UpdaterError> {
-    // Everything the commit names must be here now.
-    check_closure(repo, &commit.root)
-        .map_err(|e| bad(file, format!("update is incomplete: {e}")))?;
+    // Everything the commit names must be here now. Operations do not name what they
+    // make, so a part whose bytes lie (signed by a trusted key, yet wrong) shows here:
+    // its trees hash to something else and the signed root is not made.
+    let incomplete = |why: String| {
+        UpdaterError::Incomplete(format!("{}: update is incomplete: {why}", file.display()))
+    };
+    if !repo.has(&commit.root, ObjectKind::Tree)? {
+        return Err(incomplete(format!(
+            "its operations do not make the commit's root tree {}",
+            commit.root
+        )));
+    }
+    check_closure(repo, &commit.root).map_err(incomplete)?;
     let commit_sigs = if body.commit_signatures.is_empty() {
         None
     } else {

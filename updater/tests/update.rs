@@ -414,11 +414,48 @@ fn a_signed_update_cannot_make_anything_but_its_objects() {
         fs::write(&p, b).unwrap();
         p.to_str().unwrap().to_owned()
     };
-    // The first operation names an object (bytes 1..33); claim another name for it.
-    let lying = resign(&lab, &good, |plain| plain[1] ^= 0xff);
-    lab.fails(
-        &["update", &write("lying.berth", &lying)],
-        "does not hash to its name",
+    // Change the first file's first byte of content (after kind, head length, head):
+    // operations do not name their objects, so the lie shows as a root tree not made.
+    let lying = resign(&lab, &good, |plain| {
+        assert_eq!(plain[0], format::ops::FILE);
+        let head = u32::from_le_bytes(plain[1..5].try_into().unwrap()) as usize;
+        plain[5 + head] ^= 0xff;
+    });
+    // Its objects are stored under their true names (nothing can be stored under a
+    // wrong one), unreferenced: fsck passes, and gc takes the sysroot back to before.
+    let before = lab.manifest();
+    let out = lab.berth(&["update", &write("lying.berth", &lying)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("do not make the commit's root tree") && err.lines().count() == 1,
+        "{err}"
+    );
+    lab.ok(&["fsck"]);
+    lab.ok(&["gc"]);
+    // (Empty fan-out directories of the object store may stay.)
+    let fanout = |m: Vec<(Vec<u8>, u32, u32, Vec<u8>)>| -> Vec<_> {
+        m.into_iter()
+            .filter(|e| !(e.0.starts_with(b"berth/repo/objects/") && e.0.len() == 21))
+            .collect()
+    };
+    let (before, after) = (fanout(before), fanout(lab.manifest()));
+    let show = |m: &[(Vec<u8>, u32, u32, Vec<u8>)]| {
+        m.iter()
+            .map(|e| String::from_utf8_lossy(&e.0).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        after == before,
+        "gc removes what the lying update left: {:?} vs {:?}",
+        show(&after)
+            .into_iter()
+            .filter(|p| !show(&before).contains(p))
+            .collect::<Vec<_>>(),
+        show(&before)
+            .into_iter()
+            .filter(|p| !show(&after).contains(p))
+            .collect::<Vec<_>>()
     );
     // More decompressed bytes than the body says: the signed size is a hard cap.
     let bomb = resign(&lab, &good, |plain| {

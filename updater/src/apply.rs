@@ -1,0 +1,365 @@
+//! Applying one part's operations (`format::ops`) to a store transaction.
+//!
+//! Operations do not name the objects they make: each object is hashed as it is written
+//! and remembered in `made`, so that later trees of the same part can point at it by
+//! position. The commit's signed root tree id checks the whole result afterwards.
+//!
+//! Memory stays bounded whatever the update claims: an operation's head is read only up
+//! to [`ops::HEAD_MAX`] (and only as far as the part's capped stream really goes), file
+//! content and patches stream through, and a patch reads its base through a window of
+//! the base file with `pread`, so nothing holds a whole file.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use format::ops::{self, ObjRef, PatchHead, TreeOp};
+use format::{EntryKind, FileHeader, FormatError, ObjectId};
+use store::{Repo, Txn};
+
+use crate::UpdaterError;
+
+fn bad(shown: &Path, what: impl Into<String>) -> UpdaterError {
+    UpdaterError::State(format!("{}: {}", shown.display(), what.into()))
+}
+
+/// The walk of the commit an update starts from (see `format::ops::base_order`), which
+/// `ObjRef::Base` indexes; empty for a full update.
+pub(crate) fn base_order(
+    repo: &Repo,
+    from: Option<&ObjectId>,
+) -> Result<Vec<(ObjectId, EntryKind)>, UpdaterError> {
+    let mut out = Vec::new();
+    if let Some(from) = from {
+        let (commit, _) = repo.read_commit(from)?;
+        ops::base_order(&commit.root, &mut |id| repo.read_tree(id), &mut out)?;
+    }
+    Ok(out)
+}
+
+/// What one part's operations made so far, and where to find the base's objects.
+pub(crate) struct Applier<'a> {
+    pub repo: &'a Repo,
+    pub base: &'a [(ObjectId, EntryKind)],
+    pub shown: &'a Path,
+    made: Vec<(ObjectId, EntryKind)>,
+}
+
+impl<'a> Applier<'a> {
+    pub(crate) fn new(repo: &'a Repo, base: &'a [(ObjectId, EntryKind)], shown: &'a Path) -> Self {
+        Self {
+            repo,
+            base,
+            shown,
+            made: Vec::new(),
+        }
+    }
+
+    /// Objects made by this part so far.
+    pub(crate) fn made(&self) -> u64 {
+        self.made.len() as u64
+    }
+
+    fn base_entry(&self, i: u64, kind: EntryKind) -> Result<ObjectId, FormatError> {
+        match usize::try_from(i).ok().and_then(|i| self.base.get(i)) {
+            Some(&(id, k)) if k == kind => Ok(id),
+            Some(_) => Err(FormatError::Invalid {
+                what: "base reference to an object of the other kind",
+                value: i,
+            }),
+            None => Err(FormatError::Invalid {
+                what: "base reference past the base commit's objects",
+                value: i,
+            }),
+        }
+    }
+
+    fn resolve(&self, r: &ObjRef, kind: EntryKind) -> Result<ObjectId, FormatError> {
+        match *r {
+            ObjRef::Local(n) => {
+                let at = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .and_then(|n| self.made.len().checked_sub(n));
+                match at.map(|i| self.made[i]) {
+                    Some((id, k)) if k == kind => Ok(id),
+                    Some(_) => Err(FormatError::Invalid {
+                        what: "reference to an object of the other kind",
+                        value: n,
+                    }),
+                    None => Err(FormatError::Invalid {
+                        what: "reference to an object this part has not made",
+                        value: n,
+                    }),
+                }
+            }
+            ObjRef::Base(i) => self.base_entry(i, kind),
+            ObjRef::Id(id) => Ok(id),
+        }
+    }
+
+    /// Reads one operation of kind `kind` from `r` and writes its object into `txn`.
+    pub(crate) fn apply<R: Read>(
+        &mut self,
+        txn: &mut Txn<'_>,
+        r: &mut R,
+        kind: u8,
+    ) -> Result<(), UpdaterError> {
+        let shown = self.shown;
+        let io = |e: io::Error| bad(shown, e.to_string());
+        let fmt = |e: FormatError| bad(shown, e.to_string());
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).map_err(io)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > ops::HEAD_MAX {
+            return Err(bad(
+                shown,
+                format!("operation {kind} has a {len}-byte head, over the limit"),
+            ));
+        }
+        // Grown as bytes arrive, so a lying length cannot allocate more than the part holds.
+        let mut head = Vec::new();
+        r.by_ref()
+            .take(len as u64)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        if head.len() != len {
+            return Err(bad(shown, "truncated operation"));
+        }
+        match kind {
+            ops::FILE => {
+                let header = FileHeader::decode(&head).map_err(fmt)?;
+                let id = txn.write_file(&header, &mut r.by_ref().take(header.size), shown)?;
+                self.made.push((id, EntryKind::File));
+            }
+            ops::FILE_PATCH => {
+                let ph = PatchHead::decode(&head).map_err(fmt)?;
+                let id = self.apply_patch(txn, r, &ph)?;
+                self.made.push((id, EntryKind::File));
+            }
+            ops::TREE => {
+                let op = TreeOp::decode(&head).map_err(fmt)?;
+                let base = op
+                    .base
+                    .map(|i| {
+                        let id = self.base_entry(i, EntryKind::Tree).map_err(fmt)?;
+                        Ok::<_, UpdaterError>(self.repo.read_tree(&id)?)
+                    })
+                    .transpose()?;
+                let tree = op
+                    .build(base.as_ref(), |r, k| self.resolve(r, k))
+                    .map_err(fmt)?;
+                txn.write_tree(&tree)?;
+                self.made.push((tree.id(), EntryKind::Tree));
+            }
+            k => return Err(bad(shown, format!("unknown operation {k}"))),
+        }
+        Ok(())
+    }
+
+    fn apply_patch<R: Read>(
+        &self,
+        txn: &mut Txn<'_>,
+        r: &mut R,
+        ph: &PatchHead,
+    ) -> Result<ObjectId, UpdaterError> {
+        let shown = self.shown;
+        let base = self
+            .base_entry(ph.base, EntryKind::File)
+            .map_err(|e| bad(shown, e.to_string()))?;
+        let (bheader, content) = self
+            .repo
+            .file_object(&base)
+            .map_err(|e| bad(shown, format!("a patch's base {base} cannot be read: {e}")))?;
+        let store::FileContent::File(base_file) = content else {
+            return Err(bad(
+                shown,
+                format!("a patch's base {base} is not a regular file"),
+            ));
+        };
+        if let Some(w) = ph
+            .windows
+            .iter()
+            .find(|w| w.base_start + w.base_len > bheader.size)
+        {
+            return Err(bad(
+                shown,
+                format!(
+                    "a patch window reads base bytes {}..{}, past the end of {base} ({} bytes)",
+                    w.base_start,
+                    w.base_start + w.base_len,
+                    bheader.size
+                ),
+            ));
+        }
+        let src = RefCell::new(r);
+        let patch_left = Cell::new(0);
+        let mut windows = Windows {
+            src: &src,
+            patch_left: &patch_left,
+            base: &base_file,
+            list: &ph.windows,
+            next: 0,
+            current: None,
+        };
+        let id = txn.write_file(&ph.header, &mut windows, shown)?;
+        // write_file stops at the header's size; every window must have ended exactly.
+        windows.finish().map_err(|e| bad(shown, e.to_string()))?;
+        Ok(id)
+    }
+}
+
+/// A window of the base file, read with `pread`, seekable only within itself.
+struct Slice<'f> {
+    file: &'f File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Slice<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len - self.pos;
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        let k = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
+impl Seek for Slice<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let (from, delta) = match to {
+            SeekFrom::Start(n) => (0i128, i128::from(n)),
+            SeekFrom::Current(d) => (i128::from(self.pos), i128::from(d)),
+            SeekFrom::End(d) => (i128::from(self.len), i128::from(d)),
+        };
+        self.pos = u64::try_from(from + delta)
+            .ok()
+            .filter(|&at| at <= self.len)
+            .ok_or_else(|| invalid("a patch seeks outside its base window".into()))?;
+        Ok(self.pos)
+    }
+}
+
+/// At most `left` bytes of the part's stream, shared by the windows in turn.
+struct Shared<'s, R> {
+    src: &'s RefCell<&'s mut R>,
+    left: &'s Cell<u64>,
+}
+
+impl<R: Read> Read for Shared<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left.get();
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        if n == 0 {
+            return Ok(0);
+        }
+        let k = self.src.borrow_mut().read(&mut buf[..n])?;
+        if k == 0 {
+            return Err(invalid("the part ends inside a patch".into()));
+        }
+        self.left.set(left - k as u64);
+        Ok(k)
+    }
+}
+
+type WindowReader<'s, 'f, R> = bipatch::Reader<Shared<'s, R>, Slice<'f>>;
+
+/// The new file's content: each window's patch applied to its base slice, in order.
+struct Windows<'s, 'f, R: Read> {
+    src: &'s RefCell<&'s mut R>,
+    /// Patch bytes of the current window not read yet.
+    patch_left: &'s Cell<u64>,
+    base: &'f File,
+    list: &'s [ops::Window],
+    next: usize,
+    /// The window being read, and how many of its bytes are still to come.
+    current: Option<(WindowReader<'s, 'f, R>, u64)>,
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl<R: Read> Windows<'_, '_, R> {
+    /// Ends the current window: it must make nothing more and have used its whole patch.
+    fn close(&mut self) -> io::Result<()> {
+        if let Some((mut reader, left)) = self.current.take() {
+            if left != 0 {
+                return Err(invalid(format!(
+                    "patch window {} ends {left} bytes early",
+                    self.next
+                )));
+            }
+            let mut one = [0u8; 1];
+            if reader.read(&mut one)? != 0 {
+                return Err(invalid(format!(
+                    "patch window {} makes more than its declared size",
+                    self.next
+                )));
+            }
+            if self.patch_left.get() != 0 {
+                return Err(invalid(format!(
+                    "patch window {} has {} bytes of patch left over",
+                    self.next,
+                    self.patch_left.get()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// After the last byte: every window was used, each to its end.
+    fn finish(mut self) -> io::Result<()> {
+        self.close()?;
+        if self.next != self.list.len() {
+            return Err(invalid("the patch has windows past the file's end".into()));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Windows<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((reader, left)) = &mut self.current
+                && *left > 0
+            {
+                let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                let k = reader
+                    .read(&mut buf[..n])
+                    .map_err(|e| invalid(format!("bad patch: {e}")))?;
+                if k == 0 {
+                    return Err(invalid(format!(
+                        "patch window {} ends {left} bytes early",
+                        self.next
+                    )));
+                }
+                *left -= k as u64;
+                return Ok(k);
+            }
+            self.close()?;
+            let Some(w) = self.list.get(self.next) else {
+                return Ok(0);
+            };
+            self.next += 1;
+            self.patch_left.set(w.patch_len);
+            let patch = Shared {
+                src: self.src,
+                left: self.patch_left,
+            };
+            let slice = Slice {
+                file: self.base,
+                start: w.base_start,
+                len: w.base_len,
+                pos: 0,
+            };
+            let reader = bipatch::Reader::new(patch, slice)
+                .map_err(|e| invalid(format!("bad patch: {e}")))?;
+            self.current = Some((reader, w.out_len));
+        }
+    }
+}
