@@ -181,6 +181,10 @@ enum Command {
         /// zstd compression level (1 to 22).
         #[arg(long, value_name = "N", default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
+        /// Output bytes per patch window: files larger than twice this are diffed window
+        /// by window, which bounds the build host's memory (about 10x the window).
+        #[arg(long, value_name = "BYTES", default_value_t = crate::delta::WINDOW)]
+        window: u64,
         /// Write a directory instead (superblock, part-00000, …), to serve over HTTP;
         /// `berth update DIR` reads it too.
         #[arg(long)]
@@ -318,6 +322,7 @@ pub fn run(cli: Cli) -> Result<()> {
             output,
             part_size,
             level,
+            window,
             split,
             json,
         } => delta(
@@ -331,6 +336,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 level,
                 split,
                 progress: !json && std::io::stderr().is_terminal(),
+                window,
             },
             json,
         ),

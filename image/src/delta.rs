@@ -18,8 +18,9 @@
 //! - Everything is compressed solid within a part, so patches of related files share a
 //!   window.
 //!
-//! What keeps it bounded: files up to [`SINGLE_MAX`] are diffed in memory; larger ones
-//! in windows of [`WINDOW`] output bytes, each against the base bytes around the same
+//! What keeps it bounded: files up to twice the window ([`WINDOW`] by default) are
+//! diffed in memory in one piece; larger ones in windows of that many output bytes,
+//! each against the base bytes around the same
 //! relative position, their patches staged on disk. Patches are computed on every core,
 //! a batch at a time, while another thread compresses what is ready.
 
@@ -42,12 +43,11 @@ use store::{FileContent, Repo};
 
 use crate::keys;
 
-/// Largest file (new or base) diffed in one piece, in memory, on the build host.
-pub const SINGLE_MAX: u64 = 32 << 20;
-/// Output bytes per window when a file is larger than [`SINGLE_MAX`].
+/// Output bytes per window (the default of `--window`). A file (new or base) up to twice
+/// this is diffed in one piece; a larger one in windows, each against the base bytes at
+/// the same relative position with half a window of margin on each side, so diffing
+/// holds at most two windows of base and one of output (the suffix array is ~8x that).
 pub const WINDOW: u64 = 16 << 20;
-/// Base bytes on each side of a window's relative position.
-const MARGIN: u64 = 8 << 20;
 /// Bytes of new files diffed in parallel before their operations are written.
 const BATCH_BYTES: u64 = 64 << 20;
 
@@ -65,6 +65,8 @@ pub struct DeltaArgs {
     pub split: bool,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Output bytes per patch window (see [`WINDOW`]).
+    pub window: u64,
 }
 
 /// What `delta` wrote.
@@ -310,13 +312,13 @@ enum Prepared {
     Whole,
 }
 
-fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId) -> Result<Prepared> {
+fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<Prepared> {
     let (Some((header, mut f)), Some((bheader, mut bf))) =
         (regular(repo, id)?, regular(repo, base)?)
     else {
         return Ok(Prepared::Whole);
     };
-    if header.size > SINGLE_MAX || bheader.size > SINGLE_MAX {
+    if header.size > 2 * window || bheader.size > 2 * window {
         return Ok(Prepared::Windowed);
     }
     let (mut new, mut old) = (Vec::new(), Vec::new());
@@ -336,7 +338,7 @@ fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId) -> Result<Prepared> {
 }
 
 /// Diffs the batch's files that have bases, on every core; `None` for the others.
-fn prepare_batch(repo: &Repo, jobs: &[Job]) -> Result<Vec<Option<Prepared>>> {
+fn prepare_batch(repo: &Repo, jobs: &[Job], window: u64) -> Result<Vec<Option<Prepared>>> {
     let slots: Vec<Mutex<Option<Result<Prepared>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -352,7 +354,7 @@ fn prepare_batch(repo: &Repo, jobs: &[Job]) -> Result<Vec<Option<Prepared>>> {
                         base: Some((base, _)),
                     } = job
                     {
-                        let r = prepare(repo, id, base);
+                        let r = prepare(repo, id, base, window);
                         if let Ok(mut slot) = slots[i].lock() {
                             *slot = Some(r);
                         }
@@ -395,6 +397,7 @@ fn send_windowed(
     id: &ObjectId,
     base: &ObjectId,
     base_index: u64,
+    window: u64,
     stage: &Path,
     out: &mut Out,
 ) -> Result<()> {
@@ -412,10 +415,11 @@ fn send_windowed(
     let mut windows = Vec::new();
     let mut start = 0u64;
     while start < n {
-        let out_len = WINDOW.min(n - start);
+        let out_len = window.min(n - start);
+        let margin = window / 2;
         let center = u64::try_from(u128::from(start) * u128::from(b) / u128::from(n))?;
-        let base_start = center.saturating_sub(MARGIN);
-        let base_end = b.min(center + out_len + MARGIN);
+        let base_start = center.saturating_sub(margin);
+        let base_end = b.min(center + out_len + margin);
         let base_len = base_end - base_start;
         let mut new = vec![0u8; usize::try_from(out_len)?];
         let mut old = vec![0u8; usize::try_from(base_len)?];
@@ -487,6 +491,7 @@ fn write_jobs(
     jobs: &[Job],
     base_index: &HashMap<ObjectId, u64>,
     work: &Path,
+    window: u64,
     out: &mut Out,
     meter: &mut Meter,
 ) -> Result<Emitted> {
@@ -502,7 +507,7 @@ fn write_jobs(
             }
             end += 1;
         }
-        let prepared = prepare_batch(repo, &jobs[at..end])?;
+        let prepared = prepare_batch(repo, &jobs[at..end], window)?;
         for (job, prep) in jobs[at..end].iter().zip(prepared) {
             match (job, prep) {
                 (
@@ -528,7 +533,7 @@ fn write_jobs(
                         };
                         out.op(ops::FILE_PATCH, &head.encode(), &patch)?;
                     } else {
-                        send_windowed(repo, id, base, index, &work.join("window"), out)?;
+                        send_windowed(repo, id, base, index, window, &work.join("window"), out)?;
                     }
                     n.patched += 1;
                     n.patched_elsewhere += u64::from(!same_path);
@@ -628,6 +633,9 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     if args.part_size == 0 {
         bail!("--part-size must be at least 1 byte");
     }
+    if args.window < 2 {
+        bail!("--window must be at least 2 bytes");
+    }
     let repo = Repo::open(&args.repo)?;
     let to = repo.resolve_commit(&args.to)?;
     let from = args
@@ -686,7 +694,15 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
         let dir = work.path();
         let level = args.level;
         let writer = s.spawn(move || compress_parts(dir, level, &rx));
-        let emitted = write_jobs(&repo, &jobs, &base_index, work.path(), &mut out, &mut meter);
+        let emitted = write_jobs(
+            &repo,
+            &jobs,
+            &base_index,
+            work.path(),
+            args.window,
+            &mut out,
+            &mut meter,
+        );
         drop(out);
         let done = writer
             .join()

@@ -229,3 +229,45 @@ impl Lab {
         file
     }
 }
+
+/// Re-signs `update` after `edit` changed its first part's decompressed bytes: the
+/// result is a validly signed update whose content lies.
+pub fn resign(lab: &Lab, update: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    use format::update::{Body, encode_head};
+    let body_len = u32::from_le_bytes(update[8..12].try_into().unwrap()) as usize;
+    let mut body = Body::decode(&update[12..12 + body_len]).unwrap();
+    let sig_len =
+        u32::from_le_bytes(update[12 + body_len..16 + body_len].try_into().unwrap()) as usize;
+    let parts_at = 16 + body_len + sig_len;
+    let mut parts: Vec<Vec<u8>> = body
+        .parts
+        .iter()
+        .map(|p| {
+            update[parts_at + p.offset as usize..parts_at + (p.offset + p.len) as usize].to_vec()
+        })
+        .collect();
+    let mut plain = zstd::decode_all(&parts[0][..]).unwrap();
+    edit(&mut plain);
+    parts[0] = zstd::encode_all(&plain[..], 3).unwrap();
+    let mut offset = 0;
+    for (info, bytes) in body.parts.iter_mut().zip(&parts) {
+        info.offset = offset;
+        info.len = bytes.len() as u64;
+        offset += info.len;
+    }
+    body.parts[0].size = plain.len() as u64;
+    body.parts[0].sha256 = format::ObjectId::digest(&parts[0]);
+    let body_bytes = body.encode();
+    let key = format::key::parse_secret(&fs::read(lab.keys.join("berth.key")).unwrap()).unwrap();
+    let mut sigs = format::sig::Signatures::new();
+    sigs.sign(&body_bytes, &key).unwrap();
+    let sig_bytes = sigs.encode();
+    let mut out = encode_head(body_bytes.len());
+    out.extend_from_slice(&body_bytes);
+    out.extend_from_slice(&(sig_bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&sig_bytes);
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    out
+}

@@ -1,0 +1,341 @@
+//! The delta engine end to end: `berth-image delta` on the host, `berth update` on a
+//! device, for random trees and their mutations (renames, moves, edits in the middle,
+//! truncation, growth), and for the cases the encoder treats specially: renamed sonames,
+//! moved files, windowed large files, and patches that lie about their output.
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+#![allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use common::Lab;
+use proptest::prelude::*;
+
+type Files = BTreeMap<String, Vec<u8>>;
+
+/// Every regular file under `root` (paths relative, sorted).
+fn files_under(root: &Path) -> Files {
+    let mut out = Files::new();
+    for (p, e) in testkit::scan(root) {
+        if e.mode & 0o170_000 == 0o100_000 {
+            out.insert(String::from_utf8(p).unwrap(), e.content);
+        }
+    }
+    out
+}
+
+fn refs(f: &Files) -> Vec<(&str, &[u8])> {
+    f.iter().map(|(k, c)| (k.as_str(), c.as_slice())).collect()
+}
+
+/// Updates a device from `from` to `to` with a delta (extra `args` to `delta`), checks
+/// the new deployment holds exactly `to`'s files, and returns the delta's JSON report.
+fn round_trip(base: &Files, target: &Files, args: &[&str]) -> serde_json::Value {
+    let lab = Lab::new();
+    let v1 = lab.commit("1.0", &refs(base));
+    let v2 = lab.commit("2.0", &refs(target));
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    let update = lab.tmp.path().join("u.berth");
+    let mut delta_args = vec![
+        "delta",
+        "--repo",
+        lab.repo.to_str().unwrap(),
+        "--from",
+        &v1,
+        "--to",
+        &v2,
+        "--key",
+        lab.keys.join("berth.key").to_str().unwrap(),
+        "-o",
+        update.to_str().unwrap(),
+        "--json",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    delta_args.extend(args.iter().map(|a| (*a).to_owned()));
+    let report = testkit::run_ok(
+        &testkit::bin("berth-image"),
+        &delta_args
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .collect::<Vec<_>>(),
+    );
+    lab.ok(&["update", update.to_str().unwrap(), "--progress", "none"]);
+    lab.ok(&["fsck"]);
+    let got = files_under(&lab.sysroot.join("berth/deploy").join(&v2[..16]));
+    let want = files_under(&lab.tmp.path().join("tree-2.0"));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &want {
+        assert!(got[k] == *v, "{k} differs after the update");
+    }
+    serde_json::from_str(&report).unwrap()
+}
+
+/// Bytes that look like a binary: runs of structure with noise, so patches pay.
+fn blob(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 16 < 12 {
+                (i / 64) as u8
+            } else {
+                x.to_le_bytes()[0]
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Overwrite bytes in the middle of a file.
+    Edit(usize, usize, u8),
+    /// Insert bytes in the middle of a file.
+    Insert(usize, usize),
+    /// Cut a file short.
+    Truncate(usize),
+    /// Rename a file in its directory (like a soname bump).
+    Rename(usize),
+    /// Move a file to another directory.
+    Move(usize, usize),
+    /// Delete a file.
+    Delete(usize),
+    /// Add a file.
+    Add(u64, usize),
+}
+
+const DIRS: [&str; 4] = ["usr/lib", "usr/lib/x", "usr/share/doc", "opt/a/b"];
+
+fn pick(files: &Files, i: usize) -> Option<String> {
+    (!files.is_empty()).then(|| files.keys().nth(i % files.len()).unwrap().clone())
+}
+
+fn mutate(base: &Files, muts: &[Mutation]) -> Files {
+    let mut t = base.clone();
+    for m in muts {
+        match *m {
+            Mutation::Edit(f, at, v) => {
+                if let Some(k) = pick(&t, f) {
+                    let c = t.get_mut(&k).unwrap();
+                    if !c.is_empty() {
+                        let at = at % c.len();
+                        let end = (at + 37).min(c.len());
+                        c[at..end].iter_mut().for_each(|b| *b ^= v | 1);
+                    }
+                }
+            }
+            Mutation::Insert(f, at) => {
+                if let Some(k) = pick(&t, f) {
+                    let c = t.get_mut(&k).unwrap();
+                    let at = at % (c.len() + 1);
+                    let ins = blob(at as u64, 300);
+                    c.splice(at..at, ins);
+                }
+            }
+            Mutation::Truncate(f) => {
+                if let Some(k) = pick(&t, f) {
+                    let c = t.get_mut(&k).unwrap();
+                    c.truncate(c.len() / 2);
+                }
+            }
+            Mutation::Rename(f) => {
+                if let Some(k) = pick(&t, f) {
+                    let c = t.remove(&k).unwrap();
+                    t.insert(format!("{k}.1"), c);
+                }
+            }
+            Mutation::Move(f, d) => {
+                if let Some(k) = pick(&t, f) {
+                    let c = t.remove(&k).unwrap();
+                    let name = k.rsplit('/').next().unwrap();
+                    t.insert(format!("{}/{name}", DIRS[d % DIRS.len()]), c);
+                }
+            }
+            Mutation::Delete(f) => {
+                if let Some(k) = pick(&t, f) {
+                    t.remove(&k);
+                }
+            }
+            Mutation::Add(seed, len) => {
+                t.insert(
+                    format!("{}/new-{seed}", DIRS[seed as usize % DIRS.len()]),
+                    blob(seed, len),
+                );
+            }
+        }
+    }
+    // A file and a directory may not share a path.
+    let dirs: Vec<String> = t
+        .keys()
+        .flat_map(|k| {
+            k.match_indices('/')
+                .map(|(i, _)| k[..i].to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    t.retain(|k, _| !dirs.contains(k));
+    t
+}
+
+fn tree_strategy() -> impl Strategy<Value = Files> {
+    prop::collection::btree_map(
+        (0..DIRS.len(), "[a-z]{1,6}(\\.so\\.[0-9])?"),
+        (any::<u64>(), 0usize..6000),
+        1..12,
+    )
+    .prop_map(|m| {
+        let mut files: Files = m
+            .into_iter()
+            .map(|((d, name), (seed, len))| (format!("{}/{name}", DIRS[d]), blob(seed, len)))
+            .collect();
+        let dirs: Vec<String> = files
+            .keys()
+            .flat_map(|k| {
+                k.match_indices('/')
+                    .map(|(i, _)| k[..i].to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        files.retain(|k, _| !dirs.contains(k));
+        files
+    })
+}
+
+fn mutation_strategy() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(a, b, c)| Mutation::Edit(a, b, c)),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Insert(a, b)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        any::<usize>().prop_map(Mutation::Rename),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Move(a, b)),
+        any::<usize>().prop_map(Mutation::Delete),
+        (any::<u64>(), 0usize..5000).prop_map(|(a, b)| Mutation::Add(a, b)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever the trees and their changes, the device ends with exactly the target,
+    /// with small windows and small parts so windows, and references across parts, are
+    /// exercised too.
+    #[test]
+    fn applied_deltas_reproduce_the_target(
+        base in tree_strategy(),
+        muts in prop::collection::vec(mutation_strategy(), 0..8),
+        small in any::<bool>(),
+    ) {
+        let target = mutate(&base, &muts);
+        let args: &[&str] = if small { &["--window", "1500", "--part-size", "3000"] } else { &[] };
+        round_trip(&base, &target, args);
+    }
+}
+
+#[test]
+fn renamed_sonames_and_moved_files_are_patched_against_their_old_selves() {
+    let lib = blob(7, 200_000);
+    let doc = blob(8, 50_000);
+    let base: Files = [
+        ("usr/lib/libfoo.so.1.2.3".to_owned(), lib.clone()),
+        ("usr/share/doc/foo/notes".to_owned(), doc.clone()),
+        ("usr/lib/other".to_owned(), blob(9, 1000)),
+    ]
+    .into();
+    let mut lib2 = lib;
+    lib2[100_000..100_010].copy_from_slice(b"0123456789");
+    let mut doc2 = doc;
+    doc2[10..20].copy_from_slice(b"abcdefghij");
+    let target: Files = [
+        ("usr/lib/libfoo.so.1.2.4".to_owned(), lib2),
+        ("opt/foo/notes".to_owned(), doc2),
+        ("usr/lib/other".to_owned(), blob(9, 1000)),
+    ]
+    .into();
+    let report = round_trip(&base, &target, &[]);
+    assert_eq!(report["patched"], 2, "{report}");
+    assert_eq!(report["patched_elsewhere"], 2, "{report}");
+    // Two small patches, not 250 KB of content.
+    assert!(report["bytes"].as_u64().unwrap() < 5_000, "{report}");
+}
+
+#[test]
+fn a_large_file_changed_in_the_middle_travels_as_windows() {
+    let big = blob(3, 1 << 20);
+    let mut big2 = big.clone();
+    // 5000 new bytes in the middle shift everything after them.
+    big2.splice(500_000..500_000, blob(4, 5000));
+    let base: Files = [("usr/lib/big".to_owned(), big)].into();
+    let target: Files = [("usr/lib/big".to_owned(), big2)].into();
+    // Windows of 64 KiB: the file is 16 of them, each diffed against its old position.
+    let report = round_trip(&base, &target, &["--window", "65536"]);
+    assert_eq!(report["patched"], 1, "{report}");
+    assert!(report["bytes"].as_u64().unwrap() < 20_000, "{report}");
+}
+
+/// Decodes the operations of a plain part: (offset of the op, kind, head, payload length).
+fn ops_of(plain: &[u8]) -> Vec<(usize, u8, Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < plain.len() {
+        let kind = plain[at];
+        let len = u32::from_le_bytes(plain[at + 1..at + 5].try_into().unwrap()) as usize;
+        let head = plain[at + 5..at + 5 + len].to_vec();
+        let payload = match kind {
+            format::ops::FILE => format::FileHeader::decode(&head).unwrap().size as usize,
+            format::ops::FILE_PATCH => {
+                format::ops::PatchHead::decode(&head).unwrap().payload_len() as usize
+            }
+            _ => 0,
+        };
+        out.push((at, kind, head, payload));
+        at += 5 + len + payload;
+    }
+    out
+}
+
+#[test]
+fn a_patch_that_makes_more_or_less_than_it_declares_is_refused() {
+    let lab = Lab::new();
+    let old = blob(1, 100_000);
+    let mut new = old.clone();
+    new[50_000..50_004].copy_from_slice(b"four");
+    let v1 = lab.commit("1.0", &[("usr/lib/f", &old)]);
+    let v2 = lab.commit("2.0", &[("usr/lib/f", &new)]);
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    let good = fs::read(lab.delta(Some(&v1), &v2, "good.berth", &[])).unwrap();
+    for (delta, needle) in [
+        (-1i64, "makes more than its declared size"),
+        (1, "ends 1 bytes early"),
+    ] {
+        let bad = common::resign(&lab, &good, |plain| {
+            let (at, _, head, _) = ops_of(plain)
+                .into_iter()
+                .find(|o| o.1 == format::ops::FILE_PATCH)
+                .expect("a patch op");
+            let mut ph = format::ops::PatchHead::decode(&head).unwrap();
+            ph.header.size = ph.header.size.checked_add_signed(delta).unwrap();
+            ph.windows[0].out_len = ph.header.size;
+            let new_head = ph.encode();
+            let mut op = vec![format::ops::FILE_PATCH];
+            op.extend_from_slice(&(new_head.len() as u32).to_le_bytes());
+            op.extend_from_slice(&new_head);
+            plain.splice(at..at + 5 + head.len(), op);
+        });
+        let path = lab.tmp.path().join("bad.berth");
+        fs::write(&path, &bad).unwrap();
+        lab.fails(&["update", path.to_str().unwrap()], needle);
+    }
+    let path = lab.tmp.path().join("good.berth");
+    lab.ok(&["update", path.to_str().unwrap()]);
+}
