@@ -1,72 +1,215 @@
 #!/usr/bin/env bash
-# Benchmark: a real Debian security update (ci/fetch-upgraded-rootfs.sh) as a Berth update
-# file, beside the full compressed image and `zstd --patch-from` over the tar, measured in
-# the same run. Writes the "Updates" section of BENCHMARKS.md. Needs root.
+# Benchmark: Berth's updates beside the common delta tools, on three pairs of trees that
+# the script builds itself (cached outside git in $BERTH_CACHE, default /var/cache/berth):
+#   minbase    Debian bookworm `debootstrap --variant=minbase`, before and after a real
+#              security upgrade (ci/fetch-upgraded-rootfs.sh minbase);
+#   device     the same with python3, openssh-server and systemd (… device);
+#   synthetic  minbase plus a 64 MiB file; after: many files renamed and moved, and
+#              1 MiB inserted in the middle of the large file.
+# For each, in the same run: Berth's update (size, make time and peak RSS, apply time and
+# peak RSS), bsdiff over the whole tar, xdelta3 -9 -S djw, zstd --patch-from --long=31
+# -19, rdiff, casync, and ostree static-delta, with the full image (`zstd -19 --long`) as
+# the baseline. Writes the "Updates" section of BENCHMARKS.md.
+#
+# Regression guard: fails (and leaves BENCHMARKS.md alone) if Berth's update for a corpus
+# is more than 5% larger than the number recorded there; BERTH_BENCH_ACCEPT=1 records the
+# new numbers anyway. Usage: ci/bench-update.sh [CORPUS…]  (default: all three). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo_root=$PWD
 bash ci/setup.sh
-bash ci/fetch-upgraded-rootfs.sh
-cargo build --release --locked -p image -p updater -p init >/dev/null
+# The peers: Debian's packages (bench only; the test suite does not need them).
+need=()
+for p in bsdiff:bsdiff xdelta3:xdelta3 rdiff:rdiff casync:casync ostree:ostree; do
+    command -v "${p%%:*}" >/dev/null || need+=("${p##*:}")
+done
+if ((${#need[@]})); then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+corpora=("$@")
+((${#corpora[@]})) || corpora=(minbase device synthetic)
+cargo build --release --locked -p image -p updater >/dev/null
 
 cache=${BERTH_CACHE:-/var/cache/berth}
-before=$cache/update-before
-after=$cache/update-after
 work=$(mktemp -d /var/tmp/berth-bench-update.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-bi=$PWD/target/release/berth-image
-b=$PWD/target/release/berth
-# time_rss CMD...: runs CMD, prints "seconds maxrss_kib"
-time_rss() { /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }; cat "$work/time"; }
-
-$bi keygen --out "$work/keys" >/dev/null
-vb=$($bi commit --repo "$work/repo" --tree "$before" --version 12.0 --timestamp 0 2>/dev/null)
-va=$($bi commit --repo "$work/repo" --tree "$after" --version 12.1 --timestamp 0 2>/dev/null)
-read -r gen_s gen_rss < <(time_rss $bi delta --repo "$work/repo" --from "$vb" --to "$va" --key "$work/keys/berth.key" -o "$work/delta.berth")
-read -r full_gen_s _ < <(time_rss $bi delta --repo "$work/repo" --empty --to "$va" --key "$work/keys/berth.key" -o "$work/full.berth")
-delta_bytes=$(stat -c %s "$work/delta.berth")
-full_berth_bytes=$(stat -c %s "$work/full.berth")
-
-# The device: the "before" deployment installed, trusting the key through its /etc layer.
-$bi install --repo "$work/repo" --commit "$vb" --sysroot "$work/sysroot" >/dev/null
-name=${vb:0:16}
-mkdir -p "$work/sysroot/berth/state/etc/$name/upper/berth/keys"
-cp "$work/keys/berth.pub" "$work/sysroot/berth/state/etc/$name/upper/berth/keys/"
-printf '{"choice":{"deployment":"%s"},"reason":"default"}' "$name" >"$work/boot.json"
-read -r apply_s apply_rss < <(time_rss $b --sysroot "$work/sysroot" --boot-json "$work/boot.json" update "$work/delta.berth" --progress none)
-
-# Peers, same run: the full image and zstd --patch-from over tars of the same trees.
-tar --sort=name --numeric-owner -C "$before" -cf "$work/before.tar" .
-tar --sort=name --numeric-owner -C "$after" -cf "$work/after.tar" .
-read -r full_s _ < <(time_rss zstd -q -19 --long=27 -T1 "$work/after.tar" -o "$work/after.tar.zst")
-full_bytes=$(stat -c %s "$work/after.tar.zst")
-read -r pf_s pf_rss < <(time_rss zstd -q -19 --long=31 -T1 --patch-from="$work/before.tar" "$work/after.tar" -o "$work/pf.zst")
-pf_bytes=$(stat -c %s "$work/pf.zst")
-read -r pfa_s pfa_rss < <(time_rss zstd -q -d --long=31 --patch-from="$work/before.tar" "$work/pf.zst" -o "$work/pf.out")
-
-changed=$( (diff -rq --no-dereference "$before" "$after" 2>/dev/null || true) | wc -l)
+bi=$repo_root/target/release/berth-image
+b=$repo_root/target/release/berth
+# time_rss CMD...: runs CMD, prints "seconds maxrss_MiB"
+time_rss() {
+    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    read -r s k <"$work/time"
+    echo "$s $((k / 1024))"
+}
 r() { echo "scale=1; $1 / $2" | bc -l | sed "s/^\./0./"; }
+
+# The synthetic pair, from the minbase "before" tree.
+make_synthetic() {
+    local before=$cache/update-synthetic-before after=$cache/update-synthetic-after
+    [[ -e $after/etc/os-release ]] && return
+    bash ci/fetch-upgraded-rootfs.sh minbase
+    rm -rf "$before.tmp" "$after.tmp"
+    cp -a "$cache/update-before" "$before.tmp"
+    # 64 MiB that look like a system image: the rootfs's own binaries, over and over.
+    find "$before.tmp/usr/lib" "$before.tmp/usr/bin" -type f -size +100k -print0 | sort -z |
+        xargs -0 cat | head -c $((64 << 20)) >"$before.tmp/var/lib/large.img"
+    while (($(stat -c %s "$before.tmp/var/lib/large.img") < 64 << 20)); do
+        head -c $((64 << 20)) "$before.tmp/var/lib/large.img" >>"$before.tmp/var/lib/large.img"
+    done
+    truncate -s $((64 << 20)) "$before.tmp/var/lib/large.img"
+    cp -a "$before.tmp" "$after.tmp"
+    # Renames and moves: every zoneinfo file renamed, perl's modules moved to another
+    # directory, the man pages' directory renamed, sonames bumped.
+    (cd "$after.tmp/usr/share/zoneinfo" && find . -type f | while read -r f; do mv "$f" "$f.tz"; done)
+    mv "$after.tmp/usr/lib/x86_64-linux-gnu/perl-base" "$after.tmp/usr/lib/perl5-base"
+    mv "$after.tmp/usr/share/man" "$after.tmp/usr/share/manual"
+    for f in "$after.tmp"/usr/lib/x86_64-linux-gnu/lib*.so.*.*; do
+        [[ -f $f && ! -L $f ]] && mv "$f" "$f.1"
+    done
+    # 1 MiB inserted in the middle of the large file.
+    {
+        head -c $((32 << 20)) "$before.tmp/var/lib/large.img"
+        head -c $((1 << 20)) /dev/urandom
+        tail -c +$(((32 << 20) + 1)) "$before.tmp/var/lib/large.img"
+    } >"$after.tmp/var/lib/large.img"
+    mv "$before.tmp" "$before"
+    mv "$after.tmp" "$after"
+}
+
+rows=""
+guard=""
+failed=""
+old_report=$(cat BENCHMARKS.md 2>/dev/null || true)
+for corpus in "${corpora[@]}"; do
+    case $corpus in
+    minbase | device)
+        bash ci/fetch-upgraded-rootfs.sh "$corpus"
+        pre=$cache/update; [[ $corpus == device ]] && pre=$cache/update-device
+        before=$pre-before after=$pre-after
+        ;;
+    synthetic)
+        make_synthetic
+        before=$cache/update-synthetic-before after=$cache/update-synthetic-after
+        ;;
+    *) echo "unknown corpus $corpus" >&2; exit 2 ;;
+    esac
+    echo "== $corpus: $(du -sm "$after" | cut -f1) MiB" >&2
+    w=$work/$corpus
+    mkdir -p "$w"
+
+    # Berth.
+    $bi keygen --out "$w/keys" >/dev/null
+    vb=$($bi commit --repo "$w/repo" --tree "$before" --version 12.0 --timestamp 0 2>/dev/null)
+    va=$($bi commit --repo "$w/repo" --tree "$after" --version 12.1 --timestamp 0 2>/dev/null)
+    read -r gen_s gen_rss < <(time_rss "$bi" delta --repo "$w/repo" --from "$vb" --to "$va" --key "$w/keys/berth.key" -o "$w/delta.berth")
+    berth_bytes=$(stat -c %s "$w/delta.berth")
+    $bi install --repo "$w/repo" --commit "$vb" --sysroot "$w/sysroot" >/dev/null
+    name=${vb:0:16}
+    mkdir -p "$w/sysroot/berth/state/etc/$name/upper/berth/keys"
+    cp "$w/keys/berth.pub" "$w/sysroot/berth/state/etc/$name/upper/berth/keys/"
+    printf '{"choice":{"deployment":"%s"},"reason":"default"}' "$name" >"$w/boot.json"
+    read -r apply_s apply_rss < <(time_rss "$b" --sysroot "$w/sysroot" --boot-json "$w/boot.json" update "$w/delta.berth" --progress none)
+    rm -rf "$w/sysroot"
+
+    # The tars every whole-image tool works on.
+    tar --sort=name --numeric-owner -C "$before" -cf "$w/before.tar" .
+    tar --sort=name --numeric-owner -C "$after" -cf "$w/after.tar" .
+    tar_bytes=$(stat -c %s "$w/after.tar")
+    read -r full_s _ < <(time_rss zstd -q -19 --long=27 -T2 "$w/after.tar" -o "$w/after.tar.zst")
+    full=$(stat -c %s "$w/after.tar.zst")
+    rm -f "$w/after.tar.zst"
+
+    row() { # name bytes make_s make_rss apply_s apply_rss (Berth's row in bold)
+        local bytes=$2 ratio
+        ratio=$(r "$full" "$2")
+        [[ $1 == \*\** ]] && bytes="**$2**" ratio="**$ratio**"
+        rows+="| $corpus | $1 | $bytes | $ratio | $3 | $4 | $5 | $6 |"$'\n'
+    }
+    rows+="| $corpus | full image: the tar ($((tar_bytes >> 20)) MiB), \`zstd -19 --long\` | $full | 1.0 | $full_s | | | |"$'\n'
+    row "**Berth** (\`berth-image delta\`, \`berth update\`)" "$berth_bytes" "$gen_s" "$gen_rss" "$apply_s" "$apply_rss"
+
+    read -r s m < <(time_rss bsdiff "$w/before.tar" "$w/after.tar" "$w/bsdiff.patch")
+    read -r as am < <(time_rss bspatch "$w/before.tar" "$w/bs.out" "$w/bsdiff.patch")
+    cmp -s "$w/bs.out" "$w/after.tar" || { echo "bspatch did not reproduce the tar" >&2; exit 1; }
+    row "bsdiff over the tar" "$(stat -c %s "$w/bsdiff.patch")" "$s" "$m" "$as" "$am"
+    rm -f "$w/bs.out" "$w/bsdiff.patch"
+
+    win=$(((tar_bytes > (1 << 30) ? (1 << 30) : tar_bytes)))
+    read -r s m < <(time_rss xdelta3 -e -9 -S djw -B "$win" -f -s "$w/before.tar" "$w/after.tar" "$w/x.vcdiff")
+    read -r as am < <(time_rss xdelta3 -d -B "$win" -f -s "$w/before.tar" "$w/x.vcdiff" "$w/x.out")
+    cmp -s "$w/x.out" "$w/after.tar" || { echo "xdelta3 did not reproduce the tar" >&2; exit 1; }
+    row "xdelta3 -9 -S djw (source window = the tar)" "$(stat -c %s "$w/x.vcdiff")" "$s" "$m" "$as" "$am"
+    rm -f "$w/x.out" "$w/x.vcdiff"
+
+    read -r s m < <(time_rss zstd -q -19 --long=31 -T1 --patch-from="$w/before.tar" "$w/after.tar" -o "$w/pf.zst")
+    read -r as am < <(time_rss zstd -q -d --long=31 --patch-from="$w/before.tar" "$w/pf.zst" -o "$w/pf.out")
+    row "\`zstd -19 --long=31 --patch-from\`" "$(stat -c %s "$w/pf.zst")" "$s" "$m" "$as" "$am"
+    rm -f "$w/pf.out" "$w/pf.zst"
+
+    read -r s1 m1 < <(time_rss rdiff signature "$w/before.tar" "$w/sig")
+    read -r s2 m2 < <(time_rss rdiff delta "$w/sig" "$w/after.tar" "$w/rdiff.delta")
+    read -r as am < <(time_rss rdiff patch "$w/before.tar" "$w/rdiff.delta" "$w/rd.out")
+    row "rdiff (signature + delta, uncompressed)" "$(stat -c %s "$w/rdiff.delta")" "$(echo "$s1 + $s2" | bc | sed 's/^\./0./')" "$((m1 > m2 ? m1 : m2))" "$as" "$am"
+    rm -f "$w/rd.out" "$w/rdiff.delta" "$w/sig"
+
+    # casync: the chunks of the new tar that the old tar's store lacks, plus its index.
+    casync make --store="$w/b.castr" "$w/b.caibx" "$w/before.tar" >/dev/null 2>&1
+    read -r s m < <(time_rss casync make --store="$w/a.castr" "$w/a.caibx" "$w/after.tar")
+    comm -13 <(cd "$w/b.castr" && find . -type f | sort) <(cd "$w/a.castr" && find . -type f | sort) >"$w/new-chunks"
+    cas_bytes=$(( $(stat -c %s "$w/a.caibx") + $( (cd "$w/a.castr" && xargs -r stat -c %s <"$w/new-chunks") | awk '{s+=$1} END {print s+0}') ))
+    read -r as am < <(time_rss casync extract --store="$w/a.castr" --seed="$w/before.tar" "$w/a.caibx" "$w/ca.out")
+    row "casync (new chunks + index; extract seeded with the old tar)" "$cas_bytes" "$s" "$m" "$as" "$am"
+    rm -rf "$w/ca.out" "$w"/*.castr "$w"/*.caibx "$w/new-chunks"
+
+    # OSTree: a static delta between the two commits, applied offline to a repo with the old one.
+    # (It cannot store device nodes: /dev is left out.)
+    echo /dev >"$work/ostree-skip"
+    ostree --repo="$w/ostree" init --mode=bare >/dev/null
+    ob=$(ostree --repo="$w/ostree" commit --branch=b --tree=dir="$before" --skip-list="$work/ostree-skip" --timestamp=0)
+    oa=$(ostree --repo="$w/ostree" commit --branch=a --tree=dir="$after" --skip-list="$work/ostree-skip" --timestamp=0)
+    read -r s m < <(time_rss ostree --repo="$w/ostree" static-delta generate --from="$ob" --to="$oa" --inline --min-fallback-size=0 --filename="$w/ostree.delta")
+    ostree --repo="$w/ostree2" init --mode=bare >/dev/null
+    ostree --repo="$w/ostree2" commit --branch=b --tree=dir="$before" --skip-list="$work/ostree-skip" --timestamp=0 >/dev/null
+    read -r as am < <(time_rss ostree --repo="$w/ostree2" static-delta apply-offline "$w/ostree.delta")
+    row "\`ostree static-delta generate\` (2022.7)" "$(stat -c %s "$w/ostree.delta")" "$s" "$m" "$as" "$am"
+    rm -rf "$w"
+
+    recorded=$(printf '%s\n' "$old_report" | sed -n "s/.*<!-- guard $corpus \([0-9]*\) -->.*/\1/p" | head -1)
+    guard+="<!-- guard $corpus $berth_bytes -->"$'\n'
+    if [[ -n $recorded ]] && ((berth_bytes * 100 > recorded * 105)); then
+        failed+="$corpus: Berth's update is $berth_bytes bytes, more than 5% over the $recorded recorded in BENCHMARKS.md"$'\n'
+    fi
+done
+
 section=$(cat <<MD
 <!-- update-bench:start -->
-## Updates: a Debian security update
+## Updates: Berth beside the delta tools
 
-Measured by \`ci/bench-update.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores. Trees: Debian bookworm
-\`debootstrap --variant=minbase\` before and after \`apt-get upgrade\` with bookworm-updates and
-bookworm-security ($changed paths differ; apt lists and caches removed from both), $(du -sm "$after" | cut -f1) MiB.
-Berth sends every object the device lacks, zstd-compressed (level 15, the default) in parts; a file changed at the
-same path travels as a bidiff patch against the device's version when that compresses smaller.
+Measured by \`ci/bench-update.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, all in one run. Corpora, built by the
+script: **minbase**, Debian bookworm \`debootstrap --variant=minbase\` before and after \`apt-get upgrade\` with
+bookworm-updates and bookworm-security (apt lists and caches removed from both); **device**, the same with
+python3, openssh-server and systemd; **synthetic**, minbase plus a 64 MiB file, then every zoneinfo file renamed,
+perl's modules and the man pages moved to other directories, every versioned shared library renamed, and 1 MiB
+inserted in the middle of the large file. *× smaller* is the full image's size over the update's. Times in
+seconds, peak RSS in MiB (GNU time). Berth's apply verifies the signature and every part, hashes every object,
+checks out the deployment with \`syncfs\` and writes the boot record; the others rebuild a tar (OSTree: its
+repository; its commits leave out \`/dev\`, whose device nodes it cannot store). rdiff's delta is not
+compressed (that is how the tool ships it).
 
-| | bytes | full image / this | make (s) | make peak RSS (MiB) | apply (s) | apply peak RSS (MiB) |
-|---|---|---|---|---|---|---|
-| full image, \`tar \| zstd -19 --long\` | $full_bytes | 1.0 | $full_s | | | |
-| Berth full update (\`delta --empty\`) | $full_berth_bytes | $(r "$full_bytes" "$full_berth_bytes") | $full_gen_s | | | |
-| **Berth update (\`delta --from\`)** | **$delta_bytes** | **$(r "$full_bytes" "$delta_bytes")** | $gen_s | $((gen_rss / 1024)) | $apply_s | $((apply_rss / 1024)) |
-| \`zstd -19 --long=31 --patch-from\` over the tar | $pf_bytes | $(r "$full_bytes" "$pf_bytes") | $pf_s | $((pf_rss / 1024)) | $pfa_s | $((pfa_rss / 1024)) |
+| corpus | update | bytes | × smaller | make (s) | make RSS | apply (s) | apply RSS |
+|---|---|---|---|---|---|---|---|
+${rows%$'\n'}
 
-Berth's apply includes verifying the signature and every part, re-hashing every object, checking out
-the new deployment with \`syncfs\`, and writing the boot record; \`zstd\`'s apply only rebuilds a tar.
+${guard%$'\n'}
 <!-- update-bench:end -->
 MD
 )
+if [[ -n $failed && ${BERTH_BENCH_ACCEPT:-0} != 1 ]]; then
+    echo "$section"
+    printf 'REGRESSION: %s' "$failed" >&2
+    echo "BENCHMARKS.md left unchanged; BERTH_BENCH_ACCEPT=1 records these numbers." >&2
+    exit 1
+fi
 python3 - BENCHMARKS.md "$section" <<'PY'
 import sys, re
 path, section = sys.argv[1], sys.argv[2]
