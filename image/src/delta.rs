@@ -203,9 +203,11 @@ enum Job {
         /// path.
         base: Option<(ObjectId, bool)>,
     },
+    /// A tree, read once while planning, and the base tree it is an edit of.
     Tree {
         id: ObjectId,
-        base: Option<ObjectId>,
+        tree: Tree,
+        base: Option<(ObjectId, Tree)>,
     },
 }
 
@@ -231,7 +233,6 @@ const LIKENESS_MIN: usize = 600;
 /// Decides what to send and against which bases.
 struct Planner<'a> {
     repo: &'a Repo,
-    base_index: &'a HashMap<ObjectId, u64>,
     /// Base commit's files by name, for moves across directories.
     by_name: HashMap<Vec<u8>, ObjectId>,
     have: HashSet<ObjectId>,
@@ -270,15 +271,17 @@ impl Planner<'_> {
             return Ok(());
         }
         let t = self.repo.read_tree(tree)?;
-        let bt = base.map(|b| self.repo.read_tree(&b)).transpose()?;
+        let bt = base
+            .map(|b| self.repo.read_tree(&b).map(|t| (b, t)))
+            .transpose()?;
         for e in t.entries() {
             match e.kind {
                 EntryKind::Tree => {
-                    let b = Self::base_for(&t, bt.as_ref(), e).map(|(id, _)| id);
+                    let b = Self::base_for(&t, bt.as_ref().map(|b| &b.1), e).map(|(id, _)| id);
                     self.plan(&e.id, b)?;
                 }
                 EntryKind::File if self.have.insert(e.id) => {
-                    let base = Self::base_for(&t, bt.as_ref(), e)
+                    let base = Self::base_for(&t, bt.as_ref().map(|b| &b.1), e)
                         .or_else(|| self.by_name.get(e.name.as_bytes()).map(|&id| (id, false)));
                     self.jobs.push(Job::File { id: e.id, base });
                 }
@@ -287,7 +290,8 @@ impl Planner<'_> {
         }
         self.jobs.push(Job::Tree {
             id: *tree,
-            base: base.filter(|b| self.base_index.contains_key(b)),
+            tree: t,
+            base: bt,
         });
         self.have.insert(*tree);
         Ok(())
@@ -304,8 +308,9 @@ fn regular(repo: &Repo, id: &ObjectId) -> Result<Option<(FileHeader, File)>> {
 
 /// What to send for a file that has a base, worked out off the writing thread.
 enum Prepared {
-    /// One-window patch (the base's whole content), and the new file's header.
-    Patch(FileHeader, Vec<u8>),
+    /// One-window patch over the base's whole content: the new file's header, the
+    /// base's size, the patch.
+    Patch(FileHeader, u64, Vec<u8>),
     /// Too big for one window: done while writing, window by window.
     Windowed,
     /// The patch does not pay: send the file whole.
@@ -331,7 +336,7 @@ fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<P
     // the file's own compressed size, at a quick level.
     let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
     Ok(if cost(&patch)? < cost(&new)? {
-        Prepared::Patch(header, patch)
+        Prepared::Patch(header, bheader.size, patch)
     } else {
         Prepared::Whole
     })
@@ -414,9 +419,9 @@ fn send_windowed(
         .open(stage)?;
     let mut windows = Vec::new();
     let mut start = 0u64;
+    let margin = window / 2;
     while start < n {
         let out_len = window.min(n - start);
-        let margin = window / 2;
         let center = u64::try_from(u128::from(start) * u128::from(b) / u128::from(n))?;
         let base_start = center.saturating_sub(margin);
         let base_end = b.min(center + out_len + margin);
@@ -520,11 +525,11 @@ fn write_jobs(
                     let index = *base_index
                         .get(base)
                         .context("a patch base outside the base commit")?;
-                    if let Prepared::Patch(header, patch) = p {
+                    if let Prepared::Patch(header, base_len, patch) = p {
                         let head = PatchHead {
                             windows: vec![ops::Window {
                                 base_start: 0,
-                                base_len: repo.file_object(base)?.0.size,
+                                base_len,
                                 out_len: header.size,
                                 patch_len: patch.len() as u64,
                             }],
@@ -543,16 +548,17 @@ fn write_jobs(
                     send_whole(repo, id, out)?;
                     out.made(*id)?;
                 }
-                (Job::Tree { id, base }, _) => {
-                    let t = repo.read_tree(id)?;
-                    let bt = base.map(|b| repo.read_tree(&b)).transpose()?;
-                    let op = TreeOp::diff(
-                        base.as_ref()
-                            .and_then(|b| base_index.get(b).copied())
-                            .zip(bt.as_ref()),
-                        &t,
-                        |e| out.refer(&e.id, base_index),
-                    );
+                (Job::Tree { id, tree, base }, _) => {
+                    let base = base
+                        .as_ref()
+                        .map(|(b, t)| {
+                            let i = base_index
+                                .get(b)
+                                .context("a base tree outside the base commit")?;
+                            anyhow::Ok((*i, t))
+                        })
+                        .transpose()?;
+                    let op = TreeOp::diff(base, tree, |e| out.refer(&e.id, base_index));
                     out.op(ops::TREE, &op.encode(), &[])?;
                     out.made(*id)?;
                 }
@@ -607,27 +613,6 @@ fn write_output(
     Ok(bytes)
 }
 
-/// The base commit's files by name (the first of each name in walk order).
-fn files_by_name(
-    repo: &Repo,
-    tree: &ObjectId,
-    out: &mut HashMap<Vec<u8>, ObjectId>,
-    seen: &mut HashSet<ObjectId>,
-) -> Result<()> {
-    if !seen.insert(*tree) {
-        return Ok(());
-    }
-    for e in repo.read_tree(tree)?.entries() {
-        match e.kind {
-            EntryKind::Tree => files_by_name(repo, &e.id, out, seen)?,
-            EntryKind::File => {
-                out.entry(e.name.as_bytes().to_vec()).or_insert(e.id);
-            }
-        }
-    }
-    Ok(())
-}
-
 pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     let key = keys::read_secret(&args.key)?;
     if args.part_size == 0 {
@@ -650,16 +635,22 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
     if let Some(f) = &from {
         let (c, _) = repo.read_commit(f)?;
         let mut order = Vec::new();
-        ops::base_order(&c.root, &mut |id| repo.read_tree(id), &mut order)?;
+        // One walk: the base indices, and every file's name as its tree goes by.
+        let mut read_tree = |id: &ObjectId| {
+            let t = repo.read_tree(id)?;
+            for e in t.entries().iter().filter(|e| e.kind == EntryKind::File) {
+                by_name.entry(e.name.as_bytes().to_vec()).or_insert(e.id);
+            }
+            anyhow::Ok(t)
+        };
+        ops::base_order(&c.root, &mut read_tree, &mut order)?;
         for (i, (id, _)) in order.iter().enumerate() {
             base_index.entry(*id).or_insert(i as u64);
         }
-        files_by_name(&repo, &c.root, &mut by_name, &mut HashSet::new())?;
         base_root = Some(c.root);
     }
     let mut planner = Planner {
         repo: &repo,
-        base_index: &base_index,
         by_name,
         have: base_index.keys().copied().collect(),
         jobs: Vec::new(),

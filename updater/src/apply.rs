@@ -20,10 +20,7 @@ use format::{EntryKind, FileHeader, FormatError, ObjectId};
 use store::{Repo, Txn};
 
 use crate::UpdaterError;
-
-fn bad(shown: &Path, what: impl Into<String>) -> UpdaterError {
-    UpdaterError::State(format!("{}: {}", shown.display(), what.into()))
-}
+use crate::update::bad;
 
 /// The walk of the commit an update starts from (see `format::ops::base_order`), which
 /// `ObjRef::Base` indexes; empty for a full update.
@@ -63,17 +60,12 @@ impl<'a> Applier<'a> {
     }
 
     fn base_entry(&self, i: u64, kind: EntryKind) -> Result<ObjectId, FormatError> {
-        match usize::try_from(i).ok().and_then(|i| self.base.get(i)) {
-            Some(&(id, k)) if k == kind => Ok(id),
-            Some(_) => Err(FormatError::Invalid {
-                what: "base reference to an object of the other kind",
-                value: i,
-            }),
-            None => Err(FormatError::Invalid {
-                what: "base reference past the base commit's objects",
-                value: i,
-            }),
-        }
+        let at = usize::try_from(i).ok().and_then(|i| self.base.get(i));
+        let what = (
+            "base reference to an object of the other kind",
+            "base reference past the base commit's objects",
+        );
+        of_kind(at, kind, i, what)
     }
 
     fn resolve(&self, r: &ObjRef, kind: EntryKind) -> Result<ObjectId, FormatError> {
@@ -82,18 +74,13 @@ impl<'a> Applier<'a> {
                 let at = usize::try_from(n)
                     .ok()
                     .filter(|&n| n >= 1)
-                    .and_then(|n| self.made.len().checked_sub(n));
-                match at.map(|i| self.made[i]) {
-                    Some((id, k)) if k == kind => Ok(id),
-                    Some(_) => Err(FormatError::Invalid {
-                        what: "reference to an object of the other kind",
-                        value: n,
-                    }),
-                    None => Err(FormatError::Invalid {
-                        what: "reference to an object this part has not made",
-                        value: n,
-                    }),
-                }
+                    .and_then(|n| self.made.len().checked_sub(n))
+                    .map(|i| &self.made[i]);
+                let what = (
+                    "reference to an object of the other kind",
+                    "reference to an object this part has not made",
+                );
+                of_kind(at, kind, n, what)
             }
             ObjRef::Base(i) => self.base_entry(i, kind),
             ObjRef::Id(id) => Ok(id),
@@ -208,6 +195,23 @@ impl<'a> Applier<'a> {
         // write_file stops at the header's size; every window must have ended exactly.
         windows.finish().map_err(|e| bad(shown, e.to_string()))?;
         Ok(id)
+    }
+}
+
+/// The id of a referenced object, if it is there and of the kind the entry needs.
+fn of_kind(
+    found: Option<&(ObjectId, EntryKind)>,
+    kind: EntryKind,
+    value: u64,
+    (wrong, missing): (&'static str, &'static str),
+) -> Result<ObjectId, FormatError> {
+    match found {
+        Some(&(id, k)) if k == kind => Ok(id),
+        Some(_) => Err(FormatError::Invalid { what: wrong, value }),
+        None => Err(FormatError::Invalid {
+            what: missing,
+            value,
+        }),
     }
 }
 

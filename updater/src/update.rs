@@ -69,7 +69,8 @@ pub struct UpdateReport {
     pub objects: u64,
 }
 
-fn bad(file: &Path, what: impl Into<String>) -> UpdaterError {
+/// An error about `file` (an update, a part of one): one line naming it and the cause.
+pub(crate) fn bad(file: &Path, what: impl Into<String>) -> UpdaterError {
     UpdaterError::State(format!("{}: {}", file.display(), what.into()))
 }
 

@@ -174,8 +174,13 @@ fn mutate(base: &Files, muts: &[Mutation]) -> Files {
             }
         }
     }
-    // A file and a directory may not share a path.
-    let dirs: Vec<String> = t
+    without_clashes(&mut t);
+    t
+}
+
+/// Drops the files whose path is also a directory of another file's path.
+fn without_clashes(files: &mut Files) {
+    let dirs: Vec<String> = files
         .keys()
         .flat_map(|k| {
             k.match_indices('/')
@@ -183,8 +188,7 @@ fn mutate(base: &Files, muts: &[Mutation]) -> Files {
                 .collect::<Vec<_>>()
         })
         .collect();
-    t.retain(|k, _| !dirs.contains(k));
-    t
+    files.retain(|k, _| !dirs.contains(k));
 }
 
 fn tree_strategy() -> impl Strategy<Value = Files> {
@@ -198,15 +202,7 @@ fn tree_strategy() -> impl Strategy<Value = Files> {
             .into_iter()
             .map(|((d, name), (seed, len))| (format!("{}/{name}", DIRS[d]), blob(seed, len)))
             .collect();
-        let dirs: Vec<String> = files
-            .keys()
-            .flat_map(|k| {
-                k.match_indices('/')
-                    .map(|(i, _)| k[..i].to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        files.retain(|k, _| !dirs.contains(k));
+        without_clashes(&mut files);
         files
     })
 }
