@@ -314,6 +314,11 @@ fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()
         .with_context(|| format!("run {}", Path::new(cmd.get_program()).display()))?;
+    succeeded(cmd, &out)
+}
+
+/// A command's failure, named with its stderr.
+fn succeeded(cmd: &Command, out: &std::process::Output) -> Result<()> {
     if !out.status.success() {
         bail!(
             "{} failed: {}",
@@ -333,14 +338,7 @@ fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<()> {
         .with_context(|| format!("run {}", Path::new(cmd.get_program()).display()))?;
     child.stdin.take().context("stdin")?.write_all(input)?;
     let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            Path::new(cmd.get_program()).display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    succeeded(cmd, &out)
 }
 
 /// A sparse disk image of `mib` MiB with the filesystem image at 1 MiB.

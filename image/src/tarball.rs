@@ -280,36 +280,29 @@ fn add_entry<R: Read>(
     } else {
         (0, 0)
     };
-    let id = if kind == FileKind::Symlink {
-        let target =
-            link.with_context(|| format!("{}: symlink without a target", shown.display()))?;
-        let header = FileHeader {
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev_major,
-            rdev_minor,
-            size: target.len() as u64,
-            xattrs,
-        };
-        txn.write_file(&header, &mut target.as_slice(), shown)?
+    let target = if kind == FileKind::Symlink {
+        Some(link.with_context(|| format!("{}: symlink without a target", shown.display()))?)
     } else {
-        let size = if kind == FileKind::Regular {
-            entry.size()
-        } else {
-            0
-        };
-        let header = FileHeader {
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev_major,
-            rdev_minor,
-            size,
-            xattrs,
-        };
+        None
+    };
+    let size = match (&target, kind) {
+        (Some(t), _) => t.len() as u64,
+        (None, FileKind::Regular) => entry.size(),
+        (None, _) => 0,
+    };
+    let header = FileHeader {
+        kind,
+        mode,
+        uid,
+        gid,
+        rdev_major,
+        rdev_minor,
+        size,
+        xattrs,
+    };
+    let id = if let Some(t) = &target {
+        txn.write_file(&header, &mut t.as_slice(), shown)?
+    } else {
         stats.bytes += size;
         txn.write_file(&header, entry, shown)?
     };
