@@ -26,3 +26,6 @@ echo "== build"
 cargo build --workspace --locked
 echo "== tests"
 BERTH_STRICT=1 cargo test --workspace --locked
+echo "== crash injection at every mutation (the crash-test build of berth)"
+cargo clippy -p updater --features crash-points --all-targets --locked -- -D warnings
+cargo test -p updater --features crash-points --locked --test crash -- --nocapture

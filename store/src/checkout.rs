@@ -77,8 +77,12 @@ pub fn checkout(
         tmp = format!(".berth-checkout-tmp-{pid}").into_bytes();
     }
     let tmp_shown = parent.join(OsStr::from_bytes(&tmp));
-    rustix::fs::mkdirat(&parent_fd, tmp.as_slice(), Mode::from_raw_mode(0o700))
-        .map_err(|e| StoreError::io(&tmp_shown, "create directory", e))?;
+    fsop::mkdirat(
+        parent_fd.as_fd(),
+        tmp.as_slice(),
+        Mode::from_raw_mode(0o700),
+    )
+    .map_err(|e| StoreError::io(&tmp_shown, "create directory", e))?;
     let result = (|| {
         let fd = inode::open_dir_at(parent_fd.as_fd(), &tmp, &tmp_shown)?;
         let mut w = Writer {
@@ -93,13 +97,13 @@ pub fn checkout(
         };
         w.fill(root, fd.as_fd(), dest.to_path_buf(), 0)?;
         if opts.sync {
-            rustix::fs::syncfs(&fd).map_err(|e| StoreError::io(dest, "sync checkout", e))?;
+            fsop::syncfs(fd.as_fd()).map_err(|e| StoreError::io(dest, "sync checkout", e))?;
         }
-        rustix::fs::renameat(&parent_fd, tmp.as_slice(), &parent_fd, name)
+        fsop::renameat(parent_fd.as_fd(), tmp.as_slice(), parent_fd.as_fd(), name)
             .map_err(|e| StoreError::io(dest, "rename checkout into place", e))?;
         if opts.sync {
             // Durability: the rename is persistent only once the parent directory is.
-            rustix::fs::fsync(&parent_fd)
+            fsop::fsync(parent_fd.as_fd())
                 .map_err(|e| StoreError::io(parent, "fsync directory", e))?;
         }
         Ok(w.stats)
@@ -160,7 +164,7 @@ impl Writer<'_> {
             let path = shown.join(OsStr::from_bytes(name));
             match entry.kind {
                 EntryKind::Tree => {
-                    rustix::fs::mkdirat(dirfd, name, Mode::from_raw_mode(0o700))
+                    fsop::mkdirat(dirfd, name, Mode::from_raw_mode(0o700))
                         .map_err(|e| StoreError::io(&path, "create directory", e))?;
                     let child = inode::open_dir_at(dirfd, name, &path)?;
                     self.fill(&entry.id, child.as_fd(), path, depth + 1)?;
@@ -181,13 +185,7 @@ impl Writer<'_> {
     ) -> Result<(), StoreError> {
         let rel = object_path(id, ObjectKind::File.suffix());
         if !self.opts.copy {
-            match rustix::fs::linkat(
-                self.repo.objects_fd(),
-                rel.as_str(),
-                dirfd,
-                name,
-                AtFlags::empty(),
-            ) {
+            match fsop::linkat(self.repo.objects_fd(), rel.as_str(), dirfd, name) {
                 Ok(()) => {
                     self.stats.linked += 1;
                     return Ok(());
@@ -199,7 +197,7 @@ impl Writer<'_> {
             }
         }
         if let Some(first) = self.copies.get(id) {
-            match rustix::fs::linkat(&self.root, first.as_path(), dirfd, name, AtFlags::empty()) {
+            match fsop::linkat(self.root.as_fd(), first.as_path(), dirfd, name) {
                 Ok(()) => {
                     self.stats.linked += 1;
                     return Ok(());
@@ -229,16 +227,25 @@ impl Writer<'_> {
         let (header, content) = self.repo.file_object(id)?;
         match content {
             FileContent::File(mut src) => {
-                let dst = rustix::fs::openat(
+                let dst = fsop::create(
                     dirfd,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::EXCL,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| StoreError::io(path, "create", e))?;
-                let mut d = std::fs::File::from(dst);
-                std::io::copy(&mut src, &mut d).map_err(|e| StoreError::io(path, "copy", e))?;
-                inode::apply_header(d.as_fd(), &header, path)
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = match std::io::Read::read(&mut src, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(StoreError::io(path, "copy", e)),
+                    };
+                    fsop::write_all(dst.as_fd(), &buf[..n])
+                        .map_err(|e| StoreError::io(path, "copy", e))?;
+                }
+                inode::apply_header(dst.as_fd(), &header, path)
             }
             FileContent::Bytes(target) => {
                 inode::create_special(dirfd, name, &header, target.get_ref(), path)
@@ -249,7 +256,7 @@ impl Writer<'_> {
 
 /// Removes `name` in `dirfd` and everything under it, without following symlinks.
 pub fn remove_tree(dirfd: BorrowedFd<'_>, name: &[u8], depth: usize) -> Result<(), Errno> {
-    match rustix::fs::unlinkat(dirfd, name, AtFlags::empty()) {
+    match fsop::unlinkat(dirfd, name, AtFlags::empty()) {
         Ok(()) => return Ok(()),
         Err(Errno::ISDIR | Errno::PERM) => {}
         Err(e) => return Err(e),
@@ -277,5 +284,5 @@ pub fn remove_tree(dirfd: BorrowedFd<'_>, name: &[u8], depth: usize) -> Result<(
     for n in names {
         remove_tree(dir.as_fd(), &n, depth + 1)?;
     }
-    rustix::fs::unlinkat(dirfd, name, AtFlags::REMOVEDIR)
+    fsop::unlinkat(dirfd, name, AtFlags::REMOVEDIR)
 }

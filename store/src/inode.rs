@@ -242,7 +242,7 @@ pub(crate) fn create_special(
 ) -> Result<(), StoreError> {
     let mode = Mode::from_raw_mode(header.mode);
     match header.kind {
-        FileKind::Symlink => rustix::fs::symlinkat(target, dirfd, name)
+        FileKind::Symlink => fsop::symlinkat(target, dirfd, name)
             .map_err(|e| StoreError::io(shown, "create symlink", e))?,
         FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => {
             let ft = match header.kind {
@@ -251,7 +251,7 @@ pub(crate) fn create_special(
                 _ => FileType::Fifo,
             };
             let dev = rustix::fs::makedev(header.rdev_major, header.rdev_minor);
-            rustix::fs::mknodat(dirfd, name, ft, mode, dev).map_err(|e| {
+            fsop::mknodat(dirfd, name, ft, mode, dev).map_err(|e| {
                 if e == Errno::PERM && !is_root() {
                     StoreError::Unsupported {
                         path: shown.into(),
@@ -309,23 +309,20 @@ pub(crate) fn write_file_atomic(
     bytes: &[u8],
     dir_shown: &Path,
 ) -> Result<(), StoreError> {
-    use std::io::Write;
     let tmp = format!(".{name}.tmp");
     let shown = dir_shown.join(name);
-    let fd = rustix::fs::openat(
+    let fd = fsop::create(
         dirfd,
         tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        OFlags::WRONLY | OFlags::TRUNC,
         Mode::from_raw_mode(0o644),
     )
     .map_err(|e| StoreError::io(&shown, "create", e))?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(bytes)
-        .map_err(|e| StoreError::io(&shown, "write", e))?;
+    fsop::write_all(fd.as_fd(), bytes).map_err(|e| StoreError::io(&shown, "write", e))?;
     // Durability: the data must be on disk before the name points at it.
-    rustix::fs::fsync(f.as_fd()).map_err(|e| StoreError::io(&shown, "fsync", e))?;
-    rustix::fs::renameat(dirfd, tmp.as_str(), dirfd, name)
+    fsop::fsync(fd.as_fd()).map_err(|e| StoreError::io(&shown, "fsync", e))?;
+    fsop::renameat(dirfd, tmp.as_str(), dirfd, name)
         .map_err(|e| StoreError::io(&shown, "rename into place", e))?;
     // Durability: the rename is only persistent once the directory is.
-    rustix::fs::fsync(dirfd).map_err(|e| StoreError::io(dir_shown, "fsync directory", e))
+    fsop::fsync(dirfd).map_err(|e| StoreError::io(dir_shown, "fsync directory", e))
 }

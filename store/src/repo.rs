@@ -96,7 +96,7 @@ impl Repo {
     /// Opens it if it is already a store.
     #[cfg(feature = "write")]
     pub fn create(path: &Path) -> Result<Self, StoreError> {
-        match rustix::fs::mkdir(path, Mode::from_raw_mode(0o755)) {
+        match fsop::mkdirat(rustix::fs::CWD, path, Mode::from_raw_mode(0o755)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(StoreError::io(path, "create repository directory", e)),
         }
@@ -127,7 +127,7 @@ impl Repo {
         for dir in ["objects", "tmp"] {
             // 0700: file objects keep their real modes, including setuid binaries; only
             // the store's owner may reach them through the store (as OSTree's bare repos).
-            match rustix::fs::mkdirat(&root, dir, Mode::from_raw_mode(0o700)) {
+            match fsop::mkdirat(root.as_fd(), dir, Mode::from_raw_mode(0o700)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(StoreError::io(path.join(dir), "create directory", e)),
             }

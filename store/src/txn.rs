@@ -11,7 +11,7 @@
 //! garbage that the next transaction removes.
 
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -74,9 +74,12 @@ impl<'r> Txn<'r> {
         remove_stale(&tmp, &tmp_path);
         let pid = rustix::process::getpid().as_raw_nonzero().get();
         let staging_name = format!("txn-{pid}-{}", NEXT_TXN.fetch_add(1, Ordering::Relaxed));
-        rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o700)).map_err(
-            |e| StoreError::io(tmp_path.join(&staging_name), "create staging directory", e),
-        )?;
+        fsop::mkdirat(
+            tmp.as_fd(),
+            staging_name.as_str(),
+            Mode::from_raw_mode(0o700),
+        )
+        .map_err(|e| StoreError::io(tmp_path.join(&staging_name), "create staging directory", e))?;
         let staging = inode::open_dir_at(
             tmp.as_fd(),
             staging_name.as_bytes(),
@@ -169,10 +172,9 @@ impl<'r> Txn<'r> {
         let staged_path = self.staging_path().join(&tmp);
         if header.kind == FileKind::Regular {
             let fd = self.create_tmp(&tmp, &staged_path)?;
-            let mut f = std::fs::File::from(fd);
-            f.write_all(buf)
+            fsop::write_all(fd.as_fd(), buf)
                 .map_err(|e| StoreError::io(&staged_path, "write", e))?;
-            inode::apply_header(f.as_fd(), header, shown)?;
+            inode::apply_header(fd.as_fd(), header, shown)?;
         } else {
             inode::create_special(self.staging.as_fd(), tmp.as_bytes(), header, buf, shown)?;
         }
@@ -190,7 +192,6 @@ impl<'r> Txn<'r> {
         let tmp = self.tmp_name();
         let staged_path = self.staging_path().join(&tmp);
         let fd = self.create_tmp(&tmp, &staged_path)?;
-        let mut f = std::fs::File::from(fd);
         let mut hasher = header.hasher();
         let mut chunk = vec![0u8; 1 << 20];
         let mut left = header.size;
@@ -201,7 +202,7 @@ impl<'r> Txn<'r> {
                 return Err(changed(shown, "is shorter than its recorded size"));
             }
             hasher.update(&chunk[..n]);
-            f.write_all(&chunk[..n])
+            fsop::write_all(fd.as_fd(), &chunk[..n])
                 .map_err(|e| StoreError::io(&staged_path, "write", e))?;
             left -= n as u64;
         }
@@ -210,22 +211,22 @@ impl<'r> Txn<'r> {
         }
         let id = hasher.finish().map_err(|e| StoreError::format(shown, e))?;
         if self.known(id, ObjectKind::File)? {
-            drop(f);
-            rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty())
+            drop(fd);
+            fsop::unlinkat(self.staging.as_fd(), tmp.as_str(), AtFlags::empty())
                 .map_err(|e| StoreError::io(&staged_path, "remove", e))?;
             return Ok(id);
         }
-        inode::apply_header(f.as_fd(), header, shown)?;
+        inode::apply_header(fd.as_fd(), header, shown)?;
         self.stats.bytes_written += header.size;
         self.stage(tmp, id, ObjectKind::File, ObjectKind::File.suffix());
         Ok(id)
     }
 
     fn create_tmp(&self, tmp: &str, shown: &Path) -> Result<OwnedFd, StoreError> {
-        rustix::fs::openat(
-            &self.staging,
+        fsop::create(
+            self.staging.as_fd(),
             tmp,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            OFlags::WRONLY | OFlags::EXCL,
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| StoreError::io(shown, "create", e))
@@ -236,10 +237,8 @@ impl<'r> Txn<'r> {
         let tmp = self.tmp_name();
         let staged_path = self.staging_path().join(&tmp);
         let fd = self.create_tmp(&tmp, &staged_path)?;
-        let mut f = std::fs::File::from(fd);
-        f.write_all(bytes)
-            .map_err(|e| StoreError::io(&staged_path, "write", e))?;
-        rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(0o644))
+        fsop::write_all(fd.as_fd(), bytes).map_err(|e| StoreError::io(&staged_path, "write", e))?;
+        rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(0o644))
             .map_err(|e| StoreError::io(&staged_path, "set mode", e))?;
         Ok(tmp)
     }
@@ -283,7 +282,7 @@ impl<'r> Txn<'r> {
     pub fn commit(mut self) -> Result<TxnStats, StoreError> {
         let objects_path = self.repo.path().join("objects");
         let sync = |what: &'static str| {
-            rustix::fs::syncfs(&self.staging)
+            fsop::syncfs(self.staging.as_fd())
                 .map_err(|e| StoreError::io(self.staging_path(), what, e))
         };
         // Durability: data and metadata of every staged object reach the disk before any
@@ -294,11 +293,8 @@ impl<'r> Txn<'r> {
             for s in self.staged.iter().filter(|s| s.last == last) {
                 let prefix = &s.rel[..2];
                 if made.insert(prefix.to_owned()) {
-                    match rustix::fs::mkdirat(
-                        self.repo.objects_fd(),
-                        prefix,
-                        Mode::from_raw_mode(0o755),
-                    ) {
+                    match fsop::mkdirat(self.repo.objects_fd(), prefix, Mode::from_raw_mode(0o755))
+                    {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => {
                             return Err(StoreError::io(
@@ -309,8 +305,8 @@ impl<'r> Txn<'r> {
                         }
                     }
                 }
-                rustix::fs::renameat(
-                    &self.staging,
+                fsop::renameat(
+                    self.staging.as_fd(),
                     s.tmp.as_str(),
                     self.repo.objects_fd(),
                     s.rel.as_str(),
@@ -360,7 +356,7 @@ fn remove_flat_dir(tmp: &OwnedFd, name: &str, tmp_path: &Path) {
             let n = entry.file_name();
             if n.to_bytes() != b"."
                 && n.to_bytes() != b".."
-                && let Err(e) = rustix::fs::unlinkat(&dir, n, AtFlags::empty())
+                && let Err(e) = fsop::unlinkat(dir.as_fd(), n, AtFlags::empty())
             {
                 log::warn!(
                     "{}: cannot remove staged file: {e}",
@@ -369,7 +365,7 @@ fn remove_flat_dir(tmp: &OwnedFd, name: &str, tmp_path: &Path) {
             }
         }
     }
-    if let Err(e) = rustix::fs::unlinkat(tmp, name, AtFlags::REMOVEDIR) {
+    if let Err(e) = fsop::unlinkat(tmp.as_fd(), name, AtFlags::REMOVEDIR) {
         log::warn!(
             "{}: cannot remove staging directory: {e}",
             tmp_path.join(name).display()

@@ -231,10 +231,21 @@ impl Repo {
     /// must not lose.
     pub fn remove_unreachable(&self, keep: &HashSet<ObjectId>) -> Result<(u64, u64), StoreError> {
         let (mut count, mut bytes) = (0, 0);
-        for (id, suffix) in self.list_objects()? {
-            if keep.contains(&id) {
-                continue;
-            }
+        let mut doomed: Vec<(ObjectId, String)> = self
+            .list_objects()?
+            .into_iter()
+            .filter(|(id, _)| !keep.contains(id))
+            .collect();
+        // Commits first, then their signatures, trees and files: cut at any point, the
+        // store holds no commit that names a removed object, only unreferenced leftovers
+        // (which the next collection removes).
+        doomed.sort_by_key(|(_, suffix)| match suffix.as_str() {
+            "commit" => 0,
+            "sig" => 1,
+            "tree" => 2,
+            _ => 3,
+        });
+        for (id, suffix) in doomed {
             let rel = object_path(&id, &suffix);
             let shown = self.objects_path(&rel);
             let st = rustix::fs::statat(self.objects_fd(), rel.as_str(), AtFlags::SYMLINK_NOFOLLOW)
@@ -243,7 +254,7 @@ impl Repo {
             {
                 bytes += u64::try_from(st.st_size).unwrap_or(0);
             }
-            rustix::fs::unlinkat(self.objects_fd(), rel.as_str(), AtFlags::empty())
+            fsop::unlinkat(self.objects_fd(), rel.as_str(), AtFlags::empty())
                 .map_err(|e| StoreError::io(&shown, "remove", e))?;
             count += 1;
         }

@@ -14,6 +14,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use format::record::{self, DeploymentName, RECORD_LEN, Record, RecordCopy};
+use rustix::fd::AsFd as _;
 use rustix::fd::OwnedFd;
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -166,29 +167,22 @@ impl Sysroot {
         )
         .map_err(|e| SysrootError::new("open berth/boot", e))?;
         let tmp = "record.tmp";
-        let fd = rustix::fs::openat(
-            &dir,
+        let fd = fsop::create(
+            dir.as_fd(),
             tmp,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            OFlags::WRONLY | OFlags::TRUNC,
             Mode::from_raw_mode(0o644),
         )
         .map_err(|e| SysrootError::new("create record.tmp", e))?;
-        let mut done = 0;
-        while done < bytes.len() {
-            match rustix::io::write(&fd, &bytes[done..]) {
-                Ok(0) => return Err(SysrootError::new("write record.tmp", Errno::IO)),
-                Ok(n) => done += n,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(SysrootError::new("write record.tmp", e)),
-            }
-        }
+        fsop::write_all(fd.as_fd(), &bytes)
+            .map_err(|e| SysrootError::new("write record.tmp", e))?;
         // Durability: the bytes must be on disk before the name points at them.
-        rustix::fs::fsync(&fd).map_err(|e| SysrootError::new("fsync record.tmp", e))?;
+        fsop::fsync(fd.as_fd()).map_err(|e| SysrootError::new("fsync record.tmp", e))?;
         drop(fd);
-        rustix::fs::renameat(&dir, tmp, &dir, copy.file_name())
+        fsop::renameat(dir.as_fd(), tmp, dir.as_fd(), copy.file_name())
             .map_err(|e| SysrootError::new("rename record", e))?;
         // Durability: the rename is persistent only once the directory is.
-        rustix::fs::fsync(&dir).map_err(|e| SysrootError::new("fsync berth/boot", e))?;
+        fsop::fsync(dir.as_fd()).map_err(|e| SysrootError::new("fsync berth/boot", e))?;
         Ok(rec)
     }
 

@@ -8,7 +8,13 @@
 //! by the store itself.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
+
+use rustix::fd::{AsFd as _, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
 use format::{EntryKind, ObjectId};
 use store::Repo;
@@ -42,24 +48,47 @@ fn reach(repo: &Repo, tree: &ObjectId, keep: &mut HashSet<ObjectId>) -> Result<(
     Ok(())
 }
 
-fn remove_all(path: &Path) -> Result<(), UpdaterError> {
-    // Checkouts have read-only directories; make them writable on the way down.
-    if let Ok(entries) = std::fs::read_dir(path) {
-        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-        for e in entries.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_all(&p)?;
-            } else {
-                std::fs::remove_file(&p).map_err(|err| {
-                    UpdaterError::State(format!("{}: remove: {err}", p.display()))
-                })?;
-            }
-        }
-        std::fs::remove_dir(path)
-            .map_err(|err| UpdaterError::State(format!("{}: remove: {err}", path.display())))?;
+/// The prefix of a deployment being removed: not a valid deployment name, so neither
+/// `status` nor berth-init's fallback ever sees a half-removed deployment.
+const TRASH: &str = ".gc-";
+
+fn open_dir(path: &Path) -> Result<Option<OwnedFd>, UpdaterError> {
+    match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(UpdaterError::State(format!(
+            "{}: open: {e}",
+            path.display()
+        ))),
     }
-    Ok(())
+}
+
+/// Names in `dir` (not `.` and `..`).
+fn names(dir: &OwnedFd, path: &Path) -> Result<Vec<Vec<u8>>, UpdaterError> {
+    let err = |e: Errno| UpdaterError::State(format!("{}: read directory: {e}", path.display()));
+    let mut out = Vec::new();
+    let mut entries = rustix::fs::Dir::read_from(dir).map_err(err)?;
+    while let Some(entry) = entries.read() {
+        let n = entry.map_err(err)?.file_name().to_bytes().to_vec();
+        if n != b"." && n != b".." {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `name` under `dir` and everything below it.
+fn remove(dir: &OwnedFd, path: &Path, name: &[u8]) -> Result<(), UpdaterError> {
+    store::checkout::remove_tree(dir.as_fd(), name, 0).map_err(|e| {
+        UpdaterError::State(format!(
+            "{}: remove: {e}",
+            path.join(OsStr::from_bytes(name)).display()
+        ))
+    })
 }
 
 impl Device {
@@ -74,11 +103,39 @@ impl Device {
             .collect();
         keep_names.extend(booted);
         let mut report = GcReport::default();
-        for d in self.sysroot.deployments(4096) {
-            if !keep_names.iter().any(|k| k == d.as_str()) {
-                remove_all(&self.path.join("berth/deploy").join(d.as_str()))?;
-                remove_all(&self.path.join("berth/state/etc").join(d.as_str()))?;
-                report.deployments.push(d.as_str().to_owned());
+        // Deployments go in three steps, each safe to cut: renamed out of sight (one
+        // atomic step each, made durable before anything inside is removed); the `/etc`
+        // layers of deployments that no longer exist; then the renamed trees. A crash
+        // leaves only garbage that the next `gc` finds by the same rules.
+        let deploy_path = self.path.join("berth/deploy");
+        if let Some(deploy) = open_dir(&deploy_path)? {
+            for d in self.sysroot.deployments(4096) {
+                if !keep_names.iter().any(|k| k == d.as_str()) {
+                    let trash = format!("{TRASH}{}", d.as_str());
+                    fsop::renameat(deploy.as_fd(), d.as_str(), deploy.as_fd(), trash.as_str())
+                        .map_err(|e| {
+                            UpdaterError::State(format!(
+                                "{}: rename for removal: {e}",
+                                deploy_path.join(d.as_str()).display()
+                            ))
+                        })?;
+                    report.deployments.push(d.as_str().to_owned());
+                }
+            }
+            fsop::fsync(deploy.as_fd()).map_err(|e| {
+                UpdaterError::State(format!("{}: fsync: {e}", deploy_path.display()))
+            })?;
+            let present: Vec<Vec<u8>> = names(&deploy, &deploy_path)?;
+            let etc_path = self.path.join("berth/state/etc");
+            if let Some(etc) = open_dir(&etc_path)? {
+                for n in names(&etc, &etc_path)? {
+                    if !present.contains(&n) {
+                        remove(&etc, &etc_path, &n)?;
+                    }
+                }
+            }
+            for n in present.iter().filter(|n| n.starts_with(TRASH.as_bytes())) {
+                remove(&deploy, &deploy_path, n)?;
             }
         }
         let repo = Repo::open(&self.path.join("berth/repo"))?;

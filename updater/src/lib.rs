@@ -292,8 +292,25 @@ impl Device {
 
     /// Makes the next boot use the previous state: drops a pending trial, or else swaps
     /// the default and the previous deployment.
-    pub fn rollback(&self) -> Result<String, UpdaterError> {
+    ///
+    /// With `from`, only a rollback away from that deployment is done: if it is neither
+    /// the trial nor the default any more, the rollback already happened and nothing is
+    /// written. That makes a retry after a power cut harmless; a plain rollback run
+    /// twice rolls back twice.
+    pub fn rollback(&self, from: Option<&DeploymentName>) -> Result<String, UpdaterError> {
         let (rec, copy) = self.record()?;
+        if let Some(from) = from {
+            let current = rec.trial.or(rec.default);
+            if current.as_ref() != Some(from) {
+                return Ok(format!(
+                    "{} is neither the trial nor the default; nothing to roll back (the next boot uses {})",
+                    from.as_str(),
+                    current
+                        .as_ref()
+                        .map_or("no deployment", DeploymentName::as_str)
+                ));
+            }
+        }
         if let Some(trial) = rec.trial {
             let new = Record {
                 trial: None,

@@ -51,7 +51,15 @@ enum Command {
     MarkGood,
     /// Make the next boot use the previous state: drop a pending trial, or else swap the
     /// default and the previous deployment. Recorded as a manual rollback.
-    Rollback,
+    ///
+    /// Run twice, it rolls back twice. A script that may retry (after a power cut, say)
+    /// names what it rolls back from with --from, and a retry then does nothing.
+    Rollback {
+        /// Roll back only if DEPLOYMENT is still the trial (or, with no trial, the
+        /// default); otherwise report that it is done and change nothing.
+        #[arg(long, value_name = "DEPLOYMENT")]
+        from: Option<String>,
+    },
     /// Apply a signed update file (from berth-image delta): verify its signature against
     /// the keys the default deployment trusts, refuse a version that is not newer, check
     /// free space, apply its parts (resuming after an interruption), check out the new
@@ -174,7 +182,16 @@ fn run(cli: &Cli) -> Result<()> {
                 r.parts_skipped
             );
         }
-        Command::Rollback => println!("{}", device.rollback()?),
+        Command::Rollback { ref from } => {
+            let from = from
+                .as_deref()
+                .map(|f| {
+                    format::record::DeploymentName::new(f.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("--from {f}: {e}"))
+                })
+                .transpose()?;
+            println!("{}", device.rollback(from.as_ref())?);
+        }
         Command::Gc { json } => {
             let r = device.gc()?;
             if json {

@@ -22,6 +22,8 @@ use format::record::{DeploymentName, Record};
 use format::sig::Signatures;
 use format::update::{self, Body};
 use format::{Commit, EntryKind, ObjectId, ObjectKind};
+use rustix::fd::AsFd as _;
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use store::checkout::{CheckoutOptions, checkout};
 use store::{Repo, Txn};
 
@@ -241,7 +243,7 @@ impl Device {
             // Parts that did not make the commit must not be skipped next time: the
             // next try (of this update or a repaired one) starts from the first part.
             if matches!(e, UpdaterError::Incomplete(_)) {
-                let _ignored = std::fs::remove_file(&progress_path);
+                let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
             }
         })?;
         self.carry_etc(&repo, &default, &name)?;
@@ -252,7 +254,7 @@ impl Device {
         };
         self.write(&(rec, copy), &new)?;
         // Left behind, it would only be garbage: the update is complete.
-        let _ignored = std::fs::remove_file(&progress_path);
+        let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
         Ok(UpdateReport {
             commit: id.to_string(),
             version: commit.version.to_string(),
@@ -338,7 +340,12 @@ impl Device {
         let mut txn = Txn::begin(repo)?;
         let (tree, _) = store::build::build_dir(&mut txn, &old, &mut |_| {})?;
         txn.commit()?;
-        std::fs::create_dir_all(&new_dir).map_err(|e| bad(&new_dir, e.to_string()))?;
+        for dir in [&state, &new_dir] {
+            match fsop::mkdirat(CWD, dir, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(bad(dir, format!("create directory: {e}"))),
+            }
+        }
         checkout(
             repo,
             &tree,
@@ -617,15 +624,20 @@ fn check_closure(repo: &Repo, root: &ObjectId) -> Result<(), String> {
 
 /// Records the applied parts: temp file, fsync, rename (the directory is synced with
 /// the next transaction's syncfs).
-fn write_progress(path: &Path, parts: &[usize]) -> std::io::Result<()> {
+fn write_progress(path: &Path, parts: &[usize]) -> Result<(), rustix::io::Errno> {
     let tmp = path.with_extension("tmp");
     let mut text = String::new();
     for p in parts {
         text.push_str(&p.to_string());
         text.push('\n');
     }
-    let f = File::create(&tmp)?;
-    std::io::Write::write_all(&mut &f, text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let f = fsop::create(
+        CWD,
+        &tmp,
+        OFlags::WRONLY | OFlags::TRUNC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    fsop::write_all(f.as_fd(), text.as_bytes())?;
+    fsop::fsync(f.as_fd())?;
+    fsop::renameat(CWD, &tmp, CWD, path)
 }

@@ -1,0 +1,333 @@
+//! Crash injection at every mutating step (the crash-test build, feature `crash-points`).
+//!
+//! For `update`, `mark-good`, `rollback` and `gc`, and for every N, a fresh copy of the
+//! device runs the command with `BERTH_CRASH_AT=N`: the process is killed just before its
+//! Nth filesystem mutation. Half the runs also drop the file data that was never
+//! fsynced (`BERTH_CRASH_DROP=1`). After each crash:
+//! - berth-init's dry run picks a deployment the command may leave behind (the old one
+//!   or the new one), and every deployment the record names is complete: its files are
+//!   byte for byte those of an uninterrupted run;
+//! - `berth fsck` finds every object's sha256 equal to its name, both record copies
+//!   valid and every named deployment bootable;
+//! - running the command again succeeds, and the device ends exactly where an
+//!   uninterrupted run ends.
+//!
+//! Run: `cargo test -p updater --features crash-points --test crash -- --nocapture`
+//! (ci/test.sh does). The totals are printed and reported in BENCHMARKS.md.
+
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Lab;
+
+/// Copies a sysroot with `cp -a`, which keeps the hard links between the store and the
+/// deployments.
+fn copy_tree(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+/// What a run leaves on the device, as far as booting goes: the record's roles, what
+/// berth-init boots next, and each named deployment's files.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    default: Option<String>,
+    trial: Option<String>,
+    previous: Option<String>,
+    next_boot: String,
+    deployments: Vec<String>,
+}
+
+fn outcome(lab: &Lab) -> Outcome {
+    let s = lab.status();
+    let mut deployments: Vec<String> = s["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect();
+    deployments.sort();
+    Outcome {
+        default: Lab::role(&s, "default"),
+        trial: Lab::role(&s, "trial"),
+        previous: Lab::role(&s, "previous"),
+        next_boot: lab.next_boot().0,
+        deployments,
+    }
+}
+
+/// Each entry's path, type, mode, owner, content and xattrs (not its inode number,
+/// which a copy of the device changes).
+type Scan = BTreeMap<Vec<u8>, (u32, u32, u32, u64, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>)>;
+
+fn scan_deployment(lab: &Lab, name: &str) -> Scan {
+    testkit::scan(&lab.sysroot.join("berth/deploy").join(name))
+        .into_iter()
+        .map(|(p, e)| (p, (e.mode, e.uid, e.gid, e.rdev, e.content, e.xattrs)))
+        .collect()
+}
+
+/// One command run to every crash point from the same starting device.
+struct Scenario {
+    name: &'static str,
+    args: Vec<String>,
+    /// The deployment running the command.
+    booted: String,
+    /// What berth-init may boot after a crash.
+    may_boot: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    crash_points: u64,
+    checked: u64,
+    violations: Vec<String>,
+}
+
+fn berth_crashing(lab: &Lab, args: &[String], at: u64, drop: bool) -> std::process::Output {
+    Command::new(common::berth())
+        .arg("--sysroot")
+        .arg(&lab.sysroot)
+        .arg("--boot-json")
+        .arg(&lab.boot_json)
+        .args(args)
+        .env("BERTH_CRASH_AT", at.to_string())
+        .env("BERTH_CRASH_DROP", if drop { "1" } else { "0" })
+        .output()
+        .unwrap()
+}
+
+/// Runs `sc` from the device state in `base` to every crash point, in both modes.
+fn run_scenario(
+    lab: &Lab,
+    base: &Path,
+    sc: &Scenario,
+    files: &BTreeMap<String, Scan>,
+    totals: &mut Totals,
+) {
+    lab.booted(&sc.booted, "test");
+    // The uninterrupted run: where every interrupted one must end.
+    copy_tree(base, &lab.sysroot);
+    let args: Vec<&str> = sc.args.iter().map(String::as_str).collect();
+    lab.ok(&args);
+    let want = outcome(lab);
+
+    for drop in [false, true] {
+        let mut n = 1u64;
+        loop {
+            copy_tree(base, &lab.sysroot);
+            let out = berth_crashing(lab, &sc.args, n, drop);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                // No Nth mutation: every point of this command has been tried.
+                assert!(n > 1, "{}: the command made no mutation at all", sc.name);
+                break;
+            }
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "{} at {n}: failed instead of crashing: {stderr}",
+                sc.name
+            );
+            totals.crash_points += 1;
+            let at = format!("{} crash {n}{}", sc.name, if drop { " (drop)" } else { "" });
+            check(lab, &at, sc, files, &want, totals);
+            n += 1;
+        }
+    }
+}
+
+/// The invariants after a crash, then the retry.
+fn check(
+    lab: &Lab,
+    at: &str,
+    sc: &Scenario,
+    files: &BTreeMap<String, Scan>,
+    want: &Outcome,
+    totals: &mut Totals,
+) {
+    let mut bad = |what: String| totals.violations.push(format!("{at}: {what}"));
+    let fsck = lab.berth(&["fsck"]);
+    if !fsck.status.success() {
+        bad(format!(
+            "fsck: {}",
+            String::from_utf8_lossy(&fsck.stderr).trim()
+        ));
+    }
+    let now = outcome(lab);
+    if !sc.may_boot.contains(&now.next_boot) {
+        bad(format!("berth-init would boot {}", now.next_boot));
+    }
+    for name in [&now.default, &now.trial, &now.previous]
+        .into_iter()
+        .flatten()
+    {
+        if files
+            .get(name)
+            .is_some_and(|f| *f != scan_deployment(lab, name))
+        {
+            bad(format!("deployment {name} is not complete"));
+        }
+    }
+    let args: Vec<&str> = sc.args.iter().map(String::as_str).collect();
+    let retry = lab.berth(&args);
+    if retry.status.success() {
+        let end = outcome(lab);
+        if end != *want {
+            bad(format!("the retry ended at {end:?}, not {want:?}"));
+        }
+        if !lab.berth(&["fsck"]).status.success() {
+            bad("fsck fails after the retry".into());
+        }
+    } else {
+        bad(format!(
+            "the retry failed: {}",
+            String::from_utf8_lossy(&retry.stderr).trim()
+        ));
+    }
+    totals.checked += 1;
+}
+
+/// Builds the four starting devices (saved under the lab) and the command each one
+/// runs; also returns every deployment's files.
+fn scenarios(lab: &Lab) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
+    let blob: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
+    let mut blob2 = blob.clone();
+    blob2[300_000..300_100].fill(7);
+    let v1 = lab.commit(
+        "1.0",
+        &[("usr/lib/big.bin", &blob), ("etc/app.conf", b"one")],
+    );
+    let v2 = lab.commit(
+        "2.0",
+        &[
+            ("usr/lib/big.bin", &blob2),
+            ("etc/app.conf", b"two"),
+            ("usr/share/new.txt", b"new in 2"),
+        ],
+    );
+    let v3 = lab.commit(
+        "3.0",
+        &[("usr/lib/big.bin", &blob2), ("etc/app.conf", b"3")],
+    );
+    lab.install(&v1, &[]);
+    let u12 = lab.delta(Some(&v1), &v2, "v1-v2.berth", &["--part-size", "100000"]);
+    let u23 = lab.delta(Some(&v2), &v3, "v2-v3.berth", &[]);
+    let name_of = |status: &serde_json::Value, role| Lab::role(status, role).unwrap();
+    let stage = lab.tmp.path().join("stages");
+    std::fs::create_dir(&stage).unwrap();
+    let save = |what: &str| {
+        let to = stage.join(what);
+        copy_tree(&lab.sysroot, &to);
+        to
+    };
+
+    // Stage 1: v1 installed, booted. Stage 2: v2 is the booted trial. Stage 3: v2 is
+    // the default, v1 previous. Stage 4: v3 good too, so v1 is garbage.
+    lab.booted(&name_of(&lab.status(), "default"), "default");
+    let s1 = save("1");
+    let mut files = BTreeMap::new();
+    let d1 = name_of(&lab.status(), "default");
+    files.insert(d1.clone(), scan_deployment(lab, &d1));
+    lab.ok(&["update", u12.to_str().unwrap()]);
+    let d2 = name_of(&lab.status(), "trial");
+    files.insert(d2.clone(), scan_deployment(lab, &d2));
+    lab.booted(&d2, "trial");
+    let s2 = save("2");
+    lab.ok(&["mark-good"]);
+    let s3 = save("3");
+    lab.ok(&["update", u23.to_str().unwrap()]);
+    let d3 = name_of(&lab.status(), "trial");
+    files.insert(d3.clone(), scan_deployment(lab, &d3));
+    lab.booted(&d3, "trial");
+    lab.ok(&["mark-good"]);
+    let s4 = save("4");
+
+    let scenarios = vec![
+        (
+            s1,
+            Scenario {
+                name: "update",
+                booted: d1.clone(),
+                args: vec!["update".into(), u12.to_str().unwrap().into()],
+                may_boot: vec![d1.clone(), d2.clone()],
+            },
+        ),
+        (
+            s2,
+            Scenario {
+                name: "mark-good",
+                booted: d2.clone(),
+                args: vec!["mark-good".into()],
+                may_boot: vec![d2.clone()],
+            },
+        ),
+        (
+            s3,
+            Scenario {
+                name: "rollback",
+                booted: d2.clone(),
+                args: vec!["rollback".into(), "--from".into(), d2.clone()],
+                may_boot: vec![d1.clone(), d2.clone()],
+            },
+        ),
+        (
+            s4,
+            Scenario {
+                name: "gc",
+                booted: d3.clone(),
+                args: vec!["gc".into()],
+                may_boot: vec![d3.clone()],
+            },
+        ),
+    ];
+    (scenarios, files)
+}
+
+#[test]
+fn a_crash_at_any_mutation_leaves_a_bootable_device_and_a_retry_converges() {
+    let lab = Lab::new();
+    let (scenarios, files) = scenarios(&lab);
+    let mut report = Vec::new();
+    let mut all = Totals::default();
+    for (base, sc) in &scenarios {
+        let mut t = Totals::default();
+        run_scenario(&lab, base, sc, &files, &mut t);
+        report.push(format!(
+            "{}: {} crash points, {} states checked, {} violations",
+            sc.name,
+            t.crash_points,
+            t.checked,
+            t.violations.len()
+        ));
+        all.crash_points += t.crash_points;
+        all.checked += t.checked;
+        all.violations.extend(t.violations);
+    }
+    for line in &report {
+        println!("crash-test {line}");
+    }
+    println!(
+        "crash-test total: {} crash points, {} violations",
+        all.crash_points,
+        all.violations.len()
+    );
+    assert!(
+        all.violations.is_empty(),
+        "{} violations:\n{}",
+        all.violations.len(),
+        all.violations.join("\n")
+    );
+}
