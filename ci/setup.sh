@@ -17,6 +17,7 @@ packages=(
     binutils           # readelf, for the static-binary check
     qemu-system-x86 qemu-system-arm   # the QEMU boot tests (TCG)
     kmod               # depmod/modprobe: module closures for the initramfs
+    dmsetup            # dm-log-writes in the power-cut test's guest (its binary and libraries are copied in)
     cpio               # checks berth-image's initramfs writer
     fdisk              # sfdisk: the GPT of berth-image disk
     python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh)

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod logwrites;
+
 /// One QEMU board under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
@@ -52,7 +54,9 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn cache() -> PathBuf {
+/// Where `ci/` scripts cache kernels, busybox and root filesystems (`BERTH_CACHE`, else
+/// `/var/cache/berth`).
+pub fn cache() -> PathBuf {
     std::env::var_os("BERTH_CACHE").map_or_else(|| PathBuf::from("/var/cache/berth"), PathBuf::from)
 }
 
