@@ -184,4 +184,29 @@ mod tests {
             "bit flip in signature"
         );
     }
+
+    /// Why `verify` uses `verify_strict`: under a small-order key (here the identity
+    /// point), the signature R = identity, S = 0 satisfies the lax equation for every
+    /// message. The strict check refuses it, so even a weak key that slipped past
+    /// `key::parse_public` could not be forged under.
+    #[test]
+    fn a_forgery_under_a_small_order_key_passes_only_the_lax_check() {
+        use ed25519_dalek::Verifier;
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        assert!(weak.is_weak());
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let forged = Signature::from_bytes(&forged);
+        for msg in [&b"BRTU anything"[..], b"something else"] {
+            assert!(weak.verify(msg, &forged).is_ok(), "the lax check accepts");
+            assert!(weak.verify_strict(msg, &forged).is_err());
+        }
+        let sigs = Signatures(alloc::vec![SigEntry {
+            key: identity,
+            signature: forged.to_bytes(),
+        }]);
+        assert!(sigs.verify(b"BRTU anything", &[weak]).is_err());
+    }
 }

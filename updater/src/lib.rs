@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 mod apply;
+mod deadline;
 pub mod gc;
 pub mod update;
 

@@ -77,6 +77,11 @@ enum Command {
         /// line) or none.
         #[arg(long, value_name = "FORMAT")]
         progress: Option<ProgressArg>,
+        /// Give up if the update is not ready to switch to within SECONDS (a stalled USB
+        /// stick, pipe or network mount). The device keeps its current deployment; a
+        /// later run resumes with the parts already applied.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        deadline: Option<u64>,
     },
     /// Remove deployments nothing points at, then the objects no kept deployment uses.
     /// Never removes the booted, default, trial or previous deployment.
@@ -154,6 +159,7 @@ fn run(cli: &Cli) -> Result<()> {
             allow_downgrade,
             tries,
             progress,
+            deadline,
         } => {
             use std::io::IsTerminal;
             let progress = match progress {
@@ -171,6 +177,7 @@ fn run(cli: &Cli) -> Result<()> {
                 tries,
                 progress,
                 abort_after_parts,
+                deadline: deadline.map(std::time::Duration::from_secs),
             };
             let r = device.update(file, opts)?;
             println!(

@@ -41,6 +41,17 @@ pub enum Progress {
     Json,
 }
 
+impl Progress {
+    /// Reports that part `n` of `of` (`bytes` decompressed) is applied.
+    fn part_applied(self, n: usize, of: usize, bytes: u64) {
+        match self {
+            Self::Quiet => {}
+            Self::Text => eprintln!("part {n}/{of} applied ({bytes} bytes)"),
+            Self::Json => eprintln!(r#"{{"part":{n},"parts":{of},"bytes":{bytes}}}"#),
+        }
+    }
+}
+
 /// Options of [`Device::update`].
 #[derive(Debug, Clone, Copy)]
 pub struct UpdateOptions {
@@ -52,6 +63,8 @@ pub struct UpdateOptions {
     pub progress: Progress,
     /// Test hook: stop with an error after applying this many parts.
     pub abort_after_parts: Option<usize>,
+    /// Give up unless the update is ready to switch to within this time.
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// What an update did.
@@ -154,6 +167,16 @@ impl Device {
 
     /// Applies the update file `file`; the new deployment becomes the trial.
     pub fn update(&self, file: &Path, opts: UpdateOptions) -> Result<UpdateReport, UpdaterError> {
+        let deadline = opts.deadline.map(|limit| {
+            crate::deadline::Deadline::arm(
+                limit,
+                format!(
+                    "{}: the update was not applied within the {} s deadline (a stalled or slow source); stopped before switching, the device is unchanged",
+                    file.display(),
+                    limit.as_secs()
+                ),
+            )
+        });
         let (rec, copy) = self.record()?;
         // The running deployment: the booted one (berth-init's report), else the default.
         // Its keys are trusted, its version is the floor, its /etc is carried forward.
@@ -210,21 +233,7 @@ impl Device {
                 .collect();
             write_progress(&progress_path, &finished)
                 .map_err(|e| bad(&progress_path, e.to_string()))?;
-            match opts.progress {
-                Progress::Quiet => {}
-                Progress::Text => eprintln!(
-                    "part {}/{} applied ({} bytes)",
-                    i + 1,
-                    body.parts.len(),
-                    part.size
-                ),
-                Progress::Json => eprintln!(
-                    r#"{{"part":{},"parts":{},"bytes":{}}}"#,
-                    i + 1,
-                    body.parts.len(),
-                    part.size
-                ),
-            }
+            opts.progress.part_applied(i + 1, body.parts.len(), part.size);
             if opts.abort_after_parts.is_some_and(|n| applied >= n) {
                 return Err(UpdaterError::State(format!(
                     "stopped after {applied} parts (test hook)"
@@ -247,6 +256,9 @@ impl Device {
             }
         })?;
         self.carry_etc(&repo, &default, &name)?;
+        if let Some(d) = &deadline {
+            d.disarm();
+        }
         let new = Record {
             trial: Some(name),
             tries_left: opts.tries,

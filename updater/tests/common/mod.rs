@@ -230,45 +230,88 @@ impl Lab {
     }
 }
 
+/// An update file taken apart: the signed body (decoded and as bytes), the signature
+/// block and the parts, so a test can forge one piece and put it back together.
+pub struct Parsed {
+    pub body: format::update::Body,
+    pub body_bytes: Vec<u8>,
+    pub sigs: Vec<u8>,
+    pub parts: Vec<Vec<u8>>,
+}
+
+#[allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
+impl Parsed {
+    pub fn parse(update: &[u8]) -> Self {
+        let body_len = u32::from_le_bytes(update[8..12].try_into().unwrap()) as usize;
+        let body_bytes = update[12..12 + body_len].to_vec();
+        let body = format::update::Body::decode(&body_bytes).unwrap();
+        let sig_len =
+            u32::from_le_bytes(update[12 + body_len..16 + body_len].try_into().unwrap()) as usize;
+        let parts_at = 16 + body_len + sig_len;
+        let parts = body
+            .parts
+            .iter()
+            .map(|p| {
+                update[parts_at + p.offset as usize..parts_at + (p.offset + p.len) as usize]
+                    .to_vec()
+            })
+            .collect();
+        Self {
+            body,
+            sigs: update[16 + body_len..parts_at].to_vec(),
+            body_bytes,
+            parts,
+        }
+    }
+
+    /// The file, from `body_bytes`, `sigs` and `parts` exactly as they are.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format::update::encode_head(self.body_bytes.len());
+        out.extend_from_slice(&self.body_bytes);
+        out.extend_from_slice(&(self.sigs.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.sigs);
+        for p in &self.parts {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    /// Replaces part `i` with `plain` compressed, declaring `plain.len() + declare_delta`
+    /// decompressed bytes; fixes offsets and hashes, re-encodes the body and signs it with
+    /// the lab's trusted key.
+    pub fn replace_part(&mut self, lab: &Lab, i: usize, plain: &[u8], declare_delta: i64) {
+        self.parts[i] = zstd::encode_all(plain, 3).unwrap();
+        let mut offset = 0;
+        for (info, bytes) in self.body.parts.iter_mut().zip(&self.parts) {
+            info.offset = offset;
+            info.len = bytes.len() as u64;
+            offset += info.len;
+        }
+        self.body.parts[i].size = plain
+            .len()
+            .checked_add_signed(declare_delta as isize)
+            .unwrap() as u64;
+        self.body.parts[i].sha256 = format::ObjectId::digest(&self.parts[i]);
+        self.sign(lab);
+    }
+
+    /// Re-encodes the body and signs it with the lab's trusted key.
+    pub fn sign(&mut self, lab: &Lab) {
+        self.body_bytes = self.body.encode();
+        let key =
+            format::key::parse_secret(&fs::read(lab.keys.join("berth.key")).unwrap()).unwrap();
+        let mut sigs = format::sig::Signatures::new();
+        sigs.sign(&self.body_bytes, &key).unwrap();
+        self.sigs = sigs.encode();
+    }
+}
+
 /// Re-signs `update` after `edit` changed its first part's decompressed bytes: the
 /// result is a validly signed update whose content lies.
-#[allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
 pub fn resign(lab: &Lab, update: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
-    use format::update::{Body, encode_head};
-    let body_len = u32::from_le_bytes(update[8..12].try_into().unwrap()) as usize;
-    let mut body = Body::decode(&update[12..12 + body_len]).unwrap();
-    let sig_len =
-        u32::from_le_bytes(update[12 + body_len..16 + body_len].try_into().unwrap()) as usize;
-    let parts_at = 16 + body_len + sig_len;
-    let mut parts: Vec<Vec<u8>> = body
-        .parts
-        .iter()
-        .map(|p| {
-            update[parts_at + p.offset as usize..parts_at + (p.offset + p.len) as usize].to_vec()
-        })
-        .collect();
-    let mut plain = zstd::decode_all(&parts[0][..]).unwrap();
+    let mut p = Parsed::parse(update);
+    let mut plain = zstd::decode_all(&p.parts[0][..]).unwrap();
     edit(&mut plain);
-    parts[0] = zstd::encode_all(&plain[..], 3).unwrap();
-    let mut offset = 0;
-    for (info, bytes) in body.parts.iter_mut().zip(&parts) {
-        info.offset = offset;
-        info.len = bytes.len() as u64;
-        offset += info.len;
-    }
-    body.parts[0].size = plain.len() as u64;
-    body.parts[0].sha256 = format::ObjectId::digest(&parts[0]);
-    let body_bytes = body.encode();
-    let key = format::key::parse_secret(&fs::read(lab.keys.join("berth.key")).unwrap()).unwrap();
-    let mut sigs = format::sig::Signatures::new();
-    sigs.sign(&body_bytes, &key).unwrap();
-    let sig_bytes = sigs.encode();
-    let mut out = encode_head(body_bytes.len());
-    out.extend_from_slice(&body_bytes);
-    out.extend_from_slice(&(sig_bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&sig_bytes);
-    for p in parts {
-        out.extend_from_slice(&p);
-    }
-    out
+    p.replace_part(lab, 0, &plain, 0);
+    p.encode()
 }
