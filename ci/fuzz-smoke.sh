@@ -8,7 +8,13 @@ cargo +nightly fuzz build
 for target in $(cargo +nightly fuzz list); do
     echo "== fuzz $target for ${secs}s"
     log=$(mktemp)
-    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$secs" >"$log" 2>&1; then
+    # Committed seeds (seeds/<target>/) start the fuzzer past the format's magic.
+    dirs=()
+    if [[ -d seeds/$target ]]; then
+        mkdir -p "corpus/$target"
+        dirs=("corpus/$target" "seeds/$target")
+    fi
+    if ! cargo +nightly fuzz run "$target" "${dirs[@]}" -- -max_total_time="$secs" >"$log" 2>&1; then
         tail -40 "$log" >&2
         echo "fuzz-smoke: $target failed; the crashing input is under format/fuzz/artifacts/$target/" >&2
         exit 1

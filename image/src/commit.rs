@@ -10,7 +10,8 @@ use format::{Commit, ObjectId, Version};
 use store::build::{self, BuildStats};
 use store::{Repo, Txn};
 
-use crate::{keys, tarball};
+use crate::keys;
+use image::tarball;
 
 /// Where the root filesystem comes from.
 #[derive(Debug)]

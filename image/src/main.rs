@@ -15,7 +15,6 @@ mod delta;
 mod disk;
 mod install;
 mod keys;
-mod tarball;
 
 use std::process::ExitCode;
 

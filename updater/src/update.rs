@@ -233,7 +233,8 @@ impl Device {
                 .collect();
             write_progress(&progress_path, &finished)
                 .map_err(|e| bad(&progress_path, e.to_string()))?;
-            opts.progress.part_applied(i + 1, body.parts.len(), part.size);
+            opts.progress
+                .part_applied(i + 1, body.parts.len(), part.size);
             if opts.abort_after_parts.is_some_and(|n| applied >= n) {
                 return Err(UpdaterError::State(format!(
                     "stopped after {applied} parts (test hook)"
