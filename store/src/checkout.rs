@@ -286,3 +286,82 @@ pub fn remove_tree(dirfd: BorrowedFd<'_>, name: &[u8], depth: usize) -> Result<(
     }
     fsop::unlinkat(dirfd, name, AtFlags::REMOVEDIR)
 }
+
+/// Points every file of the checkout at `dest` (of the tree `root`) whose object is in
+/// `ids` back at the store's object, where it is another inode: after a repair replaced a
+/// corrupt object, the checkout's hard links still reach the corrupt inode. Each file is
+/// swapped with one `rename` (a link to the object under a temporary name first), so a
+/// crash leaves every file either old or repaired. Returns how many files were swapped.
+pub fn relink<S: std::hash::BuildHasher>(
+    repo: &Repo,
+    root: &ObjectId,
+    dest: &Path,
+    ids: &std::collections::HashSet<ObjectId, S>,
+) -> Result<u64, StoreError> {
+    let fd = rustix::fs::open(
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| StoreError::io(dest, "open directory", e))?;
+    let mut swapped = 0;
+    relink_dir(repo, root, fd.as_fd(), dest, ids, 0, &mut swapped)?;
+    Ok(swapped)
+}
+
+fn relink_dir<S: std::hash::BuildHasher>(
+    repo: &Repo,
+    id: &ObjectId,
+    dirfd: BorrowedFd<'_>,
+    shown: &Path,
+    ids: &std::collections::HashSet<ObjectId, S>,
+    depth: usize,
+    swapped: &mut u64,
+) -> Result<(), StoreError> {
+    if depth > TREE_DEPTH_MAX {
+        return Err(StoreError::Unsupported {
+            path: shown.into(),
+            reason: format!("tree is nested deeper than {TREE_DEPTH_MAX}"),
+        });
+    }
+    for entry in repo.read_tree(id)?.entries() {
+        let name = entry.name.as_bytes();
+        let path = shown.join(OsStr::from_bytes(name));
+        match entry.kind {
+            EntryKind::Tree => {
+                let child = inode::open_dir_at(dirfd, name, &path)?;
+                relink_dir(
+                    repo,
+                    &entry.id,
+                    child.as_fd(),
+                    &path,
+                    ids,
+                    depth + 1,
+                    swapped,
+                )?;
+            }
+            EntryKind::File if ids.contains(&entry.id) => {
+                let rel = object_path(&entry.id, ObjectKind::File.suffix());
+                let object =
+                    rustix::fs::statat(repo.objects_fd(), rel.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| StoreError::io(repo.objects_path(&rel), "stat", e))?;
+                let here = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW);
+                if here.is_ok_and(|h| h.st_dev == object.st_dev && h.st_ino == object.st_ino) {
+                    continue;
+                }
+                let tmp = ".berth-relink";
+                match fsop::unlinkat(dirfd, tmp, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(StoreError::io(&path, "remove stale link", e)),
+                }
+                fsop::linkat(repo.objects_fd(), rel.as_str(), dirfd, tmp)
+                    .map_err(|e| StoreError::io(&path, "hard-link from the store", e))?;
+                fsop::renameat(dirfd, tmp, dirfd, name)
+                    .map_err(|e| StoreError::io(&path, "replace with the repaired object", e))?;
+                *swapped += 1;
+            }
+            EntryKind::File => {}
+        }
+    }
+    Ok(())
+}

@@ -58,6 +58,8 @@ pub struct Txn<'r> {
     repo: &'r Repo,
     staging: OwnedFd,
     staging_name: String,
+    /// Repair mode: write only these objects, over a corrupt copy if there is one.
+    only: Option<HashSet<(ObjectId, ObjectKind)>>,
     staged: Vec<Staged>,
     known: HashSet<(ObjectId, ObjectKind)>,
     next_tmp: u64,
@@ -89,6 +91,7 @@ impl<'r> Txn<'r> {
             repo,
             staging,
             staging_name,
+            only: None,
             staged: Vec::new(),
             known: HashSet::new(),
             next_tmp: 0,
@@ -112,8 +115,24 @@ impl<'r> Txn<'r> {
         format!("o{}", self.next_tmp)
     }
 
+    /// Repair mode (`berth fsck --repair`): the transaction writes only `wanted`, even
+    /// where the store holds a (corrupt) object of that name, which the commit's rename
+    /// replaces in one step. Every other object counts as present and is not written.
+    pub fn repair_only(&mut self, wanted: HashSet<(ObjectId, ObjectKind)>) {
+        self.only = Some(wanted);
+    }
+
     /// Whether the object is already stored or staged; counts a reuse if so.
     fn known(&mut self, id: ObjectId, kind: ObjectKind) -> Result<bool, StoreError> {
+        if let Some(wanted) = &self.only
+            && !self.known.contains(&(id, kind))
+        {
+            if wanted.contains(&(id, kind)) {
+                return Ok(false);
+            }
+            self.stats.reused += 1;
+            return Ok(true);
+        }
         if self.known.contains(&(id, kind)) || self.repo.has(&id, kind)? {
             self.known.insert((id, kind));
             self.stats.reused += 1;

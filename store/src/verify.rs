@@ -20,6 +20,9 @@ pub struct FsckReport {
     pub corrupt: Vec<StoreError>,
     /// Objects referenced by a commit or tree that are not in the store.
     pub missing: Vec<StoreError>,
+    /// The names of the corrupt and missing objects (a corrupt signature file names its
+    /// commit), for `berth fsck --repair`.
+    pub bad: Vec<(ObjectId, ObjectKind)>,
 }
 
 impl FsckReport {
@@ -114,6 +117,12 @@ impl Repo {
             report.checked += 1;
             if let Err(e) = result {
                 report.corrupt.push(e);
+                let kind = match suffix.as_str() {
+                    "file" => ObjectKind::File,
+                    "tree" => ObjectKind::Tree,
+                    _ => ObjectKind::Commit,
+                };
+                report.bad.push((id, kind));
             }
         }
         let mut seen = HashSet::new();
@@ -138,6 +147,7 @@ impl Repo {
             Ok(t) => t,
             Err(e @ StoreError::Missing { .. }) => {
                 report.missing.push(e);
+                report.bad.push((*id, ObjectKind::Tree));
                 return Ok(());
             }
             // Already reported as corrupt by the per-object pass.
@@ -151,6 +161,7 @@ impl Repo {
                         report
                             .missing
                             .push(StoreError::missing(entry.id, ObjectKind::File));
+                        report.bad.push((entry.id, ObjectKind::File));
                     }
                 }
             }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 mod apply;
 mod deadline;
 pub mod gc;
+pub mod repair;
 pub mod update;
 
 use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};

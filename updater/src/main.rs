@@ -4,7 +4,7 @@
 //! Exit status: 0 success; 1 error (one line: the input and the cause); 2 a command
 //! line that does not parse.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -92,7 +92,22 @@ enum Command {
     },
     /// Re-hash every object in the store and check the record's deployments; exit 1 if
     /// anything is wrong.
-    Fsck,
+    ///
+    /// With --repair --source UPDATE, rewrite only the corrupt or missing objects from a
+    /// signed update that carries them (a full update, from berth-image delta --empty,
+    /// carries every object of its commit; a delta carries what it changed), and point
+    /// the deployments' files back at the repaired objects. The record is not touched.
+    Fsck {
+        /// Repair what is corrupt or missing, from --source.
+        #[arg(long, requires = "source")]
+        repair: bool,
+        /// The update file (or split directory) to repair from; verified like an update.
+        #[arg(long, value_name = "FILE", requires = "repair")]
+        source: Option<PathBuf>,
+        /// Print the repair's report as JSON.
+        #[arg(long, requires = "repair")]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -217,20 +232,53 @@ fn run(cli: &Cli) -> Result<()> {
                 );
             }
         }
-        Command::Fsck => {
-            let (checked, problems) = device.fsck()?;
-            for p in &problems {
+        Command::Fsck {
+            ref source, json, ..
+        } => fsck(&device, &cli.sysroot, source.as_deref(), json)?,
+    }
+    Ok(())
+}
+
+/// `berth fsck`, and with a source, `berth fsck --repair`.
+fn fsck(device: &Device, sysroot: &Path, source: Option<&Path>, json: bool) -> Result<()> {
+    if let Some(source) = source {
+        let r = device.repair(source)?;
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            for p in &r.remaining {
                 eprintln!("{p}");
             }
-            if !problems.is_empty() {
-                anyhow::bail!(
-                    "{}: {} problems ({checked} objects checked)",
-                    cli.sysroot.display(),
-                    problems.len()
-                );
-            }
-            println!("{checked} objects checked, record and deployments sound");
+            println!(
+                "{} objects checked, {} corrupt or missing, {} repaired from {}; {} deployment files relinked",
+                r.checked,
+                r.bad,
+                r.repaired,
+                source.display(),
+                r.relinked
+            );
         }
+        if !r.remaining.is_empty() {
+            anyhow::bail!(
+                "{}: {} problems remain after the repair ({} cannot make them)",
+                sysroot.display(),
+                r.remaining.len(),
+                source.display()
+            );
+        }
+    } else {
+        let (checked, problems) = device.fsck()?;
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "{}: {} problems ({checked} objects checked)",
+                sysroot.display(),
+                problems.len()
+            );
+        }
+        println!("{checked} objects checked, record and deployments sound");
     }
     Ok(())
 }

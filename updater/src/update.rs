@@ -14,6 +14,7 @@
 //! re-hashed and compared with its name). A part that was applied is recorded in a
 //! progress file, so an interrupted update resumes with the next part.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -82,6 +83,15 @@ pub struct UpdateReport {
     pub parts_skipped: usize,
     /// Objects written.
     pub objects: u64,
+}
+
+/// An update whose superblock is verified: the file, the signed body, where the parts
+/// start, and whether it is the split form.
+pub(crate) struct Source {
+    pub(crate) f: File,
+    pub(crate) body: Body,
+    pub(crate) parts_start: u64,
+    pub(crate) split: bool,
 }
 
 /// An error about `file` (an update, a part of one): one line naming it and the cause.
@@ -165,6 +175,44 @@ impl Device {
         Ok(keys)
     }
 
+    /// The running deployment: the booted one (berth-init's report), else the default.
+    /// Its keys are trusted, its version is the floor, its /etc is carried forward.
+    pub(crate) fn running(&self, rec: &Record) -> Result<DeploymentName, UpdaterError> {
+        let booted = self
+            .booted()?
+            .and_then(|b| DeploymentName::new(b.0.as_bytes()).ok());
+        booted.or(rec.default).ok_or_else(|| {
+            UpdaterError::State(
+                "the boot record has no default deployment and nothing is booted".into(),
+            )
+        })
+    }
+
+    /// Opens the update `file` (or the split form's directory) and verifies its
+    /// superblock against the keys `running` trusts.
+    pub(crate) fn open_source(
+        &self,
+        file: &Path,
+        running: &DeploymentName,
+    ) -> Result<Source, UpdaterError> {
+        let keys = self.trusted_keys(running)?;
+        // A directory is the split form: DIR/superblock and DIR/part-NNNNN.
+        let split = file.is_dir();
+        let head_path = if split {
+            file.join("superblock")
+        } else {
+            file.to_path_buf()
+        };
+        let mut f = File::open(&head_path).map_err(|e| bad(&head_path, e.to_string()))?;
+        let (body, parts_start) = verified_body(&mut f, &head_path, &keys, running, split)?;
+        Ok(Source {
+            f,
+            body,
+            parts_start,
+            split,
+        })
+    }
+
     /// Applies the update file `file`; the new deployment becomes the trial.
     pub fn update(&self, file: &Path, opts: UpdateOptions) -> Result<UpdateReport, UpdaterError> {
         let deadline = opts.deadline.map(|limit| {
@@ -178,26 +226,13 @@ impl Device {
             )
         });
         let (rec, copy) = self.record()?;
-        // The running deployment: the booted one (berth-init's report), else the default.
-        // Its keys are trusted, its version is the floor, its /etc is carried forward.
-        let booted = self
-            .booted()?
-            .and_then(|b| DeploymentName::new(b.0.as_bytes()).ok());
-        let default = booted.or(rec.default).ok_or_else(|| {
-            UpdaterError::State(
-                "the boot record has no default deployment and nothing is booted".into(),
-            )
-        })?;
-        let keys = self.trusted_keys(&default)?;
-        // A directory is the split form: DIR/superblock and DIR/part-NNNNN.
-        let split = file.is_dir();
-        let head_path = if split {
-            file.join("superblock")
-        } else {
-            file.to_path_buf()
-        };
-        let mut f = File::open(&head_path).map_err(|e| bad(&head_path, e.to_string()))?;
-        let (body, parts_start) = verified_body(&mut f, &head_path, &keys, &default, split)?;
+        let default = self.running(&rec)?;
+        let Source {
+            mut f,
+            body,
+            parts_start,
+            split,
+        } = self.open_source(file, &default)?;
         let commit = Commit::decode(&body.commit).map_err(|e| bad(file, e.to_string()))?;
         let id = ObjectId::digest(&body.commit);
         let name = DeploymentName::for_commit(&id);
@@ -226,7 +261,7 @@ impl Device {
                 continue;
             }
             let (mut pf, at, shown) = open_part(file, &mut f, split, i, start, part)?;
-            objects += apply_part(&repo, &base, &mut pf, &shown, i, at, part)?;
+            objects += apply_part(&repo, &base, &mut pf, &shown, (i, at, part), None)?;
             applied += 1;
             let finished: Vec<usize> = (0..body.parts.len())
                 .filter(|k| done.contains(k) || *k <= i)
@@ -425,14 +460,15 @@ fn verified_body(
 
 /// Checks one part against its signed hash, then applies its objects in one
 /// transaction. Returns how many objects it held.
-fn apply_part(
+///
+/// With `only` (repair), the transaction writes just those objects (`Txn::repair_only`).
+pub(crate) fn apply_part(
     repo: &Repo,
     base: &[(ObjectId, EntryKind)],
     f: &mut File,
     file: &Path,
-    i: usize,
-    start: u64,
-    part: &update::PartInfo,
+    (i, start, part): (usize, u64, &update::PartInfo),
+    only: Option<&HashSet<(ObjectId, ObjectKind)>>,
 ) -> Result<u64, UpdaterError> {
     let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
     let io = |e: std::io::Error| bad(&shown, e.to_string());
@@ -451,6 +487,9 @@ fn apply_part(
         n: 0,
     };
     let mut txn = Txn::begin(repo)?;
+    if let Some(only) = only {
+        txn.repair_only(only.clone());
+    }
     let mut applier = Applier::new(repo, base, &shown);
     loop {
         let mut kind = [0u8; 1];
@@ -539,7 +578,7 @@ fn install_commit(
 }
 
 /// Checks every part not yet applied against its signed hash.
-fn check_all_parts(
+pub(crate) fn check_all_parts(
     file: &Path,
     f: &mut File,
     split: bool,
@@ -561,7 +600,7 @@ fn check_all_parts(
 
 /// The file a part is in and where it starts: the update file at `start`, or in the
 /// split form `DIR/part-NNNNN` at 0 (whose length must be the signed one).
-fn open_part(
+pub(crate) fn open_part(
     file: &Path,
     f: &mut File,
     split: bool,
