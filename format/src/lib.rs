@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+pub mod channel;
 pub mod cmdline;
 pub mod commit;
 mod error;

@@ -193,6 +193,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a commit to a channel of a static repository (a directory to serve over
+    /// HTTP, copy to a bucket or put behind a CDN).
+    ///
+    /// Writes a full update and deltas (from each --from and from the channel's previous
+    /// commit) in split form under DIR/updates/, then the signed channel pointer
+    /// DIR/channels/NAME last, so a reader never sees a pointer to something missing. The
+    /// pointer's serial grows with each publish and it expires after --expires-in-days:
+    /// devices refuse an older serial and an expired pointer, so republish before then.
+    /// `berth update http://HOST/PATH --channel NAME` reads it.
+    Publish(PublishCli),
     /// List the boards berth-image knows, from their board.toml files.
     Boards {
         /// Where the board files are.
@@ -216,6 +226,41 @@ enum Command {
         #[arg(long, value_name = "REPO")]
         repo: PathBuf,
     },
+}
+
+/// The arguments of `publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishCli {
+    /// The repository holding the commits.
+    #[arg(long, value_name = "REPO")]
+    pub repo: PathBuf,
+    /// The static repository directory (created if missing).
+    #[arg(long = "to", value_name = "DIR")]
+    pub to: PathBuf,
+    /// The channel (a-z, 0-9, . _ -).
+    #[arg(long, value_name = "NAME")]
+    pub channel: String,
+    /// The commit the channel points at.
+    #[arg(long, value_name = "COMMIT")]
+    pub commit: String,
+    /// The secret key to sign the updates and the pointer with.
+    #[arg(long, value_name = "K")]
+    pub key: PathBuf,
+    /// Also make a delta from this commit (repeatable).
+    #[arg(long, value_name = "COMMIT")]
+    pub from: Vec<String>,
+    /// Days until devices refuse the pointer.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub expires_in_days: u64,
+    /// Uncompressed bytes per part (the unit of resuming a download).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub part_size: u64,
+    /// zstd compression level (1 to 22).
+    #[arg(long, value_name = "N", default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: i32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which commits a device starts with.
@@ -340,6 +385,7 @@ pub fn run(cli: Cli) -> Result<()> {
             },
             json,
         ),
+        Command::Publish(a) => publish(a),
         Command::Show { repo, commit, json } => show(&repo, &commit, json),
         Command::Fsck { repo } => fsck(&repo),
     }
@@ -545,5 +591,37 @@ fn commit(args: &CommitArgs) -> Result<()> {
         out.txn.reused,
         out.root,
     );
+    Ok(())
+}
+
+fn publish(a: PublishCli) -> Result<()> {
+    let out = crate::publish::publish(&crate::publish::PublishArgs {
+        repo: a.repo,
+        to: a.to,
+        channel: a.channel,
+        commit: a.commit,
+        key: a.key,
+        from: a.from,
+        expires_days: a.expires_in_days,
+        part_size: a.part_size,
+        level: a.level,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "channel {} serial {} -> {} (full update {} bytes; {} deltas: {})",
+            out.channel,
+            out.serial,
+            &out.commit[..16],
+            out.full_bytes,
+            out.deltas.len(),
+            out.deltas
+                .iter()
+                .map(|(f, b)| format!("from {} {b} bytes", &f[..16]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 mod apply;
 mod deadline;
+pub mod fetch;
 pub mod gc;
 pub mod repair;
 pub mod update;

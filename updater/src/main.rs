@@ -17,7 +17,8 @@ use updater::{DEFAULT_SYSROOT, Device, Status};
 /// Run in the booted system: the physical sysroot is at /sysroot, and berth-init's
 /// report of this boot is /run/berth/boot.json.
 ///
-/// Exit status: 0 success, 1 error, 2 bad command line.
+/// Exit status: 0 success, 1 error, 2 bad command line; `check`: 100 when an update is
+/// available.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -65,8 +66,18 @@ enum Command {
     /// free space, apply its parts (resuming after an interruption), check out the new
     /// deployment, carry /etc changes forward, and make it the trial for the next boot.
     Update {
-        /// The update file (a path; a USB stick's mount point works).
+        /// The update file (a path; a USB stick's mount point works), or the URL of a
+        /// static repository (`http://HOST/PATH`, from berth-image publish) with --channel.
         file: PathBuf,
+        /// The channel to follow in a repository URL; the delta from the running commit
+        /// is fetched when the channel has one, else the full update. Downloads resume
+        /// where they stopped, across runs and reboots.
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+        /// Slowest acceptable average rate of one download request, in bytes per second;
+        /// a slower one is cut and resumed.
+        #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+        min_rate: u64,
         /// Accept a version that is not newer than the installed one.
         #[arg(long)]
         allow_downgrade: bool,
@@ -82,6 +93,22 @@ enum Command {
         /// later run resumes with the parts already applied.
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
         deadline: Option<u64>,
+    },
+    /// Ask a static repository whether its channel has an update for this device,
+    /// without downloading it or changing anything (the pointer is verified as for an
+    /// update).
+    ///
+    /// Exit status, as dnf check-update: 100 an update is available, 0 up to date, 1
+    /// error (unreachable, forged, stale or expired pointer), 2 bad command line.
+    Check {
+        /// The repository (`http://HOST/PATH`).
+        url: String,
+        /// The channel.
+        #[arg(long, value_name = "NAME")]
+        channel: String,
+        /// Print JSON for programs.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove deployments nothing points at, then the objects no kept deployment uses.
     /// Never removes the booted, default, trial or previous deployment.
@@ -157,7 +184,84 @@ fn print_status(s: &Status) {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+fn print_installed(r: &updater::update::UpdateReport, tries: u8, more: &str) {
+    println!(
+        "installed {} (version {}) as deployment {}; it boots next as a trial with {tries} tries ({} parts applied, {} already done){more}",
+        &r.commit[..16],
+        r.version,
+        r.deployment,
+        r.parts_applied,
+        r.parts_skipped
+    );
+}
+
+/// `berth update FILE|URL`.
+fn update_cmd(
+    device: &Device,
+    file: &Path,
+    channel: Option<&str>,
+    min_rate: u64,
+    opts: updater::update::UpdateOptions,
+    tries: u8,
+) -> Result<()> {
+    let source = file.to_string_lossy();
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let Some(channel) = channel else {
+            anyhow::bail!("{source}: a repository URL needs --channel NAME");
+        };
+        let fetch = updater::fetch::FetchOptions {
+            min_rate,
+            ..Default::default()
+        };
+        let r = device.update_remote(&source, channel, fetch, opts)?;
+        match &r.update {
+            None => println!("already up to date with channel {channel}"),
+            Some(u) => print_installed(
+                u,
+                tries,
+                &format!(
+                    "; {} bytes downloaded for the {} update",
+                    r.downloaded, r.kind
+                ),
+            ),
+        }
+    } else {
+        if channel.is_some() {
+            anyhow::bail!("{source}: --channel is for repository URLs, not files");
+        }
+        print_installed(&device.update(file, opts)?, tries, "");
+    }
+    Ok(())
+}
+
+/// `berth check`: exit 100 when an update is available, as dnf check-update.
+fn check_cmd(device: &Device, url: &str, channel: &str, json: bool) -> Result<ExitCode> {
+    let o = device.check(url, channel, updater::fetch::FetchOptions::default())?;
+    if json {
+        println!("{}", serde_json::to_string(&o)?);
+    } else if o.available {
+        println!(
+            "update available on channel {}: version {} ({}), a {} update of {} bytes",
+            o.channel,
+            o.version,
+            &o.commit[..16],
+            o.kind,
+            o.bytes
+        );
+    } else {
+        println!(
+            "up to date with channel {} (version {})",
+            o.channel, o.version
+        );
+    }
+    Ok(if o.available {
+        ExitCode::from(100)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
     let device = Device::open(&cli.sysroot, &cli.boot_json)?;
     match cli.command {
         Command::Status { json } => {
@@ -175,6 +279,8 @@ fn run(cli: &Cli) -> Result<()> {
             tries,
             progress,
             deadline,
+            ref channel,
+            min_rate,
         } => {
             use std::io::IsTerminal;
             let progress = match progress {
@@ -194,16 +300,13 @@ fn run(cli: &Cli) -> Result<()> {
                 abort_after_parts,
                 deadline: deadline.map(std::time::Duration::from_secs),
             };
-            let r = device.update(file, opts)?;
-            println!(
-                "installed {} (version {}) as deployment {}; it boots next as a trial with {tries} tries ({} parts applied, {} already done)",
-                &r.commit[..16],
-                r.version,
-                r.deployment,
-                r.parts_applied,
-                r.parts_skipped
-            );
+            update_cmd(&device, file, channel.as_deref(), min_rate, opts, tries)?;
         }
+        Command::Check {
+            ref url,
+            ref channel,
+            json,
+        } => return check_cmd(&device, url, channel, json),
         Command::Rollback { ref from } => {
             let from = from
                 .as_deref()
@@ -236,7 +339,7 @@ fn run(cli: &Cli) -> Result<()> {
             ref source, json, ..
         } => fsck(&device, &cli.sysroot, source.as_deref(), json)?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `berth fsck`, and with a source, `berth fsck --repair`.
@@ -286,7 +389,7 @@ fn fsck(device: &Device, sysroot: &Path, source: Option<&Path>, json: bool) -> R
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE

@@ -85,6 +85,19 @@ pub struct UpdateReport {
     pub objects: u64,
 }
 
+/// Arms `opts.deadline`, if any, for an update from `source`.
+pub(crate) fn arm_deadline(source: &str, opts: UpdateOptions) -> Option<crate::deadline::Deadline> {
+    opts.deadline.map(|limit| {
+        crate::deadline::Deadline::arm(
+            limit,
+            format!(
+                "{source}: the update was not applied within the {} s deadline (a stalled or slow source); stopped before switching, the device is unchanged",
+                limit.as_secs()
+            ),
+        )
+    })
+}
+
 /// An update whose superblock is verified: the file, the signed body, where the parts
 /// start, and whether it is the split form.
 pub(crate) struct Source {
@@ -135,7 +148,7 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 impl Device {
-    fn trusted_keys(
+    pub(crate) fn trusted_keys(
         &self,
         default: &DeploymentName,
     ) -> Result<Vec<ed25519_dalek::VerifyingKey>, UpdaterError> {
@@ -215,16 +228,18 @@ impl Device {
 
     /// Applies the update file `file`; the new deployment becomes the trial.
     pub fn update(&self, file: &Path, opts: UpdateOptions) -> Result<UpdateReport, UpdaterError> {
-        let deadline = opts.deadline.map(|limit| {
-            crate::deadline::Deadline::arm(
-                limit,
-                format!(
-                    "{}: the update was not applied within the {} s deadline (a stalled or slow source); stopped before switching, the device is unchanged",
-                    file.display(),
-                    limit.as_secs()
-                ),
-            )
-        });
+        let deadline = arm_deadline(&file.display().to_string(), opts);
+        self.apply_update(file, opts, deadline.as_ref())
+    }
+
+    /// [`Device::update`] under a deadline armed by the caller (which may have spent
+    /// some of it downloading `file`); disarmed before the record is written.
+    pub(crate) fn apply_update(
+        &self,
+        file: &Path,
+        opts: UpdateOptions,
+        deadline: Option<&crate::deadline::Deadline>,
+    ) -> Result<UpdateReport, UpdaterError> {
         let (rec, copy) = self.record()?;
         let default = self.running(&rec)?;
         let Source {
@@ -292,7 +307,7 @@ impl Device {
             }
         })?;
         self.carry_etc(&repo, &default, &name)?;
-        if let Some(d) = &deadline {
+        if let Some(d) = deadline {
             d.disarm();
         }
         let new = Record {

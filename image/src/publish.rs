@@ -1,0 +1,216 @@
+//! `berth-image publish`: a static repository any web server or bucket can serve
+//! (`docs/FORMAT.md`, "Static repositories").
+//!
+//! ```text
+//! DIR/config                          berth-static-repo, version=1
+//! DIR/updates/full-<commit>/          a full update, split form (superblock, part-NNNNN)
+//! DIR/updates/<from>-<commit>/        a delta from <from>, split form
+//! DIR/channels/<name>                 the signed channel pointer
+//! ```
+//!
+//! Updates are written first, each under a temporary name renamed into place, and the
+//! channel pointer last (temporary file, fsync, rename, fsync of the directory), so a
+//! reader never sees a pointer to something missing. An update already published is
+//! kept as it is: its bytes are what earlier pointers signed.
+
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use format::ObjectId;
+use format::channel::{self, Pointer, UpdateRef};
+use format::sig::Signatures;
+use store::Repo;
+
+use crate::delta::{self, DeltaArgs};
+use crate::keys;
+
+/// Inputs of `publish`.
+#[derive(Debug)]
+pub struct PublishArgs {
+    pub repo: PathBuf,
+    pub to: PathBuf,
+    pub channel: String,
+    pub commit: String,
+    pub key: PathBuf,
+    /// Commits to make deltas from (the channel's previous commit is added).
+    pub from: Vec<String>,
+    /// Days until devices refuse the pointer (republish before then).
+    pub expires_days: u64,
+    pub part_size: u64,
+    pub level: i32,
+}
+
+/// What `publish` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct PublishOutput {
+    pub channel: String,
+    pub serial: u64,
+    pub commit: String,
+    pub expires: u64,
+    /// Bytes of the full update.
+    pub full_bytes: u64,
+    /// Each delta: the commit it starts from and its bytes.
+    pub deltas: Vec<(String, u64)>,
+}
+
+const CONFIG: &str = "berth-static-repo\nversion=1\n";
+
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp).with_context(|| format!("{}: create", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("{}: write", tmp.display()))?;
+    fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("{}: rename into place", dir.join(name).display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("{}: sync", dir.display()))
+}
+
+/// The reference a pointer makes to a published update directory.
+fn update_ref(dir: &Path) -> Result<UpdateRef> {
+    let sb = fs::read(dir.join("superblock"))
+        .with_context(|| format!("{}: read", dir.join("superblock").display()))?;
+    let mut total = sb.len() as u64;
+    for e in fs::read_dir(dir).with_context(|| format!("{}: read", dir.display()))? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            total += e.metadata()?.len();
+        }
+    }
+    Ok(UpdateRef {
+        superblock_len: sb.len() as u64,
+        superblock_sha256: ObjectId::digest(&sb),
+        total_len: total,
+    })
+}
+
+/// The previous pointer of the channel, if the repository has one (not verified: it is
+/// the publisher's own file; only its serial and commit are used).
+fn previous(dir: &Path, name: &str) -> Result<Option<Pointer>> {
+    let path = dir.join("channels").join(name);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{}: read", path.display())),
+    };
+    let (body, _) = channel::split_file(&bytes).with_context(|| format!("{}", path.display()))?;
+    Ok(Some(
+        Pointer::decode(body).with_context(|| format!("{}", path.display()))?,
+    ))
+}
+
+/// Checks that `dir` is a static repository, or makes it one if it is missing or empty.
+fn init(dir: &Path) -> Result<()> {
+    match fs::read_to_string(dir.join("config")) {
+        Ok(text) if text == CONFIG => {}
+        Ok(_) => bail!(
+            "{}: not a berth static repository (its config is not berth-static-repo version 1)",
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).with_context(|| format!("{}: create", dir.display()))?;
+            if fs::read_dir(dir)?.next().is_some() {
+                bail!(
+                    "{}: is not empty and has no config: not a berth static repository",
+                    dir.display()
+                );
+            }
+            write_durably(dir, "config", CONFIG.as_bytes())?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("{}: read config", dir.display())),
+    }
+    Ok(())
+}
+
+pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
+    channel::check_name(&args.channel).with_context(|| format!("--channel {}", args.channel))?;
+    if args.expires_days == 0 {
+        bail!("--expires-in-days must be at least 1");
+    }
+    let key = keys::read_secret(&args.key)?;
+    let repo = Repo::open(&args.repo)?;
+    let commit = repo.resolve_commit(&args.commit)?;
+    let (c, _) = repo.read_commit(&commit)?;
+    init(&args.to)?;
+    let updates = args.to.join("updates");
+    let channels = args.to.join("channels");
+    fs::create_dir_all(&updates)?;
+    fs::create_dir_all(&channels)?;
+    let prev = previous(&args.to, &args.channel)?;
+
+    let mut froms: Vec<ObjectId> = Vec::new();
+    for f in &args.from {
+        froms.push(repo.resolve_commit(f)?);
+    }
+    if let Some(p) = &prev
+        && p.commit != commit
+        && repo.has(&p.commit, format::ObjectKind::Commit)?
+    {
+        froms.push(p.commit);
+    }
+    froms.sort();
+    froms.dedup();
+    froms.retain(|f| *f != commit);
+
+    let make = |from: Option<ObjectId>, dir_name: String| -> Result<UpdateRef> {
+        let dest = updates.join(&dir_name);
+        if !dest.exists() {
+            delta::delta(&DeltaArgs {
+                repo: args.repo.clone(),
+                from: from.map(|f| f.to_string()),
+                to: commit.to_string(),
+                key: args.key.clone(),
+                output: dest.clone(),
+                part_size: args.part_size,
+                level: args.level,
+                split: true,
+                progress: false,
+                window: delta::WINDOW,
+            })?;
+        }
+        update_ref(&dest)
+    };
+    let full = make(None, format!("full-{commit}"))?;
+    let mut deltas = Vec::new();
+    for f in &froms {
+        deltas.push((*f, make(Some(*f), format!("{f}-{commit}"))?));
+    }
+    let issued = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let pointer = Pointer {
+        serial: prev.as_ref().map_or(1, |p| p.serial + 1),
+        issued,
+        expires: issued + args.expires_days * 86_400,
+        channel: args.channel.clone(),
+        commit,
+        version: c.version.to_string(),
+        full,
+        deltas,
+    };
+    let body = pointer.encode();
+    let mut sigs = Signatures::new();
+    sigs.sign(&body, &key).context("sign the channel pointer")?;
+    write_durably(
+        &channels,
+        &args.channel,
+        &channel::encode_file(&body, &sigs.encode()),
+    )?;
+    Ok(PublishOutput {
+        channel: args.channel.clone(),
+        serial: pointer.serial,
+        commit: commit.to_string(),
+        expires: pointer.expires,
+        full_bytes: pointer.full.total_len,
+        deltas: pointer
+            .deltas
+            .iter()
+            .map(|(f, r)| (f.to_string(), r.total_len))
+            .collect(),
+    })
+}

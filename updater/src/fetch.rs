@@ -1,0 +1,497 @@
+//! Updates from a static repository over HTTP (`berth update URL --channel NAME`,
+//! `berth check`); the layout is `docs/FORMAT.md`, "Static repositories".
+//!
+//! 1. The channel pointer is fetched (at most `channel::FILE_MAX` bytes), its signature
+//!    verified over the exact body bytes with the running deployment's keys, and only
+//!    then decoded.
+//! 2. Freeze and replay protection: a serial lower than the last one accepted is
+//!    refused, and so is the same serial with other bytes. A pointer is refused after its
+//!    expiry, measured against the later of the clock and the newest issue time seen, so
+//!    a device whose clock says 1970 still refuses what it knows to be stale. The state
+//!    (`berth/state/channels/NAME`) is written durably before anything is downloaded.
+//! 3. The delta from the running commit if the pointer lists one, else the full update,
+//!    is downloaded in its split form into `berth/repo/tmp/download-…`: the superblock
+//!    bounded by and checked against the length and sha256 the pointer signs, each part
+//!    bounded by the length the superblock signs and checked against its sha256. A drop
+//!    resumes with a `Range` request from the bytes already on disk, across runs and
+//!    reboots too; nothing is downloaded twice. A server that sends more than the signed
+//!    length is cut at that length.
+//! 4. `berth update DIR` applies it (every check of a file update happens again).
+
+use std::fs::File;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use format::channel::{self, Pointer};
+use format::sig::Signatures;
+use format::update::{self, Body};
+use format::{ObjectId, ObjectKind};
+use rustix::fd::AsFd as _;
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use store::Repo;
+
+use crate::update::{UpdateOptions, UpdateReport, bad};
+use crate::{Device, UpdaterError};
+
+/// How a download may go.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchOptions {
+    /// Slowest acceptable average rate of one request, bytes per second: a request that
+    /// cannot finish at this rate is cut and resumed.
+    pub min_rate: u64,
+    /// Requests in a row that may fail without delivering a byte before giving up.
+    pub retries: u32,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            min_rate: 1024,
+            retries: 5,
+        }
+    }
+}
+
+/// What a channel offers, as `berth check` reports it.
+#[derive(Debug, serde::Serialize)]
+pub struct Offer {
+    /// The channel's name.
+    pub channel: String,
+    /// The pointer's serial.
+    pub serial: u64,
+    /// The channel's commit.
+    pub commit: String,
+    /// Its version.
+    pub version: String,
+    /// Whether the channel's commit differs from the running one.
+    pub available: bool,
+    /// `delta` (from the running commit) or `full`.
+    pub kind: &'static str,
+    /// Bytes the update would download (before resuming).
+    pub bytes: u64,
+    /// When the pointer expires (seconds since the Unix epoch).
+    pub expires: u64,
+}
+
+/// The result of `berth update URL`.
+#[derive(Debug, serde::Serialize)]
+pub struct RemoteReport {
+    /// Bytes fetched by this run (resumed bytes are not fetched again).
+    pub downloaded: u64,
+    /// `delta`, `full`, or `none` when already up to date.
+    pub kind: &'static str,
+    /// The update, unless there was nothing to do.
+    pub update: Option<UpdateReport>,
+}
+
+struct Remote {
+    base: String,
+    agent: ureq::Agent,
+    opts: FetchOptions,
+}
+
+/// The clock, in seconds since the Unix epoch. Test hook: `BERTH_TEST_CLOCK=SECONDS`
+/// plays a device whose clock is wrong (whoever sets berth's environment is root on
+/// the device already).
+fn now() -> u64 {
+    if let Some(t) = std::env::var("BERTH_TEST_CLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return t;
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Remote {
+    fn new(url: &str, opts: FetchOptions) -> Result<Self, UpdaterError> {
+        if !url.starts_with("http://") {
+            return Err(UpdaterError::State(format!(
+                "{url}: only http:// repositories are supported by this build (https is not built yet)"
+            )));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .build();
+        Ok(Self {
+            base: url.trim_end_matches('/').to_owned(),
+            agent: ureq::Agent::new_with_config(config),
+            opts,
+        })
+    }
+
+    fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.base)
+    }
+
+    /// The whole of `rel`, refused past `max` bytes.
+    fn get_small(&self, rel: &str, max: usize) -> Result<Vec<u8>, UpdaterError> {
+        let url = self.url(rel);
+        let fail = |why: String| UpdaterError::State(format!("{url}: {why}"));
+        let mut resp = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(fail(format!("HTTP {status}")));
+        }
+        let mut out = Vec::new();
+        resp.body_mut()
+            .as_reader()
+            .take(max as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| fail(e.to_string()))?;
+        if out.len() > max {
+            return Err(fail(format!("is larger than the {max} bytes allowed")));
+        }
+        Ok(out)
+    }
+
+    /// Fetches `rel` into `dest` until it holds `len` bytes, resuming from what `dest`
+    /// already holds. Returns the bytes fetched.
+    fn download(&self, rel: &str, dest: &Path, len: u64) -> Result<u64, UpdaterError> {
+        let url = self.url(rel);
+        let fail = |why: String| UpdaterError::State(format!("{url}: {why}"));
+        let mut fetched = 0u64;
+        let mut idle = 0u32;
+        // The most the file ever held: a request that does not get past it made no
+        // progress (a server that ignores Range and drops restarts from zero each time).
+        let mut best = 0u64;
+        loop {
+            let have = std::fs::metadata(dest).map_or(0, |m| m.len());
+            if have > len {
+                fsop::unlinkat(CWD, dest, AtFlags::empty())
+                    .map_err(|e| bad(dest, format!("remove: {e}")))?;
+                continue;
+            }
+            if have == len {
+                return Ok(fetched);
+            }
+            if idle > self.opts.retries {
+                return Err(fail(format!(
+                    "no progress after {} attempts ({have} of {len} bytes)",
+                    self.opts.retries + 1
+                )));
+            }
+            let left = len - have;
+            // The slowest rate we accept bounds how long this request may take.
+            let budget = Duration::from_secs(30 + left / self.opts.min_rate.max(1));
+            let req = self
+                .agent
+                .get(&url)
+                .header("Range", format!("bytes={have}-"))
+                .config()
+                .timeout_recv_body(Some(budget))
+                .build();
+            let Ok(mut resp) = req.call() else {
+                idle += 1;
+                continue;
+            };
+            let (from, append) = match resp.status().as_u16() {
+                206 => (have, true),
+                // The server ignores Range: start over.
+                200 => (0, false),
+                s => return Err(fail(format!("HTTP {s}"))),
+            };
+            let flags = if append {
+                OFlags::WRONLY | OFlags::APPEND
+            } else {
+                OFlags::WRONLY | OFlags::TRUNC
+            };
+            let out = fsop::create(CWD, dest, flags, Mode::from_raw_mode(0o600))
+                .map_err(|e| bad(dest, format!("create: {e}")))?;
+            let mut r = resp.body_mut().as_reader();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut at = from;
+            let mut got = 0u64;
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let room = usize::try_from(len - at).unwrap_or(usize::MAX);
+                if n > room {
+                    fsop::write_all(out.as_fd(), &buf[..room])
+                        .map_err(|e| bad(dest, format!("write: {e}")))?;
+                    fsop::fsync(out.as_fd()).map_err(|e| bad(dest, format!("fsync: {e}")))?;
+                    return Err(fail(format!(
+                        "sends more than the {len} bytes its signed metadata declares; cut there"
+                    )));
+                }
+                fsop::write_all(out.as_fd(), &buf[..n])
+                    .map_err(|e| bad(dest, format!("write: {e}")))?;
+                at += n as u64;
+                got += n as u64;
+                if at == len {
+                    break;
+                }
+            }
+            // Durable before the next step trusts its length (a power cut keeps it too).
+            fsop::fsync(out.as_fd()).map_err(|e| bad(dest, format!("fsync: {e}")))?;
+            fetched += got;
+            if at > best {
+                best = at;
+                idle = 0;
+            } else {
+                idle += 1;
+            }
+        }
+    }
+}
+
+/// What the device remembers of a channel: the newest pointer it accepted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    serial: u64,
+    issued: u64,
+    body: Option<ObjectId>,
+}
+
+impl Seen {
+    fn parse(text: &str) -> Self {
+        let mut s = Self::default();
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("serial", v)) => s.serial = v.parse().unwrap_or(0),
+                Some(("issued", v)) => s.issued = v.parse().unwrap_or(0),
+                Some(("body", v)) => s.body = ObjectId::parse_hex(v.as_bytes()).ok(),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "serial={}\nissued={}\nbody={}\n",
+            self.serial,
+            self.issued,
+            self.body.map(|b| b.to_string()).unwrap_or_default()
+        )
+    }
+}
+
+impl Device {
+    fn channel_state(&self, name: &str) -> PathBuf {
+        self.path.join("berth/state/channels").join(name)
+    }
+
+    /// Fetches and verifies the pointer of `channel`; refuses a stale, replayed or
+    /// expired one. Returns it with the state to remember.
+    fn pointer(
+        &self,
+        remote: &Remote,
+        name: &str,
+        running: &format::record::DeploymentName,
+    ) -> Result<(Pointer, Seen), UpdaterError> {
+        channel::check_name(name)
+            .map_err(|e| UpdaterError::State(format!("--channel {name}: {e}")))?;
+        let rel = format!("channels/{name}");
+        let url = remote.url(&rel);
+        let bytes = remote.get_small(&rel, channel::FILE_MAX)?;
+        let stale = |why: String| UpdaterError::State(format!("{url}: {why}"));
+        let (body, sigs) = channel::split_file(&bytes).map_err(|e| stale(e.to_string()))?;
+        let keys = self.trusted_keys(running)?;
+        Signatures::decode(sigs)
+            .and_then(|s| s.verify(body, &keys))
+            .map_err(|e| {
+                stale(format!(
+                    "{e} (keys trusted by deployment {})",
+                    running.as_str()
+                ))
+            })?;
+        let p = Pointer::decode(body).map_err(|e| stale(e.to_string()))?;
+        if p.channel != name {
+            return Err(stale(format!(
+                "is the pointer of channel {:?}, not {name:?}",
+                p.channel
+            )));
+        }
+        let seen = std::fs::read_to_string(self.channel_state(name))
+            .map(|t| Seen::parse(&t))
+            .unwrap_or_default();
+        let digest = ObjectId::digest(body);
+        if p.serial < seen.serial {
+            return Err(stale(format!(
+                "serial {} is older than serial {} that this device already accepted (a replayed or stale pointer); refused",
+                p.serial, seen.serial
+            )));
+        }
+        if p.serial == seen.serial && seen.body.is_some_and(|b| b != digest) {
+            return Err(stale(format!(
+                "serial {} was accepted before with other content; refused",
+                p.serial
+            )));
+        }
+        let floor = now().max(seen.issued);
+        if p.expires < floor {
+            return Err(stale(format!(
+                "expired at {} (now is at least {floor}, from the clock or the newest pointer seen); refused",
+                p.expires
+            )));
+        }
+        let next = Seen {
+            serial: p.serial,
+            issued: p.issued.max(seen.issued),
+            body: Some(digest),
+        };
+        Ok((p, next))
+    }
+
+    /// Writes what the device remembers of a channel: temp file, fsync, rename, fsync.
+    fn remember(&self, name: &str, seen: &Seen) -> Result<(), UpdaterError> {
+        let dir = self.path.join("berth/state/channels");
+        for d in [self.path.join("berth/state"), dir.clone()] {
+            match fsop::mkdirat(CWD, &d, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(bad(&d, format!("create directory: {e}"))),
+            }
+        }
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let io = |e: rustix::io::Errno| bad(&path, format!("write: {e}"));
+        let f = fsop::create(
+            CWD,
+            &tmp,
+            OFlags::WRONLY | OFlags::TRUNC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(io)?;
+        fsop::write_all(f.as_fd(), seen.text().as_bytes()).map_err(io)?;
+        fsop::fsync(f.as_fd()).map_err(io)?;
+        fsop::renameat(CWD, &tmp, CWD, &path).map_err(io)?;
+        let d = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map_err(io)?;
+        fsop::fsync(d.as_fd()).map_err(io)
+    }
+
+    /// The running deployment's commit.
+    fn running_commit(&self) -> Result<(format::record::DeploymentName, ObjectId), UpdaterError> {
+        let (rec, _) = self.record()?;
+        let running = self.running(&rec)?;
+        let repo = Repo::open(&self.path.join("berth/repo"))?;
+        let id = repo.resolve_commit(running.as_str())?;
+        Ok((running, id))
+    }
+
+    /// `berth check`: what the channel offers, without downloading an update or
+    /// writing anything.
+    pub fn check(&self, url: &str, name: &str, opts: FetchOptions) -> Result<Offer, UpdaterError> {
+        let remote = Remote::new(url, opts)?;
+        let (running, current) = self.running_commit()?;
+        let (p, _) = self.pointer(&remote, name, &running)?;
+        let delta = p.delta_from(&current);
+        Ok(Offer {
+            channel: p.channel.clone(),
+            serial: p.serial,
+            commit: p.commit.to_string(),
+            version: p.version.clone(),
+            available: p.commit != current,
+            kind: if delta.is_some() { "delta" } else { "full" },
+            bytes: delta.unwrap_or(&p.full).total_len,
+            expires: p.expires,
+        })
+    }
+
+    /// `berth update URL --channel NAME`.
+    pub fn update_remote(
+        &self,
+        url: &str,
+        name: &str,
+        fetch: FetchOptions,
+        opts: UpdateOptions,
+    ) -> Result<RemoteReport, UpdaterError> {
+        // The deadline covers the downloads as well as the apply.
+        let deadline = crate::update::arm_deadline(url, opts);
+        let remote = Remote::new(url, fetch)?;
+        let (running, current) = self.running_commit()?;
+        let (p, seen) = self.pointer(&remote, name, &running)?;
+        self.remember(name, &seen)?;
+        let repo = Repo::open(&self.path.join("berth/repo"))?;
+        if p.commit == current
+            || repo.has(&p.commit, ObjectKind::Commit)? && self.deployed(&p.commit)
+        {
+            return Ok(RemoteReport {
+                downloaded: 0,
+                kind: "none",
+                update: None,
+            });
+        }
+        let (kind, r, rel) = match p.delta_from(&current) {
+            Some(r) => ("delta", *r, format!("updates/{current}-{}", p.commit)),
+            None => ("full", p.full, format!("updates/full-{}", p.commit)),
+        };
+        let dir = self.path.join("berth/repo/tmp").join(format!(
+            "download-{}-{}",
+            &p.commit.to_string()[..16],
+            kind
+        ));
+        match fsop::mkdirat(CWD, &dir, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(bad(&dir, format!("create directory: {e}"))),
+        }
+        let sb_path = dir.join("superblock");
+        let mut downloaded =
+            remote.download(&format!("{rel}/superblock"), &sb_path, r.superblock_len)?;
+        let sb = std::fs::read(&sb_path).map_err(|e| bad(&sb_path, e.to_string()))?;
+        if ObjectId::digest(&sb) != r.superblock_sha256 {
+            let _ = fsop::unlinkat(CWD, &sb_path, AtFlags::empty());
+            return Err(bad(
+                &sb_path,
+                format!(
+                    "{}/{rel}/superblock does not match the sha256 its channel pointer signs; removed",
+                    remote.base
+                ),
+            ));
+        }
+        // Its bytes are signed through the pointer; `update` verifies its own signature too.
+        let body_len = update::decode_head(&sb[..update::HEAD_LEN.min(sb.len())])
+            .map_err(|e| bad(&sb_path, e.to_string()))?;
+        let body = sb
+            .get(update::HEAD_LEN..update::HEAD_LEN + body_len)
+            .ok_or_else(|| bad(&sb_path, "truncated"))
+            .and_then(|b| Body::decode(b).map_err(|e| bad(&sb_path, e.to_string())))?;
+        for (i, part) in body.parts.iter().enumerate() {
+            let file = format!("part-{i:05}");
+            let dest = dir.join(&file);
+            downloaded += remote.download(&format!("{rel}/{file}"), &dest, part.len)?;
+            let mut bytes = Vec::new();
+            File::open(&dest)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| bad(&dest, e.to_string()))?;
+            if ObjectId::digest(&bytes) != part.sha256 {
+                // Damaged in transit or on disk: fetch it again once.
+                fsop::unlinkat(CWD, &dest, AtFlags::empty())
+                    .map_err(|e| bad(&dest, e.to_string()))?;
+                downloaded += remote.download(&format!("{rel}/{file}"), &dest, part.len)?;
+            }
+        }
+        let report = self.apply_update(&dir, opts, deadline.as_ref())?;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let _ = fsop::unlinkat(CWD, e.path(), AtFlags::empty());
+            }
+        }
+        let _ = fsop::unlinkat(CWD, &dir, AtFlags::REMOVEDIR);
+        Ok(RemoteReport {
+            downloaded,
+            kind,
+            update: Some(report),
+        })
+    }
+
+    /// Whether a deployment of `commit` exists.
+    fn deployed(&self, commit: &ObjectId) -> bool {
+        self.path
+            .join("berth/deploy")
+            .join(format::record::DeploymentName::for_commit(commit).as_str())
+            .is_dir()
+    }
+}
