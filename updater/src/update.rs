@@ -176,6 +176,7 @@ impl Device {
         let mut f = File::open(&head_path).map_err(|e| bad(&head_path, e.to_string()))?;
         let (body, parts_start) = verified_body(&mut f, &head_path, &keys, &default, split)?;
         let commit = Commit::decode(&body.commit).map_err(|e| bad(file, e.to_string()))?;
+        let commit_sigs = commit_signatures(file, &body)?;
         let id = ObjectId::digest(&body.commit);
         let name = DeploymentName::for_commit(&id);
         let repo = Repo::open(&self.path.join("berth/repo"))?;
@@ -235,8 +236,8 @@ impl Device {
         install_commit(
             &repo,
             file,
-            &body,
             &commit,
+            commit_sigs.as_ref(),
             &self.path.join("berth/deploy").join(name.as_str()),
         )
         .inspect_err(|e| {
@@ -359,6 +360,17 @@ impl Device {
     }
 }
 
+/// The target commit's signature file, carried in the body and stored beside the
+/// commit at the end: decoded now, before anything is written.
+fn commit_signatures(file: &Path, body: &Body) -> Result<Option<Signatures>, UpdaterError> {
+    if body.commit_signatures.is_empty() {
+        return Ok(None);
+    }
+    Signatures::decode(&body.commit_signatures)
+        .map(Some)
+        .map_err(|e| bad(file, format!("commit signatures: {e}")))
+}
+
 /// Reads the head, the signed body and the signatures; verifies the signatures over the
 /// exact body bytes against `keys` before decoding the body; checks the file's length
 /// against the parts the body lists. Returns the body and where the parts start.
@@ -392,14 +404,19 @@ fn verified_body(
     })?;
     let body = Body::decode(&body_bytes).map_err(|e| bad(file, e.to_string()))?;
     let parts_start = (update::HEAD_LEN + body_len + 4 + sig_len) as u64;
-    let parts_len: u64 = body.parts.iter().map(|p| p.len).sum();
+    // The parts are contiguous (the body's decoder checked it), so they end where the
+    // last one does; with the superblock before them, that may pass 2^64 in a lying body.
+    let parts_len = body.parts.last().map_or(0, |p| p.offset + p.len);
+    let describes =
+        |n: Option<u64>| n.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
     // The split form's superblock file ends where the parts would start.
     let expected = if split {
-        parts_start
+        Some(parts_start)
     } else {
-        parts_start + parts_len
+        parts_start.checked_add(parts_len)
     };
-    if file_len != expected {
+    if expected != Some(file_len) {
+        let expected = describes(expected);
         return Err(bad(
             file,
             format!(
@@ -486,8 +503,8 @@ fn apply_part(
 fn install_commit(
     repo: &Repo,
     file: &Path,
-    body: &Body,
     commit: &Commit,
+    commit_sigs: Option<&Signatures>,
     dest: &Path,
 ) -> Result<(), UpdaterError> {
     // Everything the commit names must be here now. Operations do not name what they
@@ -503,13 +520,8 @@ fn install_commit(
         )));
     }
     check_closure(repo, &commit.root).map_err(incomplete)?;
-    let commit_sigs = if body.commit_signatures.is_empty() {
-        None
-    } else {
-        Some(Signatures::decode(&body.commit_signatures).map_err(|e| bad(file, e.to_string()))?)
-    };
     let mut txn = Txn::begin(repo)?;
-    txn.write_commit(commit, commit_sigs.as_ref())?;
+    txn.write_commit(commit, commit_sigs)?;
     txn.commit()?;
     if !dest.exists() {
         checkout(
