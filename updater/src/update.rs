@@ -447,8 +447,13 @@ fn apply_part(
         inner: (&mut *f).take(part.len),
         hasher: <sha2::Sha256 as sha2::Digest>::new(),
     };
-    let decoder = ruzstd::decoding::StreamingDecoder::new(hashing)
-        .map_err(|e| bad(&shown, format!("not zstd: {e}")))?;
+    // The decoder keeps a window of output in memory: bounded, whatever the frame
+    // asks for.
+    let decoder = ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
+        hashing,
+        update::PART_WINDOW_MAX,
+    )
+    .map_err(|e| bad(&shown, format!("zstd frame refused: {e}")))?;
     // The signed size caps decompression: one byte more is a refusal, not an OOM.
     let mut r = Counting {
         inner: decoder.take(part.size + 1),
