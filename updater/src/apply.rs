@@ -16,10 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use format::ops::{self, ObjRef, PatchHead, TreeOp};
-use format::{EntryKind, FileHeader, FormatError, ObjectId};
+use format::{EntryKind, FileHeader, FileKind, FormatError, ObjectId, ObjectKind};
 use store::{Repo, Txn};
 
 use crate::UpdaterError;
+use crate::checks::TreeChecks;
 use crate::update::bad;
 
 /// The walk of the commit an update starts from (see `format::ops::base_order`), which
@@ -37,20 +38,30 @@ pub(crate) fn base_order(
 }
 
 /// What one part's operations made so far, and where to find the base's objects.
-pub(crate) struct Applier<'a> {
+pub(crate) struct Applier<'a, 'r> {
     pub repo: &'a Repo,
     pub base: &'a [(ObjectId, EntryKind)],
     pub shown: &'a Path,
     made: Vec<(ObjectId, EntryKind)>,
+    /// Operations read so far (errors name the operation, from 1).
+    ops: u64,
+    checks: &'a mut TreeChecks<'r>,
 }
 
-impl<'a> Applier<'a> {
-    pub(crate) fn new(repo: &'a Repo, base: &'a [(ObjectId, EntryKind)], shown: &'a Path) -> Self {
+impl<'a, 'r> Applier<'a, 'r> {
+    pub(crate) fn new(
+        repo: &'a Repo,
+        base: &'a [(ObjectId, EntryKind)],
+        shown: &'a Path,
+        checks: &'a mut TreeChecks<'r>,
+    ) -> Self {
         Self {
             repo,
             base,
             shown,
             made: Vec::new(),
+            ops: 0,
+            checks,
         }
     }
 
@@ -68,7 +79,42 @@ impl<'a> Applier<'a> {
         of_kind(at, kind, i, what)
     }
 
-    fn resolve(&self, r: &ObjRef, kind: EntryKind) -> Result<ObjectId, FormatError> {
+    /// The object a reference names. An id must name an object the store (or this
+    /// part's transaction) holds as `kind`: a tree must never name what is not there,
+    /// or a file where a directory goes.
+    fn resolve(
+        &self,
+        r: &ObjRef,
+        kind: EntryKind,
+        txn: &Txn<'_>,
+        refused: &std::cell::Cell<Option<UpdaterError>>,
+    ) -> Result<ObjectId, FormatError> {
+        if let ObjRef::Id(id) = *r {
+            let as_kind = match kind {
+                EntryKind::File => ObjectKind::File,
+                EntryKind::Tree => ObjectKind::Tree,
+            };
+            let held = txn.contains(&id, as_kind);
+            if !matches!(held, Ok(true)) {
+                refused.set(Some(held.err().map_or_else(
+                    || {
+                        bad(
+                            self.shown,
+                            format!(
+                                "operation {} names object {id}, which the store does not hold as a {}",
+                                self.ops,
+                                as_kind.suffix()
+                            ),
+                        )
+                    },
+                    UpdaterError::from,
+                )));
+                return Err(FormatError::Invalid {
+                    what: "reference by id",
+                    value: 0,
+                });
+            }
+        }
         match *r {
             ObjRef::Local(n) => {
                 let at = usize::try_from(n)
@@ -87,23 +133,27 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Reads one operation of kind `kind` from `r` and writes its object into `txn`.
+    /// Reads one operation of kind `kind` from `r` and writes its object into `txn`;
+    /// `left` is how many bytes of the part's signed size follow the kind byte.
     pub(crate) fn apply<R: Read>(
         &mut self,
         txn: &mut Txn<'_>,
         r: &mut R,
         kind: u8,
+        left: u64,
     ) -> Result<(), UpdaterError> {
+        self.ops += 1;
+        let op = self.ops;
         let shown = self.shown;
         let io = |e: io::Error| bad(shown, e.to_string());
-        let fmt = |e: FormatError| bad(shown, e.to_string());
+        let fmt = |e: FormatError| bad(shown, format!("operation {op}: {e}"));
         let mut len = [0u8; 4];
         r.read_exact(&mut len).map_err(io)?;
         let len = u32::from_le_bytes(len) as usize;
         if len > ops::HEAD_MAX {
             return Err(bad(
                 shown,
-                format!("operation {kind} has a {len}-byte head, over the limit"),
+                format!("operation {op} (kind {kind}) has a {len}-byte head, over the limit"),
             ));
         }
         // Grown as bytes arrive, so a lying length cannot allocate more than the part holds.
@@ -113,35 +163,65 @@ impl<'a> Applier<'a> {
             .read_to_end(&mut head)
             .map_err(io)?;
         if head.len() != len {
-            return Err(bad(shown, "truncated operation"));
+            return Err(bad(shown, format!("operation {op}: truncated operation")));
         }
+        // What the operation's payload may take: the rest of the part's signed size.
+        let left = left.saturating_sub(4 + len as u64);
+        let too_big = |what: &str, n: u64| {
+            bad(
+                shown,
+                format!(
+                    "operation {op} is {what} of {n} bytes, with {left} bytes of its signed size left"
+                ),
+            )
+        };
         match kind {
             ops::FILE => {
                 let header = FileHeader::decode(&head).map_err(fmt)?;
-                let id = txn.write_file(&header, &mut r.by_ref().take(header.size), shown)?;
+                if header.size > left {
+                    return Err(too_big("a file", header.size));
+                }
+                let content = &mut r.by_ref().take(header.size);
+                let (id, target) = if header.kind == FileKind::Symlink {
+                    // At most SYMLINK_MAX bytes: the header was validated.
+                    let mut target = Vec::new();
+                    content.read_to_end(&mut target).map_err(io)?;
+                    let id = txn.write_file(&header, &mut target.as_slice(), shown)?;
+                    (id, Some(target))
+                } else {
+                    (txn.write_file(&header, content, shown)?, None)
+                };
+                self.checks.made_file(id, target);
                 self.made.push((id, EntryKind::File));
             }
             ops::FILE_PATCH => {
                 let ph = PatchHead::decode(&head).map_err(fmt)?;
+                if ph.payload_len() > left {
+                    return Err(too_big("a patch", ph.payload_len()));
+                }
                 let id = self.apply_patch(txn, r, &ph)?;
+                self.checks.made_file(id, None);
                 self.made.push((id, EntryKind::File));
             }
             ops::TREE => {
-                let op = TreeOp::decode(&head).map_err(fmt)?;
-                let base = op
+                let top = TreeOp::decode(&head).map_err(fmt)?;
+                let base = top
                     .base
                     .map(|i| {
                         let id = self.base_entry(i, EntryKind::Tree).map_err(fmt)?;
                         Ok::<_, UpdaterError>(self.repo.read_tree(&id)?)
                     })
                     .transpose()?;
-                let tree = op
-                    .build(base.as_ref(), |r, k| self.resolve(r, k))
-                    .map_err(fmt)?;
+                let refused = std::cell::Cell::new(None);
+                let tree = top
+                    .build(base.as_ref(), |r, k| self.resolve(r, k, txn, &refused))
+                    .map_err(|e| refused.take().unwrap_or_else(|| fmt(e)))?;
+                let id = tree.id();
+                self.checks.made_tree(&tree, id, shown, op)?;
                 txn.write_tree(&tree)?;
-                self.made.push((tree.id(), EntryKind::Tree));
+                self.made.push((id, EntryKind::Tree));
             }
-            k => return Err(bad(shown, format!("unknown operation {k}"))),
+            k => return Err(bad(shown, format!("operation {op}: unknown operation {k}"))),
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 mod apply;
+mod checks;
 pub mod gc;
 pub mod update;
 

@@ -28,6 +28,7 @@ use store::checkout::{CheckoutOptions, checkout};
 use store::{Repo, Txn};
 
 use crate::apply::{self, Applier};
+use crate::checks::TreeChecks;
 use crate::{Device, UpdaterError};
 
 /// How an update reports progress.
@@ -39,6 +40,17 @@ pub enum Progress {
     Text,
     /// One JSON object per line, for programs.
     Json,
+}
+
+impl Progress {
+    /// Reports that part `i` (of `parts`, `size` bytes) was applied.
+    fn part(self, i: usize, parts: usize, size: u64) {
+        match self {
+            Self::Quiet => {}
+            Self::Text => eprintln!("part {}/{parts} applied ({size} bytes)", i + 1),
+            Self::Json => eprintln!(r#"{{"part":{},"parts":{parts},"bytes":{size}}}"#, i + 1),
+        }
+    }
 }
 
 /// Options of [`Device::update`].
@@ -195,6 +207,19 @@ impl Device {
         // damaged file changes nothing at all (applying re-checks each part as it goes).
         check_all_parts(file, &mut f, split, parts_start, &body, &done)?;
         let base = apply::base_order(&repo, body.from.as_ref())?;
+        let mut checks = TreeChecks::new(&repo, commit.root);
+        // Parts that did not make the commit must not be skipped next time: the next
+        // try (of this update or a repaired one) starts from the first part.
+        let forget_progress = |e: &UpdaterError| {
+            if matches!(e, UpdaterError::Incomplete(_)) {
+                let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
+            }
+        };
+        let run = PartRun {
+            repo: &repo,
+            base: &base,
+            parts: body.parts.len(),
+        };
         let (mut applied, mut objects) = (0, 0u64);
         let mut offset = parts_start;
         for (i, part) in body.parts.iter().enumerate() {
@@ -204,28 +229,16 @@ impl Device {
                 continue;
             }
             let (mut pf, at, shown) = open_part(file, &mut f, split, i, start, part)?;
-            objects += apply_part(&repo, &base, &mut pf, &shown, i, at, part)?;
+            objects += run
+                .apply(&mut checks, &mut pf, &shown, i, at, part)
+                .inspect_err(forget_progress)?;
             applied += 1;
             let finished: Vec<usize> = (0..body.parts.len())
                 .filter(|k| done.contains(k) || *k <= i)
                 .collect();
             write_progress(&progress_path, &finished)
                 .map_err(|e| bad(&progress_path, e.to_string()))?;
-            match opts.progress {
-                Progress::Quiet => {}
-                Progress::Text => eprintln!(
-                    "part {}/{} applied ({} bytes)",
-                    i + 1,
-                    body.parts.len(),
-                    part.size
-                ),
-                Progress::Json => eprintln!(
-                    r#"{{"part":{},"parts":{},"bytes":{}}}"#,
-                    i + 1,
-                    body.parts.len(),
-                    part.size
-                ),
-            }
+            opts.progress.part(i, body.parts.len(), part.size);
             if opts.abort_after_parts.is_some_and(|n| applied >= n) {
                 return Err(UpdaterError::State(format!(
                     "stopped after {applied} parts (test hook)"
@@ -236,17 +249,12 @@ impl Device {
         install_commit(
             &repo,
             file,
+            &mut checks,
             &commit,
             commit_sigs.as_ref(),
             &self.path.join("berth/deploy").join(name.as_str()),
         )
-        .inspect_err(|e| {
-            // Parts that did not make the commit must not be skipped next time: the
-            // next try (of this update or a repaired one) starts from the first part.
-            if matches!(e, UpdaterError::Incomplete(_)) {
-                let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
-            }
-        })?;
+        .inspect_err(forget_progress)?;
         self.carry_etc(&repo, &default, &name)?;
         let new = Record {
             trial: Some(name),
@@ -427,80 +435,102 @@ fn verified_body(
     Ok((body, parts_start))
 }
 
-/// Checks one part against its signed hash, then applies its objects in one
-/// transaction. Returns how many objects it held.
-fn apply_part(
-    repo: &Repo,
-    base: &[(ObjectId, EntryKind)],
-    f: &mut File,
-    file: &Path,
-    i: usize,
-    start: u64,
-    part: &update::PartInfo,
-) -> Result<u64, UpdaterError> {
-    let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
-    let io = |e: std::io::Error| bad(&shown, e.to_string());
-    f.seek(SeekFrom::Start(start)).map_err(io)?;
-    // The compressed bytes are hashed as they are decoded: the part was checked before
-    // anything was applied, and this catches a file that changed since, before commit.
-    let hashing = Hashing {
-        inner: (&mut *f).take(part.len),
-        hasher: <sha2::Sha256 as sha2::Digest>::new(),
-    };
-    // The decoder keeps a window of output in memory: bounded, whatever the frame
-    // asks for.
-    let decoder = ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
-        hashing,
-        update::PART_WINDOW_MAX,
-    )
-    .map_err(|e| bad(&shown, format!("zstd frame refused: {e}")))?;
-    // The signed size caps decompression: one byte more is a refusal, not an OOM.
-    let mut r = Counting {
-        inner: decoder.take(part.size + 1),
-        n: 0,
-    };
-    let mut txn = Txn::begin(repo)?;
-    let mut applier = Applier::new(repo, base, &shown);
-    loop {
-        let mut kind = [0u8; 1];
-        if r.read(&mut kind).map_err(io)? == 0 {
-            break;
-        }
-        if r.n > part.size {
-            return Err(bad(
+/// Where a part is applied, and what for.
+struct PartRun<'a> {
+    repo: &'a Repo,
+    base: &'a [(ObjectId, EntryKind)],
+    /// How many parts the update has: the last must leave the commit's root tree made.
+    parts: usize,
+}
+
+impl PartRun<'_> {
+    /// Checks one part against its signed hash, then applies its objects in one
+    /// transaction. Returns how many objects it held.
+    fn apply(
+        &self,
+        checks: &mut TreeChecks<'_>,
+        f: &mut File,
+        file: &Path,
+        i: usize,
+        start: u64,
+        part: &update::PartInfo,
+    ) -> Result<u64, UpdaterError> {
+        let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
+        let io = |e: std::io::Error| bad(&shown, e.to_string());
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        // The compressed bytes are hashed as they are decoded: the part was checked before
+        // anything was applied, and this catches a file that changed since, before commit.
+        let hashing = Hashing {
+            inner: (&mut *f).take(part.len),
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        };
+        // The decoder keeps a window of output in memory: bounded, whatever the frame
+        // asks for.
+        let decoder = ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
+            hashing,
+            update::PART_WINDOW_MAX,
+        )
+        .map_err(|e| bad(&shown, format!("zstd frame refused: {e}")))?;
+        // The signed size caps decompression: one byte more is a refusal, not an OOM.
+        let mut r = Counting {
+            inner: decoder.take(part.size + 1),
+            n: 0,
+        };
+        let more = || {
+            bad(
                 &shown,
                 format!("decompresses to more than its signed {} bytes", part.size),
-            ));
+            )
+        };
+        let mut txn = Txn::begin(self.repo)?;
+        let mut applier = Applier::new(self.repo, self.base, &shown, checks);
+        loop {
+            let mut kind = [0u8; 1];
+            if r.read(&mut kind).map_err(io)? == 0 {
+                break;
+            }
+            if r.n > part.size {
+                return Err(more());
+            }
+            let left = part.size - r.n;
+            applier.apply(&mut txn, &mut r, kind[0], left)?;
+            if r.n > part.size {
+                return Err(more());
+            }
         }
-        applier.apply(&mut txn, &mut r, kind[0])?;
-        if r.n > part.size {
+        if r.n != part.size {
             return Err(bad(
                 &shown,
-                format!("decompresses to more than its signed {} bytes", part.size),
+                format!(
+                    "decompresses to {} bytes, not its signed {}",
+                    r.n, part.size
+                ),
             ));
         }
+        let mut hashing = r.inner.into_inner().into_inner();
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io)?;
+        let digest: [u8; 32] = sha2::Digest::finalize(hashing.hasher).into();
+        if ObjectId::from_bytes(digest) != part.sha256 {
+            return Err(bad(
+                &shown,
+                "changed while being applied: its sha256 no longer matches the signed superblock",
+            ));
+        }
+        let objects = applier.made();
+        // Operations do not name what they make, so a part whose bytes lie (signed by a
+        // trusted key, yet wrong) shows here: its trees hash to something else and the
+        // signed root is not made. Refused before this part is published.
+        let last = i + 1 == self.parts;
+        if last && !checks.root_made && !self.repo.has(&checks.root(), ObjectKind::Tree)? {
+            return Err(UpdaterError::Incomplete(format!(
+                "{}: update is incomplete: its operations do not make the commit's root tree {}",
+                file.display(),
+                checks.root()
+            )));
+        }
+        txn.commit()?;
+        Ok(objects)
     }
-    if r.n != part.size {
-        return Err(bad(
-            &shown,
-            format!(
-                "decompresses to {} bytes, not its signed {}",
-                r.n, part.size
-            ),
-        ));
-    }
-    let mut hashing = r.inner.into_inner().into_inner();
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io)?;
-    let digest: [u8; 32] = sha2::Digest::finalize(hashing.hasher).into();
-    if ObjectId::from_bytes(digest) != part.sha256 {
-        return Err(bad(
-            &shown,
-            "changed while being applied: its sha256 no longer matches the signed superblock",
-        ));
-    }
-    let objects = applier.made();
-    txn.commit()?;
-    Ok(objects)
 }
 
 /// Checks that everything the commit names is in the store, writes the commit object
@@ -508,13 +538,13 @@ fn apply_part(
 fn install_commit(
     repo: &Repo,
     file: &Path,
+    checks: &mut TreeChecks<'_>,
     commit: &Commit,
     commit_sigs: Option<&Signatures>,
     dest: &Path,
 ) -> Result<(), UpdaterError> {
-    // Everything the commit names must be here now. Operations do not name what they
-    // make, so a part whose bytes lie (signed by a trusted key, yet wrong) shows here:
-    // its trees hash to something else and the signed root is not made.
+    // Everything the commit names must be here now (a root tree made by an earlier,
+    // interrupted run was checked then; checked again, it costs a walk).
     let incomplete = |why: String| {
         UpdaterError::Incomplete(format!("{}: update is incomplete: {why}", file.display()))
     };
@@ -524,7 +554,8 @@ fn install_commit(
             commit.root
         )));
     }
-    check_closure(repo, &commit.root).map_err(incomplete)?;
+    checks.check_root(file)?;
+    check_closure(repo, &commit.root, 0).map_err(incomplete)?;
     let mut txn = Txn::begin(repo)?;
     txn.write_commit(commit, commit_sigs)?;
     txn.commit()?;
@@ -621,11 +652,17 @@ fn check_part_hash(
     Ok(())
 }
 
-fn check_closure(repo: &Repo, root: &ObjectId) -> Result<(), String> {
+fn check_closure(repo: &Repo, root: &ObjectId, depth: usize) -> Result<(), String> {
+    if depth > format::limits::TREE_DEPTH_MAX {
+        return Err(format!(
+            "tree {root} is nested deeper than the limit of {}",
+            format::limits::TREE_DEPTH_MAX
+        ));
+    }
     let tree = repo.read_tree(root).map_err(|e| e.to_string())?;
     for e in tree.entries() {
         match e.kind {
-            EntryKind::Tree => check_closure(repo, &e.id)?,
+            EntryKind::Tree => check_closure(repo, &e.id, depth + 1)?,
             EntryKind::File => {
                 if !repo
                     .has(&e.id, ObjectKind::File)
