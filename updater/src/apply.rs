@@ -21,7 +21,7 @@ use store::{Repo, Txn};
 
 use crate::UpdaterError;
 use crate::checks::TreeChecks;
-use crate::update::bad;
+use crate::update::{Forbidden, bad};
 
 /// The walk of the commit an update starts from (see `format::ops::base_order`), which
 /// `ObjRef::Base` indexes; empty for a full update.
@@ -45,6 +45,7 @@ pub(crate) struct Applier<'a, 'r> {
     made: Vec<(ObjectId, EntryKind)>,
     /// Operations read so far (errors name the operation, from 1).
     ops: u64,
+    forbid: Forbidden,
     checks: &'a mut TreeChecks<'r>,
 }
 
@@ -53,6 +54,7 @@ impl<'a, 'r> Applier<'a, 'r> {
         repo: &'a Repo,
         base: &'a [(ObjectId, EntryKind)],
         shown: &'a Path,
+        forbid: Forbidden,
         checks: &'a mut TreeChecks<'r>,
     ) -> Self {
         Self {
@@ -61,6 +63,7 @@ impl<'a, 'r> Applier<'a, 'r> {
             shown,
             made: Vec::new(),
             ops: 0,
+            forbid,
             checks,
         }
     }
@@ -182,6 +185,11 @@ impl<'a, 'r> Applier<'a, 'r> {
                     return Err(too_big("a file", header.size));
                 }
                 let content = &mut r.by_ref().take(header.size);
+                if let Some(why) = self.forbid.refuses(&header) {
+                    // Named by its id, computed without writing a byte of it.
+                    let id = hash_only(&header, content, shown)?;
+                    return Err(self.forbidden(&why, &id));
+                }
                 let (id, target) = if header.kind == FileKind::Symlink {
                     // At most SYMLINK_MAX bytes: the header was validated.
                     let mut target = Vec::new();
@@ -224,6 +232,13 @@ impl<'a, 'r> Applier<'a, 'r> {
             k => return Err(bad(shown, format!("operation {op}: unknown operation {k}"))),
         }
         Ok(())
+    }
+
+    fn forbidden(&self, why: &str, id: &ObjectId) -> UpdaterError {
+        bad(
+            self.shown,
+            format!("operation {} makes {why} (object {id})", self.ops),
+        )
     }
 
     fn apply_patch<R: Read>(
@@ -271,11 +286,38 @@ impl<'a, 'r> Applier<'a, 'r> {
             next: 0,
             current: None,
         };
+        if let Some(why) = self.forbid.refuses(&ph.header) {
+            let id = hash_only(&ph.header, &mut windows, shown)?;
+            windows.finish().map_err(|e| bad(shown, e.to_string()))?;
+            return Err(self.forbidden(&why, &id));
+        }
         let id = txn.write_file(&ph.header, &mut windows, shown)?;
         // write_file stops at the header's size; every window must have ended exactly.
         windows.finish().map_err(|e| bad(shown, e.to_string()))?;
         Ok(id)
     }
+}
+
+/// The id of the file object `header` and `content` would make, without writing it.
+fn hash_only(
+    header: &FileHeader,
+    content: &mut dyn Read,
+    shown: &Path,
+) -> Result<ObjectId, UpdaterError> {
+    let mut hasher = header.hasher();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = content
+            .read(&mut buf)
+            .map_err(|e| bad(shown, e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher
+        .finish()
+        .map_err(|e| bad(shown, format!("the part ends inside a file: {e}")))
 }
 
 /// The id of a referenced object, if it is there and of the kind the entry needs.

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use updater::update::{Forbid, Forbidden};
 use updater::{DEFAULT_SYSROOT, Device, Status};
 
 /// The Berth device agent: shows the deployments, marks a trial good, rolls back and
@@ -77,6 +78,12 @@ enum Command {
         /// line) or none.
         #[arg(long, value_name = "FORMAT")]
         progress: Option<ProgressArg>,
+        /// Refuse an update that makes files of this kind: device (character and block
+        /// device nodes) or setuid (regular files with the setuid or setgid bit).
+        /// Repeat for both. Each file the update makes is checked before it is
+        /// written; the error names the operation and the object.
+        #[arg(long, value_name = "KIND")]
+        forbid: Vec<ForbidArg>,
     },
     /// Remove deployments nothing points at, then the objects no kept deployment uses.
     /// Never removes the booted, default, trial or previous deployment.
@@ -88,6 +95,15 @@ enum Command {
     /// Re-hash every object in the store and check the record's deployments; exit 1 if
     /// anything is wrong.
     Fsck,
+}
+
+/// What `--forbid` takes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ForbidArg {
+    /// Character and block device nodes.
+    Device,
+    /// Regular files with the setuid or setgid bit.
+    Setuid,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -154,6 +170,7 @@ fn run(cli: &Cli) -> Result<()> {
             allow_downgrade,
             tries,
             progress,
+            ref forbid,
         } => {
             use std::io::IsTerminal;
             let progress = match progress {
@@ -171,6 +188,12 @@ fn run(cli: &Cli) -> Result<()> {
                 tries,
                 progress,
                 abort_after_parts,
+                forbid: forbid.iter().fold(Forbidden::default(), |f, k| {
+                    f.with(match k {
+                        ForbidArg::Device => Forbid::Device,
+                        ForbidArg::Setuid => Forbid::Setuid,
+                    })
+                }),
             };
             let r = device.update(file, opts)?;
             println!(

@@ -42,6 +42,62 @@ pub enum Progress {
     Json,
 }
 
+/// A kind of file an update may not make (`berth update --forbid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbid {
+    /// Character and block device nodes.
+    Device,
+    /// Regular files with the setuid or setgid bit.
+    Setuid,
+}
+
+/// The kinds of file an update may not make; none by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forbidden {
+    device: bool,
+    setuid: bool,
+}
+
+impl Forbidden {
+    /// This set and `kind`.
+    #[must_use]
+    pub fn with(self, kind: Forbid) -> Self {
+        match kind {
+            Forbid::Device => Self {
+                device: true,
+                ..self
+            },
+            Forbid::Setuid => Self {
+                setuid: true,
+                ..self
+            },
+        }
+    }
+
+    /// What is wrong with a file `header` describes, if the policy refuses it.
+    pub(crate) fn refuses(self, header: &format::FileHeader) -> Option<String> {
+        use format::FileKind;
+        let what = match header.kind {
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            _ => "",
+        };
+        if self.device && header.kind.is_device() {
+            return Some(format!(
+                "{what} {}:{}, which --forbid device refuses",
+                header.rdev_major, header.rdev_minor
+            ));
+        }
+        if self.setuid && header.kind == FileKind::Regular && header.mode & 0o6000 != 0 {
+            return Some(format!(
+                "a setuid or setgid regular file (mode 0{:o}), which --forbid setuid refuses",
+                header.mode
+            ));
+        }
+        None
+    }
+}
+
 impl Progress {
     /// Reports that part `i` (of `parts`, `size` bytes) was applied.
     fn part(self, i: usize, parts: usize, size: u64) {
@@ -64,6 +120,8 @@ pub struct UpdateOptions {
     pub progress: Progress,
     /// Test hook: stop with an error after applying this many parts.
     pub abort_after_parts: Option<usize>,
+    /// Files the update may not make, checked before each is written.
+    pub forbid: Forbidden,
 }
 
 /// What an update did.
@@ -218,6 +276,7 @@ impl Device {
         let run = PartRun {
             repo: &repo,
             base: &base,
+            forbid: opts.forbid,
             parts: body.parts.len(),
         };
         let (mut applied, mut objects) = (0, 0u64);
@@ -439,6 +498,7 @@ fn verified_body(
 struct PartRun<'a> {
     repo: &'a Repo,
     base: &'a [(ObjectId, EntryKind)],
+    forbid: Forbidden,
     /// How many parts the update has: the last must leave the commit's root tree made.
     parts: usize,
 }
@@ -483,7 +543,7 @@ impl PartRun<'_> {
             )
         };
         let mut txn = Txn::begin(self.repo)?;
-        let mut applier = Applier::new(self.repo, self.base, &shown, checks);
+        let mut applier = Applier::new(self.repo, self.base, &shown, self.forbid, checks);
         loop {
             let mut kind = [0u8; 1];
             if r.read(&mut kind).map_err(io)? == 0 {
