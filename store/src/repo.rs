@@ -282,7 +282,7 @@ impl Repo {
             &self.path.join("objects"),
         ) {
             Ok(fd) => fd,
-            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
                 return Err(bad("no commit with this id in the repository"));
             }
             Err(e) => return Err(e),
