@@ -451,13 +451,21 @@ impl<R: Read> Windows<'_, '_, R> {
 impl<R: Read> Read for Windows<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
+            let window = self.next;
             if let Some((reader, left)) = &mut self.current
                 && *left > 0
             {
                 let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
-                let k = reader
-                    .read(&mut buf[..n])
-                    .map_err(|e| invalid(format!("bad patch: {e}")))?;
+                let k = reader.read(&mut buf[..n]).map_err(|e| {
+                    // bipatch says only "failed to fill whole buffer" when it runs out.
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        invalid(format!(
+                            "bad patch: window {window} reads past its base bytes or past its patch"
+                        ))
+                    } else {
+                        invalid(format!("bad patch: {e}"))
+                    }
+                })?;
                 if k == 0 {
                     return Err(invalid(format!(
                         "patch window {} ends {left} bytes early",
