@@ -755,3 +755,50 @@ fn write_progress(path: &Path, parts: &[usize]) -> Result<(), rustix::io::Errno>
     fsop::fsync(f.as_fd())?;
     fsop::renameat(CWD, &tmp, CWD, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use format::{FileHeader, FileKind, Xattrs};
+
+    fn header(kind: FileKind, mode: u32) -> FileHeader {
+        let device = kind.is_device();
+        FileHeader {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev_major: u32::from(device),
+            rdev_minor: if device { 3 } else { 0 },
+            size: 0,
+            xattrs: Xattrs::new(),
+        }
+    }
+
+    #[test]
+    fn forbidden_kinds() {
+        let none = Forbidden::default();
+        let dev = none.with(Forbid::Device);
+        let suid = none.with(Forbid::Setuid);
+        let both = dev.with(Forbid::Setuid);
+        // (header, refused by: nothing, device, setuid, both)
+        let (n, y) = (false, true);
+        let table = [
+            (header(FileKind::Regular, 0o755), [n, n, n, n]),
+            (header(FileKind::Regular, 0o4755), [n, n, y, y]),
+            (header(FileKind::Regular, 0o2711), [n, n, y, y]),
+            (header(FileKind::Regular, 0o1777), [n, n, n, n]),
+            (header(FileKind::CharDevice, 0o666), [n, y, n, y]),
+            (header(FileKind::BlockDevice, 0o660), [n, y, n, y]),
+            (header(FileKind::Fifo, 0o644), [n, n, n, n]),
+            // A symlink's mode bits mean nothing; only regular files are setuid.
+            (header(FileKind::Symlink, 0o4777), [n, n, n, n]),
+        ];
+        for (h, want) in &table {
+            let got = [none, dev, suid, both].map(|f| f.refuses(h).is_some());
+            assert_eq!(&got, want, "{h:?}");
+        }
+        let why = dev.refuses(&header(FileKind::CharDevice, 0o666)).unwrap();
+        assert_eq!(why, "a character device 1:3, which --forbid device refuses");
+    }
+}
