@@ -76,7 +76,8 @@ impl<'a, 'r> Applier<'a, 'r> {
     fn base_entry(&self, i: u64, kind: EntryKind) -> Result<ObjectId, FormatError> {
         let at = usize::try_from(i).ok().and_then(|i| self.base.get(i));
         let what = (
-            "base reference to an object of the other kind",
+            "base reference to a tree where a file goes",
+            "base reference to a file where a tree goes",
             "base reference past the base commit's objects",
         );
         of_kind(at, kind, i, what)
@@ -126,7 +127,8 @@ impl<'a, 'r> Applier<'a, 'r> {
                     .and_then(|n| self.made.len().checked_sub(n))
                     .map(|i| &self.made[i]);
                 let what = (
-                    "reference to an object of the other kind",
+                    "local reference to a tree where a file goes",
+                    "local reference to a file where a tree goes",
                     "reference to an object this part has not made",
                 );
                 of_kind(at, kind, n, what)
@@ -320,16 +322,23 @@ fn hash_only(
         .map_err(|e| bad(shown, format!("the part ends inside a file: {e}")))
 }
 
-/// The id of a referenced object, if it is there and of the kind the entry needs.
+/// The id of a referenced object, if it is there and of the kind the entry needs;
+/// `what` says what is wrong: a tree where a file goes, the reverse, or nothing there.
 fn of_kind(
     found: Option<&(ObjectId, EntryKind)>,
     kind: EntryKind,
     value: u64,
-    (wrong, missing): (&'static str, &'static str),
+    (tree_not_file, file_not_tree, missing): (&'static str, &'static str, &'static str),
 ) -> Result<ObjectId, FormatError> {
     match found {
         Some(&(id, k)) if k == kind => Ok(id),
-        Some(_) => Err(FormatError::Invalid { what: wrong, value }),
+        Some(_) => Err(FormatError::Invalid {
+            what: match kind {
+                EntryKind::File => tree_not_file,
+                EntryKind::Tree => file_not_tree,
+            },
+            value,
+        }),
         None => Err(FormatError::Invalid {
             what: missing,
             value,
