@@ -111,6 +111,15 @@ impl<'r> TreeChecks<'r> {
     pub(crate) fn check_root(&mut self, shown: &Path) -> Result<(), UpdaterError> {
         let root = self.root;
         let facts = self.facts_of(&root, shown, 0)?;
+        if facts.nesting > TREE_DEPTH_MAX {
+            return Err(bad(
+                shown,
+                format!(
+                    "the commit's root tree is nested {} directories deep, over the limit of {TREE_DEPTH_MAX}",
+                    facts.nesting
+                ),
+            ));
+        }
         match facts.escape {
             Some(e) => {
                 let depth = e.path.split(|&b| b == b'/').count() - 1;
