@@ -52,6 +52,13 @@ pub enum FormatError {
         /// The limit.
         limit: u64,
     },
+    /// Adding up fields overflows 64 bits (a reader in wrapping arithmetic would see a
+    /// small number).
+    #[error("{what} overflows 64 bits")]
+    Overflow {
+        /// The sum.
+        what: &'static str,
+    },
     /// A field holds a value outside its domain.
     #[error("{what}: invalid value {value}")]
     Invalid {

@@ -33,6 +33,7 @@ mod error;
 pub mod id;
 pub mod key;
 pub mod limits;
+pub mod link;
 pub mod meta;
 pub mod name;
 pub mod ops;

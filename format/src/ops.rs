@@ -437,7 +437,7 @@ impl PatchHead {
         }
         let mut windows = Vec::with_capacity(count);
         let (mut out, mut patch) = (0u64, 0u64);
-        let overflow = |what| FormatError::Invalid { what, value: 0 };
+        let overflow = |what| FormatError::Overflow { what };
         for _ in 0..count {
             let win = Window {
                 base_start: r.varint()?,

@@ -30,6 +30,10 @@ pub const SIGNATURES_BYTES_MAX: usize = 4096;
 pub const PARTS_MAX: usize = 1 << 16;
 /// Largest decompressed part.
 pub const PART_MAX: u64 = 1 << 30;
+/// Largest zstd window a part's frame may declare. The decoder keeps a window of
+/// output in memory, so this bounds the device's memory whatever a part claims;
+/// `berth-image delta` writes 8 MiB windows.
+pub const PART_WINDOW_MAX: u64 = 8 << 20;
 /// Length of the fixed head: preamble (8) and body length (4).
 pub const HEAD_LEN: usize = 12;
 

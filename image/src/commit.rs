@@ -108,7 +108,7 @@ fn commit_into(
         }
     };
     let (root, build) = match &args.source {
-        Source::Dir(d) => build::build_dir(&mut txn, d, &mut progress)?,
+        Source::Dir(d) => build::build_root(&mut txn, d, &mut progress)?,
         Source::Tar(t) => tarball::build_tar(&mut txn, t, &mut progress)?,
     };
     if show_progress {

@@ -113,8 +113,9 @@ fn compress_parts(dir: &Path, level: i32, rx: &Receiver<Msg>) -> Result<Vec<(Pat
                     let f = File::create(&path)
                         .with_context(|| format!("{}: create", path.display()))?;
                     let mut enc = zstd::Encoder::new(BufWriter::new(f), level)?;
-                    // The device's decoder holds one window: 8 MiB at most.
-                    enc.window_log(23)?;
+                    // The device's decoder holds one window, and refuses one over
+                    // PART_WINDOW_MAX (8 MiB): that bounds its memory.
+                    enc.window_log(format::update::PART_WINDOW_MAX.trailing_zeros())?;
                     current = Some((enc, 0));
                 }
                 if let Some((enc, n)) = &mut current {

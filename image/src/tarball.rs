@@ -5,8 +5,9 @@
 //! symlinks, hard links to earlier entries, character and block devices, FIFOs; xattrs
 //! from PAX `SCHILY.xattr.*` records; PAX `uid`/`gid` overrides.
 //! Refused, with the entry named: absolute paths, `..` components, hard links to entries
-//! not seen before, sparse files, and an archive that ends without its end-of-archive
-//! block (a truncated download).
+//! not seen before, sparse files, symlinks whose relative target climbs out of the root
+//! (`format::link`), and an archive that ends without its end-of-archive block (a
+//! truncated download).
 
 use std::cell::Cell;
 use std::fs::File;
@@ -281,7 +282,12 @@ fn add_entry<R: Read>(
         (0, 0)
     };
     let target = if kind == FileKind::Symlink {
-        Some(link.with_context(|| format!("{}: symlink without a target", shown.display()))?)
+        let t = link.with_context(|| format!("{}: symlink without a target", shown.display()))?;
+        // A device refuses a relative target that climbs out of the deployment; say so
+        // here, where the image is made.
+        format::link::check(&t, comps.len() - 1)
+            .map_err(|e| anyhow!("{}: symlink target {e}", shown.display()))?;
+        Some(t)
     } else {
         None
     };

@@ -354,3 +354,29 @@ fn unreadable_trees() {
         assert_eq!(snapshot(&s.repo), before, "repository changed");
     }
 }
+
+#[test]
+fn a_tree_whose_symlink_climbs_out_is_refused() {
+    let s = setup();
+    let before = snapshot(&s.repo);
+    let src = s.tmp.path().join("escaping");
+    std::fs::create_dir_all(src.join("usr/bin")).unwrap();
+    // Fine: absolute, and relative within the tree.
+    std::os::unix::fs::symlink("/etc/shadow", src.join("usr/bin/abs")).unwrap();
+    std::os::unix::fs::symlink("../../etc", src.join("usr/bin/etc")).unwrap();
+    std::os::unix::fs::symlink("../../../etc/shadow", src.join("usr/bin/out")).unwrap();
+    fails(
+        &commit_args(&s.repo, "--tree", &src),
+        &["usr/bin/out", "symlink target climbs 3 up from depth 2"],
+    );
+    std::fs::remove_file(src.join("usr/bin/out")).unwrap();
+    // A chain: a '..' after a name is refused wherever it is.
+    std::os::unix::fs::symlink("bin/../..", src.join("usr/up")).unwrap();
+    fails(
+        &commit_args(&s.repo, "--tree", &src),
+        &["usr/up", "has '..' after a name"],
+    );
+    assert_eq!(snapshot(&s.repo), before, "the repository changed");
+    std::fs::remove_file(src.join("usr/up")).unwrap();
+    run_ok(bin(), &commit_args(&s.repo, "--tree", &src));
+}

@@ -39,6 +39,27 @@ pub fn build_dir(
     root: &Path,
     progress: Progress<'_>,
 ) -> Result<(ObjectId, BuildStats), StoreError> {
+    build(txn, root, progress, false)
+}
+
+/// As [`build_dir`], for a root filesystem: a symlink whose relative target climbs
+/// out of `root` is refused, naming it (`format::link`; a device refuses such a
+/// deployment). Not for a part of a tree, such as an `/etc` layer, whose relative
+/// links are relative to a directory above it.
+pub fn build_root(
+    txn: &mut Txn<'_>,
+    root: &Path,
+    progress: Progress<'_>,
+) -> Result<(ObjectId, BuildStats), StoreError> {
+    build(txn, root, progress, true)
+}
+
+fn build(
+    txn: &mut Txn<'_>,
+    root: &Path,
+    progress: Progress<'_>,
+    check_links: bool,
+) -> Result<(ObjectId, BuildStats), StoreError> {
     let fd = rustix::fs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -51,6 +72,7 @@ pub fn build_dir(
         links: HashMap::new(),
         progress,
         last_report: 0,
+        check_links,
     };
     let id = walker.tree(fd.as_fd(), root, 0)?;
     (walker.progress)(&walker.stats);
@@ -64,6 +86,8 @@ struct Walker<'t, 'r, 'p> {
     links: HashMap<(u64, u64), ObjectId>,
     progress: Progress<'p>,
     last_report: u64,
+    /// Refuse symlinks that climb out of the root.
+    check_links: bool,
 }
 
 impl Walker<'_, '_, '_> {
@@ -112,7 +136,7 @@ impl Walker<'_, '_, '_> {
                 let child = inode::open_dir_at(dirfd, &name, &path)?;
                 (EntryKind::Tree, self.tree(child.as_fd(), &path, depth + 1)?)
             } else {
-                (EntryKind::File, self.file(dirfd, &name, &st, &path)?)
+                (EntryKind::File, self.file(dirfd, &name, &st, &path, depth)?)
             };
             entries.push(TreeEntry {
                 name: entry_name,
@@ -130,8 +154,19 @@ impl Walker<'_, '_, '_> {
         name: &[u8],
         st: &rustix::fs::Stat,
         path: &Path,
+        depth: usize,
     ) -> Result<ObjectId, StoreError> {
         let kind = inode::file_kind(st, path)?;
+        // Checked at every path, hard links to one symlink included (its object is
+        // read once, below).
+        if self.check_links && kind == FileKind::Symlink {
+            let target = rustix::fs::readlinkat(dirfd, name, Vec::new())
+                .map_err(|e| StoreError::io(path, "read symlink", e))?;
+            format::link::check(target.as_bytes(), depth).map_err(|e| StoreError::Unsupported {
+                path: path.to_path_buf(),
+                reason: format!("symlink target {e}"),
+            })?;
+        }
         let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1
             && let Some(id) = self.links.get(&key)
@@ -162,6 +197,7 @@ impl Walker<'_, '_, '_> {
             } else {
                 Vec::new()
             };
+
             let link = inode::proc_path(dirfd, name);
             let xattrs = inode::read_xattrs(&XattrSource::Link(&link), path)?;
             let mut header = inode::header_from_stat(st, kind, xattrs);

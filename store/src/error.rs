@@ -1,4 +1,8 @@
 //! The store's error type: every variant says what was being done, and to which path.
+//!
+//! A variant that wraps another error shows it in its own message and does not also
+//! return it as its `source()`: callers print error chains (`{:#}` in the binaries),
+//! which would otherwise say the cause twice.
 
 use std::io;
 use std::path::PathBuf;
@@ -9,14 +13,14 @@ use format::{FormatError, ObjectId, ObjectKind};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A system call failed.
-    #[error("{}: {what}: {source}", path.display())]
+    #[error("{}: {what}: {cause}", path.display())]
     Io {
         /// The file or directory it failed on.
         path: PathBuf,
         /// What was being done (`"open"`, `"rename into place"`, …).
         what: &'static str,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (in the message; not a `source()`).
+        cause: io::Error,
     },
     /// The directory is not a Berth store.
     #[error("{}: not a berth repository: {reason}", path.display())]
@@ -27,12 +31,12 @@ pub enum StoreError {
         reason: String,
     },
     /// Bytes on disk or in the input do not decode.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Format {
         /// Where the bytes came from.
         path: PathBuf,
-        /// The decoding error.
-        source: FormatError,
+        /// The decoding error (in the message; not a `source()`).
+        cause: FormatError,
     },
     /// An object is not in the store.
     #[error("{kind} object {id} is not in the repository")]
@@ -71,14 +75,14 @@ impl StoreError {
         Self::Io {
             path: path.into(),
             what,
-            source: source.into(),
+            cause: source.into(),
         }
     }
 
     pub(crate) fn format(path: impl Into<PathBuf>, source: FormatError) -> Self {
         Self::Format {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -86,6 +90,24 @@ impl StoreError {
         Self::Missing {
             id,
             kind: kind.suffix(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_said_once() {
+        for e in [
+            StoreError::io("/x", "read", io::Error::other("bad patch")),
+            StoreError::format("/x", FormatError::Truncated { what: "tree" }),
+        ] {
+            assert!(std::error::Error::source(&e).is_none(), "{e}");
+            let shown = e.to_string();
+            let cause = shown.rsplit(": ").next().unwrap();
+            assert_eq!(shown.matches(cause).count(), 1, "{shown}");
         }
     }
 }

@@ -170,6 +170,19 @@ impl Repo {
         }
     }
 
+    /// The target of a symlink file object, `None` for a file object of another kind
+    /// (one `lstat`, and a `readlink` for a symlink).
+    pub fn symlink_target(&self, id: &ObjectId) -> Result<Option<Vec<u8>>, StoreError> {
+        let rel = object_path(id, ObjectKind::File.suffix());
+        match rustix::fs::readlinkat(&self.objects, rel.as_str(), Vec::new()) {
+            Ok(t) => Ok(Some(t.into_bytes())),
+            // Not a symlink: readlink says EINVAL.
+            Err(Errno::INVAL) => Ok(None),
+            Err(Errno::NOENT) => Err(StoreError::missing(*id, ObjectKind::File)),
+            Err(e) => Err(StoreError::io(self.objects_path(&rel), "read symlink", e)),
+        }
+    }
+
     /// Reads an object's bytes and checks they hash to its id.
     fn read_verified(
         &self,
@@ -269,7 +282,7 @@ impl Repo {
             &self.path.join("objects"),
         ) {
             Ok(fd) => fd,
-            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
                 return Err(bad("no commit with this id in the repository"));
             }
             Err(e) => return Err(e),

@@ -141,6 +141,12 @@ impl<'r> Txn<'r> {
         Ok(false)
     }
 
+    /// Whether the object is in the store or staged by this transaction (without
+    /// counting a reuse).
+    pub fn contains(&self, id: &ObjectId, kind: ObjectKind) -> Result<bool, StoreError> {
+        Ok(self.known.contains(&(*id, kind)) || self.repo.has(id, kind)?)
+    }
+
     fn stage(&mut self, tmp: String, id: ObjectId, kind: ObjectKind, suffix: &str) {
         self.known.insert((id, kind));
         self.stats.written += 1;

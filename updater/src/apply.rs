@@ -16,11 +16,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use format::ops::{self, ObjRef, PatchHead, TreeOp};
-use format::{EntryKind, FileHeader, FormatError, ObjectId};
+use format::{EntryKind, FileHeader, FileKind, FormatError, ObjectId, ObjectKind};
 use store::{Repo, Txn};
 
 use crate::UpdaterError;
-use crate::update::bad;
+use crate::checks::TreeChecks;
+use crate::update::{Forbidden, bad};
 
 /// The walk of the commit an update starts from (see `format::ops::base_order`), which
 /// `ObjRef::Base` indexes; empty for a full update.
@@ -37,20 +38,33 @@ pub(crate) fn base_order(
 }
 
 /// What one part's operations made so far, and where to find the base's objects.
-pub(crate) struct Applier<'a> {
+pub(crate) struct Applier<'a, 'r> {
     pub repo: &'a Repo,
     pub base: &'a [(ObjectId, EntryKind)],
     pub shown: &'a Path,
     made: Vec<(ObjectId, EntryKind)>,
+    /// Operations read so far (errors name the operation, from 1).
+    ops: u64,
+    forbid: Forbidden,
+    checks: &'a mut TreeChecks<'r>,
 }
 
-impl<'a> Applier<'a> {
-    pub(crate) fn new(repo: &'a Repo, base: &'a [(ObjectId, EntryKind)], shown: &'a Path) -> Self {
+impl<'a, 'r> Applier<'a, 'r> {
+    pub(crate) fn new(
+        repo: &'a Repo,
+        base: &'a [(ObjectId, EntryKind)],
+        shown: &'a Path,
+        forbid: Forbidden,
+        checks: &'a mut TreeChecks<'r>,
+    ) -> Self {
         Self {
             repo,
             base,
             shown,
             made: Vec::new(),
+            ops: 0,
+            forbid,
+            checks,
         }
     }
 
@@ -62,13 +76,49 @@ impl<'a> Applier<'a> {
     fn base_entry(&self, i: u64, kind: EntryKind) -> Result<ObjectId, FormatError> {
         let at = usize::try_from(i).ok().and_then(|i| self.base.get(i));
         let what = (
-            "base reference to an object of the other kind",
+            "base reference to a tree where a file goes",
+            "base reference to a file where a tree goes",
             "base reference past the base commit's objects",
         );
         of_kind(at, kind, i, what)
     }
 
-    fn resolve(&self, r: &ObjRef, kind: EntryKind) -> Result<ObjectId, FormatError> {
+    /// The object a reference names. An id must name an object the store (or this
+    /// part's transaction) holds as `kind`: a tree must never name what is not there,
+    /// or a file where a directory goes.
+    fn resolve(
+        &self,
+        r: &ObjRef,
+        kind: EntryKind,
+        txn: &Txn<'_>,
+        refused: &std::cell::Cell<Option<UpdaterError>>,
+    ) -> Result<ObjectId, FormatError> {
+        if let ObjRef::Id(id) = *r {
+            let as_kind = match kind {
+                EntryKind::File => ObjectKind::File,
+                EntryKind::Tree => ObjectKind::Tree,
+            };
+            let held = txn.contains(&id, as_kind);
+            if !matches!(held, Ok(true)) {
+                refused.set(Some(held.err().map_or_else(
+                    || {
+                        bad(
+                            self.shown,
+                            format!(
+                                "operation {} names object {id}, which the store does not hold as a {}",
+                                self.ops,
+                                as_kind.suffix()
+                            ),
+                        )
+                    },
+                    UpdaterError::from,
+                )));
+                return Err(FormatError::Invalid {
+                    what: "reference by id",
+                    value: 0,
+                });
+            }
+        }
         match *r {
             ObjRef::Local(n) => {
                 let at = usize::try_from(n)
@@ -77,7 +127,8 @@ impl<'a> Applier<'a> {
                     .and_then(|n| self.made.len().checked_sub(n))
                     .map(|i| &self.made[i]);
                 let what = (
-                    "reference to an object of the other kind",
+                    "local reference to a tree where a file goes",
+                    "local reference to a file where a tree goes",
                     "reference to an object this part has not made",
                 );
                 of_kind(at, kind, n, what)
@@ -87,23 +138,27 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Reads one operation of kind `kind` from `r` and writes its object into `txn`.
+    /// Reads one operation of kind `kind` from `r` and writes its object into `txn`;
+    /// `left` is how many bytes of the part's signed size follow the kind byte.
     pub(crate) fn apply<R: Read>(
         &mut self,
         txn: &mut Txn<'_>,
         r: &mut R,
         kind: u8,
+        left: u64,
     ) -> Result<(), UpdaterError> {
+        self.ops += 1;
+        let op = self.ops;
         let shown = self.shown;
         let io = |e: io::Error| bad(shown, e.to_string());
-        let fmt = |e: FormatError| bad(shown, e.to_string());
+        let fmt = |e: FormatError| bad(shown, format!("operation {op}: {e}"));
         let mut len = [0u8; 4];
         r.read_exact(&mut len).map_err(io)?;
         let len = u32::from_le_bytes(len) as usize;
         if len > ops::HEAD_MAX {
             return Err(bad(
                 shown,
-                format!("operation {kind} has a {len}-byte head, over the limit"),
+                format!("operation {op} (kind {kind}) has a {len}-byte head, over the limit"),
             ));
         }
         // Grown as bytes arrive, so a lying length cannot allocate more than the part holds.
@@ -113,37 +168,79 @@ impl<'a> Applier<'a> {
             .read_to_end(&mut head)
             .map_err(io)?;
         if head.len() != len {
-            return Err(bad(shown, "truncated operation"));
+            return Err(bad(shown, format!("operation {op}: truncated operation")));
         }
+        // What the operation's payload may take: the rest of the part's signed size.
+        let left = left.saturating_sub(4 + len as u64);
+        let too_big = |what: &str, n: u64| {
+            bad(
+                shown,
+                format!(
+                    "operation {op} is {what} of {n} bytes, with {left} bytes of its signed size left"
+                ),
+            )
+        };
         match kind {
             ops::FILE => {
                 let header = FileHeader::decode(&head).map_err(fmt)?;
-                let id = txn.write_file(&header, &mut r.by_ref().take(header.size), shown)?;
+                if header.size > left {
+                    return Err(too_big("a file", header.size));
+                }
+                let content = &mut r.by_ref().take(header.size);
+                if let Some(why) = self.forbid.refuses(&header) {
+                    // Named by its id, computed without writing a byte of it.
+                    let id = hash_only(&header, content, shown)?;
+                    return Err(self.forbidden(&why, &id));
+                }
+                let (id, target) = if header.kind == FileKind::Symlink {
+                    // At most SYMLINK_MAX bytes: the header was validated.
+                    let mut target = Vec::new();
+                    content.read_to_end(&mut target).map_err(io)?;
+                    let id = txn.write_file(&header, &mut target.as_slice(), shown)?;
+                    (id, Some(target))
+                } else {
+                    (txn.write_file(&header, content, shown)?, None)
+                };
+                self.checks.made_file(id, target);
                 self.made.push((id, EntryKind::File));
             }
             ops::FILE_PATCH => {
                 let ph = PatchHead::decode(&head).map_err(fmt)?;
+                if ph.payload_len() > left {
+                    return Err(too_big("a patch", ph.payload_len()));
+                }
                 let id = self.apply_patch(txn, r, &ph)?;
+                self.checks.made_file(id, None);
                 self.made.push((id, EntryKind::File));
             }
             ops::TREE => {
-                let op = TreeOp::decode(&head).map_err(fmt)?;
-                let base = op
+                let top = TreeOp::decode(&head).map_err(fmt)?;
+                let base = top
                     .base
                     .map(|i| {
                         let id = self.base_entry(i, EntryKind::Tree).map_err(fmt)?;
                         Ok::<_, UpdaterError>(self.repo.read_tree(&id)?)
                     })
                     .transpose()?;
-                let tree = op
-                    .build(base.as_ref(), |r, k| self.resolve(r, k))
-                    .map_err(fmt)?;
+                let refused = std::cell::Cell::new(None);
+                let tree = top
+                    .build(base.as_ref(), |r, k| self.resolve(r, k, txn, &refused))
+                    .map_err(|e| refused.take().unwrap_or_else(|| fmt(e)))?;
+                let id = tree.id();
+                self.checks.made_tree(&tree, id, shown, op)?;
                 txn.write_tree(&tree)?;
-                self.made.push((tree.id(), EntryKind::Tree));
+                self.made.push((id, EntryKind::Tree));
             }
-            k => return Err(bad(shown, format!("unknown operation {k}"))),
+            k => return Err(bad(shown, format!("operation {op}: unknown operation {k}"))),
         }
         Ok(())
+    }
+
+    fn forbidden(&self, why: &str, id: &ObjectId) -> UpdaterError {
+        bad(
+            self.shown,
+            format!("operation {} makes {why} (object {id})", self.ops),
+        )
     }
 
     fn apply_patch<R: Read>(
@@ -191,6 +288,11 @@ impl<'a> Applier<'a> {
             next: 0,
             current: None,
         };
+        if let Some(why) = self.forbid.refuses(&ph.header) {
+            let id = hash_only(&ph.header, &mut windows, shown)?;
+            windows.finish().map_err(|e| bad(shown, e.to_string()))?;
+            return Err(self.forbidden(&why, &id));
+        }
         let id = txn.write_file(&ph.header, &mut windows, shown)?;
         // write_file stops at the header's size; every window must have ended exactly.
         windows.finish().map_err(|e| bad(shown, e.to_string()))?;
@@ -198,16 +300,45 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// The id of a referenced object, if it is there and of the kind the entry needs.
+/// The id of the file object `header` and `content` would make, without writing it.
+fn hash_only(
+    header: &FileHeader,
+    content: &mut dyn Read,
+    shown: &Path,
+) -> Result<ObjectId, UpdaterError> {
+    let mut hasher = header.hasher();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = content
+            .read(&mut buf)
+            .map_err(|e| bad(shown, e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher
+        .finish()
+        .map_err(|e| bad(shown, format!("the part ends inside a file: {e}")))
+}
+
+/// The id of a referenced object, if it is there and of the kind the entry needs;
+/// `what` says what is wrong: a tree where a file goes, the reverse, or nothing there.
 fn of_kind(
     found: Option<&(ObjectId, EntryKind)>,
     kind: EntryKind,
     value: u64,
-    (wrong, missing): (&'static str, &'static str),
+    (tree_not_file, file_not_tree, missing): (&'static str, &'static str, &'static str),
 ) -> Result<ObjectId, FormatError> {
     match found {
         Some(&(id, k)) if k == kind => Ok(id),
-        Some(_) => Err(FormatError::Invalid { what: wrong, value }),
+        Some(_) => Err(FormatError::Invalid {
+            what: match kind {
+                EntryKind::File => tree_not_file,
+                EntryKind::Tree => file_not_tree,
+            },
+            value,
+        }),
         None => Err(FormatError::Invalid {
             what: missing,
             value,
@@ -329,13 +460,21 @@ impl<R: Read> Windows<'_, '_, R> {
 impl<R: Read> Read for Windows<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
+            let window = self.next;
             if let Some((reader, left)) = &mut self.current
                 && *left > 0
             {
                 let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
-                let k = reader
-                    .read(&mut buf[..n])
-                    .map_err(|e| invalid(format!("bad patch: {e}")))?;
+                let k = reader.read(&mut buf[..n]).map_err(|e| {
+                    // bipatch says only "failed to fill whole buffer" when it runs out.
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        invalid(format!(
+                            "bad patch: window {window} reads past its base bytes or past its patch"
+                        ))
+                    } else {
+                        invalid(format!("bad patch: {e}"))
+                    }
+                })?;
                 if k == 0 {
                     return Err(invalid(format!(
                         "patch window {} ends {left} bytes early",

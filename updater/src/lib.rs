@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 mod apply;
+mod checks;
 mod deadline;
 pub mod fetch;
 pub mod gc;

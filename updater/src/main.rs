@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use updater::update::{Forbid, Forbidden};
 use updater::{DEFAULT_SYSROOT, Device, Status};
 
 /// The Berth device agent: shows the deployments, marks a trial good, rolls back and
@@ -93,6 +94,12 @@ enum Command {
         /// later run resumes with the parts already applied.
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
         deadline: Option<u64>,
+        /// Refuse an update that makes files of this kind: device (character and block
+        /// device nodes) or setuid (regular files with the setuid or setgid bit).
+        /// Repeat for both. Each file the update makes is checked before it is
+        /// written; the error names the operation and the object.
+        #[arg(long, value_name = "KIND")]
+        forbid: Vec<ForbidArg>,
     },
     /// Ask a static repository whether its channel has an update for this device,
     /// without downloading it or changing anything (the pointer is verified as for an
@@ -135,6 +142,15 @@ enum Command {
         #[arg(long, requires = "repair")]
         json: bool,
     },
+}
+
+/// What `--forbid` takes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ForbidArg {
+    /// Character and block device nodes.
+    Device,
+    /// Regular files with the setuid or setgid bit.
+    Setuid,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -281,6 +297,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             deadline,
             ref channel,
             min_rate,
+            ref forbid,
         } => {
             use std::io::IsTerminal;
             let progress = match progress {
@@ -299,6 +316,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 progress,
                 abort_after_parts,
                 deadline: deadline.map(std::time::Duration::from_secs),
+                forbid: forbid.iter().fold(Forbidden::default(), |f, k| {
+                    f.with(match k {
+                        ForbidArg::Device => Forbid::Device,
+                        ForbidArg::Setuid => Forbid::Setuid,
+                    })
+                }),
             };
             update_cmd(&device, file, channel.as_deref(), min_rate, opts, tries)?;
         }

@@ -29,6 +29,7 @@ use store::checkout::{CheckoutOptions, checkout};
 use store::{Repo, Txn};
 
 use crate::apply::{self, Applier};
+use crate::checks::TreeChecks;
 use crate::{Device, UpdaterError};
 
 /// How an update reports progress.
@@ -42,13 +43,69 @@ pub enum Progress {
     Json,
 }
 
+/// A kind of file an update may not make (`berth update --forbid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbid {
+    /// Character and block device nodes.
+    Device,
+    /// Regular files with the setuid or setgid bit.
+    Setuid,
+}
+
+/// The kinds of file an update may not make; none by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forbidden {
+    device: bool,
+    setuid: bool,
+}
+
+impl Forbidden {
+    /// This set and `kind`.
+    #[must_use]
+    pub fn with(self, kind: Forbid) -> Self {
+        match kind {
+            Forbid::Device => Self {
+                device: true,
+                ..self
+            },
+            Forbid::Setuid => Self {
+                setuid: true,
+                ..self
+            },
+        }
+    }
+
+    /// What is wrong with a file `header` describes, if the policy refuses it.
+    pub(crate) fn refuses(self, header: &format::FileHeader) -> Option<String> {
+        use format::FileKind;
+        let what = match header.kind {
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            _ => "",
+        };
+        if self.device && header.kind.is_device() {
+            return Some(format!(
+                "{what} {}:{}, which --forbid device refuses",
+                header.rdev_major, header.rdev_minor
+            ));
+        }
+        if self.setuid && header.kind == FileKind::Regular && header.mode & 0o6000 != 0 {
+            return Some(format!(
+                "a setuid or setgid regular file (mode 0{:o}), which --forbid setuid refuses",
+                header.mode
+            ));
+        }
+        None
+    }
+}
+
 impl Progress {
-    /// Reports that part `n` of `of` (`bytes` decompressed) is applied.
-    fn part_applied(self, n: usize, of: usize, bytes: u64) {
+    /// Reports that part `i` (of `parts`, `size` bytes) was applied.
+    fn part(self, i: usize, parts: usize, size: u64) {
         match self {
             Self::Quiet => {}
-            Self::Text => eprintln!("part {n}/{of} applied ({bytes} bytes)"),
-            Self::Json => eprintln!(r#"{{"part":{n},"parts":{of},"bytes":{bytes}}}"#),
+            Self::Text => eprintln!("part {}/{parts} applied ({size} bytes)", i + 1),
+            Self::Json => eprintln!(r#"{{"part":{},"parts":{parts},"bytes":{size}}}"#, i + 1),
         }
     }
 }
@@ -64,6 +121,8 @@ pub struct UpdateOptions {
     pub progress: Progress,
     /// Test hook: stop with an error after applying this many parts.
     pub abort_after_parts: Option<usize>,
+    /// Files the update may not make, checked before each is written.
+    pub forbid: Forbidden,
     /// Give up unless the update is ready to switch to within this time.
     pub deadline: Option<std::time::Duration>,
 }
@@ -249,6 +308,7 @@ impl Device {
             split,
         } = self.open_source(file, &default)?;
         let commit = Commit::decode(&body.commit).map_err(|e| bad(file, e.to_string()))?;
+        let commit_sigs = commit_signatures(file, &body)?;
         let id = ObjectId::digest(&body.commit);
         let name = DeploymentName::for_commit(&id);
         let repo = Repo::open(&self.path.join("berth/repo"))?;
@@ -267,6 +327,21 @@ impl Device {
         // damaged file changes nothing at all (applying re-checks each part as it goes).
         check_all_parts(file, &mut f, split, parts_start, &body, &done)?;
         let base = apply::base_order(&repo, body.from.as_ref())?;
+        let mut checks = TreeChecks::new(&repo, commit.root);
+        // Parts that did not make the commit must not be skipped next time: the next
+        // try (of this update or a repaired one) starts from the first part.
+        let forget_progress = |e: &UpdaterError| {
+            if matches!(e, UpdaterError::Incomplete(_)) {
+                let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
+            }
+        };
+        let run = PartRun {
+            repo: &repo,
+            base: &base,
+            forbid: opts.forbid,
+            parts: body.parts.len(),
+            only: None,
+        };
         let (mut applied, mut objects) = (0, 0u64);
         let mut offset = parts_start;
         for (i, part) in body.parts.iter().enumerate() {
@@ -276,15 +351,16 @@ impl Device {
                 continue;
             }
             let (mut pf, at, shown) = open_part(file, &mut f, split, i, start, part)?;
-            objects += apply_part(&repo, &base, &mut pf, &shown, (i, at, part), None)?;
+            objects += run
+                .apply(&mut checks, &mut pf, &shown, i, at, part)
+                .inspect_err(forget_progress)?;
             applied += 1;
             let finished: Vec<usize> = (0..body.parts.len())
                 .filter(|k| done.contains(k) || *k <= i)
                 .collect();
             write_progress(&progress_path, &finished)
                 .map_err(|e| bad(&progress_path, e.to_string()))?;
-            opts.progress
-                .part_applied(i + 1, body.parts.len(), part.size);
+            opts.progress.part(i, body.parts.len(), part.size);
             if opts.abort_after_parts.is_some_and(|n| applied >= n) {
                 return Err(UpdaterError::State(format!(
                     "stopped after {applied} parts (test hook)"
@@ -295,17 +371,12 @@ impl Device {
         install_commit(
             &repo,
             file,
-            &body,
+            &mut checks,
             &commit,
+            commit_sigs.as_ref(),
             &self.path.join("berth/deploy").join(name.as_str()),
         )
-        .inspect_err(|e| {
-            // Parts that did not make the commit must not be skipped next time: the
-            // next try (of this update or a repaired one) starts from the first part.
-            if matches!(e, UpdaterError::Incomplete(_)) {
-                let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
-            }
-        })?;
+        .inspect_err(forget_progress)?;
         self.carry_etc(&repo, &default, &name)?;
         if let Some(d) = deadline {
             d.disarm();
@@ -422,6 +493,17 @@ impl Device {
     }
 }
 
+/// The target commit's signature file, carried in the body and stored beside the
+/// commit at the end: decoded now, before anything is written.
+fn commit_signatures(file: &Path, body: &Body) -> Result<Option<Signatures>, UpdaterError> {
+    if body.commit_signatures.is_empty() {
+        return Ok(None);
+    }
+    Signatures::decode(&body.commit_signatures)
+        .map(Some)
+        .map_err(|e| bad(file, format!("commit signatures: {e}")))
+}
+
 /// Reads the head, the signed body and the signatures; verifies the signatures over the
 /// exact body bytes against `keys` before decoding the body; checks the file's length
 /// against the parts the body lists. Returns the body and where the parts start.
@@ -455,14 +537,19 @@ fn verified_body(
     })?;
     let body = Body::decode(&body_bytes).map_err(|e| bad(file, e.to_string()))?;
     let parts_start = (update::HEAD_LEN + body_len + 4 + sig_len) as u64;
-    let parts_len: u64 = body.parts.iter().map(|p| p.len).sum();
+    // The parts are contiguous (the body's decoder checked it), so they end where the
+    // last one does; with the superblock before them, that may pass 2^64 in a lying body.
+    let parts_len = body.parts.last().map_or(0, |p| p.offset + p.len);
+    let describes =
+        |n: Option<u64>| n.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
     // The split form's superblock file ends where the parts would start.
     let expected = if split {
-        parts_start
+        Some(parts_start)
     } else {
-        parts_start + parts_len
+        parts_start.checked_add(parts_len)
     };
-    if file_len != expected {
+    if expected != Some(file_len) {
+        let expected = describes(expected);
         return Err(bad(
             file,
             format!(
@@ -473,79 +560,108 @@ fn verified_body(
     Ok((body, parts_start))
 }
 
-/// Checks one part against its signed hash, then applies its objects in one
-/// transaction. Returns how many objects it held.
-///
-/// With `only` (repair), the transaction writes just those objects (`Txn::repair_only`).
-pub(crate) fn apply_part(
-    repo: &Repo,
-    base: &[(ObjectId, EntryKind)],
-    f: &mut File,
-    file: &Path,
-    (i, start, part): (usize, u64, &update::PartInfo),
-    only: Option<&HashSet<(ObjectId, ObjectKind)>>,
-) -> Result<u64, UpdaterError> {
-    let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
-    let io = |e: std::io::Error| bad(&shown, e.to_string());
-    f.seek(SeekFrom::Start(start)).map_err(io)?;
-    // The compressed bytes are hashed as they are decoded: the part was checked before
-    // anything was applied, and this catches a file that changed since, before commit.
-    let hashing = Hashing {
-        inner: (&mut *f).take(part.len),
-        hasher: <sha2::Sha256 as sha2::Digest>::new(),
-    };
-    let decoder = ruzstd::decoding::StreamingDecoder::new(hashing)
-        .map_err(|e| bad(&shown, format!("not zstd: {e}")))?;
-    // The signed size caps decompression: one byte more is a refusal, not an OOM.
-    let mut r = Counting {
-        inner: decoder.take(part.size + 1),
-        n: 0,
-    };
-    let mut txn = Txn::begin(repo)?;
-    if let Some(only) = only {
-        txn.repair_only(only.clone());
-    }
-    let mut applier = Applier::new(repo, base, &shown);
-    loop {
-        let mut kind = [0u8; 1];
-        if r.read(&mut kind).map_err(io)? == 0 {
-            break;
-        }
-        if r.n > part.size {
-            return Err(bad(
+/// Where a part is applied, and what for.
+pub(crate) struct PartRun<'a> {
+    pub(crate) repo: &'a Repo,
+    pub(crate) base: &'a [(ObjectId, EntryKind)],
+    pub(crate) forbid: Forbidden,
+    /// How many parts the update has: the last must leave the commit's root tree made.
+    pub(crate) parts: usize,
+    /// Repair (`berth fsck --repair`): write only these objects (`Txn::repair_only`).
+    pub(crate) only: Option<&'a HashSet<(ObjectId, ObjectKind)>>,
+}
+
+impl PartRun<'_> {
+    /// Checks one part against its signed hash, then applies its objects in one
+    /// transaction. Returns how many objects it held.
+    pub(crate) fn apply(
+        &self,
+        checks: &mut TreeChecks<'_>,
+        f: &mut File,
+        file: &Path,
+        i: usize,
+        start: u64,
+        part: &update::PartInfo,
+    ) -> Result<u64, UpdaterError> {
+        let shown = PathBuf::from(format!("{} part {}", file.display(), i + 1));
+        let io = |e: std::io::Error| bad(&shown, e.to_string());
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        // The compressed bytes are hashed as they are decoded: the part was checked before
+        // anything was applied, and this catches a file that changed since, before commit.
+        let hashing = Hashing {
+            inner: (&mut *f).take(part.len),
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        };
+        // The decoder keeps a window of output in memory: bounded, whatever the frame
+        // asks for.
+        let decoder = ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
+            hashing,
+            update::PART_WINDOW_MAX,
+        )
+        .map_err(|e| bad(&shown, format!("zstd frame refused: {e}")))?;
+        // The signed size caps decompression: one byte more is a refusal, not an OOM.
+        let mut r = Counting {
+            inner: decoder.take(part.size + 1),
+            n: 0,
+        };
+        let more = || {
+            bad(
                 &shown,
                 format!("decompresses to more than its signed {} bytes", part.size),
-            ));
+            )
+        };
+        let mut txn = Txn::begin(self.repo)?;
+        if let Some(only) = self.only {
+            txn.repair_only(only.clone());
         }
-        applier.apply(&mut txn, &mut r, kind[0])?;
-        if r.n > part.size {
+        let mut applier = Applier::new(self.repo, self.base, &shown, self.forbid, checks);
+        loop {
+            let mut kind = [0u8; 1];
+            if r.read(&mut kind).map_err(io)? == 0 {
+                break;
+            }
+            if r.n > part.size {
+                return Err(more());
+            }
+            let left = part.size - r.n;
+            applier.apply(&mut txn, &mut r, kind[0], left)?;
+            if r.n > part.size {
+                return Err(more());
+            }
+        }
+        if r.n != part.size {
             return Err(bad(
                 &shown,
-                format!("decompresses to more than its signed {} bytes", part.size),
+                format!(
+                    "decompresses to {} bytes, not its signed {}",
+                    r.n, part.size
+                ),
             ));
         }
+        let mut hashing = r.inner.into_inner().into_inner();
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io)?;
+        let digest: [u8; 32] = sha2::Digest::finalize(hashing.hasher).into();
+        if ObjectId::from_bytes(digest) != part.sha256 {
+            return Err(bad(
+                &shown,
+                "changed while being applied: its sha256 no longer matches the signed superblock",
+            ));
+        }
+        let objects = applier.made();
+        // Operations do not name what they make, so a part whose bytes lie (signed by a
+        // trusted key, yet wrong) shows here: its trees hash to something else and the
+        // signed root is not made. Refused before this part is published.
+        let last = i + 1 == self.parts;
+        if last && !checks.root_made && !self.repo.has(&checks.root(), ObjectKind::Tree)? {
+            return Err(UpdaterError::Incomplete(format!(
+                "{}: update is incomplete: its operations do not make the commit's root tree {}",
+                file.display(),
+                checks.root()
+            )));
+        }
+        txn.commit()?;
+        Ok(objects)
     }
-    if r.n != part.size {
-        return Err(bad(
-            &shown,
-            format!(
-                "decompresses to {} bytes, not its signed {}",
-                r.n, part.size
-            ),
-        ));
-    }
-    let mut hashing = r.inner.into_inner().into_inner();
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io)?;
-    let digest: [u8; 32] = sha2::Digest::finalize(hashing.hasher).into();
-    if ObjectId::from_bytes(digest) != part.sha256 {
-        return Err(bad(
-            &shown,
-            "changed while being applied: its sha256 no longer matches the signed superblock",
-        ));
-    }
-    let objects = applier.made();
-    txn.commit()?;
-    Ok(objects)
 }
 
 /// Checks that everything the commit names is in the store, writes the commit object
@@ -553,13 +669,13 @@ pub(crate) fn apply_part(
 fn install_commit(
     repo: &Repo,
     file: &Path,
-    body: &Body,
+    checks: &mut TreeChecks<'_>,
     commit: &Commit,
+    commit_sigs: Option<&Signatures>,
     dest: &Path,
 ) -> Result<(), UpdaterError> {
-    // Everything the commit names must be here now. Operations do not name what they
-    // make, so a part whose bytes lie (signed by a trusted key, yet wrong) shows here:
-    // its trees hash to something else and the signed root is not made.
+    // Everything the commit names must be here now (a root tree made by an earlier,
+    // interrupted run was checked then; checked again, it costs a walk).
     let incomplete = |why: String| {
         UpdaterError::Incomplete(format!("{}: update is incomplete: {why}", file.display()))
     };
@@ -569,14 +685,10 @@ fn install_commit(
             commit.root
         )));
     }
-    check_closure(repo, &commit.root).map_err(incomplete)?;
-    let commit_sigs = if body.commit_signatures.is_empty() {
-        None
-    } else {
-        Some(Signatures::decode(&body.commit_signatures).map_err(|e| bad(file, e.to_string()))?)
-    };
+    checks.check_root(file)?;
+    check_closure(repo, &commit.root, 0).map_err(incomplete)?;
     let mut txn = Txn::begin(repo)?;
-    txn.write_commit(commit, commit_sigs.as_ref())?;
+    txn.write_commit(commit, commit_sigs)?;
     txn.commit()?;
     if !dest.exists() {
         checkout(
@@ -671,11 +783,17 @@ fn check_part_hash(
     Ok(())
 }
 
-fn check_closure(repo: &Repo, root: &ObjectId) -> Result<(), String> {
+fn check_closure(repo: &Repo, root: &ObjectId, depth: usize) -> Result<(), String> {
+    if depth > format::limits::TREE_DEPTH_MAX {
+        return Err(format!(
+            "tree {root} is nested deeper than the limit of {}",
+            format::limits::TREE_DEPTH_MAX
+        ));
+    }
     let tree = repo.read_tree(root).map_err(|e| e.to_string())?;
     for e in tree.entries() {
         match e.kind {
-            EntryKind::Tree => check_closure(repo, &e.id)?,
+            EntryKind::Tree => check_closure(repo, &e.id, depth + 1)?,
             EntryKind::File => {
                 if !repo
                     .has(&e.id, ObjectKind::File)
@@ -707,4 +825,51 @@ fn write_progress(path: &Path, parts: &[usize]) -> Result<(), rustix::io::Errno>
     fsop::write_all(f.as_fd(), text.as_bytes())?;
     fsop::fsync(f.as_fd())?;
     fsop::renameat(CWD, &tmp, CWD, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use format::{FileHeader, FileKind, Xattrs};
+
+    fn header(kind: FileKind, mode: u32) -> FileHeader {
+        let device = kind.is_device();
+        FileHeader {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev_major: u32::from(device),
+            rdev_minor: if device { 3 } else { 0 },
+            size: 0,
+            xattrs: Xattrs::new(),
+        }
+    }
+
+    #[test]
+    fn forbidden_kinds() {
+        let none = Forbidden::default();
+        let dev = none.with(Forbid::Device);
+        let suid = none.with(Forbid::Setuid);
+        let both = dev.with(Forbid::Setuid);
+        // (header, refused by: nothing, device, setuid, both)
+        let (n, y) = (false, true);
+        let table = [
+            (header(FileKind::Regular, 0o755), [n, n, n, n]),
+            (header(FileKind::Regular, 0o4755), [n, n, y, y]),
+            (header(FileKind::Regular, 0o2711), [n, n, y, y]),
+            (header(FileKind::Regular, 0o1777), [n, n, n, n]),
+            (header(FileKind::CharDevice, 0o666), [n, y, n, y]),
+            (header(FileKind::BlockDevice, 0o660), [n, y, n, y]),
+            (header(FileKind::Fifo, 0o644), [n, n, n, n]),
+            // A symlink's mode bits mean nothing; only regular files are setuid.
+            (header(FileKind::Symlink, 0o4777), [n, n, n, n]),
+        ];
+        for (h, want) in &table {
+            let got = [none, dev, suid, both].map(|f| f.refuses(h).is_some());
+            assert_eq!(&got, want, "{h:?}");
+        }
+        let why = dev.refuses(&header(FileKind::CharDevice, 0o666)).unwrap();
+        assert_eq!(why, "a character device 1:3, which --forbid device refuses");
+    }
 }
