@@ -458,6 +458,15 @@ impl Device {
             .get(update::HEAD_LEN..update::HEAD_LEN + body_len)
             .ok_or_else(|| bad(&sb_path, "truncated"))
             .and_then(|b| Body::decode(b).map_err(|e| bad(&sb_path, e.to_string())))?;
+        let on_disk = |dir: &Path| -> u64 {
+            std::fs::read_dir(dir).map_or(0, |es| {
+                es.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+        };
+        opts.progress.downloaded(on_disk(&dir), r.total_len);
         for (i, part) in body.parts.iter().enumerate() {
             let file = format!("part-{i:05}");
             let dest = dir.join(&file);
@@ -472,6 +481,7 @@ impl Device {
                     .map_err(|e| bad(&dest, e.to_string()))?;
                 downloaded += remote.download(&format!("{rel}/{file}"), &dest, part.len)?;
             }
+            opts.progress.downloaded(on_disk(&dir), r.total_len);
         }
         let report = self.apply_update(&dir, opts, deadline.as_ref())?;
         if let Ok(entries) = std::fs::read_dir(&dir) {

@@ -64,17 +64,25 @@ impl Device {
         } = self.open_source(source, &running)?;
         update::check_all_parts(source, &mut f, split, parts_start, &body, &[])?;
         let base = crate::apply::base_order(&repo, body.from.as_ref())?;
+        let commit =
+            Commit::decode(&body.commit).map_err(|e| update::bad(source, e.to_string()))?;
+        let mut checks = crate::checks::TreeChecks::new(&repo, commit.root);
+        let run = update::PartRun {
+            repo: &repo,
+            base: &base,
+            forbid: update::Forbidden::default(),
+            parts: body.parts.len(),
+            only: Some(&bad),
+        };
         let mut offset = parts_start;
         for (i, part) in body.parts.iter().enumerate() {
             let start = offset;
             offset += part.len;
             let (mut pf, at, shown) = update::open_part(source, &mut f, split, i, start, part)?;
-            update::apply_part(&repo, &base, &mut pf, &shown, (i, at, part), Some(&bad))?;
+            run.apply(&mut checks, &mut pf, &shown, i, at, part)?;
         }
         let commit_id = ObjectId::digest(&body.commit);
         if bad.contains(&(commit_id, ObjectKind::Commit)) {
-            let commit =
-                Commit::decode(&body.commit).map_err(|e| update::bad(source, e.to_string()))?;
             let sigs = if body.commit_signatures.is_empty() {
                 None
             } else {

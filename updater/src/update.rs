@@ -108,6 +108,15 @@ impl Progress {
             Self::Json => eprintln!(r#"{{"part":{},"parts":{parts},"bytes":{size}}}"#, i + 1),
         }
     }
+
+    /// Reports a download: `got` of `total` bytes of the update are on the device.
+    pub(crate) fn downloaded(self, got: u64, total: u64) {
+        match self {
+            Self::Quiet => {}
+            Self::Text => eprintln!("downloaded {got}/{total} bytes"),
+            Self::Json => eprintln!(r#"{{"downloaded":{got},"total":{total}}}"#),
+        }
+    }
 }
 
 /// Options of [`Device::update`].

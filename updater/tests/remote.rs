@@ -104,7 +104,24 @@ fn a_delta_over_a_link_that_drops_every_20_kib_completes_without_fetching_twice(
 
     server.set(|f| f.drop_every = Some(20 << 10));
     let before = server.sent();
-    let out = lab.ok(&["update", &url, "--channel", "stable"]);
+    let run = lab.berth(&["update", &url, "--channel", "stable", "--progress", "json"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = String::from_utf8_lossy(&run.stdout);
+    // Progress on stderr: one JSON object per file, the last one complete.
+    let progress = String::from_utf8_lossy(&run.stderr);
+    let last = progress
+        .lines()
+        .filter(|l| l.contains("downloaded"))
+        .last()
+        .unwrap();
+    assert_eq!(
+        last,
+        format!(r#"{{"downloaded":{0},"total":{0}}}"#, delta.total_len)
+    );
     assert!(
         out.contains(&format!(
             "{} bytes downloaded for the delta update",
