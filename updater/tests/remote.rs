@@ -115,8 +115,7 @@ fn a_delta_over_a_link_that_drops_every_20_kib_completes_without_fetching_twice(
     let progress = String::from_utf8_lossy(&run.stderr);
     let last = progress
         .lines()
-        .filter(|l| l.contains("downloaded"))
-        .last()
+        .rfind(|l| l.contains("downloaded"))
         .unwrap();
     assert_eq!(
         last,
