@@ -109,7 +109,8 @@ pub fn skip(t: Target, test: &str) -> bool {
     true
 }
 
-fn run(cmd: &mut Command) -> String {
+/// Runs a command that must succeed; returns its stdout.
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),

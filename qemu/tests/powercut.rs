@@ -24,19 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use qemu_tests::logwrites::{self, Log};
-use qemu_tests::{TARGETS, bin, cache, skip, workspace};
+use qemu_tests::{TARGETS, bin, cache, run, skip, workspace};
 use serde_json::Value;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn berth_image(args: &[&str], paths: &[&Path]) -> String {
     let mut c = Command::new(bin("berth-image"));

@@ -86,28 +86,7 @@ fn forged_signatures_are_refused() {
     let real = sig_block(&[(pk, sig.to_vec())]);
 
     // Wrong key: a key pair the device does not trust signs a real update.
-    let other = lab.tmp.path().join("other-keys");
-    testkit::run_ok(
-        &testkit::bin("berth-image"),
-        &["keygen".as_ref(), "--out".as_ref(), other.as_os_str()],
-    );
-    let untrusted = lab.tmp.path().join("untrusted.berth");
-    testkit::run_ok(
-        &testkit::bin("berth-image"),
-        &[
-            "delta".as_ref(),
-            "--repo".as_ref(),
-            lab.repo.as_os_str(),
-            "--from".as_ref(),
-            v1.as_ref(),
-            "--to".as_ref(),
-            v2.as_ref(),
-            "--key".as_ref(),
-            other.join("berth.key").as_os_str(),
-            "-o".as_ref(),
-            untrusted.as_os_str(),
-        ],
-    );
+    let untrusted = lab.delta_signed(Some(&v1), &v2, "untrusted.berth", &[], &lab.untrusted_key());
     lab.fails(
         &["update", untrusted.to_str().unwrap()],
         "not signed by any trusted key",

@@ -83,6 +83,18 @@ fn root_tree_object(lab: &Lab, name: &str) -> PathBuf {
         .join(format!("{}/{}.tree", &root[..2], &root[2..]))
 }
 
+/// `berth fsck --repair --source SOURCE --json`, which must succeed.
+fn repair(lab: &Lab, source: &Path) -> serde_json::Value {
+    let out = lab.ok(&[
+        "fsck",
+        "--repair",
+        "--source",
+        source.to_str().unwrap(),
+        "--json",
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
 fn fsck_problems(lab: &Lab) -> String {
     let out = lab.berth(&["fsck"]);
     assert!(!out.status.success(), "fsck passed on a damaged store");
@@ -122,14 +134,7 @@ fn repair_rewrites_only_the_bad_objects_from_an_update_that_carries_them() {
     assert_ne!(deployed("usr/lib/a"), b"a2, changed in 2.0");
     assert!(fsck_problems(&lab).contains("is corrupt"));
     let before = object_inodes(&lab);
-    let out = lab.ok(&[
-        "fsck",
-        "--repair",
-        "--source",
-        delta.to_str().unwrap(),
-        "--json",
-    ]);
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = repair(&lab, &delta);
     assert_eq!(
         (r["bad"].as_u64(), r["repaired"].as_u64()),
         (Some(1), Some(1)),
@@ -160,28 +165,14 @@ fn repair_rewrites_only_the_bad_objects_from_an_update_that_carries_them() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("problems remain after the repair"), "{err}");
-    let out = lab.ok(&[
-        "fsck",
-        "--repair",
-        "--source",
-        full.to_str().unwrap(),
-        "--json",
-    ]);
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = repair(&lab, &full);
     assert_eq!(r["remaining"].as_array().unwrap().len(), 0, "{r}");
     lab.ok(&["fsck"]);
     assert_eq!(deployed("usr/share/doc/kept"), b"unchanged in 2.0\n");
     assert!(root_tree.exists());
 
     // A clean store needs nothing, and says so.
-    let out = lab.ok(&[
-        "fsck",
-        "--repair",
-        "--source",
-        full.to_str().unwrap(),
-        "--json",
-    ]);
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = repair(&lab, &full);
     assert_eq!(r["bad"].as_u64(), Some(0));
 }
 
@@ -193,27 +184,7 @@ fn repair_refuses_an_untrusted_source_and_changes_nothing() {
     lab.booted(&v1[..16], "default");
     let a = object_of(&lab, &v1[..16], "usr/lib/a");
     flip_byte(&a, 0);
-    let other = lab.tmp.path().join("other-keys");
-    testkit::run_ok(
-        &testkit::bin("berth-image"),
-        &["keygen".as_ref(), "--out".as_ref(), other.as_os_str()],
-    );
-    let forged = lab.tmp.path().join("forged.berth");
-    testkit::run_ok(
-        &testkit::bin("berth-image"),
-        &[
-            "delta".as_ref(),
-            "--repo".as_ref(),
-            lab.repo.as_os_str(),
-            "--empty".as_ref(),
-            "--to".as_ref(),
-            v1.as_ref(),
-            "--key".as_ref(),
-            other.join("berth.key").as_os_str(),
-            "-o".as_ref(),
-            forged.as_os_str(),
-        ],
-    );
+    let forged = lab.delta_signed(None, &v1, "forged.berth", &[], &lab.untrusted_key());
     lab.fails(
         &["fsck", "--repair", "--source", forged.to_str().unwrap()],
         "not signed by any trusted key",

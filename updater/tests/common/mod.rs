@@ -208,6 +208,30 @@ impl Lab {
 
     /// `berth-image delta`; `from` None means `--empty`.
     pub fn delta(&self, from: Option<&str>, to: &str, out: &str, extra: &[&str]) -> PathBuf {
+        self.delta_signed(from, to, out, extra, &self.keys.join("berth.key"))
+    }
+
+    /// A secret key the device does not trust (made once per lab).
+    pub fn untrusted_key(&self) -> PathBuf {
+        let other = self.tmp.path().join("untrusted-keys");
+        if !other.exists() {
+            run_ok(
+                &bin("berth-image"),
+                &["keygen".as_ref(), "--out".as_ref(), other.as_os_str()],
+            );
+        }
+        other.join("berth.key")
+    }
+
+    /// `berth-image delta` signed with `key`.
+    pub fn delta_signed(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        out: &str,
+        extra: &[&str],
+        key: &Path,
+    ) -> PathBuf {
         let file = self.tmp.path().join(out);
         let mut args: Vec<&std::ffi::OsStr> =
             vec!["delta".as_ref(), "--repo".as_ref(), self.repo.as_os_str()];
@@ -215,7 +239,6 @@ impl Lab {
             Some(f) => args.extend([std::ffi::OsStr::new("--from"), std::ffi::OsStr::new(f)]),
             None => args.push("--empty".as_ref()),
         }
-        let key = self.keys.join("berth.key");
         args.extend([
             std::ffi::OsStr::new("--to"),
             std::ffi::OsStr::new(to),
