@@ -26,6 +26,16 @@ if [ "$scenario" = update ]; then
     /usr/bin/berth update /tmp/update.berth --progress none 2>&1 | sed "s/^/BERTH-TEST: update /"
     umount /tmp
 fi
+if [ "$scenario" = httpupdate ]; then
+    # QEMU's user network (restrict=on) forwards 10.0.2.100:8080 to the host's 127.0.0.1.
+    for ko in $(cat /lib/berth-test-modules/order); do
+        insmod "/lib/berth-test-modules/$ko" 2>/dev/null
+    done
+    ip link set lo up
+    ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && say "network up"
+    /usr/bin/berth update http://10.0.2.100:8080 --channel stable --progress none 2>&1 |
+        sed "s/^/BERTH-TEST: update /"
+fi
 if [ "$scenario" = markgood ]; then
     say "markgood $(/usr/bin/berth mark-good 2>&1)"
 fi

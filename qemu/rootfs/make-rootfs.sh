@@ -15,13 +15,23 @@ rm -rf "$dest"
 mkdir -p "$dest"/{bin,sbin,etc,var,run,dev,proc,sys,sysroot,tmp,usr/bin}
 chmod 1777 "$dest/tmp"
 cp "$busybox" "$dest/bin/busybox"
-for applet in sh cat echo sed awk grep head tail touch ls mount umount sync poweroff reboot sleep mkdir rm dmesg; do
+for applet in sh cat echo sed awk grep head tail touch ls mount umount sync poweroff reboot sleep mkdir rm dmesg ip insmod; do
     ln -s busybox "$dest/bin/$applet"
 done
 ln -s ../bin/busybox "$dest/sbin/poweroff"
 install -m 0755 "$here/init.sh" "$dest/sbin/init"
 echo "$release" >"$dest/etc/berth-release"
 echo "berth-test" >"$dest/etc/hostname"
+# The network driver and its dependencies, for the HTTP update scenario only (init.sh
+# loads them; other boots never do).
+kernel=$cache/kernel
+ver=$(ls "$kernel/lib/modules")
+mkdir -p "$dest/lib/berth-test-modules"
+modprobe -d "$kernel" -S "$ver" --show-depends virtio_net | awk '/^insmod/{print $2}' |
+    while read -r ko; do
+        cp "$ko" "$dest/lib/berth-test-modules/"
+        basename "$ko" >>"$dest/lib/berth-test-modules/order"
+    done
 berth=$here/../../target/$triple/device/berth
 if [[ -x $berth ]]; then install -m 0755 "$berth" "$dest/usr/bin/berth"; fi
 case $variant in

@@ -280,8 +280,46 @@ impl Disk {
         self.boot_with(extra, None)
     }
 
+    /// Like [`Disk::boot`], with a network card on QEMU's user network, `restrict=on` (no
+    /// route anywhere), whose only way out is 10.0.2.100:8080, forwarded to
+    /// 127.0.0.1:`port` on the host (one `busybox nc` per connection).
+    pub fn boot_net(&self, extra: &str, port: u16) -> Boot {
+        let nc = cache().join("debian/amd64/busybox/bin/busybox");
+        self.run_qemu(
+            extra,
+            &[
+                "-netdev".into(),
+                format!(
+                    "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:{} nc 127.0.0.1 {port}",
+                    nc.display()
+                ),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0".into(),
+            ],
+        )
+    }
+
     /// Like [`Disk::boot`], with `usb` attached as a second, read-only disk (`/dev/vdb`).
     pub fn boot_with(&self, extra: &str, usb: Option<&Path>) -> Boot {
+        let mut more = Vec::new();
+        if let Some(u) = usb {
+            let device = self.info["qemu"]
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(|d| d.as_str())
+                .and_then(|d| d.split(',').next())
+                .unwrap_or("virtio-blk-pci")
+                .to_owned();
+            more.extend([
+                "-drive".into(),
+                format!("file={},if=none,format=raw,id=d1,readonly=on", u.display()),
+            ]);
+            more.extend(["-device".into(), format!("{device},drive=d1")]);
+        }
+        self.run_qemu(extra, &more)
+    }
+
+    fn run_qemu(&self, extra: &str, more: &[String]) -> Boot {
         let mut argv: Vec<String> = self.info["qemu"]
             .as_array()
             .expect("a QEMU board")
@@ -291,18 +329,7 @@ impl Disk {
         if let Some(i) = argv.iter().position(|a| a == "-append") {
             argv[i + 1] = format!("{} {extra}", argv[i + 1]);
         }
-        if let Some(u) = usb {
-            let device = argv
-                .last()
-                .and_then(|d| d.split(',').next())
-                .unwrap_or("virtio-blk-pci")
-                .to_owned();
-            argv.extend([
-                "-drive".into(),
-                format!("file={},if=none,format=raw,id=d1,readonly=on", u.display()),
-            ]);
-            argv.extend(["-device".into(), format!("{device},drive=d1")]);
-        }
+        argv.extend(more.iter().cloned());
         let _turn = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -280,6 +280,67 @@ macro_rules! on_both_boards {
     )*};
 }
 
+/// The guest fetches its update from a static repository served by the test on the
+/// host's 127.0.0.1: QEMU user networking with `restrict=on`, so its only way out is the
+/// `guestfwd` to that server. Then it reboots into the trial and marks it good.
+fn update_over_http_from_the_host_then_mark_good(t: Target) {
+    let im = images(t);
+    let disk = im.disk("http-update", &["--commit", &im.good]);
+    let (v1, v2) = (disk.name_of(&im.good), disk.name_of(&im.good2));
+    let www = im.dir.path().join("www");
+    let out = std::process::Command::new(qemu_tests::bin("berth-image"))
+        .args(["publish", "--repo"])
+        .arg(&im.repo)
+        .arg("--to")
+        .arg(&www)
+        .args([
+            "--channel",
+            "stable",
+            "--commit",
+            &im.good2,
+            "--from",
+            &im.good,
+        ])
+        .arg("--key")
+        .arg(im.keys.join("berth.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = testkit::http::Server::start(&www);
+    // Drops every 64 KiB: the guest resumes with ranges.
+    server.set(|f| f.drop_every = Some(64 << 10));
+    let b = disk.boot_net("berthtest=httpupdate", server.addr.port());
+    assert_eq!(b.value("network"), "up", "{}", b.serial);
+    assert!(
+        b.value("update")
+            .contains(&format!("installed {v2} (version good-2)"))
+            && b.value("update").contains("for the delta update"),
+        "{}",
+        b.serial
+    );
+    assert!(server.requests() >= 3, "pointer, superblock and parts");
+    let b = disk.boot("berthtest=markgood");
+    assert_eq!(b.boot_json()["reason"], "trial", "{}", b.serial);
+    assert!(
+        b.value("markgood")
+            .contains(&format!("{v2} is now the default; previous: {v1}")),
+        "{}",
+        b.serial
+    );
+}
+
+#[test]
+fn qemu_x86_64_update_over_http_from_the_host_then_mark_good() {
+    let t = TARGETS[0];
+    if !skip(t, "update_over_http_from_the_host_then_mark_good") {
+        update_over_http_from_the_host_then_mark_good(t);
+    }
+}
+
 mod qemu {
     use super::{TARGETS, skip};
     on_both_boards!(
