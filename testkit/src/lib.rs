@@ -490,3 +490,16 @@ pub fn make_writable(root: &Path) {
         }
     }
 }
+
+/// `n` bytes that compress poorly (xorshift64), the same every run.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}

@@ -98,15 +98,7 @@ fn lab() -> (Lab, Ctx) {
             ("usr/lib/big.bin", &big),
         ],
     );
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let noise: Vec<u8> = (0..300_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect();
+    let noise = testkit::noise(300_000);
     let v2 = lab.commit(
         "1.1",
         &[

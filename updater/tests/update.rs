@@ -409,15 +409,7 @@ fn too_little_space_is_refused_with_the_numbers_before_writing() {
     }
     let (lab, v1, _, _) = lab();
     // 6 MB that compress poorly, on a 4 MiB sysroot.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let noise: Vec<u8> = (0..6_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect();
+    let noise = testkit::noise(6_000_000);
     let v4 = lab.commit("2.0", &[("usr/lib/noise.bin", &noise)]);
     let update = lab.delta(Some(&v1), &v4, "big.berth", &[]);
     let small = lab.tmp.path().join("small-sysroot");
