@@ -393,7 +393,7 @@ impl Device {
             serial: p.serial,
             commit: p.commit.to_string(),
             version: p.version.clone(),
-            available: p.commit != current,
+            available: self.offers_new(&p.commit, &current)?,
             kind: if delta.is_some() { "delta" } else { "full" },
             bytes: delta.unwrap_or(&p.full).total_len,
             expires: p.expires,
@@ -414,10 +414,7 @@ impl Device {
         let (running, current) = self.running_commit()?;
         let (p, seen) = self.pointer(&remote, name, &running)?;
         self.remember(name, &seen)?;
-        let repo = Repo::open(&self.path.join("berth/repo"))?;
-        if p.commit == current
-            || repo.has(&p.commit, ObjectKind::Commit)? && self.deployed(&p.commit)
-        {
+        if !self.offers_new(&p.commit, &current)? {
             return Ok(RemoteReport {
                 downloaded: 0,
                 kind: "none",
@@ -497,11 +494,16 @@ impl Device {
         })
     }
 
-    /// Whether a deployment of `commit` exists.
-    fn deployed(&self, commit: &ObjectId) -> bool {
-        self.path
+    /// Whether the channel's `commit` is something to install: not the running one, and
+    /// not already deployed (a trial that waits for its boot, or one that was rolled
+    /// back from and must not come back by itself). `check` and `update` agree on it.
+    fn offers_new(&self, commit: &ObjectId, running: &ObjectId) -> Result<bool, UpdaterError> {
+        let repo = Repo::open(&self.path.join("berth/repo"))?;
+        let deployed = self
+            .path
             .join("berth/deploy")
             .join(format::record::DeploymentName::for_commit(commit).as_str())
-            .is_dir()
+            .is_dir();
+        Ok(commit != running && !(repo.has(commit, ObjectKind::Commit)? && deployed))
     }
 }

@@ -135,7 +135,10 @@ fn a_delta_over_a_link_that_drops_every_20_kib_completes_without_fetching_twice(
     assert_eq!(Lab::role(&s, "trial").as_deref(), Some(&v2[..16]));
     lab.ok(&["fsck"]);
 
-    // Up to date now (the trial is the channel's commit): nothing to fetch.
+    // The trial waits for its boot: nothing to offer, even before it runs.
+    let (code, offer, _) = check(&lab, &url);
+    assert_eq!((code, offer["available"].as_bool()), (Some(0), Some(false)));
+    // Up to date once it runs, too.
     lab.booted(&v2[..16], "trial");
     let (code, offer, _) = check(&lab, &url);
     assert_eq!((code, offer["available"].as_bool()), (Some(0), Some(false)));
