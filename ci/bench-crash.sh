@@ -57,12 +57,5 @@ berth-init booting nothing); the process-crash test found 32 for the \`syncfs\` 
 <!-- crash-bench:end -->
 MD
 )
-python3 - BENCHMARKS.md "$section" <<'PY'
-import sys, re
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- crash-bench:start -->.*?<!-- crash-bench:end -->", re.S)
-text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+python3 ci/report-section.py BENCHMARKS.md crash-bench "$section"
 echo "$section"

@@ -68,12 +68,5 @@ compressed one by one with windows of at most 8 MiB).
 <!-- remote-bench:end -->
 MD
 )
-python3 - BENCHMARKS.md "$section" <<'PY'
-import sys, re
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- remote-bench:start -->.*?<!-- remote-bench:end -->", re.S)
-text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+python3 ci/report-section.py BENCHMARKS.md remote-bench "$section"
 echo "$section"

@@ -82,12 +82,5 @@ report=BENCHMARKS.md
 if [[ ! -e $report ]]; then
     printf '# Berth benchmarks\n\nEach section is written by the script it names; rerun it to refresh the numbers.\nThese machines are shared and noisy: compare the ratios, measured in the same run.\n\n' >"$report"
 fi
-python3 - "$report" "$section" <<'PY'
-import sys, re
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- store-bench:start -->.*?<!-- store-bench:end -->", re.S)
-text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+python3 ci/report-section.py "$report" store-bench "$section"
 echo "$section"

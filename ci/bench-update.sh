@@ -213,12 +213,5 @@ if [[ -n $failed && ${BERTH_BENCH_ACCEPT:-0} != 1 ]]; then
     echo "BENCHMARKS.md left unchanged; BERTH_BENCH_ACCEPT=1 records these numbers." >&2
     exit 1
 fi
-python3 - BENCHMARKS.md "$section" <<'PY'
-import sys, re
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- update-bench:start -->.*?<!-- update-bench:end -->", re.S)
-text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+python3 ci/report-section.py BENCHMARKS.md update-bench "$section"
 echo "$section"

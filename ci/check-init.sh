@@ -63,12 +63,5 @@ $(stat -c %s target/x86_64-unknown-linux-musl/device/berth) bytes on x86_64, $(s
 <!-- init-size:end -->
 MD
 )
-    python3 - BENCHMARKS.md "$section" <<'PY'
-import sys, re
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- init-size:start -->.*?<!-- init-size:end -->", re.S)
-text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+    python3 ci/report-section.py BENCHMARKS.md init-size "$section"
 fi
