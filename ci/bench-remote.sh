@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Bytes a device downloads per update path from a static repository, on the minbase
 # security update (ci/fetch-upgraded-rootfs.sh minbase): `berth-image publish` of the
-# upgraded commit with a delta from the old one, served on 127.0.0.1 by python3's
-# http.server; one device running the old commit (it takes the delta), one running an
-# unrelated commit (no delta from it: the full update). Writes the "Downloads" section of
-# BENCHMARKS.md. Needs root (the commits keep their owners).
+# upgraded commit, once with a delta from the old one and once without, served on
+# 127.0.0.1 by python3's http.server; a device running the old commit takes the delta
+# from the first and pulls the objects it lacks from the second; one running an
+# unrelated commit takes the full update (pulling would cost more). Writes the
+# "Downloads" section of BENCHMARKS.md. Needs root (the commits keep their owners).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
@@ -30,22 +31,30 @@ new=$(commit "$cache/update-after" 1.1)
 mkdir -p "$work/other/sbin" "$work/other/etc"
 printf '#!/bin/sh\n' >"$work/other/sbin/init" && chmod 755 "$work/other/sbin/init"
 other=$(commit "$work/other" 0.1)
-"$bi" publish --repo "$work/repo" --to "$work/www" --channel stable --commit "$new" \
+start=$(date +%s.%N)
+"$bi" publish --repo "$work/repo" --to "$work/www/delta" --channel stable --commit "$new" \
     --from "$old" --key "$work/keys/berth.key" --json >"$work/publish.json"
+publish_s=$(echo "$(date +%s.%N) - $start" | bc -l)
+"$bi" publish --repo "$work/repo" --to "$work/www/nodelta" --channel stable --commit "$new" \
+    --key "$work/keys/berth.key" --json >/dev/null
+objects=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["objects"], d["objects_bytes"])' "$work/publish.json")
 port=$((20000 + RANDOM % 20000))
 python3 -m http.server --bind 127.0.0.1 --directory "$work/www" "$port" >/dev/null 2>&1 &
 server=$!
 sleep 1
-pointer=$(stat -c %s "$work/www/channels/stable")
-fetch() { # fetch COMMIT: install COMMIT, update from the channel; prints the bytes downloaded
+pointer=$(stat -c %s "$work/www/delta/channels/stable")
+fetch() { # fetch COMMIT REPO: install COMMIT, update from REPO's channel; prints the bytes downloaded and the path
     rm -rf "$work/sysroot"
     "$bi" install --repo "$work/repo" --commit "$1" --sysroot "$work/sysroot" >/dev/null
     "$b" --sysroot "$work/sysroot" --boot-json "$work/none.json" update \
-        "http://127.0.0.1:$port" --channel stable |
-        sed -n 's/.*; \([0-9]*\) bytes downloaded.*/\1/p'
+        "http://127.0.0.1:$port/$2" --channel stable |
+        sed -n 's/.*; \([0-9]*\) bytes downloaded for the \([a-z]*\) update.*/\1 \2/p'
 }
-delta=$(fetch "$old")
-full=$(fetch "$other")
+read -r delta kind_d < <(fetch "$old" delta)
+read -r pulled kind_o < <(fetch "$old" nodelta)
+read -r full kind_f < <(fetch "$other" nodelta)
+[[ $kind_d == delta && $kind_o == objects && $kind_f == full ]] ||
+    { echo "unexpected update paths: $kind_d $kind_o $kind_f" >&2; exit 1; }
 image=$(tar -C "$cache/update-after" -cf - . | zstd -19 -T0 -q | wc -c)
 r() { echo "scale=1; $1 / $2" | bc -l | sed "s/^\./0./"; }
 
@@ -56,15 +65,20 @@ section=$(cat <<MD
 Measured by \`ci/bench-remote.sh\` on $(date -u +%Y-%m-%d): the minbase security update
 (\`ci/fetch-upgraded-rootfs.sh minbase\`) published with \`berth-image publish\` and fetched
 over HTTP from 127.0.0.1 by \`berth update http://… --channel stable\`. Each device also
-fetched the signed channel pointer ($pointer bytes). The object pull (fetching only the
-missing objects when no delta exists) is not built yet. The full update is
-$(( (full - image) * 100 / image ))% larger than the whole tar under zstd -19 (per-object headers, parts
-compressed one by one with windows of at most 8 MiB).
+fetched the signed channel pointer ($pointer bytes). The new commit has ${objects% *} objects,
+${objects#* } bytes as published one zstd frame each (with the index); publishing it with one
+delta took $(printf %.1f "$publish_s") s. The full update is $(( (full - image) * 100 / image ))% larger than the whole tar under zstd -19
+(per-object headers, parts compressed one by one with windows of at most 8 MiB).
 
-| path | device runs | bytes downloaded | the whole image (tar, zstd -19, $image bytes) ÷ downloaded |
-|---|---|---|---|
-| delta | the old commit | $delta | $(r "$image" "$delta") |
-| full | an unrelated commit | $full | $(r "$image" "$full") |
+| path | device runs | channel offers | bytes downloaded | the whole image (tar, zstd -19, $image bytes) ÷ downloaded |
+|---|---|---|---|---|
+| delta | the old commit | a delta from it | $delta | $(r "$image" "$delta") |
+| object pull | the old commit | no delta from it | $pulled | $(r "$image" "$pulled") |
+| full | an unrelated commit | no delta from it | $full | $(r "$image" "$full") |
+
+The object pull fetches the index and the trees and files the device lacks; the
+unrelated device fetched the index and the trees too, found that the missing files cost
+more than the full update, and took that (its row counts both).
 <!-- remote-bench:end -->
 MD
 )

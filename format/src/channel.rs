@@ -63,6 +63,10 @@ pub struct Pointer {
     pub full: UpdateRef,
     /// Deltas to `commit`, by the commit they start from; sorted, unique.
     pub deltas: Vec<(ObjectId, UpdateRef)>,
+    /// The commit's plain objects, for a device that has no delta (`indexes/<commit>`):
+    /// here `superblock_len` and `superblock_sha256` are the object index's
+    /// ([`crate::index`]) and `total_len` counts the index and every object it lists.
+    pub objects: Option<UpdateRef>,
 }
 
 /// Checks a channel name: 1 to 64 bytes of lowercase letters, digits, `.`, `_`, `-`,
@@ -141,6 +145,13 @@ impl Pointer {
             w.extend_from_slice(from.as_bytes());
             put_ref(&mut w, r);
         }
+        match &self.objects {
+            None => wire::put_u8(&mut w, 0),
+            Some(r) => {
+                wire::put_u8(&mut w, 1);
+                put_ref(&mut w, r);
+            }
+        }
         w
     }
 
@@ -167,6 +178,16 @@ impl Pointer {
             }
             deltas.push((from, get_ref(&mut r)?));
         }
+        let objects = match r.u8()? {
+            0 => None,
+            1 => Some(get_ref(&mut r)?),
+            v => {
+                return Err(FormatError::Invalid {
+                    what: "channel has_objects flag",
+                    value: u64::from(v),
+                });
+            }
+        };
         r.finish()?;
         if expires < issued {
             return Err(FormatError::Invalid {
@@ -183,6 +204,7 @@ impl Pointer {
             version,
             full,
             deltas,
+            objects,
         })
     }
 
@@ -245,6 +267,7 @@ mod tests {
                 (ObjectId::from_bytes([2; 32]), r(2)),
                 (ObjectId::from_bytes([3; 32]), r(3))
             ],
+            objects: Some(r(4)),
         }
     }
 
@@ -253,6 +276,11 @@ mod tests {
         let p = sample();
         let body = p.encode();
         assert_eq!(Pointer::decode(&body).unwrap(), p);
+        let without = Pointer {
+            objects: None,
+            ..p.clone()
+        };
+        assert_eq!(Pointer::decode(&without.encode()).unwrap(), without);
         let file = encode_file(&body, b"sigs");
         assert_eq!(split_file(&file).unwrap(), (&body[..], &b"sigs"[..]));
         assert_eq!(
@@ -286,6 +314,16 @@ mod tests {
         let mut long = body.clone();
         long.push(0);
         assert!(Pointer::decode(&long).is_err(), "trailing bytes");
+        let mut flag = Pointer {
+            objects: None,
+            ..sample()
+        }
+        .encode();
+        *flag.last_mut().unwrap() = 2;
+        assert!(
+            Pointer::decode(&flag).is_err(),
+            "has_objects other than 0 or 1"
+        );
         let mut file = encode_file(&body, b"");
         file.push(0);
         assert!(

@@ -31,6 +31,7 @@ pub mod cmdline;
 pub mod commit;
 mod error;
 pub mod id;
+pub mod index;
 pub mod key;
 pub mod limits;
 pub mod link;

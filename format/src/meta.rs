@@ -235,6 +235,19 @@ impl FileHeader {
 
     /// Parses a header encoded by [`FileHeader::encode`]; `bytes` must hold exactly one.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let (header, used) = Self::decode_prefix(bytes)?;
+        if used != bytes.len() {
+            return Err(FormatError::TrailingBytes {
+                what: FILE.what,
+                extra: bytes.len() - used,
+            });
+        }
+        Ok(header)
+    }
+
+    /// Parses the header at the start of `bytes` (a file object: header, then content).
+    /// Returns it and its length. [`FormatError::Truncated`] means `bytes` ends inside it.
+    pub fn decode_prefix(bytes: &[u8]) -> Result<(Self, usize), FormatError> {
         let mut r = Reader::new(bytes, FILE.what);
         FILE.read(&mut r)?;
         let kind = FileKind::from_u8(r.u8()?)?;
@@ -254,9 +267,8 @@ impl FileHeader {
             size: r.u64()?,
             xattrs: Xattrs::read(&mut r)?,
         };
-        r.finish()?;
         header.validate()?;
-        Ok(header)
+        Ok((header, bytes.len() - r.remaining()))
     }
 
     /// Starts hashing a file object: feed the content to the result, then finish it.

@@ -133,6 +133,11 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// How many bytes are left.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether every byte was read.
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()

@@ -5,11 +5,13 @@
 //! DIR/config                          berth-static-repo, version=1
 //! DIR/updates/full-<commit>/          a full update, split form (superblock, part-NNNNN)
 //! DIR/updates/<from>-<commit>/        a delta from <from>, split form
+//! DIR/objects/<ab>/<cd…>.file|.tree    each object of the commit, a zstd frame
+//! DIR/indexes/<commit>                the commit, its signatures and its objects' sizes
 //! DIR/channels/<name>                 the signed channel pointer
 //! ```
 //!
-//! Updates are written first, each under a temporary name renamed into place, and the
-//! channel pointer last (temporary file, fsync, rename, fsync of the directory), so a
+//! Updates and objects are written first, each under a temporary name renamed into
+//! place, then synced with one `syncfs`; the index next, and the channel pointer last (temporary file, fsync, rename, fsync of the directory), so a
 //! reader never sees a pointer to something missing. An update already published is
 //! kept as it is: its bytes are what earlier pointers signed.
 
@@ -19,9 +21,13 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use format::ObjectId;
+use std::collections::HashSet;
+use std::io::Read as _;
+
 use format::channel::{self, Pointer, UpdateRef};
+use format::index::{Index, IndexEntry};
 use format::sig::Signatures;
+use format::{EntryKind, ObjectId, ObjectKind};
 use store::Repo;
 
 use crate::delta::{self, DeltaArgs};
@@ -54,6 +60,9 @@ pub struct PublishOutput {
     pub full_bytes: u64,
     /// Each delta: the commit it starts from and its bytes.
     pub deltas: Vec<(String, u64)>,
+    /// Objects the commit reaches, and their bytes as published (with the index).
+    pub objects: u64,
+    pub objects_bytes: u64,
 }
 
 const CONFIG: &str = "berth-static-repo\nversion=1\n";
@@ -176,6 +185,7 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
         update_ref(&dest)
     };
     let full = make(None, format!("full-{commit}"))?;
+    let (objects, count) = publish_objects(&repo, &commit, &args.to, args.level)?;
     let mut deltas = Vec::new();
     for f in &froms {
         deltas.push((*f, make(Some(*f), format!("{f}-{commit}"))?));
@@ -192,6 +202,7 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
         version: c.version.to_string(),
         full,
         deltas,
+        objects: Some(objects),
     };
     let body = pointer.encode();
     let mut sigs = Signatures::new();
@@ -212,5 +223,124 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
             .iter()
             .map(|(f, r)| (f.to_string(), r.total_len))
             .collect(),
+        objects: count,
+        objects_bytes: objects.total_len,
     })
+}
+
+/// Every file and tree object `root` reaches, each once, in a stable order.
+fn reachable(repo: &Repo, root: &ObjectId) -> Result<Vec<(ObjectKind, ObjectId)>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut todo = vec![*root];
+    seen.insert((ObjectKind::Tree, *root));
+    while let Some(id) = todo.pop() {
+        out.push((ObjectKind::Tree, id));
+        for e in repo.read_tree(&id)?.entries() {
+            let kind = match e.kind {
+                EntryKind::File => ObjectKind::File,
+                EntryKind::Tree => ObjectKind::Tree,
+            };
+            if seen.insert((kind, e.id)) {
+                match kind {
+                    ObjectKind::Tree => todo.push(e.id),
+                    _ => out.push((kind, e.id)),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The canonical bytes of an object: a file's header and content, a tree's encoding.
+fn object_bytes(repo: &Repo, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
+    if kind == ObjectKind::Tree {
+        return Ok(repo.read_tree(id)?.encode());
+    }
+    let (header, mut content) = repo.file_object(id)?;
+    let mut bytes = header.encode();
+    content
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("object {id}: read"))?;
+    Ok(bytes)
+}
+
+/// Writes every object of `commit` not yet in `to/objects/` as a zstd frame (the window
+/// capped as the device's decoder requires), syncs them, then writes
+/// `to/indexes/<commit>`. Returns the pointer's reference to the index and how many
+/// objects it lists.
+fn publish_objects(
+    repo: &Repo,
+    commit: &ObjectId,
+    to: &Path,
+    level: i32,
+) -> Result<(UpdateRef, u64)> {
+    let (c, commit_bytes) = repo.read_commit(commit)?;
+    let mut entries = Vec::new();
+    for (kind, id) in reachable(repo, &c.root)? {
+        let hex = id.to_string();
+        let dir = to.join("objects").join(&hex[..2]);
+        let path = dir.join(format!("{}.{}", &hex[2..], kind.suffix()));
+        let bytes = object_bytes(repo, kind, &id)?;
+        if ObjectId::digest(&bytes) != id {
+            bail!(
+                "object {id} in {}: corrupt (run berth-image fsck)",
+                repo.path().display()
+            );
+        }
+        // An object published before is kept if it still decompresses to its id (a
+        // publish cut short may have left one renamed but never synced).
+        let intact = fs::read(&path)
+            .ok()
+            .filter(|z| zstd::decode_all(&z[..]).is_ok_and(|b| ObjectId::digest(&b) == id));
+        let stored = if let Some(z) = intact {
+            z.len() as u64
+        } else {
+            fs::create_dir_all(&dir).with_context(|| format!("{}: create", dir.display()))?;
+            let mut enc = zstd::bulk::Compressor::new(level)?;
+            enc.set_parameter(zstd::zstd_safe::CParameter::WindowLog(
+                format::update::PART_WINDOW_MAX.trailing_zeros(),
+            ))?;
+            let z = enc.compress(&bytes)?;
+            let tmp = dir.join(format!(".{}.tmp", &hex[2..]));
+            fs::write(&tmp, &z).with_context(|| format!("{}: write", tmp.display()))?;
+            fs::rename(&tmp, &path)
+                .with_context(|| format!("{}: rename into place", path.display()))?;
+            z.len() as u64
+        };
+        entries.push(IndexEntry {
+            kind,
+            id,
+            stored,
+            size: bytes.len() as u64,
+        });
+    }
+    entries.sort_by_key(|e| (e.id, e.kind == ObjectKind::Tree));
+    let count = entries.len() as u64;
+    // The objects are durable before the index and the pointer that name them.
+    let d = File::open(to).with_context(|| format!("{}: open", to.display()))?;
+    rustix::fs::syncfs(&d).with_context(|| format!("{}: sync", to.display()))?;
+    let sigs = repo.read_signatures(commit)?;
+    let signatures = if sigs.entries().is_empty() {
+        Vec::new()
+    } else {
+        sigs.encode()
+    };
+    let index = Index {
+        commit: commit_bytes,
+        signatures,
+        entries,
+    };
+    let bytes = index.encode();
+    let indexes = to.join("indexes");
+    fs::create_dir_all(&indexes)?;
+    write_durably(&indexes, &commit.to_string(), &bytes)?;
+    Ok((
+        UpdateRef {
+            superblock_len: bytes.len() as u64,
+            superblock_sha256: ObjectId::digest(&bytes),
+            total_len: bytes.len() as u64 + index.stored_total(),
+        },
+        count,
+    ))
 }

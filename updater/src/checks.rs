@@ -46,6 +46,8 @@ pub(crate) struct TreeChecks<'r> {
     /// Whether a part of this run made the root tree.
     pub root_made: bool,
     facts: HashMap<ObjectId, Facts>,
+    /// Trees fetched but not yet published (an object pull), read before the store.
+    pending: HashMap<ObjectId, Tree>,
     /// Targets of the symlinks this run made; the other files it made.
     links: HashMap<ObjectId, Vec<u8>>,
     plain: HashSet<ObjectId>,
@@ -58,9 +60,16 @@ impl<'r> TreeChecks<'r> {
             root,
             root_made: false,
             facts: HashMap::new(),
+            pending: HashMap::new(),
             links: HashMap::new(),
             plain: HashSet::new(),
         }
+    }
+
+    /// Trees to check that are not in the store yet (fetched by an object pull, whose
+    /// files are in the store already).
+    pub(crate) fn pending(&mut self, trees: HashMap<ObjectId, Tree>) {
+        self.pending = trees;
     }
 
     /// The commit's root tree.
@@ -150,7 +159,10 @@ impl<'r> TreeChecks<'r> {
         if let Some(f) = self.facts.get(id) {
             return Ok(f.clone());
         }
-        let tree = self.repo.read_tree(id)?;
+        let tree = match self.pending.get(id) {
+            Some(t) => t.clone(),
+            None => self.repo.read_tree(id)?,
+        };
         let f = self.compute(&tree, shown, level)?;
         self.facts.insert(*id, f.clone());
         Ok(f)

@@ -23,14 +23,15 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use format::channel::{self, Pointer};
+use format::channel::{self, Pointer, UpdateRef};
 use format::sig::Signatures;
 use format::update::{self, Body};
 use format::{ObjectId, ObjectKind};
-use rustix::fd::AsFd as _;
+use rustix::fd::AsFd;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use store::Repo;
 
+use crate::pull::Pulled;
 use crate::update::{UpdateOptions, UpdateReport, bad};
 use crate::{Device, UpdaterError};
 
@@ -66,9 +67,10 @@ pub struct Offer {
     pub version: String,
     /// Whether the channel's commit differs from the running one.
     pub available: bool,
-    /// `delta` (from the running commit) or `full`.
+    /// `delta` (from the running commit), `objects` (pull the objects the device lacks)
+    /// or `full`.
     pub kind: &'static str,
-    /// Bytes the update would download (before resuming).
+    /// Bytes the update would download (before resuming); for `objects`, at most this.
     pub bytes: u64,
     /// When the pointer expires (seconds since the Unix epoch).
     pub expires: u64,
@@ -79,13 +81,13 @@ pub struct Offer {
 pub struct RemoteReport {
     /// Bytes fetched by this run (resumed bytes are not fetched again).
     pub downloaded: u64,
-    /// `delta`, `full`, or `none` when already up to date.
+    /// `delta`, `objects`, `full`, or `none` when already up to date.
     pub kind: &'static str,
     /// The update, unless there was nothing to do.
     pub update: Option<UpdateReport>,
 }
 
-struct Remote {
+pub(crate) struct Remote {
     base: String,
     agent: ureq::Agent,
     opts: FetchOptions,
@@ -125,7 +127,7 @@ impl Remote {
         })
     }
 
-    fn url(&self, rel: &str) -> String {
+    pub(crate) fn url(&self, rel: &str) -> String {
         format!("{}/{rel}", self.base)
     }
 
@@ -155,22 +157,41 @@ impl Remote {
     }
 
     /// Fetches `rel` into `dest` until it holds `len` bytes, resuming from what `dest`
-    /// already holds. Returns the bytes fetched.
-    fn download(&self, rel: &str, dest: &Path, len: u64) -> Result<u64, UpdaterError> {
+    /// already holds (fsynced after each request, so a reboot keeps it). Returns the
+    /// bytes fetched.
+    pub(crate) fn download(&self, rel: &str, dest: &Path, len: u64) -> Result<u64, UpdaterError> {
+        let have = std::fs::metadata(dest).map_or(0, |m| m.len());
+        if have > len {
+            fsop::unlinkat(CWD, dest, AtFlags::empty())
+                .map_err(|e| bad(dest, format!("remove: {e}")))?;
+        }
+        let mut sink = FileSink {
+            path: dest,
+            have: if have > len { 0 } else { have },
+            fd: None,
+        };
+        self.fetch(rel, len, &mut sink)
+    }
+
+    /// Fetches the whole of `rel`, exactly `len` bytes, into memory (small objects).
+    pub(crate) fn fetch_bytes(&self, rel: &str, len: u64) -> Result<(Vec<u8>, u64), UpdaterError> {
+        let mut sink = MemSink(Vec::new());
+        let got = self.fetch(rel, len, &mut sink)?;
+        Ok((sink.0, got))
+    }
+
+    /// Fetches `rel` into `sink` until it holds `len` bytes, resuming with `Range` after
+    /// a drop. Returns the bytes fetched.
+    fn fetch(&self, rel: &str, len: u64, sink: &mut dyn Sink) -> Result<u64, UpdaterError> {
         let url = self.url(rel);
         let fail = |why: String| UpdaterError::State(format!("{url}: {why}"));
         let mut fetched = 0u64;
         let mut idle = 0u32;
-        // The most the file ever held: a request that does not get past it made no
+        // The most the sink ever held: a request that does not get past it made no
         // progress (a server that ignores Range and drops restarts from zero each time).
         let mut best = 0u64;
         loop {
-            let have = std::fs::metadata(dest).map_or(0, |m| m.len());
-            if have > len {
-                fsop::unlinkat(CWD, dest, AtFlags::empty())
-                    .map_err(|e| bad(dest, format!("remove: {e}")))?;
-                continue;
-            }
+            let have = sink.have();
             if have == len {
                 return Ok(fetched);
             }
@@ -183,66 +204,193 @@ impl Remote {
             let left = len - have;
             // The slowest rate we accept bounds how long this request may take.
             let budget = Duration::from_secs(30 + left / self.opts.min_rate.max(1));
-            let req = self
-                .agent
-                .get(&url)
-                .header("Range", format!("bytes={have}-"))
-                .config()
-                .timeout_recv_body(Some(budget))
-                .build();
+            let mut req = self.agent.get(&url);
+            if have > 0 {
+                req = req.header("Range", format!("bytes={have}-"));
+            }
+            let req = req.config().timeout_recv_body(Some(budget)).build();
             let Ok(mut resp) = req.call() else {
                 idle += 1;
                 continue;
             };
-            let (from, append) = match resp.status().as_u16() {
-                206 => (have, true),
-                // The server ignores Range: start over.
-                200 => (0, false),
+            match resp.status().as_u16() {
+                206 if have > 0 => {}
+                // The server ignores Range (or none was asked for): from the start.
+                200 => sink.restart()?,
                 s => return Err(fail(format!("HTTP {s}"))),
-            };
-            let flags = if append {
-                OFlags::WRONLY | OFlags::APPEND
-            } else {
-                OFlags::WRONLY | OFlags::TRUNC
-            };
-            let out = fsop::create(CWD, dest, flags, Mode::from_raw_mode(0o600))
-                .map_err(|e| bad(dest, format!("create: {e}")))?;
+            }
             let mut r = resp.body_mut().as_reader();
             let mut buf = vec![0u8; 64 << 10];
-            let mut at = from;
             let mut got = 0u64;
             loop {
                 let n = match r.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let room = usize::try_from(len - at).unwrap_or(usize::MAX);
+                let room = usize::try_from(len - sink.have()).unwrap_or(usize::MAX);
                 if n > room {
-                    fsop::write_all(out.as_fd(), &buf[..room])
-                        .map_err(|e| bad(dest, format!("write: {e}")))?;
-                    fsop::fsync(out.as_fd()).map_err(|e| bad(dest, format!("fsync: {e}")))?;
+                    sink.append(&buf[..room])?;
+                    sink.settle()?;
                     return Err(fail(format!(
                         "sends more than the {len} bytes its signed metadata declares; cut there"
                     )));
                 }
-                fsop::write_all(out.as_fd(), &buf[..n])
-                    .map_err(|e| bad(dest, format!("write: {e}")))?;
-                at += n as u64;
+                sink.append(&buf[..n])?;
                 got += n as u64;
-                if at == len {
+                if sink.have() == len {
                     break;
                 }
             }
             // Durable before the next step trusts its length (a power cut keeps it too).
-            fsop::fsync(out.as_fd()).map_err(|e| bad(dest, format!("fsync: {e}")))?;
+            sink.settle()?;
             fetched += got;
-            if at > best {
-                best = at;
+            if sink.have() > best {
+                best = sink.have();
                 idle = 0;
             } else {
                 idle += 1;
             }
         }
+    }
+}
+
+impl Remote {
+    /// Downloads the split-form update `rel` (referenced by `r`) into `dir`; returns
+    /// the bytes fetched.
+    fn download_update(
+        &self,
+        rel: &str,
+        r: &UpdateRef,
+        dir: &Path,
+        opts: UpdateOptions,
+    ) -> Result<u64, UpdaterError> {
+        let sb_path = dir.join("superblock");
+        let mut downloaded =
+            self.download(&format!("{rel}/superblock"), &sb_path, r.superblock_len)?;
+        let sb = std::fs::read(&sb_path).map_err(|e| bad(&sb_path, e.to_string()))?;
+        if ObjectId::digest(&sb) != r.superblock_sha256 {
+            let _ = fsop::unlinkat(CWD, &sb_path, AtFlags::empty());
+            return Err(bad(
+                &sb_path,
+                format!(
+                    "{}/{rel}/superblock does not match the sha256 its channel pointer signs; removed",
+                    self.base
+                ),
+            ));
+        }
+        // Its bytes are signed through the pointer; `update` verifies its own signature too.
+        let body_len = update::decode_head(&sb[..update::HEAD_LEN.min(sb.len())])
+            .map_err(|e| bad(&sb_path, e.to_string()))?;
+        let body = sb
+            .get(update::HEAD_LEN..update::HEAD_LEN + body_len)
+            .ok_or_else(|| bad(&sb_path, "truncated"))
+            .and_then(|b| Body::decode(b).map_err(|e| bad(&sb_path, e.to_string())))?;
+        let on_disk = |dir: &Path| -> u64 {
+            std::fs::read_dir(dir).map_or(0, |es| {
+                es.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+        };
+        opts.progress.downloaded(on_disk(dir), r.total_len);
+        for (i, part) in body.parts.iter().enumerate() {
+            let file = format!("part-{i:05}");
+            let dest = dir.join(&file);
+            downloaded += self.download(&format!("{rel}/{file}"), &dest, part.len)?;
+            let mut bytes = Vec::new();
+            File::open(&dest)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| bad(&dest, e.to_string()))?;
+            if ObjectId::digest(&bytes) != part.sha256 {
+                // Damaged in transit or on disk: fetch it again once.
+                fsop::unlinkat(CWD, &dest, AtFlags::empty())
+                    .map_err(|e| bad(&dest, e.to_string()))?;
+                downloaded += self.download(&format!("{rel}/{file}"), &dest, part.len)?;
+            }
+            opts.progress.downloaded(on_disk(dir), r.total_len);
+        }
+        Ok(downloaded)
+    }
+}
+
+/// Where a download goes.
+trait Sink {
+    /// Bytes held.
+    fn have(&self) -> u64;
+    /// Drops what is held: the next bytes are the start of the file.
+    fn restart(&mut self) -> Result<(), UpdaterError>;
+    fn append(&mut self, bytes: &[u8]) -> Result<(), UpdaterError>;
+    /// Makes what is held durable, if the sink is a file.
+    fn settle(&mut self) -> Result<(), UpdaterError>;
+}
+
+/// A file of the download directory: kept across runs and reboots.
+struct FileSink<'a> {
+    path: &'a Path,
+    have: u64,
+    fd: Option<rustix::fd::OwnedFd>,
+}
+
+impl FileSink<'_> {
+    fn open(&mut self, flags: OFlags) -> Result<(), UpdaterError> {
+        let fd = fsop::create(CWD, self.path, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| bad(self.path, format!("create: {e}")))?;
+        self.fd = Some(fd);
+        Ok(())
+    }
+}
+
+impl Sink for FileSink<'_> {
+    fn have(&self) -> u64 {
+        self.have
+    }
+
+    fn restart(&mut self) -> Result<(), UpdaterError> {
+        self.open(OFlags::WRONLY | OFlags::TRUNC)?;
+        self.have = 0;
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), UpdaterError> {
+        if self.fd.is_none() {
+            self.open(OFlags::WRONLY | OFlags::APPEND)?;
+        }
+        let fd = self.fd.as_ref().map(AsFd::as_fd);
+        fd.map_or(Ok(()), |fd| fsop::write_all(fd, bytes))
+            .map_err(|e| bad(self.path, format!("write: {e}")))?;
+        self.have += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<(), UpdaterError> {
+        if let Some(fd) = self.fd.take() {
+            fsop::fsync(fd.as_fd()).map_err(|e| bad(self.path, format!("fsync: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Memory, for objects small enough to hold whole.
+struct MemSink(Vec<u8>);
+
+impl Sink for MemSink {
+    fn have(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn restart(&mut self) -> Result<(), UpdaterError> {
+        self.0.clear();
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), UpdaterError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<(), UpdaterError> {
+        Ok(())
     }
 }
 
@@ -387,15 +535,25 @@ impl Device {
         let remote = Remote::new(url, opts)?;
         let (running, current) = self.running_commit()?;
         let (p, _) = self.pointer(&remote, name, &running)?;
-        let delta = p.delta_from(&current);
+        // What `update` would take first; an object pull fetches only the objects the
+        // device lacks, so its bytes are an upper bound (the full update's bound it too).
+        let (kind, bytes) = match (p.delta_from(&current), &p.objects) {
+            (Some(d), _) => ("delta", d.total_len),
+            (None, Some(o)) => (
+                "objects",
+                o.total_len
+                    .min(o.superblock_len.saturating_add(p.full.total_len)),
+            ),
+            (None, None) => ("full", p.full.total_len),
+        };
         Ok(Offer {
             channel: p.channel.clone(),
             serial: p.serial,
             commit: p.commit.to_string(),
             version: p.version.clone(),
             available: self.offers_new(&p.commit, &current)?,
-            kind: if delta.is_some() { "delta" } else { "full" },
-            bytes: delta.unwrap_or(&p.full).total_len,
+            kind,
+            bytes,
             expires: p.expires,
         })
     }
@@ -421,77 +579,58 @@ impl Device {
                 update: None,
             });
         }
+        let mut downloaded = 0;
+        if p.delta_from(&current).is_none()
+            && let Some(objects) = p.objects
+        {
+            let dir = self.download_dir(&p.commit, "objects")?;
+            match self.pull(&remote, &p, &objects, &dir, opts, deadline.as_ref())? {
+                Pulled::Done {
+                    report,
+                    downloaded: got,
+                } => {
+                    remove_dir(&dir);
+                    return Ok(RemoteReport {
+                        downloaded: got,
+                        kind: "objects",
+                        update: Some(report),
+                    });
+                }
+                Pulled::Costlier {
+                    downloaded: got,
+                    missing,
+                } => {
+                    remove_dir(&dir);
+                    opts.progress.fallback(missing, p.full.total_len);
+                    downloaded = got;
+                }
+            }
+        }
         let (kind, r, rel) = match p.delta_from(&current) {
             Some(r) => ("delta", *r, format!("updates/{current}-{}", p.commit)),
             None => ("full", p.full, format!("updates/full-{}", p.commit)),
         };
-        let dir = self.path.join("berth/repo/tmp").join(format!(
-            "download-{}-{}",
-            &p.commit.to_string()[..16],
-            kind
-        ));
-        match fsop::mkdirat(CWD, &dir, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(bad(&dir, format!("create directory: {e}"))),
-        }
-        let sb_path = dir.join("superblock");
-        let mut downloaded =
-            remote.download(&format!("{rel}/superblock"), &sb_path, r.superblock_len)?;
-        let sb = std::fs::read(&sb_path).map_err(|e| bad(&sb_path, e.to_string()))?;
-        if ObjectId::digest(&sb) != r.superblock_sha256 {
-            let _ = fsop::unlinkat(CWD, &sb_path, AtFlags::empty());
-            return Err(bad(
-                &sb_path,
-                format!(
-                    "{}/{rel}/superblock does not match the sha256 its channel pointer signs; removed",
-                    remote.base
-                ),
-            ));
-        }
-        // Its bytes are signed through the pointer; `update` verifies its own signature too.
-        let body_len = update::decode_head(&sb[..update::HEAD_LEN.min(sb.len())])
-            .map_err(|e| bad(&sb_path, e.to_string()))?;
-        let body = sb
-            .get(update::HEAD_LEN..update::HEAD_LEN + body_len)
-            .ok_or_else(|| bad(&sb_path, "truncated"))
-            .and_then(|b| Body::decode(b).map_err(|e| bad(&sb_path, e.to_string())))?;
-        let on_disk = |dir: &Path| -> u64 {
-            std::fs::read_dir(dir).map_or(0, |es| {
-                es.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-        };
-        opts.progress.downloaded(on_disk(&dir), r.total_len);
-        for (i, part) in body.parts.iter().enumerate() {
-            let file = format!("part-{i:05}");
-            let dest = dir.join(&file);
-            downloaded += remote.download(&format!("{rel}/{file}"), &dest, part.len)?;
-            let mut bytes = Vec::new();
-            File::open(&dest)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| bad(&dest, e.to_string()))?;
-            if ObjectId::digest(&bytes) != part.sha256 {
-                // Damaged in transit or on disk: fetch it again once.
-                fsop::unlinkat(CWD, &dest, AtFlags::empty())
-                    .map_err(|e| bad(&dest, e.to_string()))?;
-                downloaded += remote.download(&format!("{rel}/{file}"), &dest, part.len)?;
-            }
-            opts.progress.downloaded(on_disk(&dir), r.total_len);
-        }
+        let dir = self.download_dir(&p.commit, kind)?;
+        downloaded += remote.download_update(&rel, &r, &dir, opts)?;
         let report = self.apply_update(&dir, opts, deadline.as_ref())?;
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let _ = fsop::unlinkat(CWD, e.path(), AtFlags::empty());
-            }
-        }
-        let _ = fsop::unlinkat(CWD, &dir, AtFlags::REMOVEDIR);
+        remove_dir(&dir);
         Ok(RemoteReport {
             downloaded,
             kind,
             update: Some(report),
         })
+    }
+
+    /// `berth/repo/tmp/download-<commit id16>-<kind>/`, made if missing.
+    fn download_dir(&self, commit: &ObjectId, kind: &str) -> Result<PathBuf, UpdaterError> {
+        let dir = self
+            .path
+            .join("berth/repo/tmp")
+            .join(format!("download-{}-{kind}", &commit.to_string()[..16]));
+        match fsop::mkdirat(CWD, &dir, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(dir),
+            Err(e) => Err(bad(&dir, format!("create directory: {e}"))),
+        }
     }
 
     /// Whether the channel's `commit` is something to install: not the running one, and
@@ -506,4 +645,15 @@ impl Device {
             .is_dir();
         Ok(commit != running && !(repo.has(commit, ObjectKind::Commit)? && deployed))
     }
+}
+
+/// Removes a download directory and what it holds (best effort: left behind, it is only
+/// garbage that the next download of the same commit reuses or replaces).
+fn remove_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = fsop::unlinkat(CWD, e.path(), AtFlags::empty());
+        }
+    }
+    let _ = fsop::unlinkat(CWD, dir, AtFlags::REMOVEDIR);
 }

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use format::record::{DeploymentName, Record};
+use format::record::{DeploymentName, Record, RecordCopy};
 use format::sig::Signatures;
 use format::update::{self, Body};
 use format::{Commit, EntryKind, ObjectId, ObjectKind};
@@ -106,6 +106,19 @@ impl Progress {
             Self::Quiet => {}
             Self::Text => eprintln!("part {}/{parts} applied ({size} bytes)", i + 1),
             Self::Json => eprintln!(r#"{{"part":{},"parts":{parts},"bytes":{size}}}"#, i + 1),
+        }
+    }
+
+    /// Reports that an object pull gives way to the full update, which costs less.
+    pub(crate) fn fallback(self, missing: u64, full: u64) {
+        match self {
+            Self::Quiet => {}
+            Self::Text => eprintln!(
+                "the missing objects ({missing} bytes) cost more than the full update ({full} bytes): taking the full update"
+            ),
+            Self::Json => {
+                eprintln!(r#"{{"fallback":"full","objects_bytes":{missing},"full_bytes":{full}}}"#);
+            }
         }
     }
 
@@ -377,25 +390,17 @@ impl Device {
             }
         }
 
-        install_commit(
+        self.finish_update(
             &repo,
             file,
             &mut checks,
-            &commit,
-            commit_sigs.as_ref(),
-            &self.path.join("berth/deploy").join(name.as_str()),
+            (&commit, commit_sigs.as_ref()),
+            (rec, copy),
+            &default,
+            opts,
+            deadline,
         )
         .inspect_err(forget_progress)?;
-        self.carry_etc(&repo, &default, &name)?;
-        if let Some(d) = deadline {
-            d.disarm();
-        }
-        let new = Record {
-            trial: Some(name),
-            tries_left: opts.tries,
-            ..rec
-        };
-        self.write(&(rec, copy), &new)?;
         // Left behind, it would only be garbage: the update is complete.
         let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
         Ok(UpdateReport {
@@ -406,6 +411,43 @@ impl Device {
             parts_skipped: done.len(),
             objects,
         })
+    }
+
+    /// The steps every update ends with, once its objects are in the store: checks the
+    /// commit's tree and writes the commit, checks out its deployment, carries `/etc`
+    /// forward, disarms the deadline and makes the deployment the trial.
+    #[allow(clippy::too_many_arguments)] // each is a different part of the update's state
+    pub(crate) fn finish_update(
+        &self,
+        repo: &Repo,
+        file: &Path,
+        checks: &mut TreeChecks<'_>,
+        (commit, sigs): (&Commit, Option<&Signatures>),
+        (rec, copy): (Record, RecordCopy),
+        default: &DeploymentName,
+        opts: UpdateOptions,
+        deadline: Option<&crate::deadline::Deadline>,
+    ) -> Result<(), UpdaterError> {
+        let name = DeploymentName::for_commit(&ObjectId::digest(&commit.encode()));
+        install_commit(
+            repo,
+            file,
+            checks,
+            commit,
+            sigs,
+            &self.path.join("berth/deploy").join(name.as_str()),
+        )?;
+        self.carry_etc(repo, default, &name)?;
+        if let Some(d) = deadline {
+            d.disarm();
+        }
+        let new = Record {
+            trial: Some(name),
+            tries_left: opts.tries,
+            ..rec
+        };
+        self.write(&(rec, copy), &new)?;
+        Ok(())
     }
 
     /// Rollback protection, the delta's base, free space: everything checked before the
@@ -419,24 +461,7 @@ impl Device {
         default: &DeploymentName,
         opts: UpdateOptions,
     ) -> Result<(), UpdaterError> {
-        let current = repo
-            .resolve_commit(default.as_str())
-            .ok()
-            .and_then(|c| repo.read_commit(&c).ok())
-            .map(|c| c.0.version);
-        let not_newer =
-            |cur: &format::Version| commit.version.cmp_release(cur) != std::cmp::Ordering::Greater;
-        if let Some(cur) = current.filter(|cur| not_newer(cur) && !opts.allow_downgrade) {
-            {
-                return Err(bad(
-                    file,
-                    format!(
-                        "version {} is not newer than the installed {cur}; refusing (pass --allow-downgrade to install it anyway)",
-                        commit.version
-                    ),
-                ));
-            }
-        }
+        check_newer(repo, file, commit, default, opts)?;
         if let Some(from) = body
             .from
             .filter(|f| !repo.has(f, ObjectKind::Commit).unwrap_or(false))
@@ -448,7 +473,12 @@ impl Device {
                 ),
             ));
         }
-        let need: u64 = body.parts.iter().map(|p| p.size).sum::<u64>() + (1 << 20);
+        self.check_space(body.parts.iter().map(|p| p.size).sum())
+    }
+
+    /// Refuses an update that needs more than the free space (with 1 MiB to spare).
+    pub(crate) fn check_space(&self, bytes: u64) -> Result<(), UpdaterError> {
+        let need = bytes.saturating_add(1 << 20);
         let vfs = rustix::fs::statvfs(&self.path).map_err(|e| UpdaterError::Sysroot {
             path: self.path.clone(),
             step: "statvfs",
@@ -499,6 +529,34 @@ impl Device {
             },
         )?;
         Ok(())
+    }
+}
+
+/// Rollback protection: the target must be newer than the running deployment's
+/// commit, unless `--allow-downgrade`.
+pub(crate) fn check_newer(
+    repo: &Repo,
+    file: &Path,
+    commit: &Commit,
+    default: &DeploymentName,
+    opts: UpdateOptions,
+) -> Result<(), UpdaterError> {
+    let current = repo
+        .resolve_commit(default.as_str())
+        .ok()
+        .and_then(|c| repo.read_commit(&c).ok())
+        .map(|c| c.0.version);
+    let not_newer =
+        |cur: &format::Version| commit.version.cmp_release(cur) != std::cmp::Ordering::Greater;
+    match current.filter(|cur| not_newer(cur) && !opts.allow_downgrade) {
+        Some(cur) => Err(bad(
+            file,
+            format!(
+                "version {} is not newer than the installed {cur}; refusing (pass --allow-downgrade to install it anyway)",
+                commit.version
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

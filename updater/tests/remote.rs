@@ -149,34 +149,69 @@ fn a_delta_over_a_link_that_drops_every_20_kib_completes_without_fetching_twice(
 }
 
 #[test]
-fn a_device_without_a_delta_takes_the_full_update_even_from_a_server_that_ignores_ranges() {
+fn a_device_that_lacks_more_than_the_full_update_costs_takes_it_even_from_a_server_that_ignores_ranges()
+ {
     let (lab, [_, v2, v3]) = lab();
+    // v4 adds 300 near-identical documents: one zstd stream compresses them together,
+    // one frame per object cannot, so pulling them would cost more than the full update.
+    let mut files = vec![(
+        "usr/lib/big.bin".to_owned(),
+        fs::read(lab.tmp.path().join("tree-3.0/usr/lib/big.bin")).unwrap(),
+    )];
+    files.extend(docs("usr/share/doc", 300, "v4"));
+    let v4 = commit_with(&lab, "4.0", &files);
     // The channel has no delta from v1.
-    let www = publish(&lab, &v2, &[&v3]);
+    publish(&lab, &v2, &[]);
+    let www = publish(&lab, &v4, &[&v3]);
     let server = Server::start(&www);
     let (p, _) = pointer(&www);
+    let (trees, files) = lacking(&lab, &index(&www, &p));
+    assert!(files > p.full.total_len, "{files} vs {}", p.full.total_len);
     // Drops shorter than a part, from a server that ignores ranges: every retry starts
     // the file over, gets no further, and berth gives up saying so.
     server.set(|f| {
         f.drop_every = Some(8 << 10);
         f.ignore_range = true;
+        f.faulty = "updates/".into();
     });
     let out = lab.berth(&["update", &server.url(), "--channel", "stable"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no progress after 6 attempts"), "{err}");
     // Without the drops, the same server serves the full update; a retried file starts
-    // over, so the bytes already on disk are fetched again.
+    // over, so the bytes already on disk are fetched again. The index and the trees
+    // were fetched first, to learn what is missing.
     server.set(|f| f.drop_every = None);
-    let out = lab.ok(&["update", &server.url(), "--channel", "stable"]);
+    let run = lab.berth(&[
+        "update",
+        &server.url(),
+        "--channel",
+        "stable",
+        "--progress",
+        "text",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{err}");
     assert!(out.contains("for the full update"), "{out}");
-    let downloaded: u64 = out
-        .split(" bytes downloaded")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    assert!(downloaded > 0 && downloaded <= p.full.total_len, "{out}");
+    assert!(
+        err.contains(&format!(
+            "the missing objects ({files} bytes) cost more than the full update ({} bytes)",
+            p.full.total_len
+        )),
+        "{err}"
+    );
+    // The superblock (under 8 KiB) came whole in the first run and is not fetched again.
+    assert!(p.full.superblock_len < 8 << 10);
+    assert_eq!(
+        downloaded(&out),
+        p.objects.unwrap().superblock_len + trees + p.full.total_len - p.full.superblock_len,
+        "{err}"
+    );
+    let s = lab.status();
+    assert_eq!(Lab::role(&s, "trial").as_deref(), Some(&v4[..16]));
     lab.ok(&["fsck"]);
 }
 
@@ -336,4 +371,264 @@ fn endless_data_is_cut_at_the_signed_length_and_a_stall_meets_the_deadline() {
     let out = lab.ok(&["update", &url, "--channel", "stable"]);
     assert!(out.contains("for the delta update"), "{out}");
     lab.ok(&["fsck"]);
+}
+
+/// Bytes `berth update` reports it downloaded, from its summary line.
+fn downloaded(out: &str) -> u64 {
+    out.split(" bytes downloaded")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no download summary in {out:?}"))
+}
+
+/// `count` small text files under `dir`, numbered from 0, all different.
+fn docs(dir: &str, count: usize, salt: &str) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            (
+                format!("{dir}/doc-{i:04}"),
+                format!("document {i} of {salt}: {}\n", "words ".repeat(40)).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn commit_with(lab: &Lab, version: &str, files: &[(String, Vec<u8>)]) -> String {
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    lab.commit(version, &refs)
+}
+
+/// The object index a pointer names, as published.
+fn index(www: &std::path::Path, p: &Pointer) -> format::index::Index {
+    let bytes = fs::read(www.join(format!("indexes/{}", p.commit))).unwrap();
+    assert_eq!(bytes.len() as u64, p.objects.unwrap().superblock_len);
+    format::index::Index::decode(&bytes).unwrap()
+}
+
+#[test]
+fn without_a_delta_the_device_pulls_only_the_objects_it_lacks_over_a_dropping_link() {
+    let lab = Lab::new();
+    let mut v1_files = docs("usr/share/doc", 40, "v1");
+    let big: Vec<u8> = (0..120_000u32).flat_map(u32::to_le_bytes).collect();
+    v1_files.push(("usr/lib/big.bin".into(), big.clone()));
+    let v1 = commit_with(&lab, "1.0", &v1_files);
+    // v2 and v3 keep v1's documents; v3 changes one, adds a large incompressible file
+    // (fetched to disk with resume, not in memory) and a small one.
+    let v2 = commit_with(&lab, "2.0", &v1_files);
+    let mut v3_files = v1_files.clone();
+    v3_files[3].1 = b"changed\n".to_vec();
+    v3_files.push(("usr/lib/blob".into(), testkit::noise(4_400_000)));
+    v3_files.push(("usr/share/new".into(), b"new file\n".to_vec()));
+    let v3 = commit_with(&lab, "3.0", &v3_files);
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    publish(&lab, &v2, &[]);
+    // The channel moves on from v2: its only delta starts there, not at v1.
+    let www = publish(&lab, &v3, &[]);
+    let (p, pointer_len) = pointer(&www);
+    assert!(
+        p.delta_from(&format::ObjectId::parse_hex(v1.as_bytes()).unwrap())
+            .is_none()
+    );
+    // The trees and the files the device's store lacks, as published.
+    let lacks = lacking(&lab, &index(&www, &p));
+
+    let server = Server::start(&www);
+    let url = server.url();
+    let (code, offer, err) = check(&lab, &url);
+    assert_eq!(code, Some(100), "{err}");
+    assert_eq!(offer["kind"], "objects");
+
+    server.set(|f| f.drop_every = Some(20 << 10));
+    let before = server.sent();
+    let run = lab.berth(&["update", &url, "--channel", "stable", "--progress", "json"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{err}");
+    assert!(out.contains("for the objects update"), "{out}");
+    let got = downloaded(&out);
+    // Exactly the index and the objects v1 lacks: the changed document, the two new
+    // files, and the trees above them (root, usr, usr/lib, usr/share, usr/share/doc,
+    // etc for the release file).
+    assert_eq!(got, p.objects.unwrap().superblock_len + lacks.0 + lacks.1);
+    assert!(got < p.full.total_len, "{got} vs full {}", p.full.total_len);
+    // The drops cost requests, not bytes: nothing crossed the link twice.
+    assert_eq!(server.sent() - before, pointer_len + got);
+    assert!(server.requests() > 4_400_000 / (20 << 10));
+    let last = err.lines().rfind(|l| l.contains("downloaded")).unwrap();
+    assert_eq!(last, format!(r#"{{"downloaded":{got},"total":{got}}}"#));
+
+    let s = lab.status();
+    assert_eq!(Lab::role(&s, "trial").as_deref(), Some(&v3[..16]));
+    lab.ok(&["fsck"]);
+    let deployed = lab.sysroot.join("berth/deploy").join(&v3[..16]);
+    let source = lab.tmp.path().join("tree-3.0");
+    if let Err(diffs) = testkit::compare_trees(&source, &deployed, true) {
+        panic!("the pulled deployment differs from v3: {diffs:?}");
+    }
+}
+
+/// Bytes (as published) of the trees and of the files in `idx` that the device's store
+/// lacks.
+fn lacking(lab: &Lab, idx: &format::index::Index) -> (u64, u64) {
+    let device = store::Repo::open(&lab.sysroot.join("berth/repo")).unwrap();
+    let (mut trees, mut files) = (0, 0);
+    for e in &idx.entries {
+        if !device.has(&e.id, e.kind).unwrap() {
+            match e.kind {
+                format::ObjectKind::Tree => trees += e.stored,
+                _ => files += e.stored,
+            }
+        }
+    }
+    (trees, files)
+}
+
+/// `n` bytes no compressor can shrink, different for each `seed` (sha256 in counter mode).
+fn random(seed: &str, n: usize) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut out = Vec::with_capacity(n + 32);
+    let mut i = 0u64;
+    while out.len() < n {
+        out.extend_from_slice(&sha2::Sha256::digest(format!("{seed}/{i}")));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn an_interrupted_pull_keeps_the_objects_it_stored_and_a_tampered_object_is_refused() {
+    let (lab, _) = lab();
+    let mut files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("usr/share/data/{i}"),
+                random(&format!("f{i}"), 30_000),
+            )
+        })
+        .collect();
+    files.push((
+        "usr/lib/big.bin".into(),
+        fs::read(lab.tmp.path().join("tree-1.0/usr/lib/big.bin")).unwrap(),
+    ));
+    let v3 = commit_with(&lab, "3.1", &files);
+    // The first publish of the channel: no delta at all.
+    let www = publish(&lab, &v3, &[]);
+    let (p, _) = pointer(&www);
+    assert!(p.deltas.is_empty());
+    let idx = index(&www, &p);
+    let device = store::Repo::open(&lab.sysroot.join("berth/repo")).unwrap();
+    let mut wanted: Vec<_> = idx
+        .entries
+        .iter()
+        .filter(|e| e.kind == format::ObjectKind::File && !device.has(&e.id, e.kind).unwrap())
+        .copied()
+        .collect();
+    wanted.sort_by_key(|e| e.id);
+    assert_eq!(wanted.len(), 7, "six data files and the new release file");
+
+    // The last data file (by id, the order of the pull) is replaced by a well-formed
+    // file object of the same sizes whose bytes are not its id.
+    let at = wanted.iter().rposition(|e| e.size > 30_000).unwrap();
+    let last = wanted[at];
+    let hex = last.id.to_string();
+    let rel = format!("objects/{}/{}.file", &hex[..2], &hex[2..]);
+    let forged = forged(&last);
+    let server = Server::start(&www);
+    server.set(|f| {
+        f.replace.insert(rel.clone(), forged.clone());
+    });
+    let url = server.url();
+    let record = lab.record_bytes();
+    let run = |batch: &str| {
+        std::process::Command::new(common::berth())
+            .arg("--sysroot")
+            .arg(&lab.sysroot)
+            .arg("--boot-json")
+            .arg(&lab.boot_json)
+            .args(["update", &url, "--channel", "stable"])
+            .env("BERTH_TEST_PULL_BATCH", batch)
+            .output()
+            .unwrap()
+    };
+    let out = run("2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{url}/{rel}: is not object {}", last.id)),
+        "{err}"
+    );
+    assert_eq!(lab.record_bytes(), record, "the record changed");
+    assert_eq!(Lab::role(&lab.status(), "trial"), None);
+    lab.ok(&["fsck"]);
+    // Batches of two: the batches before the forged object's made it into the store;
+    // its own batch and the later ones did not.
+    let device = store::Repo::open(&lab.sysroot.join("berth/repo")).unwrap();
+    let kept: Vec<bool> = wanted
+        .iter()
+        .map(|e| device.has(&e.id, e.kind).unwrap())
+        .collect();
+    let expected: Vec<bool> = (0..wanted.len()).map(|j| j / 2 < at / 2).collect();
+    assert_eq!(kept, expected, "forged object at {at}");
+
+    // Repaired at the server: the next run fetches the trees and the objects still
+    // missing, nothing else (the index is on the device already).
+    server.set(|f| f.replace.clear());
+    let (trees, files) = lacking(&lab, &idx);
+    assert_eq!(
+        files,
+        wanted[at / 2 * 2..].iter().map(|e| e.stored).sum::<u64>()
+    );
+    let out = run("2");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(downloaded(&text), trees + files);
+    assert_eq!(
+        Lab::role(&lab.status(), "trial").as_deref(),
+        Some(&v3[..16])
+    );
+    lab.ok(&["fsck"]);
+    let deployed = lab.sysroot.join("berth/deploy").join(&v3[..16]);
+    if let Err(diffs) = testkit::compare_trees(&lab.tmp.path().join("tree-3.1"), &deployed, true) {
+        panic!("the pulled deployment differs from its commit: {diffs:?}");
+    }
+}
+
+/// A well-formed file object with the sizes of `e` (decompressed and published) whose
+/// bytes are not `e`'s id.
+fn forged(e: &format::index::IndexEntry) -> Vec<u8> {
+    let head = format::FileHeader {
+        kind: format::FileKind::Regular,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        rdev_major: 0,
+        rdev_minor: 0,
+        size: 0,
+        xattrs: format::Xattrs::new(),
+    };
+    let content = e.size - head.encode().len() as u64;
+    let mut forged = format::FileHeader {
+        size: content,
+        ..head
+    }
+    .encode();
+    forged.extend(random("forged", usize::try_from(content).unwrap()));
+    let mut forged = zstd::encode_all(&forged[..], 19).unwrap();
+    // Bytes after the zstd frame are never read.
+    assert!(forged.len() as u64 <= e.stored);
+    forged.resize(usize::try_from(e.stored).unwrap(), 0);
+    forged
 }

@@ -1,5 +1,6 @@
-//! Tree, commit, signature and file-header decoders. Panics are bugs: these parse
-//! objects read from stores and, later, from update files.
+//! Tree, commit, signature, file-header, object-index and channel-pointer decoders.
+//! Panics are bugs: these parse objects read from stores, update files and static
+//! repositories.
 #![no_main]
 
 use format::sig::Signatures;
@@ -19,6 +20,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(h) = FileHeader::decode(data) {
         assert_eq!(h.encode(), data);
+    }
+    // A header at the start of a file object: the same header, and no more bytes.
+    if let Ok((h, used)) = FileHeader::decode_prefix(data) {
+        assert_eq!(h.encode(), &data[..used]);
+    }
+    if let Ok(i) = format::index::Index::decode(data) {
+        assert_eq!(i.encode(), data);
+    }
+    if let Ok(p) = format::channel::Pointer::decode(data) {
+        assert_eq!(p.encode(), data);
     }
     let _ = format::probe::gpt_header(data);
     let _ = format::probe::gpt_entry_partuuid(data);
