@@ -21,6 +21,7 @@ packages=(
     cpio               # checks berth-image's initramfs writer
     fdisk              # sfdisk: the GPT of berth-image disk
     python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh)
+    docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
 )
 
 missing=()

@@ -37,6 +37,7 @@ pub mod limits;
 pub mod link;
 pub mod meta;
 pub mod name;
+pub mod oci;
 pub mod ops;
 pub mod probe;
 pub mod record;

@@ -203,6 +203,15 @@ enum Command {
     /// devices refuse an older serial and an expired pointer, so republish before then.
     /// `berth update http://HOST/PATH --channel NAME` reads it.
     Publish(PublishCli),
+    /// Push a commit to an OCI registry (distribution, Harbor, zot, a cloud's registry)
+    /// as the tag REGISTRY/NAME:TAG, which is the channel.
+    ///
+    /// Publishes as `publish` does (full update, deltas from each --from and from the
+    /// tag's previous commit, every object and the index, the signed pointer with the
+    /// next serial, read from the registry) and uploads each file as a blob (blobs the
+    /// registry has are not sent again), then the manifest that names them, last.
+    /// `berth update oci://REGISTRY/NAME:TAG` reads it.
+    Push(PushCli),
     /// List the boards berth-image knows, from their board.toml files.
     Boards {
         /// Where the board files are.
@@ -228,18 +237,12 @@ enum Command {
     },
 }
 
-/// The arguments of `publish`.
+/// What a release is made of, for `publish` and `push`.
 #[derive(Debug, clap::Args)]
-pub struct PublishCli {
+pub struct ReleaseArgs {
     /// The repository holding the commits.
     #[arg(long, value_name = "REPO")]
     pub repo: PathBuf,
-    /// The static repository directory (created if missing).
-    #[arg(long = "to", value_name = "DIR")]
-    pub to: PathBuf,
-    /// The channel (a-z, 0-9, . _ -).
-    #[arg(long, value_name = "NAME")]
-    pub channel: String,
     /// The commit the channel points at.
     #[arg(long, value_name = "COMMIT")]
     pub commit: String,
@@ -258,6 +261,49 @@ pub struct PublishCli {
     /// zstd compression level (1 to 22).
     #[arg(long, value_name = "N", default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub level: i32,
+}
+
+impl ReleaseArgs {
+    pub fn publish_to(self, to: PathBuf, channel: String) -> crate::publish::PublishArgs {
+        crate::publish::PublishArgs {
+            repo: self.repo,
+            to,
+            channel,
+            commit: self.commit,
+            key: self.key,
+            from: self.from,
+            expires_days: self.expires_in_days,
+            part_size: self.part_size,
+            level: self.level,
+        }
+    }
+}
+
+/// The arguments of `publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishCli {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// The static repository directory (created if missing).
+    #[arg(long = "to", value_name = "DIR")]
+    pub to: PathBuf,
+    /// The channel (a-z, 0-9, . _ -).
+    #[arg(long, value_name = "NAME")]
+    pub channel: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `push`.
+#[derive(Debug, clap::Args)]
+pub struct PushCli {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// Where to push: REGISTRY/NAME:TAG, the tag being the channel (a-z, 0-9, . _ -).
+    /// A registry on localhost or 127.0.0.1 is reached over plain HTTP.
+    #[arg(value_name = "REGISTRY/NAME:TAG")]
+    pub reference: String,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -386,6 +432,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::Publish(a) => publish(a),
+        Command::Push(a) => push(a),
         Command::Show { repo, commit, json } => show(&repo, &commit, json),
         Command::Fsck { repo } => fsck(&repo),
     }
@@ -595,17 +642,7 @@ fn commit(args: &CommitArgs) -> Result<()> {
 }
 
 fn publish(a: PublishCli) -> Result<()> {
-    let out = crate::publish::publish(&crate::publish::PublishArgs {
-        repo: a.repo,
-        to: a.to,
-        channel: a.channel,
-        commit: a.commit,
-        key: a.key,
-        from: a.from,
-        expires_days: a.expires_in_days,
-        part_size: a.part_size,
-        level: a.level,
-    })?;
+    let out = crate::publish::publish(&a.release.publish_to(a.to, a.channel))?;
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
@@ -621,6 +658,25 @@ fn publish(a: PublishCli) -> Result<()> {
                 .map(|(f, b)| format!("from {} {b} bytes", &f[..16]))
                 .collect::<Vec<_>>()
                 .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn push(a: PushCli) -> Result<()> {
+    let out = crate::oci::push(a.release, &a.reference)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "{} serial {} -> {} ({} blobs, {} uploaded: {} bytes; manifest {})",
+            out.reference,
+            out.serial,
+            &out.commit[..16],
+            out.blobs,
+            out.uploaded,
+            out.uploaded_bytes,
+            out.manifest_digest
         );
     }
     Ok(())

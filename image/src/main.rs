@@ -15,6 +15,7 @@ mod delta;
 mod disk;
 mod install;
 mod keys;
+mod oci;
 mod publish;
 
 use std::process::ExitCode;

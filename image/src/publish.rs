@@ -65,7 +65,7 @@ pub struct PublishOutput {
     pub objects_bytes: u64,
 }
 
-const CONFIG: &str = "berth-static-repo\nversion=1\n";
+pub const CONFIG: &str = "berth-static-repo\nversion=1\n";
 
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));

@@ -7,6 +7,8 @@
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod proxy;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};

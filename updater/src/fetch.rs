@@ -18,6 +18,7 @@
 //!    length is cut at that length.
 //! 4. `berth update DIR` applies it (every check of a file update happens again).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,8 @@ pub(crate) struct Remote {
     base: String,
     agent: ureq::Agent,
     opts: FetchOptions,
+    /// For a registry: the blob URL of each path, from the tag's manifest.
+    blobs: Option<HashMap<String, String>>,
 }
 
 /// The clock, in seconds since the Unix epoch. Test hook: `BERTH_TEST_CLOCK=SECONDS`
@@ -110,9 +113,19 @@ fn now() -> u64 {
 
 impl Remote {
     fn new(url: &str, opts: FetchOptions) -> Result<Self, UpdaterError> {
-        if !url.starts_with("http://") {
+        let oci = url
+            .starts_with("oci://")
+            .then(|| {
+                format::oci::Reference::parse(url)
+                    .map_err(|e| UpdaterError::State(format!("{url}: {e}")))
+            })
+            .transpose()?;
+        let api = oci
+            .as_ref()
+            .map_or_else(|| url.to_owned(), format::oci::Reference::api);
+        if !api.starts_with("http://") {
             return Err(UpdaterError::State(format!(
-                "{url}: only http:// repositories are supported by this build (https is not built yet)"
+                "{url}: only http:// repositories and oci:// registries on this machine are supported by this build (https is not built yet)"
             )));
         }
         let config = ureq::Agent::config_builder()
@@ -120,15 +133,35 @@ impl Remote {
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(30)))
             .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let blobs = oci
+            .as_ref()
+            .map(|r| crate::oci::blobs(&agent, r))
+            .transpose()?;
         Ok(Self {
-            base: url.trim_end_matches('/').to_owned(),
-            agent: ureq::Agent::new_with_config(config),
+            base: oci.map_or_else(|| url.trim_end_matches('/').to_owned(), |r| r.to_string()),
+            agent,
             opts,
+            blobs,
         })
     }
 
+    /// How errors name `rel`: its URL, or for a registry `oci://REGISTRY/NAME:TAG/rel`.
     pub(crate) fn url(&self, rel: &str) -> String {
         format!("{}/{rel}", self.base)
+    }
+
+    /// Where `rel` is fetched from: the URL, or the blob a registry's manifest names.
+    fn locate(&self, rel: &str) -> Result<String, UpdaterError> {
+        match &self.blobs {
+            None => Ok(self.url(rel)),
+            Some(map) => map.get(rel).cloned().ok_or_else(|| {
+                UpdaterError::State(format!(
+                    "{}: the registry's manifest lists no {rel}",
+                    self.base
+                ))
+            }),
+        }
     }
 
     /// The whole of `rel`, refused past `max` bytes.
@@ -137,7 +170,7 @@ impl Remote {
         let fail = |why: String| UpdaterError::State(format!("{url}: {why}"));
         let mut resp = self
             .agent
-            .get(&url)
+            .get(&self.locate(rel)?)
             .call()
             .map_err(|e| fail(e.to_string()))?;
         let status = resp.status().as_u16();
@@ -184,6 +217,7 @@ impl Remote {
     /// a drop. Returns the bytes fetched.
     fn fetch(&self, rel: &str, len: u64, sink: &mut dyn Sink) -> Result<u64, UpdaterError> {
         let url = self.url(rel);
+        let from = self.locate(rel)?;
         let fail = |why: String| UpdaterError::State(format!("{url}: {why}"));
         let mut fetched = 0u64;
         let mut idle = 0u32;
@@ -204,7 +238,7 @@ impl Remote {
             let left = len - have;
             // The slowest rate we accept bounds how long this request may take.
             let budget = Duration::from_secs(30 + left / self.opts.min_rate.max(1));
-            let mut req = self.agent.get(&url);
+            let mut req = self.agent.get(&from);
             if have > 0 {
                 req = req.header("Range", format!("bytes={have}-"));
             }

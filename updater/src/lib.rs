@@ -22,6 +22,7 @@ mod checks;
 mod deadline;
 pub mod fetch;
 pub mod gc;
+pub mod oci;
 mod pull;
 pub mod repair;
 pub mod update;

@@ -67,12 +67,15 @@ enum Command {
     /// free space, apply its parts (resuming after an interruption), check out the new
     /// deployment, carry /etc changes forward, and make it the trial for the next boot.
     Update {
-        /// The update file (a path; a USB stick's mount point works), or the URL of a
-        /// static repository (`http://HOST/PATH`, from berth-image publish) with --channel.
+        /// The update file (a path; a USB stick's mount point works), the URL of a
+        /// static repository (`http://HOST/PATH`, from berth-image publish) with
+        /// --channel, or an OCI registry's tag (`oci://REGISTRY/NAME:TAG`, from
+        /// berth-image push; the tag is the channel).
         file: PathBuf,
-        /// The channel to follow in a repository URL; the delta from the running commit
-        /// is fetched when the channel has one, else the full update. Downloads resume
-        /// where they stopped, across runs and reboots.
+        /// The channel to follow in a repository URL. The delta from the running commit
+        /// is fetched when the channel has one; else only the objects the device lacks,
+        /// or the full update when that costs fewer bytes. Downloads resume where they
+        /// stopped, across runs and reboots.
         #[arg(long, value_name = "NAME")]
         channel: Option<String>,
         /// Slowest acceptable average rate of one download request, in bytes per second;
@@ -108,11 +111,11 @@ enum Command {
     /// Exit status, as dnf check-update: 100 an update is available, 0 up to date, 1
     /// error (unreachable, forged, stale or expired pointer), 2 bad command line.
     Check {
-        /// The repository (`http://HOST/PATH`).
+        /// The repository (`http://HOST/PATH`) or registry tag (`oci://REGISTRY/NAME:TAG`).
         url: String,
-        /// The channel.
+        /// The channel (for `oci://`, the tag).
         #[arg(long, value_name = "NAME")]
-        channel: String,
+        channel: Option<String>,
         /// Print JSON for programs.
         #[arg(long)]
         json: bool,
@@ -221,10 +224,11 @@ fn update_cmd(
     tries: u8,
 ) -> Result<()> {
     let source = file.to_string_lossy();
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let Some(channel) = channel else {
-            anyhow::bail!("{source}: a repository URL needs --channel NAME");
-        };
+    if ["http://", "https://", "oci://"]
+        .iter()
+        .any(|s| source.starts_with(s))
+    {
+        let channel = &updater::oci::channel_for(&source, channel)?;
         let fetch = updater::fetch::FetchOptions {
             min_rate,
             ..Default::default()
@@ -251,8 +255,9 @@ fn update_cmd(
 }
 
 /// `berth check`: exit 100 when an update is available, as dnf check-update.
-fn check_cmd(device: &Device, url: &str, channel: &str, json: bool) -> Result<ExitCode> {
-    let o = device.check(url, channel, updater::fetch::FetchOptions::default())?;
+fn check_cmd(device: &Device, url: &str, channel: Option<&str>, json: bool) -> Result<ExitCode> {
+    let channel = updater::oci::channel_for(url, channel)?;
+    let o = device.check(url, &channel, updater::fetch::FetchOptions::default())?;
     if json {
         println!("{}", serde_json::to_string(&o)?);
     } else if o.available {
@@ -329,7 +334,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             ref url,
             ref channel,
             json,
-        } => return check_cmd(&device, url, channel, json),
+        } => return check_cmd(&device, url, channel.as_deref(), json),
         Command::Rollback { ref from } => {
             let from = from
                 .as_deref()

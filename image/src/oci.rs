@@ -1,0 +1,287 @@
+//! `berth-image push`: a static repository as an OCI artifact (`docs/FORMAT.md`, "OCI
+//! registries").
+//!
+//! The release is published into a scratch static repository exactly as `publish` does;
+//! the tag's previous channel pointer is read from the registry first, so the serial
+//! goes on growing and the previous commit gets a delta. Every file of the scratch
+//! repository is then uploaded as a blob (those the registry has already are skipped),
+//! and the manifest naming them, each layer titled with its path, is put last: a device
+//! never sees a tag that names a missing blob.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use format::ObjectId;
+use format::oci::{self, Reference};
+
+use crate::cli::ReleaseArgs;
+
+/// What `push` did.
+#[derive(Debug, serde::Serialize)]
+pub struct PushOutput {
+    pub reference: String,
+    pub serial: u64,
+    pub commit: String,
+    /// Blobs the manifest names (the config and every file).
+    pub blobs: usize,
+    /// Of those, the ones uploaded (the registry lacked them).
+    pub uploaded: usize,
+    pub uploaded_bytes: u64,
+    pub manifest_digest: String,
+}
+
+/// A registry's API for one repository name.
+struct Registry {
+    r: Reference,
+    api: String,
+    agent: ureq::Agent,
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", ObjectId::digest(bytes))
+}
+
+impl Registry {
+    fn new(r: Reference) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_mins(2)))
+            .build();
+        Self {
+            api: r.api(),
+            r,
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn fail(&self, what: &str, why: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!("{}: {what}: {why}", self.r)
+    }
+
+    /// The tag's manifest, if the tag exists.
+    fn manifest(&self) -> Result<Option<serde_json::Value>> {
+        let url = format!("{}/manifests/{}", self.api, self.r.tag);
+        let mut resp = self
+            .agent
+            .get(&url)
+            .header("Accept", oci::MANIFEST_TYPE)
+            .call()
+            .map_err(|e| self.fail("get the manifest", e))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            s => return Err(self.fail("get the manifest", format!("HTTP {s}"))),
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(oci::MANIFEST_MAX as u64)
+            .read_to_vec()
+            .map_err(|e| self.fail("read the manifest", e))?;
+        Ok(Some(
+            serde_json::from_slice(&body).map_err(|e| self.fail("the manifest", e))?,
+        ))
+    }
+
+    fn blob(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
+        let url = format!("{}/blobs/{digest}", self.api);
+        let mut resp = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| self.fail(digest, e))?;
+        if resp.status().as_u16() != 200 {
+            return Err(self.fail(digest, format!("HTTP {}", resp.status().as_u16())));
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(max)
+            .read_to_vec()
+            .map_err(|e| self.fail(digest, e))
+    }
+
+    fn has_blob(&self, digest: &str) -> Result<bool> {
+        let url = format!("{}/blobs/{digest}", self.api);
+        let resp = self
+            .agent
+            .head(&url)
+            .call()
+            .map_err(|e| self.fail(digest, e))?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            s => Err(self.fail(digest, format!("HTTP {s}"))),
+        }
+    }
+
+    /// Uploads `bytes` as the blob `digest`: a monolithic upload (POST, then PUT).
+    fn upload(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+        let url = format!("{}/blobs/uploads/", self.api);
+        let resp = self
+            .agent
+            .post(&url)
+            .send_empty()
+            .map_err(|e| self.fail("start an upload", e))?;
+        if resp.status().as_u16() != 202 {
+            return Err(self.fail(
+                "start an upload",
+                format!("HTTP {}", resp.status().as_u16()),
+            ));
+        }
+        let location = resp
+            .headers()
+            .get("Location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.fail("start an upload", "no Location header"))?;
+        // The location may be relative to the registry.
+        let mut put = if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            let root = self.api.split("/v2/").next().unwrap_or_default();
+            format!("{root}{location}")
+        };
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str("digest=");
+        put.push_str(digest);
+        // Without this content type, the registry's form parsing swallows the body.
+        let resp = self
+            .agent
+            .put(&put)
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes)
+            .map_err(|e| self.fail(digest, e))?;
+        if resp.status().as_u16() != 201 {
+            return Err(self.fail(digest, format!("upload: HTTP {}", resp.status().as_u16())));
+        }
+        Ok(())
+    }
+
+    fn put_manifest(&self, body: &[u8]) -> Result<()> {
+        let url = format!("{}/manifests/{}", self.api, self.r.tag);
+        let resp = self
+            .agent
+            .put(&url)
+            .header("Content-Type", oci::MANIFEST_TYPE)
+            .send(body)
+            .map_err(|e| self.fail("put the manifest", e))?;
+        if resp.status().as_u16() != 201 {
+            return Err(self.fail(
+                "put the manifest",
+                format!("HTTP {}", resp.status().as_u16()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The files of a static repository, by path relative to it, sorted (temporary files,
+/// whose names start with `.`, left out).
+fn files(root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let dir = root.join(&rel);
+        for e in fs::read_dir(&dir).with_context(|| format!("{}: read", dir.display()))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = rel.join(&name);
+            if e.file_type()?.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The layer titled `title` in a manifest: its digest.
+fn layer<'a>(manifest: &'a serde_json::Value, title: &str) -> Option<&'a str> {
+    manifest["layers"].as_array()?.iter().find_map(|l| {
+        (l["annotations"][oci::TITLE].as_str() == Some(title))
+            .then(|| l["digest"].as_str())
+            .flatten()
+    })
+}
+
+pub fn push(release: ReleaseArgs, reference: &str) -> Result<PushOutput> {
+    let r = Reference::parse(reference).with_context(|| reference.to_owned())?;
+    let reg = Registry::new(r.clone());
+    let stage = tempfile::Builder::new()
+        .prefix("berth-push-")
+        .tempdir()
+        .context("make a scratch directory")?;
+    let pointer_path = format!("channels/{}", r.tag);
+    // The tag's previous pointer (the publisher's own, as a static repository keeps it):
+    // the serial carries on and its commit gets a delta.
+    if let Some(m) = reg.manifest()? {
+        let Some(digest) = layer(&m, &pointer_path) else {
+            bail!("{r}: the tag exists but is not a berth repository (no {pointer_path} layer)");
+        };
+        let bytes = reg.blob(digest, format::channel::FILE_MAX as u64)?;
+        fs::create_dir_all(stage.path().join("channels"))?;
+        fs::write(stage.path().join("config"), crate::publish::CONFIG)?;
+        fs::write(stage.path().join(&pointer_path), bytes)?;
+    }
+    let out = crate::publish::publish(&release.publish_to(stage.path().to_owned(), r.tag.clone()))?;
+
+    let (mut uploaded, mut uploaded_bytes) = (0, 0u64);
+    let mut config = None;
+    let mut layers = Vec::new();
+    for rel in files(stage.path())? {
+        let bytes = fs::read(stage.path().join(&rel))?;
+        let digest = digest_of(&bytes);
+        if !reg.has_blob(&digest)? {
+            reg.upload(&digest, &bytes)?;
+            uploaded += 1;
+            uploaded_bytes += bytes.len() as u64;
+        }
+        if rel == "config" {
+            config = Some(serde_json::json!({
+                "mediaType": oci::CONFIG_TYPE,
+                "digest": digest,
+                "size": bytes.len(),
+            }));
+        } else {
+            layers.push(serde_json::json!({
+                "mediaType": oci::FILE_TYPE,
+                "digest": digest,
+                "size": bytes.len(),
+                "annotations": { oci::TITLE: rel },
+            }));
+        }
+    }
+    let blobs = layers.len() + 1;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::MANIFEST_TYPE,
+        "artifactType": oci::ARTIFACT_TYPE,
+        "config": config.context("the scratch repository has no config")?,
+        "layers": layers,
+    });
+    let body = serde_json::to_vec(&manifest)?;
+    if body.len() > oci::MANIFEST_MAX {
+        bail!(
+            "{r}: the manifest would be {} bytes, over the {} devices read",
+            body.len(),
+            oci::MANIFEST_MAX
+        );
+    }
+    reg.put_manifest(&body)?;
+    Ok(PushOutput {
+        reference: r.to_string(),
+        serial: out.serial,
+        commit: out.commit,
+        blobs,
+        uploaded,
+        uploaded_bytes,
+        manifest_digest: digest_of(&body),
+    })
+}

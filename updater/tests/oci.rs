@@ -1,0 +1,188 @@
+//! `berth-image push` to a real OCI registry (Debian's docker-registry, distribution 2.8,
+//! on 127.0.0.1) and `berth update oci://…` from it, also through a link that drops.
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+
+mod common;
+
+use common::Lab;
+use testkit::proxy::Proxy;
+use testkit::registry::Registry;
+
+fn push(lab: &Lab, reference: &str, commit: &str, from: &[&str]) -> serde_json::Value {
+    let key = lab.keys.join("berth.key");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "push".as_ref(),
+        "--repo".as_ref(),
+        lab.repo.as_os_str(),
+        "--commit".as_ref(),
+        commit.as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--part-size".as_ref(),
+        "50000".as_ref(),
+        "--json".as_ref(),
+    ];
+    for f in from {
+        args.extend(["--from".as_ref(), std::ffi::OsStr::new(f)]);
+    }
+    args.push(reference.as_ref());
+    serde_json::from_str(&testkit::run_ok(&testkit::bin("berth-image"), &args)).unwrap()
+}
+
+fn downloaded(out: &str) -> (u64, String) {
+    let tail = out
+        .split("; ")
+        .find(|s| s.contains("bytes downloaded for the"))
+        .unwrap_or_else(|| panic!("no download summary in {out:?}"));
+    let mut words = tail.split(' ');
+    let n = words.next().unwrap().parse().unwrap();
+    let kind = tail
+        .split("for the ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    (n, kind.to_owned())
+}
+
+/// v1 installed and booted; v2 adds a file, v3 changes another.
+fn lab() -> (Lab, [String; 3]) {
+    let lab = Lab::new();
+    let big: Vec<u8> = (0..150_000u32).flat_map(u32::to_le_bytes).collect();
+    let mut big3 = big.clone();
+    big3[300_000..300_100].fill(7);
+    let noise = testkit::noise(200_000);
+    let v1 = lab.commit("1.0", &[("usr/lib/big.bin", &big)]);
+    let v2 = lab.commit(
+        "2.0",
+        &[("usr/lib/big.bin", &big), ("usr/share/noise", &noise)],
+    );
+    let v3 = lab.commit(
+        "3.0",
+        &[("usr/lib/big.bin", &big3), ("usr/share/noise", &noise)],
+    );
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    (lab, [v1, v2, v3])
+}
+
+#[test]
+fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
+    let registry = Registry::start();
+    let (lab, [v1, v2, v3]) = lab();
+    let tag = format!("{}/fleet/device:stable", registry.host());
+
+    // The first push of the tag: no delta, the pointer's serial is 1.
+    let first = push(&lab, &tag, &v2, &[]);
+    assert_eq!(first["serial"], 1);
+    assert_eq!(first["uploaded"], first["blobs"]);
+    let first_manifest = get_manifest(&registry);
+    let url = format!("oci://{tag}");
+    let out = lab.berth(&["check", &url, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(100),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (offer["channel"].as_str(), offer["serial"].as_u64()),
+        (Some("stable"), Some(1))
+    );
+    // v1 shares most of v2's bytes but has no delta to it: an object pull.
+    let out = lab.ok(&["update", &url]);
+    let (_, kind) = downloaded(&out);
+    assert_eq!(kind, "objects", "{out}");
+    assert_eq!(
+        Lab::role(&lab.status(), "trial").as_deref(),
+        Some(&v2[..16])
+    );
+    lab.ok(&["fsck"]);
+
+    // The second push reads serial 1 and v2 from the registry: serial 2, a delta from v2
+    // and, asked for, one from v1. Blobs the registry has are not sent again.
+    let second = push(&lab, &tag, &v3, &[&v1]);
+    assert_eq!(second["serial"], 2);
+    let uploaded = second["uploaded"].as_u64().unwrap();
+    assert!(uploaded < second["blobs"].as_u64().unwrap(), "{second}");
+
+    // A second device on v1, through a proxy that cuts every connection after 24 KiB.
+    let lab2 = device_like(&lab, &v1);
+    let proxy = Proxy::start(registry.addr);
+    proxy.cut_every(Some(24 << 10));
+    let through = format!("oci://{}/fleet/device:stable", proxy.host());
+    let out = lab2.ok(&["update", &through, "--channel", "stable"]);
+    let (got, kind) = downloaded(&out);
+    assert_eq!(kind, "delta", "{out}");
+    assert!(
+        got > 3 * (24 << 10),
+        "the delta ({got} bytes) must span several cuts"
+    );
+    assert_eq!(
+        Lab::role(&lab2.status(), "trial").as_deref(),
+        Some(&v3[..16])
+    );
+    lab2.ok(&["fsck"]);
+    // Resumed, not restarted: what crossed the proxy is the delta, the pointer and the
+    // manifest, and a response head per request (each well under 1 KiB).
+    let requests = got / (24 << 10) + 16;
+    assert!(
+        proxy.sent() < got + (64 << 10) + requests * 1024,
+        "{} bytes sent through the proxy for a {got}-byte delta",
+        proxy.sent()
+    );
+
+    // The first device boots v2 and marks it good: v3 comes as the delta from v2.
+    lab.booted(&v2[..16], "trial");
+    lab.ok(&["mark-good"]);
+    let out = lab.ok(&["update", &url]);
+    assert_eq!(downloaded(&out).1, "delta", "{out}");
+    lab.fails(
+        &["update", &url, "--channel", "beta"],
+        "differs from the tag stable",
+    );
+
+    // The registry replays the first manifest at the tag (its blobs are still there):
+    // a validly signed pointer with serial 1, refused after serial 2.
+    put_manifest(&registry, &first_manifest);
+    lab.fails(&["check", &url], "is older than serial 2");
+}
+
+fn get_manifest(registry: &Registry) -> Vec<u8> {
+    let mut resp = ureq::get(format!(
+        "http://{}/v2/fleet/device/manifests/stable",
+        registry.host()
+    ))
+    .header("Accept", format::oci::MANIFEST_TYPE)
+    .call()
+    .unwrap();
+    resp.body_mut().read_to_vec().unwrap()
+}
+
+fn put_manifest(registry: &Registry, body: &[u8]) {
+    let resp = ureq::put(format!(
+        "http://{}/v2/fleet/device/manifests/stable",
+        registry.host()
+    ))
+    .header("Content-Type", format::oci::MANIFEST_TYPE)
+    .send(body)
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+}
+
+/// A second device at `commit`, with the build host of `lab`.
+fn device_like(lab: &Lab, commit: &str) -> Lab {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = Lab {
+        repo: lab.repo.clone(),
+        keys: lab.keys.clone(),
+        sysroot: tmp.path().join("sysroot"),
+        boot_json: tmp.path().join("boot.json"),
+        tmp,
+    };
+    other.install(commit, &[]);
+    other.booted(&commit[..16], "default");
+    other
+}
