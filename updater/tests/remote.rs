@@ -632,3 +632,86 @@ fn forged(e: &format::index::IndexEntry) -> Vec<u8> {
     forged.resize(usize::try_from(e.stored).unwrap(), 0);
     forged
 }
+
+#[test]
+fn a_pulled_tree_with_a_symlink_that_leaves_the_root_is_refused_before_it_is_published() {
+    let (lab, [v1, _, _]) = lab();
+    // A commit berth-image would never make (it refuses such links), signed all the
+    // same: v1's root plus `usr/evil -> ../../../etc/shadow`.
+    let repo = store::Repo::open(&lab.repo).unwrap();
+    let (c1, _) = repo
+        .read_commit(&repo.resolve_commit(&v1).unwrap())
+        .unwrap();
+    let root = repo.read_tree(&c1.root).unwrap();
+    let usr_entry = root
+        .entries()
+        .iter()
+        .find(|e| e.name.as_bytes() == b"usr")
+        .unwrap()
+        .clone();
+    let usr = repo.read_tree(&usr_entry.id).unwrap();
+    let mut txn = store::Txn::begin(&repo).unwrap();
+    let target = b"../../../etc/shadow";
+    let link = txn
+        .write_file(
+            &format::FileHeader {
+                kind: format::FileKind::Symlink,
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                rdev_major: 0,
+                rdev_minor: 0,
+                size: target.len() as u64,
+                xattrs: format::Xattrs::new(),
+            },
+            &mut &target[..],
+            std::path::Path::new("evil"),
+        )
+        .unwrap();
+    let with = |tree: &format::Tree, name: &[u8], kind, id| {
+        let mut entries: Vec<format::TreeEntry> = tree
+            .entries()
+            .iter()
+            .filter(|e| e.name.as_bytes() != name)
+            .cloned()
+            .collect();
+        entries.push(format::TreeEntry {
+            name: format::EntryName::new(name).unwrap(),
+            kind,
+            id,
+        });
+        format::Tree::new(tree.meta().clone(), entries).unwrap()
+    };
+    let evil_usr = with(&usr, b"evil", format::EntryKind::File, link);
+    let usr_id = txn.write_tree(&evil_usr).unwrap();
+    let evil_root = with(&root, b"usr", format::EntryKind::Tree, usr_id);
+    let root_id = txn.write_tree(&evil_root).unwrap();
+    let commit = format::Commit::new(
+        root_id,
+        None,
+        c1.timestamp + 1,
+        format::Version::new("6.0").unwrap(),
+        Vec::new(),
+    )
+    .unwrap();
+    let evil = txn.write_commit(&commit, None).unwrap().to_string();
+    txn.commit().unwrap();
+
+    let www = publish(&lab, &evil, &[]);
+    let server = Server::start(&www);
+    let record = lab.record_bytes();
+    let out = lab.berth(&["update", &server.url(), "--channel", "stable"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("symlink usr/evil -> ../../../etc/shadow"),
+        "{err}"
+    );
+    assert_eq!(lab.record_bytes(), record);
+    // Its trees were never published on the device.
+    let device = store::Repo::open(&lab.sysroot.join("berth/repo")).unwrap();
+    for id in [root_id, usr_id] {
+        assert!(!device.has(&id, format::ObjectKind::Tree).unwrap());
+    }
+    lab.ok(&["fsck"]);
+}
