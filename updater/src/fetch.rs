@@ -634,7 +634,8 @@ impl Device {
                     downloaded: got,
                     missing,
                 } => {
-                    remove_dir(&dir);
+                    // The index stays until the full update is in: a rerun need not
+                    // fetch it again to come to the same choice.
                     opts.progress.fallback(missing, p.full.total_len);
                     downloaded = got;
                 }
@@ -648,6 +649,7 @@ impl Device {
         downloaded += remote.download_update(&rel, &r, &dir, opts)?;
         let report = self.apply_update(&dir, opts, deadline.as_ref())?;
         remove_dir(&dir);
+        remove_dir(&self.download_dir(&p.commit, "objects")?);
         Ok(RemoteReport {
             downloaded,
             kind,
