@@ -1,6 +1,9 @@
-//! Updates from a static repository over HTTP (`berth update URL --channel NAME`,
-//! `berth check`); the layout is `docs/FORMAT.md`, "Static repositories".
+//! Updates from a static repository over HTTP or HTTPS (`berth update URL --channel
+//! NAME`, `berth check`); the layout is `docs/FORMAT.md`, "Static repositories", and
+//! what an `https://` repository's certificate must chain to is [`crate::tls`].
 //!
+//! 0. A TLS failure (unknown issuer, another name, expired) stops the run at the first
+//!    request, naming the URL and the cause; nothing is written before it.
 //! 1. The channel pointer is fetched (at most `channel::FILE_MAX` bytes), its signature
 //!    verified over the exact body bytes with the running deployment's keys, and only
 //!    then decoded.
@@ -31,17 +34,20 @@ use rustix::fd::AsFd as _;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use store::Repo;
 
+use crate::tls::{self, Trust};
 use crate::update::{UpdateOptions, UpdateReport, bad};
 use crate::{Device, UpdaterError};
 
 /// How a download may go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Slowest acceptable average rate of one request, bytes per second: a request that
     /// cannot finish at this rate is cut and resumed.
     pub min_rate: u64,
     /// Requests in a row that may fail without delivering a byte before giving up.
     pub retries: u32,
+    /// What an `https://` repository's certificate must chain to.
+    pub trust: Trust,
 }
 
 impl Default for FetchOptions {
@@ -49,6 +55,7 @@ impl Default for FetchOptions {
         Self {
             min_rate: 1024,
             retries: 5,
+            trust: Trust::System,
         }
     }
 }
@@ -108,12 +115,16 @@ fn now() -> u64 {
 
 impl Remote {
     fn new(url: &str, opts: FetchOptions) -> Result<Self, UpdaterError> {
-        if !url.starts_with("http://") {
+        let https = url.starts_with("https://");
+        if !https && !url.starts_with("http://") {
             return Err(UpdaterError::State(format!(
-                "{url}: only http:// repositories are supported by this build (https is not built yet)"
+                "{url}: a repository URL starts with https:// or http://"
             )));
         }
         let config = ureq::Agent::config_builder()
+            .tls_config(tls::config(url, &opts.trust)?)
+            // An https repository is not followed to a plain-http redirect.
+            .https_only(https)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(30)))
@@ -129,6 +140,11 @@ impl Remote {
         format!("{}/{rel}", self.base)
     }
 
+    /// A failed request, said in one line (TLS failures in plain words).
+    fn why(&self, e: &ureq::Error) -> String {
+        tls::explain(e, &self.base, &self.opts.trust).unwrap_or_else(|| e.to_string())
+    }
+
     /// The whole of `rel`, refused past `max` bytes.
     fn get_small(&self, rel: &str, max: usize) -> Result<Vec<u8>, UpdaterError> {
         let url = self.url(rel);
@@ -137,7 +153,7 @@ impl Remote {
             .agent
             .get(&url)
             .call()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(self.why(&e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(fail(format!("HTTP {status}")));
@@ -190,9 +206,16 @@ impl Remote {
                 .config()
                 .timeout_recv_body(Some(budget))
                 .build();
-            let Ok(mut resp) = req.call() else {
-                idle += 1;
-                continue;
+            let mut resp = match req.call() {
+                Ok(resp) => resp,
+                Err(e) => {
+                    // A certificate that does not verify will not verify on a retry.
+                    if let Some(why) = tls::explain(&e, &self.base, &self.opts.trust) {
+                        return Err(fail(why));
+                    }
+                    idle += 1;
+                    continue;
+                }
             };
             let (from, append) = match resp.status().as_u16() {
                 206 => (have, true),
