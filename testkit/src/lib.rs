@@ -1,12 +1,14 @@
 //! Test support shared by the crates' integration tests: a fixture tree holding every
 //! kind of file Berth must preserve, a tree comparison that reports every difference,
-//! and helpers to run the built binaries.
+//! helpers to run the built binaries, and a static file server on 127.0.0.1 with faults
+//! ([`http`]) and a TLS front for it ([`tls`]).
 //!
 //! Test code: panics here are test failures, by design.
 #![forbid(unsafe_code)]
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
