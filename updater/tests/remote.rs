@@ -6,36 +6,10 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 
 use common::Lab;
 use format::channel::{self, Pointer};
 use testkit::http::Server;
-
-fn publish(lab: &Lab, commit: &str, from: &[&str]) -> PathBuf {
-    let dir = lab.tmp.path().join("www");
-    let key = lab.keys.join("berth.key");
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "publish".as_ref(),
-        "--repo".as_ref(),
-        lab.repo.as_os_str(),
-        "--to".as_ref(),
-        dir.as_os_str(),
-        "--channel".as_ref(),
-        "stable".as_ref(),
-        "--commit".as_ref(),
-        commit.as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--part-size".as_ref(),
-        "50000".as_ref(),
-    ];
-    for f in from {
-        args.extend(["--from".as_ref(), std::ffi::OsStr::new(f)]);
-    }
-    testkit::run_ok(&testkit::bin("berth-image"), &args);
-    dir
-}
 
 /// v1 installed and booted; v2 (a changed big file and a new one) and v3 committed.
 fn lab() -> (Lab, [String; 3]) {
@@ -85,7 +59,7 @@ fn signed(lab: &Lab, p: &Pointer) -> Vec<u8> {
 #[test]
 fn a_delta_over_a_link_that_drops_every_20_kib_completes_without_fetching_twice() {
     let (lab, [v1, v2, _]) = lab();
-    let www = publish(&lab, &v2, &[&v1]);
+    let www = lab.publish(&v2, &[&v1]);
     let server = Server::start(&www);
     let url = server.url();
     let (code, offer, err) = check(&lab, &url);
@@ -152,7 +126,7 @@ fn a_delta_over_a_link_that_drops_every_20_kib_completes_without_fetching_twice(
 fn a_device_without_a_delta_takes_the_full_update_even_from_a_server_that_ignores_ranges() {
     let (lab, [_, v2, v3]) = lab();
     // The channel has no delta from v1.
-    let www = publish(&lab, &v2, &[&v3]);
+    let www = lab.publish(&v2, &[&v3]);
     let server = Server::start(&www);
     let (p, _) = pointer(&www);
     // Drops shorter than a part, from a server that ignores ranges: every retry starts
@@ -183,10 +157,10 @@ fn a_device_without_a_delta_takes_the_full_update_even_from_a_server_that_ignore
 #[test]
 fn stale_replayed_expired_endless_and_stalled_sources_are_refused() {
     let (lab, [v1, v2, v3]) = lab();
-    let www = publish(&lab, &v2, &[&v1]);
+    let www = lab.publish(&v2, &[&v1]);
     let first = fs::read(www.join("channels/stable")).unwrap();
     let (p1, _) = pointer(&www);
-    let www = publish(&lab, &v3, &[&v1]);
+    let www = lab.publish(&v3, &[&v1]);
     let (p2, _) = pointer(&www);
     assert_eq!((p1.serial, p2.serial), (1, 2));
     let server = Server::start(&www);
@@ -286,7 +260,7 @@ fn stale_replayed_expired_endless_and_stalled_sources_are_refused() {
 #[test]
 fn endless_data_is_cut_at_the_signed_length_and_a_stall_meets_the_deadline() {
     let (lab, [v1, v2, _]) = lab();
-    let www = publish(&lab, &v2, &[&v1]);
+    let www = lab.publish(&v2, &[&v1]);
     let server = Server::start(&www);
     let url = server.url();
     let (p, _) = pointer(&www);
