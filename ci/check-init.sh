@@ -58,7 +58,7 @@ Budget 131072 bytes (128 KiB); aim 65536 (64 KiB).
 | x86_64-unknown-linux-musl | ${size[x86_64]} | $((size[x86_64] * 100 / budget)) % |
 | aarch64-unknown-linux-musl | ${size[aarch64]} | $((size[aarch64] * 100 / budget)) % |
 
-The agent \`berth\` (std, clap, serde_json, the store; same profile, static) for comparison:
+The agent \`berth\` (std, clap, serde_json, the store, ureq with rustls and ring; same profile, static) for comparison:
 $(stat -c %s target/x86_64-unknown-linux-musl/device/berth) bytes on x86_64, $(stat -c %s target/aarch64-unknown-linux-musl/device/berth) on aarch64.
 <!-- init-size:end -->
 MD

@@ -14,6 +14,9 @@ packages=(
     attr               # getfattr/setfattr, for looking at stores by hand
     e2fsprogs          # mkfs.ext4 -d, debugfs: sysroot images for the initramfs-mode test
     gcc libc6-dev      # the static probe init of the direct-boot test
+    musl-tools         # x86_64-linux-musl-gcc: ring's C for the x86_64 device build of berth
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross   # ring's C for the aarch64 one (.cargo/config.toml)
+    ca-certificates    # the system roots berth verifies https:// repositories with (tests too)
     binutils           # readelf, for the static-binary check
     qemu-system-x86 qemu-system-arm   # the QEMU boot tests (TCG)
     kmod               # depmod/modprobe: module closures for the initramfs

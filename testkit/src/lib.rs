@@ -1,6 +1,7 @@
 //! Test support shared by the crates' integration tests: a fixture tree holding every
 //! kind of file Berth must preserve, a tree comparison that reports every difference,
-//! and helpers to run the built binaries.
+//! helpers to run the built binaries, and a static file server on 127.0.0.1 with faults
+//! ([`http`]) and a TLS front for it ([`tls`]).
 //!
 //! Test code: panics here are test failures, by design.
 #![forbid(unsafe_code)]
@@ -9,6 +10,7 @@
 pub mod http;
 pub mod proxy;
 pub mod registry;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};

@@ -1,6 +1,9 @@
-//! Updates from a static repository over HTTP (`berth update URL --channel NAME`,
-//! `berth check`); the layout is `docs/FORMAT.md`, "Static repositories".
+//! Updates from a static repository over HTTP or HTTPS (`berth update URL --channel
+//! NAME`, `berth check`); the layout is `docs/FORMAT.md`, "Static repositories", and
+//! what an `https://` repository's certificate must chain to is [`crate::tls`].
 //!
+//! 0. A TLS failure (unknown issuer, another name, expired) stops the run at the first
+//!    request, naming the URL and the cause; nothing is written before it.
 //! 1. The channel pointer is fetched (at most `channel::FILE_MAX` bytes), its signature
 //!    verified over the exact body bytes with the running deployment's keys, and only
 //!    then decoded.
@@ -24,26 +27,29 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use format::ObjectId;
 use format::channel::{self, Pointer, UpdateRef};
 use format::sig::Signatures;
 use format::update::{self, Body};
-use format::{ObjectId, ObjectKind};
 use rustix::fd::AsFd;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use store::Repo;
 
 use crate::pull::Pulled;
+use crate::tls::{self, Trust};
 use crate::update::{UpdateOptions, UpdateReport, bad};
 use crate::{Device, UpdaterError};
 
 /// How a download may go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Slowest acceptable average rate of one request, bytes per second: a request that
     /// cannot finish at this rate is cut and resumed.
     pub min_rate: u64,
     /// Requests in a row that may fail without delivering a byte before giving up.
     pub retries: u32,
+    /// What an `https://` repository's certificate must chain to.
+    pub trust: Trust,
 }
 
 impl Default for FetchOptions {
@@ -51,6 +57,7 @@ impl Default for FetchOptions {
         Self {
             min_rate: 1024,
             retries: 5,
+            trust: Trust::System,
         }
     }
 }
@@ -89,7 +96,10 @@ pub struct RemoteReport {
 }
 
 pub(crate) struct Remote {
+    /// How errors name the repository: its URL, or `oci://REGISTRY/NAME:TAG`.
     base: String,
+    /// What is requested: the URL, or a registry's API root (`https://…/v2/NAME`).
+    api: String,
     agent: ureq::Agent,
     opts: FetchOptions,
     /// For a registry: the blob URL of each path, from the tag's manifest.
@@ -120,15 +130,20 @@ impl Remote {
                     .map_err(|e| UpdaterError::State(format!("{url}: {e}")))
             })
             .transpose()?;
+        // What is requested: the URL, or the registry's API root.
         let api = oci
             .as_ref()
             .map_or_else(|| url.to_owned(), format::oci::Reference::api);
-        if !api.starts_with("http://") {
+        let https = api.starts_with("https://");
+        if !https && !api.starts_with("http://") {
             return Err(UpdaterError::State(format!(
-                "{url}: only http:// repositories and oci:// registries on this machine are supported by this build (https is not built yet)"
+                "{url}: a repository URL starts with https://, http:// or oci://"
             )));
         }
         let config = ureq::Agent::config_builder()
+            .tls_config(tls::config(&api, &opts.trust)?)
+            // An https repository is not followed to a plain-http redirect.
+            .https_only(https)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(30)))
@@ -136,10 +151,15 @@ impl Remote {
         let agent = ureq::Agent::new_with_config(config);
         let blobs = oci
             .as_ref()
-            .map(|r| crate::oci::blobs(&agent, r))
+            .map(|r| {
+                crate::oci::blobs(&agent, r, &|e| {
+                    tls::explain(e, &api, &opts.trust).unwrap_or_else(|| e.to_string())
+                })
+            })
             .transpose()?;
         Ok(Self {
             base: oci.map_or_else(|| url.trim_end_matches('/').to_owned(), |r| r.to_string()),
+            api,
             agent,
             opts,
             blobs,
@@ -164,6 +184,11 @@ impl Remote {
         }
     }
 
+    /// A failed request, said in one line (TLS failures in plain words).
+    fn why(&self, e: &ureq::Error) -> String {
+        tls::explain(e, &self.api, &self.opts.trust).unwrap_or_else(|| e.to_string())
+    }
+
     /// The whole of `rel`, refused past `max` bytes.
     fn get_small(&self, rel: &str, max: usize) -> Result<Vec<u8>, UpdaterError> {
         let url = self.url(rel);
@@ -172,7 +197,7 @@ impl Remote {
             .agent
             .get(&self.locate(rel)?)
             .call()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(self.why(&e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(fail(format!("HTTP {status}")));
@@ -243,9 +268,16 @@ impl Remote {
                 req = req.header("Range", format!("bytes={have}-"));
             }
             let req = req.config().timeout_recv_body(Some(budget)).build();
-            let Ok(mut resp) = req.call() else {
-                idle += 1;
-                continue;
+            let mut resp = match req.call() {
+                Ok(resp) => resp,
+                Err(e) => {
+                    // A certificate that does not verify will not verify on a retry.
+                    if let Some(why) = tls::explain(&e, &self.api, &self.opts.trust) {
+                        return Err(fail(why));
+                    }
+                    idle += 1;
+                    continue;
+                }
             };
             match resp.status().as_u16() {
                 206 if have > 0 => {}
@@ -670,16 +702,20 @@ impl Device {
     }
 
     /// Whether the channel's `commit` is something to install: not the running one, and
-    /// not already deployed (a trial that waits for its boot, or one that was rolled
-    /// back from and must not come back by itself). `check` and `update` agree on it.
+    /// not one the boot record knows (a trial that waits for its boot, the default or
+    /// the previous deployment) or rolled back from last (it must not come back by
+    /// itself). A deployment directory the record does not name is the leftover of an
+    /// update cut short before its record write: offered again, so the update
+    /// completes. `check` and `update` agree on it.
     fn offers_new(&self, commit: &ObjectId, running: &ObjectId) -> Result<bool, UpdaterError> {
-        let repo = Repo::open(&self.path.join("berth/repo"))?;
-        let deployed = self
-            .path
-            .join("berth/deploy")
-            .join(format::record::DeploymentName::for_commit(commit).as_str())
-            .is_dir();
-        Ok(commit != running && !(repo.has(commit, ObjectKind::Commit)? && deployed))
+        if commit == running {
+            return Ok(false);
+        }
+        let name = format::record::DeploymentName::for_commit(commit);
+        let (rec, _) = self.record()?;
+        let known = [rec.default, rec.trial, rec.previous].contains(&Some(name))
+            || rec.last_rollback.is_some_and(|r| r.from == name);
+        Ok(!known)
     }
 }
 

@@ -1,9 +1,11 @@
 //! The device agent's library: what `berth` does, apart from parsing its command line.
 //!
 //! Built so far: reading the device's state ([`Device::status`]), applying an update
-//! file ([`Device::update`], see [`update`]), the record changes a person or a health
-//! check makes ([`Device::mark_good`], [`Device::rollback`]) and checking the store
-//! ([`Device::fsck`]). Not yet: fetching over a network, and `gc`.
+//! file ([`Device::update`], see [`update`]), fetching one from a static repository over
+//! http or https ([`Device::update_remote`], [`Device::check`], see [`fetch`] and
+//! [`tls`]), the record changes a person or a health check makes ([`Device::mark_good`],
+//! [`Device::rollback`]), checking and repairing the store ([`Device::fsck`],
+//! [`repair`]) and [`gc`].
 //!
 //! Every record change goes through the `sysroot` crate, which writes the copy that did
 //! not win (temp file, fsync, rename, fsync the directory): a power cut leaves either
@@ -25,6 +27,7 @@ pub mod gc;
 pub mod oci;
 mod pull;
 pub mod repair;
+pub mod tls;
 pub mod update;
 
 use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};

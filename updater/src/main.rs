@@ -12,8 +12,9 @@ use clap::{Parser, Subcommand};
 use updater::update::{Forbid, Forbidden};
 use updater::{DEFAULT_SYSROOT, Device, Status};
 
-/// The Berth device agent: shows the deployments, marks a trial good, rolls back and
-/// checks the store. (Fetching and applying updates is not built yet.)
+/// The Berth device agent: applies signed updates from a file or an https:// (or
+/// http://) repository, shows the deployments, marks a trial good, rolls back, and
+/// checks and repairs the store.
 ///
 /// Run in the booted system: the physical sysroot is at /sysroot, and berth-init's
 /// report of this boot is /run/berth/boot.json.
@@ -68,9 +69,9 @@ enum Command {
     /// deployment, carry /etc changes forward, and make it the trial for the next boot.
     Update {
         /// The update file (a path; a USB stick's mount point works), the URL of a
-        /// static repository (`http://HOST/PATH`, from berth-image publish) with
-        /// --channel, or an OCI registry's tag (`oci://REGISTRY/NAME:TAG`, from
-        /// berth-image push; the tag is the channel).
+        /// static repository (`https://HOST/PATH` or `http://HOST/PATH`, from
+        /// berth-image publish) with --channel, or an OCI registry's tag
+        /// (`oci://REGISTRY/NAME:TAG`, from berth-image push; the tag is the channel).
         file: PathBuf,
         /// The channel to follow in a repository URL. The delta from the running commit
         /// is fetched when the channel has one; else only the objects the device lacks,
@@ -78,6 +79,8 @@ enum Command {
         /// stopped, across runs and reboots.
         #[arg(long, value_name = "NAME")]
         channel: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Slowest acceptable average rate of one download request, in bytes per second;
         /// a slower one is cut and resumed.
         #[arg(long, value_name = "BYTES", default_value_t = 1024)]
@@ -111,11 +114,14 @@ enum Command {
     /// Exit status, as dnf check-update: 100 an update is available, 0 up to date, 1
     /// error (unreachable, forged, stale or expired pointer), 2 bad command line.
     Check {
-        /// The repository (`http://HOST/PATH`) or registry tag (`oci://REGISTRY/NAME:TAG`).
+        /// The repository (`https://HOST/PATH`, `http://HOST/PATH`) or registry tag
+        /// (`oci://REGISTRY/NAME:TAG`).
         url: String,
         /// The channel (for `oci://`, the tag).
         #[arg(long, value_name = "NAME")]
         channel: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Print JSON for programs.
         #[arg(long)]
         json: bool,
@@ -145,6 +151,30 @@ enum Command {
         #[arg(long, requires = "repair")]
         json: bool,
     },
+}
+
+/// How an `https://` repository is verified (`update URL`, `check`).
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// Trust only the certificate authorities in this PEM file for an https://
+    /// repository, instead of the system's roots: a fleet's own CA. Repeat for more
+    /// files; to trust the system's roots as well, add
+    /// `--ca /etc/ssl/certs/ca-certificates.crt`. Without --ca the system's roots are
+    /// used: `SSL_CERT_FILE` and `SSL_CERT_DIR` when set, else /etc/ssl/certs (the
+    /// ca-certificates package). A certificate that does not verify stops berth before
+    /// it changes anything.
+    #[arg(long, value_name = "FILE")]
+    ca: Vec<PathBuf>,
+}
+
+impl TlsArgs {
+    fn trust(&self) -> updater::tls::Trust {
+        if self.ca.is_empty() {
+            updater::tls::Trust::System
+        } else {
+            updater::tls::Trust::Only(self.ca.clone())
+        }
+    }
 }
 
 /// What `--forbid` takes.
@@ -219,7 +249,7 @@ fn update_cmd(
     device: &Device,
     file: &Path,
     channel: Option<&str>,
-    min_rate: u64,
+    fetch: updater::fetch::FetchOptions,
     opts: updater::update::UpdateOptions,
     tries: u8,
 ) -> Result<()> {
@@ -229,10 +259,6 @@ fn update_cmd(
         .any(|s| source.starts_with(s))
     {
         let channel = &updater::oci::channel_for(&source, channel)?;
-        let fetch = updater::fetch::FetchOptions {
-            min_rate,
-            ..Default::default()
-        };
         let r = device.update_remote(&source, channel, fetch, opts)?;
         match &r.update {
             None => println!("already up to date with channel {channel}"),
@@ -249,15 +275,28 @@ fn update_cmd(
         if channel.is_some() {
             anyhow::bail!("{source}: --channel is for repository URLs, not files");
         }
+        if fetch.trust != updater::tls::Trust::System {
+            anyhow::bail!("{source}: --ca is for https:// repository URLs, not files");
+        }
         print_installed(&device.update(file, opts)?, tries, "");
     }
     Ok(())
 }
 
 /// `berth check`: exit 100 when an update is available, as dnf check-update.
-fn check_cmd(device: &Device, url: &str, channel: Option<&str>, json: bool) -> Result<ExitCode> {
+fn check_cmd(
+    device: &Device,
+    url: &str,
+    channel: Option<&str>,
+    trust: updater::tls::Trust,
+    json: bool,
+) -> Result<ExitCode> {
     let channel = updater::oci::channel_for(url, channel)?;
-    let o = device.check(url, &channel, updater::fetch::FetchOptions::default())?;
+    let fetch = updater::fetch::FetchOptions {
+        trust,
+        ..Default::default()
+    };
+    let o = device.check(url, &channel, fetch)?;
     if json {
         println!("{}", serde_json::to_string(&o)?);
     } else if o.available {
@@ -303,6 +342,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             ref channel,
             min_rate,
             ref forbid,
+            ref tls,
         } => {
             use std::io::IsTerminal;
             let progress = match progress {
@@ -328,13 +368,19 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     })
                 }),
             };
-            update_cmd(&device, file, channel.as_deref(), min_rate, opts, tries)?;
+            let fetch = updater::fetch::FetchOptions {
+                min_rate,
+                trust: tls.trust(),
+                ..Default::default()
+            };
+            update_cmd(&device, file, channel.as_deref(), fetch, opts, tries)?;
         }
         Command::Check {
             ref url,
             ref channel,
             json,
-        } => return check_cmd(&device, url, channel.as_deref(), json),
+            ref tls,
+        } => return check_cmd(&device, url, channel.as_deref(), tls.trust(), json),
         Command::Rollback { ref from } => {
             let from = from
                 .as_deref()

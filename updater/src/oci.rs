@@ -35,9 +35,11 @@ fn is_digest(d: &str) -> bool {
 }
 
 /// Reads the tag's manifest: the blob URL of each path of the repository.
+/// `why` says what went wrong with a request (TLS failures in plain words).
 pub(crate) fn blobs(
     agent: &ureq::Agent,
     r: &Reference,
+    why: &dyn Fn(&ureq::Error) -> String,
 ) -> Result<HashMap<String, String>, UpdaterError> {
     let fail = |why: String| UpdaterError::State(format!("{r}: {why}"));
     let api = r.api();
@@ -45,7 +47,7 @@ pub(crate) fn blobs(
         .get(format!("{api}/manifests/{}", r.tag))
         .header("Accept", oci::MANIFEST_TYPE)
         .call()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(why(&e)))?;
     match resp.status().as_u16() {
         200 => {}
         404 => return Err(fail("no such tag in the registry (HTTP 404)".into())),

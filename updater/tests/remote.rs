@@ -6,36 +6,10 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 
 use common::Lab;
 use format::channel::{self, Pointer};
 use testkit::http::Server;
-
-fn publish(lab: &Lab, commit: &str, from: &[&str]) -> PathBuf {
-    let dir = lab.tmp.path().join("www");
-    let key = lab.keys.join("berth.key");
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "publish".as_ref(),
-        "--repo".as_ref(),
-        lab.repo.as_os_str(),
-        "--to".as_ref(),
-        dir.as_os_str(),
-        "--channel".as_ref(),
-        "stable".as_ref(),
-        "--commit".as_ref(),
-        commit.as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--part-size".as_ref(),
-        "50000".as_ref(),
-    ];
-    for f in from {
-        args.extend(["--from".as_ref(), std::ffi::OsStr::new(f)]);
-    }
-    testkit::run_ok(&testkit::bin("berth-image"), &args);
-    dir
-}
 
 /// v1 installed and booted; v2 (a changed big file and a new one) and v3 committed.
 fn lab() -> (Lab, [String; 3]) {
@@ -85,7 +59,7 @@ fn signed(lab: &Lab, p: &Pointer) -> Vec<u8> {
 #[test]
 fn a_delta_over_a_link_that_drops_every_20_kib_completes_without_fetching_twice() {
     let (lab, [v1, v2, _]) = lab();
-    let www = publish(&lab, &v2, &[&v1]);
+    let www = lab.publish(&v2, &[&v1]);
     let server = Server::start(&www);
     let url = server.url();
     let (code, offer, err) = check(&lab, &url);
@@ -161,8 +135,8 @@ fn a_device_that_lacks_more_than_the_full_update_costs_takes_it_even_from_a_serv
     files.extend(docs("usr/share/doc", 300, "v4"));
     let v4 = commit_with(&lab, "4.0", &files);
     // The channel has no delta from v1.
-    publish(&lab, &v2, &[]);
-    let www = publish(&lab, &v4, &[&v3]);
+    lab.publish(&v2, &[]);
+    let www = lab.publish(&v4, &[&v3]);
     let server = Server::start(&www);
     let (p, _) = pointer(&www);
     let (trees, files) = lacking(&lab, &index(&www, &p));
@@ -227,10 +201,10 @@ fn a_device_that_lacks_more_than_the_full_update_costs_takes_it_even_from_a_serv
 #[test]
 fn stale_replayed_expired_endless_and_stalled_sources_are_refused() {
     let (lab, [v1, v2, v3]) = lab();
-    let www = publish(&lab, &v2, &[&v1]);
+    let www = lab.publish(&v2, &[&v1]);
     let first = fs::read(www.join("channels/stable")).unwrap();
     let (p1, _) = pointer(&www);
-    let www = publish(&lab, &v3, &[&v1]);
+    let www = lab.publish(&v3, &[&v1]);
     let (p2, _) = pointer(&www);
     assert_eq!((p1.serial, p2.serial), (1, 2));
     let server = Server::start(&www);
@@ -330,7 +304,7 @@ fn stale_replayed_expired_endless_and_stalled_sources_are_refused() {
 #[test]
 fn endless_data_is_cut_at_the_signed_length_and_a_stall_meets_the_deadline() {
     let (lab, [v1, v2, _]) = lab();
-    let www = publish(&lab, &v2, &[&v1]);
+    let www = lab.publish(&v2, &[&v1]);
     let server = Server::start(&www);
     let url = server.url();
     let (p, _) = pointer(&www);
@@ -435,9 +409,9 @@ fn without_a_delta_the_device_pulls_only_the_objects_it_lacks_over_a_dropping_li
     let v3 = commit_with(&lab, "3.0", &v3_files);
     lab.install(&v1, &[]);
     lab.booted(&v1[..16], "default");
-    publish(&lab, &v2, &[]);
+    lab.publish(&v2, &[]);
     // The channel moves on from v2: its only delta starts there, not at v1.
-    let www = publish(&lab, &v3, &[]);
+    let www = lab.publish(&v3, &[]);
     let (p, pointer_len) = pointer(&www);
     assert!(
         p.delta_from(&format::ObjectId::parse_hex(v1.as_bytes()).unwrap())
@@ -529,7 +503,7 @@ fn an_interrupted_pull_keeps_the_objects_it_stored_and_a_tampered_object_is_refu
     ));
     let v3 = commit_with(&lab, "3.1", &files);
     // The first publish of the channel: no delta at all.
-    let www = publish(&lab, &v3, &[]);
+    let www = lab.publish(&v3, &[]);
     let (p, _) = pointer(&www);
     assert!(p.deltas.is_empty());
     let idx = index(&www, &p);
@@ -706,7 +680,7 @@ fn a_pulled_tree_with_a_symlink_that_leaves_the_root_is_refused_before_it_is_pub
     let evil = txn.write_commit(&commit, None).unwrap().to_string();
     txn.commit().unwrap();
 
-    let www = publish(&lab, &evil, &[]);
+    let www = lab.publish(&evil, &[]);
     let server = Server::start(&www);
     let record = lab.record_bytes();
     let out = lab.berth(&["update", &server.url(), "--channel", "stable"]);

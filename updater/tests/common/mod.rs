@@ -206,6 +206,33 @@ impl Lab {
         )
     }
 
+    /// `berth-image publish` of `commit` to channel `stable` (parts of 50,000 bytes),
+    /// with deltas from the commits `from`, into `www/`; returns that directory.
+    pub fn publish(&self, commit: &str, from: &[&str]) -> PathBuf {
+        let dir = self.tmp.path().join("www");
+        let key = self.keys.join("berth.key");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "publish".as_ref(),
+            "--repo".as_ref(),
+            self.repo.as_os_str(),
+            "--to".as_ref(),
+            dir.as_os_str(),
+            "--channel".as_ref(),
+            "stable".as_ref(),
+            "--commit".as_ref(),
+            commit.as_ref(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--part-size".as_ref(),
+            "50000".as_ref(),
+        ];
+        for f in from {
+            args.extend(["--from".as_ref(), std::ffi::OsStr::new(f)]);
+        }
+        run_ok(&bin("berth-image"), &args);
+        dir
+    }
+
     /// `berth-image delta`; `from` None means `--empty`.
     pub fn delta(&self, from: Option<&str>, to: &str, out: &str, extra: &[&str]) -> PathBuf {
         self.delta_signed(from, to, out, extra, &self.keys.join("berth.key"))
