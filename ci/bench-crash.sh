@@ -16,7 +16,7 @@ power=$(cargo test -q -p qemu-tests --locked --test powercut -- --nocapture 2>&1
 echo "$crash"
 echo "$power"
 
-table=$(echo "$crash" | sed -n 's/^crash-test \([a-z-]*\): \([0-9]*\) crash points, \([0-9]*\) states checked, \([0-9]*\) violations$/| `\1` | \2 | \4 |/p')
+table=$(echo "$crash" | sed -n 's/^crash-test \([^:]*\): \([0-9]*\) crash points, \([0-9]*\) states checked, \([0-9]*\) violations$/| `\1` | \2 | \4 |/p')
 total=$(echo "$crash" | sed -n 's/^crash-test total: \([0-9]*\) crash points, \([0-9]*\) violations$/\1 crash points, \2 violations/p')
 ptable=$(echo "$power" | sed -n 's/^powercut \([a-z-]*\): \([0-9]*\) states checked (\([0-9]*\) at flush\/FUA points.*), \([0-9]*\) violations$/| `\1` | \2 | \3 | \4 |/p')
 pinfo=$(echo "$power" | sed -n 's/^powercut: //p')

@@ -38,6 +38,7 @@ publish_s=$(echo "$(date +%s.%N) - $start" | bc -l)
 "$bi" publish --repo "$work/repo" --to "$work/www/nodelta" --channel stable --commit "$new" \
     --key "$work/keys/berth.key" --json >/dev/null
 objects=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["objects"], d["objects_bytes"])' "$work/publish.json")
+full_update=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["full_bytes"])' "$work/publish.json")
 port=$((20000 + RANDOM % 20000))
 python3 -m http.server --bind 127.0.0.1 --directory "$work/www" "$port" >/dev/null 2>&1 &
 server=$!
@@ -67,8 +68,9 @@ Measured by \`ci/bench-remote.sh\` on $(date -u +%Y-%m-%d): the minbase security
 over HTTP from 127.0.0.1 by \`berth update http://… --channel stable\`. Each device also
 fetched the signed channel pointer ($pointer bytes). The new commit has ${objects% *} objects,
 ${objects#* } bytes as published one zstd frame each (with the index); publishing it with one
-delta took $(printf %.1f "$publish_s") s. The full update is $(( (full - image) * 100 / image ))% larger than the whole tar under zstd -19
-(per-object headers, parts compressed one by one with windows of at most 8 MiB).
+delta took $(printf %.1f "$publish_s") s. The full update ($full_update bytes) is $(( (full_update - image) * 100 / image ))% larger than the whole tar
+under zstd -19 (per-object headers, parts compressed one by one with windows of at most 8 MiB); one
+zstd frame per object is $(( (${objects#* } - image) * 100 / image ))% larger.
 
 | path | device runs | channel offers | bytes downloaded | the whole image (tar, zstd -19, $image bytes) ÷ downloaded |
 |---|---|---|---|---|

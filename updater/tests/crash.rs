@@ -1,6 +1,7 @@
 //! Crash injection at every mutating step (the crash-test build, feature `crash-points`).
 //!
-//! For `update`, `mark-good`, `rollback` and `gc`, and for every N, a fresh copy of the
+//! For `update` (from a file, and over HTTP pulling objects from a static repository
+//! served on 127.0.0.1), `mark-good`, `rollback` and `gc`, and for every N, a fresh copy of the
 //! device runs the command with `BERTH_CRASH_AT=N`: the process is killed just before its
 //! Nth filesystem mutation. Half the runs also drop the file data that was never
 //! fsynced (`BERTH_CRASH_DROP=1`). After each crash:
@@ -200,9 +201,35 @@ fn check(
     totals.checked += 1;
 }
 
-/// Builds the four starting devices (saved under the lab) and the command each one
-/// runs; also returns every deployment's files.
-fn scenarios(lab: &Lab) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
+/// Publishes `commit` alone to channel `stable` of the static repository `www`: no
+/// delta, so a device pulls the objects it lacks.
+fn publish(lab: &Lab, www: &Path, commit: &str) {
+    let key = lab.keys.join("berth.key");
+    testkit::run_ok(
+        &testkit::bin("berth-image"),
+        &[
+            "publish".as_ref(),
+            "--repo".as_ref(),
+            lab.repo.as_os_str(),
+            "--to".as_ref(),
+            www.as_os_str(),
+            "--channel".as_ref(),
+            "stable".as_ref(),
+            "--commit".as_ref(),
+            commit.as_ref(),
+            "--key".as_ref(),
+            key.as_os_str(),
+        ],
+    );
+}
+
+/// Builds the five starting devices (saved under the lab) and the command each one
+/// runs; also returns every deployment's files. `www` is served at `url`.
+fn scenarios(
+    lab: &Lab,
+    www: &Path,
+    url: &str,
+) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
     let blob: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
     let mut blob2 = blob.clone();
     blob2[300_000..300_100].fill(7);
@@ -222,6 +249,20 @@ fn scenarios(lab: &Lab) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
         "3.0",
         &[("usr/lib/big.bin", &blob2), ("etc/app.conf", b"3")],
     );
+    // What v1 pulls from the static repository: v1's large file, other small ones.
+    let pulled = lab.commit(
+        "1.5",
+        &[
+            ("usr/lib/big.bin", &blob),
+            ("etc/app.conf", b"pulled"),
+            ("usr/share/pulled.txt", b"fetched as an object"),
+        ],
+    );
+    publish(lab, www, &pulled);
+    let pull_args: Vec<String> = ["update", url, "--channel", "stable"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     lab.install(&v1, &[]);
     let u12 = lab.delta(Some(&v1), &v2, "v1-v2.berth", &["--part-size", "100000"]);
     let u23 = lab.delta(Some(&v2), &v3, "v2-v3.berth", &[]);
@@ -241,6 +282,11 @@ fn scenarios(lab: &Lab) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
     let mut files = BTreeMap::new();
     let d1 = name_of(&lab.status(), "default");
     files.insert(d1.clone(), scan_deployment(lab, &d1));
+    let args: Vec<&str> = pull_args.iter().map(String::as_str).collect();
+    assert!(lab.ok(&args).contains("for the objects update"));
+    let dp = name_of(&lab.status(), "trial");
+    files.insert(dp.clone(), scan_deployment(lab, &dp));
+    copy_tree(&s1, &lab.sysroot);
     lab.ok(&["update", u12.to_str().unwrap()]);
     let d2 = name_of(&lab.status(), "trial");
     files.insert(d2.clone(), scan_deployment(lab, &d2));
@@ -256,6 +302,15 @@ fn scenarios(lab: &Lab) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
     let s4 = save("4");
 
     let scenarios = vec![
+        (
+            s1.clone(),
+            Scenario {
+                name: "update URL (object pull)",
+                booted: d1.clone(),
+                args: pull_args,
+                may_boot: vec![d1.clone(), dp],
+            },
+        ),
         (
             s1,
             Scenario {
@@ -299,7 +354,10 @@ fn scenarios(lab: &Lab) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
 #[test]
 fn a_crash_at_any_mutation_leaves_a_bootable_device_and_a_retry_converges() {
     let lab = Lab::new();
-    let (scenarios, files) = scenarios(&lab);
+    let www = lab.tmp.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let server = testkit::http::Server::start(&www);
+    let (scenarios, files) = scenarios(&lab, &www, &server.url());
     let mut report = Vec::new();
     let mut all = Totals::default();
     for (base, sc) in &scenarios {
