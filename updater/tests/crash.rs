@@ -223,13 +223,9 @@ fn publish(lab: &Lab, www: &Path, commit: &str) {
     );
 }
 
-/// Builds the five starting devices (saved under the lab) and the command each one
-/// runs; also returns every deployment's files. `www` is served at `url`.
-fn scenarios(
-    lab: &Lab,
-    www: &Path,
-    url: &str,
-) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
+/// The commits of the scenarios: v1 to v3, and what v1 pulls from the static
+/// repository (v1's large file, other small ones).
+fn commits(lab: &Lab) -> [String; 4] {
     let blob: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
     let mut blob2 = blob.clone();
     blob2[300_000..300_100].fill(7);
@@ -249,7 +245,6 @@ fn scenarios(
         "3.0",
         &[("usr/lib/big.bin", &blob2), ("etc/app.conf", b"3")],
     );
-    // What v1 pulls from the static repository: v1's large file, other small ones.
     let pulled = lab.commit(
         "1.5",
         &[
@@ -258,6 +253,17 @@ fn scenarios(
             ("usr/share/pulled.txt", b"fetched as an object"),
         ],
     );
+    [v1, v2, v3, pulled]
+}
+
+/// Builds the five starting devices (saved under the lab) and the command each one
+/// runs; also returns every deployment's files. `www` is served at `url`.
+fn scenarios(
+    lab: &Lab,
+    www: &Path,
+    url: &str,
+) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
+    let [v1, v2, v3, pulled] = commits(lab);
     publish(lab, www, &pulled);
     let pull_args: Vec<String> = ["update", url, "--channel", "stable"]
         .iter()
