@@ -81,6 +81,10 @@ impl Reference {
             ));
         }
         crate::channel::check_name(tag)?;
+        // OCI tags start with a letter, a digit or `_`.
+        if tag.starts_with('-') {
+            return Err(bad("the tag must not start with '-'"));
+        }
         Ok(Self {
             registry: registry.to_string(),
             name: name.to_string(),
@@ -153,6 +157,7 @@ mod tests {
             "registry/-a:stable",
             "reg istry/os:stable",
             "registry/os:.hidden",
+            "registry/os:-x",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?}");
         }

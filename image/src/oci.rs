@@ -136,13 +136,7 @@ impl Registry {
             .get("Location")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| self.fail("start an upload", "no Location header"))?;
-        // The location may be relative to the registry.
-        let mut put = if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_owned()
-        } else {
-            let root = self.api.split("/v2/").next().unwrap_or_default();
-            format!("{root}{location}")
-        };
+        let mut put = resolve(&url, location);
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str("digest=");
         put.push_str(digest);
@@ -213,6 +207,12 @@ fn layer<'a>(manifest: &'a serde_json::Value, title: &str) -> Option<&'a str> {
 
 pub fn push(release: ReleaseArgs, reference: &str) -> Result<PushOutput> {
     let r = Reference::parse(reference).with_context(|| reference.to_owned())?;
+    if !r.is_loopback() {
+        bail!(
+            "{r}: pushing over https is not built yet; push to a registry on this machine \
+             (localhost, 127.0.0.1, [::1]) and mirror it, or publish a static repository"
+        );
+    }
     let reg = Registry::new(r.clone());
     let stage = tempfile::Builder::new()
         .prefix("berth-push-")
@@ -284,4 +284,43 @@ pub fn push(release: ReleaseArgs, reference: &str) -> Result<PushOutput> {
         uploaded_bytes,
         manifest_digest: digest_of(&body),
     })
+}
+
+/// `location` (a `Location` header) resolved against the URL it answered (RFC 3986:
+/// absolute, scheme-relative, absolute-path or relative-path).
+fn resolve(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_owned();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    if let Some(l) = location.strip_prefix("//") {
+        return format!("{scheme}://{l}");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if location.starts_with('/') {
+        return format!("{scheme}://{authority}{location}");
+    }
+    let dir = base.rsplit_once('/').map_or(base, |(d, _)| d);
+    format!("{dir}/{location}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn locations() {
+        let base = "http://127.0.0.1:5000/v2/fleet/os/blobs/uploads/";
+        for (loc, want) in [
+            ("http://other:1/u/1?x=y", "http://other:1/u/1?x=y"),
+            ("//other:1/u/1", "http://other:1/u/1"),
+            (
+                "/v2/fleet/os/blobs/uploads/abc?_state=s",
+                "http://127.0.0.1:5000/v2/fleet/os/blobs/uploads/abc?_state=s",
+            ),
+            ("abc", "http://127.0.0.1:5000/v2/fleet/os/blobs/uploads/abc"),
+        ] {
+            assert_eq!(resolve(base, loc), want, "{loc}");
+        }
+    }
 }

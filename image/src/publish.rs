@@ -194,7 +194,15 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let pointer = Pointer {
-        serial: prev.as_ref().map_or(1, |p| p.serial + 1),
+        serial: match &prev {
+            None => 1,
+            Some(p) => p.serial.checked_add(1).with_context(|| {
+                format!(
+                    "channel {}: its serial is at the largest value",
+                    args.channel
+                )
+            })?,
+        },
         issued,
         expires: issued + args.expires_days * 86_400,
         channel: args.channel.clone(),

@@ -196,6 +196,10 @@ impl Remote {
         let mut resp = self
             .agent
             .get(&self.locate(rel)?)
+            .config()
+            // Small files: a server that stops sending is cut.
+            .timeout_recv_body(Some(Duration::from_mins(1)))
+            .build()
             .call()
             .map_err(|e| fail(self.why(&e)))?;
         let status = resp.status().as_u16();
@@ -280,7 +284,14 @@ impl Remote {
                 }
             };
             match resp.status().as_u16() {
-                206 if have > 0 => {}
+                // Only the bytes from where the sink stops: anything else would join two
+                // pieces that do not follow each other. Start over instead.
+                206 if have > 0 && range_start(&resp) == Some(have) => {}
+                206 if have > 0 => {
+                    sink.restart()?;
+                    idle += 1;
+                    continue;
+                }
                 // The server ignores Range (or none was asked for): from the start.
                 200 => sink.restart()?,
                 s => return Err(fail(format!("HTTP {s}"))),
@@ -378,6 +389,20 @@ impl Remote {
         }
         Ok(downloaded)
     }
+}
+
+/// Where a `206` response's `Content-Range: bytes START-END/TOTAL` starts.
+fn range_start(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    resp.headers()
+        .get("Content-Range")?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Where a download goes.
@@ -645,6 +670,7 @@ impl Device {
                 update: None,
             });
         }
+        self.forget_downloads(&p.commit);
         let mut downloaded = 0;
         if p.delta_from(&current).is_none()
             && let Some(objects) = p.objects
@@ -687,6 +713,22 @@ impl Device {
             kind,
             update: Some(report),
         })
+    }
+
+    /// Removes the download directories of commits other than `keep`: what an update
+    /// the channel has moved past left behind would otherwise stay for good.
+    fn forget_downloads(&self, keep: &ObjectId) {
+        let ours = format!("download-{}-", &keep.to_string()[..16]);
+        let Ok(entries) = std::fs::read_dir(self.path.join("berth/repo/tmp")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("download-") && !name.starts_with(&ours) {
+                remove_dir(&e.path());
+            }
+        }
     }
 
     /// `berth/repo/tmp/download-<commit id16>-<kind>/`, made if missing.

@@ -46,6 +46,10 @@ pub(crate) fn blobs(
     let mut resp = agent
         .get(format!("{api}/manifests/{}", r.tag))
         .header("Accept", oci::MANIFEST_TYPE)
+        .config()
+        // A registry that stops sending is cut.
+        .timeout_recv_body(Some(std::time::Duration::from_mins(1)))
+        .build()
         .call()
         .map_err(|e| fail(why(&e)))?;
     match resp.status().as_u16() {

@@ -91,7 +91,7 @@ impl Device {
         opts: UpdateOptions,
         deadline: Option<&crate::deadline::Deadline>,
     ) -> Result<Pulled, UpdaterError> {
-        let (rec, copy) = self.record()?;
+        let (rec, _) = self.record()?;
         let default = self.running(&rec)?;
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         let rel = format!("indexes/{}", pointer.commit);
@@ -166,7 +166,6 @@ impl Device {
             &shown,
             &mut checks,
             (&commit, sigs.as_ref()),
-            (rec, copy),
             &default,
             opts,
             deadline,
@@ -193,6 +192,16 @@ struct Object {
     reader: Box<dyn Read>,
     url: String,
     size: u64,
+    /// The download of a large object, to remove if it is refused: a resume would
+    /// otherwise find it complete and refuse it again, run after run.
+    cached: Option<PathBuf>,
+}
+
+/// Removes a refused object's download, if it has one.
+fn discard(cached: Option<&PathBuf>) {
+    if let Some(p) = cached {
+        let _ = fsop::unlinkat(CWD, p, AtFlags::empty());
+    }
 }
 
 impl Object {
@@ -228,7 +237,9 @@ impl Object {
 
     /// A file object's header and a reader of exactly its content.
     fn file(self) -> Result<(FileHeader, impl Read, String), UpdaterError> {
-        let Self { reader, url, size } = self;
+        let Self {
+            reader, url, size, ..
+        } = self;
         let fail = |why: String| bad(Path::new(&url), why);
         let mut r = reader.take(size + 1);
         let mut head = Vec::new();
@@ -236,17 +247,23 @@ impl Object {
             match FileHeader::decode_prefix(&head) {
                 Ok(h) => break h,
                 Err(FormatError::Truncated { .. }) if (head.len() as u64) < size => {
-                    let mut chunk = [0u8; 4096];
-                    let n = r.read(&mut chunk).map_err(|e| fail(format!("zstd: {e}")))?;
+                    // Read as much again as there is (at least 4 KiB), so a header with
+                    // large xattrs is parsed a logarithmic number of times.
+                    let want = head.len().max(4096);
+                    let at = head.len();
+                    head.resize(at + want, 0);
+                    let n = r
+                        .read(&mut head[at..])
+                        .map_err(|e| fail(format!("zstd: {e}")))?;
+                    head.truncate(at + n);
                     if n == 0 {
                         return Err(fail("ends inside its file header".into()));
                     }
-                    head.extend_from_slice(&chunk[..n]);
                 }
                 Err(e) => return Err(fail(format!("file header: {e}"))),
             }
         };
-        if used as u64 + header.size != size {
+        if (used as u64).checked_add(header.size) != Some(size) {
             return Err(fail(format!(
                 "its header says {} content bytes, but the index signs {} in all",
                 header.size, size
@@ -262,25 +279,29 @@ fn open_object(remote: &Remote, dir: &Path, e: &IndexEntry) -> Result<(Object, u
     let hex = e.id.to_string();
     let rel = format!("objects/{}/{}.{}", &hex[..2], &hex[2..], e.kind.suffix());
     let url = remote.url(&rel);
-    let (raw, got): (Box<dyn Read>, u64) = if e.stored <= IN_MEMORY_MAX {
+    let (raw, got, cached): (Box<dyn Read>, u64, _) = if e.stored <= IN_MEMORY_MAX {
         let (bytes, got) = remote.fetch_bytes(&rel, e.stored)?;
-        (Box::new(Cursor::new(bytes)), got)
+        (Box::new(Cursor::new(bytes)), got, None)
     } else {
         let path = dir.join(format!("{hex}.{}", e.kind.suffix()));
         let got = remote.download(&rel, &path, e.stored)?;
         let f = File::open(&path).map_err(|err| bad(&path, err.to_string()))?;
-        (Box::new(f), got)
+        (Box::new(f), got, Some(path))
     };
     let decoder = ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
         raw,
         format::update::PART_WINDOW_MAX,
     )
-    .map_err(|err| bad(Path::new(&url), format!("zstd frame refused: {err}")))?;
+    .map_err(|err| {
+        discard(cached.as_ref());
+        bad(Path::new(&url), format!("zstd frame refused: {err}"))
+    })?;
     Ok((
         Object {
             reader: Box::new(decoder),
             url,
             size: e.size,
+            cached,
         },
         got,
     ))
@@ -333,10 +354,13 @@ impl Walk<'_> {
                 let e = self.entry(&id, ObjectKind::Tree, &parent)?;
                 let (obj, got) = open_object(self.remote, self.dir, &e)?;
                 out.downloaded += got;
-                let url = obj.url.clone();
-                let bytes = obj.whole(&id)?;
-                let tree =
-                    Tree::decode(&bytes).map_err(|err| bad(Path::new(&url), err.to_string()))?;
+                let (url, cached) = (obj.url.clone(), obj.cached.clone());
+                let tree = obj
+                    .whole(&id)
+                    .and_then(|bytes| {
+                        Tree::decode(&bytes).map_err(|err| bad(Path::new(&url), err.to_string()))
+                    })
+                    .inspect_err(|_| discard(cached.as_ref()))?;
                 out.trees.insert(id, tree.clone());
                 tree
             };
@@ -372,6 +396,28 @@ struct Fetch<'a> {
 }
 
 impl Fetch<'_> {
+    /// Writes one fetched file object into `txn`, checked against `--forbid` before it
+    /// is written and against its id as it is.
+    fn store(&self, txn: &mut Txn<'_>, obj: Object, e: &IndexEntry) -> Result<(), UpdaterError> {
+        let (header, mut content, url) = obj.file()?;
+        let url = PathBuf::from(&url);
+        if let Some(why) = self.opts.forbid.refuses(&header) {
+            return Err(bad(&url, format!("object {} is {why}", e.id)));
+        }
+        let id = txn.write_file(&header, &mut content, &url)?;
+        if id != e.id {
+            return Err(bad(
+                &url,
+                format!("is not object {}: its bytes hash to {id}", e.id),
+            ));
+        }
+        let mut extra = [0u8; 1];
+        if content.read(&mut extra).unwrap_or(0) != 0 {
+            return Err(bad(&url, "decompresses to more bytes than its index signs"));
+        }
+        Ok(())
+    }
+
     /// Fetches and stores `files`, in batches of one transaction each. `done` of `total`
     /// bytes are fetched already (for progress). Returns the bytes fetched.
     fn files(&self, files: &[IndexEntry], done: u64, total: u64) -> Result<u64, UpdaterError> {
@@ -382,22 +428,9 @@ impl Fetch<'_> {
             for e in batch {
                 let (obj, got) = open_object(self.remote, self.dir, e)?;
                 fetched += got;
-                let (header, mut content, url) = obj.file()?;
-                let url = PathBuf::from(&url);
-                if let Some(why) = self.opts.forbid.refuses(&header) {
-                    return Err(bad(&url, format!("object {} is {why}", e.id)));
-                }
-                let id = txn.write_file(&header, &mut content, &url)?;
-                if id != e.id {
-                    return Err(bad(
-                        &url,
-                        format!("is not object {}: its bytes hash to {id}", e.id),
-                    ));
-                }
-                let mut extra = [0u8; 1];
-                if content.read(&mut extra).unwrap_or(0) != 0 {
-                    return Err(bad(&url, "decompresses to more bytes than its index signs"));
-                }
+                let cached = obj.cached.clone();
+                self.store(&mut txn, obj, e)
+                    .inspect_err(|_| discard(cached.as_ref()))?;
                 // At most one progress line per percent.
                 let percent = (done + fetched) * 100 / total.max(1);
                 if percent > shown {

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use format::record::{DeploymentName, Record, RecordCopy};
+use format::record::{DeploymentName, Record};
 use format::sig::Signatures;
 use format::update::{self, Body};
 use format::{Commit, EntryKind, ObjectId, ObjectKind};
@@ -321,7 +321,7 @@ impl Device {
         opts: UpdateOptions,
         deadline: Option<&crate::deadline::Deadline>,
     ) -> Result<UpdateReport, UpdaterError> {
-        let (rec, copy) = self.record()?;
+        let (rec, _) = self.record()?;
         let default = self.running(&rec)?;
         let Source {
             mut f,
@@ -395,7 +395,6 @@ impl Device {
             file,
             &mut checks,
             (&commit, commit_sigs.as_ref()),
-            (rec, copy),
             &default,
             opts,
             deadline,
@@ -423,7 +422,6 @@ impl Device {
         file: &Path,
         checks: &mut TreeChecks<'_>,
         (commit, sigs): (&Commit, Option<&Signatures>),
-        (rec, copy): (Record, RecordCopy),
         default: &DeploymentName,
         opts: UpdateOptions,
         deadline: Option<&crate::deadline::Deadline>,
@@ -441,6 +439,9 @@ impl Device {
         if let Some(d) = deadline {
             d.disarm();
         }
+        // Read now, not when the update started: a long download must not undo what
+        // happened meanwhile (a mark-good, a rollback).
+        let (rec, copy) = self.record()?;
         let new = Record {
             trial: Some(name),
             tries_left: opts.tries,

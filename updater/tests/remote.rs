@@ -698,3 +698,44 @@ fn a_pulled_tree_with_a_symlink_that_leaves_the_root_is_refused_before_it_is_pub
     }
     lab.ok(&["fsck"]);
 }
+
+#[test]
+fn a_refused_large_object_is_not_kept_so_the_next_run_fetches_it_again() {
+    let (lab, _) = lab();
+    // Over 4 MiB as published: downloaded into a file, which a resume would reuse.
+    let v3 = commit_with(
+        &lab,
+        "3.2",
+        &[("usr/lib/blob".to_owned(), random("blob", 4_300_000))],
+    );
+    let www = lab.publish(&v3, &[]);
+    let (p, _) = pointer(&www);
+    let idx = index(&www, &p);
+    let big = *idx.entries.iter().find(|e| e.stored > 4 << 20).unwrap();
+    let hex = big.id.to_string();
+    let rel = format!("objects/{}/{}.file", &hex[..2], &hex[2..]);
+    let server = Server::start(&www);
+    server.set(|f| {
+        f.replace.insert(rel.clone(), forged(&big));
+    });
+    let url = server.url();
+    // The channel state and the download directory change; the record does not.
+    let out = lab.berth(&["update", &url, "--channel", "stable"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("is not object {}", big.id)), "{err}");
+    assert_eq!(Lab::role(&lab.status(), "trial"), None);
+    let cached = lab.sysroot.join(format!(
+        "berth/repo/tmp/download-{}-objects/{hex}.file",
+        &v3[..16]
+    ));
+    assert!(!cached.exists(), "the refused download was kept");
+    server.set(|f| f.replace.clear());
+    let out = lab.ok(&["update", &url, "--channel", "stable"]);
+    assert!(out.contains("for the objects update"), "{out}");
+    assert_eq!(
+        Lab::role(&lab.status(), "trial").as_deref(),
+        Some(&v3[..16])
+    );
+    lab.ok(&["fsck"]);
+}
