@@ -22,7 +22,13 @@ pub const FILE_TYPE: &str = "application/vnd.berth.file.v1";
 pub const TITLE: &str = "org.opencontainers.image.title";
 /// The manifest's media type.
 pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-/// Largest manifest a device reads (it lists every object of a commit).
+/// The media type of an image index: a tag whose files need more layers than one
+/// manifest takes points at one, which names several manifests.
+pub const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// Most manifests one index names.
+pub const MANIFESTS_MAX: usize = 256;
+/// Most bytes of manifests (an index and the manifests it names) a device reads; they
+/// list every object of a commit.
 pub const MANIFEST_MAX: usize = 32 << 20;
 
 /// `REGISTRY/NAME:TAG`, as in `oci://registry.example.com:5000/fleet/device:stable`.

@@ -304,6 +304,11 @@ pub struct PushCli {
     /// A registry on localhost or 127.0.0.1 is reached over plain HTTP.
     #[arg(value_name = "REGISTRY/NAME:TAG")]
     pub reference: String,
+    /// Layers per manifest (about 270 bytes each). Past it, the tag names an image index
+    /// of several manifests: registries limit a manifest's size (4 MiB is common), and a
+    /// rootfs has a layer per object.
+    #[arg(long, value_name = "N", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub manifest_layers: u32,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -664,7 +669,11 @@ fn publish(a: PublishCli) -> Result<()> {
 }
 
 fn push(a: PushCli) -> Result<()> {
-    let out = crate::oci::push(a.release, &a.reference)?;
+    let out = crate::oci::push(
+        a.release,
+        &a.reference,
+        usize::try_from(a.manifest_layers).unwrap_or(usize::MAX),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {

@@ -61,13 +61,16 @@ impl Registry {
         anyhow::anyhow!("{}: {what}: {why}", self.r)
     }
 
-    /// The tag's manifest, if the tag exists.
-    fn manifest(&self) -> Result<Option<serde_json::Value>> {
-        let url = format!("{}/manifests/{}", self.api, self.r.tag);
+    /// The manifest (or index) at `reference` (the tag, or a digest), if there is one.
+    fn manifest(&self, reference: &str) -> Result<Option<serde_json::Value>> {
+        let url = format!("{}/manifests/{reference}", self.api);
         let mut resp = self
             .agent
             .get(&url)
-            .header("Accept", oci::MANIFEST_TYPE)
+            .header(
+                "Accept",
+                format!("{}, {}", oci::MANIFEST_TYPE, oci::INDEX_TYPE),
+            )
             .call()
             .map_err(|e| self.fail("get the manifest", e))?;
         match resp.status().as_u16() {
@@ -153,12 +156,13 @@ impl Registry {
         Ok(())
     }
 
-    fn put_manifest(&self, body: &[u8]) -> Result<()> {
-        let url = format!("{}/manifests/{}", self.api, self.r.tag);
+    /// Puts a manifest (or an index, `media_type`) at `reference` (a tag or a digest).
+    fn put_manifest(&self, reference: &str, media_type: &str, body: &[u8]) -> Result<()> {
+        let url = format!("{}/manifests/{reference}", self.api);
         let resp = self
             .agent
             .put(&url)
-            .header("Content-Type", oci::MANIFEST_TYPE)
+            .header("Content-Type", media_type)
             .send(body)
             .map_err(|e| self.fail("put the manifest", e))?;
         if resp.status().as_u16() != 201 {
@@ -196,16 +200,103 @@ fn files(root: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The layer titled `title` in a manifest: its digest.
-fn layer<'a>(manifest: &'a serde_json::Value, title: &str) -> Option<&'a str> {
-    manifest["layers"].as_array()?.iter().find_map(|l| {
+/// Every layer of a manifest, or of the manifests an index names.
+fn layers(reg: &Registry, m: &serde_json::Value) -> Result<Vec<serde_json::Value>> {
+    let Some(children) = m["manifests"].as_array() else {
+        return Ok(m["layers"].as_array().cloned().unwrap_or_default());
+    };
+    let mut out = Vec::new();
+    for c in children {
+        let digest = c["digest"].as_str().unwrap_or_default();
+        if let Some(child) = reg.manifest(digest)? {
+            out.extend(child["layers"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// The digest of the layer titled `title`.
+fn layer<'a>(layers: &'a [serde_json::Value], title: &str) -> Option<&'a str> {
+    layers.iter().find_map(|l| {
         (l["annotations"][oci::TITLE].as_str() == Some(title))
             .then(|| l["digest"].as_str())
             .flatten()
     })
 }
 
-pub fn push(release: ReleaseArgs, reference: &str) -> Result<PushOutput> {
+/// Puts the manifest of `layers` at the tag, or, past `per_manifest` layers, one
+/// manifest per group of that many (by digest) and an index naming them at the tag.
+/// Returns the digest of what the tag names.
+fn put_manifests(
+    reg: &Registry,
+    config: &serde_json::Value,
+    layers: &[serde_json::Value],
+    per_manifest: usize,
+) -> Result<String> {
+    let manifest = |layers: &[serde_json::Value]| -> Result<Vec<u8>> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": oci::MANIFEST_TYPE,
+            "artifactType": oci::ARTIFACT_TYPE,
+            "config": config,
+            "layers": layers,
+        }))?;
+        Ok(body)
+    };
+    let groups: Vec<&[serde_json::Value]> = layers.chunks(per_manifest.max(1)).collect();
+    if groups.len() <= 1 {
+        let body = manifest(layers)?;
+        check_size(reg, body.len())?;
+        reg.put_manifest(&reg.r.tag, oci::MANIFEST_TYPE, &body)?;
+        return Ok(digest_of(&body));
+    }
+    if groups.len() > oci::MANIFESTS_MAX {
+        bail!(
+            "{}: {} layers make {} manifests of {per_manifest}, over the {} an index may name (raise --manifest-layers)",
+            reg.r,
+            layers.len(),
+            groups.len(),
+            oci::MANIFESTS_MAX
+        );
+    }
+    let mut children = Vec::new();
+    let mut total = 0;
+    for g in groups {
+        let body = manifest(g)?;
+        total += body.len();
+        let digest = digest_of(&body);
+        reg.put_manifest(&digest, oci::MANIFEST_TYPE, &body)?;
+        children.push(serde_json::json!({
+            "mediaType": oci::MANIFEST_TYPE,
+            "artifactType": oci::ARTIFACT_TYPE,
+            "digest": digest,
+            "size": body.len(),
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::INDEX_TYPE,
+        "artifactType": oci::ARTIFACT_TYPE,
+        "manifests": children,
+    }))?;
+    check_size(reg, total + index.len())?;
+    reg.put_manifest(&reg.r.tag, oci::INDEX_TYPE, &index)?;
+    Ok(digest_of(&index))
+}
+
+/// Refuses manifests larger in all than a device reads.
+fn check_size(reg: &Registry, bytes: usize) -> Result<()> {
+    if bytes > oci::MANIFEST_MAX {
+        bail!(
+            "{}: the manifests would be {bytes} bytes, over the {} devices read",
+            reg.r,
+            oci::MANIFEST_MAX
+        );
+    }
+    Ok(())
+}
+
+pub fn push(release: ReleaseArgs, reference: &str, per_manifest: usize) -> Result<PushOutput> {
     let r = Reference::parse(reference).with_context(|| reference.to_owned())?;
     if !r.is_loopback() {
         bail!(
@@ -221,8 +312,9 @@ pub fn push(release: ReleaseArgs, reference: &str) -> Result<PushOutput> {
     let pointer_path = format!("channels/{}", r.tag);
     // The tag's previous pointer (the publisher's own, as a static repository keeps it):
     // the serial carries on and its commit gets a delta.
-    if let Some(m) = reg.manifest()? {
-        let Some(digest) = layer(&m, &pointer_path) else {
+    if let Some(m) = reg.manifest(&r.tag)? {
+        let all = layers(&reg, &m)?;
+        let Some(digest) = layer(&all, &pointer_path) else {
             bail!("{r}: the tag exists but is not a berth repository (no {pointer_path} layer)");
         };
         let bytes = reg.blob(digest, format::channel::FILE_MAX as u64)?;
@@ -259,22 +351,8 @@ pub fn push(release: ReleaseArgs, reference: &str) -> Result<PushOutput> {
         }
     }
     let blobs = layers.len() + 1;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": oci::MANIFEST_TYPE,
-        "artifactType": oci::ARTIFACT_TYPE,
-        "config": config.context("the scratch repository has no config")?,
-        "layers": layers,
-    });
-    let body = serde_json::to_vec(&manifest)?;
-    if body.len() > oci::MANIFEST_MAX {
-        bail!(
-            "{r}: the manifest would be {} bytes, over the {} devices read",
-            body.len(),
-            oci::MANIFEST_MAX
-        );
-    }
-    reg.put_manifest(&body)?;
+    let config = config.context("the scratch repository has no config")?;
+    let manifest_digest = put_manifests(&reg, &config, &layers, per_manifest)?;
     Ok(PushOutput {
         reference: r.to_string(),
         serial: out.serial,
@@ -282,7 +360,7 @@ pub fn push(release: ReleaseArgs, reference: &str) -> Result<PushOutput> {
         blobs,
         uploaded,
         uploaded_bytes,
-        manifest_digest: digest_of(&body),
+        manifest_digest,
     })
 }
 

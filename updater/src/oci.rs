@@ -19,6 +19,9 @@ use crate::UpdaterError;
 struct Manifest {
     #[serde(default)]
     layers: Vec<Layer>,
+    /// An image index's manifests (a tag with more layers than one manifest takes).
+    #[serde(default)]
+    manifests: Vec<Child>,
 }
 
 #[derive(serde::Deserialize)]
@@ -28,24 +31,33 @@ struct Layer {
     annotations: HashMap<String, String>,
 }
 
+#[derive(serde::Deserialize)]
+struct Child {
+    digest: String,
+}
+
 /// Whether `d` is `sha256:` and 64 lowercase hex digits (it goes into a URL).
 fn is_digest(d: &str) -> bool {
     d.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
 }
 
-/// Reads the tag's manifest: the blob URL of each path of the repository.
-/// `why` says what went wrong with a request (TLS failures in plain words).
-pub(crate) fn blobs(
+/// Reads the manifest or index at `reference` (the tag or a digest), at most `budget`
+/// bytes, which it spends.
+fn manifest(
     agent: &ureq::Agent,
     r: &Reference,
+    reference: &str,
+    budget: &mut u64,
     why: &dyn Fn(&ureq::Error) -> String,
-) -> Result<HashMap<String, String>, UpdaterError> {
-    let fail = |why: String| UpdaterError::State(format!("{r}: {why}"));
-    let api = r.api();
+) -> Result<Manifest, UpdaterError> {
+    let fail = |what: String| UpdaterError::State(format!("{r}: {what}"));
     let mut resp = agent
-        .get(format!("{api}/manifests/{}", r.tag))
-        .header("Accept", oci::MANIFEST_TYPE)
+        .get(format!("{}/manifests/{reference}", r.api()))
+        .header(
+            "Accept",
+            format!("{}, {}", oci::MANIFEST_TYPE, oci::INDEX_TYPE),
+        )
         .config()
         // A registry that stops sending is cut.
         .timeout_recv_body(Some(std::time::Duration::from_mins(1)))
@@ -54,18 +66,60 @@ pub(crate) fn blobs(
         .map_err(|e| fail(why(&e)))?;
     match resp.status().as_u16() {
         200 => {}
-        404 => return Err(fail("no such tag in the registry (HTTP 404)".into())),
-        s => return Err(fail(format!("manifest: HTTP {s}"))),
+        404 => {
+            return Err(fail(format!(
+                "no manifest {reference} in the registry (HTTP 404)"
+            )));
+        }
+        s => return Err(fail(format!("manifest {reference}: HTTP {s}"))),
     }
     let body = resp
         .body_mut()
         .with_config()
-        .limit(oci::MANIFEST_MAX as u64)
+        .limit(*budget)
         .read_to_vec()
-        .map_err(|e| fail(format!("manifest: {e}")))?;
-    let m: Manifest = serde_json::from_slice(&body).map_err(|e| fail(format!("manifest: {e}")))?;
+        .map_err(|e| {
+            fail(format!(
+                "manifest {reference}: {e} (the manifests may take {} bytes in all)",
+                oci::MANIFEST_MAX
+            ))
+        })?;
+    *budget -= body.len() as u64;
+    serde_json::from_slice(&body).map_err(|e| fail(format!("manifest {reference}: {e}")))
+}
+
+/// Reads the tag's manifest, or its index and the manifests that names: the blob URL of
+/// each path of the repository. `why` says what went wrong with a request (TLS failures
+/// in plain words).
+pub(crate) fn blobs(
+    agent: &ureq::Agent,
+    r: &Reference,
+    why: &dyn Fn(&ureq::Error) -> String,
+) -> Result<HashMap<String, String>, UpdaterError> {
+    let fail = |what: String| UpdaterError::State(format!("{r}: {what}"));
+    let mut budget = oci::MANIFEST_MAX as u64;
+    let top = manifest(agent, r, &r.tag, &mut budget, why)?;
+    let mut layers = top.layers;
+    if top.manifests.len() > oci::MANIFESTS_MAX {
+        return Err(fail(format!(
+            "the index names {} manifests, over the limit of {}",
+            top.manifests.len(),
+            oci::MANIFESTS_MAX
+        )));
+    }
+    for c in &top.manifests {
+        if !is_digest(&c.digest) {
+            return Err(fail(format!(
+                "the index names manifest {:?}, not sha256:<64 hex digits>",
+                c.digest
+            )));
+        }
+        // One level: a manifest's own `manifests` are not followed.
+        layers.extend(manifest(agent, r, &c.digest, &mut budget, why)?.layers);
+    }
+    let api = r.api();
     let mut out = HashMap::new();
-    for l in m.layers {
+    for l in layers {
         let Some(title) = l.annotations.get(oci::TITLE) else {
             continue;
         };

@@ -8,7 +8,13 @@ use common::Lab;
 use testkit::proxy::Proxy;
 use testkit::registry::Registry;
 
-fn push(lab: &Lab, reference: &str, commit: &str, from: &[&str]) -> serde_json::Value {
+fn push(
+    lab: &Lab,
+    reference: &str,
+    commit: &str,
+    from: &[&str],
+    extra: &[&str],
+) -> serde_json::Value {
     let key = lab.keys.join("berth.key");
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "push".as_ref(),
@@ -25,6 +31,7 @@ fn push(lab: &Lab, reference: &str, commit: &str, from: &[&str]) -> serde_json::
     for f in from {
         args.extend(["--from".as_ref(), std::ffi::OsStr::new(f)]);
     }
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     args.push(reference.as_ref());
     serde_json::from_str(&testkit::run_ok(&testkit::bin("berth-image"), &args)).unwrap()
 }
@@ -74,7 +81,7 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
     let tag = format!("{}/fleet/device:stable", registry.host());
 
     // The first push of the tag: no delta, the pointer's serial is 1.
-    let first = push(&lab, &tag, &v2, &[]);
+    let first = push(&lab, &tag, &v2, &[], &[]);
     assert_eq!(first["serial"], 1);
     assert_eq!(first["uploaded"], first["blobs"]);
     let first_manifest = get_manifest(&registry);
@@ -103,8 +110,12 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
 
     // The second push reads serial 1 and v2 from the registry: serial 2, a delta from v2
     // and, asked for, one from v1. Blobs the registry has are not sent again.
-    let second = push(&lab, &tag, &v3, &[&v1]);
+    // At 5 layers a manifest, the tag now names an image index of several manifests.
+    let second = push(&lab, &tag, &v3, &[&v1], &["--manifest-layers", "5"]);
     assert_eq!(second["serial"], 2);
+    let index: serde_json::Value = serde_json::from_slice(&get_manifest(&registry)).unwrap();
+    assert_eq!(index["mediaType"], format::oci::INDEX_TYPE);
+    assert!(index["manifests"].as_array().unwrap().len() > 2, "{index}");
     let uploaded = second["uploaded"].as_u64().unwrap();
     assert!(uploaded < second["blobs"].as_u64().unwrap(), "{second}");
 
@@ -155,7 +166,14 @@ fn get_manifest(registry: &Registry) -> Vec<u8> {
         "http://{}/v2/fleet/device/manifests/stable",
         registry.host()
     ))
-    .header("Accept", format::oci::MANIFEST_TYPE)
+    .header(
+        "Accept",
+        format!(
+            "{}, {}",
+            format::oci::MANIFEST_TYPE,
+            format::oci::INDEX_TYPE
+        ),
+    )
     .call()
     .unwrap();
     resp.body_mut().read_to_vec().unwrap()
