@@ -108,10 +108,16 @@ impl Reference {
         matches!(host, "localhost" | "127.0.0.1" | "[::1]")
     }
 
-    /// The registry's API root: `http://REGISTRY/v2/NAME` or `https://…`.
+    /// The repository's API root: `http://REGISTRY/v2/NAME` or `https://…`.
     pub fn api(&self) -> String {
+        format!("{}{}", self.root(), self.name)
+    }
+
+    /// The registry's API root, `http://REGISTRY/v2/` or `https://…`: what answers
+    /// whether and how to authenticate.
+    pub fn root(&self) -> String {
         let scheme = if self.is_loopback() { "http" } else { "https" };
-        format!("{scheme}://{}/v2/{}", self.registry, self.name)
+        format!("{scheme}://{}/v2/", self.registry)
     }
 }
 
@@ -121,9 +127,111 @@ impl core::fmt::Display for Reference {
     }
 }
 
+/// What a registry's `401` asks for (`WWW-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Basic realm="…"`: the credentials on every request.
+    Basic,
+    /// `Bearer realm="…",service="…",scope="…"`: a token from `realm` (the distribution
+    /// spec's token authentication), then `Authorization: Bearer TOKEN`.
+    Bearer {
+        /// Where tokens come from.
+        realm: String,
+        /// The `service` parameter to pass back, if any.
+        service: Option<String>,
+    },
+}
+
+impl Challenge {
+    /// Parses a `WWW-Authenticate` value; `None` for a scheme Berth does not speak.
+    pub fn parse(header: &str) -> Option<Self> {
+        let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+        let mut realm = None;
+        let mut service = None;
+        // key="value" pairs separated by commas (values here hold no quotes or commas).
+        for part in params.split(',') {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"').to_string();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "realm" => realm = Some(v),
+                "service" => service = Some(v),
+                _ => {}
+            }
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => Some(Self::Basic),
+            "bearer" => Some(Self::Bearer {
+                realm: realm.filter(|r| r.starts_with("http://") || r.starts_with("https://"))?,
+                service,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The token request for `scope` (e.g. `repository:NAME:pull`), for a Bearer
+    /// challenge.
+    pub fn token_url(&self, scope: &str) -> Option<String> {
+        let Self::Bearer { realm, service } = self else {
+            return None;
+        };
+        let mut url = realm.clone();
+        url.push(if url.contains('?') { '&' } else { '?' });
+        if let Some(s) = service {
+            url.push_str("service=");
+            url.push_str(&encode(s));
+            url.push('&');
+        }
+        url.push_str("scope=");
+        url.push_str(&encode(scope));
+        Some(url)
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let hex = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(hex[usize::from(b >> 4)]));
+            out.push(char::from(hex[usize::from(b & 15)]));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenges() {
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:os:pull""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.token_url("repository:fleet/os:pull").unwrap(),
+            "https://auth.example.com/token?service=registry.example.com&scope=repository%3Afleet%2Fos%3Apull"
+        );
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(Challenge::parse("Basic"), Some(Challenge::Basic));
+        assert_eq!(Challenge::parse("Negotiate abc"), None);
+        // A realm that is not an http(s) URL is not followed.
+        assert_eq!(
+            Challenge::parse(r#"Bearer realm="file:///etc/shadow""#),
+            None
+        );
+        assert_eq!(Challenge::parse("Bearer"), None);
+    }
 
     #[test]
     fn parses_and_refuses() {

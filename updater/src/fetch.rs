@@ -50,6 +50,8 @@ pub struct FetchOptions {
     pub retries: u32,
     /// What an `https://` repository's certificate must chain to.
     pub trust: Trust,
+    /// For an `oci://` registry that wants credentials: a Docker-style `config.json`.
+    pub registry_auth: Option<PathBuf>,
 }
 
 impl Default for FetchOptions {
@@ -58,6 +60,7 @@ impl Default for FetchOptions {
             min_rate: 1024,
             retries: 5,
             trust: Trust::System,
+            registry_auth: None,
         }
     }
 }
@@ -104,6 +107,11 @@ pub(crate) struct Remote {
     opts: FetchOptions,
     /// For a registry: the blob URL of each path, from the tag's manifest.
     blobs: Option<HashMap<String, String>>,
+    /// For a registry: its reference and the credentials (`--registry-auth`), to ask
+    /// for a new token when one expires.
+    registry: Option<(format::oci::Reference, Option<String>)>,
+    /// The `Authorization` header a registry wants (a token, or Basic credentials).
+    auth: std::sync::Mutex<Option<String>>,
 }
 
 /// The clock, in seconds since the Unix epoch. Test hook: `BERTH_TEST_CLOCK=SECONDS`
@@ -149,26 +157,69 @@ impl Remote {
             .timeout_recv_response(Some(Duration::from_secs(30)))
             .build();
         let agent = ureq::Agent::new_with_config(config);
-        let blobs = oci
-            .as_ref()
-            .map(|r| {
-                crate::oci::blobs(&agent, r, &|e| {
-                    tls::explain(e, &api, &opts.trust).unwrap_or_else(|| e.to_string())
-                })
-            })
-            .transpose()?;
+        let why =
+            |e: &ureq::Error| tls::explain(e, &api, &opts.trust).unwrap_or_else(|| e.to_string());
+        let (mut blobs, mut auth, mut registry) = (None, None, None);
+        if let Some(r) = &oci {
+            let basic = opts
+                .registry_auth
+                .as_deref()
+                .map(|f| crate::oci::credentials(f, r))
+                .transpose()?;
+            auth = crate::oci::authorize(&agent, r, basic.as_deref(), &why)?;
+            blobs = Some(crate::oci::blobs(&agent, r, auth.as_deref(), &why)?);
+            registry = Some((r.clone(), basic));
+        } else if opts.registry_auth.is_some() {
+            return Err(UpdaterError::State(format!(
+                "{url}: --registry-auth is for oci:// registries"
+            )));
+        }
         Ok(Self {
             base: oci.map_or_else(|| url.trim_end_matches('/').to_owned(), |r| r.to_string()),
             api,
             agent,
             opts,
             blobs,
+            registry,
+            auth: std::sync::Mutex::new(auth),
         })
     }
 
     /// How errors name `rel`: its URL, or for a registry `oci://REGISTRY/NAME:TAG/rel`.
     pub(crate) fn url(&self, rel: &str) -> String {
         format!("{}/{rel}", self.base)
+    }
+
+    /// The `Authorization` header to send, if the registry wants one.
+    fn auth(&self) -> Option<String> {
+        self.auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks a registry for a new token (the last one expired). Whether there is one.
+    fn refresh(&self) -> Result<bool, UpdaterError> {
+        let Some((r, basic)) = &self.registry else {
+            return Ok(false);
+        };
+        let why = |e: &ureq::Error| self.why(e);
+        let new = crate::oci::authorize(&self.agent, r, basic.as_deref(), &why)?;
+        let got = new.is_some();
+        *self
+            .auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(got)
+    }
+
+    /// A GET of `from` with the registry's `Authorization`, if any.
+    fn get(&self, from: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let req = self.agent.get(from);
+        match self.auth() {
+            Some(a) => req.header("Authorization", a),
+            None => req,
+        }
     }
 
     /// Where `rel` is fetched from: the URL, or the blob a registry's manifest names.
@@ -193,15 +244,21 @@ impl Remote {
     fn get_small(&self, rel: &str, max: usize) -> Result<Vec<u8>, UpdaterError> {
         let url = self.url(rel);
         let fail = |why: String| UpdaterError::State(format!("{url}: {why}"));
-        let mut resp = self
-            .agent
-            .get(&self.locate(rel)?)
-            .config()
-            // Small files: a server that stops sending is cut.
-            .timeout_recv_body(Some(Duration::from_mins(1)))
-            .build()
-            .call()
-            .map_err(|e| fail(self.why(&e)))?;
+        let from = self.locate(rel)?;
+        let call = || {
+            self.get(&from)
+                .config()
+                // Small files: a server that stops sending is cut.
+                .timeout_recv_body(Some(Duration::from_mins(1)))
+                .build()
+                .call()
+                .map_err(|e| fail(self.why(&e)))
+        };
+        let mut resp = call()?;
+        // A registry token expired: one new token, one more try.
+        if resp.status().as_u16() == 401 && self.refresh()? {
+            resp = call()?;
+        }
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(fail(format!("HTTP {status}")));
@@ -267,7 +324,7 @@ impl Remote {
             let left = len - have;
             // The slowest rate we accept bounds how long this request may take.
             let budget = Duration::from_secs(30 + left / self.opts.min_rate.max(1));
-            let mut req = self.agent.get(&from);
+            let mut req = self.get(&from);
             if have > 0 {
                 req = req.header("Range", format!("bytes={have}-"));
             }
@@ -294,6 +351,11 @@ impl Remote {
                 }
                 // The server ignores Range (or none was asked for): from the start.
                 200 => sink.restart()?,
+                // A registry token expired: a new one, and try again.
+                401 if self.refresh()? => {
+                    idle += 1;
+                    continue;
+                }
                 s => return Err(fail(format!("HTTP {s}"))),
             }
             let mut r = resp.body_mut().as_reader();

@@ -153,7 +153,8 @@ enum Command {
     },
 }
 
-/// How an `https://` repository is verified (`update URL`, `check`).
+/// How an `https://` repository is verified and a registry's credentials (`update URL`,
+/// `check`).
 #[derive(Debug, clap::Args)]
 struct TlsArgs {
     /// Trust only the certificate authorities in this PEM file for an https://
@@ -165,6 +166,13 @@ struct TlsArgs {
     /// it changes anything.
     #[arg(long, value_name = "FILE")]
     ca: Vec<PathBuf>,
+    /// Credentials for an oci:// registry that asks for them: a Docker-style
+    /// config.json (`{"auths": {"REGISTRY": {"auth": "<base64 of user:password>"}}}`,
+    /// as `docker login` writes). They go to the registry's token service (or, for a
+    /// registry that asks for Basic authentication, with every request). Without it,
+    /// berth asks for an anonymous token when the registry wants one.
+    #[arg(long, value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
 }
 
 impl TlsArgs {
@@ -278,6 +286,9 @@ fn update_cmd(
         if fetch.trust != updater::tls::Trust::System {
             anyhow::bail!("{source}: --ca is for https:// repository URLs, not files");
         }
+        if fetch.registry_auth.is_some() {
+            anyhow::bail!("{source}: --registry-auth is for oci:// registries, not files");
+        }
         print_installed(&device.update(file, opts)?, tries, "");
     }
     Ok(())
@@ -288,12 +299,13 @@ fn check_cmd(
     device: &Device,
     url: &str,
     channel: Option<&str>,
-    trust: updater::tls::Trust,
+    tls: &TlsArgs,
     json: bool,
 ) -> Result<ExitCode> {
     let channel = updater::oci::channel_for(url, channel)?;
     let fetch = updater::fetch::FetchOptions {
-        trust,
+        trust: tls.trust(),
+        registry_auth: tls.registry_auth.clone(),
         ..Default::default()
     };
     let o = device.check(url, &channel, fetch)?;
@@ -371,6 +383,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             let fetch = updater::fetch::FetchOptions {
                 min_rate,
                 trust: tls.trust(),
+                registry_auth: tls.registry_auth.clone(),
                 ..Default::default()
             };
             update_cmd(&device, file, channel.as_deref(), fetch, opts, tries)?;
@@ -380,7 +393,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             ref channel,
             json,
             ref tls,
-        } => return check_cmd(&device, url, channel.as_deref(), tls.trust(), json),
+        } => return check_cmd(&device, url, channel.as_deref(), tls, json),
         Command::Rollback { ref from } => {
             let from = from
                 .as_deref()

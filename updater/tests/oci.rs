@@ -204,3 +204,50 @@ fn device_like(lab: &Lab, commit: &str) -> Lab {
     other.booted(&commit[..16], "default");
     other
 }
+
+#[test]
+fn a_registry_behind_token_authentication_needs_the_credentials_and_renews_its_tokens() {
+    let registry = Registry::start();
+    let (lab, [_, v2, _]) = lab();
+    push(
+        &lab,
+        &format!("{}/fleet/device:stable", registry.host()),
+        &v2,
+        &[],
+        &[],
+    );
+    // base64 of "fleet:secret"; each token is good for 3 requests.
+    let basic = "ZmxlZXQ6c2VjcmV0";
+    let gate = testkit::gate::TokenGate::start(registry.addr, 3, Some(basic));
+    let url = format!("oci://{}/fleet/device:stable", gate.host());
+
+    // Without credentials the token service refuses: nothing changes on the device.
+    let record = lab.record_bytes();
+    lab.fails(&["check", &url], "the registry asks for credentials");
+    let out = lab.berth(&["update", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pass --registry-auth FILE"), "{err}");
+    assert_eq!(lab.record_bytes(), record);
+
+    // With them (as `docker login` writes them), the update goes through, asking for a
+    // new token whenever one runs out.
+    let auth = lab.tmp.path().join("config.json");
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{basic}"}}}}}}"#, gate.host()),
+    )
+    .unwrap();
+    let out = lab.ok(&["update", &url, "--registry-auth", auth.to_str().unwrap()]);
+    assert_eq!(downloaded(&out).1, "objects", "{out}");
+    assert_eq!(
+        Lab::role(&lab.status(), "trial").as_deref(),
+        Some(&v2[..16])
+    );
+    assert!(
+        gate.issued() >= 3,
+        "{} tokens for a pull of many requests",
+        gate.issued()
+    );
+    lab.ok(&["fsck"]);
+}
