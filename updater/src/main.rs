@@ -107,9 +107,9 @@ enum Command {
         #[arg(long, value_name = "KIND")]
         forbid: Vec<ForbidArg>,
     },
-    /// Ask a static repository whether its channel has an update for this device,
-    /// without downloading it or changing anything (the pointer is verified as for an
-    /// update).
+    /// Ask a static repository or an OCI registry whether its channel has an update for
+    /// this device, without downloading it or changing anything (the pointer is verified
+    /// as for an update).
     ///
     /// Exit status, as dnf check-update: 100 an update is available, 0 up to date, 1
     /// error (unreachable, forged, stale or expired pointer), 2 bad command line.
