@@ -47,7 +47,7 @@ pub(crate) struct TreeChecks<'r> {
     pub root_made: bool,
     facts: HashMap<ObjectId, Facts>,
     /// Trees fetched but not yet published (an object pull), read before the store.
-    pending: HashMap<ObjectId, Tree>,
+    pending: Option<&'r HashMap<ObjectId, Tree>>,
     /// Targets of the symlinks this run made; the other files it made.
     links: HashMap<ObjectId, Vec<u8>>,
     plain: HashSet<ObjectId>,
@@ -60,7 +60,7 @@ impl<'r> TreeChecks<'r> {
             root,
             root_made: false,
             facts: HashMap::new(),
-            pending: HashMap::new(),
+            pending: None,
             links: HashMap::new(),
             plain: HashSet::new(),
         }
@@ -68,8 +68,8 @@ impl<'r> TreeChecks<'r> {
 
     /// Trees to check that are not in the store yet (fetched by an object pull, whose
     /// files are in the store already).
-    pub(crate) fn pending(&mut self, trees: HashMap<ObjectId, Tree>) {
-        self.pending = trees;
+    pub(crate) fn pending(&mut self, trees: &'r HashMap<ObjectId, Tree>) {
+        self.pending = Some(trees);
     }
 
     /// The commit's root tree.
@@ -159,11 +159,14 @@ impl<'r> TreeChecks<'r> {
         if let Some(f) = self.facts.get(id) {
             return Ok(f.clone());
         }
-        let tree = match self.pending.get(id) {
-            Some(t) => t.clone(),
-            None => self.repo.read_tree(id)?,
+        let read;
+        let tree = if let Some(t) = self.pending.and_then(|p| p.get(id)) {
+            t
+        } else {
+            read = self.repo.read_tree(id)?;
+            &read
         };
-        let f = self.compute(&tree, shown, level)?;
+        let f = self.compute(tree, shown, level)?;
         self.facts.insert(*id, f.clone());
         Ok(f)
     }

@@ -111,7 +111,7 @@ pub(crate) struct Remote {
     /// for a new token when one expires.
     registry: Option<(format::oci::Reference, Option<String>)>,
     /// The `Authorization` header a registry wants (a token, or Basic credentials).
-    auth: std::sync::Mutex<Option<String>>,
+    auth: std::cell::RefCell<Option<String>>,
 }
 
 /// The clock, in seconds since the Unix epoch. Test hook: `BERTH_TEST_CLOCK=SECONDS`
@@ -181,7 +181,7 @@ impl Remote {
             opts,
             blobs,
             registry,
-            auth: std::sync::Mutex::new(auth),
+            auth: std::cell::RefCell::new(auth),
         })
     }
 
@@ -192,10 +192,7 @@ impl Remote {
 
     /// The `Authorization` header to send, if the registry wants one.
     fn auth(&self) -> Option<String> {
-        self.auth
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.auth.borrow().clone()
     }
 
     /// Asks a registry for a new token (the last one expired). Whether there is one.
@@ -206,10 +203,7 @@ impl Remote {
         let why = |e: &ureq::Error| self.why(e);
         let new = crate::oci::authorize(&self.agent, r, basic.as_deref(), &why)?;
         let got = new.is_some();
-        *self
-            .auth
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        *self.auth.borrow_mut() = new;
         Ok(got)
     }
 

@@ -77,6 +77,8 @@ struct Missing {
     files: Vec<IndexEntry>,
     /// Bytes fetched for the trees.
     downloaded: u64,
+    /// Bytes the fetched trees take (their encodings).
+    tree_bytes: u64,
 }
 
 impl Device {
@@ -135,14 +137,7 @@ impl Device {
                 missing: to_fetch,
             });
         }
-        self.check_space(
-            missing.files.iter().map(|e| e.size).sum::<u64>()
-                + missing
-                    .trees
-                    .values()
-                    .map(|t| t.encode().len() as u64)
-                    .sum::<u64>(),
-        )?;
+        self.check_space(missing.files.iter().map(|e| e.size).sum::<u64>() + missing.tree_bytes)?;
 
         let total = downloaded + to_fetch;
         let mut checks = TreeChecks::new(&repo, commit.root);
@@ -154,7 +149,7 @@ impl Device {
         };
         downloaded += fetched.files(&missing.files, downloaded, total)?;
         // Every file is in the store: the trees can be checked, then published.
-        checks.pending(missing.trees.clone());
+        checks.pending(&missing.trees);
         checks.check_root(&shown)?;
         let mut txn = Txn::begin(&repo)?;
         for tree in missing.trees.values() {
@@ -337,6 +332,7 @@ impl Walk<'_> {
             trees: HashMap::new(),
             files: Vec::new(),
             downloaded: 0,
+            tree_bytes: 0,
         };
         let mut seen_trees = HashSet::from([*root]);
         let mut seen_files = HashSet::new();
@@ -354,6 +350,7 @@ impl Walk<'_> {
                 let e = self.entry(&id, ObjectKind::Tree, &parent)?;
                 let (obj, got) = open_object(self.remote, self.dir, &e)?;
                 out.downloaded += got;
+                out.tree_bytes += e.size;
                 let (url, cached) = (obj.url.clone(), obj.cached.clone());
                 let tree = obj
                     .whole(&id)

@@ -201,28 +201,6 @@ fn check(
     totals.checked += 1;
 }
 
-/// Publishes `commit` alone to channel `stable` of the static repository `www`: no
-/// delta, so a device pulls the objects it lacks.
-fn publish(lab: &Lab, www: &Path, commit: &str) {
-    let key = lab.keys.join("berth.key");
-    testkit::run_ok(
-        &testkit::bin("berth-image"),
-        &[
-            "publish".as_ref(),
-            "--repo".as_ref(),
-            lab.repo.as_os_str(),
-            "--to".as_ref(),
-            www.as_os_str(),
-            "--channel".as_ref(),
-            "stable".as_ref(),
-            "--commit".as_ref(),
-            commit.as_ref(),
-            "--key".as_ref(),
-            key.as_os_str(),
-        ],
-    );
-}
-
 /// The commits of the scenarios: v1 to v3, and what v1 pulls from the static
 /// repository (v1's large file, other small ones).
 fn commits(lab: &Lab) -> [String; 4] {
@@ -264,7 +242,7 @@ fn scenarios(
     url: &str,
 ) -> (Vec<(PathBuf, Scenario)>, BTreeMap<String, Scan>) {
     let [v1, v2, v3, pulled] = commits(lab);
-    publish(lab, www, &pulled);
+    assert_eq!(lab.publish(&pulled, &[]), www);
     let pull_args: Vec<String> = ["update", url, "--channel", "stable"]
         .iter()
         .map(|s| (*s).to_owned())
