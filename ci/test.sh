@@ -5,27 +5,42 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase's wall time, printed at the end (also on failure), so the log shows where
+# the suite's minutes go.
+phases=() started=$SECONDS last=$SECONDS current=setup
+phase() {
+    phases+=("$((SECONDS - last)) s  $current")
+    last=$SECONDS current=$1
+    echo "== $1"
+}
+summary() {
+    phases+=("$((SECONDS - last)) s  $current")
+    echo "== time per phase (total $((SECONDS - started)) s)"
+    printf '  %s\n' "${phases[@]}"
+}
+trap summary EXIT
+
 bash ci/setup.sh
 bash ci/fetch-rootfs.sh
 bash ci/fetch-kernels.sh
 
-echo "== cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all --check
-echo "== cargo clippy -D warnings"
+phase "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo deny check bans licenses sources"
+phase "cargo deny check bans licenses sources"
 # advisories needs the RustSec database from GitHub, which this network does not reach.
 cargo deny check bans licenses sources
-echo "== device binaries: berth-init static and within budget, berth (both targets)"
+phase "device binaries: berth-init static and within budget, berth (both targets)"
 bash ci/check-init.sh
-echo "== fuzz smoke"
+phase "fuzz smoke"
 bash ci/fuzz-smoke.sh 15
-echo "== feature combinations: store without its write side (as berth-init would use it)"
+phase "feature combinations: store without its write side (as berth-init would use it)"
 cargo clippy -p store --no-default-features --locked -- -D warnings
-echo "== build"
+phase "build"
 cargo build --workspace --locked
-echo "== tests"
+phase "tests"
 BERTH_STRICT=1 cargo test --workspace --locked
-echo "== crash injection at every mutation (the crash-test build of berth)"
+phase "crash injection at every mutation (the crash-test build of berth)"
 cargo clippy -p updater --features crash-points --all-targets --locked -- -D warnings
 cargo test -p updater --features crash-points --locked --test crash -- --nocapture

@@ -46,6 +46,9 @@ fn first_boot_and_persistence(t: Target) {
         b2.serial
     );
     assert_eq!(b2.value("root"), "read-only");
+    for b in [&b1, &b2] {
+        timings_add_up(&b.boot_json(), b.shim_ms(), &b.serial);
+    }
     eprintln!(
         "{}: shim's own time {:?} / {:?} ms, wall {:?} / {:?}",
         t.board,
@@ -53,6 +56,42 @@ fn first_boot_and_persistence(t: Target) {
         b2.shim_ms(),
         b1.wall,
         b2.wall
+    );
+}
+
+/// boot.json's phases are each within the boot, do not overlap (their sum fits between
+/// start and exec), the overlay is within the assembly, and the console's "shim's own
+/// time" is exec - start - modules - device wait, give or take the log line's own cost.
+fn timings_add_up(j: &serde_json::Value, shim_ms: Option<f64>, serial: &str) {
+    let ns = &j["boottime_ns"];
+    let get = |k: &str| {
+        ns[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("boottime_ns.{k} is missing: {j}\n{serial}"))
+    };
+    let total = get("exec") - get("start");
+    let phases = [
+        "early",
+        "modules",
+        "device_wait",
+        "sysroot_mount",
+        "record_read",
+        "plan",
+        "assemble",
+    ];
+    let sum: u64 = phases.iter().map(|k| get(k)).sum();
+    assert!(sum <= total, "phases {sum} ns > boot {total} ns: {j}");
+    for k in phases {
+        assert!(get(k) > 0, "{k} took no time: {j}");
+    }
+    assert!(get("overlay_mount") <= get("assemble"), "{j}");
+    let own_us = (total - get("modules") - get("device_wait")) / 1000;
+    let own = f64::from(u32::try_from(own_us).expect("under an hour")) / 1e3;
+    let shown = shim_ms.expect("an exec line with the shim's own time");
+    // The exec line is stamped a moment after boot.json's "exec", in whole microseconds.
+    assert!(
+        shown >= own - 0.001 && shown < own + 5.0,
+        "console says {shown} ms, boot.json gives {own} ms"
     );
 }
 
