@@ -301,9 +301,22 @@ pub struct PushCli {
     #[command(flatten)]
     pub release: ReleaseArgs,
     /// Where to push: REGISTRY/NAME:TAG, the tag being the channel (a-z, 0-9, . _ -).
-    /// A registry on localhost or 127.0.0.1 is reached over plain HTTP.
+    /// A registry on localhost, 127.0.0.1 or `[::1]` is reached over plain HTTP, any
+    /// other over HTTPS.
     #[arg(value_name = "REGISTRY/NAME:TAG")]
     pub reference: String,
+    /// Trust only the certificate authorities in this PEM file for the registry's
+    /// HTTPS, instead of the system's roots (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else
+    /// /etc/ssl/certs). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Vec<PathBuf>,
+    /// Credentials for a registry that asks for them: a Docker-style config.json
+    /// (`{"auths": {"REGISTRY": {"auth": "<base64 of user:password>"}}}`, as
+    /// `docker login` writes). They go to the registry's token service, which issues a
+    /// push token for NAME (or, for a registry that asks for Basic authentication,
+    /// with every request).
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
     /// Layers per manifest (about 270 bytes each). Past it, the tag names an image index
     /// of several manifests: registries limit a manifest's size (4 MiB is common), and a
     /// rootfs has a layer per object.
@@ -669,9 +682,18 @@ fn publish(a: PublishCli) -> Result<()> {
 }
 
 fn push(a: PushCli) -> Result<()> {
+    let trust = if a.ca.is_empty() {
+        net::tls::Trust::System
+    } else {
+        net::tls::Trust::Only(a.ca)
+    };
     let out = crate::oci::push(
         a.release,
         &a.reference,
+        &crate::oci::Access {
+            trust,
+            registry_auth: a.registry_auth,
+        },
         usize::try_from(a.manifest_layers).unwrap_or(usize::MAX),
     )?;
     if a.json {

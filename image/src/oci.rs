@@ -8,6 +8,7 @@
 //! and the manifest naming them, each layer titled with its path, is put last: a device
 //! never sees a tag that names a missing blob.
 
+use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use format::ObjectId;
 use format::oci::{self, Reference};
+use net::tls::Trust;
 
 use crate::cli::ReleaseArgs;
 
@@ -32,47 +34,133 @@ pub struct PushOutput {
     pub manifest_digest: String,
 }
 
+/// How `push` reaches the registry: whose certificates it trusts for HTTPS, and the
+/// credentials file, if the registry wants credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub trust: Trust,
+    pub registry_auth: Option<PathBuf>,
+}
+
 /// A registry's API for one repository name.
 struct Registry {
     r: Reference,
     api: String,
     agent: ureq::Agent,
+    trust: Trust,
+    /// The base64 of `user:password` from `--registry-auth`, if given.
+    basic: Option<String>,
+    /// The `Authorization` header the registry wants, if any (a token is renewed when
+    /// the registry stops taking it).
+    auth: RefCell<Option<String>>,
 }
 
 fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", ObjectId::digest(bytes))
 }
 
+/// `scheme://authority` of a URL (the whole URL if it has no path).
+fn origin(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    url[after..]
+        .find('/')
+        .map_or(url, |end| &url[..after + end])
+}
+
 impl Registry {
-    fn new(r: Reference) -> Self {
+    /// Connects to the registry of `r` and, if it asks for credentials, gets a push
+    /// token (or takes the Basic credentials).
+    fn new(r: Reference, access: &Access) -> Result<Self> {
+        let api = r.api();
+        let https = api.starts_with("https://");
         let config = ureq::Agent::config_builder()
+            .tls_config(net::tls::config(&api, &access.trust)?)
+            // An https registry is not followed to plain http.
+            .https_only(https)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_mins(2)))
             .build();
-        Self {
-            api: r.api(),
+        let basic = access
+            .registry_auth
+            .as_deref()
+            .map(|f| net::auth::credentials(f, &r))
+            .transpose()?;
+        let reg = Self {
+            api,
             r,
             agent: ureq::Agent::new_with_config(config),
-        }
+            trust: access.trust.clone(),
+            basic,
+            auth: RefCell::new(None),
+        };
+        reg.refresh()?;
+        Ok(reg)
+    }
+
+    /// Asks the registry for credentials afresh. Whether it wants any.
+    fn refresh(&self) -> Result<bool> {
+        let why = |e: &ureq::Error| self.why(e);
+        let auth = net::auth::authorize(
+            &self.agent,
+            &self.r,
+            self.basic.as_deref(),
+            net::auth::Access::Push,
+            &why,
+        )?;
+        let wants = auth.is_some();
+        *self.auth.borrow_mut() = auth;
+        Ok(wants)
+    }
+
+    /// A failed request in one line (TLS failures in plain words).
+    fn why(&self, e: &ureq::Error) -> String {
+        net::tls::explain(e, &self.api, &self.trust).unwrap_or_else(|| e.to_string())
     }
 
     fn fail(&self, what: &str, why: impl std::fmt::Display) -> anyhow::Error {
         anyhow::anyhow!("{}: {what}: {why}", self.r)
     }
 
+    /// Sends the request that `make` builds for `url`, with the registry's
+    /// `Authorization` (given only to the registry's own origin, never to a storage
+    /// backend an upload is sent on to); once more with fresh credentials if the
+    /// registry answers 401 (a token ran out).
+    fn send(
+        &self,
+        url: &str,
+        what: &str,
+        make: impl Fn(Option<&str>) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let ours = origin(url) == origin(&self.api);
+        let run = || {
+            let auth = self.auth.borrow().clone().filter(|_| ours);
+            make(auth.as_deref()).map_err(|e| self.fail(what, self.why(&e)))
+        };
+        let mut resp = run()?;
+        if resp.status().as_u16() == 401 && ours && self.refresh()? {
+            resp = run()?;
+        }
+        if resp.status().as_u16() == 401 {
+            return Err(self.fail(
+                what,
+                "HTTP 401: the registry refuses these credentials (see --registry-auth)",
+            ));
+        }
+        Ok(resp)
+    }
+
     /// The manifest (or index) at `reference` (the tag, or a digest), if there is one.
     fn manifest(&self, reference: &str) -> Result<Option<serde_json::Value>> {
         let url = format!("{}/manifests/{reference}", self.api);
-        let mut resp = self
-            .agent
-            .get(&url)
-            .header(
-                "Accept",
-                format!("{}, {}", oci::MANIFEST_TYPE, oci::INDEX_TYPE),
-            )
-            .call()
-            .map_err(|e| self.fail("get the manifest", e))?;
+        let mut resp = self.send(&url, "get the manifest", |auth| {
+            with_auth(self.agent.get(&url), auth)
+                .header(
+                    "Accept",
+                    format!("{}, {}", oci::MANIFEST_TYPE, oci::INDEX_TYPE),
+                )
+                .call()
+        })?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Ok(None),
@@ -91,11 +179,9 @@ impl Registry {
 
     fn blob(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
         let url = format!("{}/blobs/{digest}", self.api);
-        let mut resp = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| self.fail(digest, e))?;
+        let mut resp = self.send(&url, digest, |auth| {
+            with_auth(self.agent.get(&url), auth).call()
+        })?;
         if resp.status().as_u16() != 200 {
             return Err(self.fail(digest, format!("HTTP {}", resp.status().as_u16())));
         }
@@ -108,11 +194,9 @@ impl Registry {
 
     fn has_blob(&self, digest: &str) -> Result<bool> {
         let url = format!("{}/blobs/{digest}", self.api);
-        let resp = self
-            .agent
-            .head(&url)
-            .call()
-            .map_err(|e| self.fail(digest, e))?;
+        let resp = self.send(&url, digest, |auth| {
+            with_auth(self.agent.head(&url), auth).call()
+        })?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -123,11 +207,9 @@ impl Registry {
     /// Uploads `bytes` as the blob `digest`: a monolithic upload (POST, then PUT).
     fn upload(&self, digest: &str, bytes: &[u8]) -> Result<()> {
         let url = format!("{}/blobs/uploads/", self.api);
-        let resp = self
-            .agent
-            .post(&url)
-            .send_empty()
-            .map_err(|e| self.fail("start an upload", e))?;
+        let resp = self.send(&url, "start an upload", |auth| {
+            with_auth(self.agent.post(&url), auth).send_empty()
+        })?;
         if resp.status().as_u16() != 202 {
             return Err(self.fail(
                 "start an upload",
@@ -144,12 +226,11 @@ impl Registry {
         put.push_str("digest=");
         put.push_str(digest);
         // Without this content type, the registry's form parsing swallows the body.
-        let resp = self
-            .agent
-            .put(&put)
-            .header("Content-Type", "application/octet-stream")
-            .send(bytes)
-            .map_err(|e| self.fail(digest, e))?;
+        let resp = self.send(&put, digest, |auth| {
+            with_auth(self.agent.put(&put), auth)
+                .header("Content-Type", "application/octet-stream")
+                .send(bytes)
+        })?;
         if resp.status().as_u16() != 201 {
             return Err(self.fail(digest, format!("upload: HTTP {}", resp.status().as_u16())));
         }
@@ -159,12 +240,11 @@ impl Registry {
     /// Puts a manifest (or an index, `media_type`) at `reference` (a tag or a digest).
     fn put_manifest(&self, reference: &str, media_type: &str, body: &[u8]) -> Result<()> {
         let url = format!("{}/manifests/{reference}", self.api);
-        let resp = self
-            .agent
-            .put(&url)
-            .header("Content-Type", media_type)
-            .send(body)
-            .map_err(|e| self.fail("put the manifest", e))?;
+        let resp = self.send(&url, "put the manifest", |auth| {
+            with_auth(self.agent.put(&url), auth)
+                .header("Content-Type", media_type)
+                .send(body)
+        })?;
         if resp.status().as_u16() != 201 {
             return Err(self.fail(
                 "put the manifest",
@@ -172,6 +252,14 @@ impl Registry {
             ));
         }
         Ok(())
+    }
+}
+
+/// `req` with the `Authorization` header, if there is one.
+fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("Authorization", a),
+        None => req,
     }
 }
 
@@ -296,15 +384,14 @@ fn check_size(reg: &Registry, bytes: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn push(release: ReleaseArgs, reference: &str, per_manifest: usize) -> Result<PushOutput> {
+pub fn push(
+    release: ReleaseArgs,
+    reference: &str,
+    access: &Access,
+    per_manifest: usize,
+) -> Result<PushOutput> {
     let r = Reference::parse(reference).with_context(|| reference.to_owned())?;
-    if !r.is_loopback() {
-        bail!(
-            "{r}: pushing over https is not built yet; push to a registry on this machine \
-             (localhost, 127.0.0.1, [::1]) and mirror it, or publish a static repository"
-        );
-    }
-    let reg = Registry::new(r.clone());
+    let reg = Registry::new(r.clone(), access)?;
     let stage = tempfile::Builder::new()
         .prefix("berth-push-")
         .tempdir()
@@ -318,6 +405,20 @@ pub fn push(release: ReleaseArgs, reference: &str, per_manifest: usize) -> Resul
             bail!("{r}: the tag exists but is not a berth repository (no {pointer_path} layer)");
         };
         let bytes = reg.blob(digest, format::channel::FILE_MAX as u64)?;
+        // The registry is storage anyone with push access can write: carry on only a
+        // pointer this key signed (its serial and commit decide the next release's).
+        let key = crate::keys::read_secret(&release.key)?;
+        let (body, sigs) = format::channel::split_file(&bytes)
+            .with_context(|| format!("{r}: the tag's {pointer_path}"))?;
+        format::sig::Signatures::decode(sigs)
+            .and_then(|s| s.verify(body, &[key.verifying_key()]))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{r}: the tag's {pointer_path} is not signed by {} ({e}): another \
+                     publisher's key, or tampered with; refusing to carry on its serial",
+                    release.key.display()
+                )
+            })?;
         fs::create_dir_all(stage.path().join("channels"))?;
         fs::write(stage.path().join("config"), crate::publish::CONFIG)?;
         fs::write(stage.path().join(&pointer_path), bytes)?;
@@ -385,6 +486,24 @@ fn resolve(base: &str, location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::resolve;
+
+    #[test]
+    fn origins() {
+        use super::origin;
+        assert_eq!(
+            origin("https://r.example:5000/v2/x/blobs/uploads/"),
+            "https://r.example:5000"
+        );
+        assert_eq!(origin("https://r.example:5000"), "https://r.example:5000");
+        assert_ne!(
+            origin("https://storage.example/v2/x"),
+            origin("https://r.example/v2/x")
+        );
+        assert_ne!(
+            origin("http://r.example/v2/x"),
+            origin("https://r.example/v2/x")
+        );
+    }
 
     #[test]
     fn locations() {

@@ -1,5 +1,5 @@
-//! TLS for `https://` repositories: rustls with the ring provider, the server's
-//! certificate verified against the system's roots or a fleet's own CA.
+//! TLS for `https://` repositories and registries: rustls with the ring provider, the
+//! server's certificate verified against the system's roots or a fleet's own CA.
 //!
 //! - [`Trust::System`] (the default): the roots OpenSSL would use, read at each run by
 //!   rustls-native-certs: `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when set, else the
@@ -27,7 +27,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::{CertificateError, RootCertStore};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
-use crate::UpdaterError;
+use crate::NetError;
 
 /// Which certificate authorities an `https://` repository's certificate must chain to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Trust {
 
 /// The TLS settings for the repository at `url`, reading the roots now (so a missing or
 /// broken `--ca` file is reported before any request).
-pub(crate) fn config(url: &str, trust: &Trust) -> Result<TlsConfig, UpdaterError> {
+pub fn config(url: &str, trust: &Trust) -> Result<TlsConfig, NetError> {
     let roots = if url.starts_with("https://") {
         match trust {
             Trust::System => system_roots(url)?,
@@ -85,7 +85,7 @@ pub(crate) fn config(url: &str, trust: &Trust) -> Result<TlsConfig, UpdaterError
         }
     } else {
         if let Trust::Only(files) = trust {
-            return Err(UpdaterError::State(format!(
+            return Err(NetError(format!(
                 "--ca {}: {url} is not an https:// repository; a CA applies to https:// only",
                 files
                     .first()
@@ -112,14 +112,14 @@ pub(crate) fn config(url: &str, trust: &Trust) -> Result<TlsConfig, UpdaterError
 }
 
 /// The system's roots; an error when there are none, since nothing could verify.
-fn system_roots(url: &str) -> Result<Vec<CertificateDer<'static>>, UpdaterError> {
+fn system_roots(url: &str) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let found = rustls_native_certs::load_native_certs();
     if found.certs.is_empty() {
         let why = found
             .errors
             .first()
             .map_or_else(|| "none found".to_owned(), ToString::to_string);
-        return Err(UpdaterError::State(format!(
+        return Err(NetError(format!(
             "{url}: no system root certificates to verify it with ({why}); install ca-certificates, set SSL_CERT_FILE, or pass --ca FILE"
         )));
     }
@@ -130,8 +130,8 @@ fn system_roots(url: &str) -> Result<Vec<CertificateDer<'static>>, UpdaterError>
 }
 
 /// The certificates of one `--ca` PEM file, each checked to be usable as a root.
-fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpdaterError> {
-    let bad = |why: String| UpdaterError::State(format!("--ca {}: {why}", path.display()));
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    let bad = |why: String| NetError(format!("--ca {}: {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -162,7 +162,7 @@ fn rustls_error(e: &ureq::Error) -> Option<&rustls::Error> {
 
 /// A TLS failure said plainly (`None` when `e` is not about TLS): a certificate does not
 /// get better by retrying, so callers stop at once.
-pub(crate) fn explain(e: &ureq::Error, url: &str, trust: &Trust) -> Option<String> {
+pub fn explain(e: &ureq::Error, url: &str, trust: &Trust) -> Option<String> {
     if let ureq::Error::Tls(why) = e {
         return Some(format!("TLS: {why}"));
     }

@@ -21,6 +21,8 @@ struct State {
     /// The `Authorization` the token service wants (`Basic …`), if any.
     basic: Option<String>,
     uses: u64,
+    /// Where the challenge sends clients for a token, if not to the gate itself.
+    realm: Mutex<Option<String>>,
 }
 
 /// A running gate; it stops with the test process.
@@ -58,6 +60,16 @@ impl TokenGate {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Sends clients to `url` for tokens (say, the gate's `/token` through a TLS front)
+    /// instead of to the gate's own plain-HTTP address.
+    pub fn set_realm(&self, url: &str) {
+        *self
+            .state
+            .realm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(url.to_owned());
     }
 
     /// Tokens issued so far.
@@ -145,9 +157,14 @@ fn serve(
         });
     if !valid {
         state.refused.fetch_add(1, Ordering::Relaxed);
-        let challenge = format!(
-            "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"test-registry\"\r\n"
-        );
+        let realm = state
+            .realm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| format!("http://{me}/token"));
+        let challenge =
+            format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"test-registry\"\r\n");
         return reply(&mut conn, "401 Unauthorized", &challenge, "");
     }
     let mut up = TcpStream::connect(upstream)?;

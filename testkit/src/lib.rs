@@ -8,6 +8,7 @@
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod gate;
+pub mod hosts;
 pub mod http;
 pub mod proxy;
 pub mod registry;

@@ -8,8 +8,10 @@
 //! a test asks for, valid from 1975 to 4096 unless the test says otherwise.
 //!
 //! One request per connection, as the plain server: the request head is read up to its
-//! blank line (a `GET` has no body), sent on, and the answer relayed until the plain
-//! server closes; then the TLS session is closed with `close_notify`.
+//! blank line, and its body if it has a `Content-Length` (a push's upload), sent on, and
+//! the answer relayed until the server behind closes; then the TLS session is closed
+//! with `close_notify`. [`TlsServer::front`] puts it before any server on 127.0.0.1 (a
+//! registry, or the token gate before one).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -104,6 +106,13 @@ pub struct TlsServer {
 impl TlsServer {
     /// Serves `backend` over TLS with `leaf`, on a free port of 127.0.0.1.
     pub fn start(backend: &Server, leaf: &Leaf) -> Self {
+        Self::front(backend.addr, leaf)
+    }
+
+    /// Serves whatever listens at `backend` (on 127.0.0.1) over TLS with `leaf`, on a
+    /// free port of 127.0.0.1.
+    pub fn front(backend: SocketAddr, leaf: &Leaf) -> Self {
+        assert!(backend.ip().is_loopback(), "tests only reach 127.0.0.1");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = Arc::new(
             ServerConfig::builder_with_provider(provider)
@@ -115,7 +124,6 @@ impl TlsServer {
         );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local address");
-        let backend = backend.addr;
         let connections = Arc::new(AtomicU64::new(0));
         let count = connections.clone();
         std::thread::spawn(move || {
@@ -149,15 +157,39 @@ fn relay(client: TcpStream, config: Arc<ServerConfig>, backend: SocketAddr) -> s
     let mut head = Vec::new();
     let mut buf = vec![0u8; 16 << 10];
     // The first read drives the handshake.
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
         let n = tls.read(&mut buf)?;
         if n == 0 || head.len() > 64 << 10 {
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
+    };
+    // The body, if the head announces one.
+    let length = String::from_utf8_lossy(&head[..end])
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while head.len() < end + length {
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
     }
+    // As a TLS-terminating proxy tells the server behind (a registry then answers an
+    // upload with an https:// Location).
+    let line_end = head.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut up = TcpStream::connect(backend)?;
-    up.write_all(&head)?;
+    up.write_all(&head[..line_end])?;
+    up.write_all(b"X-Forwarded-Proto: https\r\n")?;
+    up.write_all(&head[line_end..])?;
     loop {
         let n = up.read(&mut buf)?;
         if n == 0 {

@@ -39,6 +39,7 @@ use crate::pull::Pulled;
 use crate::tls::{self, Trust};
 use crate::update::{UpdateOptions, UpdateReport, bad};
 use crate::{Device, UpdaterError};
+use net::auth::Access;
 
 /// How a download may go.
 #[derive(Debug, Clone)]
@@ -164,9 +165,9 @@ impl Remote {
             let basic = opts
                 .registry_auth
                 .as_deref()
-                .map(|f| crate::oci::credentials(f, r))
+                .map(|f| net::auth::credentials(f, r))
                 .transpose()?;
-            auth = crate::oci::authorize(&agent, r, basic.as_deref(), &why)?;
+            auth = net::auth::authorize(&agent, r, basic.as_deref(), Access::Pull, &why)?;
             blobs = Some(crate::oci::blobs(&agent, r, auth.as_deref(), &why)?);
             registry = Some((r.clone(), basic));
         } else if opts.registry_auth.is_some() {
@@ -201,7 +202,7 @@ impl Remote {
             return Ok(false);
         };
         let why = |e: &ureq::Error| self.why(e);
-        let new = crate::oci::authorize(&self.agent, r, basic.as_deref(), &why)?;
+        let new = net::auth::authorize(&self.agent, r, basic.as_deref(), Access::Pull, &why)?;
         let got = new.is_some();
         *self.auth.borrow_mut() = new;
         Ok(got)

@@ -27,7 +27,7 @@ pub mod gc;
 pub mod oci;
 mod pull;
 pub mod repair;
-pub mod tls;
+pub use net::tls;
 pub mod update;
 
 use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};
@@ -62,6 +62,9 @@ pub enum UpdaterError {
     /// The command does not apply to the device's state.
     #[error("{0}")]
     State(String),
+    /// A repository or registry could not be reached, trusted or entered.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     /// An update's parts were all applied but did not make its commit.
     #[error("{0}")]
     Incomplete(String),

@@ -10,7 +10,6 @@
 //! blob only makes a download fail its check.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use format::oci::{self, Reference};
 
@@ -137,105 +136,6 @@ pub(crate) fn blobs(
         out.insert(title.clone(), format!("{api}/blobs/{}", l.digest));
     }
     Ok(out)
-}
-
-/// The `auth` (base64 of `user:password`) that a Docker-style `config.json` holds for
-/// the registry of `r` (keys `REGISTRY`, `https://REGISTRY` or `http://REGISTRY`).
-pub(crate) fn credentials(file: &Path, r: &Reference) -> Result<String, UpdaterError> {
-    let fail = |why: String| UpdaterError::State(format!("{}: {why}", file.display()));
-    let text = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
-    let auths = &v["auths"];
-    [
-        r.registry.clone(),
-        format!("https://{}", r.registry),
-        format!("http://{}", r.registry),
-    ]
-    .iter()
-    .find_map(|k| auths[k]["auth"].as_str())
-    .map(str::to_owned)
-    .ok_or_else(|| {
-        fail(format!(
-            "has no auths.{:?}.auth (base64 of user:password) for this registry",
-            r.registry
-        ))
-    })
-}
-
-/// The `Authorization` header the registry of `r` wants, if any: asks `GET /v2/`, and
-/// for a Bearer challenge fetches a pull token for the repository (sending `basic`,
-/// the base64 of `user:password`, if given). `None`: the registry is open.
-pub(crate) fn authorize(
-    agent: &ureq::Agent,
-    r: &Reference,
-    basic: Option<&str>,
-    why: &dyn Fn(&ureq::Error) -> String,
-) -> Result<Option<String>, UpdaterError> {
-    let fail = |what: String| UpdaterError::State(format!("{r}: {what}"));
-    let timeout = Some(std::time::Duration::from_mins(1));
-    let resp = agent
-        .get(r.root())
-        .config()
-        .timeout_recv_body(timeout)
-        .build()
-        .call()
-        .map_err(|e| fail(why(&e)))?;
-    match resp.status().as_u16() {
-        401 => {}
-        // Open (or not saying): go on without credentials.
-        _ => return Ok(None),
-    }
-    let header = resp
-        .headers()
-        .get("WWW-Authenticate")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let needs = || {
-        fail(
-            "the registry asks for credentials: pass --registry-auth FILE (a Docker config.json)"
-                .into(),
-        )
-    };
-    let scope = format!("repository:{}:pull", r.name);
-    match oci::Challenge::parse(header) {
-        Some(oci::Challenge::Basic) => basic.map(|b| Some(format!("Basic {b}"))).ok_or_else(needs),
-        Some(c @ oci::Challenge::Bearer { .. }) => {
-            let url = c.token_url(&scope).unwrap_or_default();
-            let mut req = agent.get(&url);
-            if let Some(b) = basic {
-                req = req.header("Authorization", format!("Basic {b}"));
-            }
-            let mut resp = req
-                .config()
-                .timeout_recv_body(timeout)
-                .build()
-                .call()
-                .map_err(|e| fail(format!("token from {url}: {}", why(&e))))?;
-            match resp.status().as_u16() {
-                200 => {}
-                401 | 403 if basic.is_none() => return Err(needs()),
-                s => return Err(fail(format!("token from {url}: HTTP {s}"))),
-            }
-            let body = resp
-                .body_mut()
-                .with_config()
-                .limit(64 << 10)
-                .read_to_vec()
-                .map_err(|e| fail(format!("token from {url}: {e}")))?;
-            let v: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| fail(format!("token from {url}: {e}")))?;
-            let token = v["token"]
-                .as_str()
-                .or_else(|| v["access_token"].as_str())
-                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
-                .ok_or_else(|| fail(format!("token from {url}: no token in the answer")))?;
-            Ok(Some(format!("Bearer {token}")))
-        }
-        None => Err(fail(format!(
-            "the registry asks for an authentication berth does not speak: {header:?}"
-        ))),
-    }
 }
 
 /// The channel of a repository URL: `--channel` for `http://`; the tag for `oci://`

@@ -251,3 +251,176 @@ fn a_registry_behind_token_authentication_needs_the_credentials_and_renews_its_t
     );
     lab.ok(&["fsck"]);
 }
+
+/// `berth-image push --json` of `commit` to `reference`, with the names of `hosts`.
+fn push_as_by_name(
+    hosts: &testkit::hosts::Hosts,
+    lab: &Lab,
+    commit: &str,
+    reference: &str,
+    extra: &[&std::path::Path],
+) -> std::process::Output {
+    let mut c = hosts.command(&testkit::bin("berth-image"));
+    c.arg("push")
+        .arg("--repo")
+        .arg(&lab.repo)
+        .arg("--commit")
+        .arg(commit)
+        .arg("--key")
+        .arg(lab.keys.join("berth.key"))
+        .arg("--json");
+    for pair in extra.chunks(2) {
+        c.args(pair);
+    }
+    c.arg(reference).output().unwrap()
+}
+
+/// `berth-image push` and `berth update oci://` to a registry that is what a fleet
+/// runs: HTTPS with its own CA, token authentication with credentials (tokens good for
+/// 4 requests), reached by name. The name resolves to 127.0.0.1 only inside the
+/// commands' own mount namespaces (`testkit::hosts`).
+#[test]
+fn push_and_update_over_https_to_a_registry_that_wants_credentials() {
+    if testkit::skip_unless_root("push_and_update_over_https_to_a_registry_that_wants_credentials")
+    {
+        return;
+    }
+    let registry = Registry::start();
+    let basic = "ZmxlZXQ6c2VjcmV0"; // fleet:secret
+    let gate = testkit::gate::TokenGate::start(registry.addr, 4, Some(basic));
+    let ca = testkit::tls::Ca::new("fleet CA");
+    let front = testkit::tls::TlsServer::front(gate.addr, &ca.issue(&["registry.test"]));
+    let host = format!("registry.test:{}", front.addr.port());
+    gate.set_realm(&format!("https://{host}/token"));
+    let hosts = testkit::hosts::Hosts::new(&["registry.test"]);
+
+    let (lab, [_, v2, _]) = lab();
+    let ca_pem = lab.tmp.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let auth = lab.tmp.path().join("config.json");
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{basic}"}}}}}}"#),
+    )
+    .unwrap();
+    let reference = format!("{host}/fleet/device:stable");
+    let push = |extra: &[&std::path::Path]| push_as_by_name(&hosts, &lab, &v2, &reference, extra);
+    let (ca_flag, auth_flag) = (
+        std::path::Path::new("--ca"),
+        std::path::Path::new("--registry-auth"),
+    );
+
+    // Without the fleet's CA: refused at the handshake, before anything is sent.
+    let out = push(&[auth_flag, &auth]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not issued by a trusted certificate authority"),
+        "{err}"
+    );
+    // Without credentials: the token service refuses.
+    let out = push(&[ca_flag, &ca_pem]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("pass --registry-auth FILE"), "{err}");
+    assert_eq!(gate.issued(), 0, "no token without credentials");
+    // With both: pushed, renewing tokens on the way.
+    let out = push(&[ca_flag, &ca_pem, auth_flag, &auth]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pushed["serial"], 1);
+    assert!(pushed["uploaded"].as_u64().unwrap() > 4);
+    let tokens = gate.issued();
+    assert!(tokens >= 2, "{tokens} tokens for a push of many requests");
+
+    // The device updates from it over the same HTTPS, with the same credentials.
+    let url = format!("oci://{reference}");
+    let device = |extra: &[&str]| {
+        hosts
+            .command(common::berth())
+            .arg("--sysroot")
+            .arg(&lab.sysroot)
+            .arg("--boot-json")
+            .arg(&lab.boot_json)
+            .args(["update", &url])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let record = lab.record_bytes();
+    let out = device(&["--ca", ca_pem.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pass --registry-auth FILE"), "{err}");
+    assert_eq!(
+        lab.record_bytes(),
+        record,
+        "refused: the device is unchanged"
+    );
+    let out = device(&[
+        "--ca",
+        ca_pem.to_str().unwrap(),
+        "--registry-auth",
+        auth.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(downloaded(&text).1, "objects", "{text}");
+    assert_eq!(
+        Lab::role(&lab.status(), "trial").as_deref(),
+        Some(&v2[..16])
+    );
+    assert!(gate.issued() > tokens, "the device got its own tokens");
+    assert!(front.connections() > 0);
+    lab.ok(&["fsck"]);
+}
+
+/// The registry is storage that anyone with push access writes: a push carries on the
+/// tag's serial only from a pointer its own key signed, and otherwise changes nothing.
+#[test]
+fn a_push_carries_on_only_a_pointer_signed_by_its_own_key() {
+    let registry = Registry::start();
+    let (lab, [_, v2, v3]) = lab();
+    let reference = format!("{}/fleet/device:stable", registry.host());
+    push(&lab, &reference, &v2, &[], &[]);
+    let before = get_manifest(&registry);
+
+    let other = lab.tmp.path().join("other-keys");
+    testkit::run_ok(
+        &testkit::bin("berth-image"),
+        &["keygen".as_ref(), "--out".as_ref(), other.as_os_str()],
+    );
+    let out = testkit::run(
+        &testkit::bin("berth-image"),
+        &[
+            "push".as_ref(),
+            "--repo".as_ref(),
+            lab.repo.as_os_str(),
+            "--commit".as_ref(),
+            v3.as_ref(),
+            "--key".as_ref(),
+            other.join("berth.key").as_os_str(),
+            reference.as_ref(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("channels/stable is not signed by") && err.contains("refusing"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(get_manifest(&registry), before, "the tag is unchanged");
+
+    // The rightful key carries on: serial 2.
+    let pushed = push(&lab, &reference, &v3, &[], &[]);
+    assert_eq!(pushed["serial"], 2);
+}
