@@ -2,7 +2,10 @@
 //! deployment references.
 //!
 //! Kept, always: the booted deployment and every deployment the record names (default,
-//! trial, previous). Order is what makes it crash-safe: deployments go first (a crash
+//! trial, previous), and the objects an interrupted object pull has stored so far (those
+//! that the index in its download directory lists: the next run of the update needs
+//! them, and the next update of another commit removes that directory). Order is what
+//! makes it crash-safe: deployments go first (a crash
 //! leaves unreferenced objects, which the next `gc` removes), and an object is removed
 //! only if no kept commit reaches it. Staging directories of dead processes are removed
 //! by the store itself.
@@ -16,7 +19,7 @@ use rustix::fd::{AsFd as _, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use format::{EntryKind, ObjectId};
+use format::{EntryKind, ObjectId, ObjectKind};
 use store::Repo;
 
 use crate::{Device, UpdaterError};
@@ -31,6 +34,8 @@ pub struct GcReport {
     /// Bytes of object content freed (regular files' sizes; hard links to kept
     /// checkouts do not exist for removed objects).
     pub bytes: u64,
+    /// Objects kept only because an interrupted update's index lists them.
+    pub kept_for_updates: u64,
 }
 
 fn reach(repo: &Repo, tree: &ObjectId, keep: &mut HashSet<ObjectId>) -> Result<(), UpdaterError> {
@@ -92,6 +97,29 @@ fn remove(dir: &OwnedFd, path: &Path, name: &[u8]) -> Result<(), UpdaterError> {
 }
 
 impl Device {
+    /// The objects listed by the indexes of object pulls in progress (download
+    /// directories `berth/repo/tmp/download-*-objects/index`). An index that does not
+    /// decode (a download cut short) lists nothing.
+    fn pending_pulls(&self) -> Vec<(ObjectId, ObjectKind)> {
+        let Ok(entries) = std::fs::read_dir(self.path.join("berth/repo/tmp")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("download-") && name.ends_with("-objects")) {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(e.path().join("index"))
+                && let Ok(index) = format::index::Index::decode(&bytes)
+            {
+                out.extend(index.entries.iter().map(|x| (x.id, x.kind)));
+            }
+        }
+        out
+    }
+
     /// Removes what nothing references.
     pub fn gc(&self) -> Result<GcReport, UpdaterError> {
         let (rec, _) = self.record()?;
@@ -149,6 +177,11 @@ impl Device {
             keep.insert(id);
             let (c, _) = repo.read_commit(&id)?;
             reach(&repo, &c.root, &mut keep)?;
+        }
+        for (id, kind) in self.pending_pulls() {
+            if repo.has(&id, kind)? && keep.insert(id) {
+                report.kept_for_updates += 1;
+            }
         }
         let (objects, bytes) = repo.remove_unreachable(&keep)?;
         report.objects = objects;

@@ -410,7 +410,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "removed {} deployments ({}) and {} objects, {} bytes",
+                    "removed {} deployments ({}) and {} objects, {} bytes{}",
                     r.deployments.len(),
                     if r.deployments.is_empty() {
                         "none".to_owned()
@@ -418,7 +418,15 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         r.deployments.join(", ")
                     },
                     r.objects,
-                    r.bytes
+                    r.bytes,
+                    if r.kept_for_updates > 0 {
+                        format!(
+                            "; kept {} objects an interrupted update has fetched",
+                            r.kept_for_updates
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }

@@ -13,8 +13,11 @@
 //!   before they are written.
 //!
 //! What makes it resumable: files go into the store in batches, each one transaction, so
-//! an interrupted pull fetches only what is still missing. Objects larger than
-//! [`IN_MEMORY_MAX`] are downloaded into the download directory with `Range` resume.
+//! an interrupted pull fetches only what is still missing (and `berth gc` keeps what the
+//! download directory's index lists). Each fetched tree is kept in the download
+//! directory once it hashes to its id, and read from there (hashed again) by the next
+//! run. Objects larger than [`IN_MEMORY_MAX`] are downloaded into the download
+//! directory with `Range` resume.
 //!
 //! When pulling would cost more bytes than the full update (a device that shares little
 //! with the new commit: many small objects compress worse one by one), the caller takes
@@ -326,6 +329,47 @@ impl Walk<'_> {
         })
     }
 
+    /// Fetches the tree `e`, checks it and keeps it for the next run. Returns it and
+    /// the bytes fetched.
+    fn fetch_tree(&self, e: &IndexEntry) -> Result<(Tree, u64), UpdaterError> {
+        let (obj, got) = open_object(self.remote, self.dir, e)?;
+        let (url, cached) = (obj.url.clone(), obj.cached.clone());
+        let bytes = obj.whole(&e.id).inspect_err(|_| discard(cached.as_ref()))?;
+        let tree = Tree::decode(&bytes)
+            .map_err(|err| bad(Path::new(&url), err.to_string()))
+            .inspect_err(|_| discard(cached.as_ref()))?;
+        self.keep_tree(&e.id, &bytes);
+        Ok((tree, got))
+    }
+
+    /// Where a fetched tree is kept between runs.
+    fn tree_path(&self, id: &ObjectId) -> PathBuf {
+        self.dir.join(format!("{id}.tree-verified"))
+    }
+
+    /// A tree an earlier run fetched, if it is still there and still hashes to `id`.
+    fn kept_tree(&self, id: &ObjectId) -> Option<Tree> {
+        let bytes = std::fs::read(self.tree_path(id)).ok()?;
+        (ObjectId::digest(&bytes) == *id)
+            .then(|| Tree::decode(&bytes).ok())
+            .flatten()
+    }
+
+    /// Keeps a fetched tree (whose bytes hash to `id`) for the next run. Best effort:
+    /// without it, the next run fetches the tree again; a torn file fails its hash.
+    fn keep_tree(&self, id: &ObjectId, bytes: &[u8]) {
+        let path = self.tree_path(id);
+        if let Ok(fd) = fsop::create(
+            CWD,
+            &path,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::TRUNC,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        ) && fsop::write_all(rustix::fd::AsFd::as_fd(&fd), bytes).is_err()
+        {
+            let _ = fsop::unlinkat(CWD, &path, AtFlags::empty());
+        }
+    }
+
     /// Walks every tree from `root` (the store's own, or fetched), breadth first.
     fn missing(&self, root: &ObjectId) -> Result<Missing, UpdaterError> {
         let mut out = Missing {
@@ -348,16 +392,14 @@ impl Walk<'_> {
                 self.repo.read_tree(&id)?
             } else {
                 let e = self.entry(&id, ObjectKind::Tree, &parent)?;
-                let (obj, got) = open_object(self.remote, self.dir, &e)?;
-                out.downloaded += got;
                 out.tree_bytes += e.size;
-                let (url, cached) = (obj.url.clone(), obj.cached.clone());
-                let tree = obj
-                    .whole(&id)
-                    .and_then(|bytes| {
-                        Tree::decode(&bytes).map_err(|err| bad(Path::new(&url), err.to_string()))
-                    })
-                    .inspect_err(|_| discard(cached.as_ref()))?;
+                let tree = if let Some(t) = self.kept_tree(&id) {
+                    t
+                } else {
+                    let (t, got) = self.fetch_tree(&e)?;
+                    out.downloaded += got;
+                    t
+                };
                 out.trees.insert(id, tree.clone());
                 tree
             };

@@ -153,8 +153,8 @@ fn a_device_that_lacks_more_than_the_full_update_costs_takes_it_even_from_a_serv
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no progress after 6 attempts"), "{err}");
     // Without the drops, the same server serves the full update; a retried file starts
-    // over, so the bytes already on disk are fetched again. The trees were fetched
-    // again, to learn what is missing; the index was kept from the first run.
+    // over, so the bytes already on disk are fetched again. The index and the trees
+    // were kept from the first run, which had walked them to learn what is missing.
     server.set(|f| f.drop_every = None);
     let run = lab.berth(&[
         "update",
@@ -179,9 +179,10 @@ fn a_device_that_lacks_more_than_the_full_update_costs_takes_it_even_from_a_serv
     );
     // The superblock (under 8 KiB) came whole in the first run and is not fetched again.
     assert!(p.full.superblock_len < 8 << 10);
+    assert!(trees > 0);
     assert_eq!(
         downloaded(&out),
-        trees + p.full.total_len - p.full.superblock_len,
+        p.full.total_len - p.full.superblock_len,
         "{err}"
     );
     // Nothing is left in the download area.
@@ -562,14 +563,23 @@ fn an_interrupted_pull_keeps_the_objects_it_stored_and_a_tampered_object_is_refu
     let expected: Vec<bool> = (0..wanted.len()).map(|j| j / 2 < at / 2).collect();
     assert_eq!(kept, expected, "forged object at {at}");
 
-    // Repaired at the server: the next run fetches the trees and the objects still
-    // missing, nothing else (the index is on the device already).
-    server.set(|f| f.replace.clear());
+    // gc in between keeps what the interrupted pull stored, and says so.
+    let gc: serde_json::Value = serde_json::from_str(&lab.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(gc["kept_for_updates"], at / 2 * 2, "{gc}");
+    assert_eq!(gc["objects"], 0, "{gc}");
     let (trees, files) = lacking(&lab, &idx);
+    assert!(trees > 0, "the trees are published only at the end");
     assert_eq!(
         files,
         wanted[at / 2 * 2..].iter().map(|e| e.stored).sum::<u64>()
     );
+
+    // A kept tree damaged on the device is not used: it no longer hashes to its id.
+    let refetched = damage_a_kept_tree(&lab, &v3, &idx);
+
+    // Repaired at the server: the next run fetches the objects still missing and the
+    // damaged tree, nothing else (the index and the other trees are on the device).
+    server.set(|f| f.replace.clear());
     let out = run("2");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -577,7 +587,7 @@ fn an_interrupted_pull_keeps_the_objects_it_stored_and_a_tampered_object_is_refu
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(downloaded(&text), trees + files);
+    assert_eq!(downloaded(&text), files + refetched);
     assert_eq!(
         Lab::role(&lab.status(), "trial").as_deref(),
         Some(&v3[..16])
@@ -587,6 +597,37 @@ fn an_interrupted_pull_keeps_the_objects_it_stored_and_a_tampered_object_is_refu
     if let Err(diffs) = testkit::compare_trees(&lab.tmp.path().join("tree-3.1"), &deployed, true) {
         panic!("the pulled deployment differs from its commit: {diffs:?}");
     }
+}
+
+/// Flips a bit in one tree that an interrupted pull of `commit` kept in its download
+/// directory; returns that tree's published size (what fetching it again costs).
+fn damage_a_kept_tree(lab: &Lab, commit: &str, idx: &format::index::Index) -> u64 {
+    let dl = lab
+        .sysroot
+        .join(format!("berth/repo/tmp/download-{}-objects", &commit[..16]));
+    let kept: Vec<_> = fs::read_dir(&dl)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tree-verified"))
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "the walked trees are kept in {}",
+        dl.display()
+    );
+    let damaged = &kept[0];
+    let mut bytes = fs::read(damaged).unwrap();
+    bytes[0] ^= 1;
+    fs::write(damaged, bytes).unwrap();
+    let id: format::ObjectId = damaged
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches(".tree-verified")
+        .parse()
+        .unwrap();
+    idx.find(&id, format::ObjectKind::Tree).unwrap().stored
 }
 
 /// A well-formed file object with the sizes of `e` (decompressed and published) whose
