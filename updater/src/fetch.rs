@@ -49,6 +49,10 @@ pub struct FetchOptions {
     pub min_rate: u64,
     /// Requests in a row that may fail without delivering a byte before giving up.
     pub retries: u32,
+    /// The wait before retrying after a request that delivered nothing new; doubled
+    /// after each such request in a row, at most [`RETRY_DELAY_MAX`]. A request that
+    /// made progress (a dropped connection) is resumed at once.
+    pub retry_delay: Duration,
     /// What an `https://` repository's certificate must chain to.
     pub trust: Trust,
     /// For an `oci://` registry that wants credentials: a Docker-style `config.json`.
@@ -60,9 +64,23 @@ impl Default for FetchOptions {
         Self {
             min_rate: 1024,
             retries: 5,
+            retry_delay: Duration::from_secs(1),
             trust: Trust::System,
             registry_auth: None,
         }
+    }
+}
+
+/// The longest wait between two retries.
+pub const RETRY_DELAY_MAX: Duration = Duration::from_mins(1);
+
+impl FetchOptions {
+    /// The wait before the retry that follows `failed` fruitless requests in a row.
+    fn backoff(&self, failed: u32) -> Duration {
+        let factor = 1u32 << failed.saturating_sub(1).min(16);
+        self.retry_delay
+            .checked_mul(factor)
+            .map_or(RETRY_DELAY_MAX, |d| d.min(RETRY_DELAY_MAX))
     }
 }
 
@@ -302,6 +320,9 @@ impl Remote {
         let fail = |why: String| UpdaterError::State(format!("{url}: {why}"));
         let mut fetched = 0u64;
         let mut idle = 0u32;
+        // Fruitless requests in a row (refused, failed, or no new byte): each waits
+        // longer before the next. A token renewal or a restart does not wait.
+        let mut fruitless = 0u32;
         // The most the sink ever held: a request that does not get past it made no
         // progress (a server that ignores Range and drops restarts from zero each time).
         let mut best = 0u64;
@@ -315,6 +336,9 @@ impl Remote {
                     "no progress after {} attempts ({have} of {len} bytes)",
                     self.opts.retries + 1
                 )));
+            }
+            if fruitless > 0 {
+                std::thread::sleep(self.opts.backoff(fruitless));
             }
             let left = len - have;
             // The slowest rate we accept bounds how long this request may take.
@@ -332,6 +356,7 @@ impl Remote {
                         return Err(fail(why));
                     }
                     idle += 1;
+                    fruitless += 1;
                     continue;
                 }
             };
@@ -381,8 +406,10 @@ impl Remote {
             if sink.have() > best {
                 best = sink.have();
                 idle = 0;
+                fruitless = 0;
             } else {
                 idle += 1;
+                fruitless += 1;
             }
         }
     }
@@ -827,4 +854,22 @@ fn remove_dir(dir: &Path) {
         }
     }
     let _ = fsop::unlinkat(CWD, dir, AtFlags::REMOVEDIR);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_a_minute() {
+        let o = FetchOptions::default();
+        let waits: Vec<u64> = (1..=8).map(|n| o.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(o.backoff(u32::MAX), RETRY_DELAY_MAX);
+        let none = FetchOptions {
+            retry_delay: Duration::ZERO,
+            ..FetchOptions::default()
+        };
+        assert_eq!(none.backoff(5), Duration::ZERO);
+    }
 }

@@ -85,6 +85,12 @@ enum Command {
         /// a slower one is cut and resumed.
         #[arg(long, value_name = "BYTES", default_value_t = 1024)]
         min_rate: u64,
+        /// Seconds to wait before retrying a download request that failed or brought
+        /// nothing new (a server down, a link gone); doubled after each such request in
+        /// a row, at most 60. Five such requests in a row end the run. A dropped
+        /// connection that delivered bytes is resumed at once.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = retry_delay)]
+        retry_delay: f64,
         /// Accept a version that is not newer than the installed one.
         #[arg(long)]
         allow_downgrade: bool,
@@ -182,6 +188,46 @@ impl TlsArgs {
         } else {
             updater::tls::Trust::Only(self.ca.clone())
         }
+    }
+}
+
+/// `berth gc`'s report, as text or JSON.
+fn print_gc(r: &updater::gc::GcReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    let kept = if r.kept_for_updates > 0 {
+        format!(
+            "; kept {} objects an interrupted update has fetched",
+            r.kept_for_updates
+        )
+    } else {
+        String::new()
+    };
+    let removed = if r.deployments.is_empty() {
+        "none".to_owned()
+    } else {
+        r.deployments.join(", ")
+    };
+    println!(
+        "removed {} deployments ({removed}) and {} objects, {} bytes{kept}",
+        r.deployments.len(),
+        r.objects,
+        r.bytes,
+    );
+    Ok(())
+}
+
+/// `--retry-delay`: seconds, from 0 to 60.
+fn retry_delay(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if (0.0..=60.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not between 0 and 60 seconds"))
     }
 }
 
@@ -353,6 +399,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             deadline,
             ref channel,
             min_rate,
+            retry_delay,
             ref forbid,
             ref tls,
         } => {
@@ -382,6 +429,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             };
             let fetch = updater::fetch::FetchOptions {
                 min_rate,
+                retry_delay: std::time::Duration::from_secs_f64(retry_delay),
                 trust: tls.trust(),
                 registry_auth: tls.registry_auth.clone(),
                 ..Default::default()
@@ -404,32 +452,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 .transpose()?;
             println!("{}", device.rollback(from.as_ref())?);
         }
-        Command::Gc { json } => {
-            let r = device.gc()?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "removed {} deployments ({}) and {} objects, {} bytes{}",
-                    r.deployments.len(),
-                    if r.deployments.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        r.deployments.join(", ")
-                    },
-                    r.objects,
-                    r.bytes,
-                    if r.kept_for_updates > 0 {
-                        format!(
-                            "; kept {} objects an interrupted update has fetched",
-                            r.kept_for_updates
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-        }
+        Command::Gc { json } => print_gc(&device.gc()?, json)?,
         Command::Fsck {
             ref source, json, ..
         } => fsck(&device, &cli.sysroot, source.as_deref(), json)?,

@@ -142,16 +142,30 @@ fn a_device_that_lacks_more_than_the_full_update_costs_takes_it_even_from_a_serv
     let (trees, files) = lacking(&lab, &index(&www, &p));
     assert!(files > p.full.total_len, "{files} vs {}", p.full.total_len);
     // Drops shorter than a part, from a server that ignores ranges: every retry starts
-    // the file over, gets no further, and berth gives up saying so.
+    // the file over, gets no further, and berth gives up saying so, having waited 0.1,
+    // 0.2, 0.4, 0.8 and 1.6 s before the five retries.
     server.set(|f| {
         f.drop_every = Some(8 << 10);
         f.ignore_range = true;
         f.faulty = "updates/".into();
     });
-    let out = lab.berth(&["update", &server.url(), "--channel", "stable"]);
+    let started = std::time::Instant::now();
+    let out = lab.berth(&[
+        "update",
+        &server.url(),
+        "--channel",
+        "stable",
+        "--retry-delay",
+        "0.1",
+    ]);
+    let waited = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no progress after 6 attempts"), "{err}");
+    assert!(
+        waited >= std::time::Duration::from_millis(3100),
+        "backed off for {waited:?}"
+    );
     // Without the drops, the same server serves the full update; a retried file starts
     // over, so the bytes already on disk are fetched again. The index and the trees
     // were kept from the first run, which had walked them to learn what is missing.
