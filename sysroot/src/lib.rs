@@ -219,19 +219,96 @@ impl Sysroot {
 pub fn executable_in(root: &OwnedFd, path: &[u8]) -> bool {
     let rel = path.strip_prefix(b"/").unwrap_or(path);
     // RESOLVE_IN_ROOT: absolute symlinks such as /sbin/init -> /lib/systemd/systemd
-    // resolve inside the deployment, as they will after the switch.
-    let Ok(fd) = rustix::fs::openat2(
+    // resolve inside the deployment, as they will after the switch. Kernels before 5.6
+    // have no openat2: the same resolution is done step by step.
+    let fd = match rustix::fs::openat2(
         root,
         rel,
         OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT,
-    ) else {
-        return false;
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOSYS) => match open_in_root(root, rel) {
+            Some(fd) => fd,
+            None => return false,
+        },
+        Err(_) => return false,
     };
     rustix::fs::fstat(&fd).is_ok_and(|st| {
         FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mode & 0o111 != 0
     })
+}
+
+/// Symlinks followed at most, as the kernel's `MAXSYMLINKS`.
+const SYMLINKS_MAX: usize = 40;
+
+/// `path` opened `O_PATH` under `root` as `RESOLVE_IN_ROOT` would: every symlink is
+/// followed with `root` as `/`, and `..` never climbs above it. For kernels without
+/// `openat2`; a boot-time probe, so no one is racing it.
+pub fn open_in_root(root: &OwnedFd, path: &[u8]) -> Option<OwnedFd> {
+    if path.is_empty() {
+        return None; // ENOENT, as openat2 says
+    }
+    // Components still to walk, last first; the real directories walked so far.
+    let mut todo: Vec<Vec<u8>> = path
+        .split(|&b| b == b'/')
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut done: Vec<Vec<u8>> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        match name.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        done.push(name);
+        let here = join(&done.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let here = here.strip_prefix(b"/").unwrap_or(&here);
+        let fd = rustix::fs::openat(
+            root,
+            here,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+            if todo.is_empty() {
+                return Some(fd);
+            }
+            continue;
+        }
+        links += 1;
+        if links > SYMLINKS_MAX {
+            return None;
+        }
+        let target = rustix::fs::readlinkat(root, here, Vec::new()).ok()?;
+        let target = target.as_bytes();
+        done.pop();
+        if target.starts_with(b"/") {
+            done.clear();
+        }
+        todo.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+    }
+    // The path ended in `.` or `..` (or was empty): the directory walked to.
+    let here = join(&done.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let here = match here.strip_prefix(b"/").unwrap_or(&here) {
+        b"" => b".".as_slice(),
+        h => h,
+    };
+    rustix::fs::openat(
+        root,
+        here,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
 }
 
 impl Sysroot {
@@ -253,5 +330,75 @@ impl Sysroot {
             }
             Err(_) => Bootable::Missing,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt as _, symlink};
+
+    use super::*;
+
+    fn identity(fd: &OwnedFd) -> (u64, u64) {
+        let st = rustix::fs::fstat(fd).unwrap();
+        (st.st_dev, st.st_ino)
+    }
+
+    /// The step-by-step resolution finds what the kernel's `RESOLVE_IN_ROOT` finds, on a
+    /// deployment-like tree with absolute, relative, looping and escaping symlinks.
+    #[test]
+    fn open_in_root_resolves_as_the_kernel_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in ["lib/systemd", "usr/bin", "sbin"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for f in ["lib/systemd/systemd", "usr/bin/sh"] {
+            std::fs::write(r.join(f), b"#!").unwrap();
+            std::fs::set_permissions(r.join(f), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        symlink("/lib/systemd/systemd", r.join("sbin/init")).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("../../../../../../etc/passwd", r.join("sbin/escape")).unwrap();
+        symlink("/../../usr/bin/sh", r.join("sbin/climb")).unwrap();
+        symlink("loop", r.join("sbin/loop")).unwrap();
+        symlink("../bin/sh", r.join("sbin/sh")).unwrap();
+        let root = rustix::fs::open(r, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for path in [
+            "sbin/init",
+            "/sbin/init",
+            "bin/sh",
+            "sbin/sh",
+            "sbin/climb",
+            "usr/../sbin/init",
+            "../../sbin/init",
+            "sbin/escape",
+            "sbin/loop",
+            "sbin/init/x",
+            "missing",
+            "usr/.",
+            "usr/bin/..",
+            "",
+        ] {
+            let rel = path.strip_prefix('/').unwrap_or(path);
+            let kernel = rustix::fs::openat2(
+                &root,
+                rel,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT,
+            )
+            .ok();
+            let ours = open_in_root(&root, rel.as_bytes());
+            assert_eq!(
+                ours.as_ref().map(identity),
+                kernel.as_ref().map(identity),
+                "{path}"
+            );
+        }
+        assert!(executable_in(&root, b"/sbin/init"));
+        assert!(!executable_in(&root, b"/sbin/escape"));
+        assert!(!executable_in(&root, b"/usr/bin"));
     }
 }
