@@ -355,8 +355,7 @@ mod tests {
         }
         for f in ["lib/systemd/systemd", "usr/bin/sh"] {
             std::fs::write(r.join(f), b"#!").unwrap();
-            std::fs::set_permissions(r.join(f), std::fs::Permissions::from_mode(0o755))
-                .unwrap();
+            std::fs::set_permissions(r.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         symlink("/lib/systemd/systemd", r.join("sbin/init")).unwrap();
         symlink("usr/bin", r.join("bin")).unwrap();

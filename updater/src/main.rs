@@ -89,8 +89,8 @@ enum Command {
         /// nothing new (a server down, a link gone); doubled after each such request in
         /// a row, at most 60. Five such requests in a row end the run. A dropped
         /// connection that delivered bytes is resumed at once.
-        #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = retry_delay)]
-        retry_delay: f64,
+        #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = retry_delay)]
+        retry_delay: std::time::Duration,
         /// Accept a version that is not newer than the installed one.
         #[arg(long)]
         allow_downgrade: bool,
@@ -219,16 +219,26 @@ fn print_gc(r: &updater::gc::GcReport, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `--retry-delay`: seconds, from 0 to 60.
-fn retry_delay(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if (0.0..=60.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{s} is not between 0 and 60 seconds"))
+/// `--retry-delay`: seconds, from 0 to 60, to the millisecond (`1`, `0.25`). Parsed by
+/// hand: floating point would add its parsing and formatting code to the device binary.
+fn retry_delay(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a number of seconds (like 1 or 0.25)");
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) || frac.len() > 3 {
+        return Err(bad());
     }
+    let secs: u64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
+    let ms: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+    let total = secs.saturating_mul(1000).saturating_add(ms);
+    if total > 60_000 {
+        return Err(format!("{s} is not between 0 and 60 seconds"));
+    }
+    Ok(std::time::Duration::from_millis(total))
 }
 
 /// What `--forbid` takes.
@@ -429,7 +439,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             };
             let fetch = updater::fetch::FetchOptions {
                 min_rate,
-                retry_delay: std::time::Duration::from_secs_f64(retry_delay),
+                retry_delay,
                 trust: tls.trust(),
                 registry_auth: tls.registry_auth.clone(),
                 ..Default::default()
@@ -511,6 +521,40 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delays_are_seconds_to_the_millisecond() {
+        for (text, ms) in [
+            ("1", 1000),
+            ("0.25", 250),
+            (".5", 500),
+            ("60", 60_000),
+            ("0", 0),
+        ] {
+            assert_eq!(
+                super::retry_delay(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "0.0001",
+            "60.001",
+            "99999999999999999999",
+            "1s",
+        ] {
+            assert!(super::retry_delay(bad).is_err(), "{bad}");
         }
     }
 }
