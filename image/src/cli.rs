@@ -275,6 +275,7 @@ impl ReleaseArgs {
             expires_days: self.expires_in_days,
             part_size: self.part_size,
             level: self.level,
+            serial_floor: 0,
         }
     }
 }

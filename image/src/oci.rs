@@ -94,20 +94,28 @@ impl Registry {
             basic,
             auth: RefCell::new(None),
         };
-        reg.refresh()?;
+        reg.refresh("")?;
         Ok(reg)
     }
 
-    /// Asks the registry for credentials afresh. Whether it wants any.
-    fn refresh(&self) -> Result<bool> {
+    /// Asks the registry for credentials afresh: answers `challenge` (from a `401`) if
+    /// there is one, else asks `/v2/`. Whether it wants any.
+    fn refresh(&self, challenge: &str) -> Result<bool> {
         let why = |e: &ureq::Error| self.why(e);
-        let auth = net::auth::authorize(
-            &self.agent,
-            &self.r,
-            self.basic.as_deref(),
-            net::auth::Access::Push,
-            &why,
-        )?;
+        let basic = self.basic.as_deref();
+        let push = net::auth::Access::Push;
+        let auth = if challenge.is_empty() {
+            net::auth::authorize(&self.agent, &self.r, basic, push, &why)?
+        } else {
+            Some(net::auth::answer(
+                &self.agent,
+                &self.r,
+                challenge,
+                basic,
+                push,
+                &why,
+            )?)
+        };
         let wants = auth.is_some();
         *self.auth.borrow_mut() = auth;
         Ok(wants)
@@ -138,7 +146,7 @@ impl Registry {
             make(auth.as_deref()).map_err(|e| self.fail(what, self.why(&e)))
         };
         let mut resp = run()?;
-        if resp.status().as_u16() == 401 && ours && self.refresh()? {
+        if resp.status().as_u16() == 401 && ours && self.refresh(net::auth::challenge(&resp))? {
             resp = run()?;
         }
         if resp.status().as_u16() == 401 {
@@ -419,11 +427,28 @@ pub fn push(
                     release.key.display()
                 )
             })?;
+        let previous = format::channel::Pointer::decode(body)
+            .with_context(|| format!("{r}: the tag's {pointer_path}"))?;
+        if previous.channel != r.tag {
+            bail!(
+                "{r}: the tag holds the pointer of channel {:?}, not {:?} (copied from \
+                 another tag?); refusing to carry on its serial",
+                previous.channel,
+                r.tag
+            );
+        }
         fs::create_dir_all(stage.path().join("channels"))?;
         fs::write(stage.path().join("config"), crate::publish::CONFIG)?;
         fs::write(stage.path().join(&pointer_path), bytes)?;
     }
-    let out = crate::publish::publish(&release.publish_to(stage.path().to_owned(), r.tag.clone()))?;
+    // The registry is not the publisher's own disk: a tag moved back to an older
+    // manifest, or deleted, would hand back a lower serial than devices have seen. The
+    // serial is at least the time in milliseconds, so it still goes up.
+    let mut args = release.publish_to(stage.path().to_owned(), r.tag.clone());
+    args.serial_floor = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let out = crate::publish::publish(&args)?;
 
     let (mut uploaded, mut uploaded_bytes) = (0, 0u64);
     let mut config = None;

@@ -47,6 +47,8 @@ pub struct PublishArgs {
     pub expires_days: u64,
     pub part_size: u64,
     pub level: i32,
+    /// The least serial to issue (0: the previous serial + 1, or 1).
+    pub serial_floor: u64,
 }
 
 /// What `publish` wrote.
@@ -202,7 +204,8 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
                     args.channel
                 )
             })?,
-        },
+        }
+        .max(args.serial_floor),
         issued,
         expires: issued + args.expires_days * 86_400,
         channel: args.channel.clone(),

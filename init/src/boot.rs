@@ -72,8 +72,9 @@ impl Disk for Excluding<'_, '_> {
 }
 
 /// Where the boot's time went, in nanoseconds: the start, and the length of each phase.
-/// Module loading, the device wait and the sysroot mount are not the shim's own time;
-/// the rest is, and is reported apart so a slow boot can be read from boot.json.
+/// Module loading and the device wait are not the shim's own time (the budget's
+/// measure); the rest is, the sysroot mount included, and each phase is reported apart
+/// so a slow boot can be read from boot.json.
 #[derive(Debug, Default, Clone, Copy)]
 struct Timing {
     start: u64,

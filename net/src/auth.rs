@@ -83,11 +83,30 @@ pub fn authorize(
         // Open (or not saying): go on without credentials.
         _ => return Ok(None),
     }
-    let header = resp
-        .headers()
+    answer(agent, r, challenge(&resp), basic, access, why).map(Some)
+}
+
+/// The `WWW-Authenticate` challenge of a response (empty if it has none).
+pub fn challenge<B>(resp: &ureq::http::Response<B>) -> &str {
+    resp.headers()
         .get("WWW-Authenticate")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The `Authorization` header that answers the challenge `header` (from a `401` of the
+/// registry of `r`): a token from the Bearer realm, or the Basic credentials. A
+/// registry whose `/v2/` is open may still ask, for a push or a private repository.
+pub fn answer(
+    agent: &ureq::Agent,
+    r: &Reference,
+    header: &str,
+    basic: Option<&str>,
+    access: Access,
+    why: &dyn Fn(&ureq::Error) -> String,
+) -> Result<String, NetError> {
+    let fail = |what: String| NetError(format!("{r}: {what}"));
+    let timeout = Some(Duration::from_mins(1));
     let needs = || {
         fail(
             "the registry asks for credentials: pass --registry-auth FILE (a Docker config.json)"
@@ -95,7 +114,7 @@ pub fn authorize(
         )
     };
     match oci::Challenge::parse(header) {
-        Some(oci::Challenge::Basic) => basic.map(|b| Some(format!("Basic {b}"))).ok_or_else(needs),
+        Some(oci::Challenge::Basic) => basic.map(|b| format!("Basic {b}")).ok_or_else(needs),
         Some(c @ oci::Challenge::Bearer { .. }) => {
             let url = c.token_url(&access.scope(&r.name)).unwrap_or_default();
             let mut req = agent.get(&url);
@@ -126,7 +145,7 @@ pub fn authorize(
                 .or_else(|| v["access_token"].as_str())
                 .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
                 .ok_or_else(|| fail(format!("token from {url}: no token in the answer")))?;
-            Ok(Some(format!("Bearer {token}")))
+            Ok(format!("Bearer {token}"))
         }
         None => Err(fail(format!(
             "the registry asks for an authentication this tool does not speak: {header:?}"

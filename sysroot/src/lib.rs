@@ -229,7 +229,8 @@ pub fn executable_in(root: &OwnedFd, path: &[u8]) -> bool {
         ResolveFlags::IN_ROOT,
     ) {
         Ok(fd) => fd,
-        Err(Errno::NOSYS) => match open_in_root(root, rel) {
+        // ENOSYS: no openat2; EPERM: a seccomp filter that forbids it.
+        Err(Errno::NOSYS | Errno::PERM) => match open_in_root(root, rel) {
             Some(fd) => fd,
             None => return false,
         },
@@ -258,7 +259,13 @@ pub fn open_in_root(root: &OwnedFd, path: &[u8]) -> Option<OwnedFd> {
         .collect();
     let mut done: Vec<Vec<u8>> = Vec::new();
     let mut links = 0;
+    // Whether the last thing walked is a directory: nothing may follow what is not
+    // (ENOTDIR, even `.`, `..` or a trailing slash).
+    let mut in_dir = true;
     while let Some(name) = todo.pop() {
+        if !in_dir {
+            return None;
+        }
         match name.as_slice() {
             b"" | b"." => continue,
             b".." => {
@@ -278,10 +285,12 @@ pub fn open_in_root(root: &OwnedFd, path: &[u8]) -> Option<OwnedFd> {
         )
         .ok()?;
         let st = rustix::fs::fstat(&fd).ok()?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind != FileType::Symlink {
             if todo.is_empty() {
                 return Some(fd);
             }
+            in_dir = kind == FileType::Directory;
             continue;
         }
         links += 1;
@@ -378,6 +387,11 @@ mod tests {
             "missing",
             "usr/.",
             "usr/bin/..",
+            "sbin/init/",
+            "sbin/init/.",
+            "bin/sh/..",
+            "sbin/sh/",
+            "usr/bin/",
             "",
         ] {
             let rel = path.strip_prefix('/').unwrap_or(path);

@@ -23,6 +23,9 @@ struct State {
     uses: u64,
     /// Where the challenge sends clients for a token, if not to the gate itself.
     realm: Mutex<Option<String>>,
+    /// Whether `GET /v2/` passes without a token (as on a registry with public
+    /// repositories), so clients meet the challenge only on the repository.
+    open_root: std::sync::atomic::AtomicBool,
 }
 
 /// A running gate; it stops with the test process.
@@ -70,6 +73,12 @@ impl TokenGate {
             .realm
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(url.to_owned());
+    }
+
+    /// Lets `GET /v2/` through without a token: a client learns that credentials are
+    /// needed only from the repository's own `401`.
+    pub fn open_root(&self) {
+        self.state.open_root.store(true, Ordering::Relaxed);
     }
 
     /// Tokens issued so far.
@@ -142,19 +151,21 @@ fn serve(
             &format!(r#"{{"token":"{token}","expires_in":300}}"#),
         );
     }
-    let valid = auth
-        .as_deref()
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .is_some_and(|t| {
-            let mut tokens = state.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-            match tokens.get_mut(t) {
-                Some(left) if *left > 0 => {
-                    *left -= 1;
-                    true
+    let open = path == "/v2/" && state.open_root.load(Ordering::Relaxed);
+    let valid = open
+        || auth
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| {
+                let mut tokens = state.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+                match tokens.get_mut(t) {
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        true
+                    }
+                    _ => false,
                 }
-                _ => false,
-            }
-        });
+            });
     if !valid {
         state.refused.fetch_add(1, Ordering::Relaxed);
         let realm = state

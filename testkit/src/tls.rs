@@ -184,12 +184,24 @@ fn relay(client: TcpStream, config: Arc<ServerConfig>, backend: SocketAddr) -> s
         head.extend_from_slice(&buf[..n]);
     }
     // As a TLS-terminating proxy tells the server behind (a registry then answers an
-    // upload with an https:// Location).
-    let line_end = head.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // upload with an https:// Location); one request per connection, whatever the
+    // client asked.
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
     let mut up = TcpStream::connect(backend)?;
-    up.write_all(&head[..line_end])?;
-    up.write_all(b"X-Forwarded-Proto: https\r\n")?;
-    up.write_all(&head[line_end..])?;
+    for (i, line) in text.split_inclusive("\r\n").enumerate() {
+        if line == "\r\n" {
+            break;
+        }
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        up.write_all(line.as_bytes())?;
+        if i == 0 {
+            up.write_all(b"X-Forwarded-Proto: https\r\n")?;
+        }
+    }
+    up.write_all(b"Connection: close\r\n\r\n")?;
+    up.write_all(&head[end..])?;
     loop {
         let n = up.read(&mut buf)?;
         if n == 0 {

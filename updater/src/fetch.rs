@@ -178,7 +178,7 @@ impl Remote {
         let agent = ureq::Agent::new_with_config(config);
         let why =
             |e: &ureq::Error| tls::explain(e, &api, &opts.trust).unwrap_or_else(|| e.to_string());
-        let (mut blobs, mut auth, mut registry) = (None, None, None);
+        let (mut auth, mut registry) = (None, None);
         if let Some(r) = &oci {
             let basic = opts
                 .registry_auth
@@ -186,22 +186,53 @@ impl Remote {
                 .map(|f| net::auth::credentials(f, r))
                 .transpose()?;
             auth = net::auth::authorize(&agent, r, basic.as_deref(), Access::Pull, &why)?;
-            blobs = Some(crate::oci::blobs(&agent, r, auth.as_deref(), &why)?);
             registry = Some((r.clone(), basic));
         } else if opts.registry_auth.is_some() {
             return Err(UpdaterError::State(format!(
                 "{url}: --registry-auth is for oci:// registries"
             )));
         }
-        Ok(Self {
-            base: oci.map_or_else(|| url.trim_end_matches('/').to_owned(), |r| r.to_string()),
+        let mut remote = Self {
+            base: oci
+                .as_ref()
+                .map_or_else(|| url.trim_end_matches('/').to_owned(), ToString::to_string),
             api,
             agent,
             opts,
-            blobs,
+            blobs: None,
             registry,
             auth: std::cell::RefCell::new(auth),
-        })
+        };
+        if let Some(r) = &oci {
+            remote.blobs = Some(crate::oci::blobs(&|u: &str| remote.get_manifest(u), r)?);
+        }
+        Ok(remote)
+    }
+
+    /// A GET of a registry's manifest (or index) at `url`, answering a `401` once.
+    fn get_manifest(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, UpdaterError> {
+        let call = || {
+            self.get(url)
+                .header(
+                    "Accept",
+                    format!(
+                        "{}, {}",
+                        format::oci::MANIFEST_TYPE,
+                        format::oci::INDEX_TYPE
+                    ),
+                )
+                .config()
+                // A registry that stops sending is cut.
+                .timeout_recv_body(Some(Duration::from_mins(1)))
+                .build()
+                .call()
+                .map_err(|e| UpdaterError::State(format!("{}: {}", self.base, self.why(&e))))
+        };
+        let mut resp = call()?;
+        if resp.status().as_u16() == 401 && self.refresh(net::auth::challenge(&resp))? {
+            resp = call()?;
+        }
+        Ok(resp)
     }
 
     /// How errors name `rel`: its URL, or for a registry `oci://REGISTRY/NAME:TAG/rel`.
@@ -214,13 +245,27 @@ impl Remote {
         self.auth.borrow().clone()
     }
 
-    /// Asks a registry for a new token (the last one expired). Whether there is one.
-    fn refresh(&self) -> Result<bool, UpdaterError> {
+    /// Answers a registry's `401` (a token expired, or `/v2/` was open but this
+    /// repository is not) from its `challenge`, or else by asking `/v2/` again.
+    /// Whether there are credentials to try again with.
+    fn refresh(&self, challenge: &str) -> Result<bool, UpdaterError> {
         let Some((r, basic)) = &self.registry else {
             return Ok(false);
         };
         let why = |e: &ureq::Error| self.why(e);
-        let new = net::auth::authorize(&self.agent, r, basic.as_deref(), Access::Pull, &why)?;
+        let basic = basic.as_deref();
+        let new = if challenge.is_empty() {
+            net::auth::authorize(&self.agent, r, basic, Access::Pull, &why)?
+        } else {
+            Some(net::auth::answer(
+                &self.agent,
+                r,
+                challenge,
+                basic,
+                Access::Pull,
+                &why,
+            )?)
+        };
         let got = new.is_some();
         *self.auth.borrow_mut() = new;
         Ok(got)
@@ -269,7 +314,7 @@ impl Remote {
         };
         let mut resp = call()?;
         // A registry token expired: one new token, one more try.
-        if resp.status().as_u16() == 401 && self.refresh()? {
+        if resp.status().as_u16() == 401 && self.refresh(net::auth::challenge(&resp))? {
             resp = call()?;
         }
         let status = resp.status().as_u16();
@@ -323,6 +368,7 @@ impl Remote {
         // Fruitless requests in a row (refused, failed, or no new byte): each waits
         // longer before the next. A token renewal or a restart does not wait.
         let mut fruitless = 0u32;
+        let mut pause = Duration::ZERO;
         // The most the sink ever held: a request that does not get past it made no
         // progress (a server that ignores Range and drops restarts from zero each time).
         let mut best = 0u64;
@@ -337,8 +383,8 @@ impl Remote {
                     self.opts.retries + 1
                 )));
             }
-            if fruitless > 0 {
-                std::thread::sleep(self.opts.backoff(fruitless));
+            if !pause.is_zero() {
+                std::thread::sleep(std::mem::take(&mut pause));
             }
             let left = len - have;
             // The slowest rate we accept bounds how long this request may take.
@@ -357,6 +403,7 @@ impl Remote {
                     }
                     idle += 1;
                     fruitless += 1;
+                    pause = self.opts.backoff(fruitless);
                     continue;
                 }
             };
@@ -372,7 +419,7 @@ impl Remote {
                 // The server ignores Range (or none was asked for): from the start.
                 200 => sink.restart()?,
                 // A registry token expired: a new one, and try again.
-                401 if self.refresh()? => {
+                401 if self.refresh(net::auth::challenge(&resp))? => {
                     idle += 1;
                     continue;
                 }
@@ -410,6 +457,7 @@ impl Remote {
             } else {
                 idle += 1;
                 fruitless += 1;
+                pause = self.opts.backoff(fruitless);
             }
         }
     }

@@ -87,7 +87,7 @@ enum Command {
         min_rate: u64,
         /// Seconds to wait before retrying a download request that failed or brought
         /// nothing new (a server down, a link gone); doubled after each such request in
-        /// a row, at most 60. Five such requests in a row end the run. A dropped
+        /// a row, at most 60. Six such requests in a row end the run. A dropped
         /// connection that delivered bytes is resumed at once.
         #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = retry_delay)]
         retry_delay: std::time::Duration,

@@ -42,31 +42,20 @@ fn is_digest(d: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
 }
 
+/// A GET of a manifest URL, authorized (and answering a `401`) as the caller does.
+pub(crate) type GetManifest<'a> =
+    dyn Fn(&str) -> Result<ureq::http::Response<ureq::Body>, UpdaterError> + 'a;
+
 /// Reads the manifest or index at `reference` (the tag or a digest), at most `budget`
 /// bytes, which it spends.
 fn manifest(
-    agent: &ureq::Agent,
+    get: &GetManifest<'_>,
     r: &Reference,
     reference: &str,
-    (auth, budget): (Option<&str>, &mut u64),
-    why: &dyn Fn(&ureq::Error) -> String,
+    budget: &mut u64,
 ) -> Result<Manifest, UpdaterError> {
     let fail = |what: String| UpdaterError::State(format!("{r}: {what}"));
-    let mut req = agent.get(format!("{}/manifests/{reference}", r.api()));
-    if let Some(a) = auth {
-        req = req.header("Authorization", a);
-    }
-    let mut resp = req
-        .header(
-            "Accept",
-            format!("{}, {}", oci::MANIFEST_TYPE, oci::INDEX_TYPE),
-        )
-        .config()
-        // A registry that stops sending is cut.
-        .timeout_recv_body(Some(std::time::Duration::from_mins(1)))
-        .build()
-        .call()
-        .map_err(|e| fail(why(&e)))?;
+    let mut resp = get(&format!("{}/manifests/{reference}", r.api()))?;
     match resp.status().as_u16() {
         200 => {}
         404 => {
@@ -92,17 +81,14 @@ fn manifest(
 }
 
 /// Reads the tag's manifest, or its index and the manifests that names: the blob URL of
-/// each path of the repository. `why` says what went wrong with a request (TLS failures
-/// in plain words).
+/// each path of the repository.
 pub(crate) fn blobs(
-    agent: &ureq::Agent,
+    get: &GetManifest<'_>,
     r: &Reference,
-    auth: Option<&str>,
-    why: &dyn Fn(&ureq::Error) -> String,
 ) -> Result<HashMap<String, String>, UpdaterError> {
     let fail = |what: String| UpdaterError::State(format!("{r}: {what}"));
     let mut budget = oci::MANIFEST_MAX as u64;
-    let top = manifest(agent, r, &r.tag, (auth, &mut budget), why)?;
+    let top = manifest(get, r, &r.tag, &mut budget)?;
     let mut layers = top.layers;
     if top.manifests.len() > oci::MANIFESTS_MAX {
         return Err(fail(format!(
@@ -119,7 +105,7 @@ pub(crate) fn blobs(
             )));
         }
         // One level: a manifest's own `manifests` are not followed.
-        layers.extend(manifest(agent, r, &c.digest, (auth, &mut budget), why)?.layers);
+        layers.extend(manifest(get, r, &c.digest, &mut budget)?.layers);
     }
     let api = r.api();
     let mut out = HashMap::new();

@@ -101,16 +101,28 @@ impl Device {
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         let rel = format!("indexes/{}", pointer.commit);
         let shown = PathBuf::from(remote.url(&rel));
+        // Downloaded as `index.part`, named `index` once it matches the signed sha256:
+        // `berth gc` keeps what an `index` lists, so it must be the signed one.
         let index_path = dir.join("index");
-        let mut downloaded = remote.download(&rel, &index_path, objects.superblock_len)?;
-        let bytes = std::fs::read(&index_path).map_err(|e| bad(&index_path, e.to_string()))?;
-        if ObjectId::digest(&bytes) != objects.superblock_sha256 {
-            let _ = fsop::unlinkat(CWD, &index_path, AtFlags::empty());
-            return Err(bad(
-                &shown,
-                "does not match the sha256 its channel pointer signs; removed",
-            ));
-        }
+        let part_path = dir.join("index.part");
+        let mut downloaded = 0;
+        let bytes = match std::fs::read(&index_path) {
+            Ok(b) if ObjectId::digest(&b) == objects.superblock_sha256 => b,
+            _ => {
+                downloaded += remote.download(&rel, &part_path, objects.superblock_len)?;
+                let b = std::fs::read(&part_path).map_err(|e| bad(&part_path, e.to_string()))?;
+                if ObjectId::digest(&b) != objects.superblock_sha256 {
+                    let _ = fsop::unlinkat(CWD, &part_path, AtFlags::empty());
+                    return Err(bad(
+                        &shown,
+                        "does not match the sha256 its channel pointer signs; removed",
+                    ));
+                }
+                fsop::renameat(CWD, &part_path, CWD, &index_path)
+                    .map_err(|e| bad(&index_path, format!("rename: {e}")))?;
+                b
+            }
+        };
         let index = Index::decode(&bytes).map_err(|e| bad(&shown, e.to_string()))?;
         if ObjectId::digest(&index.commit) != pointer.commit {
             return Err(bad(

@@ -80,9 +80,14 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
     let (lab, [v1, v2, v3]) = lab();
     let tag = format!("{}/fleet/device:stable", registry.host());
 
-    // The first push of the tag: no delta, the pointer's serial is 1.
+    // The first push of the tag: no delta; its serial is the time in milliseconds.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     let first = push(&lab, &tag, &v2, &[], &[]);
-    assert_eq!(first["serial"], 1);
+    let s1 = first["serial"].as_u64().unwrap();
+    assert!(u128::from(s1) >= started, "{first}");
     assert_eq!(first["uploaded"], first["blobs"]);
     let first_manifest = get_manifest(&registry);
     let url = format!("oci://{tag}");
@@ -96,7 +101,7 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
     let offer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (offer["channel"].as_str(), offer["serial"].as_u64()),
-        (Some("stable"), Some(1))
+        (Some("stable"), Some(s1))
     );
     // v1 shares most of v2's bytes but has no delta to it: an object pull.
     let out = lab.ok(&["update", &url]);
@@ -108,11 +113,13 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
     );
     lab.ok(&["fsck"]);
 
-    // The second push reads serial 1 and v2 from the registry: serial 2, a delta from v2
-    // and, asked for, one from v1. Blobs the registry has are not sent again.
-    // At 5 layers a manifest, the tag now names an image index of several manifests.
+    // The second push reads the first's serial and v2 from the registry: a higher
+    // serial, a delta from v2 and, asked for, one from v1. Blobs the registry has are
+    // not sent again. At 5 layers a manifest, the tag now names an image index of
+    // several manifests.
     let second = push(&lab, &tag, &v3, &[&v1], &["--manifest-layers", "5"]);
-    assert_eq!(second["serial"], 2);
+    let s2 = second["serial"].as_u64().unwrap();
+    assert!(s2 > s1, "{second}");
     let index: serde_json::Value = serde_json::from_slice(&get_manifest(&registry)).unwrap();
     assert_eq!(index["mediaType"], format::oci::INDEX_TYPE);
     assert!(index["manifests"].as_array().unwrap().len() > 2, "{index}");
@@ -156,9 +163,16 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
     );
 
     // The registry replays the first manifest at the tag (its blobs are still there):
-    // a validly signed pointer with serial 1, refused after serial 2.
+    // a validly signed pointer with the first serial, refused after the second.
     put_manifest(&registry, &first_manifest);
-    lab.fails(&["check", &url], "is older than serial 2");
+    lab.fails(&["check", &url], &format!("is older than serial {s2}"));
+    // A push onto the rolled-back tag still issues a serial above the second, which
+    // the device takes.
+    let third = push(&lab, &tag, &v3, &[], &[]);
+    assert!(third["serial"].as_u64().unwrap() > s2, "{third}");
+    let out = lab.berth(&["check", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 100)), "{err}");
 }
 
 fn get_manifest(registry: &Registry) -> Vec<u8> {
@@ -332,7 +346,7 @@ fn push_and_update_over_https_to_a_registry_that_wants_credentials() {
         String::from_utf8_lossy(&out.stderr)
     );
     let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(pushed["serial"], 1);
+    assert!(pushed["serial"].as_u64().unwrap() > 0);
     assert!(pushed["uploaded"].as_u64().unwrap() > 4);
     let tokens = gate.issued();
     assert!(tokens >= 2, "{tokens} tokens for a push of many requests");
@@ -390,7 +404,9 @@ fn a_push_carries_on_only_a_pointer_signed_by_its_own_key() {
     let registry = Registry::start();
     let (lab, [_, v2, v3]) = lab();
     let reference = format!("{}/fleet/device:stable", registry.host());
-    push(&lab, &reference, &v2, &[], &[]);
+    let first = push(&lab, &reference, &v2, &[], &[])["serial"]
+        .as_u64()
+        .unwrap();
     let before = get_manifest(&registry);
 
     let other = lab.tmp.path().join("other-keys");
@@ -420,7 +436,85 @@ fn a_push_carries_on_only_a_pointer_signed_by_its_own_key() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(get_manifest(&registry), before, "the tag is unchanged");
 
-    // The rightful key carries on: serial 2.
+    // Nor the pointer of another channel, signed by the right key but copied from the
+    // tag "beta" to "stable" under the title channels/stable.
+    let beta = format!("{}/fleet/device:beta", registry.host());
+    push(&lab, &beta, &v3, &[], &[]);
+    let beta_manifest = {
+        let mut resp = ureq::get(format!(
+            "http://{}/v2/fleet/device/manifests/beta",
+            registry.host()
+        ))
+        .header("Accept", format::oci::MANIFEST_TYPE)
+        .call()
+        .unwrap();
+        let text = String::from_utf8(resp.body_mut().read_to_vec().unwrap()).unwrap();
+        text.replace("\"channels/beta\"", "\"channels/stable\"")
+    };
+    put_manifest(&registry, beta_manifest.as_bytes());
+    let out = testkit::run(
+        &testkit::bin("berth-image"),
+        &[
+            "push".as_ref(),
+            "--repo".as_ref(),
+            lab.repo.as_os_str(),
+            "--commit".as_ref(),
+            v3.as_ref(),
+            "--key".as_ref(),
+            lab.keys.join("berth.key").as_os_str(),
+            reference.as_ref(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(r#"holds the pointer of channel "beta", not "stable""#),
+        "{err}"
+    );
+    put_manifest(&registry, &before);
+
+    // The rightful key carries on, with a higher serial.
     let pushed = push(&lab, &reference, &v3, &[], &[]);
-    assert_eq!(pushed["serial"], 2);
+    assert!(pushed["serial"].as_u64().unwrap() > first, "{pushed}");
+}
+
+/// A registry whose `/v2/` answers anyone (public repositories beside private ones)
+/// asks for credentials only on the repository: push and pull answer that `401`'s
+/// challenge instead of taking the registry for open.
+#[test]
+fn credentials_asked_only_by_the_repository_are_given() {
+    let registry = Registry::start();
+    let basic = "ZmxlZXQ6c2VjcmV0"; // fleet:secret
+    let gate = testkit::gate::TokenGate::start(registry.addr, 100, Some(basic));
+    gate.open_root();
+    let (lab, [_, v2, _]) = lab();
+    let auth = lab.tmp.path().join("config.json");
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{basic}"}}}}}}"#, gate.host()),
+    )
+    .unwrap();
+    let reference = format!("{}/fleet/device:stable", gate.host());
+    let pushed = push(
+        &lab,
+        &reference,
+        &v2,
+        &[],
+        &["--registry-auth", auth.to_str().unwrap()],
+    );
+    assert!(pushed["uploaded"].as_u64().unwrap() > 4, "{pushed}");
+    let after_push = gate.issued();
+    assert!(
+        after_push >= 1,
+        "the push answered the repository's challenge"
+    );
+
+    let url = format!("oci://{reference}");
+    let out = lab.ok(&["update", &url, "--registry-auth", auth.to_str().unwrap()]);
+    assert_eq!(downloaded(&out).1, "objects", "{out}");
+    assert!(gate.issued() > after_push, "the pull answered it too");
+    assert_eq!(
+        Lab::role(&lab.status(), "trial").as_deref(),
+        Some(&v2[..16])
+    );
 }
