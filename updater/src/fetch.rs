@@ -47,6 +47,10 @@ pub struct FetchOptions {
     /// Slowest acceptable average rate of one request, bytes per second: a request that
     /// cannot finish at this rate is cut and resumed.
     pub min_rate: u64,
+    /// The longest a connection may go without delivering a byte before it is cut (and
+    /// the download resumed): a stalled link is noticed in this time, not when the
+    /// request's whole budget at `min_rate` runs out.
+    pub stall: Duration,
     /// Requests in a row that may fail without delivering a byte before giving up.
     pub retries: u32,
     /// The wait before retrying after a request that delivered nothing new; doubled
@@ -63,6 +67,7 @@ impl Default for FetchOptions {
     fn default() -> Self {
         Self {
             min_rate: 1024,
+            stall: Duration::from_secs(30),
             retries: 5,
             retry_delay: Duration::from_secs(1),
             trust: Trust::System,
@@ -174,6 +179,7 @@ impl Remote {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(opts.stall))
             .build();
         let agent = ureq::Agent::new_with_config(config);
         let why =

@@ -91,6 +91,10 @@ enum Command {
         /// connection that delivered bytes is resumed at once.
         #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = retry_delay)]
         retry_delay: std::time::Duration,
+        /// Seconds a download connection may go without delivering a byte before it is
+        /// cut and the download resumed (a stalled cellular or satellite link).
+        #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        stall_timeout: u64,
         /// Accept a version that is not newer than the installed one.
         #[arg(long)]
         allow_downgrade: bool,
@@ -410,6 +414,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             ref channel,
             min_rate,
             retry_delay,
+            stall_timeout,
             ref forbid,
             ref tls,
         } => {
@@ -440,6 +445,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             let fetch = updater::fetch::FetchOptions {
                 min_rate,
                 retry_delay,
+                stall: std::time::Duration::from_secs(stall_timeout),
                 trust: tls.trust(),
                 registry_auth: tls.registry_auth.clone(),
                 ..Default::default()

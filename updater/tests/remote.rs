@@ -365,9 +365,42 @@ fn endless_data_is_cut_at_the_signed_length_and_a_stall_meets_the_deadline() {
         "{err}{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The same stall (a minute, on the connection in use) while the run has no
+    // deadline: the connection is cut after --stall-timeout without a byte, and the
+    // download resumes where it stopped once the server answers again.
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(common::berth())
+        .arg("--sysroot")
+        .arg(&lab.sysroot)
+        .arg("--boot-json")
+        .arg(&lab.boot_json)
+        .args([
+            "update",
+            &url,
+            "--channel",
+            "stable",
+            "--stall-timeout",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
     server.set(|f| f.stall_after = None);
-    let out = lab.ok(&["update", &url, "--channel", "stable"]);
-    assert!(out.contains("for the delta update"), "{out}");
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("for the delta update"), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(40),
+        "the stalled connection was held {took:?}, past the server's own minute"
+    );
     lab.ok(&["fsck"]);
 }
 
