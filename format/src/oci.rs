@@ -25,6 +25,9 @@ pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The media type of an image index: a tag whose files need more layers than one
 /// manifest takes points at one, which names several manifests.
 pub const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// The `Accept` header of a manifest request: a manifest or an index.
+pub const MANIFEST_ACCEPT: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 /// Most manifests one index names.
 pub const MANIFESTS_MAX: usize = 256;
 /// Most bytes of manifests (an index and the manifests it names) a device reads; they
@@ -208,6 +211,11 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manifest_accept_header_names_both_types() {
+        assert_eq!(MANIFEST_ACCEPT, format!("{MANIFEST_TYPE}, {INDEX_TYPE}"));
+    }
 
     #[test]
     fn challenges() {

@@ -98,24 +98,18 @@ impl Registry {
         Ok(reg)
     }
 
-    /// Asks the registry for credentials afresh: answers `challenge` (from a `401`) if
-    /// there is one, else asks `/v2/`. Whether it wants any.
+    /// Asks the registry for credentials afresh (see [`net::auth::reauthorize`]).
+    /// Whether it wants any.
     fn refresh(&self, challenge: &str) -> Result<bool> {
         let why = |e: &ureq::Error| self.why(e);
-        let basic = self.basic.as_deref();
-        let push = net::auth::Access::Push;
-        let auth = if challenge.is_empty() {
-            net::auth::authorize(&self.agent, &self.r, basic, push, &why)?
-        } else {
-            Some(net::auth::answer(
-                &self.agent,
-                &self.r,
-                challenge,
-                basic,
-                push,
-                &why,
-            )?)
-        };
+        let auth = net::auth::reauthorize(
+            &self.agent,
+            &self.r,
+            challenge,
+            self.basic.as_deref(),
+            net::auth::Access::Push,
+            &why,
+        )?;
         let wants = auth.is_some();
         *self.auth.borrow_mut() = auth;
         Ok(wants)
@@ -163,10 +157,7 @@ impl Registry {
         let url = format!("{}/manifests/{reference}", self.api);
         let mut resp = self.send(&url, "get the manifest", |auth| {
             with_auth(self.agent.get(&url), auth)
-                .header(
-                    "Accept",
-                    format!("{}, {}", oci::MANIFEST_TYPE, oci::INDEX_TYPE),
-                )
+                .header("Accept", oci::MANIFEST_ACCEPT)
                 .call()
         })?;
         match resp.status().as_u16() {

@@ -86,6 +86,23 @@ pub fn authorize(
     answer(agent, r, challenge(&resp), basic, access, why).map(Some)
 }
 
+/// Credentials again, after a `401`: the answer to its `challenge` if it carries one,
+/// else what `GET /v2/` asks for ([`authorize`]).
+pub fn reauthorize(
+    agent: &ureq::Agent,
+    r: &Reference,
+    challenge: &str,
+    basic: Option<&str>,
+    access: Access,
+    why: &dyn Fn(&ureq::Error) -> String,
+) -> Result<Option<String>, NetError> {
+    if challenge.is_empty() {
+        authorize(agent, r, basic, access, why)
+    } else {
+        answer(agent, r, challenge, basic, access, why).map(Some)
+    }
+}
+
 /// The `WWW-Authenticate` challenge of a response (empty if it has none).
 pub fn challenge<B>(resp: &ureq::http::Response<B>) -> &str {
     resp.headers()

@@ -219,14 +219,7 @@ impl Remote {
     fn get_manifest(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, UpdaterError> {
         let call = || {
             self.get(url)
-                .header(
-                    "Accept",
-                    format!(
-                        "{}, {}",
-                        format::oci::MANIFEST_TYPE,
-                        format::oci::INDEX_TYPE
-                    ),
-                )
+                .header("Accept", format::oci::MANIFEST_ACCEPT)
                 .config()
                 // A registry that stops sending is cut.
                 .timeout_recv_body(Some(Duration::from_mins(1)))
@@ -259,19 +252,14 @@ impl Remote {
             return Ok(false);
         };
         let why = |e: &ureq::Error| self.why(e);
-        let basic = basic.as_deref();
-        let new = if challenge.is_empty() {
-            net::auth::authorize(&self.agent, r, basic, Access::Pull, &why)?
-        } else {
-            Some(net::auth::answer(
-                &self.agent,
-                r,
-                challenge,
-                basic,
-                Access::Pull,
-                &why,
-            )?)
-        };
+        let new = net::auth::reauthorize(
+            &self.agent,
+            r,
+            challenge,
+            basic.as_deref(),
+            Access::Pull,
+            &why,
+        )?;
         let got = new.is_some();
         *self.auth.borrow_mut() = new;
         Ok(got)
@@ -857,16 +845,23 @@ impl Device {
     /// the channel has moved past left behind would otherwise stay for good.
     fn forget_downloads(&self, keep: &ObjectId) {
         let ours = format!("download-{}-", &keep.to_string()[..16]);
-        let Ok(entries) = std::fs::read_dir(self.path.join("berth/repo/tmp")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("download-") && !name.starts_with(&ours) {
-                remove_dir(&e.path());
+        for (name, path) in self.download_dirs() {
+            if !name.starts_with(&ours) {
+                remove_dir(&path);
             }
         }
+    }
+
+    /// The download directories (`berth/repo/tmp/download-…`), by name.
+    pub(crate) fn download_dirs(&self) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(self.path.join("berth/repo/tmp")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .filter(|(name, _)| name.starts_with("download-"))
+            .collect()
     }
 
     /// `berth/repo/tmp/download-<commit id16>-<kind>/`, made if missing.

@@ -101,17 +101,12 @@ impl Device {
     /// directories `berth/repo/tmp/download-*-objects/index`). An index that does not
     /// decode (a download cut short) lists nothing.
     fn pending_pulls(&self) -> Vec<(ObjectId, ObjectKind)> {
-        let Ok(entries) = std::fs::read_dir(self.path.join("berth/repo/tmp")) else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if !(name.starts_with("download-") && name.ends_with("-objects")) {
+        for (name, path) in self.download_dirs() {
+            if !name.ends_with("-objects") {
                 continue;
             }
-            if let Ok(bytes) = std::fs::read(e.path().join("index"))
+            if let Ok(bytes) = std::fs::read(path.join("index"))
                 && let Ok(index) = format::index::Index::decode(&bytes)
             {
                 out.extend(index.entries.iter().map(|x| (x.id, x.kind)));

@@ -176,18 +176,16 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
 }
 
 fn get_manifest(registry: &Registry) -> Vec<u8> {
+    get_manifest_of(registry, "stable")
+}
+
+/// The manifest (or index) at `tag` of fleet/device.
+fn get_manifest_of(registry: &Registry, tag: &str) -> Vec<u8> {
     let mut resp = ureq::get(format!(
-        "http://{}/v2/fleet/device/manifests/stable",
+        "http://{}/v2/fleet/device/manifests/{tag}",
         registry.host()
     ))
-    .header(
-        "Accept",
-        format!(
-            "{}, {}",
-            format::oci::MANIFEST_TYPE,
-            format::oci::INDEX_TYPE
-        ),
-    )
+    .header("Accept", format::oci::MANIFEST_ACCEPT)
     .call()
     .unwrap();
     resp.body_mut().read_to_vec().unwrap()
@@ -397,6 +395,28 @@ fn push_and_update_over_https_to_a_registry_that_wants_credentials() {
     lab.ok(&["fsck"]);
 }
 
+/// `berth-image push` of `commit` to `reference`, signed with `key`: its output.
+fn push_with_key(
+    lab: &Lab,
+    reference: &str,
+    commit: &str,
+    key: &std::path::Path,
+) -> std::process::Output {
+    testkit::run(
+        &testkit::bin("berth-image"),
+        &[
+            "push".as_ref(),
+            "--repo".as_ref(),
+            lab.repo.as_os_str(),
+            "--commit".as_ref(),
+            commit.as_ref(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            reference.as_ref(),
+        ],
+    )
+}
+
 /// The registry is storage that anyone with push access writes: a push carries on the
 /// tag's serial only from a pointer its own key signed, and otherwise changes nothing.
 #[test]
@@ -414,19 +434,7 @@ fn a_push_carries_on_only_a_pointer_signed_by_its_own_key() {
         &testkit::bin("berth-image"),
         &["keygen".as_ref(), "--out".as_ref(), other.as_os_str()],
     );
-    let out = testkit::run(
-        &testkit::bin("berth-image"),
-        &[
-            "push".as_ref(),
-            "--repo".as_ref(),
-            lab.repo.as_os_str(),
-            "--commit".as_ref(),
-            v3.as_ref(),
-            "--key".as_ref(),
-            other.join("berth.key").as_os_str(),
-            reference.as_ref(),
-        ],
-    );
+    let out = push_with_key(&lab, &reference, &v3, &other.join("berth.key"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -440,31 +448,11 @@ fn a_push_carries_on_only_a_pointer_signed_by_its_own_key() {
     // tag "beta" to "stable" under the title channels/stable.
     let beta = format!("{}/fleet/device:beta", registry.host());
     push(&lab, &beta, &v3, &[], &[]);
-    let beta_manifest = {
-        let mut resp = ureq::get(format!(
-            "http://{}/v2/fleet/device/manifests/beta",
-            registry.host()
-        ))
-        .header("Accept", format::oci::MANIFEST_TYPE)
-        .call()
-        .unwrap();
-        let text = String::from_utf8(resp.body_mut().read_to_vec().unwrap()).unwrap();
-        text.replace("\"channels/beta\"", "\"channels/stable\"")
-    };
+    let beta_manifest = String::from_utf8(get_manifest_of(&registry, "beta"))
+        .unwrap()
+        .replace("\"channels/beta\"", "\"channels/stable\"");
     put_manifest(&registry, beta_manifest.as_bytes());
-    let out = testkit::run(
-        &testkit::bin("berth-image"),
-        &[
-            "push".as_ref(),
-            "--repo".as_ref(),
-            lab.repo.as_os_str(),
-            "--commit".as_ref(),
-            v3.as_ref(),
-            "--key".as_ref(),
-            lab.keys.join("berth.key").as_os_str(),
-            reference.as_ref(),
-        ],
-    );
+    let out = push_with_key(&lab, &reference, &v3, &lab.keys.join("berth.key"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -274,11 +274,8 @@ fn stale_replayed_expired_endless_and_stalled_sources_are_refused() {
         f.replace
             .insert("channels/stable".into(), signed(&lab, &old));
     });
-    let out = std::process::Command::new(common::berth())
-        .args(["--sysroot"])
-        .arg(&lab.sysroot)
-        .arg("--boot-json")
-        .arg(&lab.boot_json)
+    let out = lab
+        .command()
         .args(["check", &url, "--channel", "stable"])
         .env("BERTH_TEST_CLOCK", "0")
         .output()
@@ -369,11 +366,8 @@ fn endless_data_is_cut_at_the_signed_length_and_a_stall_meets_the_deadline() {
     // deadline: the connection is cut after --stall-timeout without a byte, and the
     // download resumes where it stopped once the server answers again.
     let started = std::time::Instant::now();
-    let child = std::process::Command::new(common::berth())
-        .arg("--sysroot")
-        .arg(&lab.sysroot)
-        .arg("--boot-json")
-        .arg(&lab.boot_json)
+    let child = lab
+        .command()
         .args([
             "update",
             &url,
@@ -579,11 +573,7 @@ fn an_interrupted_pull_keeps_the_objects_it_stored_and_a_tampered_object_is_refu
     let url = server.url();
     let record = lab.record_bytes();
     let run = |batch: &str| {
-        std::process::Command::new(common::berth())
-            .arg("--sysroot")
-            .arg(&lab.sysroot)
-            .arg("--boot-json")
-            .arg(&lab.boot_json)
+        lab.command()
             .args(["update", &url, "--channel", "stable"])
             .env("BERTH_TEST_PULL_BATCH", batch)
             .output()

@@ -117,14 +117,18 @@ impl Lab {
     }
 
     pub fn berth(&self, args: &[&str]) -> Output {
-        Command::new(berth())
-            .arg("--sysroot")
+        self.command().args(args).output().unwrap()
+    }
+
+    /// `berth --sysroot … --boot-json …` on this device, to add arguments, an
+    /// environment or pipes to.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(berth());
+        c.arg("--sysroot")
             .arg(&self.sysroot)
             .arg("--boot-json")
-            .arg(&self.boot_json)
-            .args(args)
-            .output()
-            .unwrap()
+            .arg(&self.boot_json);
+        c
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
