@@ -245,6 +245,86 @@ pub fn split_file(bytes: &[u8]) -> Result<(&[u8], &[u8]), FormatError> {
     Ok((body, sigs))
 }
 
+/// What a device remembers of a channel (`berth/state/channels/NAME`): the newest
+/// pointer it accepted. Text, three lines in this order: `serial=N`, `issued=N`,
+/// `body=HEX` (the sha256 of that pointer's body, 64 hex digits).
+///
+/// The decoder is strict: this state is the replay floor, so a damaged file must be
+/// an error, never "nothing seen yet" (which would accept replayed, older pointers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The serial of the newest pointer accepted.
+    pub serial: u64,
+    /// The newest `issued` time accepted (seconds since the Unix epoch).
+    pub issued: u64,
+    /// The sha256 of the accepted pointer's body (`None` only before the first).
+    pub body: Option<ObjectId>,
+}
+
+/// Longest channel-state file: three short lines.
+pub const SEEN_MAX: usize = 256;
+
+impl Seen {
+    /// The file's bytes.
+    pub fn encode(&self) -> String {
+        match self.body {
+            Some(b) => alloc::format!("serial={}\nissued={}\nbody={b}\n", self.serial, self.issued),
+            None => alloc::format!("serial={}\nissued={}\nbody=\n", self.serial, self.issued),
+        }
+    }
+
+    /// Decodes a channel-state file; anything but exactly what [`Seen::encode`] writes
+    /// is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        const WHAT: &str = "channel state";
+        let bad = |reason| FormatError::BadText { what: WHAT, reason };
+        if bytes.len() > SEEN_MAX {
+            return Err(FormatError::TooLarge {
+                what: WHAT,
+                len: bytes.len() as u64,
+                limit: SEEN_MAX as u64,
+            });
+        }
+        let text = core::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
+        let text = text
+            .strip_suffix('\n')
+            .ok_or(bad("does not end with a newline"))?;
+        let mut lines = text.split('\n');
+        let mut field = |key: &str| -> Result<&str, FormatError> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(key))
+                .and_then(|l| l.strip_prefix('='))
+                .ok_or(bad(
+                    "expected the lines serial=, issued=, body= in that order",
+                ))
+        };
+        let number = |v: &str| -> Result<u64, FormatError> {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad("serial and issued must be decimal numbers"));
+            }
+            v.parse().map_err(|_| bad("a number is over 64 bits"))
+        };
+        let serial = number(field("serial")?)?;
+        let issued = number(field("issued")?)?;
+        let body = match field("body")? {
+            "" => None,
+            hex => Some(ObjectId::parse_hex(hex.as_bytes())?),
+        };
+        if lines.next().is_some() {
+            return Err(bad("has lines after body="));
+        }
+        if body.is_none() && serial != 0 {
+            return Err(bad("a serial without the body it was accepted with"));
+        }
+        Ok(Self {
+            serial,
+            issued,
+            body,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +410,43 @@ mod tests {
             split_file(&file).is_err(),
             "trailing bytes after the signatures"
         );
+    }
+    #[test]
+    fn seen_round_trips_and_refuses_damage() {
+        use alloc::format;
+        use alloc::string::ToString as _;
+        let seen = Seen {
+            serial: 42,
+            issued: 1_700_000_000,
+            body: Some(ObjectId::from_bytes([7; 32])),
+        };
+        let text = seen.encode();
+        assert_eq!(Seen::decode(text.as_bytes()), Ok(seen));
+        assert_eq!(
+            Seen::decode(Seen::default().encode().as_bytes()),
+            Ok(Seen::default())
+        );
+        let hex = ObjectId::from_bytes([7; 32]).to_string();
+        let damaged: [&[u8]; 11] = [
+            b"",
+            &[0u8; 64],
+            b"serial=42\nissued=1\n",
+            b"serial=42\nissued=1\nbody=",
+            b"issued=1\nserial=42\nbody=\n",
+            b"serial=-1\nissued=1\nbody=\n",
+            b"serial=99999999999999999999999\nissued=1\nbody=\n",
+            b"serial=42\nissued=1\nbody=abc\n",
+            b"serial=42\nissued=1\nbody=\n",
+            b"serial= 4\nissued=1\nbody=\n",
+            b"serial=0\nissued=0\nbody=\nextra=1\n",
+        ];
+        for d in damaged {
+            assert!(Seen::decode(d).is_err(), "{:?}", String::from_utf8_lossy(d));
+        }
+        let long = format!("serial=1\nissued=1\nbody={hex}\n{}", " ".repeat(SEEN_MAX));
+        assert!(matches!(
+            Seen::decode(long.as_bytes()),
+            Err(FormatError::TooLarge { .. })
+        ));
     }
 }

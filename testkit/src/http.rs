@@ -29,6 +29,12 @@ pub struct Faults {
     pub replace: HashMap<String, Vec<u8>>,
     /// Drops and stalls hit only paths starting with this (`""`: every path).
     pub faulty: String,
+    /// Send the body one byte at a time, this long apart (a slow mirror that never
+    /// stalls long enough to be cut); only on `faulty` paths.
+    pub trickle: Option<Duration>,
+    /// Answer a range request with a `Content-Range` that names the bytes asked for,
+    /// but send the file from its start (a mirror that lies).
+    pub lying_range: bool,
 }
 
 /// A running server; it stops with the test process.
@@ -90,6 +96,7 @@ impl Server {
     }
 }
 
+#[allow(clippy::too_many_lines)] // one request's whole life: head, faults, body, in order
 fn serve(
     conn: TcpStream,
     root: &Path,
@@ -158,17 +165,22 @@ fn serve(
     }
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
-    let mut data = body[usize::try_from(start).unwrap_or(0)..].to_vec();
+    // A lying mirror names the range asked for but sends the file from its start.
+    let mut data = body[usize::try_from(if f.lying_range { 0 } else { start }).unwrap_or(0)..]
+        [..usize::try_from(len - start).unwrap_or(0)]
+        .to_vec();
     if endless {
         data.resize(data.len() + (64 << 20), 0);
     }
     let mut done = 0u64;
     let faulty = rel.starts_with(&f.faulty);
-    let (drop_every, stall_after) = if faulty {
-        (f.drop_every, f.stall_after)
-    } else {
-        (None, None)
-    };
+    let (drop_every, stall_after) = (
+        f.drop_every.filter(|_| faulty),
+        f.stall_after.filter(|_| faulty),
+    );
+    if let Some(gap) = f.trickle.filter(|_| faulty) {
+        return trickle(&mut out, &data, gap, sent);
+    }
     for chunk in data.chunks(4096) {
         let mut n = chunk.len() as u64;
         if let Some(d) = drop_every {
@@ -191,6 +203,22 @@ fn serve(
             std::thread::sleep(Duration::from_mins(1));
             return Ok(());
         }
+    }
+    Ok(())
+}
+
+/// Sends `data` one byte at a time, `gap` apart.
+fn trickle(
+    out: &mut TcpStream,
+    data: &[u8],
+    gap: Duration,
+    sent: &AtomicU64,
+) -> std::io::Result<()> {
+    for b in data {
+        out.write_all(std::slice::from_ref(b))?;
+        out.flush()?;
+        sent.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(gap);
     }
     Ok(())
 }
