@@ -7,6 +7,7 @@
 //! <sysroot>/berth/deploy/<name>/        one checkout per deployment (hard links into repo)
 //! <sysroot>/berth/state/var/            persistent /var, seeded from the default's /var
 //! <sysroot>/berth/boot/record.{a,b}     the boot record, both copies
+//! <sysroot>/berth/{store,record}.lock   empty files berth locks (flock) to keep one writer
 //! ```
 
 use std::collections::HashSet;
@@ -71,6 +72,12 @@ pub fn install(repo: &Repo, layout: &Layout, sysroot: &Path) -> Result<Installed
     for d in ["deploy", "boot", "state"] {
         std::fs::create_dir_all(berth.join(d))
             .with_context(|| format!("{}: create", berth.join(d).display()))?;
+    }
+    // The device agent's lock files, made now so that its first locked command changes
+    // nothing on the device (it makes them itself on a sysroot without them).
+    for f in ["store.lock", "record.lock"] {
+        std::fs::write(berth.join(f), b"")
+            .with_context(|| format!("{}: create", berth.join(f).display()))?;
     }
     let target = Repo::create(&berth.join("repo"))?;
     let mut commits: Vec<ObjectId> = vec![default];

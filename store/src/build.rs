@@ -54,6 +54,30 @@ pub fn build_root(
     build(txn, root, progress, true)
 }
 
+/// As [`build_dir`], for a live `/etc` layer opened by the caller (`dirfd`, shown as
+/// `shown`): Unix sockets, which a running service may leave in `/etc` and which
+/// cannot be stored, are skipped rather than refused. Returns their paths too, for a
+/// warning (the /etc merge of `OSTree` skips them the same way).
+pub fn build_layer(
+    txn: &mut Txn<'_>,
+    dirfd: BorrowedFd<'_>,
+    shown: &Path,
+    progress: Progress<'_>,
+) -> Result<(ObjectId, BuildStats, Vec<PathBuf>), StoreError> {
+    let mut walker = Walker {
+        txn,
+        stats: BuildStats::default(),
+        links: HashMap::new(),
+        progress,
+        last_report: 0,
+        check_links: false,
+        skipped: Some(Vec::new()),
+    };
+    let id = walker.tree(dirfd, shown, 0)?;
+    (walker.progress)(&walker.stats);
+    Ok((id, walker.stats, walker.skipped.unwrap_or_default()))
+}
+
 fn build(
     txn: &mut Txn<'_>,
     root: &Path,
@@ -73,6 +97,7 @@ fn build(
         progress,
         last_report: 0,
         check_links,
+        skipped: None,
     };
     let id = walker.tree(fd.as_fd(), root, 0)?;
     (walker.progress)(&walker.stats);
@@ -88,6 +113,8 @@ struct Walker<'t, 'r, 'p> {
     last_report: u64,
     /// Refuse symlinks that climb out of the root.
     check_links: bool,
+    /// With `Some`, sockets are skipped and listed here instead of refused.
+    skipped: Option<Vec<PathBuf>>,
 }
 
 impl Walker<'_, '_, '_> {
@@ -124,7 +151,14 @@ impl Walker<'_, '_, '_> {
             let entry_name = EntryName::new(&name).map_err(|e| StoreError::format(&path, e))?;
             let st = rustix::fs::statat(dirfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| StoreError::io(&path, "stat", e))?;
-            let (kind, id) = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let ftype = FileType::from_raw_mode(st.st_mode);
+            if ftype == FileType::Socket
+                && let Some(skipped) = &mut self.skipped
+            {
+                skipped.push(path);
+                continue;
+            }
+            let (kind, id) = if ftype == FileType::Directory {
                 if depth + 1 > TREE_DEPTH_MAX {
                     return Err(StoreError::Unsupported {
                         path,
