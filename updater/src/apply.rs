@@ -100,16 +100,17 @@ impl<'a, 'r> Applier<'a, 'r> {
             };
             let held = txn.contains(&id, as_kind);
             if !matches!(held, Ok(true)) {
+                // Incomplete: what the update needs is not stored (a resumed update whose
+                // earlier parts' objects an older gc removed, say), so its progress is
+                // forgotten and the next run applies every part again.
                 refused.set(Some(held.err().map_or_else(
                     || {
-                        bad(
-                            self.shown,
-                            format!(
-                                "operation {} names object {id}, which the store does not hold as a {}",
-                                self.ops,
-                                as_kind.suffix()
-                            ),
-                        )
+                        UpdaterError::Incomplete(format!(
+                            "{}: operation {} names object {id}, which the store does not hold as a {}",
+                            self.shown.display(),
+                            self.ops,
+                            as_kind.suffix()
+                        ))
                     },
                     UpdaterError::from,
                 )));

@@ -22,23 +22,23 @@
 //! 4. `berth update DIR` applies it (every check of a file update happens again).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use format::ObjectId;
-use format::channel::{self, Pointer, UpdateRef};
+use format::channel::{self, Pointer, Seen, UpdateRef};
 use format::sig::Signatures;
 use format::update::{self, Body};
 use rustix::fd::AsFd;
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use store::Repo;
 
+use crate::dirs::Dir;
 use crate::pull::Pulled;
 use crate::tls::{self, Trust};
 use crate::update::{UpdateOptions, UpdateReport, bad};
-use crate::{Device, UpdaterError};
+use crate::{CHANNELS_DIR, Device, TMP_DIR, UpdaterError};
 use net::auth::Access;
 
 /// How a download may go.
@@ -80,6 +80,23 @@ impl Default for FetchOptions {
 pub const RETRY_DELAY_MAX: Duration = Duration::from_mins(1);
 
 impl FetchOptions {
+    /// The window over which a request's average rate must reach `min_rate`: twice the
+    /// stall timeout (a minute by default).
+    fn window(&self) -> Duration {
+        (self.stall * 2).max(Duration::from_secs(1))
+    }
+
+    /// The longest one file of `len` bytes may take in all, retries and waits included:
+    /// twice its time at `min_rate`, plus a window and the longest wait per retry. A
+    /// mirror that alternates good windows and slow ones still ends within it.
+    fn ceiling(&self, len: u64) -> Duration {
+        let at_rate = Duration::from_secs(len / self.min_rate.max(1)).saturating_mul(2);
+        let per_try = self
+            .window()
+            .saturating_add(RETRY_DELAY_MAX.min(self.retry_delay.saturating_mul(64)));
+        at_rate.saturating_add(per_try.saturating_mul(self.retries.saturating_add(1)))
+    }
+
     /// The wait before the retry that follows `failed` fruitless requests in a row.
     fn backoff(&self, failed: u32) -> Duration {
         let factor = 1u32 << failed.saturating_sub(1).min(16);
@@ -327,18 +344,26 @@ impl Remote {
         Ok(out)
     }
 
-    /// Fetches `rel` into `dest` until it holds `len` bytes, resuming from what `dest`
-    /// already holds (fsynced after each request, so a reboot keeps it). Returns the
-    /// bytes fetched.
-    pub(crate) fn download(&self, rel: &str, dest: &Path, len: u64) -> Result<u64, UpdaterError> {
-        let have = std::fs::metadata(dest).map_or(0, |m| m.len());
+    /// Fetches `rel` into the file `name` of `dir` until it holds `len` bytes, resuming
+    /// from what the file already holds (fsynced after each request, so a reboot keeps
+    /// it). Returns the bytes fetched.
+    pub(crate) fn download(
+        &self,
+        rel: &str,
+        dir: &Dir,
+        name: &str,
+        len: u64,
+    ) -> Result<u64, UpdaterError> {
+        let mut have = dir.file_len(name)?;
         if have > len {
-            fsop::unlinkat(CWD, dest, AtFlags::empty())
-                .map_err(|e| bad(dest, format!("remove: {e}")))?;
+            fsop::unlinkat(dir.fd(), name, AtFlags::empty())
+                .map_err(|e| bad(&dir.join(name), format!("remove: {e}")))?;
+            have = 0;
         }
         let mut sink = FileSink {
-            path: dest,
-            have: if have > len { 0 } else { have },
+            dir,
+            name,
+            have,
             fd: None,
         };
         self.fetch(rel, len, &mut sink)
@@ -366,10 +391,20 @@ impl Remote {
         // The most the sink ever held: a request that does not get past it made no
         // progress (a server that ignores Range and drops restarts from zero each time).
         let mut best = 0u64;
+        let began = Instant::now();
+        let ceiling = self.opts.ceiling(len);
         loop {
             let have = sink.have();
             if have == len {
                 return Ok(fetched);
+            }
+            if began.elapsed() > ceiling {
+                return Err(fail(format!(
+                    "too slow: {have} of {len} bytes in {} s, past the {} s this file may take at --min-rate {} B/s; refused (a slow-retrieval attack, or a link too slow for --min-rate)",
+                    began.elapsed().as_secs(),
+                    ceiling.as_secs(),
+                    self.opts.min_rate
+                )));
             }
             if idle > self.opts.retries {
                 return Err(fail(format!(
@@ -419,32 +454,11 @@ impl Remote {
                 }
                 s => return Err(fail(format!("HTTP {s}"))),
             }
-            let mut r = resp.body_mut().as_reader();
-            let mut buf = vec![0u8; 64 << 10];
-            let mut got = 0u64;
-            loop {
-                let n = match r.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let room = usize::try_from(len - sink.have()).unwrap_or(usize::MAX);
-                if n > room {
-                    sink.append(&buf[..room])?;
-                    sink.settle()?;
-                    return Err(fail(format!(
-                        "sends more than the {len} bytes its signed metadata declares; cut there"
-                    )));
-                }
-                sink.append(&buf[..n])?;
-                got += n as u64;
-                if sink.have() == len {
-                    break;
-                }
-            }
+            let (got, slow) = self.body(&mut resp, len, sink, &fail)?;
             // Durable before the next step trusts its length (a power cut keeps it too).
             sink.settle()?;
             fetched += got;
-            if sink.have() > best {
+            if sink.have() > best && !slow {
                 best = sink.have();
                 idle = 0;
                 fruitless = 0;
@@ -452,6 +466,51 @@ impl Remote {
                 idle += 1;
                 fruitless += 1;
                 pause = self.opts.backoff(fruitless);
+            }
+        }
+    }
+
+    /// Reads a response's body into `sink`, up to `len` bytes in all. Returns the bytes
+    /// read and whether the request was cut for being slow: the average rate over each
+    /// window must reach --min-rate, or the request counts as fruitless. A mirror that
+    /// sends a byte now and then never stalls long enough to be cut, and must not hold
+    /// an update (or reset the retry count) forever.
+    fn body(
+        &self,
+        resp: &mut ureq::http::Response<ureq::Body>,
+        len: u64,
+        sink: &mut dyn Sink,
+        fail: &dyn Fn(String) -> UpdaterError,
+    ) -> Result<(u64, bool), UpdaterError> {
+        let mut r = resp.body_mut().as_reader();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = 0u64;
+        let window = self.opts.window();
+        let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) | Err(_) => return Ok((got, false)),
+                Ok(n) => n,
+            };
+            window_bytes += n as u64;
+            let mut slow = false;
+            if window_start.elapsed() >= window {
+                let floor = self.opts.min_rate.saturating_mul(window.as_secs().max(1));
+                slow = window_bytes < floor;
+                (window_start, window_bytes) = (Instant::now(), 0);
+            }
+            let room = usize::try_from(len - sink.have()).unwrap_or(usize::MAX);
+            if n > room {
+                sink.append(&buf[..room])?;
+                sink.settle()?;
+                return Err(fail(format!(
+                    "sends more than the {len} bytes its signed metadata declares; cut there"
+                )));
+            }
+            sink.append(&buf[..n])?;
+            got += n as u64;
+            if sink.have() == len || slow {
+                return Ok((got, slow));
             }
         }
     }
@@ -464,15 +523,21 @@ impl Remote {
         &self,
         rel: &str,
         r: &UpdateRef,
-        dir: &Path,
+        dir: &Dir,
         opts: UpdateOptions,
     ) -> Result<u64, UpdaterError> {
         let sb_path = dir.join("superblock");
-        let mut downloaded =
-            self.download(&format!("{rel}/superblock"), &sb_path, r.superblock_len)?;
-        let sb = std::fs::read(&sb_path).map_err(|e| bad(&sb_path, e.to_string()))?;
+        let mut downloaded = self.download(
+            &format!("{rel}/superblock"),
+            dir,
+            "superblock",
+            r.superblock_len,
+        )?;
+        let sb = dir
+            .read("superblock", r.superblock_len)?
+            .ok_or_else(|| bad(&sb_path, "vanished after its download"))?;
         if ObjectId::digest(&sb) != r.superblock_sha256 {
-            let _ = fsop::unlinkat(CWD, &sb_path, AtFlags::empty());
+            let _ = fsop::unlinkat(dir.fd(), "superblock", AtFlags::empty());
             return Err(bad(
                 &sb_path,
                 format!(
@@ -488,28 +553,37 @@ impl Remote {
             .get(update::HEAD_LEN..update::HEAD_LEN + body_len)
             .ok_or_else(|| bad(&sb_path, "truncated"))
             .and_then(|b| Body::decode(b).map_err(|e| bad(&sb_path, e.to_string())))?;
-        let on_disk = |dir: &Path| -> u64 {
-            std::fs::read_dir(dir).map_or(0, |es| {
-                es.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
+        let on_disk = |dir: &Dir| -> u64 {
+            dir.names().map_or(0, |names| {
+                names
+                    .iter()
+                    .filter_map(|n| std::str::from_utf8(n).ok())
+                    .map(|n| dir.file_len(n).unwrap_or(0))
                     .sum()
             })
         };
         opts.progress.downloaded(on_disk(dir), r.total_len);
         for (i, part) in body.parts.iter().enumerate() {
             let file = format!("part-{i:05}");
-            let dest = dir.join(&file);
-            downloaded += self.download(&format!("{rel}/{file}"), &dest, part.len)?;
-            let mut bytes = Vec::new();
-            File::open(&dest)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| bad(&dest, e.to_string()))?;
-            if ObjectId::digest(&bytes) != part.sha256 {
-                // Damaged in transit or on disk: fetch it again once.
-                fsop::unlinkat(CWD, &dest, AtFlags::empty())
-                    .map_err(|e| bad(&dest, e.to_string()))?;
-                downloaded += self.download(&format!("{rel}/{file}"), &dest, part.len)?;
+            let url = format!("{rel}/{file}");
+            // Damaged in transit or on disk: fetched again once. A second mismatch is the
+            // server's doing (a wrong file, or a lying Content-Range): said with its URL.
+            for attempt in 0..2 {
+                downloaded += self.download(&url, dir, &file, part.len)?;
+                let bytes = dir
+                    .read(&file, part.len)?
+                    .ok_or_else(|| bad(&dir.join(&file), "vanished after its download"))?;
+                if ObjectId::digest(&bytes) == part.sha256 {
+                    break;
+                }
+                fsop::unlinkat(dir.fd(), file.as_str(), AtFlags::empty())
+                    .map_err(|e| bad(&dir.join(&file), e.to_string()))?;
+                if attempt == 1 {
+                    return Err(UpdaterError::State(format!(
+                        "{}: does not match the sha256 its superblock signs, twice (a damaged file on the server, or wrong Content-Range answers); removed",
+                        self.url(&url)
+                    )));
+                }
             }
             opts.progress.downloaded(on_disk(dir), r.total_len);
         }
@@ -544,15 +618,21 @@ trait Sink {
 
 /// A file of the download directory: kept across runs and reboots.
 struct FileSink<'a> {
-    path: &'a Path,
+    dir: &'a Dir,
+    name: &'a str,
     have: u64,
     fd: Option<rustix::fd::OwnedFd>,
 }
 
 impl FileSink<'_> {
+    fn path(&self) -> PathBuf {
+        self.dir.join(self.name)
+    }
+
     fn open(&mut self, flags: OFlags) -> Result<(), UpdaterError> {
-        let fd = fsop::create(CWD, self.path, flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| bad(self.path, format!("create: {e}")))?;
+        // fsop::create adds O_NOFOLLOW: a symlink planted at the name is refused.
+        let fd = fsop::create(self.dir.fd(), self.name, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| bad(&self.path(), format!("create: {e}")))?;
         self.fd = Some(fd);
         Ok(())
     }
@@ -575,14 +655,14 @@ impl Sink for FileSink<'_> {
         }
         let fd = self.fd.as_ref().map(AsFd::as_fd);
         fd.map_or(Ok(()), |fd| fsop::write_all(fd, bytes))
-            .map_err(|e| bad(self.path, format!("write: {e}")))?;
+            .map_err(|e| bad(&self.path(), format!("write: {e}")))?;
         self.have += bytes.len() as u64;
         Ok(())
     }
 
     fn settle(&mut self) -> Result<(), UpdaterError> {
         if let Some(fd) = self.fd.take() {
-            fsop::fsync(fd.as_fd()).map_err(|e| bad(self.path, format!("fsync: {e}")))?;
+            fsop::fsync(fd.as_fd()).map_err(|e| bad(&self.path(), format!("fsync: {e}")))?;
         }
         Ok(())
     }
@@ -611,41 +691,29 @@ impl Sink for MemSink {
     }
 }
 
-/// What the device remembers of a channel: the newest pointer it accepted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    serial: u64,
-    issued: u64,
-    body: Option<ObjectId>,
-}
-
-impl Seen {
-    fn parse(text: &str) -> Self {
-        let mut s = Self::default();
-        for line in text.lines() {
-            match line.split_once('=') {
-                Some(("serial", v)) => s.serial = v.parse().unwrap_or(0),
-                Some(("issued", v)) => s.issued = v.parse().unwrap_or(0),
-                Some(("body", v)) => s.body = ObjectId::parse_hex(v.as_bytes()).ok(),
-                _ => {}
-            }
-        }
-        s
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "serial={}\nissued={}\nbody={}\n",
-            self.serial,
-            self.issued,
-            self.body.map(|b| b.to_string()).unwrap_or_default()
-        )
-    }
-}
-
 impl Device {
-    fn channel_state(&self, name: &str) -> PathBuf {
-        self.path.join("berth/state/channels").join(name)
+    /// Where channel states are kept (`berth/state/channels`), made if missing with
+    /// `create`.
+    fn channels_dir(&self, create: bool) -> Result<Option<Dir>, UpdaterError> {
+        self.own_dir(CHANNELS_DIR, create.then_some(0o755))
+    }
+
+    /// What the device accepted last from channel `name`: nothing if the file does
+    /// not exist; anything unreadable or damaged is an error that names the file
+    /// (never "nothing seen", which would open the device to replayed pointers).
+    fn seen(&self, name: &str) -> Result<Seen, UpdaterError> {
+        let Some(dir) = self.channels_dir(false)? else {
+            return Ok(Seen::default());
+        };
+        let Some(bytes) = dir.read(name, channel::SEEN_MAX as u64)? else {
+            return Ok(Seen::default());
+        };
+        Seen::decode(&bytes).map_err(|e| {
+            UpdaterError::State(format!(
+                "{}: {e}; the replay check cannot be made (remove the file only if the device has accepted no newer pointer)",
+                dir.join(name).display()
+            ))
+        })
     }
 
     /// Fetches and verifies the pointer of `channel`; refuses a stale, replayed or
@@ -679,9 +747,7 @@ impl Device {
                 p.channel
             )));
         }
-        let seen = std::fs::read_to_string(self.channel_state(name))
-            .map(|t| Seen::parse(&t))
-            .unwrap_or_default();
+        let seen = self.seen(name)?;
         let digest = ObjectId::digest(body);
         if p.serial < seen.serial {
             return Err(stale(format!(
@@ -712,29 +778,23 @@ impl Device {
 
     /// Writes what the device remembers of a channel: temp file, fsync, rename, fsync.
     fn remember(&self, name: &str, seen: &Seen) -> Result<(), UpdaterError> {
-        let dir = self.path.join("berth/state/channels");
-        for d in [self.path.join("berth/state"), dir.clone()] {
-            match fsop::mkdirat(CWD, &d, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(bad(&d, format!("create directory: {e}"))),
-            }
-        }
+        let dir = self
+            .channels_dir(true)?
+            .ok_or_else(|| UpdaterError::State(format!("{CHANNELS_DIR}: not made")))?;
         let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
+        let tmp = format!(".{name}.tmp");
         let io = |e: rustix::io::Errno| bad(&path, format!("write: {e}"));
         let f = fsop::create(
-            CWD,
-            &tmp,
+            dir.fd(),
+            tmp.as_str(),
             OFlags::WRONLY | OFlags::TRUNC,
             Mode::from_raw_mode(0o644),
         )
         .map_err(io)?;
-        fsop::write_all(f.as_fd(), seen.text().as_bytes()).map_err(io)?;
+        fsop::write_all(f.as_fd(), seen.encode().as_bytes()).map_err(io)?;
         fsop::fsync(f.as_fd()).map_err(io)?;
-        fsop::renameat(CWD, &tmp, CWD, &path).map_err(io)?;
-        let d = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(io)?;
-        fsop::fsync(d.as_fd()).map_err(io)
+        fsop::renameat(dir.fd(), tmp.as_str(), dir.fd(), name).map_err(io)?;
+        dir.sync()
     }
 
     /// The running deployment's commit.
@@ -783,6 +843,7 @@ impl Device {
         fetch: FetchOptions,
         opts: UpdateOptions,
     ) -> Result<RemoteReport, UpdaterError> {
+        let _lock = self.lock(crate::lock::LockKind::Store, "update")?;
         // The deadline covers the downloads as well as the apply.
         let deadline = crate::update::arm_deadline(url, opts);
         let remote = Remote::new(url, fetch)?;
@@ -796,7 +857,7 @@ impl Device {
                 update: None,
             });
         }
-        self.forget_downloads(&p.commit);
+        self.forget_downloads(&p.commit)?;
         let mut downloaded = 0;
         if p.delta_from(&current).is_none()
             && let Some(objects) = p.objects
@@ -807,7 +868,8 @@ impl Device {
                     report,
                     downloaded: got,
                 } => {
-                    remove_dir(&dir);
+                    drop(dir);
+                    self.remove_download(&p.commit, "objects");
                     return Ok(RemoteReport {
                         downloaded: got,
                         kind: "objects",
@@ -831,9 +893,10 @@ impl Device {
         };
         let dir = self.download_dir(&p.commit, kind)?;
         downloaded += remote.download_update(&rel, &r, &dir, opts)?;
-        let report = self.apply_update(&dir, opts, deadline.as_ref())?;
-        remove_dir(&dir);
-        remove_dir(&self.download_dir(&p.commit, "objects")?);
+        let report = self.apply_update(dir.path(), opts, deadline.as_ref())?;
+        drop(dir);
+        self.remove_download(&p.commit, kind);
+        self.remove_download(&p.commit, "objects");
         Ok(RemoteReport {
             downloaded,
             kind,
@@ -843,36 +906,46 @@ impl Device {
 
     /// Removes the download directories of commits other than `keep`: what an update
     /// the channel has moved past left behind would otherwise stay for good.
-    fn forget_downloads(&self, keep: &ObjectId) {
+    fn forget_downloads(&self, keep: &ObjectId) -> Result<(), UpdaterError> {
         let ours = format!("download-{}-", &keep.to_string()[..16]);
-        for (name, path) in self.download_dirs() {
+        let Some(tmp) = self.own_dir(TMP_DIR, None)? else {
+            return Ok(());
+        };
+        for name in self.download_dirs()? {
             if !name.starts_with(&ours) {
-                remove_dir(&path);
+                tmp.remove(name.as_bytes())?;
             }
         }
+        Ok(())
     }
 
-    /// The download directories (`berth/repo/tmp/download-…`), by name.
-    pub(crate) fn download_dirs(&self) -> Vec<(String, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir(self.path.join("berth/repo/tmp")) else {
-            return Vec::new();
+    /// The names of the download directories (`berth/repo/tmp/download-…`).
+    pub(crate) fn download_dirs(&self) -> Result<Vec<String>, UpdaterError> {
+        let Some(tmp) = self.own_dir(TMP_DIR, None)? else {
+            return Ok(Vec::new());
         };
-        entries
-            .flatten()
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .filter(|(name, _)| name.starts_with("download-"))
-            .collect()
+        Ok(tmp
+            .names()?
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n).ok())
+            .filter(|n| n.starts_with("download-"))
+            .collect())
     }
 
     /// `berth/repo/tmp/download-<commit id16>-<kind>/`, made if missing.
-    fn download_dir(&self, commit: &ObjectId, kind: &str) -> Result<PathBuf, UpdaterError> {
-        let dir = self
-            .path
-            .join("berth/repo/tmp")
-            .join(format!("download-{}-{kind}", &commit.to_string()[..16]));
-        match fsop::mkdirat(CWD, &dir, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(dir),
-            Err(e) => Err(bad(&dir, format!("create directory: {e}"))),
+    pub(crate) fn download_dir(&self, commit: &ObjectId, kind: &str) -> Result<Dir, UpdaterError> {
+        let rel = format!("{TMP_DIR}/download-{}-{kind}", &commit.to_string()[..16]);
+        self.own_dir(&rel, Some(0o700))?
+            .ok_or_else(|| UpdaterError::State(format!("{rel}: not made")))
+    }
+
+    /// Removes a finished download directory (best effort: left behind, it is only
+    /// garbage that the next update removes or reuses).
+    fn remove_download(&self, commit: &ObjectId, kind: &str) {
+        let name = format!("download-{}-{kind}", &commit.to_string()[..16]);
+        if let Ok(Some(tmp)) = self.own_dir(TMP_DIR, None) {
+            // Deliberately ignored: garbage at worst, removed by the next update.
+            let _ = tmp.remove(name.as_bytes());
         }
     }
 
@@ -888,21 +961,14 @@ impl Device {
         }
         let name = format::record::DeploymentName::for_commit(commit);
         let (rec, _) = self.record()?;
-        let known = [rec.default, rec.trial, rec.previous].contains(&Some(name))
-            || rec.last_rollback.is_some_and(|r| r.from == name);
+        // A deployment the record names but that is gone from disk (a gc that ran
+        // beside the update that made it, before commands took locks) is installed
+        // again: otherwise the device would say "up to date" while it cannot boot it.
+        let named = [rec.default, rec.trial, rec.previous].contains(&Some(name))
+            && self.sysroot.probe(&name, b"/sbin/init") != sysroot::Bootable::Missing;
+        let known = named || rec.last_rollback.is_some_and(|r| r.from == name);
         Ok(!known)
     }
-}
-
-/// Removes a download directory and what it holds (best effort: left behind, it is only
-/// garbage that the next download of the same commit reuses or replaces).
-fn remove_dir(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let _ = fsop::unlinkat(CWD, e.path(), AtFlags::empty());
-        }
-    }
-    let _ = fsop::unlinkat(CWD, dir, AtFlags::REMOVEDIR);
 }
 
 #[cfg(test)]

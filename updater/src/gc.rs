@@ -11,18 +11,13 @@
 //! by the store itself.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt as _;
-use std::path::Path;
 
-use rustix::fd::{AsFd as _, OwnedFd};
-use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
-
+use format::record::DeploymentName;
 use format::{EntryKind, ObjectId, ObjectKind};
 use store::Repo;
+use sysroot::Bootable;
 
-use crate::{Device, UpdaterError};
+use crate::{Device, ETC_DIR, TMP_DIR, UpdaterError};
 
 /// What `gc` removed.
 #[derive(Debug, Default, serde::Serialize)]
@@ -36,6 +31,9 @@ pub struct GcReport {
     pub bytes: u64,
     /// Objects kept only because an interrupted update's index lists them.
     pub kept_for_updates: u64,
+    /// Interrupted file updates whose progress was forgotten: their next run applies
+    /// every part again, since the objects of the parts applied so far may be gone.
+    pub progress_forgotten: u64,
 }
 
 fn reach(repo: &Repo, tree: &ObjectId, keep: &mut HashSet<ObjectId>) -> Result<(), UpdaterError> {
@@ -57,66 +55,57 @@ fn reach(repo: &Repo, tree: &ObjectId, keep: &mut HashSet<ObjectId>) -> Result<(
 /// `status` nor berth-init's fallback ever sees a half-removed deployment.
 const TRASH: &str = ".gc-";
 
-fn open_dir(path: &Path) -> Result<Option<OwnedFd>, UpdaterError> {
-    match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::NOENT) => Ok(None),
-        Err(e) => Err(UpdaterError::State(format!(
-            "{}: open: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// Names in `dir` (not `.` and `..`).
-fn names(dir: &OwnedFd, path: &Path) -> Result<Vec<Vec<u8>>, UpdaterError> {
-    let err = |e: Errno| UpdaterError::State(format!("{}: read directory: {e}", path.display()));
-    let mut out = Vec::new();
-    let mut entries = rustix::fs::Dir::read_from(dir).map_err(err)?;
-    while let Some(entry) = entries.read() {
-        let n = entry.map_err(err)?.file_name().to_bytes().to_vec();
-        if n != b"." && n != b".." {
-            out.push(n);
-        }
-    }
-    Ok(out)
-}
-
-/// Removes `name` under `dir` and everything below it.
-fn remove(dir: &OwnedFd, path: &Path, name: &[u8]) -> Result<(), UpdaterError> {
-    store::checkout::remove_tree(dir.as_fd(), name, 0).map_err(|e| {
-        UpdaterError::State(format!(
-            "{}: remove: {e}",
-            path.join(OsStr::from_bytes(name)).display()
-        ))
-    })
-}
+/// The most of a kept object index gc reads: above the largest index a pull accepts
+/// (`format::index::ENTRIES_MAX` entries of 49 bytes, plus the commit).
+const INDEX_READ_MAX: u64 = 1 << 28;
 
 impl Device {
     /// The objects listed by the indexes of object pulls in progress (download
     /// directories `berth/repo/tmp/download-*-objects/index`). An index that does not
     /// decode (a download cut short) lists nothing.
-    fn pending_pulls(&self) -> Vec<(ObjectId, ObjectKind)> {
+    fn pending_pulls(&self) -> Result<Vec<(ObjectId, ObjectKind)>, UpdaterError> {
         let mut out = Vec::new();
-        for (name, path) in self.download_dirs() {
+        for name in self.download_dirs()? {
             if !name.ends_with("-objects") {
                 continue;
             }
-            if let Ok(bytes) = std::fs::read(path.join("index"))
+            let Some(dir) = self.own_dir(&format!("{TMP_DIR}/{name}"), None)? else {
+                continue;
+            };
+            if let Ok(Some(bytes)) = dir.read("index", INDEX_READ_MAX)
                 && let Ok(index) = format::index::Index::decode(&bytes)
             {
                 out.extend(index.entries.iter().map(|x| (x.id, x.kind)));
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Forgets the progress of interrupted file updates (`update-<id16>.done`): the
+    /// objects their applied parts stored are referenced by nothing yet, so gc removes
+    /// them, and a retry that skipped those parts could never complete. Without the
+    /// file, the retry applies every part again. Made durable before any object goes.
+    /// Returns how many were forgotten.
+    fn forget_update_progress(&self) -> Result<u64, UpdaterError> {
+        let Some(tmp) = self.own_dir(TMP_DIR, None)? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for name in tmp.names()? {
+            if name.starts_with(b"update-") && name.ends_with(b".done") {
+                tmp.remove(&name)?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tmp.sync()?;
+        }
+        Ok(n)
     }
 
     /// Removes what nothing references.
     pub fn gc(&self) -> Result<GcReport, UpdaterError> {
+        let _lock = self.lock(crate::lock::LockKind::Store, "gc")?;
         let (rec, _) = self.record()?;
         let booted = self.booted()?.map(|b| b.0);
         let mut keep_names: Vec<String> = [rec.default, rec.trial, rec.previous]
@@ -130,40 +119,45 @@ impl Device {
         // atomic step each, made durable before anything inside is removed); the `/etc`
         // layers of deployments that no longer exist; then the renamed trees. A crash
         // leaves only garbage that the next `gc` finds by the same rules.
-        let deploy_path = self.path.join("berth/deploy");
-        if let Some(deploy) = open_dir(&deploy_path)? {
+        if let Some(deploy) = self.own_dir(sysroot::DEPLOY_DIR, None)? {
             for d in self.sysroot.deployments(4096) {
                 if !keep_names.iter().any(|k| k == d.as_str()) {
                     let trash = format!("{TRASH}{}", d.as_str());
-                    fsop::renameat(deploy.as_fd(), d.as_str(), deploy.as_fd(), trash.as_str())
-                        .map_err(|e| {
+                    fsop::renameat(deploy.fd(), d.as_str(), deploy.fd(), trash.as_str()).map_err(
+                        |e| {
                             UpdaterError::State(format!(
                                 "{}: rename for removal: {e}",
-                                deploy_path.join(d.as_str()).display()
+                                deploy.join(d.as_str()).display()
                             ))
-                        })?;
+                        },
+                    )?;
                     report.deployments.push(d.as_str().to_owned());
                 }
             }
-            fsop::fsync(deploy.as_fd()).map_err(|e| {
-                UpdaterError::State(format!("{}: fsync: {e}", deploy_path.display()))
-            })?;
-            let present: Vec<Vec<u8>> = names(&deploy, &deploy_path)?;
-            let etc_path = self.path.join("berth/state/etc");
-            if let Some(etc) = open_dir(&etc_path)? {
-                for n in names(&etc, &etc_path)? {
+            deploy.sync()?;
+            let present: Vec<Vec<u8>> = deploy.names()?;
+            if let Some(etc) = self.own_dir(ETC_DIR, None)? {
+                for n in etc.names()? {
                     if !present.contains(&n) {
-                        remove(&etc, &etc_path, &n)?;
+                        etc.remove(&n)?;
                     }
                 }
             }
             for n in present.iter().filter(|n| n.starts_with(TRASH.as_bytes())) {
-                remove(&deploy, &deploy_path, n)?;
+                deploy.remove(n)?;
             }
         }
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         let mut keep = HashSet::new();
         for name in &keep_names {
+            // A name the record keeps but whose deployment is not on disk (an update's
+            // checkout that an older gc removed) holds nothing to protect; the channel
+            // offers that update again (`offers_new`).
+            if DeploymentName::new(name.as_bytes())
+                .is_ok_and(|n| self.sysroot.probe(&n, b"/sbin/init") == Bootable::Missing)
+            {
+                continue;
+            }
             // A kept deployment whose commit the store lacks cannot be protected by
             // reachability: refuse rather than guess.
             let id = repo.resolve_commit(name).map_err(|e| {
@@ -173,7 +167,8 @@ impl Device {
             let (c, _) = repo.read_commit(&id)?;
             reach(&repo, &c.root, &mut keep)?;
         }
-        for (id, kind) in self.pending_pulls() {
+        report.progress_forgotten = self.forget_update_progress()?;
+        for (id, kind) in self.pending_pulls()? {
             if repo.has(&id, kind)? && keep.insert(id) {
                 report.kept_for_updates += 1;
             }

@@ -22,8 +22,11 @@ use std::path::{Path, PathBuf};
 mod apply;
 mod checks;
 mod deadline;
+mod dirs;
 pub mod fetch;
 pub mod gc;
+mod keys;
+pub mod lock;
 pub mod oci;
 mod pull;
 pub mod repair;
@@ -36,6 +39,14 @@ use sysroot::{Bootable, CopyState, Sysroot};
 
 /// The default sysroot: where berth-init leaves the physical sysroot in the booted system.
 pub const DEFAULT_SYSROOT: &str = "/sysroot";
+
+/// The store's scratch directory, relative to the sysroot: downloads and the progress
+/// of updates.
+pub(crate) const TMP_DIR: &str = "berth/repo/tmp";
+/// What the device accepted from each channel, relative to the sysroot.
+pub(crate) const CHANNELS_DIR: &str = "berth/state/channels";
+/// The persistent `/etc` layers, one directory per deployment, relative to the sysroot.
+pub(crate) const ETC_DIR: &str = "berth/state/etc";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +79,9 @@ pub enum UpdaterError {
     /// An update's parts were all applied but did not make its commit.
     #[error("{0}")]
     Incomplete(String),
+    /// Another berth command holds a lock this one needs ([`lock`]).
+    #[error("{0}")]
+    Busy(String),
     /// `/run/berth/boot.json` could not be read.
     #[error("{}: {reason}", path.display())]
     BootJson {
@@ -134,7 +148,12 @@ pub struct Device {
     pub(crate) path: PathBuf,
     sysroot: Sysroot,
     boot_json: PathBuf,
+    /// How long a command waits for a lock another one holds ([`lock`]).
+    lock_wait: std::time::Duration,
 }
+
+/// How long a command waits for a lock by default.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn sys_err(path: &Path) -> impl Fn(sysroot::SysrootError) -> UpdaterError + '_ {
     move |e| UpdaterError::Sysroot {
@@ -153,7 +172,27 @@ impl Device {
             path: path.to_path_buf(),
             sysroot,
             boot_json: boot_json.to_path_buf(),
+            lock_wait: LOCK_WAIT,
         })
+    }
+
+    /// How long commands wait for a lock another command holds (default [`LOCK_WAIT`]).
+    #[must_use]
+    pub fn with_lock_wait(self, wait: std::time::Duration) -> Self {
+        Self {
+            lock_wait: wait,
+            ..self
+        }
+    }
+
+    /// The sysroot's directory `rel`, opened without following a symlink at any step
+    /// ([`dirs`]); `None` if missing, unless `create` gives the mode to make it with.
+    pub(crate) fn own_dir(
+        &self,
+        rel: &str,
+        create: Option<u32>,
+    ) -> Result<Option<dirs::Dir>, UpdaterError> {
+        dirs::Dir::open_root(&self.path)?.sub(rel, create)
     }
 
     pub(crate) fn record(&self) -> Result<(Record, RecordCopy), UpdaterError> {
@@ -259,6 +298,7 @@ impl Device {
 
     /// Makes the booted trial the default, and the old default the previous deployment.
     pub fn mark_good(&self) -> Result<String, UpdaterError> {
+        let _lock = self.lock(lock::LockKind::Record, "mark-good")?;
         let (rec, copy) = self.record()?;
         let booted = self.booted()?.map(|b| b.0);
         let Some(trial) = rec.trial else {
@@ -310,6 +350,7 @@ impl Device {
     /// written. That makes a retry after a power cut harmless; a plain rollback run
     /// twice rolls back twice.
     pub fn rollback(&self, from: Option<&DeploymentName>) -> Result<String, UpdaterError> {
+        let _lock = self.lock(lock::LockKind::Record, "rollback")?;
         let (rec, copy) = self.record()?;
         if let Some(from) = from {
             let current = rec.trial.or(rec.default);
@@ -366,6 +407,9 @@ impl Device {
 
     /// Re-hashes the store and checks the record's deployments; returns the problems.
     pub fn fsck(&self) -> Result<(u64, Vec<String>), UpdaterError> {
+        // A reader, but one that must see the store whole: gc or an update beside it
+        // would show as objects gone missing mid-check.
+        let _lock = self.lock(lock::LockKind::Store, "fsck")?;
         let mut problems = Vec::new();
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         let report = repo.fsck()?;

@@ -2,12 +2,23 @@
 //! to exit codes.
 //!
 //! Exit status: 0 success; 1 error (one line: the input and the cause); 2 a command
-//! line that does not parse.
+//! line that does not parse; 75 another berth command holds the lock this one needs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
+
+/// `println!` that returns an error instead of panicking when standard output cannot
+/// be written (a full disk, a closed pipe): `berth status --json >/dev/full` exits 1
+/// with a message.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("standard output: {e}"))?;
+    }};
+}
 use clap::{Parser, Subcommand};
 use updater::update::{Forbid, Forbidden};
 use updater::{DEFAULT_SYSROOT, Device, Status};
@@ -19,8 +30,11 @@ use updater::{DEFAULT_SYSROOT, Device, Status};
 /// Run in the booted system: the physical sysroot is at /sysroot, and berth-init's
 /// report of this boot is /run/berth/boot.json.
 ///
-/// Exit status: 0 success, 1 error, 2 bad command line; `check`: 100 when an update is
-/// available.
+/// Commands that write (update, gc, fsck --repair, mark-good, rollback) take a lock on
+/// the sysroot and wait --wait seconds for one another; status and check never wait.
+///
+/// Exit status: 0 success, 1 error, 2 bad command line, 75 the lock is held by another
+/// berth command (try again later); `check`: 100 when an update is available.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -35,6 +49,9 @@ struct Cli {
         default_value = "/run/berth/boot.json"
     )]
     boot_json: PathBuf,
+    /// How long a command that writes waits for another one to finish (seconds).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5)]
+    wait: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -198,7 +215,7 @@ impl TlsArgs {
 /// `berth gc`'s report, as text or JSON.
 fn print_gc(r: &updater::gc::GcReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(r)?);
+        outln!("{}", serde_json::to_string(r)?);
         return Ok(());
     }
     let kept = if r.kept_for_updates > 0 {
@@ -214,7 +231,7 @@ fn print_gc(r: &updater::gc::GcReport, json: bool) -> Result<()> {
     } else {
         r.deployments.join(", ")
     };
-    println!(
+    outln!(
         "removed {} deployments ({removed}) and {} objects, {} bytes{kept}",
         r.deployments.len(),
         r.objects,
@@ -261,8 +278,8 @@ enum ProgressArg {
     None,
 }
 
-fn print_status(s: &Status) {
-    println!(
+fn print_status(s: &Status) -> Result<()> {
+    outln!(
         "sysroot {} (boot record generation {})",
         s.sysroot.display(),
         s.record_generation.map_or("none".into(), |g| g.to_string())
@@ -281,7 +298,7 @@ fn print_status(s: &Status) {
         if d.state != "bootable" {
             roles.push(d.state.to_owned());
         }
-        println!(
+        outln!(
             "{} {}  version {:<12} {}",
             if d.booted { "●" } else { " " },
             d.name,
@@ -289,20 +306,27 @@ fn print_status(s: &Status) {
             roles.join(", ")
         );
         if let Some(c) = &d.commit {
-            println!("    commit {c}");
+            outln!("    commit {c}");
         }
     }
     if let Some(r) = &s.boot_reason {
-        println!("this boot: {r}");
+        outln!("this boot: {r}");
     }
-    match &s.last_rollback {
-        Some(r) => println!("last rollback: from {} ({})", r.from, r.reason),
-        None => println!("last rollback: none"),
+    if let Some(r) = &s.last_rollback {
+        outln!("last rollback: from {} ({})", r.from, r.reason);
+    } else {
+        outln!("last rollback: none");
     }
+    Ok(())
 }
 
-fn print_installed(r: &updater::update::UpdateReport, tries: u8, more: &str) {
-    println!(
+fn print_installed(r: &updater::update::UpdateReport, tries: u8, more: &str) -> Result<()> {
+    for p in &r.etc_skipped {
+        eprintln!(
+            "berth: warning: {p}: a socket in the running /etc layer; not carried to the new deployment"
+        );
+    }
+    outln!(
         "installed {} (version {}) as deployment {}; it boots next as a trial with {tries} tries ({} parts applied, {} already done){more}",
         &r.commit[..16],
         r.version,
@@ -310,6 +334,7 @@ fn print_installed(r: &updater::update::UpdateReport, tries: u8, more: &str) {
         r.parts_applied,
         r.parts_skipped
     );
+    Ok(())
 }
 
 /// `berth update FILE|URL`.
@@ -329,7 +354,7 @@ fn update_cmd(
         let channel = &updater::oci::channel_for(&source, channel)?;
         let r = device.update_remote(&source, channel, fetch, opts)?;
         match &r.update {
-            None => println!("already up to date with channel {channel}"),
+            None => outln!("already up to date with channel {channel}"),
             Some(u) => print_installed(
                 u,
                 tries,
@@ -337,7 +362,7 @@ fn update_cmd(
                     "; {} bytes downloaded for the {} update",
                     r.downloaded, r.kind
                 ),
-            ),
+            )?,
         }
     } else {
         if channel.is_some() {
@@ -349,7 +374,7 @@ fn update_cmd(
         if fetch.registry_auth.is_some() {
             anyhow::bail!("{source}: --registry-auth is for oci:// registries, not files");
         }
-        print_installed(&device.update(file, opts)?, tries, "");
+        print_installed(&device.update(file, opts)?, tries, "")?;
     }
     Ok(())
 }
@@ -370,9 +395,9 @@ fn check_cmd(
     };
     let o = device.check(url, &channel, fetch)?;
     if json {
-        println!("{}", serde_json::to_string(&o)?);
+        outln!("{}", serde_json::to_string(&o)?);
     } else if o.available {
-        println!(
+        outln!(
             "update available on channel {}: version {} ({}), a {} update of {} bytes",
             o.channel,
             o.version,
@@ -381,9 +406,10 @@ fn check_cmd(
             o.bytes
         );
     } else {
-        println!(
+        outln!(
             "up to date with channel {} (version {})",
-            o.channel, o.version
+            o.channel,
+            o.version
         );
     }
     Ok(if o.available {
@@ -394,17 +420,18 @@ fn check_cmd(
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
-    let device = Device::open(&cli.sysroot, &cli.boot_json)?;
+    let device = Device::open(&cli.sysroot, &cli.boot_json)?
+        .with_lock_wait(std::time::Duration::from_secs(cli.wait));
     match cli.command {
         Command::Status { json } => {
             let s = device.status()?;
             if json {
-                println!("{}", serde_json::to_string(&s)?);
+                outln!("{}", serde_json::to_string(&s)?);
             } else {
-                print_status(&s);
+                print_status(&s)?;
             }
         }
-        Command::MarkGood => println!("{}", device.mark_good()?),
+        Command::MarkGood => outln!("{}", device.mark_good()?),
         Command::Update {
             ref file,
             allow_downgrade,
@@ -466,7 +493,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("--from {f}: {e}"))
                 })
                 .transpose()?;
-            println!("{}", device.rollback(from.as_ref())?);
+            outln!("{}", device.rollback(from.as_ref())?);
         }
         Command::Gc { json } => print_gc(&device.gc()?, json)?,
         Command::Fsck {
@@ -481,12 +508,12 @@ fn fsck(device: &Device, sysroot: &Path, source: Option<&Path>, json: bool) -> R
     if let Some(source) = source {
         let r = device.repair(source)?;
         if json {
-            println!("{}", serde_json::to_string(&r)?);
+            outln!("{}", serde_json::to_string(&r)?);
         } else {
             for p in &r.remaining {
                 eprintln!("{p}");
             }
-            println!(
+            outln!(
                 "{} objects checked, {} corrupt or missing, {} repaired from {}; {} deployment files relinked",
                 r.checked,
                 r.bad,
@@ -515,7 +542,7 @@ fn fsck(device: &Device, sysroot: &Path, source: Option<&Path>, json: bool) -> R
                 problems.len()
             );
         }
-        println!("{checked} objects checked, record and deployments sound");
+        outln!("{checked} objects checked, record and deployments sound");
     }
     Ok(())
 }
@@ -526,7 +553,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<updater::UpdaterError>() {
+                Some(updater::UpdaterError::Busy(_)) => ExitCode::from(75),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -24,7 +24,6 @@
 //! the full update instead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
@@ -33,10 +32,11 @@ use format::index::{Index, IndexEntry};
 use format::limits::TREE_DEPTH_MAX;
 use format::sig::Signatures;
 use format::{Commit, EntryKind, FileHeader, FormatError, ObjectId, ObjectKind, Tree};
-use rustix::fs::{AtFlags, CWD};
+use rustix::fs::AtFlags;
 use store::{Repo, Txn};
 
 use crate::checks::TreeChecks;
+use crate::dirs::Dir;
 use crate::fetch::Remote;
 use crate::update::{UpdateOptions, UpdateReport, bad, check_newer};
 use crate::{Device, UpdaterError};
@@ -92,7 +92,7 @@ impl Device {
         remote: &Remote,
         pointer: &Pointer,
         objects: &UpdateRef,
-        dir: &Path,
+        dir: &Dir,
         opts: UpdateOptions,
         deadline: Option<&crate::deadline::Deadline>,
     ) -> Result<Pulled, UpdaterError> {
@@ -103,23 +103,24 @@ impl Device {
         let shown = PathBuf::from(remote.url(&rel));
         // Downloaded as `index.part`, named `index` once it matches the signed sha256:
         // `berth gc` keeps what an `index` lists, so it must be the signed one.
-        let index_path = dir.join("index");
-        let part_path = dir.join("index.part");
         let mut downloaded = 0;
-        let bytes = match std::fs::read(&index_path) {
-            Ok(b) if ObjectId::digest(&b) == objects.superblock_sha256 => b,
+        let kept = dir.read("index", objects.superblock_len)?;
+        let bytes = match kept {
+            Some(b) if ObjectId::digest(&b) == objects.superblock_sha256 => b,
             _ => {
-                downloaded += remote.download(&rel, &part_path, objects.superblock_len)?;
-                let b = std::fs::read(&part_path).map_err(|e| bad(&part_path, e.to_string()))?;
+                downloaded += remote.download(&rel, dir, "index.part", objects.superblock_len)?;
+                let b = dir
+                    .read("index.part", objects.superblock_len)?
+                    .ok_or_else(|| bad(&dir.join("index.part"), "vanished after its download"))?;
                 if ObjectId::digest(&b) != objects.superblock_sha256 {
-                    let _ = fsop::unlinkat(CWD, &part_path, AtFlags::empty());
+                    let _ = fsop::unlinkat(dir.fd(), "index.part", AtFlags::empty());
                     return Err(bad(
                         &shown,
                         "does not match the sha256 its channel pointer signs; removed",
                     ));
                 }
-                fsop::renameat(CWD, &part_path, CWD, &index_path)
-                    .map_err(|e| bad(&index_path, format!("rename: {e}")))?;
+                fsop::renameat(dir.fd(), "index.part", dir.fd(), "index")
+                    .map_err(|e| bad(&dir.join("index"), format!("rename: {e}")))?;
                 b
             }
         };
@@ -171,7 +172,7 @@ impl Device {
             txn.write_tree(tree)?;
         }
         txn.commit()?;
-        self.finish_update(
+        let skipped = self.finish_update(
             &repo,
             &shown,
             &mut checks,
@@ -191,6 +192,7 @@ impl Device {
                 parts_applied: 0,
                 parts_skipped: 0,
                 objects: (missing.files.len() + missing.trees.len()) as u64,
+                etc_skipped: skipped.iter().map(|p| p.display().to_string()).collect(),
             },
             downloaded,
         })
@@ -202,15 +204,17 @@ struct Object {
     reader: Box<dyn Read>,
     url: String,
     size: u64,
-    /// The download of a large object, to remove if it is refused: a resume would
-    /// otherwise find it complete and refuse it again, run after run.
-    cached: Option<PathBuf>,
+    /// The download of a large object (its name in the download directory), to remove
+    /// if it is refused: a resume would otherwise find it complete and refuse it again,
+    /// run after run.
+    cached: Option<String>,
 }
 
-/// Removes a refused object's download, if it has one.
-fn discard(cached: Option<&PathBuf>) {
-    if let Some(p) = cached {
-        let _ = fsop::unlinkat(CWD, p, AtFlags::empty());
+/// Removes a refused object's download, if it has one (best effort: a resume checks
+/// it again anyway).
+fn discard(dir: &Dir, cached: Option<&String>) {
+    if let Some(name) = cached {
+        let _ = fsop::unlinkat(dir.fd(), name.as_str(), AtFlags::empty());
     }
 }
 
@@ -285,7 +289,7 @@ impl Object {
 }
 
 /// Fetches one object: into memory, or for a large one into `dir` with resume.
-fn open_object(remote: &Remote, dir: &Path, e: &IndexEntry) -> Result<(Object, u64), UpdaterError> {
+fn open_object(remote: &Remote, dir: &Dir, e: &IndexEntry) -> Result<(Object, u64), UpdaterError> {
     let hex = e.id.to_string();
     let rel = format!("objects/{}/{}.{}", &hex[..2], &hex[2..], e.kind.suffix());
     let url = remote.url(&rel);
@@ -293,17 +297,19 @@ fn open_object(remote: &Remote, dir: &Path, e: &IndexEntry) -> Result<(Object, u
         let (bytes, got) = remote.fetch_bytes(&rel, e.stored)?;
         (Box::new(Cursor::new(bytes)), got, None)
     } else {
-        let path = dir.join(format!("{hex}.{}", e.kind.suffix()));
-        let got = remote.download(&rel, &path, e.stored)?;
-        let f = File::open(&path).map_err(|err| bad(&path, err.to_string()))?;
-        (Box::new(f), got, Some(path))
+        let name = format!("{hex}.{}", e.kind.suffix());
+        let got = remote.download(&rel, dir, &name, e.stored)?;
+        let f = dir
+            .open_file(&name)?
+            .ok_or_else(|| bad(&dir.join(&name), "vanished after its download"))?;
+        (Box::new(f), got, Some(name))
     };
     let decoder = ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
         raw,
         format::update::PART_WINDOW_MAX,
     )
     .map_err(|err| {
-        discard(cached.as_ref());
+        discard(dir, cached.as_ref());
         bad(Path::new(&url), format!("zstd frame refused: {err}"))
     })?;
     Ok((
@@ -322,7 +328,7 @@ struct Walk<'a> {
     repo: &'a Repo,
     remote: &'a Remote,
     index: &'a Index,
-    dir: &'a Path,
+    dir: &'a Dir,
 }
 
 impl Walk<'_> {
@@ -346,22 +352,25 @@ impl Walk<'_> {
     fn fetch_tree(&self, e: &IndexEntry) -> Result<(Tree, u64), UpdaterError> {
         let (obj, got) = open_object(self.remote, self.dir, e)?;
         let (url, cached) = (obj.url.clone(), obj.cached.clone());
-        let bytes = obj.whole(&e.id).inspect_err(|_| discard(cached.as_ref()))?;
+        let bytes = obj
+            .whole(&e.id)
+            .inspect_err(|_| discard(self.dir, cached.as_ref()))?;
         let tree = Tree::decode(&bytes)
             .map_err(|err| bad(Path::new(&url), err.to_string()))
-            .inspect_err(|_| discard(cached.as_ref()))?;
+            .inspect_err(|_| discard(self.dir, cached.as_ref()))?;
         self.keep_tree(&e.id, &bytes);
         Ok((tree, got))
     }
 
-    /// Where a fetched tree is kept between runs.
-    fn tree_path(&self, id: &ObjectId) -> PathBuf {
-        self.dir.join(format!("{id}.tree-verified"))
+    /// The name under which a fetched tree is kept between runs.
+    fn tree_name(id: &ObjectId) -> String {
+        format!("{id}.tree-verified")
     }
 
     /// A tree an earlier run fetched, if it is still there and still hashes to `id`.
-    fn kept_tree(&self, id: &ObjectId) -> Option<Tree> {
-        let bytes = std::fs::read(self.tree_path(id)).ok()?;
+    /// `size` is its signed size.
+    fn kept_tree(&self, id: &ObjectId, size: u64) -> Option<Tree> {
+        let bytes = self.dir.read(&Self::tree_name(id), size).ok()??;
         (ObjectId::digest(&bytes) == *id)
             .then(|| Tree::decode(&bytes).ok())
             .flatten()
@@ -370,15 +379,15 @@ impl Walk<'_> {
     /// Keeps a fetched tree (whose bytes hash to `id`) for the next run. Best effort:
     /// without it, the next run fetches the tree again; a torn file fails its hash.
     fn keep_tree(&self, id: &ObjectId, bytes: &[u8]) {
-        let path = self.tree_path(id);
+        let name = Self::tree_name(id);
         if let Ok(fd) = fsop::create(
-            CWD,
-            &path,
+            self.dir.fd(),
+            name.as_str(),
             rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::TRUNC,
             rustix::fs::Mode::from_raw_mode(0o600),
         ) && fsop::write_all(rustix::fd::AsFd::as_fd(&fd), bytes).is_err()
         {
-            let _ = fsop::unlinkat(CWD, &path, AtFlags::empty());
+            let _ = fsop::unlinkat(self.dir.fd(), name.as_str(), AtFlags::empty());
         }
     }
 
@@ -405,7 +414,7 @@ impl Walk<'_> {
             } else {
                 let e = self.entry(&id, ObjectKind::Tree, &parent)?;
                 out.tree_bytes += e.size;
-                let tree = if let Some(t) = self.kept_tree(&id) {
+                let tree = if let Some(t) = self.kept_tree(&id, e.size) {
                     t
                 } else {
                     let (t, got) = self.fetch_tree(&e)?;
@@ -442,7 +451,7 @@ impl Walk<'_> {
 struct Fetch<'a> {
     repo: &'a Repo,
     remote: &'a Remote,
-    dir: &'a Path,
+    dir: &'a Dir,
     opts: UpdateOptions,
 }
 
@@ -481,7 +490,7 @@ impl Fetch<'_> {
                 fetched += got;
                 let cached = obj.cached.clone();
                 self.store(&mut txn, obj, e)
-                    .inspect_err(|_| discard(cached.as_ref()))?;
+                    .inspect_err(|_| discard(self.dir, cached.as_ref()))?;
                 // At most one progress line per percent.
                 let percent = (done + fetched) * 100 / total.max(1);
                 if percent > shown {
@@ -492,11 +501,8 @@ impl Fetch<'_> {
             txn.commit()?;
             // Large objects were downloaded to files: done with them.
             for e in batch.iter().filter(|e| e.stored > IN_MEMORY_MAX) {
-                let _ = fsop::unlinkat(
-                    CWD,
-                    self.dir.join(format!("{}.{}", e.id, e.kind.suffix())),
-                    AtFlags::empty(),
-                );
+                let name = format!("{}.{}", e.id, e.kind.suffix());
+                let _ = fsop::unlinkat(self.dir.fd(), name.as_str(), AtFlags::empty());
             }
         }
         self.opts.progress.downloaded(done + fetched, total);

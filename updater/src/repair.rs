@@ -43,6 +43,7 @@ pub struct RepairReport {
 impl Device {
     /// Repairs the store from `source`; see the module documentation.
     pub fn repair(&self, source: &Path) -> Result<RepairReport, UpdaterError> {
+        let _lock = self.lock(crate::lock::LockKind::Store, "fsck --repair")?;
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         let fsck = repo.fsck()?;
         let bad: HashSet<(ObjectId, ObjectKind)> = fsck.bad.iter().copied().collect();

@@ -24,12 +24,13 @@ use format::sig::Signatures;
 use format::update::{self, Body};
 use format::{Commit, EntryKind, ObjectId, ObjectKind};
 use rustix::fd::AsFd as _;
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use store::checkout::{CheckoutOptions, checkout};
-use store::{Repo, Txn};
+use store::{Repo, StoreError, Txn};
 
 use crate::apply::{self, Applier};
 use crate::checks::TreeChecks;
+use crate::dirs::Dir;
 use crate::{Device, UpdaterError};
 
 /// How an update reports progress.
@@ -164,6 +165,8 @@ pub struct UpdateReport {
     pub parts_skipped: usize,
     /// Objects written.
     pub objects: u64,
+    /// Paths in the old `/etc` layer that were not carried forward (Unix sockets).
+    pub etc_skipped: Vec<String>,
 }
 
 /// Arms `opts.deadline`, if any, for an update from `source`.
@@ -233,40 +236,7 @@ impl Device {
         &self,
         default: &DeploymentName,
     ) -> Result<Vec<ed25519_dalek::VerifyingKey>, UpdaterError> {
-        let deploy = self.path.join("berth/deploy").join(default.as_str());
-        let dirs = [
-            deploy.join("usr/lib/berth/keys"),
-            deploy.join("etc/berth/keys"),
-            self.path
-                .join("berth/state/etc")
-                .join(default.as_str())
-                .join("upper/berth/keys"),
-        ];
-        let mut keys = Vec::new();
-        for d in &dirs {
-            let Ok(entries) = std::fs::read_dir(d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "pub") {
-                    let text = std::fs::read(&p).map_err(|err| bad(&p, err.to_string()))?;
-                    keys.push(
-                        format::key::parse_public(&text).map_err(|err| bad(&p, err.to_string()))?,
-                    );
-                }
-            }
-        }
-        if keys.is_empty() {
-            return Err(UpdaterError::State(format!(
-                "no trusted keys: none of {} holds a *.pub key",
-                dirs.iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        Ok(keys)
+        crate::keys::trusted(&self.path, default)
     }
 
     /// The running deployment: the booted one (berth-init's report), else the default.
@@ -309,6 +279,7 @@ impl Device {
 
     /// Applies the update file `file`; the new deployment becomes the trial.
     pub fn update(&self, file: &Path, opts: UpdateOptions) -> Result<UpdateReport, UpdaterError> {
+        let _lock = self.lock(crate::lock::LockKind::Store, "update")?;
         let deadline = arm_deadline(&file.display().to_string(), opts);
         self.apply_update(file, opts, deadline.as_ref())
     }
@@ -336,15 +307,24 @@ impl Device {
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         self.preflight(&repo, file, &body, &commit, &default, opts)?;
 
-        let progress_path = self
-            .path
-            .join("berth/repo/tmp")
-            .join(format!("update-{}.done", &id.to_string()[..16]));
-        let done: Vec<usize> = std::fs::read_to_string(&progress_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse().ok())
-            .collect();
+        let tmp = self
+            .own_dir(crate::TMP_DIR, Some(0o755))?
+            .ok_or_else(|| UpdaterError::State(format!("{}: not made", crate::TMP_DIR)))?;
+        let progress = format!("update-{}.done", &id.to_string()[..16]);
+        let progress_path = tmp.join(&progress);
+        // The parts applied by an interrupted run. Damaged, it only costs applying
+        // parts again: every part is checked before it is applied either way.
+        let done: Vec<usize> = tmp
+            .read(&progress, 1 << 20)
+            .ok()
+            .flatten()
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .lines()
+                    .filter_map(|l| l.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         // Every part is checked against its signed hash before the first is applied, so a
         // damaged file changes nothing at all (applying re-checks each part as it goes).
         check_all_parts(file, &mut f, split, parts_start, &body, &done)?;
@@ -354,7 +334,7 @@ impl Device {
         // try (of this update or a repaired one) starts from the first part.
         let forget_progress = |e: &UpdaterError| {
             if matches!(e, UpdaterError::Incomplete(_)) {
-                let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
+                let _ignored = fsop::unlinkat(tmp.fd(), progress.as_str(), AtFlags::empty());
             }
         };
         let run = PartRun {
@@ -373,14 +353,24 @@ impl Device {
                 continue;
             }
             let (mut pf, at, shown) = open_part(file, &mut f, split, i, start, part)?;
-            objects += run
-                .apply(&mut checks, &mut pf, &shown, i, at, part)
-                .inspect_err(forget_progress)?;
+            match run.apply(&mut checks, &mut pf, &shown, i, at, part) {
+                Ok(n) => objects += n,
+                // Resumed, but what the skipped parts stored is gone (removed by an
+                // older gc): start over from the first part, once.
+                Err(e @ UpdaterError::Incomplete(_)) if !done.is_empty() => {
+                    forget_progress(&e);
+                    return self.apply_update(file, opts, deadline);
+                }
+                Err(e) => {
+                    forget_progress(&e);
+                    return Err(e);
+                }
+            }
             applied += 1;
             let finished: Vec<usize> = (0..body.parts.len())
                 .filter(|k| done.contains(k) || *k <= i)
                 .collect();
-            write_progress(&progress_path, &finished)
+            write_progress(&tmp, &progress, &finished)
                 .map_err(|e| bad(&progress_path, e.to_string()))?;
             opts.progress.part(i, body.parts.len(), part.size);
             if opts.abort_after_parts.is_some_and(|n| applied >= n) {
@@ -390,18 +380,19 @@ impl Device {
             }
         }
 
-        self.finish_update(
-            &repo,
-            file,
-            &mut checks,
-            (&commit, commit_sigs.as_ref()),
-            &default,
-            opts,
-            deadline,
-        )
-        .inspect_err(forget_progress)?;
+        let skipped = self
+            .finish_update(
+                &repo,
+                file,
+                &mut checks,
+                (&commit, commit_sigs.as_ref()),
+                &default,
+                opts,
+                deadline,
+            )
+            .inspect_err(forget_progress)?;
         // Left behind, it would only be garbage: the update is complete.
-        let _ignored = fsop::unlinkat(CWD, &progress_path, AtFlags::empty());
+        let _ignored = fsop::unlinkat(tmp.fd(), progress.as_str(), AtFlags::empty());
         Ok(UpdateReport {
             commit: id.to_string(),
             version: commit.version.to_string(),
@@ -409,6 +400,7 @@ impl Device {
             parts_applied: applied,
             parts_skipped: done.len(),
             objects,
+            etc_skipped: skipped.iter().map(|p| p.display().to_string()).collect(),
         })
     }
 
@@ -425,7 +417,7 @@ impl Device {
         default: &DeploymentName,
         opts: UpdateOptions,
         deadline: Option<&crate::deadline::Deadline>,
-    ) -> Result<(), UpdaterError> {
+    ) -> Result<Vec<PathBuf>, UpdaterError> {
         let name = DeploymentName::for_commit(&ObjectId::digest(&commit.encode()));
         install_commit(
             repo,
@@ -435,12 +427,14 @@ impl Device {
             sigs,
             &self.path.join("berth/deploy").join(name.as_str()),
         )?;
-        self.carry_etc(repo, default, &name)?;
+        let skipped = self.carry_etc(repo, default, &name)?;
         if let Some(d) = deadline {
             d.disarm();
         }
         // Read now, not when the update started: a long download must not undo what
-        // happened meanwhile (a mark-good, a rollback).
+        // happened meanwhile (a mark-good, a rollback); under the record lock, so none
+        // happens between this read and the write.
+        let _lock = self.lock(crate::lock::LockKind::Record, "update")?;
         let (rec, copy) = self.record()?;
         let new = Record {
             trial: Some(name),
@@ -448,7 +442,7 @@ impl Device {
             ..rec
         };
         self.write(&(rec, copy), &new)?;
-        Ok(())
+        Ok(skipped)
     }
 
     /// Rollback protection, the delta's base, free space: everything checked before the
@@ -497,39 +491,41 @@ impl Device {
 
     /// Starts the new deployment's persistent `/etc` layer as a copy of the old one's,
     /// so local configuration carries forward. Copied through the store (build, then a
-    /// copy checkout), which keeps owners, modes, xattrs and overlay whiteouts.
+    /// copy checkout), which keeps owners, modes, xattrs and overlay whiteouts. Unix
+    /// sockets (a service's, left in `/etc`) cannot be stored: they are skipped, and
+    /// their paths returned for a warning. Every directory on the way is opened without
+    /// following a symlink ([`crate::dirs`]).
     fn carry_etc(
         &self,
         repo: &Repo,
         from: &DeploymentName,
         to: &DeploymentName,
-    ) -> Result<(), UpdaterError> {
-        let state = self.path.join("berth/state/etc");
-        let old = state.join(from.as_str()).join("upper");
-        let new_dir = state.join(to.as_str());
-        let new = new_dir.join("upper");
-        if !old.is_dir() || new.exists() {
-            return Ok(());
+    ) -> Result<Vec<PathBuf>, UpdaterError> {
+        let etc = crate::ETC_DIR;
+        let Some(old) = self.own_dir(&format!("{etc}/{}/upper", from.as_str()), None)? else {
+            return Ok(Vec::new());
+        };
+        let new_dir = self
+            .own_dir(&format!("{etc}/{}", to.as_str()), Some(0o755))?
+            .ok_or_else(|| UpdaterError::State(format!("{etc}/{}: not made", to.as_str())))?;
+        // Carried already (a retry after the checkout); a symlink there is refused.
+        if new_dir.sub("upper", None)?.is_some() {
+            return Ok(Vec::new());
         }
         let mut txn = Txn::begin(repo)?;
-        let (tree, _) = store::build::build_dir(&mut txn, &old, &mut |_| {})?;
+        let (tree, _, skipped) =
+            store::build::build_layer(&mut txn, old.fd(), old.path(), &mut |_| {})?;
         txn.commit()?;
-        for dir in [&state, &new_dir] {
-            match fsop::mkdirat(CWD, dir, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(bad(dir, format!("create directory: {e}"))),
-            }
-        }
         checkout(
             repo,
             &tree,
-            &new,
+            &new_dir.join("upper"),
             CheckoutOptions {
                 copy: true,
                 sync: true,
             },
         )?;
-        Ok(())
+        Ok(skipped)
     }
 }
 
@@ -542,14 +538,24 @@ pub(crate) fn check_newer(
     default: &DeploymentName,
     opts: UpdateOptions,
 ) -> Result<(), UpdaterError> {
-    let current = repo
-        .resolve_commit(default.as_str())
-        .ok()
-        .and_then(|c| repo.read_commit(&c).ok())
-        .map(|c| c.0.version);
-    let not_newer =
-        |cur: &format::Version| commit.version.cmp_release(cur) != std::cmp::Ordering::Greater;
-    match current.filter(|cur| not_newer(cur) && !opts.allow_downgrade) {
+    if opts.allow_downgrade {
+        return Ok(());
+    }
+    // Fail closed: without the running commit's version there is no floor, and an
+    // update is refused rather than let an older release in.
+    let unknown = |e: StoreError| {
+        bad(
+            file,
+            format!(
+                "the running deployment {}'s commit cannot be read ({e}), so rollback protection cannot check the version; refusing (repair the store with berth fsck --repair, or pass --allow-downgrade)",
+                default.as_str()
+            ),
+        )
+    };
+    let id = repo.resolve_commit(default.as_str()).map_err(unknown)?;
+    let (current, _) = repo.read_commit(&id).map_err(unknown)?;
+    let cur = current.version;
+    match (commit.version.cmp_release(&cur) != std::cmp::Ordering::Greater).then_some(cur) {
         Some(cur) => Err(bad(
             file,
             format!(
@@ -875,24 +881,24 @@ fn check_closure(repo: &Repo, root: &ObjectId, depth: usize) -> Result<(), Strin
     Ok(())
 }
 
-/// Records the applied parts: temp file, fsync, rename (the directory is synced with
-/// the next transaction's syncfs).
-fn write_progress(path: &Path, parts: &[usize]) -> Result<(), rustix::io::Errno> {
-    let tmp = path.with_extension("tmp");
+/// Records the applied parts in `dir`/`name`: temp file, fsync, rename (the directory
+/// is synced with the next transaction's syncfs).
+fn write_progress(dir: &Dir, name: &str, parts: &[usize]) -> Result<(), rustix::io::Errno> {
+    let tmp = format!("{name}.tmp");
     let mut text = String::new();
     for p in parts {
         text.push_str(&p.to_string());
         text.push('\n');
     }
     let f = fsop::create(
-        CWD,
-        &tmp,
+        dir.fd(),
+        tmp.as_str(),
         OFlags::WRONLY | OFlags::TRUNC,
         Mode::from_raw_mode(0o644),
     )?;
     fsop::write_all(f.as_fd(), text.as_bytes())?;
     fsop::fsync(f.as_fd())?;
-    fsop::renameat(CWD, &tmp, CWD, path)
+    fsop::renameat(dir.fd(), tmp.as_str(), dir.fd(), name)
 }
 
 #[cfg(test)]
