@@ -20,7 +20,7 @@ summary() {
 }
 trap summary EXIT
 
-bash ci/setup.sh
+bash ci/setup.sh --test-tools
 bash ci/fetch-rootfs.sh
 bash ci/fetch-kernels.sh
 
