@@ -252,7 +252,7 @@ pub struct ReleaseArgs {
     /// Also make a delta from this commit (repeatable).
     #[arg(long, value_name = "COMMIT")]
     pub from: Vec<String>,
-    /// Days until devices refuse the pointer.
+    /// Days until devices refuse the pointer (1 to 3650: republish well before then).
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub expires_in_days: u64,
     /// Uncompressed bytes per part (the unit of resuming a download).

@@ -69,6 +69,14 @@ pub struct PublishOutput {
 
 pub const CONFIG: &str = "berth-static-repo\nversion=1\n";
 
+/// The longest `--expires-in-days` accepted: ten years. The expiry is what stops a
+/// captured pointer from holding devices on an old release (a freeze attack), so a
+/// channel is meant to be republished well within it; ten years is past any sane
+/// republish cadence and any device's support life. It is a limit of the publisher,
+/// not of the format (devices accept any `expires` not before `issued`), and it keeps
+/// `issued + days × 86,400` far from overflowing a u64 whatever the clock says.
+pub const MAX_EXPIRES_DAYS: u64 = 3650;
+
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&tmp).with_context(|| format!("{}: create", tmp.display()))?;
@@ -138,11 +146,23 @@ fn init(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The expiry of a pointer issued at `issued` (seconds) that lasts `days`, or the
+/// error for days outside 1 to [`MAX_EXPIRES_DAYS`] (checked before anything is written,
+/// with `issued` 0) or an expiry past the largest u64.
+fn expires_at(days: u64, issued: u64) -> Result<u64> {
+    if !(1..=MAX_EXPIRES_DAYS).contains(&days) {
+        bail!("--expires-in-days {days}: must be from 1 to {MAX_EXPIRES_DAYS} (ten years)");
+    }
+    days.checked_mul(86_400)
+        .and_then(|s| s.checked_add(issued))
+        .with_context(|| {
+            format!("--expires-in-days {days}: the expiry overflows (the clock says {issued})")
+        })
+}
+
 pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
     channel::check_name(&args.channel).with_context(|| format!("--channel {}", args.channel))?;
-    if args.expires_days == 0 {
-        bail!("--expires-in-days must be at least 1");
-    }
+    expires_at(args.expires_days, 0)?;
     let key = keys::read_secret(&args.key)?;
     let repo = Repo::open(&args.repo)?;
     let commit = repo.resolve_commit(&args.commit)?;
@@ -207,7 +227,7 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
         }
         .max(args.serial_floor),
         issued,
-        expires: issued + args.expires_days * 86_400,
+        expires: expires_at(args.expires_days, issued)?,
         channel: args.channel.clone(),
         commit,
         version: c.version.to_string(),

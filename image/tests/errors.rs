@@ -28,6 +28,8 @@ struct Setup {
     repo: PathBuf,
     key: PathBuf,
     public: PathBuf,
+    /// The good commit's id.
+    commit: String,
 }
 
 /// A repository holding one good commit, and a key pair.
@@ -42,7 +44,7 @@ fn setup() -> Setup {
         bin(),
         &["keygen".as_ref(), "--out".as_ref(), keys.as_os_str()],
     );
-    run_ok(
+    let commit = run_ok(
         bin(),
         &[
             "commit".as_ref(),
@@ -53,8 +55,11 @@ fn setup() -> Setup {
             "--version".as_ref(),
             "1".as_ref(),
         ],
-    );
+    )
+    .trim()
+    .to_owned();
     Setup {
+        commit,
         repo,
         key: keys.join("berth.key"),
         public: keys.join("berth.pub"),
@@ -379,4 +384,48 @@ fn a_tree_whose_symlink_climbs_out_is_refused() {
     assert_eq!(snapshot(&s.repo), before, "the repository changed");
     std::fs::remove_file(src.join("usr/up")).unwrap();
     run_ok(bin(), &commit_args(&s.repo, "--tree", &src));
+}
+
+/// An expiry past the documented maximum (or one whose seconds would overflow) is refused
+/// before anything is written: an overflowed pointer is refused by every device ("expiry
+/// before its issue time") and made every later publish fail.
+#[test]
+fn publish_refuses_an_expiry_past_the_maximum() {
+    let s = setup();
+    let www = s.tmp.path().join("www");
+    let publish = |days: &str| -> Vec<std::ffi::OsString> {
+        let args: [&OsStr; 13] = [
+            "publish".as_ref(),
+            "--repo".as_ref(),
+            s.repo.as_os_str(),
+            "--to".as_ref(),
+            www.as_os_str(),
+            "--channel".as_ref(),
+            "stable".as_ref(),
+            "--commit".as_ref(),
+            s.commit.as_ref(),
+            "--key".as_ref(),
+            s.key.as_os_str(),
+            "--expires-in-days".as_ref(),
+            days.as_ref(),
+        ];
+        args.iter().map(|a| a.to_os_string()).collect()
+    };
+    let before = snapshot(&s.repo);
+    // u64::MAX days overflows the multiplication by 86,400; 2^64 / 86,400 - 1 days the
+    // addition of the issue time; 3651 is one past the maximum.
+    for days in ["18446744073709551615", "213503982334600", "3651"] {
+        let args = publish(days);
+        let args: Vec<&OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
+        fails(&args, &["--expires-in-days", days, "3650"]);
+        assert!(!www.exists(), "{days}: the static repository was created");
+        assert_eq!(snapshot(&s.repo), before, "{days}: repository changed");
+    }
+    // The maximum itself is accepted, and a later publish still works.
+    for days in ["3650", "30"] {
+        let args = publish(days);
+        let args: Vec<&OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
+        run_ok(bin(), &args);
+        assert!(www.join("channels/stable").is_file());
+    }
 }

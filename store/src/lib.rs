@@ -41,6 +41,8 @@ pub mod build;
 #[cfg(feature = "write")]
 pub mod checkout;
 #[cfg(feature = "write")]
+mod staging;
+#[cfg(feature = "write")]
 mod txn;
 
 pub use error::StoreError;

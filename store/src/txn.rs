@@ -1,20 +1,21 @@
 //! Write transactions: stage objects, make them durable, then publish them.
 //!
 //! Crash safety (see `docs/ARCHITECTURE.md`, "Durability"):
-//! 1. every object is written under a temporary name in `tmp/txn-<pid>-<n>/`;
+//! 1. every object is written under a temporary name in `tmp/txn-<boot>-<pid>-<n>/`
+//!    (named in [`crate::staging`]);
 //! 2. [`Txn::commit`] calls `syncfs` once, so all staged data and metadata are on disk;
 //! 3. file and tree objects are renamed to their final names, then `syncfs` again;
 //! 4. commit objects and signatures are renamed last, then `syncfs` a third time.
 //!
 //! A power cut at any point leaves only whole objects under final names, and a commit
-//! object only once everything it references is durable. Staging left by a crash is
-//! garbage that the next transaction removes.
+//! object only once everything it references is durable. Staging left by a crash (or
+//! from an earlier boot) is garbage that the next transaction removes, and never blocks
+//! it.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use format::sig::Signatures;
 use format::{Commit, FileHeader, FileKind, ObjectId, ObjectKind, Tree};
@@ -23,6 +24,7 @@ use rustix::io::Errno;
 
 use crate::inode;
 use crate::repo::object_path;
+use crate::staging::{self, Reserved};
 use crate::{Repo, StoreError};
 
 /// Regular files up to this size are read into memory and hashed before anything is
@@ -30,7 +32,9 @@ use crate::{Repo, StoreError};
 /// streamed to a staging file while hashing. Bounds memory per file, not a format limit.
 const INLINE_MAX: u64 = 4 << 20;
 
-static NEXT_TXN: AtomicU32 = AtomicU32::new(0);
+/// How many staging names a transaction tries before giving up. Another name exists only
+/// if a stale directory could not be removed (logged), so a few tries are plenty.
+const STAGING_TRIES: usize = 16;
 
 /// Counts of what a transaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,7 +61,9 @@ struct Staged {
 pub struct Txn<'r> {
     repo: &'r Repo,
     staging: OwnedFd,
-    staging_name: String,
+    /// Dropped after [`Drop::drop`] removed the directory, so no other transaction of
+    /// this process takes it for garbage before then.
+    staging_name: Reserved,
     /// Repair mode: write only these objects, over a corrupt copy if there is one.
     only: Option<HashSet<(ObjectId, ObjectKind)>>,
     staged: Vec<Staged>,
@@ -69,23 +75,35 @@ pub struct Txn<'r> {
 }
 
 impl<'r> Txn<'r> {
-    /// Starts a transaction, removing staging directories left by dead processes.
+    /// Starts a transaction, removing staging directories no transaction can be using
+    /// (left by exited processes or earlier boots, see [`crate::staging`]).
     pub fn begin(repo: &'r Repo) -> Result<Self, StoreError> {
         let tmp_path = repo.path().join("tmp");
         let tmp = inode::open_dir_at(repo.root_fd(), b"tmp", &tmp_path)?;
         remove_stale(&tmp, &tmp_path);
-        let pid = rustix::process::getpid().as_raw_nonzero().get();
-        let staging_name = format!("txn-{pid}-{}", NEXT_TXN.fetch_add(1, Ordering::Relaxed));
-        fsop::mkdirat(
-            tmp.as_fd(),
-            staging_name.as_str(),
-            Mode::from_raw_mode(0o700),
-        )
-        .map_err(|e| StoreError::io(tmp_path.join(&staging_name), "create staging directory", e))?;
+        let mut tries = 0;
+        let staging_name = loop {
+            let name = Reserved::next();
+            match fsop::mkdirat(tmp.as_fd(), name.name(), Mode::from_raw_mode(0o700)) {
+                Ok(()) => break name,
+                // A directory that could not be removed: take the next name.
+                Err(e) if e == Errno::EXIST && tries + 1 < STAGING_TRIES => {
+                    log::debug!("{}: exists, taking the next name", name.name());
+                    tries += 1;
+                }
+                Err(e) => {
+                    return Err(StoreError::io(
+                        tmp_path.join(name.name()),
+                        "create staging directory",
+                        e,
+                    ));
+                }
+            }
+        };
         let staging = inode::open_dir_at(
             tmp.as_fd(),
-            staging_name.as_bytes(),
-            &tmp_path.join(&staging_name),
+            staging_name.name().as_bytes(),
+            &tmp_path.join(staging_name.name()),
         )?;
         Ok(Self {
             repo,
@@ -107,7 +125,7 @@ impl<'r> Txn<'r> {
     }
 
     fn staging_path(&self) -> PathBuf {
-        self.repo.path().join("tmp").join(&self.staging_name)
+        self.repo.path().join("tmp").join(self.staging_name.name())
     }
 
     fn tmp_name(&mut self) -> String {
@@ -352,7 +370,7 @@ impl<'r> Txn<'r> {
     fn remove_staging(&self) {
         let tmp_path = self.repo.path().join("tmp");
         if let Ok(tmp) = inode::open_dir_at(self.repo.root_fd(), b"tmp", &tmp_path) {
-            remove_flat_dir(&tmp, &self.staging_name, &tmp_path);
+            remove_flat_dir(&tmp, self.staging_name.name(), &tmp_path);
         }
     }
 }
@@ -398,7 +416,7 @@ fn remove_flat_dir(tmp: &OwnedFd, name: &str, tmp_path: &Path) {
     }
 }
 
-/// Removes staging directories whose process no longer exists.
+/// Removes the staging directories no transaction can be using ([`staging::is_stale`]).
 fn remove_stale(tmp: &OwnedFd, tmp_path: &Path) {
     let Ok(mut entries) = rustix::fs::Dir::read_from(tmp) else {
         return;
@@ -406,13 +424,7 @@ fn remove_stale(tmp: &OwnedFd, tmp_path: &Path) {
     let mut stale = Vec::new();
     while let Some(Ok(entry)) = entries.read() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_prefix("txn-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok());
-        if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw)
-            && rustix::process::test_kill_process(pid) == Err(Errno::SRCH)
-        {
+        if staging::is_stale(&name) {
             stale.push(name);
         }
     }

@@ -104,17 +104,32 @@ impl Sysroot {
         Ok(Self { fd })
     }
 
+    /// Reads one copy. Anything but a regular file of exactly [`RECORD_LEN`] bytes is
+    /// an invalid copy, and nothing here can block: `O_NONBLOCK` so a FIFO (or a
+    /// device) in its place opens at once, `O_NOFOLLOW` so a symlink is refused, and the
+    /// file type is checked before any read. berth-init runs this as PID 1 and must
+    /// never hang.
     fn read_copy(&self, copy: RecordCopy) -> (Option<[u8; RECORD_LEN]>, CopyState) {
         let path = join(&[BOOT_DIR.as_bytes(), copy.file_name().as_bytes()]);
         let rel = path.strip_prefix(b"/").unwrap_or(&path);
-        let Ok(fd) = rustix::fs::openat(
+        let fd = match rustix::fs::openat(
             &self.fd,
             rel,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
-        ) else {
-            return (None, CopyState::Missing);
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return (None, CopyState::Missing),
+            // ELOOP: a symlink; anything else (EACCES, ENXIO, EIO): not readable as a
+            // copy, which is what invalid means.
+            Err(_) => return (None, CopyState::Invalid),
         };
+        match rustix::fs::fstat(&fd) {
+            Ok(st)
+                if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                    && u64::try_from(st.st_size).is_ok_and(|n| n == RECORD_LEN as u64) => {}
+            _ => return (None, CopyState::Invalid),
+        }
         // Read one byte more than a record, to notice a file that is too long.
         let mut buf = [0u8; RECORD_LEN + 1];
         let mut n = 0;
@@ -167,13 +182,21 @@ impl Sysroot {
         )
         .map_err(|e| SysrootError::new("open berth/boot", e))?;
         let tmp = "record.tmp";
+        // O_NONBLOCK: a FIFO left as record.tmp fails (ENXIO) instead of blocking
+        // berth-init; a device there is refused below, or the "write" would go to it
+        // and the rename would put the device in place of a copy.
         let fd = fsop::create(
             dir.as_fd(),
             tmp,
-            OFlags::WRONLY | OFlags::TRUNC,
+            OFlags::WRONLY | OFlags::TRUNC | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::from_raw_mode(0o644),
         )
         .map_err(|e| SysrootError::new("create record.tmp", e))?;
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+            Ok(_) => return Err(SysrootError::new("record.tmp is not a file", Errno::INVAL)),
+            Err(e) => return Err(SysrootError::new("stat record.tmp", e)),
+        }
         fsop::write_all(fd.as_fd(), &bytes)
             .map_err(|e| SysrootError::new("write record.tmp", e))?;
         // Durability: the bytes must be on disk before the name points at them.

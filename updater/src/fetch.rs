@@ -21,7 +21,6 @@
 //!    length is cut at that length.
 //! 4. `berth update DIR` applies it (every check of a file update happens again).
 
-use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -147,7 +146,7 @@ pub(crate) struct Remote {
     agent: ureq::Agent,
     opts: FetchOptions,
     /// For a registry: the blob URL of each path, from the tag's manifest.
-    blobs: Option<HashMap<String, String>>,
+    blobs: Option<crate::oci::Blobs>,
     /// For a registry: its reference and the credentials (`--registry-auth`), to ask
     /// for a new token when one expires.
     registry: Option<(format::oci::Reference, Option<String>)>,
@@ -295,7 +294,7 @@ impl Remote {
     fn locate(&self, rel: &str) -> Result<String, UpdaterError> {
         match &self.blobs {
             None => Ok(self.url(rel)),
-            Some(map) => map.get(rel).cloned().ok_or_else(|| {
+            Some(blobs) => blobs.url(rel).ok_or_else(|| {
                 UpdaterError::State(format!(
                     "{}: the registry's manifest lists no {rel}",
                     self.base

@@ -34,8 +34,14 @@ pub use net::tls;
 pub mod update;
 
 use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 use store::{Repo, StoreError};
 use sysroot::{Bootable, CopyState, Sysroot};
+
+/// The most of `boot.json` read: berth-init writes well under 4 KiB (a choice, a reason,
+/// fallbacks, timings), so more is not its file.
+const BOOT_JSON_MAX: u64 = 64 << 10;
 
 /// The default sysroot: where berth-init leaves the physical sysroot in the booted system.
 pub const DEFAULT_SYSROOT: &str = "/sysroot";
@@ -206,16 +212,33 @@ impl Device {
 
     /// The booted deployment and why berth-init chose it, from `boot.json`.
     fn booted(&self) -> Result<Option<(String, String)>, UpdaterError> {
-        let text = match std::fs::read_to_string(&self.boot_json) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(UpdaterError::BootJson {
-                    path: self.boot_json.clone(),
-                    reason: e.to_string(),
-                });
-            }
+        let bad = |reason: String| UpdaterError::BootJson {
+            path: self.boot_json.clone(),
+            reason,
         };
+        // O_NONBLOCK and a type check: a FIFO or a device in its place is an error, never
+        // a read that blocks `berth status` (or a health check) forever.
+        let fd = match rustix::fs::open(
+            &self.boot_json,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(bad(std::io::Error::from(e).to_string())),
+        };
+        let file = std::fs::File::from(fd);
+        match file.metadata() {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(bad("not a regular file".into())),
+            Err(e) => return Err(bad(e.to_string())),
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, BOOT_JSON_MAX + 1), &mut text)
+            .map_err(|e| bad(e.to_string()))?;
+        if text.len() as u64 > BOOT_JSON_MAX {
+            return Err(bad(format!("longer than {BOOT_JSON_MAX} bytes")));
+        }
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| UpdaterError::BootJson {
                 path: self.boot_json.clone(),

@@ -493,3 +493,49 @@ fn the_split_form_applies_and_its_parts_are_checked() {
     assert!(out.contains(&format!("installed {}", &v2[..16])), "{out}");
     assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
 }
+
+/// `berth update` run as PID 1 (a container, an early-boot service) with a staging
+/// directory an earlier boot's PID 1 left: PIDs do not survive a reboot, so the old
+/// directory neither blocks the update nor stays behind.
+#[test]
+fn staging_left_by_an_earlier_boots_pid_1_does_not_block_an_update_as_pid_1() {
+    // Root: a PID namespace, so berth runs as its PID 1.
+    if testkit::skip_unless_root(
+        "staging_left_by_an_earlier_boots_pid_1_does_not_block_an_update_as_pid_1",
+    ) {
+        return;
+    }
+    let (lab, _, v2, _) = lab();
+    let full = lab.delta(None, &v2, "full.berth", &[]);
+    let tmp = lab.sysroot.join("berth/repo/tmp");
+    for name in ["txn-1-0", "txn-1-1"] {
+        fs::create_dir(tmp.join(name)).unwrap();
+        fs::write(tmp.join(name).join("o1"), b"half-written").unwrap();
+    }
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(berth())
+        .arg("--sysroot")
+        .arg(&lab.sysroot)
+        .arg("--boot-json")
+        .arg(&lab.boot_json)
+        .args(["update", full.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "berth update as PID 1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("txn-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "staging left in {}: {left:?}",
+        tmp.display()
+    );
+}
