@@ -113,8 +113,11 @@ enum Command {
     /// holds the store, the deployments and the boot record; the initramfs (berth-init
     /// plus the board's kernel modules); and the kernel, beside the image.
     ///
-    /// Nothing is mounted and no loop device is used. Prints where everything went and
-    /// the QEMU command that boots it (QEMU boards).
+    /// The image is sparse, and DISK.IMG.bmap beside it (bmap-tools' format 2.0) lists
+    /// the blocks that hold data with their sha256, so `bmaptool copy` or `berth-image
+    /// flash` write only those. Nothing is mounted and no loop device is used. Prints
+    /// where everything went, how to flash it and the QEMU command that boots it (QEMU
+    /// boards).
     Disk {
         /// The board: a directory under --boards holding board.toml.
         #[arg(long, value_name = "NAME")]
@@ -585,6 +588,7 @@ fn disk(args: &crate::disk::DiskArgs, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("disk:       {}", out.disk.display());
+    println!("bmap:       {}", out.bmap.display());
     println!("kernel:     {}", out.kernel.display());
     println!("initramfs:  {}", out.initramfs.display());
     println!("sysroot:    PARTUUID={}", out.partuuid);
@@ -604,6 +608,11 @@ fn disk(args: &crate::disk::DiskArgs, json: bool) -> Result<()> {
             .collect();
         println!("boot it with:\n  {}", quoted.join(" "));
     }
+    println!(
+        "flash it to a USB stick or SD card (/dev/sdX) with either of:\n  bmaptool copy --bmap {bmap} {disk} /dev/sdX\n  berth-image flash {disk} /dev/sdX",
+        bmap = out.bmap.display(),
+        disk = out.disk.display()
+    );
     Ok(())
 }
 

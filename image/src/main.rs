@@ -7,6 +7,7 @@
 //! Exit status: 0 on success; 1 on any error, printed as one line naming the input and
 //! the cause; 2 for a command line that does not parse.
 
+mod bmap;
 mod board;
 mod cli;
 mod commit;
