@@ -145,6 +145,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a disk image to a USB stick, an SD card or a file, using its bmap, and read
+    /// it back to check it.
+    ///
+    /// Only the blocks the bmap (IMAGE.bmap, from `berth-image disk`, or any bmap-tools
+    /// 2.0 bmap with sha256) lists are written, each checked against the bmap's sha256
+    /// before anything is written; then TARGET is synced and every written block read
+    /// back (bypassing the page cache) and checked. A file TARGET is created or
+    /// truncated to the image's size, with holes where the image has them.
+    ///
+    /// Refused before anything is written: a device that is mounted, swap or held by
+    /// device-mapper (it or any partition on it; --force does not change this), a disk
+    /// that is not removable (a fixed disk, a loop device) without --force, a device
+    /// smaller than the image, a bmap that fails its own checksum or does not fit the
+    /// image.
+    #[command(verbatim_doc_comment)]
+    Flash(FlashCli),
     /// Make a signed update file that takes a device from one commit to another.
     ///
     /// It holds every object the target needs that --from does not have (all of them
@@ -299,6 +315,29 @@ pub struct PublishCli {
     pub json: bool,
 }
 
+/// The arguments of `flash`.
+#[derive(Debug, clap::Args)]
+pub struct FlashCli {
+    /// The disk image.
+    pub image: PathBuf,
+    /// A block device (/dev/sdX, /dev/mmcblkN, /dev/disk/by-id/…) or a file.
+    pub target: PathBuf,
+    /// The bmap (default: IMAGE.bmap).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
+    pub bmap: Option<PathBuf>,
+    /// Write every block of the image, without a bmap (and without checking the
+    /// image; the read-back still checks the target).
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Write a disk that is not removable (a fixed disk or a loop device). Never
+    /// writes a device that is in use.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The arguments of `push`.
 #[derive(Debug, clap::Args)]
 pub struct PushCli {
@@ -426,6 +465,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::Boards { boards } => list_boards(&boards),
+        Command::Flash(a) => flash(a),
         Command::Delta {
             repo,
             from,
@@ -614,6 +654,44 @@ fn disk(args: &crate::disk::DiskArgs, json: bool) -> Result<()> {
         disk = out.disk.display()
     );
     Ok(())
+}
+
+fn flash(a: FlashCli) -> Result<()> {
+    let args = crate::flash::FlashArgs {
+        image: a.image,
+        target: a.target,
+        bmap: a.bmap,
+        no_bmap: a.no_bmap,
+        force: a.force,
+    };
+    let out = crate::flash::flash(&args, &crate::device::Host::real())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    let secs = out.write_seconds.max(1e-3);
+    let kind = match &out.device {
+        Some(d) => format!("{} {d}", out.target_kind),
+        None => out.target_kind.to_owned(),
+    };
+    println!(
+        "wrote {} ({} bytes) in {} ranges of {} to {} ({kind}) in {:.2} s ({:.1} MiB/s); read back and verified in {:.2} s",
+        crate::bmap::human(out.bytes_written),
+        out.bytes_written,
+        out.ranges,
+        out.image.display(),
+        out.target.display(),
+        out.write_seconds,
+        mib(out.bytes_written) / secs,
+        out.verify_seconds
+    );
+    Ok(())
+}
+
+/// Bytes as MiB, for display (a rate); precision past 2^52 bytes does not matter there.
+#[allow(clippy::cast_precision_loss)]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
 }
 
 fn list_boards(boards: &Path) -> Result<()> {
