@@ -28,7 +28,7 @@ struct Loop {
 
 impl Loop {
     /// Attaches `file`; with `partitions`, the kernel scans its partition table (and
-    /// `partx -a` adds them where the scan did not, as in some containers).
+    /// `partx -u` adds them where the scan did not, as in some containers).
     fn attach(file: &Path, partitions: bool) -> Self {
         let mut cmd = Command::new("losetup");
         cmd.args(["--find", "--show"]);
@@ -37,18 +37,15 @@ impl Loop {
         }
         let dev = PathBuf::from(ok(cmd.arg(file)).trim());
         let l = Self { dev };
-        if partitions && !l.sys().join(format!("{}p1", l.name())).exists() {
-            ok(Command::new("partx").arg("-a").arg(&l.dev));
+        if partitions {
+            // Update rather than add: the kernel's scan may or may not have run yet.
+            ok(Command::new("partx").arg("-u").arg(&l.dev));
         }
         l
     }
 
     fn name(&self) -> String {
         self.dev.file_name().unwrap().to_string_lossy().into_owned()
-    }
-
-    fn sys(&self) -> PathBuf {
-        Path::new("/sys/class/block").join(self.name())
     }
 
     fn partition(&self) -> PathBuf {
