@@ -155,8 +155,7 @@ enum Command {
         /// The image file.
         image: PathBuf,
     },
-    /// Write a disk image to a USB stick, an SD card or a file, using its bmap, and read
-    /// it back to check it.
+    /// Write a disk image to a USB stick, SD card or file with its bmap, and verify it.
     ///
     /// Only the blocks the bmap (IMAGE.bmap, from `berth-image disk`, or any bmap-tools
     /// 2.0 bmap with sha256) lists are written, each checked against the bmap's sha256
