@@ -26,6 +26,7 @@ packages=(
     fdisk              # sfdisk: the GPT of berth-image disk
     python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh)
     docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
+    bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
 )
 
 missing=()

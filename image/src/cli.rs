@@ -113,8 +113,11 @@ enum Command {
     /// holds the store, the deployments and the boot record; the initramfs (berth-init
     /// plus the board's kernel modules); and the kernel, beside the image.
     ///
-    /// Nothing is mounted and no loop device is used. Prints where everything went and
-    /// the QEMU command that boots it (QEMU boards).
+    /// The image is sparse, and DISK.IMG.bmap beside it (bmap-tools' format 2.0) lists
+    /// the blocks that hold data with their sha256, so `bmaptool copy` or `berth-image
+    /// flash` write only those. Nothing is mounted and no loop device is used. Prints
+    /// where everything went, how to flash it and the QEMU command that boots it (QEMU
+    /// boards).
     Disk {
         /// The board: a directory under --boards holding board.toml.
         #[arg(long, value_name = "NAME")]
@@ -142,6 +145,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write IMAGE.bmap for a sparse image (bmap-tools' format 2.0): the blocks that hold
+    /// data, each with its sha256, for `bmaptool copy` and `berth-image flash`.
+    ///
+    /// `disk` writes one for its images; this is for images made another way. Holes are
+    /// found with `SEEK_DATA`/`SEEK_HOLE`, so an image copied without keeping its holes maps
+    /// every block (correct, only not faster to flash). Prints the bmap's path.
+    Bmap {
+        /// The image file.
+        image: PathBuf,
+    },
+    /// Write a disk image to a USB stick, SD card or file with its bmap, and verify it.
+    ///
+    /// Only the blocks the bmap (IMAGE.bmap, from `berth-image disk`, or any bmap-tools
+    /// 2.0 bmap with sha256) lists are written, each checked against the bmap's sha256
+    /// before anything is written; then TARGET is synced and every written block read
+    /// back (bypassing the page cache) and checked. A file TARGET is created or
+    /// truncated to the image's size, with holes where the image has them.
+    ///
+    /// Refused before anything is written: a device that is mounted, swap or held by
+    /// device-mapper (it or any partition on it; --force does not change this), a disk
+    /// that is not removable (a fixed disk, a loop device) without --force, a device
+    /// smaller than the image, a bmap that fails its own checksum or does not fit the
+    /// image.
+    #[command(verbatim_doc_comment)]
+    Flash(FlashCli),
     /// Make a signed update file that takes a device from one commit to another.
     ///
     /// It holds every object the target needs that --from does not have (all of them
@@ -296,6 +324,29 @@ pub struct PublishCli {
     pub json: bool,
 }
 
+/// The arguments of `flash`.
+#[derive(Debug, clap::Args)]
+pub struct FlashCli {
+    /// The disk image.
+    pub image: PathBuf,
+    /// A block device (/dev/sdX, /dev/mmcblkN, /dev/disk/by-id/…) or a file.
+    pub target: PathBuf,
+    /// The bmap (default: IMAGE.bmap).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
+    pub bmap: Option<PathBuf>,
+    /// Write every block of the image, without a bmap (and without checking the
+    /// image; the read-back still checks the target).
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Write a disk that is not removable (a fixed disk or a loop device). Never
+    /// writes a device that is in use.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The arguments of `push`.
 #[derive(Debug, clap::Args)]
 pub struct PushCli {
@@ -423,6 +474,8 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::Boards { boards } => list_boards(&boards),
+        Command::Flash(a) => flash(a),
+        Command::Bmap { image } => bmap(&image),
         Command::Delta {
             repo,
             from,
@@ -585,6 +638,7 @@ fn disk(args: &crate::disk::DiskArgs, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("disk:       {}", out.disk.display());
+    println!("bmap:       {}", out.bmap.display());
     println!("kernel:     {}", out.kernel.display());
     println!("initramfs:  {}", out.initramfs.display());
     println!("sysroot:    PARTUUID={}", out.partuuid);
@@ -604,7 +658,66 @@ fn disk(args: &crate::disk::DiskArgs, json: bool) -> Result<()> {
             .collect();
         println!("boot it with:\n  {}", quoted.join(" "));
     }
+    println!(
+        "flash it to a USB stick or SD card (/dev/sdX) with either of:\n  bmaptool copy --bmap {bmap} {disk} /dev/sdX\n  berth-image flash {disk} /dev/sdX",
+        bmap = out.bmap.display(),
+        disk = out.disk.display()
+    );
     Ok(())
+}
+
+fn bmap(image: &Path) -> Result<()> {
+    let started = Instant::now();
+    let map = crate::bmap::create(image)?;
+    let path = crate::bmap::write_beside(image, &map)?;
+    println!("{}", path.display());
+    eprintln!(
+        "{}: {} mapped in {} ranges, of {} ({:.2} s)",
+        image.display(),
+        crate::bmap::human(map.mapped_bytes()),
+        map.ranges.len(),
+        crate::bmap::human(map.image_size),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn flash(a: FlashCli) -> Result<()> {
+    let args = crate::flash::FlashArgs {
+        image: a.image,
+        target: a.target,
+        bmap: a.bmap,
+        no_bmap: a.no_bmap,
+        force: a.force,
+    };
+    let out = crate::flash::flash(&args, &crate::device::Host::real())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    let secs = out.write_seconds.max(1e-3);
+    let kind = match &out.device {
+        Some(d) => format!("{} {d}", out.target_kind),
+        None => out.target_kind.to_owned(),
+    };
+    println!(
+        "wrote {} ({} bytes) in {} ranges of {} to {} ({kind}) in {:.2} s ({:.1} MiB/s); read back and verified in {:.2} s",
+        crate::bmap::human(out.bytes_written),
+        out.bytes_written,
+        out.ranges,
+        out.image.display(),
+        out.target.display(),
+        out.write_seconds,
+        mib(out.bytes_written) / secs,
+        out.verify_seconds
+    );
+    Ok(())
+}
+
+/// Bytes as MiB, for display (a rate); precision past 2^52 bytes does not matter there.
+#[allow(clippy::cast_precision_loss)]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
 }
 
 fn list_boards(boards: &Path) -> Result<()> {

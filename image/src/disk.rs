@@ -9,7 +9,9 @@
 //!    modules with their dependencies (from `modprobe --show-depends` on the unpacked
 //!    kernel), `/etc/berth/modules` (load order) and `/etc/berth/cmdline`
 //!    (`berth.root=PARTUUID=…`);
-//! 5. the kernel is copied beside the image.
+//! 5. the kernel is copied beside the image;
+//! 6. the block map (`DISK.IMG.bmap`, bmap-tools' format 2.0) lists the image's mapped
+//!    blocks with their sha256, for `bmaptool copy` and `berth-image flash`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -51,6 +53,8 @@ pub struct DiskOutput {
     pub cmdline: String,
     pub partuuid: String,
     pub deployments: Vec<(String, String)>,
+    /// The block map beside the image (`DISK.IMG.bmap`).
+    pub bmap: PathBuf,
     /// The QEMU command line (argv) that boots the image, for QEMU boards.
     pub qemu: Option<Vec<String>>,
 }
@@ -127,9 +131,13 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
     write_initramfs(&tmp_initrd, &init, &kdir, &version, &modules, &partuuid)?;
     std::fs::copy(&kernel_src, work.path().join("kernel"))
         .with_context(|| format!("{}: copy", kernel_src.display()))?;
-    // Everything is complete: move the results into place.
+    write_bmap(&work.path().join("disk.img"))?;
+    let bmap = crate::bmap::path_beside(out);
+    // Everything is complete: move the results into place (the bmap right after the
+    // image: a new image beside an old bmap fails the bmap's checksums, never flashes).
     for (from, to) in [
         ("disk.img", out.as_path()),
+        ("disk.img.bmap", bmap.as_path()),
         ("initrd", initrd.as_path()),
         ("kernel", kernel.as_path()),
     ] {
@@ -153,8 +161,24 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
             .iter()
             .map(|(n, c)| (n.as_str().to_owned(), c.to_string()))
             .collect(),
+        bmap,
         qemu,
     })
+}
+
+/// `DISK.IMG.bmap` beside the finished image (`work/disk.img`).
+fn write_bmap(image: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let map = crate::bmap::create(image)?;
+    crate::bmap::write_beside(image, &map)?;
+    eprintln!(
+        "berth-image disk: bmap: {} mapped in {} ranges, of {} ({:.2} s)",
+        crate::bmap::human(map.mapped_bytes()),
+        map.ranges.len(),
+        crate::bmap::human(map.image_size),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The sysroot filesystem (`mkfs.ext4 -d`) in a GPT disk image at `work/disk.img`.

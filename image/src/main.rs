@@ -7,12 +7,15 @@
 //! Exit status: 0 on success; 1 on any error, printed as one line naming the input and
 //! the cause; 2 for a command line that does not parse.
 
+mod bmap;
 mod board;
 mod cli;
 mod commit;
 mod cpio;
 mod delta;
+mod device;
 mod disk;
+mod flash;
 mod install;
 mod keys;
 mod oci;

@@ -509,3 +509,25 @@ pub fn noise(n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Asserts two files hold the same bytes, naming the first difference (rather than
+/// printing megabytes of both, as `assert_eq!` on their contents would).
+pub fn assert_same_bytes(a: &Path, b: &Path) {
+    let (x, y) = (fs::read(a).unwrap(), fs::read(b).unwrap());
+    if let Some(i) = x.iter().zip(&y).position(|(p, q)| p != q) {
+        panic!(
+            "{} and {} differ first at byte {i} ({:#04x} and {:#04x})",
+            a.display(),
+            b.display(),
+            x[i],
+            y[i]
+        );
+    }
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "{} and {} differ in length",
+        a.display(),
+        b.display()
+    );
+}
