@@ -32,6 +32,7 @@ pub mod commit;
 mod error;
 pub mod id;
 pub mod index;
+pub mod kernelset;
 pub mod key;
 pub mod limits;
 pub mod link;

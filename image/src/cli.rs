@@ -155,6 +155,20 @@ enum Command {
         /// The image file.
         image: PathBuf,
     },
+    /// Complete a root filesystem's kernel set before it is committed: write
+    /// DIR/usr/lib/modules/<kver>/initramfs.img (berth-init for the board's architecture
+    /// and the board's kernel modules with their dependencies, resolved from DIR's own
+    /// modules), so that the committed tree is exactly what boots and an update carries
+    /// the kernel, its modules and berth-init together.
+    ///
+    /// The kernel goes to usr/lib/modules/<kver>/vmlinuz (taken from DIR/boot/vmlinuz-<kver>
+    /// when missing) and device trees to its dtb/ (from DIR/usr/lib/linux-image-<kver>/).
+    /// usr/lib/berth/kargs, one line, is appended to the board's kernel command line.
+    /// With --kernel-dir, the kernel and the board's module closure are first copied from
+    /// an unpacked Debian kernel package (for a root filesystem without its own kernel).
+    ///
+    /// Example: berth-image initramfs --board qemu-aarch64 --root rootfs/
+    Initramfs(InitramfsCli),
     /// Write a disk image to a USB stick, SD card or file with its bmap, and verify it.
     ///
     /// Only the blocks the bmap (IMAGE.bmap, from `berth-image disk`, or any bmap-tools
@@ -406,6 +420,33 @@ impl LayoutArgs {
     }
 }
 
+/// `berth-image initramfs`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct InitramfsCli {
+    /// The board (a directory under --boards holding board.toml).
+    #[arg(long, value_name = "NAME")]
+    board: String,
+    /// The root filesystem to complete (modified in place).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// The kernel version, when DIR/usr/lib/modules holds several.
+    #[arg(long, value_name = "KVER")]
+    kver: Option<String>,
+    /// Take the kernel and the board's modules from this unpacked kernel package.
+    #[arg(long, value_name = "KDIR")]
+    kernel_dir: Option<PathBuf>,
+    /// berth-init for the board's architecture (default: the one ci/check-init.sh built).
+    #[arg(long, value_name = "PATH")]
+    init: Option<PathBuf>,
+    /// Where the board files are.
+    #[arg(long, value_name = "DIR", default_value = "boards")]
+    boards: PathBuf,
+    /// Print JSON for programs.
+    #[arg(long)]
+    json: bool,
+}
+
+#[allow(clippy::too_many_lines)] // the dispatch table: one arm per subcommand
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keygen { out } => {
@@ -476,6 +517,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Boards { boards } => list_boards(&boards),
         Command::Flash(a) => flash(a),
         Command::Bmap { image } => bmap(&image),
+        Command::Initramfs(a) => initramfs(a),
         Command::Delta {
             repo,
             from,
@@ -510,10 +552,37 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn initramfs(a: InitramfsCli) -> Result<()> {
+    let out = crate::kernelset::initramfs(&crate::kernelset::InitramfsArgs {
+        board: a.board,
+        boards_dir: a.boards,
+        root: a.root,
+        kver: a.kver,
+        kernel_dir: a.kernel_dir,
+        init: a.init,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    for a in &out.added {
+        eprintln!("berth-image initramfs: added {a}");
+    }
+    println!(
+        "{}: kernel {}, berth-init and {} modules, {} bytes",
+        out.initramfs.display(),
+        out.version,
+        out.modules,
+        out.bytes
+    );
+    Ok(())
+}
+
 fn show(repo: &Path, commit: &str, json: bool) -> Result<()> {
     let r = Repo::open(repo)?;
     let id = r.resolve_commit(commit)?;
     let (c, _) = r.read_commit(&id)?;
+    let kset = crate::kernelset::find(&r, &c.root)?;
     let signers: Vec<String> = r
         .read_signatures(&id)?
         .entries()
@@ -539,6 +608,14 @@ fn show(repo: &Path, commit: &str, json: bool) -> Result<()> {
             "timestamp": c.timestamp,
             "metadata": meta,
             "signed_by": signers,
+            "kernel_set": kset.as_ref().map(|k| serde_json::json!({
+                "id": k.id().to_string(),
+                "version": k.version,
+                "kernel": k.kernel.to_string(),
+                "initramfs": k.initramfs.to_string(),
+                "dtb": k.dtb.map(|d| d.to_string()),
+                "kargs": k.kargs,
+            })),
         });
         println!("{v}");
     } else {
@@ -553,6 +630,24 @@ fn show(repo: &Path, commit: &str, json: bool) -> Result<()> {
         println!("timestamp {}", c.timestamp);
         for (k, v) in c.metadata() {
             println!("meta      {k}={v}");
+        }
+        match &kset {
+            Some(k) => println!(
+                "kernel    {} (set {}{}{})",
+                k.version,
+                k.dir_name(),
+                if k.dtb.is_some() {
+                    ", device trees"
+                } else {
+                    ""
+                },
+                if k.kargs.is_empty() {
+                    String::new()
+                } else {
+                    format!(", kargs {:?}", k.kargs)
+                }
+            ),
+            None => println!("kernel    (none in the tree)"),
         }
         if signers.is_empty() {
             println!("signed    (unsigned)");

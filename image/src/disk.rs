@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use format::ObjectId;
+use format::record::DeploymentName;
 use store::Repo;
 
 use crate::board::{Arch, Board, BootloaderKind, PartitionTable};
@@ -55,6 +56,8 @@ pub struct DiskOutput {
     pub deployments: Vec<(String, String)>,
     /// The block map beside the image (`DISK.IMG.bmap`).
     pub bmap: PathBuf,
+    /// The id of the default deployment's kernel set, when it carries one (and boots it).
+    pub kernel_set: Option<String>,
     /// The QEMU command line (argv) that boots the image, for QEMU boards.
     pub qemu: Option<Vec<String>>,
 }
@@ -81,14 +84,9 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
             .join(&board.kernel.debian_arch)
             .join("kernel")
     });
-    let version = kernel_version(&kdir)?;
-    let kernel_src = board.kernel_image(&kdir, &version)?;
-    let init = match &args.init {
-        Some(p) => p.clone(),
-        None => default_init(board.arch)?,
-    };
-    check_elf_arch(&init, board.arch)?;
     let repo = Repo::open(&args.repo)?;
+    let boot = choose_boot(&board, &kdir, &repo, args)?;
+    let kernel_set = boot.kset.as_ref().map(|k| k.id().to_string());
 
     let out = &args.output;
     let parent = out
@@ -122,13 +120,9 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
     let stem = out.with_extension("");
     let initrd = PathBuf::from(format!("{}.initrd", stem.display()));
     let kernel = PathBuf::from(format!("{}.kernel", stem.display()));
-    let modules = module_closure(&kdir, &version, &board)?;
-    eprintln!(
-        "berth-image disk: initramfs with berth-init and {} modules",
-        modules.len()
-    );
     let tmp_initrd = work.path().join("initrd");
-    write_initramfs(&tmp_initrd, &init, &kdir, &version, &modules, &partuuid)?;
+    let (kernel_src, cmdline) =
+        boot_files(boot, &sysroot, &default_commit, &partuuid, &tmp_initrd)?;
     std::fs::copy(&kernel_src, work.path().join("kernel"))
         .with_context(|| format!("{}: copy", kernel_src.display()))?;
     write_bmap(&work.path().join("disk.img"))?;
@@ -144,7 +138,6 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
         std::fs::rename(work.path().join(from), to)
             .with_context(|| format!("{}: move into place", to.display()))?;
     }
-    let cmdline = board.kernel.cmdline.clone();
     let qemu = board
         .qemu
         .as_ref()
@@ -162,8 +155,126 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
             .map(|(n, c)| (n.as_str().to_owned(), c.to_string()))
             .collect(),
         bmap,
+        kernel_set,
         qemu,
     })
+}
+
+/// What the disk boots. A default commit that carries its kernel set boots it: its
+/// initramfs as it is, and its kernel (or the same kernel's image for this board from
+/// the unpacked package, such as x86's PVH vmlinux, when the versions match). Otherwise
+/// the kernel package's kernel and an initramfs made here with berth-init.
+fn choose_boot<'a>(
+    board: &'a Board,
+    kdir: &'a Path,
+    repo: &Repo,
+    args: &DiskArgs,
+) -> Result<BootInputs<'a>> {
+    let default_id = repo.resolve_commit(&args.layout.default)?;
+    let kset = crate::kernelset::find(repo, &repo.read_commit(&default_id)?.0.root)?;
+    let package = match &kset {
+        None => Some(kernel_version(kdir)?),
+        Some(k) => kernel_version(kdir).ok().filter(|v| *v == k.version),
+    };
+    let kernel_src = package
+        .as_ref()
+        .map(|v| board.kernel_image(kdir, v))
+        .transpose()?;
+    let init = if kset.is_some() {
+        None
+    } else {
+        let init = match &args.init {
+            Some(p) => p.clone(),
+            None => default_init(board.arch)?,
+        };
+        check_elf_arch(&init, board.arch)?;
+        Some(init)
+    };
+    Ok(BootInputs {
+        board,
+        kdir,
+        kset,
+        init,
+        package,
+        kernel_src,
+    })
+}
+
+/// What decides the kernel and initramfs a disk boots.
+struct BootInputs<'a> {
+    board: &'a Board,
+    kdir: &'a Path,
+    kset: Option<format::kernelset::KernelSet>,
+    init: Option<PathBuf>,
+    /// The kernel package's version, when it is to be used.
+    package: Option<String>,
+    /// The package's kernel image for the board, when it is to be used.
+    kernel_src: Option<PathBuf>,
+}
+
+/// Writes the initramfs to `tmp_initrd` (the deployment's own, or one made here) and
+/// returns the kernel to copy and the kernel command line.
+fn boot_files(
+    inputs: BootInputs<'_>,
+    sysroot: &Path,
+    default_commit: &ObjectId,
+    partuuid: &str,
+    tmp_initrd: &Path,
+) -> Result<(PathBuf, String)> {
+    let BootInputs {
+        board,
+        kdir,
+        kset,
+        init,
+        package,
+        kernel_src,
+    } = inputs;
+    let mut cmdline = board.kernel.cmdline.clone();
+    let kernel_src = match (&kset, init, package) {
+        (Some(k), _, package) => {
+            let set = sysroot
+                .join("berth/deploy")
+                .join(DeploymentName::for_commit(default_commit).as_str())
+                .join(format::kernelset::MODULES_DIR)
+                .join(&k.version);
+            eprintln!(
+                "berth-image disk: the deployment's kernel set {} ({}{})",
+                k.dir_name(),
+                k.version,
+                if package.is_some() {
+                    ", the package's image of it"
+                } else {
+                    ""
+                }
+            );
+            std::fs::copy(set.join(format::kernelset::INITRAMFS), tmp_initrd)
+                .with_context(|| format!("{}: copy", set.display()))?;
+            if !k.kargs.is_empty() {
+                cmdline = format!("{cmdline} {}", k.kargs);
+            }
+            // Its initramfs looks for the sysroot by label; this disk's partition is
+            // named exactly (the kernel's command line wins over the baked one).
+            cmdline = format!("{cmdline} berth.root=PARTUUID={partuuid}");
+            kernel_src.unwrap_or_else(|| set.join(format::kernelset::KERNEL))
+        }
+        (None, Some(init), Some(version)) => {
+            let modules = module_closure(kdir, &version, board)?;
+            eprintln!(
+                "berth-image disk: initramfs with berth-init and {} modules",
+                modules.len()
+            );
+            write_initramfs(
+                tmp_initrd,
+                &init,
+                kdir,
+                &modules,
+                &format!("berth.root=PARTUUID={partuuid}"),
+            )?;
+            kernel_src.context("the package's kernel")?
+        }
+        (None, ..) => bail!("no kernel: neither the commit nor the kernel package has one"),
+    };
+    Ok((kernel_src, cmdline))
 }
 
 /// `DISK.IMG.bmap` beside the finished image (`work/disk.img`).
@@ -259,7 +370,7 @@ fn qemu_argv(
     v
 }
 
-fn kernel_version(kdir: &Path) -> Result<String> {
+pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
     let dir = kdir.join("lib/modules");
     let mut versions: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| {
@@ -284,7 +395,7 @@ fn kernel_version(kdir: &Path) -> Result<String> {
 
 /// berth-init for `arch`, as `ci/check-init.sh` builds it: `target/<triple>/device/`,
 /// looked up from this executable's `target/<profile>/` directory.
-fn default_init(arch: Arch) -> Result<PathBuf> {
+pub(crate) fn default_init(arch: Arch) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locate berth-image")?;
     let target = exe
         .parent()
@@ -301,7 +412,7 @@ fn default_init(arch: Arch) -> Result<PathBuf> {
     )
 }
 
-fn check_elf_arch(path: &Path, arch: Arch) -> Result<()> {
+pub(crate) fn check_elf_arch(path: &Path, arch: Arch) -> Result<()> {
     let mut head = [0u8; 20];
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
@@ -334,7 +445,7 @@ fn guid_text(id: &ObjectId) -> String {
     )
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()
         .with_context(|| format!("run {}", Path::new(cmd.get_program()).display()))?;
@@ -390,7 +501,7 @@ fn write_disk(disk: &Path, part: &Path, mib: u64) -> Result<()> {
 
 /// The board's modules with their dependencies, in load order, as paths relative to
 /// the kernel tree (`lib/modules/<ver>/kernel/...`).
-fn module_closure(kdir: &Path, version: &str, board: &Board) -> Result<Vec<String>> {
+pub(crate) fn module_closure(kdir: &Path, version: &str, board: &Board) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for name in &board.initramfs.modules {
         let o = Command::new("modprobe")
@@ -423,13 +534,15 @@ fn module_closure(kdir: &Path, version: &str, board: &Board) -> Result<Vec<Strin
     Ok(out)
 }
 
-fn write_initramfs(
+/// Writes the initramfs at `path`: berth-init as `/init`, `modules` (paths relative
+/// to `kdir`, in load order) and the list of them, and `root` (`berth.root=…`) as the
+/// baked command line.
+pub(crate) fn write_initramfs(
     path: &Path,
     init: &Path,
     kdir: &Path,
-    version: &str,
     modules: &[String],
-    partuuid: &str,
+    root: &str,
 ) -> Result<()> {
     let f = File::create(path).with_context(|| format!("{}: create", path.display()))?;
     let mut c = Cpio::new(std::io::BufWriter::new(f));
@@ -450,7 +563,6 @@ fn write_initramfs(
         0o755,
         &std::fs::read(init).with_context(|| format!("{}: read", init.display()))?,
     )?;
-    let _ = version;
     let mut dirs: Vec<String> = Vec::new();
     let mut list = String::new();
     for m in modules {
@@ -473,11 +585,7 @@ fn write_initramfs(
         list.push('\n');
     }
     c.file("etc/berth/modules", 0o644, list.as_bytes())?;
-    c.file(
-        "etc/berth/cmdline",
-        0o644,
-        format!("berth.root=PARTUUID={partuuid}\n").as_bytes(),
-    )?;
+    c.file("etc/berth/cmdline", 0o644, format!("{root}\n").as_bytes())?;
     c.finish()?.flush()?;
     Ok(())
 }

@@ -17,6 +17,7 @@ mod device;
 mod disk;
 mod flash;
 mod install;
+mod kernelset;
 mod keys;
 mod oci;
 mod publish;

@@ -305,6 +305,84 @@ fn corrupt_record_copy_uses_the_other(t: Target) {
     assert_eq!(j["record_generation"], 1, "copy A's generation");
 }
 
+/// A root filesystem completed by `berth-image initramfs` carries its kernel set
+/// (kernel, initramfs with berth-init and the modules, kernel arguments), and the disk
+/// boots exactly that: its initramfs, and its `usr/lib/berth/kargs`.
+fn kernel_set_in_the_deployment_boots(t: Target) {
+    use std::process::Command;
+    let im = images(t);
+    let tree = im.dir.path().join("kset-1");
+    qemu_tests::run(
+        Command::new("bash")
+            .arg(qemu_tests::workspace().join("qemu/rootfs/make-rootfs.sh"))
+            .arg(t.debian_arch)
+            .arg(&tree)
+            .args(["kset-1", ""]),
+    );
+    let trusted = tree.join("usr/lib/berth/keys");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::copy(im.keys.join("berth.pub"), trusted.join("berth.pub")).unwrap();
+    // The test rootfs has no kernel of its own: take the package's.
+    let kdir = qemu_tests::cache()
+        .join("debian")
+        .join(t.debian_arch)
+        .join("kernel");
+    let out = qemu_tests::run(
+        Command::new(qemu_tests::bin("berth-image"))
+            .current_dir(qemu_tests::workspace())
+            .args(["initramfs", "--json", "--board", t.board, "--root"])
+            .arg(&tree)
+            .arg("--kernel-dir")
+            .arg(&kdir),
+    );
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let version = made["version"].as_str().unwrap().to_owned();
+    assert!(made["modules"].as_u64().unwrap() >= 5, "{made}");
+    // The scenario comes from the deployment's own kernel arguments.
+    std::fs::write(tree.join("usr/lib/berth/kargs"), "berthtest=write\n").unwrap();
+    let commit = qemu_tests::run(
+        Command::new(qemu_tests::bin("berth-image"))
+            .args(["commit", "--repo"])
+            .arg(&im.repo)
+            .arg("--tree")
+            .arg(&tree)
+            .args(["--version", "kset-1"]),
+    )
+    .trim()
+    .to_owned();
+    let show: serde_json::Value = serde_json::from_str(&qemu_tests::run(
+        Command::new(qemu_tests::bin("berth-image"))
+            .args(["show", "--json", "--repo"])
+            .arg(&im.repo)
+            .arg(&commit),
+    ))
+    .unwrap();
+    let kset = &show["kernel_set"];
+    assert_eq!(kset["version"], version.as_str(), "{show}");
+    assert_eq!(kset["kargs"], "berthtest=write", "{show}");
+    let disk = im.disk("kset", &["--commit", &commit]);
+    assert_eq!(disk.info["kernel_set"], kset["id"], "{}", disk.info);
+    let initrd = std::fs::read(disk.info["initramfs"].as_str().unwrap()).unwrap();
+    let committed = std::fs::read(
+        tree.join("usr/lib/modules")
+            .join(&version)
+            .join("initramfs.img"),
+    )
+    .unwrap();
+    assert!(
+        initrd == committed,
+        "the disk boots the deployment's own initramfs"
+    );
+    let b = disk.boot("");
+    assert!(
+        b.value("init").contains("release kset-1 scenario write"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(b.value("etc"), "kset-1", "{}", b.serial);
+    assert_eq!(b.boot_json()["reason"], "default", "{}", b.serial);
+}
+
 macro_rules! on_both_boards {
     ($($name:ident),* $(,)?) => {$(
         #[test]
@@ -388,6 +466,7 @@ mod qemu {
         trial_marked_good_becomes_the_default,
         update_from_a_usb_stick_then_a_crashing_update_rolls_back,
         missing_init_falls_back_in_the_same_boot,
-        corrupt_record_copy_uses_the_other
+        corrupt_record_copy_uses_the_other,
+        kernel_set_in_the_deployment_boots
     );
 }

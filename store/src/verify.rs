@@ -61,6 +61,33 @@ impl Repo {
         }
     }
 
+    /// A small file object's content (refused past `max` bytes), re-hashed with its
+    /// metadata against `id` before it is returned.
+    pub fn read_file(&self, id: &ObjectId, max: u64) -> Result<Vec<u8>, StoreError> {
+        let shown = self.objects_path(&object_path(id, ObjectKind::File.suffix()));
+        let (header, content) = self.file_object(id)?;
+        if header.size > max {
+            return Err(StoreError::Unsupported {
+                path: shown,
+                reason: format!("larger than the {max}-byte limit"),
+            });
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(content, max), &mut bytes)
+            .map_err(|e| StoreError::io(&shown, "read", e))?;
+        let mut hasher = header.hasher();
+        hasher.update(&bytes);
+        let actual = hasher.finish().map_err(|e| StoreError::format(&shown, e))?;
+        if actual != *id {
+            return Err(StoreError::Corrupt {
+                id: *id,
+                kind: "file",
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Every object file under `objects/`: its id and suffix (`file`, `tree`, `commit`,
     /// `sig`), sorted. Names that are not object names are skipped.
     fn list_objects(&self) -> Result<Vec<(ObjectId, String)>, StoreError> {
