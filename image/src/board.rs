@@ -83,6 +83,10 @@ pub struct Initramfs {
 pub struct Bootloader {
     /// The kind.
     pub kind: BootloaderKind,
+    /// The loader's EFI binary (systemd-boot), relative to the unpacked loaders
+    /// (`ci/fetch-loaders.sh`): installed as the ESP's `EFI/BOOT/BOOT<arch>.EFI`.
+    #[serde(default)]
+    pub efi_binary: Option<String>,
 }
 
 /// Bootloader kinds. The schema names the common ones so boards can be described;
@@ -172,6 +176,13 @@ pub struct Qemu {
     pub memory_mib: u32,
     /// The `-device` the disk is attached with.
     pub disk_device: String,
+    /// The firmware's code (`-drive if=pflash`, read-only), relative to the unpacked
+    /// loaders; boards whose loader is not `qemu-direct` boot through it.
+    #[serde(default)]
+    pub firmware: Option<String>,
+    /// The firmware's variable store template, copied beside each disk image.
+    #[serde(default)]
+    pub firmware_vars: Option<String>,
 }
 
 impl Board {
@@ -234,6 +245,29 @@ impl Board {
             bail!(
                 "partitions need {fixed} MiB plus 2 MiB for the partition table, but the disk is {} MiB",
                 self.disk.size_mib
+            );
+        }
+        let boots = self.disk.partitions.iter().filter(|p| p.role == Role::Boot);
+        if self.bootloader.kind == BootloaderKind::SystemdBoot {
+            if self.bootloader.efi_binary.is_none() {
+                bail!("bootloader kind systemd-boot needs bootloader.efi-binary");
+            }
+            if boots.clone().count() != 1 || boots.clone().any(|p| p.filesystem != Filesystem::Vfat)
+            {
+                bail!(
+                    "bootloader kind systemd-boot needs exactly one vfat partition with role \"boot\" (the ESP)"
+                );
+            }
+            if self.disk.label != PartitionTable::Gpt {
+                bail!("bootloader kind systemd-boot needs a GPT disk");
+            }
+        }
+        if let Some(q) = &self.qemu
+            && self.bootloader.kind != BootloaderKind::QemuDirect
+            && (q.firmware.is_none() || q.firmware_vars.is_none())
+        {
+            bail!(
+                "a QEMU board that boots through a loader needs qemu.firmware and qemu.firmware-vars"
             );
         }
         if self.bootloader.kind == BootloaderKind::QemuDirect && self.qemu.is_none() {

@@ -141,6 +141,10 @@ enum Command {
         /// berth-init for the board's architecture (default: the one ci/check-init.sh built).
         #[arg(long, value_name = "PATH")]
         init: Option<PathBuf>,
+        /// The unpacked firmware and loaders of boards that boot through them (default:
+        /// what ci/fetch-loaders.sh made under /var/cache/berth/debian/<arch>/loaders).
+        #[arg(long, value_name = "DIR")]
+        loader_dir: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -501,6 +505,7 @@ pub fn run(cli: Cli) -> Result<()> {
             boards,
             kernel_dir,
             init,
+            loader_dir,
             json,
         } => disk(
             &crate::disk::DiskArgs {
@@ -511,6 +516,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 output,
                 kernel_dir,
                 init,
+                loader_dir,
             },
             json,
         ),

@@ -13,6 +13,7 @@
 //! 6. the block map (`DISK.IMG.bmap`, bmap-tools' format 2.0) lists the image's mapped
 //!    blocks with their sha256, for `bmaptool copy` and `berth-image flash`.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use format::ObjectId;
 use format::record::DeploymentName;
 use store::Repo;
 
-use crate::board::{Arch, Board, BootloaderKind, PartitionTable};
+use crate::board::{Arch, Board, BootloaderKind, PartitionTable, Role};
 use crate::cpio::Cpio;
 use crate::install::{self, Layout};
 
@@ -42,6 +43,7 @@ pub struct DiskArgs {
     pub output: PathBuf,
     pub kernel_dir: Option<PathBuf>,
     pub init: Option<PathBuf>,
+    pub loader_dir: Option<PathBuf>,
 }
 
 /// What `disk` made.
@@ -64,26 +66,11 @@ pub struct DiskOutput {
 
 pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
     let board = Board::load(&args.boards_dir, &args.board)?;
-    if board.bootloader.kind != BootloaderKind::QemuDirect {
-        bail!(
-            "board {}: bootloader kind {:?} is described but berth-image disk cannot build images for it yet",
-            board.name,
-            board.bootloader.kind
-        );
-    }
-    if board.disk.label != PartitionTable::Gpt {
-        bail!(
-            "board {}: berth-image disk writes GPT disks only, and this board asks for {:?}",
-            board.name,
-            board.disk.label
-        );
-    }
-    let kdir = args.kernel_dir.clone().unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("BERTH_CACHE").unwrap_or_else(|| "/var/cache/berth".into()))
-            .join("debian")
-            .join(&board.kernel.debian_arch)
-            .join("kernel")
-    });
+    check_supported(&board)?;
+    let kdir = args
+        .kernel_dir
+        .clone()
+        .unwrap_or_else(|| cache_dir(&board, "kernel"));
     let repo = Repo::open(&args.repo)?;
     let boot = choose_boot(&board, &kdir, &repo, args)?;
     let kernel_set = boot.kset.as_ref().map(|k| k.id().to_string());
@@ -110,19 +97,30 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
         .context("no deployment installed")?;
     let partuuid = guid_text(&default_commit);
 
-    build_disk_image(
-        &sysroot,
-        work.path(),
-        board.disk.size_mib,
-        &partuuid,
-        &default_commit,
-    )?;
     let stem = out.with_extension("");
     let initrd = PathBuf::from(format!("{}.initrd", stem.display()));
     let kernel = PathBuf::from(format!("{}.kernel", stem.display()));
     let tmp_initrd = work.path().join("initrd");
     let (kernel_src, cmdline) =
         boot_files(boot, &sysroot, &default_commit, &partuuid, &tmp_initrd)?;
+    let loaders = loader_dir(&board, args);
+    let esp = esp_image(
+        &board,
+        &loaders,
+        &repo,
+        &sysroot,
+        &default_commit,
+        work.path(),
+        &cmdline,
+    )?;
+    build_disk_image(
+        &sysroot,
+        work.path(),
+        &board,
+        &partuuid,
+        &default_commit,
+        esp.as_deref(),
+    )?;
     std::fs::copy(&kernel_src, work.path().join("kernel"))
         .with_context(|| format!("{}: copy", kernel_src.display()))?;
     write_bmap(&work.path().join("disk.img"))?;
@@ -141,7 +139,8 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
     let qemu = board
         .qemu
         .as_ref()
-        .map(|q| qemu_argv(q, &kernel, &initrd, out, &cmdline));
+        .map(|q| qemu_argv(q, &loaders, &kernel, &initrd, out, &cmdline))
+        .transpose()?;
     Ok(DiskOutput {
         board: board.name,
         disk: out.clone(),
@@ -172,9 +171,14 @@ fn choose_boot<'a>(
 ) -> Result<BootInputs<'a>> {
     let default_id = repo.resolve_commit(&args.layout.default)?;
     let kset = crate::kernelset::find(repo, &repo.read_commit(&default_id)?.0.root)?;
+    // A loader boots the set's own kernel (an EFI-stub image, say), never the
+    // package's QEMU-only image of it.
+    let direct = board.bootloader.kind == BootloaderKind::QemuDirect;
     let package = match &kset {
         None => Some(kernel_version(kdir)?),
-        Some(k) => kernel_version(kdir).ok().filter(|v| *v == k.version),
+        Some(k) => kernel_version(kdir)
+            .ok()
+            .filter(|v| direct && *v == k.version),
     };
     let kernel_src = package
         .as_ref()
@@ -292,32 +296,74 @@ fn write_bmap(image: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The sysroot filesystem (`mkfs.ext4 -d`) in a GPT disk image at `work/disk.img`.
+/// The GPT type of an EFI system partition.
+const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+/// The board's partitions with their start and size in MiB (after the GPT's first MiB;
+/// a size of 0 takes the rest but the backup table's last MiB).
+fn layout(board: &Board) -> Vec<(&crate::board::Partition, u64, u64)> {
+    let fixed: u64 = board.disk.partitions.iter().map(|p| p.size_mib).sum();
+    let mut start = 1;
+    let mut out = Vec::new();
+    for p in &board.disk.partitions {
+        let size = if p.size_mib == 0 {
+            board.disk.size_mib - 2 - fixed
+        } else {
+            p.size_mib
+        };
+        out.push((p, start, size));
+        start += size;
+    }
+    out
+}
+
+/// The disk image at `work/disk.img`: the sysroot filesystem (`mkfs.ext4 -d`) and the
+/// boot partition's image `esp`, if the board has one, in a sparse GPT disk.
 fn build_disk_image(
     sysroot: &Path,
     work: &Path,
-    disk_mib: u64,
+    board: &Board,
     partuuid: &str,
     default_commit: &ObjectId,
+    esp: Option<&Path>,
 ) -> Result<()> {
-    // GPT: 1 MiB before the partition (the table and alignment), 1 MiB after (the backup).
-    let part_mib = disk_mib - 2;
-    let part_img = work.join("sysroot.ext4");
-    eprintln!("berth-image disk: mkfs.ext4 -d ({part_mib} MiB)");
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", SYSROOT_LABEL, "-d"])
-        .arg(sysroot)
-        .arg(&part_img)
-        .arg(format!("{part_mib}M")))
-    .context("build the sysroot filesystem")?;
-
     let tmp_disk = work.join("disk.img");
-    write_disk(&tmp_disk, &part_img, disk_mib)?;
-    let table = format!(
-        "label: gpt\nlabel-id: {}\nstart=2048, size={}, type={LINUX_FS_TYPE}, uuid={partuuid}, name=sysroot\n",
-        guid_text(&ObjectId::digest(default_commit.as_bytes())),
-        part_mib * 2048
+    let mut images = Vec::new();
+    let mut table = format!(
+        "label: gpt\nlabel-id: {}\n",
+        guid_text(&ObjectId::digest(default_commit.as_bytes()))
     );
+    for (p, start, size) in layout(board) {
+        let (image, kind, uuid) = match p.role {
+            Role::Sysroot => {
+                let part_img = work.join("sysroot.ext4");
+                eprintln!("berth-image disk: mkfs.ext4 -d ({size} MiB)");
+                run(Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-L", SYSROOT_LABEL, "-d"])
+                    .arg(sysroot)
+                    .arg(&part_img)
+                    .arg(format!("{size}M")))
+                .context("build the sysroot filesystem")?;
+                (part_img, LINUX_FS_TYPE, partuuid.to_owned())
+            }
+            Role::Boot => {
+                let img = esp.context("the board's boot partition has no content")?;
+                // A GUID of its own, derived from the sysroot's: deterministic per commit.
+                let uuid = guid_text(&ObjectId::digest(partuuid.as_bytes()));
+                (img.to_path_buf(), ESP_TYPE, uuid)
+            }
+        };
+        images.push((start, image));
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            table,
+            "start={}, size={}, type={kind}, uuid={uuid}, name={}",
+            start * 2048,
+            size * 2048,
+            p.name
+        );
+    }
+    write_disk(&tmp_disk, &images, board.disk.size_mib)?;
     let mut sfdisk = Command::new("sfdisk");
     sfdisk
         .args(["--quiet", "--wipe", "never", "--wipe-partitions", "never"])
@@ -328,13 +374,17 @@ fn build_disk_image(
 }
 
 /// The QEMU command line that boots the image (serial console on stdio, no reboot).
+/// For a board that boots through its firmware (`q.firmware`), the firmware's code and
+/// a writable copy of its variable store beside the image (`DISK.vars`) replace
+/// `-kernel`, `-initrd` and `-append`.
 fn qemu_argv(
     q: &crate::board::Qemu,
+    loaders: &Path,
     kernel: &Path,
     initrd: &Path,
     out: &Path,
     cmdline: &str,
-) -> Vec<String> {
+) -> Result<Vec<String>> {
     let mut v: Vec<String> = vec![
         q.binary.clone(),
         "-M".into(),
@@ -355,19 +405,136 @@ fn qemu_argv(
         "stdio".into(),
         "-no-reboot".into(),
     ];
-    v.extend([
-        "-kernel".into(),
-        kernel.display().to_string(),
-        "-initrd".into(),
-        initrd.display().to_string(),
-    ]);
-    v.extend(["-append".into(), cmdline.to_owned()]);
+    if let (Some(code), Some(vars)) = (&q.firmware, &q.firmware_vars) {
+        let code = loaders.join(code);
+        if !code.is_file() {
+            bail!("{}: no firmware (run ci/fetch-loaders.sh)", code.display());
+        }
+        let copy = out.with_extension("vars");
+        std::fs::copy(loaders.join(vars), &copy).with_context(|| {
+            format!(
+                "{}: copy the firmware's variables",
+                loaders.join(vars).display()
+            )
+        })?;
+        v.extend([
+            "-drive".into(),
+            format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", copy.display()),
+        ]);
+    } else {
+        v.extend([
+            "-kernel".into(),
+            kernel.display().to_string(),
+            "-initrd".into(),
+            initrd.display().to_string(),
+        ]);
+        v.extend(["-append".into(), cmdline.to_owned()]);
+    }
     v.extend([
         "-drive".into(),
         format!("file={},if=none,format=raw,id=d0", out.display()),
     ]);
     v.extend(["-device".into(), format!("{},drive=d0", q.disk_device)]);
-    v
+    Ok(v)
+}
+
+/// What `disk` builds images for: boards whose kernel QEMU loads, and UEFI boards with
+/// systemd-boot; GPT disks.
+fn check_supported(board: &Board) -> Result<()> {
+    if !matches!(
+        board.bootloader.kind,
+        BootloaderKind::QemuDirect | BootloaderKind::SystemdBoot
+    ) {
+        bail!(
+            "board {}: bootloader kind {:?} is described but berth-image disk cannot build images for it yet",
+            board.name,
+            board.bootloader.kind
+        );
+    }
+    if board.disk.label != PartitionTable::Gpt {
+        bail!(
+            "board {}: berth-image disk writes GPT disks only, and this board asks for {:?}",
+            board.name,
+            board.disk.label
+        );
+    }
+    Ok(())
+}
+
+/// `$BERTH_CACHE/debian/<arch>/<what>` (`/var/cache/berth` by default), where the
+/// fetch scripts unpack Debian's packages.
+fn cache_dir(board: &Board, what: &str) -> PathBuf {
+    PathBuf::from(std::env::var_os("BERTH_CACHE").unwrap_or_else(|| "/var/cache/berth".into()))
+        .join("debian")
+        .join(&board.kernel.debian_arch)
+        .join(what)
+}
+
+/// The unpacked firmware and loaders (`--loader-dir`, else `ci/fetch-loaders.sh`'s).
+fn loader_dir(board: &Board, args: &DiskArgs) -> PathBuf {
+    args.loader_dir
+        .clone()
+        .unwrap_or_else(|| cache_dir(board, "loaders"))
+}
+
+/// The ESP of a systemd-boot board, at `work/esp.img`: systemd-boot and one entry for
+/// the default deployment, booting its kernel set with `cmdline`. `None` for boards
+/// without a boot partition.
+fn esp_image(
+    board: &Board,
+    loaders: &Path,
+    repo: &Repo,
+    sysroot: &Path,
+    default_commit: &ObjectId,
+    work: &Path,
+    cmdline: &str,
+) -> Result<Option<PathBuf>> {
+    let Some((_, _, size)) = layout(board)
+        .into_iter()
+        .find(|(p, ..)| p.role == Role::Boot)
+    else {
+        return Ok(None);
+    };
+    let efi = loaders.join(board.bootloader.efi_binary.as_deref().unwrap_or_default());
+    if !efi.is_file() {
+        bail!("{}: no loader (run ci/fetch-loaders.sh)", efi.display());
+    }
+    let (commit, _) = repo.read_commit(default_commit)?;
+    let kset = crate::kernelset::find(repo, &commit.root)?.with_context(|| {
+        format!(
+            "board {}: its loader boots the deployment's own kernel set, and commit {default_commit} has none (complete the root filesystem with berth-image initramfs before committing it)",
+            board.name
+        )
+    })?;
+    let name = DeploymentName::for_commit(default_commit);
+    let entry = crate::esp::Entry {
+        name: name.as_str().to_owned(),
+        version: commit.version.to_string(),
+        set_dir: format!("berth/{}", kset.dir_name()),
+        set_src: sysroot
+            .join("berth/deploy")
+            .join(name.as_str())
+            .join(format::kernelset::MODULES_DIR)
+            .join(&kset.version),
+        dtb: kset.dtb.is_some(),
+        options: cmdline.to_owned(),
+    };
+    let efi_name = match board.arch {
+        Arch::X86_64 => "BOOTX64.EFI",
+        Arch::Aarch64 => "BOOTAA64.EFI",
+    };
+    let img = work.join("esp.img");
+    eprintln!(
+        "berth-image disk: ESP ({size} MiB) with systemd-boot and entry berth-{}",
+        entry.name
+    );
+    crate::esp::build(&img, size, &efi, efi_name, &[entry])?;
+    Ok(Some(img))
 }
 
 pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
@@ -476,23 +643,25 @@ fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<()> {
     succeeded(cmd, &out)
 }
 
-/// A sparse disk image of `mib` MiB with the filesystem image at 1 MiB.
-fn write_disk(disk: &Path, part: &Path, mib: u64) -> Result<()> {
+/// A sparse disk image of `mib` MiB with each partition image at its start (MiB).
+fn write_disk(disk: &Path, parts: &[(u64, PathBuf)], mib: u64) -> Result<()> {
     let mut d = File::create(disk).with_context(|| format!("{}: create", disk.display()))?;
     d.set_len(mib << 20)?;
-    let mut p = File::open(part)?;
-    d.seek(SeekFrom::Start(1 << 20))?;
     let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = p.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        // Leave all-zero blocks as holes: the image stays sparse.
-        if buf[..n].iter().all(|&b| b == 0) {
-            d.seek(SeekFrom::Current(i64::try_from(n).unwrap_or(0)))?;
-        } else {
-            d.write_all(&buf[..n])?;
+    for (start, part) in parts {
+        let mut p = File::open(part).with_context(|| format!("{}: open", part.display()))?;
+        d.seek(SeekFrom::Start(start << 20))?;
+        loop {
+            let n = p.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            // Leave all-zero blocks as holes: the image stays sparse.
+            if buf[..n].iter().all(|&b| b == 0) {
+                d.seek(SeekFrom::Current(i64::try_from(n).unwrap_or(0)))?;
+            } else {
+                d.write_all(&buf[..n])?;
+            }
         }
     }
     d.sync_all()?;

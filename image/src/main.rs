@@ -15,6 +15,7 @@ mod cpio;
 mod delta;
 mod device;
 mod disk;
+mod esp;
 mod flash;
 mod install;
 mod kernelset;

@@ -91,8 +91,24 @@ pub fn missing_prerequisite(t: Target) -> Option<String> {
             return Some(format!("{} is missing ({fix})", path.display()));
         }
     }
+    let loaders = cache()
+        .join("debian")
+        .join(t.debian_arch)
+        .join("loaders/.complete");
+    if t.board.starts_with("uefi-") && !loaders.exists() {
+        return Some(format!(
+            "{} is missing (run ci/fetch-loaders.sh)",
+            loaders.display()
+        ));
+    }
     None
 }
+
+/// The UEFI PC board: OVMF and systemd-boot (`boards/uefi-x86_64`).
+pub const UEFI_X86_64: Target = Target {
+    board: "uefi-x86_64",
+    debian_arch: "amd64",
+};
 
 /// Returns true (after saying why) if the VM tier must be skipped for `t`; panics
 /// instead under `BERTH_STRICT=1`.

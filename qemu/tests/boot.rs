@@ -308,16 +308,22 @@ fn corrupt_record_copy_uses_the_other(t: Target) {
 /// A root filesystem completed by `berth-image initramfs` carries its kernel set
 /// (kernel, initramfs with berth-init and the modules, kernel arguments), and the disk
 /// boots exactly that: its initramfs, and its `usr/lib/berth/kargs`.
-fn kernel_set_in_the_deployment_boots(t: Target) {
+/// Commits the test rootfs (release `release`) completed by `berth-image initramfs`
+/// with the kernel package's kernel and `berthtest=write` as its kernel arguments.
+/// Returns the commit, `show --json`'s kernel set, and the tree.
+fn kernel_set_commit(
+    im: &Images,
+    t: Target,
+    release: &str,
+) -> (String, serde_json::Value, std::path::PathBuf) {
     use std::process::Command;
-    let im = images(t);
-    let tree = im.dir.path().join("kset-1");
+    let tree = im.dir.path().join(release);
     qemu_tests::run(
         Command::new("bash")
             .arg(qemu_tests::workspace().join("qemu/rootfs/make-rootfs.sh"))
             .arg(t.debian_arch)
             .arg(&tree)
-            .args(["kset-1", ""]),
+            .args([release, ""]),
     );
     let trusted = tree.join("usr/lib/berth/keys");
     std::fs::create_dir_all(&trusted).unwrap();
@@ -336,7 +342,6 @@ fn kernel_set_in_the_deployment_boots(t: Target) {
             .arg(&kdir),
     );
     let made: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let version = made["version"].as_str().unwrap().to_owned();
     assert!(made["modules"].as_u64().unwrap() >= 5, "{made}");
     // The scenario comes from the deployment's own kernel arguments.
     std::fs::write(tree.join("usr/lib/berth/kargs"), "berthtest=write\n").unwrap();
@@ -346,7 +351,7 @@ fn kernel_set_in_the_deployment_boots(t: Target) {
             .arg(&im.repo)
             .arg("--tree")
             .arg(&tree)
-            .args(["--version", "kset-1"]),
+            .args(["--version", release]),
     )
     .trim()
     .to_owned();
@@ -357,9 +362,16 @@ fn kernel_set_in_the_deployment_boots(t: Target) {
             .arg(&commit),
     ))
     .unwrap();
-    let kset = &show["kernel_set"];
-    assert_eq!(kset["version"], version.as_str(), "{show}");
+    let kset = show["kernel_set"].clone();
+    assert_eq!(kset["version"], made["version"], "{show}");
     assert_eq!(kset["kargs"], "berthtest=write", "{show}");
+    (commit, kset, tree)
+}
+
+fn kernel_set_in_the_deployment_boots(t: Target) {
+    let im = images(t);
+    let (commit, kset, tree) = kernel_set_commit(&im, t, "kset-1");
+    let version = kset["version"].as_str().unwrap().to_owned();
     let disk = im.disk("kset", &["--commit", &commit]);
     assert_eq!(disk.info["kernel_set"], kset["id"], "{}", disk.info);
     let initrd = std::fs::read(disk.info["initramfs"].as_str().unwrap()).unwrap();
@@ -381,6 +393,42 @@ fn kernel_set_in_the_deployment_boots(t: Target) {
     );
     assert_eq!(b.value("etc"), "kset-1", "{}", b.serial);
     assert_eq!(b.boot_json()["reason"], "default", "{}", b.serial);
+}
+
+/// A UEFI PC: OVMF starts systemd-boot from the ESP, which boots the deployment's kernel
+/// set through its Boot Loader Specification entry; berth-init takes it from there.
+fn uefi_first_boot_through_firmware_and_systemd_boot(t: Target) {
+    let im = images(t);
+    let (commit, kset, _) = kernel_set_commit(&im, t, "uefi-1");
+    let disk = im.disk("uefi", &["--commit", &commit]);
+    assert_eq!(disk.info["kernel_set"], kset["id"], "{}", disk.info);
+    let argv: Vec<&str> = disk.info["qemu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        !argv.contains(&"-kernel"),
+        "the firmware loads the kernel: {argv:?}"
+    );
+    assert!(argv.iter().any(|a| a.contains("OVMF_CODE")), "{argv:?}");
+    let b = disk.boot("");
+    let set = &kset["id"].as_str().unwrap()[..16];
+    assert!(
+        b.serial
+            .contains(&format!("initrd=\\berth\\{set}\\initramfs.img")),
+        "systemd-boot loaded the set's initramfs from the ESP:\n{}",
+        b.serial
+    );
+    assert!(
+        b.value("init").contains("release uefi-1 scenario write"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(b.value("root"), "read-only", "{}", b.serial);
+    assert_eq!(b.boot_json()["reason"], "default", "{}", b.serial);
+    eprintln!("uefi-x86_64: OVMF + systemd-boot boot, wall {:?}", b.wall);
 }
 
 macro_rules! on_both_boards {
@@ -448,6 +496,14 @@ fn update_over_http_from_the_host_then_mark_good(t: Target) {
         "{}",
         b.serial
     );
+}
+
+#[test]
+fn uefi_x86_64_first_boot_through_firmware_and_systemd_boot() {
+    let t = qemu_tests::UEFI_X86_64;
+    if !skip(t, "first_boot_through_firmware_and_systemd_boot") {
+        uefi_first_boot_through_firmware_and_systemd_boot(t);
+    }
 }
 
 #[test]
