@@ -226,6 +226,51 @@ impl Images {
 }
 
 impl Images {
+    /// Commits the test rootfs (release `release`) completed by `berth-image initramfs`
+    /// with the kernel package's kernel and `berthtest=write` as its kernel arguments.
+    /// Returns the commit, `show --json`'s kernel set, and the tree.
+    pub fn kernel_set_commit(&self, release: &str) -> (String, Value, PathBuf) {
+        let (im, t) = (self, self.target);
+        let tree = im.dir.path().join(release);
+        run(Command::new("bash")
+            .arg(workspace().join("qemu/rootfs/make-rootfs.sh"))
+            .arg(t.debian_arch)
+            .arg(&tree)
+            .args([release, ""]));
+        let trusted = tree.join("usr/lib/berth/keys");
+        std::fs::create_dir_all(&trusted).unwrap();
+        std::fs::copy(im.keys.join("berth.pub"), trusted.join("berth.pub")).unwrap();
+        // The test rootfs has no kernel of its own: take the package's.
+        let kdir = cache().join("debian").join(t.debian_arch).join("kernel");
+        let out = run(Command::new(bin("berth-image"))
+            .current_dir(workspace())
+            .args(["initramfs", "--json", "--board", t.board, "--root"])
+            .arg(&tree)
+            .arg("--kernel-dir")
+            .arg(&kdir));
+        let made: Value = serde_json::from_str(&out).unwrap();
+        assert!(made["modules"].as_u64().unwrap() >= 5, "{made}");
+        // The scenario comes from the deployment's own kernel arguments.
+        std::fs::write(tree.join("usr/lib/berth/kargs"), "berthtest=write\n").unwrap();
+        let commit = run(Command::new(bin("berth-image"))
+            .args(["commit", "--repo"])
+            .arg(&im.repo)
+            .arg("--tree")
+            .arg(&tree)
+            .args(["--version", release]))
+        .trim()
+        .to_owned();
+        let show: Value = serde_json::from_str(&run(Command::new(bin("berth-image"))
+            .args(["show", "--json", "--repo"])
+            .arg(&im.repo)
+            .arg(&commit)))
+        .unwrap();
+        let kset = show["kernel_set"].clone();
+        assert_eq!(kset["version"], made["version"], "{show}");
+        assert_eq!(kset["kargs"], "berthtest=write", "{show}");
+        (commit, kset, tree)
+    }
+
     /// A "USB stick": an ext4 image holding `update.berth`, made by `berth-image delta`
     /// from `from` (or a full update) to `to`.
     pub fn usb_stick(&self, name: &str, from: Option<&str>, to: &str) -> PathBuf {

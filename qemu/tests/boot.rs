@@ -308,69 +308,9 @@ fn corrupt_record_copy_uses_the_other(t: Target) {
 /// A root filesystem completed by `berth-image initramfs` carries its kernel set
 /// (kernel, initramfs with berth-init and the modules, kernel arguments), and the disk
 /// boots exactly that: its initramfs, and its `usr/lib/berth/kargs`.
-/// Commits the test rootfs (release `release`) completed by `berth-image initramfs`
-/// with the kernel package's kernel and `berthtest=write` as its kernel arguments.
-/// Returns the commit, `show --json`'s kernel set, and the tree.
-fn kernel_set_commit(
-    im: &Images,
-    t: Target,
-    release: &str,
-) -> (String, serde_json::Value, std::path::PathBuf) {
-    use std::process::Command;
-    let tree = im.dir.path().join(release);
-    qemu_tests::run(
-        Command::new("bash")
-            .arg(qemu_tests::workspace().join("qemu/rootfs/make-rootfs.sh"))
-            .arg(t.debian_arch)
-            .arg(&tree)
-            .args([release, ""]),
-    );
-    let trusted = tree.join("usr/lib/berth/keys");
-    std::fs::create_dir_all(&trusted).unwrap();
-    std::fs::copy(im.keys.join("berth.pub"), trusted.join("berth.pub")).unwrap();
-    // The test rootfs has no kernel of its own: take the package's.
-    let kdir = qemu_tests::cache()
-        .join("debian")
-        .join(t.debian_arch)
-        .join("kernel");
-    let out = qemu_tests::run(
-        Command::new(qemu_tests::bin("berth-image"))
-            .current_dir(qemu_tests::workspace())
-            .args(["initramfs", "--json", "--board", t.board, "--root"])
-            .arg(&tree)
-            .arg("--kernel-dir")
-            .arg(&kdir),
-    );
-    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(made["modules"].as_u64().unwrap() >= 5, "{made}");
-    // The scenario comes from the deployment's own kernel arguments.
-    std::fs::write(tree.join("usr/lib/berth/kargs"), "berthtest=write\n").unwrap();
-    let commit = qemu_tests::run(
-        Command::new(qemu_tests::bin("berth-image"))
-            .args(["commit", "--repo"])
-            .arg(&im.repo)
-            .arg("--tree")
-            .arg(&tree)
-            .args(["--version", release]),
-    )
-    .trim()
-    .to_owned();
-    let show: serde_json::Value = serde_json::from_str(&qemu_tests::run(
-        Command::new(qemu_tests::bin("berth-image"))
-            .args(["show", "--json", "--repo"])
-            .arg(&im.repo)
-            .arg(&commit),
-    ))
-    .unwrap();
-    let kset = show["kernel_set"].clone();
-    assert_eq!(kset["version"], made["version"], "{show}");
-    assert_eq!(kset["kargs"], "berthtest=write", "{show}");
-    (commit, kset, tree)
-}
-
 fn kernel_set_in_the_deployment_boots(t: Target) {
     let im = images(t);
-    let (commit, kset, tree) = kernel_set_commit(&im, t, "kset-1");
+    let (commit, kset, tree) = im.kernel_set_commit("kset-1");
     let version = kset["version"].as_str().unwrap().to_owned();
     let disk = im.disk("kset", &["--commit", &commit]);
     assert_eq!(disk.info["kernel_set"], kset["id"], "{}", disk.info);
@@ -399,7 +339,7 @@ fn kernel_set_in_the_deployment_boots(t: Target) {
 /// set through its Boot Loader Specification entry; berth-init takes it from there.
 fn uefi_first_boot_through_firmware_and_systemd_boot(t: Target) {
     let im = images(t);
-    let (commit, kset, _) = kernel_set_commit(&im, t, "uefi-1");
+    let (commit, kset, _) = im.kernel_set_commit("uefi-1");
     let disk = im.disk("uefi", &["--commit", &commit]);
     assert_eq!(disk.info["kernel_set"], kset["id"], "{}", disk.info);
     let argv: Vec<&str> = disk.info["qemu"]
