@@ -26,6 +26,8 @@ packages=(
     fdisk              # sfdisk: the GPT of berth-image disk
     python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh)
     docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
+    u-boot-tools       # mkimage (boot.scr) and mkenvimage (checks the loader state encoder)
+    mtools dosfstools  # mkfs.vfat and mcopy: the FAT boot partition of the U-Boot test, without mounts
 )
 
 missing=()

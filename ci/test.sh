@@ -23,6 +23,7 @@ trap summary EXIT
 bash ci/setup.sh --test-tools
 bash ci/fetch-rootfs.sh
 bash ci/fetch-kernels.sh
+bash ci/fetch-loaders.sh
 
 phase "cargo fmt --check"
 cargo fmt --all --check
