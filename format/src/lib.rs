@@ -35,6 +35,7 @@ pub mod index;
 pub mod key;
 pub mod limits;
 pub mod link;
+pub mod loader;
 pub mod meta;
 pub mod name;
 pub mod oci;
@@ -43,6 +44,7 @@ pub mod probe;
 pub mod record;
 pub mod sig;
 pub mod tree;
+pub mod uboot_env;
 pub mod update;
 mod wire;
 
