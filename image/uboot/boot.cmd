@@ -18,7 +18,8 @@
 # 1. Import both copies with `env import -c` (a copy that fails its CRC, is not 4096
 #    bytes or is not version 1 is ignored); the newer generation wins, A on a tie.
 # 2. A trial with tries left: take one try and write the whole state, generation + 1, to
-#    the OTHER copy, before booting it. If that write fails the trial is not booted.
+#    the OTHER copy, before booting it. If that copy is not a 4096-byte file already, or
+#    the write fails, the trial is not booted.
 # 3. Boot the first entry that loads and starts: the trial (if counted), the default,
 #    the previous. booti returns only if it refused the kernel (bad magic), so a
 #    missing or corrupt file falls through to the next entry in the same boot.
@@ -88,15 +89,22 @@ else
     if test -n "${berth_trial}"; then echo "berth: trial ${berth_trial}, ${berth_tries} tries left"; fi
 
     # 2. Take one try of the trial, and make it durable before booting it.
+    # Only over a file that is already there at full size: fatwrite then neither
+    # creates a file nor allocates a cluster (balena-raspberrypi#380).
     if test -n "${berth_trial}" && itest ${berth_tries} -gt 0; then
-        setexpr berth_tries ${berth_tries} - 1
-        setexpr berth_gen ${berth_gen} + 1
-        mw.b ${berth_buf_out} 0 0x1000
-        if env export -c -s 0x1000 ${berth_buf_out} ${berth_vars} && fatwrite ${berth_part} ${berth_buf_out} /berth/${berth_other}/state 0x1000; then
-            echo "berth: trial ${berth_trial}: ${berth_tries} tries left after this boot (state ${berth_other} generation ${berth_gen})"
-            setenv berth_try ${berth_trial}
+        setenv filesize 0
+        if size ${berth_part} /berth/${berth_other}/state && itest ${filesize} -eq 0x1000; then
+            setexpr berth_tries ${berth_tries} - 1
+            setexpr berth_gen ${berth_gen} + 1
+            mw.b ${berth_buf_out} 0 0x1000
+            if env export -c -s 0x1000 ${berth_buf_out} ${berth_vars} && fatwrite ${berth_part} ${berth_buf_out} /berth/${berth_other}/state 0x1000; then
+                echo "berth: trial ${berth_trial}: ${berth_tries} tries left after this boot (state ${berth_other} generation ${berth_gen})"
+                setenv berth_try ${berth_trial}
+            else
+                echo "berth: cannot write state ${berth_other}; not booting the trial ${berth_trial}"
+            fi
         else
-            echo "berth: cannot write state ${berth_other}; not booting the trial ${berth_trial}"
+            echo "berth: state ${berth_other} is not a 4096-byte file; not booting the trial ${berth_trial}"
         fi
     fi
 
