@@ -564,8 +564,11 @@ fn uboot_falls_through_unbootable_entries_in_the_same_boot() {
     rig.report("uboot_falls_through_unbootable_entries_in_the_same_boot");
 }
 
-/// (d): the newer copy is zeroed, then torn (cut short): each time it is ignored and
-/// the older copy's default boots; the loader writes nothing.
+/// (d): the newer copy B is damaged and copy A holds a trial with one try left.
+/// Zeroed (4096 bytes, bad CRC): B is ignored, A's trial gets its try, written over B.
+/// Torn (cut to 2048 bytes): B is ignored, and since the script overwrites only a
+/// 4096-byte file, the try cannot be recorded: the trial is not booted, the default is,
+/// and nothing is written.
 #[test]
 fn uboot_ignores_a_zeroed_or_torn_state_copy() {
     if skip_uboot("uboot_ignores_a_zeroed_or_torn_state_copy") {
@@ -584,28 +587,46 @@ fn uboot_ignores_a_zeroed_or_torn_state_copy() {
             cmdline: "console=ttyAMA0 panic=-1 rdinit=/nonexistent",
         },
     ];
-    let a = state(1, "a", None, None).encode().unwrap();
-    // What B would say if it were read: boot b.
+    let a = state(1, "a", None, Some(("b", 1)));
+    // What B would say if it could be read: boot b, three tries.
     let b = state(2, "b", None, Some(("b", 3))).encode().unwrap();
-    let damaged: [(&str, Vec<u8>); 2] = [
-        ("zeroed", vec![0; STATE_LEN]),
-        ("torn", b[..STATE_LEN / 2].to_vec()),
-    ];
-    for (what, bytes) in damaged {
-        rig.boot_disk(&entries, &a, &bytes);
-        let boot = rig.boot(true);
-        assert!(
-            boot.shows("berth: state b ignored") && boot.shows("berth: using state a"),
-            "{what}:\n{}",
-            boot.serial
-        );
-        assert_eq!(boot.entry(), Some("a"), "{what}:\n{}", boot.serial);
-        assert!(boot.reached_init(), "{what}:\n{}", boot.serial);
-        assert_eq!(
-            (rig.read_copy(StateCopy::A), rig.read_copy(StateCopy::B)),
-            (a.clone(), bytes),
-            "{what}: nothing written"
-        );
-    }
+
+    rig.boot_disk(&entries, &a.encode().unwrap(), &vec![0; STATE_LEN]);
+    let boot = rig.boot(true);
+    assert!(
+        boot.shows("berth: state b ignored") && boot.shows("berth: using state a"),
+        "zeroed:\n{}",
+        boot.serial
+    );
+    assert_eq!(boot.entry(), Some("b"), "zeroed:\n{}", boot.serial);
+    let (copy_a, copy_b, _) = rig.state();
+    let mut taken = a.successor();
+    taken.trial = Some(Trial {
+        entry: name("b"),
+        tries_left: 0,
+    });
+    assert_eq!(
+        (copy_a, copy_b),
+        (Some(a), Some(taken)),
+        "zeroed: the try was written over B"
+    );
+
+    let torn = b[..STATE_LEN / 2].to_vec();
+    rig.boot_disk(&entries, &a.encode().unwrap(), &torn);
+    let boot = rig.boot(true);
+    assert!(
+        boot.shows("berth: state b ignored")
+            && boot.shows("berth: using state a")
+            && boot.shows("berth: state b is not a 4096-byte file; not booting the trial b"),
+        "torn:\n{}",
+        boot.serial
+    );
+    assert_eq!(boot.entry(), Some("a"), "torn:\n{}", boot.serial);
+    assert!(boot.reached_init(), "torn:\n{}", boot.serial);
+    assert_eq!(
+        (rig.read_copy(StateCopy::A), rig.read_copy(StateCopy::B)),
+        (a.encode().unwrap(), torn),
+        "torn: nothing written"
+    );
     rig.report("uboot_ignores_a_zeroed_or_torn_state_copy");
 }
