@@ -1,21 +1,44 @@
 #!/usr/bin/env bash
-# Downloads and unpacks the firmware and boot loaders the UEFI board boots through, into
-# $BERTH_CACHE/debian/amd64/loaders/ (default /var/cache/berth), outside git:
-#   usr/share/OVMF/OVMF_CODE_4M.fd, OVMF_VARS_4M.fd      (Debian's ovmf: UEFI for QEMU)
-#   usr/lib/systemd/boot/efi/systemd-bootx64.efi         (Debian's systemd-boot-efi)
-# Nothing is installed on the system (apt-get download + dpkg -x). Idempotent.
+# Downloads and unpacks the firmware and boot loaders the QEMU boards boot through,
+# outside git, nothing installed on the system (apt-get download + dpkg -x). Idempotent.
+#   $BERTH_CACHE/debian/amd64/loaders/   (default /var/cache/berth) for the UEFI board:
+#       usr/share/OVMF/OVMF_CODE_4M.fd, OVMF_VARS_4M.fd      Debian's ovmf
+#       usr/lib/systemd/boot/efi/systemd-bootx64.efi         Debian's systemd-boot-efi
+#   $BERTH_CACHE/loaders/u-boot-qemu/    Debian's u-boot-qemu (usr/lib/u-boot/qemu_arm64/
+#       u-boot.bin is what the aarch64 U-Boot test passes to QEMU's -bios)
+# All three packages are built for amd64 or Architecture: all, so the system's own apt
+# lists serve them.
 set -euo pipefail
-out=${BERTH_CACHE:-/var/cache/berth}/debian/amd64/loaders
-[[ -e $out/.complete ]] && exit 0
-echo "fetch-loaders: ovmf, systemd-boot-efi"
-rm -rf "$out" && mkdir -p "$out/dl"
-(cd "$out/dl" && apt-get -o APT::Sandbox::User=root download -qq ovmf systemd-boot-efi)
-for deb in "$out"/dl/*.deb; do
-    dpkg -x "$deb" "$out"
+cache=${BERTH_CACHE:-/var/cache/berth}
+
+out=$cache/debian/amd64/loaders
+if [[ ! -e $out/.complete ]]; then
+    echo "fetch-loaders: ovmf, systemd-boot-efi"
+    rm -rf "$out" && mkdir -p "$out/dl"
+    # -o APT::Sandbox::User=root: downloading into a root-owned cache directory.
+    (cd "$out/dl" && apt-get -o APT::Sandbox::User=root download -qq ovmf systemd-boot-efi)
+    for deb in "$out"/dl/*.deb; do
+        dpkg -x "$deb" "$out"
+    done
+    rm -rf "$out/dl"
+    for f in usr/share/OVMF/OVMF_CODE_4M.fd usr/share/OVMF/OVMF_VARS_4M.fd \
+        usr/lib/systemd/boot/efi/systemd-bootx64.efi; do
+        [[ -f $out/$f ]] || { echo "fetch-loaders: $f is not in the packages" >&2; exit 1; }
+    done
+    touch "$out/.complete"
+fi
+
+mkdir -p "$cache/loaders"
+for pkg in u-boot-qemu; do
+    out=$cache/loaders/$pkg
+    if [[ -e $out/.complete ]]; then
+        continue
+    fi
+    echo "fetch-loaders: $pkg"
+    rm -rf "$out" && mkdir -p "$out/dl"
+    (cd "$out/dl" && apt-get -o APT::Sandbox::User=root download -qq "$pkg")
+    dpkg -x "$out"/dl/"$pkg"_*.deb "$out"
+    version=$(dpkg-deb -f "$out"/dl/"$pkg"_*.deb Version)
+    rm -rf "$out/dl"
+    echo "$version" >"$out/.complete"
 done
-rm -rf "$out/dl"
-for f in usr/share/OVMF/OVMF_CODE_4M.fd usr/share/OVMF/OVMF_VARS_4M.fd \
-    usr/lib/systemd/boot/efi/systemd-bootx64.efi; do
-    [[ -f $out/$f ]] || { echo "fetch-loaders: $f is not in the packages" >&2; exit 1; }
-done
-touch "$out/.complete"

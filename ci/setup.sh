@@ -24,10 +24,11 @@ packages=(
     dmsetup            # dm-log-writes in the power-cut test's guest (its binary and libraries are copied in)
     cpio               # checks berth-image's initramfs writer
     fdisk              # sfdisk: the GPT of berth-image disk
-    mtools dosfstools  # the ESP of UEFI boards (mkfs.vfat, mmd, mcopy: no mount)
+    mtools dosfstools  # FAT boot partitions without mounts: the UEFI board's ESP, the U-Boot test
     python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh)
     docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
     bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
+    u-boot-tools       # mkimage (boot.scr) and mkenvimage (checks the loader state encoder)
 )
 
 missing=()

@@ -36,6 +36,7 @@ pub mod kernelset;
 pub mod key;
 pub mod limits;
 pub mod link;
+pub mod loader;
 pub mod meta;
 pub mod name;
 pub mod oci;
@@ -44,6 +45,7 @@ pub mod probe;
 pub mod record;
 pub mod sig;
 pub mod tree;
+pub mod uboot_env;
 pub mod update;
 mod wire;
 

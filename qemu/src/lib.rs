@@ -10,6 +10,9 @@
 //!   boot modes. Needs root.
 //! - `tests/boot.rs`: disk images from `berth-image disk` booted under QEMU (TCG) on
 //!   `x86_64` and `aarch64` with Debian's kernels (`ci/fetch-kernels.sh`). Needs root.
+//! - `tests/uboot.rs`: Debian's U-Boot (`ci/fetch-loaders.sh`) as QEMU's `-bios` on
+//!   `aarch64`, booting entries of a FAT boot partition with `image/uboot/boot.cmd` and
+//!   counting a trial's tries in the loader state. Needs root.
 //!
 //! A test that cannot run here (not root, a cache missing) says so and passes, unless
 //! `BERTH_STRICT=1` (set by `ci/test.sh`) makes a missing prerequisite a failure.
