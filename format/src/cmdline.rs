@@ -22,6 +22,9 @@ pub enum RootSpec<'a> {
 pub struct Cmdline<'a> {
     /// `berth.deployment=NAME`: boot this deployment, this boot only.
     pub deployment: Option<&'a [u8]>,
+    /// `berth.entry=NAME`: the boot loader's entry that started this kernel, named after
+    /// the deployment whose kernel set it boots (loaders that count tries put it there).
+    pub entry: Option<&'a [u8]>,
     /// `berth.init=PATH`: the real init to exec (default `/sbin/init`).
     pub init: Option<&'a [u8]>,
     /// `berth.rescue`: go straight to the rescue shell.
@@ -90,6 +93,10 @@ impl<'a> Cmdline<'a> {
             let ok = match (key, value) {
                 (b"berth.deployment", Some(v)) if crate::record::DeploymentName::new(v).is_ok() => {
                     c.deployment = Some(v);
+                    true
+                }
+                (b"berth.entry", Some(v)) if crate::record::DeploymentName::new(v).is_ok() => {
+                    c.entry = Some(v);
                     true
                 }
                 (b"berth.init", Some(v)) if path_like(v) => {

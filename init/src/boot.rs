@@ -69,6 +69,9 @@ impl Disk for Excluding<'_, '_> {
     fn has_rescue(&mut self) -> bool {
         self.inner.has_rescue()
     }
+    fn loader_trial(&mut self) -> Option<DeploymentName> {
+        self.inner.loader_trial()
+    }
 }
 
 /// Where the boot's time went, in nanoseconds: the start, and the length of each phase.
@@ -411,6 +414,7 @@ fn event_parts(e: &Event) -> (&'static str, Option<DeploymentName>, Option<Boota
         Event::TrialExhausted(n) => ("trial-exhausted", Some(n), None),
         Event::TrialUnbootable(n, b) => ("trial-unbootable", Some(n), Some(b)),
         Event::TrialNotCounted(n) => ("trial-not-counted", Some(n), None),
+        Event::LoaderFellBack(n) => ("loader-fell-back", Some(n), None),
         Event::DefaultUnbootable(n, b) => ("default-unbootable", Some(n), Some(b)),
         Event::PreviousUnbootable(n, b) => ("previous-unbootable", Some(n), Some(b)),
         Event::NoRecord => ("no-valid-record", None, None),

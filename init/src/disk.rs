@@ -35,4 +35,8 @@ impl Disk for SysrootDisk<'_> {
         self.rescue
             .is_some_and(|(root, path)| executable_in(root, path))
     }
+
+    fn loader_trial(&mut self) -> Option<DeploymentName> {
+        self.sysroot.loader_trial()
+    }
 }

@@ -24,6 +24,8 @@ pub enum Why {
     Forced,
     /// A trial deployment with tries left.
     Trial,
+    /// A trial whose tries the boot loader counts, started by the loader's entry for it.
+    LoaderTrial,
     /// The default deployment.
     Default,
     /// The previous deployment, because the default could not be booted.
@@ -42,6 +44,7 @@ impl Why {
         match self {
             Self::Forced => "forced",
             Self::Trial => "trial",
+            Self::LoaderTrial => "loader-trial",
             Self::Default => "default",
             Self::Previous => "previous",
             Self::OnlyDeployment => "only-deployment",
@@ -62,6 +65,9 @@ pub enum Event {
     TrialUnbootable(DeploymentName, Bootable),
     /// The trial could not be started because its tries could not be counted durably.
     TrialNotCounted(DeploymentName),
+    /// The boot loader counts the trial's tries and started another entry: it gave the
+    /// trial up (its tries ran out, or its kernel would not load). Dropped from the record.
+    LoaderFellBack(DeploymentName),
     /// The default could not be booted.
     DefaultUnbootable(DeploymentName, Bootable),
     /// The previous deployment could not be booted.
@@ -127,6 +133,8 @@ pub trait Disk {
     fn only_deployment(&mut self) -> Option<DeploymentName>;
     /// Whether a rescue shell exists.
     fn has_rescue(&mut self) -> bool;
+    /// The trial whose tries the boot loader counts (`berth/boot/loader-trial`), if any.
+    fn loader_trial(&mut self) -> Option<DeploymentName>;
 }
 
 /// Decides what to boot.
@@ -136,7 +144,14 @@ pub trait Disk {
 /// - A trial with tries left is booted after its count is decremented (the returned
 ///   `write`, which the caller must make durable first). With no tries left, or if it
 ///   cannot be booted, it is dropped and the rollback recorded in `write`.
-/// - Then the default, then the previous deployment; then rescue, else reboot.
+/// - With `berth.entry=` (a loader that counts tries started this kernel) and a trial that
+///   `berth/boot/loader-trial` names: if the entry is the trial's, the trial boots and
+///   its tries are not counted again; if it is another, the loader gave the trial up, so
+///   it is dropped (as tries exhausted) and never booted under that other entry's
+///   kernel. A trial without the marker is berth-init's to count, as without a loader.
+/// - Then the entry's deployment if it is the default or the previous one (the kernel
+///   running is its), then the default, then the previous deployment; then rescue,
+///   else reboot.
 /// - `count_trials` is false when the caller could not write the record: a trial is then
 ///   never booted (its tries could not be counted), so a broken trial cannot loop.
 pub fn plan(
@@ -172,6 +187,10 @@ pub fn plan(
         }
         return last_resort(p, disk);
     };
+    let entry = cmd.entry.and_then(|e| DeploymentName::new(e).ok());
+    if let Some(decided) = loader_plan(p, entry, rec, disk) {
+        return decided;
+    }
     if let Some(trial) = rec.trial {
         let drop_trial = |reason| Record {
             trial: None,
@@ -228,6 +247,99 @@ pub fn plan(
     last_resort(p, disk)
 }
 
+/// The decision when a loader that counts tries started this kernel (`berth.entry=`):
+/// see [`plan`]. `None` when berth-init decides as without a loader.
+fn loader_plan(
+    mut p: Plan,
+    entry: Option<DeploymentName>,
+    rec: &Record,
+    disk: &mut dyn Disk,
+) -> Option<Plan> {
+    let loader_counts = entry.is_some() && rec.trial.is_some() && disk.loader_trial() == rec.trial;
+    if let Some(trial) = rec.trial
+        && loader_counts
+    {
+        let dropped = Record {
+            trial: None,
+            tries_left: 0,
+            last_rollback: Some(Rollback {
+                from: trial,
+                reason: RollbackReason::TriesExhausted,
+            }),
+            ..*rec
+        };
+        if entry == Some(trial) {
+            match disk.probe(&trial) {
+                Bootable::Yes => {
+                    p.choice = Choice::Deploy(trial);
+                    p.why = Why::LoaderTrial;
+                    return Some(p);
+                }
+                b => {
+                    p.push(Event::TrialUnbootable(trial, b));
+                    p.write = Some(Record {
+                        last_rollback: Some(Rollback {
+                            from: trial,
+                            reason: RollbackReason::TrialUnbootable,
+                        }),
+                        ..dropped
+                    });
+                }
+            }
+        } else {
+            p.push(Event::LoaderFellBack(trial));
+            p.write = Some(dropped);
+        }
+        // The loader started this entry's kernel: its deployment goes first.
+        let order = [entry, rec.default, rec.previous];
+        return Some(boot_first_of(p, disk, rec, &order));
+    }
+    if let Some(entry) = entry
+        && rec.trial.is_none()
+        && rec.previous == Some(entry)
+        && rec.default != Some(entry)
+    {
+        // The loader fell back from the default's entry to the previous one's.
+        return Some(boot_first_of(p, disk, rec, &[Some(entry), rec.default]));
+    }
+    None
+}
+
+/// Boots the first bootable of `order` (each the default or the previous deployment of
+/// `rec`, or neither and skipped), noting the others; else rescue or reboot.
+fn boot_first_of(
+    mut p: Plan,
+    disk: &mut dyn Disk,
+    rec: &Record,
+    order: &[Option<DeploymentName>],
+) -> Plan {
+    for (i, d) in order.iter().enumerate() {
+        let Some(d) = d else {
+            continue;
+        };
+        if order.iter().take(i).any(|x| *x == Some(*d)) {
+            continue;
+        }
+        let why = if rec.default == Some(*d) {
+            Why::Default
+        } else if rec.previous == Some(*d) {
+            Why::Previous
+        } else {
+            continue;
+        };
+        match disk.probe(d) {
+            Bootable::Yes => {
+                p.choice = Choice::Deploy(*d);
+                p.why = why;
+                return p;
+            }
+            b if why == Why::Default => p.push(Event::DefaultUnbootable(*d, b)),
+            b => p.push(Event::PreviousUnbootable(*d, b)),
+        }
+    }
+    last_resort(p, disk)
+}
+
 fn last_resort(mut p: Plan, disk: &mut dyn Disk) -> Plan {
     p.why = Why::NothingBootable;
     p.choice = if disk.has_rescue() {
@@ -252,6 +364,7 @@ mod tests {
     struct FakeDisk {
         deps: BTreeMap<&'static str, Bootable>,
         rescue: bool,
+        loader_trial: Option<&'static str>,
     }
 
     impl Disk for FakeDisk {
@@ -266,6 +379,9 @@ mod tests {
         }
         fn has_rescue(&mut self) -> bool {
             self.rescue
+        }
+        fn loader_trial(&mut self) -> Option<DeploymentName> {
+            self.loader_trial.map(n)
         }
     }
 
@@ -525,6 +641,7 @@ mod tests {
             let mut disk = FakeDisk {
                 deps: c.disk.iter().copied().collect(),
                 rescue: c.rescue,
+                loader_trial: None,
             };
             let p = plan(
                 &Cmdline::parse(c.cmdline),
@@ -556,6 +673,7 @@ mod tests {
         let mut disk = FakeDisk {
             deps: [("a", Yes), ("b", Yes)].into_iter().collect(),
             rescue: false,
+            loader_trial: None,
         };
         let p = plan(&Cmdline::default(), Some(&r), &mut disk, false);
         assert_eq!(
@@ -573,6 +691,7 @@ mod tests {
         let mut disk = FakeDisk {
             deps: [("a", Yes), ("b", Yes), ("z", Yes)].into_iter().collect(),
             rescue: false,
+            loader_trial: None,
         };
         let mut booted = Vec::new();
         for _ in 0..6 {
@@ -597,6 +716,141 @@ mod tests {
                 from: n("b"),
                 reason: RollbackReason::TriesExhausted
             })
+        );
+    }
+    /// With a loader that counts (`berth.entry=`): (cmdline, marker, disk) → (choice,
+    /// why, record write, events). The record: default a, previous z, trial b with 3.
+    #[test]
+    #[allow(clippy::type_complexity, clippy::too_many_lines)] // one row per case reads best
+    fn loader_counted_trials() {
+        let r = rec(Some("a"), Some("z"), Some(("b", 3)));
+        let dropped = |reason| Record {
+            trial: None,
+            tries_left: 0,
+            last_rollback: Some(Rollback {
+                from: n("b"),
+                reason,
+            }),
+            ..r
+        };
+        let all = &[("a", Yes), ("b", Yes), ("z", Yes)][..];
+        let cases: [(
+            &str,
+            &[u8],
+            Option<&'static str>,
+            &[(&'static str, Bootable)],
+            Choice,
+            Why,
+            Option<Record>,
+            Option<Event>,
+        ); 8] = [
+            (
+                "the loader boots the trial's entry: not counted again",
+                b"berth.entry=b",
+                Some("b"),
+                all,
+                Choice::Deploy(n("b")),
+                Why::LoaderTrial,
+                None,
+                None,
+            ),
+            (
+                "the loader fell back to the default's entry: trial dropped, never booted under a's kernel",
+                b"berth.entry=a",
+                Some("b"),
+                all,
+                Choice::Deploy(n("a")),
+                Why::Default,
+                Some(dropped(RollbackReason::TriesExhausted)),
+                Some(Event::LoaderFellBack(n("b"))),
+            ),
+            (
+                "the loader fell back to the previous entry: its deployment boots",
+                b"berth.entry=z",
+                Some("b"),
+                all,
+                Choice::Deploy(n("z")),
+                Why::Previous,
+                Some(dropped(RollbackReason::TriesExhausted)),
+                Some(Event::LoaderFellBack(n("b"))),
+            ),
+            (
+                "the trial's entry, but its deployment is gone: dropped, the default boots",
+                b"berth.entry=b",
+                Some("b"),
+                &[("a", Yes), ("z", Yes)],
+                Choice::Deploy(n("a")),
+                Why::Default,
+                Some(dropped(RollbackReason::TrialUnbootable)),
+                Some(Event::TrialUnbootable(n("b"), Missing)),
+            ),
+            (
+                "no marker: a rootfs-only trial under the default's kernel, counted by berth-init",
+                b"berth.entry=a",
+                None,
+                all,
+                Choice::Deploy(n("b")),
+                Why::Trial,
+                Some(Record { tries_left: 2, ..r }),
+                None,
+            ),
+            (
+                "a marker for another deployment is stale: berth-init counts",
+                b"berth.entry=a",
+                Some("q"),
+                all,
+                Choice::Deploy(n("b")),
+                Why::Trial,
+                Some(Record { tries_left: 2, ..r }),
+                None,
+            ),
+            (
+                "no entry (QEMU direct, or a loader that does not count): berth-init counts",
+                b"",
+                Some("b"),
+                all,
+                Choice::Deploy(n("b")),
+                Why::Trial,
+                Some(Record { tries_left: 2, ..r }),
+                None,
+            ),
+            (
+                "fell back to the default's entry and the default is broken: the previous",
+                b"berth.entry=a",
+                Some("b"),
+                &[("a", NoInit), ("b", Yes), ("z", Yes)],
+                Choice::Deploy(n("z")),
+                Why::Previous,
+                Some(dropped(RollbackReason::TriesExhausted)),
+                Some(Event::LoaderFellBack(n("b"))),
+            ),
+        ];
+        for (what, cmdline, marker, deps, choice, why, write, event) in cases {
+            let mut disk = FakeDisk {
+                deps: deps.iter().copied().collect(),
+                rescue: false,
+                loader_trial: marker,
+            };
+            let p = plan(&Cmdline::parse(cmdline), Some(&r), &mut disk, true);
+            assert_eq!((p.choice, p.why, p.write), (choice, why, write), "{what}");
+            assert_eq!(p.events().next().copied(), event, "{what}");
+        }
+        // No trial: the loader fell back from the default's entry to the previous one's.
+        let mut disk = FakeDisk {
+            deps: all.iter().copied().collect(),
+            rescue: false,
+            loader_trial: None,
+        };
+        let r2 = rec(Some("a"), Some("z"), None);
+        let p = plan(
+            &Cmdline::parse(b"berth.entry=z"),
+            Some(&r2),
+            &mut disk,
+            true,
+        );
+        assert_eq!(
+            (p.choice, p.why, p.write),
+            (Choice::Deploy(n("z")), Why::Previous, None)
         );
     }
 }

@@ -74,6 +74,9 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
 pub const BOOT_DIR: &str = "berth/boot";
 /// Where deployments live, relative to the sysroot.
 pub const DEPLOY_DIR: &str = "berth/deploy";
+/// The marker of a trial whose tries the boot loader counts, relative to the sysroot:
+/// the trial's deployment name (`docs/FORMAT.md`, "Loader-counted trials").
+pub const LOADER_TRIAL: &str = "berth/boot/loader-trial";
 
 /// What was found in one copy of the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,37 @@ impl Sysroot {
             Ok(r) => (Some(out), CopyState::Valid(r.generation)),
             Err(_) => (None, CopyState::Invalid),
         }
+    }
+
+    /// The deployment named by `berth/boot/loader-trial`: a trial whose tries the boot
+    /// loader counts. `None` when the marker is missing or is anything but a regular
+    /// file holding one valid name (and a newline); opened so that nothing in its place
+    /// can block.
+    pub fn loader_trial(&self) -> Option<DeploymentName> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            LOADER_TRIAL,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size > 64 {
+            return None;
+        }
+        let mut buf = [0u8; 65];
+        let mut n = 0;
+        while n < buf.len() {
+            match rustix::io::read(&fd, &mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(Errno::INTR) => {}
+                Err(_) => return None,
+            }
+        }
+        let text = buf.get(..n)?;
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        DeploymentName::new(text).ok()
     }
 
     /// Reads both copies; returns the winner and what each copy held.

@@ -144,7 +144,8 @@ pub struct Status {
     pub deployments: Vec<DeploymentStatus>,
     /// The last rollback recorded.
     pub last_rollback: Option<RollbackStatus>,
-    /// Why this boot's deployment was chosen, from `/run/berth/boot.json`.
+    /// Why this boot's deployment was chosen, from `/run/berth/boot.json` (with the
+    /// trial the boot loader gave up, when it fell back).
     pub boot_reason: Option<String>,
 }
 
@@ -244,10 +245,22 @@ impl Device {
                 path: self.boot_json.clone(),
                 reason: format!("not JSON: {e}"),
             })?;
+        // berth-init lists a trial the boot loader gave up among its fallbacks.
+        let loader_gave_up = v["fallbacks"].as_array().and_then(|f| {
+            f.iter()
+                .find(|e| e["event"] == "loader-fell-back")
+                .and_then(|e| e["deployment"].as_str())
+        });
         Ok(v["choice"]["deployment"].as_str().map(|d| {
+            let reason = v["reason"].as_str().unwrap_or_default();
             (
                 d.to_owned(),
-                v["reason"].as_str().unwrap_or_default().to_owned(),
+                match loader_gave_up {
+                    Some(t) => format!(
+                        "{reason}: the boot loader gave up the trial {t} and started this entry"
+                    ),
+                    None => reason.to_owned(),
+                },
             )
         }))
     }
