@@ -7,6 +7,7 @@
 //! <sysroot>/berth/deploy/<name>/        one checkout per deployment (hard links into repo)
 //! <sysroot>/berth/state/var/            persistent /var, seeded from the default's /var
 //! <sysroot>/berth/boot/record.{a,b}     the boot record, both copies
+//! <sysroot>/berth/boot/last-good         the default's name (booted without a valid record)
 //! <sysroot>/berth/{store,record}.lock   empty files berth locks (flock) to keep one writer
 //! ```
 
@@ -126,6 +127,12 @@ pub fn install(repo: &Repo, layout: &Layout, sysroot: &Path) -> Result<Installed
         ..record
     };
     std::fs::write(berth.join("boot/record.b"), record.encode()).context("write boot record")?;
+    // What berth-init boots if both copies are ever damaged: the default.
+    std::fs::write(
+        berth.join("boot/last-good"),
+        format!("{}\n", name(&default).as_str()),
+    )
+    .context("write berth/boot/last-good")?;
     // One syncfs makes the whole sysroot durable (this runs on a build host or a
     // device being provisioned; either way nothing is booted from it before this).
     let fd = rustix::fs::open(

@@ -72,6 +72,9 @@ impl Disk for Excluding<'_, '_> {
     fn loader_trial(&mut self) -> Option<DeploymentName> {
         self.inner.loader_trial()
     }
+    fn last_good(&mut self) -> Option<DeploymentName> {
+        self.inner.last_good()
+    }
 }
 
 /// Where the boot's time went, in nanoseconds: the start, and the length of each phase.

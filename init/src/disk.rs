@@ -39,4 +39,8 @@ impl Disk for SysrootDisk<'_> {
     fn loader_trial(&mut self) -> Option<DeploymentName> {
         self.sysroot.loader_trial()
     }
+
+    fn last_good(&mut self) -> Option<DeploymentName> {
+        self.sysroot.last_good()
+    }
 }

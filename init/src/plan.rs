@@ -32,6 +32,9 @@ pub enum Why {
     Previous,
     /// The only deployment on disk, because no copy of the record is valid.
     OnlyDeployment,
+    /// The last deployment made the default (`berth/boot/last-good`), because no copy
+    /// of the record is valid.
+    LastGood,
     /// `berth.rescue` on the command line.
     RescueRequested,
     /// No candidate could be booted.
@@ -48,6 +51,7 @@ impl Why {
             Self::Default => "default",
             Self::Previous => "previous",
             Self::OnlyDeployment => "only-deployment",
+            Self::LastGood => "last-good",
             Self::RescueRequested => "rescue-requested",
             Self::NothingBootable => "nothing-bootable",
         }
@@ -135,10 +139,14 @@ pub trait Disk {
     fn has_rescue(&mut self) -> bool;
     /// The trial whose tries the boot loader counts (`berth/boot/loader-trial`), if any.
     fn loader_trial(&mut self) -> Option<DeploymentName>;
+    /// The last deployment made the default (`berth/boot/last-good`), if any.
+    fn last_good(&mut self) -> Option<DeploymentName>;
 }
 
 /// Decides what to boot.
 ///
+/// - Without a valid record: the only deployment on disk, else the last good one
+///   (`berth/boot/last-good`), else rescue or reboot.
 /// - `berth.rescue` goes straight to rescue; `berth.deployment=` boots that deployment
 ///   for this boot only, leaving the record alone, if it is bootable.
 /// - A trial with tries left is booted after its count is decremented (the returned
@@ -183,6 +191,15 @@ pub fn plan(
         {
             p.choice = Choice::Deploy(only);
             p.why = Why::OnlyDeployment;
+            return p;
+        }
+        // Both copies damaged (flash wear, a stray write): the last deployment a person
+        // or a health check made the default, rather than a reboot loop.
+        if let Some(good) = disk.last_good()
+            && disk.probe(&good) == Bootable::Yes
+        {
+            p.choice = Choice::Deploy(good);
+            p.why = Why::LastGood;
             return p;
         }
         return last_resort(p, disk);
@@ -365,6 +382,7 @@ mod tests {
         deps: BTreeMap<&'static str, Bootable>,
         rescue: bool,
         loader_trial: Option<&'static str>,
+        last_good: Option<&'static str>,
     }
 
     impl Disk for FakeDisk {
@@ -382,6 +400,9 @@ mod tests {
         }
         fn loader_trial(&mut self) -> Option<DeploymentName> {
             self.loader_trial.map(n)
+        }
+        fn last_good(&mut self) -> Option<DeploymentName> {
+            self.last_good.map(n)
         }
     }
 
@@ -642,6 +663,7 @@ mod tests {
                 deps: c.disk.iter().copied().collect(),
                 rescue: c.rescue,
                 loader_trial: None,
+                last_good: None,
             };
             let p = plan(
                 &Cmdline::parse(c.cmdline),
@@ -674,6 +696,7 @@ mod tests {
             deps: [("a", Yes), ("b", Yes)].into_iter().collect(),
             rescue: false,
             loader_trial: None,
+            last_good: None,
         };
         let p = plan(&Cmdline::default(), Some(&r), &mut disk, false);
         assert_eq!(
@@ -692,6 +715,7 @@ mod tests {
             deps: [("a", Yes), ("b", Yes), ("z", Yes)].into_iter().collect(),
             rescue: false,
             loader_trial: None,
+            last_good: None,
         };
         let mut booted = Vec::new();
         for _ in 0..6 {
@@ -830,6 +854,7 @@ mod tests {
                 deps: deps.iter().copied().collect(),
                 rescue: false,
                 loader_trial: marker,
+                last_good: None,
             };
             let p = plan(&Cmdline::parse(cmdline), Some(&r), &mut disk, true);
             assert_eq!((p.choice, p.why, p.write), (choice, why, write), "{what}");
@@ -840,6 +865,7 @@ mod tests {
             deps: all.iter().copied().collect(),
             rescue: false,
             loader_trial: None,
+            last_good: None,
         };
         let r2 = rec(Some("a"), Some("z"), None);
         let p = plan(
@@ -852,5 +878,63 @@ mod tests {
             (p.choice, p.why, p.write),
             (Choice::Deploy(n("z")), Why::Previous, None)
         );
+    }
+    #[test]
+    #[allow(clippy::type_complexity)] // one row per case reads best
+    fn without_a_record_the_last_good_deployment_boots() {
+        // (disk, last-good) → choice, why
+        let cases: [(
+            &[(&'static str, Bootable)],
+            Option<&'static str>,
+            Choice,
+            Why,
+        ); 5] = [
+            (
+                &[("a", Yes), ("b", Yes)],
+                Some("a"),
+                Choice::Deploy(n("a")),
+                Why::LastGood,
+            ),
+            (
+                &[("a", Yes), ("b", Yes)],
+                Some("b"),
+                Choice::Deploy(n("b")),
+                Why::LastGood,
+            ),
+            (
+                &[("a", NoInit), ("b", Yes)],
+                Some("a"),
+                Choice::Reboot,
+                Why::NothingBootable,
+            ),
+            (
+                &[("a", Yes), ("b", Yes)],
+                None,
+                Choice::Reboot,
+                Why::NothingBootable,
+            ),
+            // One deployment: it boots whatever last-good says.
+            (
+                &[("b", Yes)],
+                Some("a"),
+                Choice::Deploy(n("b")),
+                Why::OnlyDeployment,
+            ),
+        ];
+        for (deps, good, choice, why) in cases {
+            let mut disk = FakeDisk {
+                deps: deps.iter().copied().collect(),
+                rescue: false,
+                loader_trial: None,
+                last_good: good,
+            };
+            let p = plan(&Cmdline::default(), None, &mut disk, true);
+            assert_eq!(
+                (p.choice, p.why, p.write),
+                (choice, why, None),
+                "{deps:?} {good:?}"
+            );
+            assert_eq!(p.events().next(), Some(&Event::NoRecord));
+        }
     }
 }

@@ -36,6 +36,9 @@ if [ "$scenario" = httpupdate ]; then
     /usr/bin/berth update http://10.0.2.100:8080 --channel stable --progress none 2>&1 |
         sed "s/^/BERTH-TEST: update /"
 fi
+if [ "$scenario" = repair ]; then
+    say "repair $(/usr/bin/berth fsck --repair 2>&1 | tr '\n' ' ')"
+fi
 if [ "$scenario" = markgood ]; then
     say "markgood $(/usr/bin/berth mark-good 2>&1)"
 fi

@@ -305,6 +305,30 @@ fn corrupt_record_copy_uses_the_other(t: Target) {
     assert_eq!(j["record_generation"], 1, "copy A's generation");
 }
 
+/// Both copies of the record damaged: berth-init boots the last good deployment instead
+/// of rebooting forever, and the booted system's `berth fsck --repair` writes a fresh
+/// record that the next boot uses.
+fn both_record_copies_damaged_boot_the_last_good(t: Target) {
+    let im = images(t);
+    let disk = im.disk("double", &["--commit", &im.good2, "--previous", &im.good]);
+    let good2 = disk.name_of(&im.good2);
+    disk.corrupt("/berth/boot/record.a");
+    disk.corrupt("/berth/boot/record.b");
+    let b = disk.boot("berthtest=repair");
+    let j = b.boot_json();
+    assert_eq!(j["choice"]["deployment"], good2.as_str(), "{}", b.serial);
+    assert_eq!(j["reason"], "last-good", "{}", b.serial);
+    assert!(
+        b.value("repair").contains("wrote a fresh boot record"),
+        "{}",
+        b.serial
+    );
+    let b = disk.boot("berthtest=report");
+    let j = b.boot_json();
+    assert_eq!(j["reason"], "default", "{}", b.serial);
+    assert_eq!(j["choice"]["deployment"], good2.as_str(), "{}", b.serial);
+}
+
 /// A root filesystem completed by `berth-image initramfs` carries its kernel set
 /// (kernel, initramfs with berth-init and the modules, kernel arguments), and the disk
 /// boots exactly that: its initramfs, and its `usr/lib/berth/kargs`.
@@ -463,6 +487,7 @@ mod qemu {
         update_from_a_usb_stick_then_a_crashing_update_rolls_back,
         missing_init_falls_back_in_the_same_boot,
         corrupt_record_copy_uses_the_other,
+        both_record_copies_damaged_boot_the_last_good,
         kernel_set_in_the_deployment_boots
     );
 }

@@ -77,6 +77,10 @@ pub const DEPLOY_DIR: &str = "berth/deploy";
 /// The marker of a trial whose tries the boot loader counts, relative to the sysroot:
 /// the trial's deployment name (`docs/FORMAT.md`, "Loader-counted trials").
 pub const LOADER_TRIAL: &str = "berth/boot/loader-trial";
+/// The last deployment made the default by a person or a health check, relative to the
+/// sysroot: what boots when neither copy of the record is valid (`docs/FORMAT.md`,
+/// "Last good deployment").
+pub const LAST_GOOD: &str = "berth/boot/last-good";
 
 /// What was found in one copy of the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,9 +164,20 @@ impl Sysroot {
     /// file holding one valid name (and a newline); opened so that nothing in its place
     /// can block.
     pub fn loader_trial(&self) -> Option<DeploymentName> {
+        self.read_name(LOADER_TRIAL)
+    }
+
+    /// The deployment named by `berth/boot/last-good`, read as [`Sysroot::loader_trial`].
+    pub fn last_good(&self) -> Option<DeploymentName> {
+        self.read_name(LAST_GOOD)
+    }
+
+    /// A small file holding one deployment name (and a newline): `None` unless it is a
+    /// regular file of at most 64 bytes holding a valid name.
+    fn read_name(&self, rel: &str) -> Option<DeploymentName> {
         let fd = rustix::fs::openat(
             &self.fd,
-            LOADER_TRIAL,
+            rel,
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
         )
@@ -184,6 +199,37 @@ impl Sysroot {
         let text = buf.get(..n)?;
         let text = text.strip_suffix(b"\n").unwrap_or(text);
         DeploymentName::new(text).ok()
+    }
+
+    /// Writes `berth/boot/last-good` = `name`, durably (temporary file, fsync, rename,
+    /// fsync of the directory): a power cut leaves the old name or the new one.
+    pub fn write_last_good(&self, name: &DeploymentName) -> Result<(), SysrootError> {
+        let dir = rustix::fs::openat(
+            &self.fd,
+            BOOT_DIR,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| SysrootError::new("open berth/boot", e))?;
+        let tmp = "last-good.tmp";
+        let fd = fsop::create(
+            dir.as_fd(),
+            tmp,
+            OFlags::WRONLY | OFlags::TRUNC | OFlags::NONBLOCK,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| SysrootError::new("create last-good.tmp", e))?;
+        let mut line = Vec::with_capacity(name.as_str().len() + 1);
+        line.extend_from_slice(name.as_bytes());
+        line.push(b'\n');
+        fsop::write_all(fd.as_fd(), &line)
+            .map_err(|e| SysrootError::new("write last-good.tmp", e))?;
+        // Durability: the name is on disk before the rename publishes it.
+        fsop::fsync(fd.as_fd()).map_err(|e| SysrootError::new("fsync last-good.tmp", e))?;
+        drop(fd);
+        fsop::renameat(dir.as_fd(), tmp, dir.as_fd(), "last-good")
+            .map_err(|e| SysrootError::new("rename last-good", e))?;
+        fsop::fsync(dir.as_fd()).map_err(|e| SysrootError::new("fsync berth/boot", e))
     }
 
     /// Reads both copies; returns the winner and what each copy held.

@@ -322,6 +322,60 @@ impl Device {
         })
     }
 
+    /// Makes `berth/boot/last-good` name `name` (what berth-init boots if both record
+    /// copies are ever damaged), unless it does already.
+    fn last_good_is(&self, name: &DeploymentName) -> Result<(), UpdaterError> {
+        if self.sysroot.last_good().as_ref() == Some(name) {
+            return Ok(());
+        }
+        self.sysroot
+            .write_last_good(name)
+            .map_err(sys_err(&self.path))
+    }
+
+    /// Writes a fresh boot record when neither copy is valid: the booted deployment
+    /// (berth-init's report) as the default, else the last good one. Returns what it
+    /// did, or `None` if the record was sound.
+    pub fn repair_record(&self) -> Result<Option<String>, UpdaterError> {
+        let _lock = self.lock(lock::LockKind::Record, "fsck --repair")?;
+        if self.sysroot.read_record().0.is_some() {
+            return Ok(None);
+        }
+        let booted = self
+            .booted()?
+            .and_then(|b| DeploymentName::new(b.0.as_bytes()).ok());
+        let Some(default) = booted
+            .or_else(|| self.sysroot.last_good())
+            .filter(|d| self.sysroot.probe(d, b"/sbin/init") == Bootable::Yes)
+        else {
+            return Err(UpdaterError::State(format!(
+                "{}: no valid boot record, and neither a booted nor a last good deployment to write one for",
+                self.path.display()
+            )));
+        };
+        let fresh = Record {
+            generation: 0,
+            default: Some(default),
+            previous: None,
+            trial: None,
+            tries_left: 0,
+            last_rollback: None,
+        };
+        // Both copies, so the record is redundant again (the second write goes to the
+        // other copy, with the next generation).
+        let first = self
+            .sysroot
+            .write_record(None, &fresh)
+            .map_err(sys_err(&self.path))?;
+        self.sysroot
+            .write_record(Some((first, format::record::RecordCopy::A)), &fresh)
+            .map_err(sys_err(&self.path))?;
+        Ok(Some(format!(
+            "wrote a fresh boot record: default {}",
+            default.as_str()
+        )))
+    }
+
     pub(crate) fn write(
         &self,
         current: &(Record, RecordCopy),
@@ -340,6 +394,8 @@ impl Device {
         let Some(trial) = rec.trial else {
             return match (&booted, rec.default) {
                 (Some(b), Some(d)) if b == d.as_str() => {
+                    // A retry after a cut between the record and last-good writes.
+                    self.last_good_is(&d)?;
                     Ok(format!("{b} is already the default; nothing to do"))
                 }
                 _ => Err(UpdaterError::State(
@@ -371,6 +427,7 @@ impl Device {
             ..rec
         };
         self.write(&(rec, copy), &new)?;
+        self.last_good_is(&trial)?;
         Ok(format!(
             "{} is now the default; previous: {}",
             trial.as_str(),
@@ -391,6 +448,10 @@ impl Device {
         if let Some(from) = from {
             let current = rec.trial.or(rec.default);
             if current.as_ref() != Some(from) {
+                // A retry after a cut between the record and last-good writes.
+                if let Some(d) = rec.default {
+                    self.last_good_is(&d)?;
+                }
                 return Ok(format!(
                     "{} is neither the trial nor the default; nothing to roll back (the next boot uses {})",
                     from.as_str(),
@@ -434,6 +495,7 @@ impl Device {
             ..rec
         };
         self.write(&(rec, copy), &new)?;
+        self.last_good_is(&prev)?;
         Ok(format!(
             "the next boot uses {} (was {})",
             prev.as_str(),

@@ -168,8 +168,10 @@ enum Command {
     /// carries every object of its commit; a delta carries what it changed), and point
     /// the deployments' files back at the repaired objects. The record is not touched.
     Fsck {
-        /// Repair what is corrupt or missing, from --source.
-        #[arg(long, requires = "source")]
+        /// Repair: with neither copy of the boot record valid, write a fresh one (the
+        /// booted deployment as the default, else the last good one); with --source,
+        /// rewrite corrupt or missing objects from that signed update.
+        #[arg(long)]
         repair: bool,
         /// The update file (or split directory) to repair from; verified like an update.
         #[arg(long, value_name = "FILE", requires = "repair")]
@@ -497,8 +499,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Gc { json } => print_gc(&device.gc()?, json)?,
         Command::Fsck {
-            ref source, json, ..
-        } => fsck(&device, &cli.sysroot, source.as_deref(), json)?,
+            repair,
+            ref source,
+            json,
+        } => {
+            if repair && let Some(done) = device.repair_record()? {
+                eprintln!("berth: {done}");
+            }
+            // Then the check (and, with --source, the objects' repair).
+            fsck(&device, &cli.sysroot, source.as_deref(), json)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
