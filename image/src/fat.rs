@@ -63,7 +63,7 @@ impl Fat {
         self.copy(&staged, dest)
     }
 
-    /// A scratch path for `dest`'s content (its last component, made unique).
+    /// A scratch path for `dest`'s content: its path with `/` as `_`, one per file.
     fn staged(&self, dest: &str) -> PathBuf {
         self.scratch.path().join(dest.replace('/', "_"))
     }
