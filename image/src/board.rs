@@ -87,6 +87,15 @@ pub struct Bootloader {
     /// (`ci/fetch-loaders.sh`): installed as the ESP's `EFI/BOOT/BOOT<arch>.EFI`.
     #[serde(default)]
     pub efi_binary: Option<String>,
+    /// Where `ci/fetch-loaders.sh` unpacked the firmware and loaders this board boots
+    /// through, relative to the cache (`$BERTH_CACHE`, `/var/cache/berth`); default
+    /// `debian/<debian-arch>/loaders`. `--loader-dir` overrides it.
+    #[serde(default)]
+    pub loader_dir: Option<String>,
+    /// The device tree the loader passes (u-boot), relative to the kernel set's `dtb/`;
+    /// without it the firmware's own is passed (QEMU's `virt` generates one).
+    #[serde(default)]
+    pub device_tree: Option<String>,
 }
 
 /// Bootloader kinds. The schema names the common ones so boards can be described;
@@ -183,6 +192,10 @@ pub struct Qemu {
     /// The firmware's variable store template, copied beside each disk image.
     #[serde(default)]
     pub firmware_vars: Option<String>,
+    /// Firmware QEMU loads with `-bios` (U-Boot), relative to the unpacked loaders;
+    /// for a u-boot board, its environment goes beside each disk image (`DISK.vars`).
+    #[serde(default)]
+    pub bios: Option<String>,
 }
 
 impl Board {
@@ -247,34 +260,79 @@ impl Board {
                 self.disk.size_mib
             );
         }
-        let boots = self.disk.partitions.iter().filter(|p| p.role == Role::Boot);
-        if self.bootloader.kind == BootloaderKind::SystemdBoot {
-            if self.bootloader.efi_binary.is_none() {
-                bail!("bootloader kind systemd-boot needs bootloader.efi-binary");
-            }
-            if boots.clone().count() != 1 || boots.clone().any(|p| p.filesystem != Filesystem::Vfat)
-            {
-                bail!(
-                    "bootloader kind systemd-boot needs exactly one vfat partition with role \"boot\" (the ESP)"
-                );
-            }
-            if self.disk.label != PartitionTable::Gpt {
-                bail!("bootloader kind systemd-boot needs a GPT disk");
-            }
-        }
-        if let Some(q) = &self.qemu
-            && self.bootloader.kind != BootloaderKind::QemuDirect
-            && (q.firmware.is_none() || q.firmware_vars.is_none())
-        {
-            bail!(
-                "a QEMU board that boots through a loader needs qemu.firmware and qemu.firmware-vars"
-            );
-        }
-        if self.bootloader.kind == BootloaderKind::QemuDirect && self.qemu.is_none() {
-            bail!("bootloader kind qemu-direct needs a [qemu] section");
-        }
+        self.validate_loader()?;
+        self.validate_qemu()?;
         if self.kernel.cmdline.contains("berth.") {
             bail!("kernel.cmdline must not set berth.* parameters; berth-image adds them");
+        }
+        Ok(())
+    }
+
+    /// What the bootloader kind needs of the disk and of the `[bootloader]` keys.
+    fn validate_loader(&self) -> Result<()> {
+        let kind = self.bootloader.kind;
+        let name = match kind {
+            BootloaderKind::SystemdBoot => "systemd-boot",
+            BootloaderKind::UBoot => "u-boot",
+            _ => return Ok(()),
+        };
+        let boots = self.disk.partitions.iter().filter(|p| p.role == Role::Boot);
+        if boots.clone().count() != 1 || boots.clone().any(|p| p.filesystem != Filesystem::Vfat) {
+            bail!("bootloader kind {name} needs exactly one vfat partition with role \"boot\"");
+        }
+        if self.disk.label != PartitionTable::Gpt {
+            bail!("bootloader kind {name} needs a GPT disk");
+        }
+        if kind == BootloaderKind::SystemdBoot && self.bootloader.efi_binary.is_none() {
+            bail!("bootloader kind systemd-boot needs bootloader.efi-binary");
+        }
+        if kind == BootloaderKind::UBoot && self.arch != Arch::Aarch64 {
+            // boot.cmd starts the kernel with booti: arm64 Images only.
+            bail!("bootloader kind u-boot is built for aarch64 boards only (boot.scr uses booti)");
+        }
+        if let Some(dt) = &self.bootloader.device_tree {
+            let safe = Path::new(dt)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if kind != BootloaderKind::UBoot || dt.is_empty() || !safe {
+                bail!(
+                    "bootloader.device-tree {dt:?}: only for u-boot, a path inside the kernel set's dtb/"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// What the `[qemu]` section needs for the bootloader kind.
+    fn validate_qemu(&self) -> Result<()> {
+        let kind = self.bootloader.kind;
+        let Some(q) = &self.qemu else {
+            if kind == BootloaderKind::QemuDirect {
+                bail!("bootloader kind qemu-direct needs a [qemu] section");
+            }
+            return Ok(());
+        };
+        let pflash = q.firmware.is_some() && q.firmware_vars.is_some();
+        match kind {
+            BootloaderKind::QemuDirect => {
+                if q.firmware.is_some() || q.firmware_vars.is_some() || q.bios.is_some() {
+                    bail!("bootloader kind qemu-direct boots without qemu.firmware or qemu.bios");
+                }
+            }
+            BootloaderKind::UBoot => {
+                if q.bios.is_none() || q.firmware.is_some() || q.firmware_vars.is_some() {
+                    bail!(
+                        "a QEMU board with bootloader kind u-boot needs qemu.bios (U-Boot), and no qemu.firmware or qemu.firmware-vars"
+                    );
+                }
+            }
+            _ => {
+                if !pflash || q.bios.is_some() {
+                    bail!(
+                        "a QEMU board that boots through a loader needs qemu.firmware and qemu.firmware-vars"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -323,7 +381,14 @@ mod tests {
         let boards = all(&boards_dir()).unwrap();
         let names: Vec<&str> = boards.iter().map(|b| b.name.as_str()).collect();
         assert!(
-            names.contains(&"qemu-x86_64") && names.contains(&"qemu-aarch64"),
+            [
+                "qemu-x86_64",
+                "qemu-aarch64",
+                "uefi-x86_64",
+                "qemu-aarch64-uboot"
+            ]
+            .iter()
+            .all(|n| names.contains(n)),
             "{names:?}"
         );
         for b in &boards {
@@ -364,6 +429,59 @@ mod tests {
             let err = Board::load(dir.path(), "qemu-x86_64").unwrap_err();
             assert!(format!("{err:#}").contains("board.toml"), "{what}: {err:#}");
         }
+        let uboot =
+            std::fs::read_to_string(boards_dir().join("qemu-aarch64-uboot/board.toml")).unwrap();
+        let bios = "bios = \"usr/lib/u-boot/qemu_arm64/u-boot.bin\"";
+        let uboot_cases = [
+            ("u-boot without qemu.bios", uboot.replace(bios, "")),
+            (
+                "u-boot with pflash firmware",
+                uboot.replace(bios, &format!("{bios}\nfirmware = \"x\"")),
+            ),
+            (
+                "u-boot on x86_64",
+                uboot.replace("arch = \"aarch64\"", "arch = \"x86_64\""),
+            ),
+            (
+                "u-boot on MBR",
+                uboot.replace("label = \"gpt\"", "label = \"mbr\""),
+            ),
+            (
+                "u-boot without a vfat boot partition",
+                uboot.replace("filesystem = \"vfat\"", "filesystem = \"ext4\""),
+            ),
+            (
+                "device tree outside dtb/",
+                uboot.replace(
+                    "kind = \"u-boot\"",
+                    "kind = \"u-boot\"\ndevice-tree = \"../x.dtb\"",
+                ),
+            ),
+            (
+                "qemu-direct with -bios",
+                good.replace("cpu = \"max\"", &format!("cpu = \"max\"\n{bios}")),
+            ),
+        ];
+        for (what, text) in uboot_cases {
+            let dir = tempfile::tempdir().unwrap();
+            let name = if what.starts_with("qemu-direct") {
+                "qemu-x86_64"
+            } else {
+                "qemu-aarch64-uboot"
+            };
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("board.toml"), text).unwrap();
+            let err = Board::load(dir.path(), name).unwrap_err();
+            assert!(format!("{err:#}").contains("board.toml"), "{what}: {err:#}");
+        }
+        let ok = uboot.replace(
+            "kind = \"u-boot\"",
+            "kind = \"u-boot\"\ndevice-tree = \"broadcom/bcm2711-rpi-4-b.dtb\"",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("qemu-aarch64-uboot")).unwrap();
+        std::fs::write(dir.path().join("qemu-aarch64-uboot/board.toml"), ok).unwrap();
+        Board::load(dir.path(), "qemu-aarch64-uboot").unwrap();
         assert!(Board::load(&boards_dir(), "../etc").is_err());
         assert!(Board::load(&boards_dir(), "no-such-board").is_err());
     }

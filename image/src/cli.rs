@@ -142,7 +142,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         init: Option<PathBuf>,
         /// The unpacked firmware and loaders of boards that boot through them (default:
-        /// what ci/fetch-loaders.sh made under /var/cache/berth/debian/<arch>/loaders).
+        /// what ci/fetch-loaders.sh made: the board's bootloader.loader-dir under
+        /// /var/cache/berth, else /var/cache/berth/debian/<arch>/loaders).
         #[arg(long, value_name = "DIR")]
         loader_dir: Option<PathBuf>,
         /// Print the result as JSON.
@@ -824,7 +825,7 @@ fn mib(bytes: u64) -> f64 {
 fn list_boards(boards: &Path) -> Result<()> {
     for b in crate::board::all(boards)? {
         println!(
-            "{:<16} {:<8} kernel {:<18} bootloader {:<12} {}",
+            "{:<18} {:<8} kernel {:<18} bootloader {:<12} {}",
             b.name,
             b.arch.musl_triple().split('-').next().unwrap_or_default(),
             b.kernel.debian_package,

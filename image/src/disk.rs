@@ -3,8 +3,11 @@
 //! given a tree it may read):
 //!
 //! 1. `install` lays the sysroot out in a scratch directory;
-//! 2. `mkfs.ext4 -d` turns it into the sysroot filesystem image;
-//! 3. the disk image gets a GPT (`sfdisk` on the file) and the filesystem at 1 MiB;
+//! 2. `mkfs.ext4 -d` turns it into the sysroot filesystem image; a board that boots
+//!    through a loader also gets its boot partition, a FAT image (`bootpart.rs`: the
+//!    ESP of `esp.rs`, U-Boot's partition of `uboot.rs`);
+//! 3. the disk image gets a GPT (`sfdisk` on the file) and the partitions in the board's
+//!    order, the first at 1 MiB;
 //! 4. the initramfs (a `newc` cpio) holds berth-init as `/init`, the board's kernel
 //!    modules with their dependencies (from `modprobe --show-depends` on the unpacked
 //!    kernel), `/etc/berth/modules` (load order) and `/etc/berth/cmdline`
@@ -104,22 +107,22 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
     let (kernel_src, cmdline) =
         boot_files(boot, &sysroot, &default_commit, &partuuid, &tmp_initrd)?;
     let loaders = loader_dir(&board, args);
-    let esp = esp_image(
-        &board,
-        &loaders,
-        &repo,
-        &sysroot,
-        &default_commit,
-        work.path(),
-        &cmdline,
-    )?;
+    let boot_part = crate::bootpart::build(&crate::bootpart::BootPart {
+        board: &board,
+        loaders: &loaders,
+        repo: &repo,
+        sysroot: &sysroot,
+        deployments: crate::bootpart::slots(&args.layout, &installed),
+        partuuid: &partuuid,
+        work: work.path(),
+    })?;
     build_disk_image(
         &sysroot,
         work.path(),
         &board,
         &partuuid,
         &default_commit,
-        esp.as_deref(),
+        boot_part.as_deref(),
     )?;
     std::fs::copy(&kernel_src, work.path().join("kernel"))
         .with_context(|| format!("{}: copy", kernel_src.display()))?;
@@ -253,12 +256,7 @@ fn boot_files(
             );
             std::fs::copy(set.join(format::kernelset::INITRAMFS), tmp_initrd)
                 .with_context(|| format!("{}: copy", set.display()))?;
-            if !k.kargs.is_empty() {
-                cmdline = format!("{cmdline} {}", k.kargs);
-            }
-            // Its initramfs looks for the sysroot by label; this disk's partition is
-            // named exactly (the kernel's command line wins over the baked one).
-            cmdline = format!("{cmdline} berth.root=PARTUUID={partuuid}");
+            cmdline = crate::bootpart::cmdline(board, k, partuuid);
             kernel_src.unwrap_or_else(|| set.join(format::kernelset::KERNEL))
         }
         (None, Some(init), Some(version)) => {
@@ -296,12 +294,9 @@ fn write_bmap(image: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The GPT type of an EFI system partition.
-const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-
 /// The board's partitions with their start and size in MiB (after the GPT's first MiB;
 /// a size of 0 takes the rest but the backup table's last MiB).
-fn layout(board: &Board) -> Vec<(&crate::board::Partition, u64, u64)> {
+pub(crate) fn layout(board: &Board) -> Vec<(&crate::board::Partition, u64, u64)> {
     let fixed: u64 = board.disk.partitions.iter().map(|p| p.size_mib).sum();
     let mut start = 1;
     let mut out = Vec::new();
@@ -318,14 +313,14 @@ fn layout(board: &Board) -> Vec<(&crate::board::Partition, u64, u64)> {
 }
 
 /// The disk image at `work/disk.img`: the sysroot filesystem (`mkfs.ext4 -d`) and the
-/// boot partition's image `esp`, if the board has one, in a sparse GPT disk.
+/// boot partition's image `boot`, if the board has one, in a sparse GPT disk.
 fn build_disk_image(
     sysroot: &Path,
     work: &Path,
     board: &Board,
     partuuid: &str,
     default_commit: &ObjectId,
-    esp: Option<&Path>,
+    boot: Option<&Path>,
 ) -> Result<()> {
     let tmp_disk = work.join("disk.img");
     let mut images = Vec::new();
@@ -334,7 +329,7 @@ fn build_disk_image(
         guid_text(&ObjectId::digest(default_commit.as_bytes()))
     );
     for (p, start, size) in layout(board) {
-        let (image, kind, uuid) = match p.role {
+        let (image, (kind, attrs), uuid) = match p.role {
             Role::Sysroot => {
                 let part_img = work.join("sysroot.ext4");
                 eprintln!("berth-image disk: mkfs.ext4 -d ({size} MiB)");
@@ -344,23 +339,29 @@ fn build_disk_image(
                     .arg(&part_img)
                     .arg(format!("{size}M")))
                 .context("build the sysroot filesystem")?;
-                (part_img, LINUX_FS_TYPE, partuuid.to_owned())
+                (part_img, (LINUX_FS_TYPE, ""), partuuid.to_owned())
             }
             Role::Boot => {
-                let img = esp.context("the board's boot partition has no content")?;
+                let img = boot.context("the board's boot partition has no content")?;
                 // A GUID of its own, derived from the sysroot's: deterministic per commit.
                 let uuid = guid_text(&ObjectId::digest(partuuid.as_bytes()));
-                (img.to_path_buf(), ESP_TYPE, uuid)
+                let kind = crate::bootpart::gpt_type(board.bootloader.kind);
+                (img.to_path_buf(), kind, uuid)
             }
         };
         images.push((start, image));
         // Writing to a String cannot fail.
         let _ = writeln!(
             table,
-            "start={}, size={}, type={kind}, uuid={uuid}, name={}",
+            "start={}, size={}, type={kind}, uuid={uuid}, name={}{}",
             start * 2048,
             size * 2048,
-            p.name
+            p.name,
+            if attrs.is_empty() {
+                String::new()
+            } else {
+                format!(", attrs={attrs}")
+            }
         );
     }
     write_disk(&tmp_disk, &images, board.disk.size_mib)?;
@@ -374,8 +375,7 @@ fn build_disk_image(
 }
 
 /// The QEMU command line that boots the image (serial console on stdio, no reboot).
-/// For a board that boots through its firmware (`q.firmware`), the firmware's code and
-/// a writable copy of its variable store beside the image (`DISK.vars`) replace
+/// For a board that boots through its firmware (`firmware_args`), the firmware replaces
 /// `-kernel`, `-initrd` and `-append`.
 fn qemu_argv(
     q: &crate::board::Qemu,
@@ -405,27 +405,8 @@ fn qemu_argv(
         "stdio".into(),
         "-no-reboot".into(),
     ];
-    if let (Some(code), Some(vars)) = (&q.firmware, &q.firmware_vars) {
-        let code = loaders.join(code);
-        if !code.is_file() {
-            bail!("{}: no firmware (run ci/fetch-loaders.sh)", code.display());
-        }
-        let copy = out.with_extension("vars");
-        std::fs::copy(loaders.join(vars), &copy).with_context(|| {
-            format!(
-                "{}: copy the firmware's variables",
-                loaders.join(vars).display()
-            )
-        })?;
-        v.extend([
-            "-drive".into(),
-            format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                code.display()
-            ),
-            "-drive".into(),
-            format!("if=pflash,format=raw,unit=1,file={}", copy.display()),
-        ]);
+    if let Some(firmware) = firmware_args(q, loaders, out)? {
+        v.extend(firmware);
     } else {
         v.extend([
             "-kernel".into(),
@@ -443,12 +424,65 @@ fn qemu_argv(
     Ok(v)
 }
 
-/// What `disk` builds images for: boards whose kernel QEMU loads, and UEFI boards with
-/// systemd-boot; GPT disks.
+/// How QEMU starts the board's firmware, for a board that boots through it: UEFI code
+/// and a writable copy of its variable store beside the image (`DISK.vars`) as flash,
+/// or U-Boot as `-bios` with its environment flash (`DISK.vars`, read-only: bootdelay 0,
+/// see `envflash.rs`). `None` for a board QEMU boots directly.
+fn firmware_args(
+    q: &crate::board::Qemu,
+    loaders: &Path,
+    out: &Path,
+) -> Result<Option<Vec<String>>> {
+    let vars_file = out.with_extension("vars");
+    if let Some(bios) = &q.bios {
+        let bios = loaders.join(bios);
+        let code = std::fs::read(&bios).with_context(|| {
+            format!("{}: no firmware (run ci/fetch-loaders.sh)", bios.display())
+        })?;
+        let flash = image::envflash::env_flash(&code)
+            .with_context(|| format!("{}: U-Boot's environment", bios.display()))?;
+        std::fs::write(&vars_file, flash)
+            .with_context(|| format!("{}: write", vars_file.display()))?;
+        return Ok(Some(vec![
+            "-bios".into(),
+            bios.display().to_string(),
+            "-drive".into(),
+            format!(
+                "if=pflash,format=raw,unit=1,readonly=on,file={}",
+                vars_file.display()
+            ),
+        ]));
+    }
+    let (Some(code), Some(vars)) = (&q.firmware, &q.firmware_vars) else {
+        return Ok(None);
+    };
+    let code = loaders.join(code);
+    if !code.is_file() {
+        bail!("{}: no firmware (run ci/fetch-loaders.sh)", code.display());
+    }
+    std::fs::copy(loaders.join(vars), &vars_file).with_context(|| {
+        format!(
+            "{}: copy the firmware's variables",
+            loaders.join(vars).display()
+        )
+    })?;
+    Ok(Some(vec![
+        "-drive".into(),
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            code.display()
+        ),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars_file.display()),
+    ]))
+}
+
+/// What `disk` builds images for: boards whose kernel QEMU loads, UEFI boards with
+/// systemd-boot and arm64 boards with U-Boot; GPT disks.
 fn check_supported(board: &Board) -> Result<()> {
     if !matches!(
         board.bootloader.kind,
-        BootloaderKind::QemuDirect | BootloaderKind::SystemdBoot
+        BootloaderKind::QemuDirect | BootloaderKind::SystemdBoot | BootloaderKind::UBoot
     ) {
         bail!(
             "board {}: bootloader kind {:?} is described but berth-image disk cannot build images for it yet",
@@ -469,72 +503,25 @@ fn check_supported(board: &Board) -> Result<()> {
 /// `$BERTH_CACHE/debian/<arch>/<what>` (`/var/cache/berth` by default), where the
 /// fetch scripts unpack Debian's packages.
 fn cache_dir(board: &Board, what: &str) -> PathBuf {
-    PathBuf::from(std::env::var_os("BERTH_CACHE").unwrap_or_else(|| "/var/cache/berth".into()))
+    cache()
         .join("debian")
         .join(&board.kernel.debian_arch)
         .join(what)
 }
 
-/// The unpacked firmware and loaders (`--loader-dir`, else `ci/fetch-loaders.sh`'s).
-fn loader_dir(board: &Board, args: &DiskArgs) -> PathBuf {
-    args.loader_dir
-        .clone()
-        .unwrap_or_else(|| cache_dir(board, "loaders"))
+/// `$BERTH_CACHE`, else `/var/cache/berth`: what the fetch scripts fill.
+fn cache() -> PathBuf {
+    PathBuf::from(std::env::var_os("BERTH_CACHE").unwrap_or_else(|| "/var/cache/berth".into()))
 }
 
-/// The ESP of a systemd-boot board, at `work/esp.img`: systemd-boot and one entry for
-/// the default deployment, booting its kernel set with `cmdline`. `None` for boards
-/// without a boot partition.
-fn esp_image(
-    board: &Board,
-    loaders: &Path,
-    repo: &Repo,
-    sysroot: &Path,
-    default_commit: &ObjectId,
-    work: &Path,
-    cmdline: &str,
-) -> Result<Option<PathBuf>> {
-    let Some((_, _, size)) = layout(board)
-        .into_iter()
-        .find(|(p, ..)| p.role == Role::Boot)
-    else {
-        return Ok(None);
-    };
-    let efi = loaders.join(board.bootloader.efi_binary.as_deref().unwrap_or_default());
-    if !efi.is_file() {
-        bail!("{}: no loader (run ci/fetch-loaders.sh)", efi.display());
+/// The unpacked firmware and loaders (`--loader-dir`, else where `ci/fetch-loaders.sh`
+/// put them: the board's `bootloader.loader-dir` under the cache, or the default).
+fn loader_dir(board: &Board, args: &DiskArgs) -> PathBuf {
+    match (&args.loader_dir, &board.bootloader.loader_dir) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(rel)) => cache().join(rel),
+        (None, None) => cache_dir(board, "loaders"),
     }
-    let (commit, _) = repo.read_commit(default_commit)?;
-    let kset = crate::kernelset::find(repo, &commit.root)?.with_context(|| {
-        format!(
-            "board {}: its loader boots the deployment's own kernel set, and commit {default_commit} has none (complete the root filesystem with berth-image initramfs before committing it)",
-            board.name
-        )
-    })?;
-    let name = DeploymentName::for_commit(default_commit);
-    let entry = crate::esp::Entry {
-        name: name.as_str().to_owned(),
-        version: commit.version.to_string(),
-        set_dir: format!("berth/{}", kset.dir_name()),
-        set_src: sysroot
-            .join("berth/deploy")
-            .join(name.as_str())
-            .join(format::kernelset::MODULES_DIR)
-            .join(&kset.version),
-        dtb: kset.dtb.is_some(),
-        options: cmdline.to_owned(),
-    };
-    let efi_name = match board.arch {
-        Arch::X86_64 => "BOOTX64.EFI",
-        Arch::Aarch64 => "BOOTAA64.EFI",
-    };
-    let img = work.join("esp.img");
-    eprintln!(
-        "berth-image disk: ESP ({size} MiB) with systemd-boot and entry berth-{}",
-        entry.name
-    );
-    crate::esp::build(&img, size, &efi, efi_name, &[entry])?;
-    Ok(Some(img))
 }
 
 pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {

@@ -14,11 +14,12 @@
 //! Files are only ever added under new names; an entry names its set's directory.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
 
-use crate::disk::run;
+use crate::board::Arch;
+use crate::bootpart::BootPart;
+use crate::fat::Fat;
 
 /// One loader entry: a deployment and the kernel set it boots.
 #[derive(Debug)]
@@ -37,72 +38,73 @@ pub struct Entry {
     pub options: String,
 }
 
+/// The ESP of a systemd-boot board, at `work/esp.img` (`size_mib` MiB): systemd-boot and
+/// one entry for the default deployment, booting its kernel set.
+pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
+    let efi = p
+        .loaders
+        .join(p.board.bootloader.efi_binary.as_deref().unwrap_or_default());
+    if !efi.is_file() {
+        bail!("{}: no loader (run ci/fetch-loaders.sh)", efi.display());
+    }
+    let (name, files) = p.default_set()?;
+    let entry = Entry {
+        name: name.as_str().to_owned(),
+        version: files.version.clone(),
+        set_dir: format!("berth/{}", files.set.dir_name()),
+        dtb: files.set.dtb.is_some(),
+        options: p.cmdline(&files.set),
+        set_src: files.src,
+    };
+    let efi_name = match p.board.arch {
+        Arch::X86_64 => "BOOTX64.EFI",
+        Arch::Aarch64 => "BOOTAA64.EFI",
+    };
+    let img = p.work.join("esp.img");
+    eprintln!(
+        "berth-image disk: ESP ({size_mib} MiB) with systemd-boot and entry berth-{}",
+        entry.name
+    );
+    build(&img, size_mib, &efi, efi_name, &[entry])?;
+    Ok(img)
+}
+
 /// Builds the ESP image at `path` (`size_mib` MiB, FAT32) with `efi` as the fallback
 /// loader and `entries`, the first being the default.
-pub fn build(
-    path: &Path,
-    size_mib: u64,
-    efi: &Path,
-    efi_name: &str,
-    entries: &[Entry],
-) -> Result<()> {
-    let img = path.to_str().context("the ESP image's path is not UTF-8")?;
-    run(Command::new("mkfs.vfat")
-        .args(["-C", "-F", "32", "-n", "BERTH-ESP", img])
-        .arg((size_mib * 1024).to_string()))
-    .context("make the ESP (install dosfstools)")?;
+fn build(path: &Path, size_mib: u64, efi: &Path, efi_name: &str, entries: &[Entry]) -> Result<()> {
+    let fat = Fat::create(path, size_mib, "BERTH-ESP", true)?;
     let mut dirs = vec![
-        "::/EFI".to_owned(),
-        "::/EFI/BOOT".into(),
-        "::/loader".into(),
-        "::/loader/entries".into(),
-        "::/berth".into(),
+        "EFI".to_owned(),
+        "EFI/BOOT".into(),
+        "loader".into(),
+        "loader/entries".into(),
+        "berth".into(),
     ];
-    let mut sets: Vec<&str> = Vec::new();
     for e in entries {
-        if !sets.contains(&e.set_dir.as_str()) {
-            sets.push(&e.set_dir);
-            dirs.push(format!("::/{}", e.set_dir));
+        if !dirs.contains(&e.set_dir) {
+            dirs.push(e.set_dir.clone());
         }
     }
-    run(Command::new("mmd").args(["-i", img]).args(&dirs))
-        .context("make the ESP's directories (install mtools)")?;
-    let copy = |src: &Path, dest: &str| -> Result<()> {
-        run(Command::new("mcopy")
-            .args(["-i", img, "-s", "-o"])
-            .arg(src)
-            .arg(format!("::/{dest}")))
-        .with_context(|| format!("copy {} to the ESP's {dest}", src.display()))
-    };
-    copy(efi, &format!("EFI/BOOT/{efi_name}"))?;
-    let scratch = tempfile::tempdir().context("create a scratch directory")?;
-    let text = |name: &str, body: &str| -> Result<PathBuf> {
-        let p = scratch.path().join(name);
-        std::fs::write(&p, body).with_context(|| format!("{}: write", p.display()))?;
-        Ok(p)
-    };
+    fat.mkdirs(&dirs)?;
+    fat.copy(efi, &format!("EFI/BOOT/{efi_name}"))?;
     let default = entries.first().map_or("berth-*", |e| e.name.as_str());
-    copy(
-        &text(
-            "loader.conf",
-            &format!("timeout 0\ndefault berth-{default}.conf\n"),
-        )?,
+    fat.write(
         "loader/loader.conf",
+        format!("timeout 0\ndefault berth-{default}.conf\n").as_bytes(),
     )?;
     let mut copied: Vec<&str> = Vec::new();
     for e in entries {
         if !copied.contains(&e.set_dir.as_str()) {
             copied.push(&e.set_dir);
             for f in [format::kernelset::KERNEL, format::kernelset::INITRAMFS] {
-                copy(&e.set_src.join(f), &format!("{}/{f}", e.set_dir))?;
+                fat.copy(&e.set_src.join(f), &format!("{}/{f}", e.set_dir))?;
             }
             if e.dtb {
-                copy(&e.set_src.join(format::kernelset::DTB_DIR), &e.set_dir)?;
+                fat.copy(&e.set_src.join(format::kernelset::DTB_DIR), &e.set_dir)?;
             }
         }
-        let conf = entry_text(e);
-        let file = format!("berth-{}.conf", e.name);
-        copy(&text(&file, &conf)?, &format!("loader/entries/{file}"))?;
+        let file = format!("loader/entries/berth-{}.conf", e.name);
+        fat.write(&file, entry_text(e).as_bytes())?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod bmap;
 mod board;
+mod bootpart;
 mod cli;
 mod commit;
 mod cpio;
@@ -16,12 +17,14 @@ mod delta;
 mod device;
 mod disk;
 mod esp;
+mod fat;
 mod flash;
 mod install;
 mod kernelset;
 mod keys;
 mod oci;
 mod publish;
+mod uboot;
 
 use std::process::ExitCode;
 

@@ -10,6 +10,8 @@
 //!   boot modes. Needs root.
 //! - `tests/boot.rs`: disk images from `berth-image disk` booted under QEMU (TCG) on
 //!   `x86_64` and `aarch64` with Debian's kernels (`ci/fetch-kernels.sh`). Needs root.
+//!   Also the loader boards: `uefi-x86_64` (OVMF, systemd-boot) and `qemu-aarch64-uboot`
+//!   (U-Boot's distro boot, `boot.scr` and the loader state on the disk's FAT partition).
 //! - `tests/uboot.rs`: Debian's U-Boot (`ci/fetch-loaders.sh`) as QEMU's `-bios` on
 //!   `aarch64`, booting entries of a FAT boot partition with `image/uboot/boot.cmd` and
 //!   counting a trial's tries in the loader state. Needs root.
@@ -104,13 +106,43 @@ pub fn missing_prerequisite(t: Target) -> Option<String> {
             loaders.display()
         ));
     }
+    if t.board.ends_with("-uboot") {
+        return missing_for_uboot();
+    }
     None
+}
+
+/// What a U-Boot board needs besides the rest: Debian's u-boot-qemu and the tools that
+/// make its boot partition.
+fn missing_for_uboot() -> Option<String> {
+    let u_boot = cache().join("loaders/u-boot-qemu/.complete");
+    if !u_boot.exists() {
+        return Some(format!(
+            "{} is missing (run ci/fetch-loaders.sh)",
+            u_boot.display()
+        ));
+    }
+    ["mkimage", "mkfs.vfat", "mcopy"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("-V").output().is_err())
+        .map(|tool| format!("{tool} is missing (run ci/setup.sh)"))
+}
+
+/// Debian's U-Boot for QEMU's arm64 `virt` machine (`ci/fetch-loaders.sh`).
+pub fn u_boot() -> PathBuf {
+    cache().join("loaders/u-boot-qemu/usr/lib/u-boot/qemu_arm64/u-boot.bin")
 }
 
 /// The UEFI PC board: OVMF and systemd-boot (`boards/uefi-x86_64`).
 pub const UEFI_X86_64: Target = Target {
     board: "uefi-x86_64",
     debian_arch: "amd64",
+};
+
+/// The arm64 board that boots through U-Boot and `boot.scr` (`boards/qemu-aarch64-uboot`).
+pub const UBOOT_AARCH64: Target = Target {
+    board: "qemu-aarch64-uboot",
+    debian_arch: "arm64",
 };
 
 /// Returns true (after saying why) if the VM tier must be skipped for `t`; panics

@@ -395,6 +395,138 @@ fn uefi_first_boot_through_firmware_and_systemd_boot(t: Target) {
     eprintln!("uefi-x86_64: OVMF + systemd-boot boot, wall {:?}", b.wall);
 }
 
+/// An arm64 board with U-Boot: `berth-image disk --board qemu-aarch64-uboot` makes one
+/// disk (a FAT boot partition with boot.scr, the loader state and an entry per
+/// deployment with a kernel set, then the sysroot); QEMU starts U-Boot as `-bios`, its
+/// distro boot sources boot.scr from partition 1, and the script boots the default
+/// entry. The state copies are read back as written: nothing is counted without a trial.
+fn uboot_first_boot_through_distro_boot_and_boot_scr(t: Target) {
+    let im = images(t);
+    let (old, _, _) = im.kernel_set_commit("ub-1");
+    let (commit, kset, _) = im.kernel_set_commit("ub-2");
+    let disk = im.disk("uboot", &["--commit", &commit, "--previous", &old]);
+    assert_eq!(disk.info["kernel_set"], kset["id"], "{}", disk.info);
+    let argv: Vec<&str> = disk.info["qemu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        argv.contains(&"-bios") && !argv.contains(&"-kernel") && !argv.contains(&"-append"),
+        "U-Boot loads the kernel: {argv:?}"
+    );
+    let (default, previous) = (disk.name_of(&commit), disk.name_of(&old));
+    let partuuid = disk.info["partuuid"].as_str().unwrap().to_owned();
+    let boot_part = uboot_partition(&disk, &partuuid);
+    let written = (
+        loader_state(1, &default, &previous),
+        loader_state(2, &default, &previous),
+    );
+    let on_disk = || {
+        (
+            read_fat(&boot_part, "berth/a/state"),
+            read_fat(&boot_part, "berth/b/state"),
+        )
+    };
+    assert_eq!(on_disk(), written, "the state as built");
+    for entry in [&default, &previous] {
+        let cmdline = read_fat(&boot_part, &format!("{entry}/cmdline"));
+        assert!(
+            cmdline.ends_with(format!("berth.root=PARTUUID={partuuid}").as_bytes()),
+            "{entry}: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+
+    let b = disk.boot("");
+    let kernel_line = b
+        .serial
+        .lines()
+        .find(|l| l.contains("Kernel command line:"))
+        .unwrap_or_else(|| panic!("no kernel started:\n{}", b.serial));
+    assert!(
+        b.shows("Scanning virtio 0:1...")
+            && b.shows("Found U-Boot script /boot.scr")
+            && b.shows("berth: using state b"),
+        "distro boot ran boot.scr from partition 1:\n{}",
+        b.serial
+    );
+    for arg in [
+        format!("berth.entry={default}"),
+        format!("berth.root=PARTUUID={partuuid}"),
+        "berthtest=write".to_owned(),
+    ] {
+        assert!(
+            kernel_line.split_whitespace().any(|w| w == arg),
+            "{arg} in {kernel_line}"
+        );
+    }
+    assert!(
+        b.value("init").contains("release ub-2 scenario write"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(b.boot_json()["reason"], "default", "{}", b.serial);
+    assert_eq!(on_disk(), written, "no trial: nothing was written");
+    eprintln!(
+        "qemu-aarch64-uboot: U-Boot + boot.scr boot, wall {:?}",
+        b.wall
+    );
+}
+
+/// The boot partition of a U-Boot board's image, for mtools (`IMAGE@@OFFSET`): the
+/// first partition, named `boot` and marked legacy-BIOS-bootable; the sysroot is the
+/// second, with the PARTUUID `berth-image disk` reported.
+fn uboot_partition(disk: &qemu_tests::Disk, partuuid: &str) -> String {
+    let table: serde_json::Value = serde_json::from_str(&qemu_tests::run(
+        std::process::Command::new("sfdisk")
+            .arg("--json")
+            .arg(disk.image()),
+    ))
+    .unwrap();
+    let parts = &table["partitiontable"]["partitions"];
+    assert_eq!(parts[0]["name"], "boot", "{table}");
+    assert_eq!(parts[0]["attrs"], "LegacyBIOSBootable", "{table}");
+    assert_eq!(parts[1]["name"], "sysroot", "{table}");
+    assert_eq!(
+        parts[1]["uuid"].as_str().map(str::to_lowercase).as_deref(),
+        Some(partuuid),
+        "{table}"
+    );
+    let start = parts[0]["start"].as_u64().unwrap() * 512;
+    format!("{}@@{start}", disk.image().display())
+}
+
+/// A file of a FAT partition (`IMAGE@@OFFSET`), read with mtools.
+fn read_fat(part: &str, path: &str) -> Vec<u8> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    qemu_tests::run(
+        std::process::Command::new("mcopy")
+            .args(["-n", "-o", "-i", part])
+            .arg(format!("::{path}"))
+            .arg(out.path()),
+    );
+    std::fs::read(out.path()).unwrap()
+}
+
+/// The loader state `berth-image disk` writes: no trial; decoded from and checked
+/// against its canonical encoding.
+fn loader_state(generation: u64, default: &str, previous: &str) -> Vec<u8> {
+    use format::loader::LoaderState;
+    use format::record::DeploymentName;
+    let name = |s: &str| DeploymentName::new(s.as_bytes()).unwrap();
+    let state = LoaderState {
+        generation,
+        default: name(default),
+        previous: Some(name(previous)),
+        trial: None,
+    };
+    let bytes = state.encode().unwrap();
+    assert_eq!(LoaderState::decode(&bytes).unwrap(), state);
+    bytes
+}
+
 macro_rules! on_both_boards {
     ($($name:ident),* $(,)?) => {$(
         #[test]
@@ -467,6 +599,14 @@ fn uefi_x86_64_first_boot_through_firmware_and_systemd_boot() {
     let t = qemu_tests::UEFI_X86_64;
     if !skip(t, "first_boot_through_firmware_and_systemd_boot") {
         uefi_first_boot_through_firmware_and_systemd_boot(t);
+    }
+}
+
+#[test]
+fn qemu_aarch64_uboot_first_boot_through_distro_boot_and_boot_scr() {
+    let t = qemu_tests::UBOOT_AARCH64;
+    if !skip(t, "first_boot_through_distro_boot_and_boot_scr") {
+        uboot_first_boot_through_distro_boot_and_boot_scr(t);
     }
 }
 

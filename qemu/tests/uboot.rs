@@ -6,8 +6,10 @@
 //! The machine has two disks: the boot disk (an MBR with one FAT partition: `boot.scr`,
 //! `berth/a/state`, `berth/b/state` and one directory per entry) and the sysroot disk
 //! that `berth-image disk --board qemu-aarch64` made, whose initramfs (with berth-init)
-//! and kernel are what the entries hold. Not wired into `berth-image disk` yet: the test
-//! builds the boot disk itself with `mkfs.vfat` and mtools.
+//! and kernel are what the entries hold. The test builds the boot disk itself with
+//! `mkfs.vfat` and mtools, because it needs entries and states that `berth-image disk`
+//! never writes (a corrupt kernel, a missing one, trials, damaged copies); the image
+//! that `berth-image disk --board qemu-aarch64-uboot` builds is booted in `boot.rs`.
 //!
 //! Needs root (as the other VM tests), `ci/fetch-kernels.sh`, `ci/fetch-loaders.sh`,
 //! `ci/check-init.sh`, `cargo build -p image`, and mkimage, mkfs.vfat and mcopy
@@ -21,17 +23,12 @@ use std::time::{Duration, Instant};
 
 use format::loader::{LoaderState, STATE_LEN, StateCopy, Trial, winner};
 use format::record::DeploymentName;
-use format::uboot_env;
-use qemu_tests::{TARGETS, bin, cache, run, skip, workspace};
+use qemu_tests::{UBOOT_AARCH64, bin, run, skip, u_boot, workspace};
 
 /// Where the FAT partition starts on the boot disk: 1 MiB, as `sfdisk` aligns it.
 const PART_OFFSET: u64 = 1 << 20;
 /// The FAT partition: two kernels of about 32 MiB, initramfs images and the state.
 const PART_MIB: u64 = 96;
-/// U-Boot's environment in `qemu_arm64`: `CONFIG_ENV_SIZE` 0x40000 at the start of the
-/// second flash bank, which QEMU's `virt` maps from a 64 MiB `-drive if=pflash,unit=1`.
-const ENV_SIZE: usize = 0x4_0000;
-const FLASH_SIZE: u64 = 64 << 20;
 /// Each boot's hard limit: a boot takes 2 to 6 s here.
 const BOOT_TIMEOUT: &str = "60";
 /// The entries' kernel arguments: the board's, plus the test init's scenario.
@@ -39,32 +36,11 @@ const ARGS: &str = "console=ttyAMA0 panic=-1 berthtest=report";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn u_boot() -> PathBuf {
-    cache().join("loaders/u-boot-qemu/usr/lib/u-boot/qemu_arm64/u-boot.bin")
-}
-
 /// Returns true (after saying why) if this test cannot run here; panics instead under
-/// `BERTH_STRICT=1`.
+/// `BERTH_STRICT=1`. The machine is the U-Boot board's, though the sysroot disk is
+/// made for `qemu-aarch64`.
 fn skip_uboot(test: &str) -> bool {
-    if skip(TARGETS[1], test) {
-        return true;
-    }
-    let mut why = None;
-    if !u_boot().exists() {
-        why = Some(format!(
-            "{} is missing (run ci/fetch-loaders.sh)",
-            u_boot().display()
-        ));
-    }
-    for tool in ["mkimage", "mkfs.vfat", "mcopy"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            why = Some(format!("{tool} is missing (run ci/setup.sh)"));
-        }
-    }
-    let Some(why) = why else { return false };
-    assert!(std::env::var_os("BERTH_STRICT").is_none(), "{test}: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-    true
+    skip(UBOOT_AARCH64, test)
 }
 
 fn name(s: &str) -> DeploymentName {
@@ -375,34 +351,12 @@ impl Rig {
     }
 }
 
-/// The environment flash: U-Boot's built-in default environment (read out of
-/// `u-boot.bin`) with `bootdelay=0`, as a valid environment at the start of the second
-/// flash bank, so U-Boot starts `bootcmd` at once. Read-only to QEMU: `saveenv` to the
-/// `virt` flash fails under QEMU 7.2 anyway (docs: notes/qemu.md §5).
+/// The environment flash (bootdelay 0), as `berth-image disk` makes it for the U-Boot
+/// board (`image::envflash`). Read-only to QEMU: `saveenv` to the `virt` flash fails
+/// under QEMU 7.2 anyway (docs: notes/qemu.md §5).
 fn write_env_flash(path: &Path) {
-    let image = std::fs::read(u_boot()).unwrap();
-    let first = b"bootcmd=run distro_bootcmd\0";
-    let start = image
-        .windows(first.len())
-        .position(|w| w == first)
-        .expect("the default environment in u-boot.bin");
-    let len = image[start..]
-        .windows(2)
-        .position(|w| w == b"\0\0")
-        .expect("the end of the default environment");
-    let mut vars: Vec<(&[u8], &[u8])> = image[start..start + len]
-        .split(|&b| b == 0)
-        .map(|kv| {
-            let eq = kv.iter().position(|&b| b == b'=').expect("key=value");
-            (&kv[..eq], &kv[eq + 1..])
-        })
-        .map(|(k, v)| (k, if k == b"bootdelay" { &b"0"[..] } else { v }))
-        .collect();
-    assert!(vars.iter().any(|(k, v)| *k == b"bootdelay" && *v == b"0"));
-    vars.sort_unstable();
-    let mut env = uboot_env::encode(&vars, ENV_SIZE).unwrap();
-    env.resize(usize::try_from(FLASH_SIZE).unwrap(), 0xff);
-    std::fs::write(path, env).unwrap();
+    let flash = image::envflash::env_flash(&std::fs::read(u_boot()).unwrap()).unwrap();
+    std::fs::write(path, flash).unwrap();
 }
 
 fn state(
