@@ -965,8 +965,30 @@ impl Device {
         // again: otherwise the device would say "up to date" while it cannot boot it.
         let named = [rec.default, rec.trial, rec.previous].contains(&Some(name))
             && self.sysroot.probe(&name, b"/sbin/init") != sysroot::Bootable::Missing;
-        let known = named || rec.last_rollback.is_some_and(|r| r.from == name);
-        Ok(!known)
+        // Rolled back from: not offered again by itself, unless this boot dropped it
+        // because its deployment was gone (removed by a gc beside its update), which
+        // says nothing about the release.
+        let rolled_back =
+            rec.last_rollback.is_some_and(|r| r.from == name) && !self.dropped_as_missing(&name)?;
+        Ok(!(named || rolled_back))
+    }
+
+    /// Whether berth-init dropped the trial `name` this boot because its deployment
+    /// directory was missing (`boot.json`: a `trial-unbootable` fallback, `missing`).
+    fn dropped_as_missing(
+        &self,
+        name: &format::record::DeploymentName,
+    ) -> Result<bool, UpdaterError> {
+        let Some(report) = self.boot_report()? else {
+            return Ok(false);
+        };
+        Ok(report["fallbacks"].as_array().is_some_and(|f| {
+            f.iter().any(|e| {
+                e["event"] == "trial-unbootable"
+                    && e["deployment"] == name.as_str()
+                    && e["state"] == "missing"
+            })
+        }) && self.sysroot.probe(name, b"/sbin/init") == sysroot::Bootable::Missing)
     }
 }
 

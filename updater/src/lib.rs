@@ -211,8 +211,8 @@ impl Device {
             })
     }
 
-    /// The booted deployment and why berth-init chose it, from `boot.json`.
-    fn booted(&self) -> Result<Option<(String, String)>, UpdaterError> {
+    /// This boot's report (`boot.json`), if berth-init wrote one.
+    pub(crate) fn boot_report(&self) -> Result<Option<serde_json::Value>, UpdaterError> {
         let bad = |reason: String| UpdaterError::BootJson {
             path: self.boot_json.clone(),
             reason,
@@ -245,6 +245,14 @@ impl Device {
                 path: self.boot_json.clone(),
                 reason: format!("not JSON: {e}"),
             })?;
+        Ok(Some(v))
+    }
+
+    /// The booted deployment and why berth-init chose it, from `boot.json`.
+    fn booted(&self) -> Result<Option<(String, String)>, UpdaterError> {
+        let Some(v) = self.boot_report()? else {
+            return Ok(None);
+        };
         // berth-init lists a trial the boot loader gave up among its fallbacks.
         let loader_gave_up = v["fallbacks"].as_array().and_then(|f| {
             f.iter()

@@ -281,6 +281,29 @@ fn a_device_whose_trial_an_older_gc_removed_installs_it_again() {
     lab.ok(&["update", &server.url(), "--channel", "stable"]);
     assert_eq!(lab.next_boot().0, v2[..16]);
     lab.ok(&["fsck"]);
+
+    // The same damage found only at the next boot: berth-init drops the missing trial
+    // (a rollback from it), and this boot's report says why, so it is offered again.
+    fs::remove_dir_all(lab.sysroot.join("berth/deploy").join(&v2[..16])).unwrap();
+    let out = std::process::Command::new(testkit::bin("berth-init"))
+        .args(["--dry-run", "--write-record", "--sysroot"])
+        .arg(&lab.sysroot)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    fs::write(&lab.boot_json, &out.stdout).unwrap();
+    let s = lab.status();
+    assert_eq!(s["last_rollback"]["from"], &v2[..16], "{s}");
+    assert_eq!(s["last_rollback"]["reason"], "trial-unbootable", "{s}");
+    let out = lab.berth(&["check", &server.url(), "--channel", "stable", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(100),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.ok(&["update", &server.url(), "--channel", "stable"]);
+    assert_eq!(lab.next_boot().0, v2[..16]);
 }
 
 #[test]
