@@ -53,7 +53,9 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
         version: files.version.clone(),
         set_dir: format!("berth/{}", files.set.dir_name()),
         dtb: files.set.dtb.is_some(),
-        options: p.cmdline(&files.set),
+        // Which entry started the kernel: berth-init tells a trial the loader counts
+        // from one it gave up ("Loader-counted trials" in docs/FORMAT.md).
+        options: format!("{} berth.entry={}", p.cmdline(&files.set), name.as_str()),
         set_src: files.src,
     };
     let efi_name = match p.board.arch {

@@ -386,6 +386,12 @@ fn uefi_first_boot_through_firmware_and_systemd_boot(t: Target) {
         b.serial
     );
     assert!(
+        b.serial
+            .contains(&format!("berth.entry={}", disk.name_of(&commit))),
+        "the entry names itself on the command line:\n{}",
+        b.serial
+    );
+    assert!(
         b.value("init").contains("release uefi-1 scenario write"),
         "{}",
         b.serial

@@ -273,9 +273,14 @@ fn bench_loaders(runs: usize) -> String {
         (TARGETS[0], "qemu-direct (PVH vmlinux)"),
         (qemu_tests::UEFI_X86_64, "OVMF + systemd-boot (EFI stub)"),
         (TARGETS[1], "qemu-direct (Image)"),
+        (
+            qemu_tests::UBOOT_AARCH64,
+            "U-Boot distro boot + boot.scr (Image)",
+        ),
     ];
     let mut rows = String::new();
-    let mut direct_x86 = None;
+    // The direct boot of each architecture, for the ratios.
+    let mut direct: Vec<(&str, f64)> = Vec::new();
     for (t, loader) in boards {
         if let Some(why) = missing_prerequisite(t) {
             panic!("bench-boot: {}: {why}", t.board);
@@ -293,13 +298,13 @@ fn bench_loaders(runs: usize) -> String {
             modules.push(ms(&b.boot_json()["boottime_ns"]["modules"]));
         }
         let w = median(&mut wall);
-        if t.board == "qemu-x86_64" {
-            direct_x86 = Some(w);
+        if t.board.starts_with("qemu-") && !t.board.ends_with("-uboot") {
+            direct.push((t.debian_arch, w));
         }
-        let ratio = match (t.debian_arch, direct_x86) {
-            ("amd64", Some(d)) => format!("{:.2}", w / d),
-            _ => "–".into(),
-        };
+        let ratio = direct
+            .iter()
+            .find(|(a, _)| *a == t.debian_arch)
+            .map_or_else(|| "–".into(), |(_, d)| format!("{:.2}", w / d));
         writeln!(
             rows,
             "| {} | {loader} | {w:.2} | {:.1} | {:.1} | {ratio} |",
@@ -358,9 +363,10 @@ whose `/init` powers off at once: the kernel and QEMU alone.
 rootfs with the kernel package's kernel and the board's modules), booted to the real init
 and powered off: the whole boot's wall time, berth-init's own time and its module loading
 (the UEFI board's initramfs loads the modules of a generic PC: virtio, AHCI, NVMe, USB).
-The ratio compares with the direct x86_64 boot measured in the same run.
+The ratio compares with the direct boot of the same architecture measured in the same
+run. The U-Boot board boots with its flash environment (`bootdelay=0`).
 
-| board | loader | whole boot (s) | shim (ms) | modules (ms) | ratio to direct x86_64 |
+| board | loader | whole boot (s) | shim (ms) | modules (ms) | ratio to direct boot |
 |---|---|---|---|---|---|
 {loaders}{WHERE}<!-- boot-bench:end -->",
         date = Command::new("date").args(["-u", "+%Y-%m-%d"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
