@@ -45,6 +45,17 @@ pub struct BootPart<'a> {
     pub partuuid: &'a str,
     /// Where the partition image is written.
     pub work: &'a Path,
+    /// The trial's tries, when the layout has a trial.
+    pub trial_tries: u8,
+}
+
+/// Writes `berth/boot/loader-trial` = `trial` in the scratch sysroot: the loader counts
+/// this trial's tries, and berth-init must not count them again (docs/FORMAT.md,
+/// "Loader-counted trials").
+pub fn mark_loader_trial(sysroot: &Path, trial: &DeploymentName) -> Result<()> {
+    let path = sysroot.join(sysroot::LOADER_TRIAL);
+    std::fs::write(&path, format!("{}\n", trial.as_str()))
+        .with_context(|| format!("{}: write", path.display()))
 }
 
 /// A deployment's kernel set, as checked out in the scratch sysroot.

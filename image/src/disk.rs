@@ -115,6 +115,7 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
         deployments: crate::bootpart::slots(&args.layout, &installed),
         partuuid: &partuuid,
         work: work.path(),
+        trial_tries: args.layout.trial.as_ref().map_or(0, |t| t.1),
     })?;
     build_disk_image(
         &sysroot,

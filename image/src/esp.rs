@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! EFI/BOOT/BOOTX64.EFI                 systemd-boot (the firmware's fallback path)
-//! loader/loader.conf                   timeout 0, the default entry
+//! loader/loader.conf                   timeout 0
 //! loader/entries/berth-<name>.conf     one Boot Loader Specification (Type #1) entry per
-//!                                      deployment that carries a kernel set
+//!                                      deployment that carries a kernel set; a trial
+//!                                      whose set differs from the default's is
+//!                                      berth-<name>+<tries>.conf: systemd-boot counts it
+//!                                      (berth/boot/loader-trial tells berth-init so)
 //! berth/<set id16>/vmlinuz             each kernel set once, shared by the entries
 //! berth/<set id16>/initramfs.img         that boot it
 //! berth/<set id16>/dtb/                (when the set has device trees)
@@ -18,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use crate::board::Arch;
-use crate::bootpart::BootPart;
+use crate::bootpart::{BootPart, Slot};
 use crate::fat::Fat;
 
 /// One loader entry: a deployment and the kernel set it boots.
@@ -36,6 +39,12 @@ pub struct Entry {
     pub dtb: bool,
     /// The kernel command line.
     pub options: String,
+    /// Its place in systemd-boot's order (`sort-key`, ascending): the trial first, then
+    /// the default, then the previous deployment. An entry whose tries are spent sorts
+    /// after all of them, so the default boots once the loader gives a trial up.
+    pub sort_key: &'static str,
+    /// For a trial the loader counts: its tries (`+N` in the file name).
+    pub tries: Option<u8>,
 }
 
 /// The ESP of a systemd-boot board, at `work/esp.img` (`size_mib` MiB): systemd-boot and
@@ -47,27 +56,52 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
     if !efi.is_file() {
         bail!("{}: no loader (run ci/fetch-loaders.sh)", efi.display());
     }
-    let (name, files) = p.default_set()?;
-    let entry = Entry {
-        name: name.as_str().to_owned(),
-        version: files.version.clone(),
-        set_dir: format!("berth/{}", files.set.dir_name()),
-        dtb: files.set.dtb.is_some(),
-        // Which entry started the kernel: berth-init tells a trial the loader counts
-        // from one it gave up ("Loader-counted trials" in docs/FORMAT.md).
-        options: format!("{} berth.entry={}", p.cmdline(&files.set), name.as_str()),
-        set_src: files.src,
-    };
+    let (default, default_files) = p.default_set()?;
+    let mut entries = Vec::new();
+    for (slot, name, commit) in &p.deployments {
+        let files = if *name == default {
+            p.kernel_set(name, commit)?
+        } else {
+            p.kernel_set(name, commit)?
+                .filter(|f| f.set.id() != default_files.set.id() || *slot == Slot::Previous)
+        };
+        let Some(files) = files else {
+            // No kernel set of its own (or the default's, for a trial): booted through
+            // the default's entry, and counted by berth-init.
+            continue;
+        };
+        let (sort_key, tries) = match slot {
+            Slot::Trial => ("berth-0-trial", Some(p.trial_tries)),
+            Slot::Default => ("berth-1-default", None),
+            Slot::Previous => ("berth-2-previous", None),
+        };
+        entries.push(Entry {
+            name: name.as_str().to_owned(),
+            version: files.version.clone(),
+            set_dir: format!("berth/{}", files.set.dir_name()),
+            dtb: files.set.dtb.is_some(),
+            // Which entry started the kernel: berth-init tells a trial the loader counts
+            // from one it gave up ("Loader-counted trials" in docs/FORMAT.md).
+            options: format!("{} berth.entry={}", p.cmdline(&files.set), name.as_str()),
+            set_src: files.src,
+            sort_key,
+            tries,
+        });
+        if *slot == Slot::Trial {
+            // The loader counts this trial's tries; berth-init must not count them again.
+            crate::bootpart::mark_loader_trial(p.sysroot, name)?;
+        }
+    }
     let efi_name = match p.board.arch {
         Arch::X86_64 => "BOOTX64.EFI",
         Arch::Aarch64 => "BOOTAA64.EFI",
     };
     let img = p.work.join("esp.img");
     eprintln!(
-        "berth-image disk: ESP ({size_mib} MiB) with systemd-boot and entry berth-{}",
-        entry.name
+        "berth-image disk: ESP ({size_mib} MiB) with systemd-boot and {} entries",
+        entries.len()
     );
-    build(&img, size_mib, &efi, efi_name, &[entry])?;
+    build(&img, size_mib, &efi, efi_name, &entries)?;
     Ok(img)
 }
 
@@ -89,11 +123,8 @@ fn build(path: &Path, size_mib: u64, efi: &Path, efi_name: &str, entries: &[Entr
     }
     fat.mkdirs(&dirs)?;
     fat.copy(efi, &format!("EFI/BOOT/{efi_name}"))?;
-    let default = entries.first().map_or("berth-*", |e| e.name.as_str());
-    fat.write(
-        "loader/loader.conf",
-        format!("timeout 0\ndefault berth-{default}.conf\n").as_bytes(),
-    )?;
+    // No `default`: systemd-boot boots the first entry in its order (the sort keys).
+    fat.write("loader/loader.conf", b"timeout 0\n")?;
     let mut copied: Vec<&str> = Vec::new();
     for e in entries {
         if !copied.contains(&e.set_dir.as_str()) {
@@ -105,7 +136,10 @@ fn build(path: &Path, size_mib: u64, efi: &Path, efi_name: &str, entries: &[Entr
                 fat.copy(&e.set_src.join(format::kernelset::DTB_DIR), &e.set_dir)?;
             }
         }
-        let file = format!("loader/entries/berth-{}.conf", e.name);
+        let file = match e.tries {
+            Some(n) => format!("loader/entries/berth-{}+{n}.conf", e.name),
+            None => format!("loader/entries/berth-{}.conf", e.name),
+        };
         fat.write(&file, entry_text(e).as_bytes())?;
     }
     Ok(())
@@ -114,10 +148,11 @@ fn build(path: &Path, size_mib: u64, efi: &Path, efi_name: &str, entries: &[Entr
 /// A Boot Loader Specification Type #1 entry.
 fn entry_text(e: &Entry) -> String {
     format!(
-        "title Berth {} ({})\nversion {}\nsort-key berth\nlinux /{}/{}\ninitrd /{}/{}\noptions {}\n",
+        "title Berth {} ({})\nversion {}\nsort-key {}\nlinux /{}/{}\ninitrd /{}/{}\noptions {}\n",
         e.version,
         e.name,
         e.version,
+        e.sort_key,
         e.set_dir,
         format::kernelset::KERNEL,
         e.set_dir,
@@ -139,10 +174,12 @@ mod tests {
             set_src: PathBuf::new(),
             dtb: false,
             options: "console=ttyS0 berth.root=PARTUUID=x".into(),
+            sort_key: "berth-1-default",
+            tries: None,
         };
         assert_eq!(
             entry_text(&e),
-            "title Berth 1.2 (0123456789abcdef)\nversion 1.2\nsort-key berth\n\
+            "title Berth 1.2 (0123456789abcdef)\nversion 1.2\nsort-key berth-1-default\n\
              linux /berth/fedcba9876543210/vmlinuz\ninitrd /berth/fedcba9876543210/initramfs.img\n\
              options console=ttyS0 berth.root=PARTUUID=x\n"
         );

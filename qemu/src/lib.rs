@@ -265,6 +265,11 @@ impl Images {
     /// with the kernel package's kernel and `berthtest=write` as its kernel arguments.
     /// Returns the commit, `show --json`'s kernel set, and the tree.
     pub fn kernel_set_commit(&self, release: &str) -> (String, Value, PathBuf) {
+        self.kernel_set_commit_with(release, "berthtest=write")
+    }
+
+    /// As [`Images::kernel_set_commit`], with `kargs` as the kernel arguments.
+    pub fn kernel_set_commit_with(&self, release: &str, kargs: &str) -> (String, Value, PathBuf) {
         let (im, t) = (self, self.target);
         let tree = im.dir.path().join(release);
         run(Command::new("bash")
@@ -286,7 +291,7 @@ impl Images {
         let made: Value = serde_json::from_str(&out).unwrap();
         assert!(made["modules"].as_u64().unwrap() >= 5, "{made}");
         // The scenario comes from the deployment's own kernel arguments.
-        std::fs::write(tree.join("usr/lib/berth/kargs"), "berthtest=write\n").unwrap();
+        std::fs::write(tree.join("usr/lib/berth/kargs"), format!("{kargs}\n")).unwrap();
         let commit = run(Command::new(bin("berth-image"))
             .args(["commit", "--repo"])
             .arg(&im.repo)
@@ -302,7 +307,7 @@ impl Images {
         .unwrap();
         let kset = show["kernel_set"].clone();
         assert_eq!(kset["version"], made["version"], "{show}");
-        assert_eq!(kset["kargs"], "berthtest=write", "{show}");
+        assert_eq!(kset["kargs"], kargs, "{show}");
         (commit, kset, tree)
     }
 

@@ -600,6 +600,61 @@ fn update_over_http_from_the_host_then_mark_good(t: Target) {
     );
 }
 
+/// A trial with another kernel set on the UEFI board: systemd-boot counts its tries
+/// (`+2` → `+1-1` → `+0-2`) while its kernel panics, then boots the default's entry;
+/// berth-init sees the loader gave the trial up, drops it, and `berth status` says so.
+fn uefi_panicking_trial_kernel_falls_back_through_systemd_boot(t: Target) {
+    let im = images(t);
+    let (v1, ..) = im.kernel_set_commit("uefi-1");
+    // Another set (its kargs differ): an initramfs whose init cannot be found.
+    let (v2, ..) = im.kernel_set_commit_with("uefi-2", "rdinit=/nonexistent");
+    let disk = im.disk(
+        "uefi-trial",
+        &["--commit", &v1, "--trial", &v2, "--tries", "2"],
+    );
+    let (n1, n2) = (disk.name_of(&v1), disk.name_of(&v2));
+    for n in 1..=2 {
+        let b = disk.boot("");
+        assert!(
+            b.serial.contains(&format!("berth.entry={n2}")) && b.serial.contains("Kernel panic"),
+            "boot {n}: systemd-boot starts the trial's entry, whose kernel panics:\n{}",
+            b.serial
+        );
+    }
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth.entry={n1}")),
+        "its tries spent, the default's entry:\n{}",
+        b.serial
+    );
+    let j = b.boot_json();
+    assert_eq!(j["choice"]["deployment"], n1.as_str(), "{}", b.serial);
+    assert_eq!(
+        j["fallbacks"][0]["event"], "loader-fell-back",
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.serial
+            .contains(&format!("the boot loader gave up the trial {n2}")),
+        "berth status says so:\n{}",
+        b.serial
+    );
+    assert!(
+        b.serial.contains("last rollback: from") && b.serial.contains("tries-exhausted"),
+        "{}",
+        b.serial
+    );
+}
+
+#[test]
+fn uefi_x86_64_panicking_trial_kernel_falls_back_through_systemd_boot() {
+    let t = qemu_tests::UEFI_X86_64;
+    if !skip(t, "panicking_trial_kernel_falls_back_through_systemd_boot") {
+        uefi_panicking_trial_kernel_falls_back_through_systemd_boot(t);
+    }
+}
+
 #[test]
 fn uefi_x86_64_first_boot_through_firmware_and_systemd_boot() {
     let t = qemu_tests::UEFI_X86_64;
