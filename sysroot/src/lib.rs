@@ -116,9 +116,12 @@ impl Sysroot {
     /// device) in its place opens at once, `O_NOFOLLOW` so a symlink is refused, and the
     /// file type is checked before any read. berth-init runs this as PID 1 and must
     /// never hang.
-    fn read_copy(&self, copy: RecordCopy) -> (Option<[u8; RECORD_LEN]>, CopyState) {
-        let path = join(&[BOOT_DIR.as_bytes(), copy.file_name().as_bytes()]);
-        let rel = path.strip_prefix(b"/").unwrap_or(&path);
+    /// Reads the small regular file `rel` into `buf`, returning its length. It is opened
+    /// `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY` and its type and size checked before any
+    /// read, so nothing in its place (a FIFO, a device, a symlink) can block berth-init
+    /// or be mistaken for the file; a file that does not fit in `buf` less one byte is
+    /// `Invalid`.
+    fn read_small(&self, rel: &[u8], buf: &mut [u8]) -> Result<usize, CopyState> {
         let fd = match rustix::fs::openat(
             &self.fd,
             rel,
@@ -126,30 +129,42 @@ impl Sysroot {
             Mode::empty(),
         ) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => return (None, CopyState::Missing),
-            // ELOOP: a symlink; anything else (EACCES, ENXIO, EIO): not readable as a
-            // copy, which is what invalid means.
-            Err(_) => return (None, CopyState::Invalid),
+            Err(Errno::NOENT) => return Err(CopyState::Missing),
+            // ELOOP: a symlink; anything else (EACCES, ENXIO, EIO): not readable, which
+            // is what invalid means.
+            Err(_) => return Err(CopyState::Invalid),
         };
         match rustix::fs::fstat(&fd) {
             Ok(st)
                 if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-                    && u64::try_from(st.st_size).is_ok_and(|n| n == RECORD_LEN as u64) => {}
-            _ => return (None, CopyState::Invalid),
+                    && u64::try_from(st.st_size).is_ok_and(|n| n < buf.len() as u64) => {}
+            _ => return Err(CopyState::Invalid),
         }
-        // Read one byte more than a record, to notice a file that is too long.
-        let mut buf = [0u8; RECORD_LEN + 1];
+        // Up to the whole buffer: a file that grew since the fstat shows as too long.
         let mut n = 0;
         while n < buf.len() {
             match rustix::io::read(&fd, &mut buf[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(Errno::INTR) => {}
-                Err(_) => return (None, CopyState::Invalid),
+                Err(_) => return Err(CopyState::Invalid),
             }
         }
-        if n != RECORD_LEN {
-            return (None, CopyState::Invalid);
+        if n == buf.len() {
+            return Err(CopyState::Invalid);
+        }
+        Ok(n)
+    }
+
+    fn read_copy(&self, copy: RecordCopy) -> (Option<[u8; RECORD_LEN]>, CopyState) {
+        let path = join(&[BOOT_DIR.as_bytes(), copy.file_name().as_bytes()]);
+        let rel = path.strip_prefix(b"/").unwrap_or(&path);
+        // One byte more than a record, to notice a file that is too long.
+        let mut buf = [0u8; RECORD_LEN + 1];
+        match self.read_small(rel, &mut buf) {
+            Ok(RECORD_LEN) => {}
+            Ok(_) => return (None, CopyState::Invalid),
+            Err(state) => return (None, state),
         }
         let mut out = [0u8; RECORD_LEN];
         out.copy_from_slice(&buf[..RECORD_LEN]);
@@ -175,27 +190,8 @@ impl Sysroot {
     /// A small file holding one deployment name (and a newline): `None` unless it is a
     /// regular file of at most 64 bytes holding a valid name.
     fn read_name(&self, rel: &str) -> Option<DeploymentName> {
-        let fd = rustix::fs::openat(
-            &self.fd,
-            rel,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
-            Mode::empty(),
-        )
-        .ok()?;
-        let st = rustix::fs::fstat(&fd).ok()?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size > 64 {
-            return None;
-        }
         let mut buf = [0u8; 65];
-        let mut n = 0;
-        while n < buf.len() {
-            match rustix::io::read(&fd, &mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(Errno::INTR) => {}
-                Err(_) => return None,
-            }
-        }
+        let n = self.read_small(rel.as_bytes(), &mut buf).ok()?;
         let text = buf.get(..n)?;
         let text = text.strip_suffix(b"\n").unwrap_or(text);
         DeploymentName::new(text).ok()
