@@ -22,21 +22,7 @@ use testkit::http::Server;
 
 /// v1 installed and booted, v2 committed (a changed big file and a new one).
 fn lab() -> (Lab, String, String) {
-    let lab = Lab::new();
-    let big: Vec<u8> = (0..120_000u32).flat_map(u32::to_le_bytes).collect();
-    let mut big2 = big.clone();
-    big2[1000..1100].fill(9);
-    let noise: Vec<u8> = (0..60_000u32)
-        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[1])
-        .collect();
-    let v1 = lab.commit("1.0", &[("usr/lib/big.bin", &big)]);
-    let v2 = lab.commit(
-        "2.0",
-        &[("usr/lib/big.bin", &big2), ("usr/share/noise", &noise)],
-    );
-    lab.install(&v1, &[]);
-    lab.booted(&v1[..16], "default");
-    (lab, v1, v2)
+    common::two_releases()
 }
 
 /// Runs berth with `args`; returns (exit code, stderr).

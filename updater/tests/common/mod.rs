@@ -284,6 +284,33 @@ impl Lab {
     }
 }
 
+/// The big file of the two-release fixture: release 1's, and release 2's with 100
+/// bytes changed.
+pub fn big_files() -> (Vec<u8>, Vec<u8>) {
+    let big: Vec<u8> = (0..120_000u32).flat_map(u32::to_le_bytes).collect();
+    let mut big2 = big.clone();
+    big2[1000..1100].fill(9);
+    (big, big2)
+}
+
+/// A lab with v1 installed and booted and v2 committed (a changed big file and a new
+/// one): returns it with both commit ids.
+pub fn two_releases() -> (Lab, String, String) {
+    let lab = Lab::new();
+    let (big, big2) = big_files();
+    let noise: Vec<u8> = (0..60_000u32)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[1])
+        .collect();
+    let v1 = lab.commit("1.0", &[("usr/lib/big.bin", &big)]);
+    let v2 = lab.commit(
+        "2.0",
+        &[("usr/lib/big.bin", &big2), ("usr/share/noise", &noise)],
+    );
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    (lab, v1, v2)
+}
+
 /// An update file taken apart: the signed body (decoded and as bytes), the signature
 /// block and the parts, so a test can forge one piece and put it back together.
 pub struct Parsed {
