@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use format::ObjectId;
 use format::kernelset::{self, KernelSet};
-use format::{EntryKind, ObjectId, Tree};
 use store::Repo;
 
 use crate::board::Board;
@@ -229,81 +229,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The entry `name` of `tree`, if it is there.
-fn child(tree: &Tree, name: &str) -> Option<(EntryKind, ObjectId)> {
-    tree.entries()
-        .iter()
-        .find(|e| e.name.as_bytes() == name.as_bytes())
-        .map(|e| (e.kind, e.id))
-}
-
-/// The tree at `path` (components separated by `/`) below `root`, if there is one.
-fn subtree(repo: &Repo, root: &ObjectId, path: &str) -> Result<Option<Tree>> {
-    let mut tree = repo.read_tree(root)?;
-    for c in path.split('/') {
-        match child(&tree, c) {
-            Some((EntryKind::Tree, id)) => tree = repo.read_tree(&id)?,
-            _ => return Ok(None),
-        }
-    }
-    Ok(Some(tree))
-}
-
-/// The kernel set of the commit tree `root`, if it carries one: the version directory
-/// under `usr/lib/modules` that holds a `vmlinuz`. Several, or a `vmlinuz` without an
-/// `initramfs.img`, is an error naming the cause.
+/// The kernel set of the commit tree `root`, if it carries one ([`store::kernelset::find`]).
 pub fn find(repo: &Repo, root: &ObjectId) -> Result<Option<KernelSet>> {
-    let Some(mods) = subtree(repo, root, kernelset::MODULES_DIR)? else {
-        return Ok(None);
-    };
-    let mut found = Vec::new();
-    for e in mods.entries().iter().filter(|e| e.kind == EntryKind::Tree) {
-        let t = repo.read_tree(&e.id)?;
-        let version = String::from_utf8_lossy(e.name.as_bytes()).into_owned();
-        let Some((EntryKind::File, kernel)) = child(&t, kernelset::KERNEL) else {
-            continue;
-        };
-        let Some((EntryKind::File, initramfs)) = child(&t, kernelset::INITRAMFS) else {
-            bail!(
-                "{}/{version}: has a {} but no {} (run berth-image initramfs)",
-                kernelset::MODULES_DIR,
-                kernelset::KERNEL,
-                kernelset::INITRAMFS
-            );
-        };
-        let dtb = match child(&t, kernelset::DTB_DIR) {
-            Some((EntryKind::Tree, id)) => Some(id),
-            _ => None,
-        };
-        found.push((version, kernel, initramfs, dtb));
-    }
-    let kargs = match subtree(repo, root, "usr/lib/berth")?.and_then(|t| child(&t, "kargs")) {
-        Some((EntryKind::File, id)) => {
-            let bytes = repo.read_file(&id, kernelset::KARGS_MAX as u64 + 1)?;
-            kernelset::parse_kargs(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?
-        }
-        _ => String::new(),
-    };
-    match found.len() {
-        0 => Ok(None),
-        1 => {
-            let (version, kernel, initramfs, dtb) = found.remove(0);
-            Ok(Some(KernelSet {
-                version,
-                kernel,
-                initramfs,
-                dtb,
-                kargs,
-            }))
-        }
-        _ => bail!(
-            "{}: several kernel sets ({}); a deployment carries one",
-            kernelset::MODULES_DIR,
-            found
-                .iter()
-                .map(|f| f.0.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    Ok(store::kernelset::find(repo, root)?)
 }

@@ -33,6 +33,7 @@
 
 mod error;
 mod inode;
+pub mod kernelset;
 mod repo;
 mod verify;
 
