@@ -26,6 +26,8 @@
 
 extern crate alloc;
 
+pub mod bls;
+pub mod bootconf;
 pub mod channel;
 pub mod cmdline;
 pub mod commit;
