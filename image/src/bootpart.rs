@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use format::ObjectId;
+use format::bootconf::{BootConfig, Loader};
 use format::kernelset::KernelSet;
 use format::record::DeploymentName;
 use store::Repo;
@@ -83,15 +84,25 @@ pub fn slots(layout: &Layout, installed: &Installed) -> Vec<(Slot, DeploymentNam
         .collect()
 }
 
+/// What `berth` on the device needs to know to write the boot partition
+/// (`berth/boot/loader.conf`): the loader, the partition, the board's command line and
+/// the sysroot's PARTUUID.
+pub fn config(board: &Board, partuuid: &str, loader: Loader) -> BootConfig {
+    BootConfig {
+        loader,
+        partuuid: crate::disk::boot_partuuid(partuuid),
+        cmdline: board.kernel.cmdline.clone(),
+        root: format!("PARTUUID={partuuid}"),
+        devicetree: board.bootloader.device_tree.clone(),
+    }
+}
+
 /// The kernel command line a loader boots a kernel set with: the board's, the set's
 /// `kargs`, and the sysroot by PARTUUID (the initramfs's own `berth.root=LABEL=` is
-/// overridden: the kernel's command line wins).
+/// overridden: the kernel's command line wins). The same text `berth` writes on the
+/// device ([`BootConfig::kernel_cmdline`]).
 pub fn cmdline(board: &Board, set: &KernelSet, partuuid: &str) -> String {
-    let mut line = board.kernel.cmdline.clone();
-    if !set.kargs.is_empty() {
-        line = format!("{line} {}", set.kargs);
-    }
-    format!("{line} berth.root=PARTUUID={partuuid}")
+    config(board, partuuid, Loader::SystemdBoot).kernel_cmdline(&set.kargs)
 }
 
 /// The GPT type and attributes (sfdisk's `attrs=`) of a loader's boot partition. U-Boot's
@@ -155,7 +166,14 @@ pub fn build(p: &BootPart<'_>) -> Result<Option<PathBuf>> {
         return Ok(None);
     };
     match p.board.bootloader.kind {
-        BootloaderKind::SystemdBoot => crate::esp::image(p, size).map(Some),
+        BootloaderKind::SystemdBoot => {
+            // berth on the device keeps this partition in step with the record.
+            let conf = config(p.board, p.partuuid, Loader::SystemdBoot);
+            let path = p.sysroot.join(format::bootconf::PATH);
+            std::fs::write(&path, conf.encode())
+                .with_context(|| format!("{}: write", path.display()))?;
+            crate::esp::image(p, size).map(Some)
+        }
         BootloaderKind::UBoot => crate::uboot::image(p, size).map(Some),
         kind => bail!(
             "board {}: bootloader kind {kind:?} has no boot partition builder",

@@ -345,7 +345,7 @@ fn build_disk_image(
             Role::Boot => {
                 let img = boot.context("the board's boot partition has no content")?;
                 // A GUID of its own, derived from the sysroot's: deterministic per commit.
-                let uuid = guid_text(&ObjectId::digest(partuuid.as_bytes()));
+                let uuid = boot_partuuid(partuuid);
                 let kind = crate::bootpart::gpt_type(board.bootloader.kind);
                 (img.to_path_buf(), kind, uuid)
             }
@@ -588,6 +588,12 @@ pub(crate) fn check_elf_arch(path: &Path, arch: Arch) -> Result<()> {
 }
 
 /// A GUID in text form from the first 16 bytes of an id (deterministic per commit).
+/// The boot partition's PARTUUID on a disk whose sysroot's is `sysroot`: a GUID of its
+/// own, derived from the sysroot's, so deterministic per commit.
+pub(crate) fn boot_partuuid(sysroot: &str) -> String {
+    guid_text(&ObjectId::digest(sysroot.as_bytes()))
+}
+
 fn guid_text(id: &ObjectId) -> String {
     let h = id.to_string();
     format!(

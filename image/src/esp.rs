@@ -4,17 +4,20 @@
 //! ```text
 //! EFI/BOOT/BOOTX64.EFI                 systemd-boot (the firmware's fallback path)
 //! loader/loader.conf                   timeout 0
-//! loader/entries/berth-<name>.conf     one Boot Loader Specification (Type #1) entry per
-//!                                      deployment that carries a kernel set; a trial
-//!                                      whose set differs from the default's is
-//!                                      berth-<name>+<tries>.conf: systemd-boot counts it
-//!                                      (berth/boot/loader-trial tells berth-init so)
+//! loader/entries/berth-<gen>-<name>.conf
+//!                                      one Boot Loader Specification (Type #1) entry per
+//!                                      deployment that carries a kernel set, ordered by
+//!                                      generation (format::bls); a trial whose set differs
+//!                                      from the default's is berth-<gen>-<name>+<tries>.conf:
+//!                                      systemd-boot counts it (berth/boot/loader-trial
+//!                                      tells berth-init so)
 //! berth/<set id16>/vmlinuz             each kernel set once, shared by the entries
 //! berth/<set id16>/initramfs.img         that boot it
 //! berth/<set id16>/dtb/                (when the set has device trees)
 //! ```
 //!
-//! Files are only ever added under new names; an entry names its set's directory.
+//! Files are only ever added under new names; an entry names its set's directory. On the
+//! device, `berth` keeps the same layout (`updater/src/bootpart.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -27,24 +30,20 @@ use crate::fat::Fat;
 /// One loader entry: a deployment and the kernel set it boots.
 #[derive(Debug)]
 pub struct Entry {
-    /// The deployment's name (`loader/entries/berth-<name>.conf`).
-    pub name: String,
-    /// Its release version, for the menu and systemd-boot's sorting.
-    pub version: String,
+    /// Its file name (`loader/entries/berth-<gen>-<name>[+<tries>].conf`): the generation
+    /// orders the entries (the trial, then the default, then the previous deployment),
+    /// and a trial the loader counts has its tries.
+    pub name: format::bls::EntryName,
+    /// Its release version, for the menu.
+    pub release: String,
     /// The set's directory on the ESP (`berth/<id16>`).
     pub set_dir: String,
     /// The unpacked kernel set to copy there (`usr/lib/modules/<kver>/` of a checkout).
     pub set_src: PathBuf,
     /// Whether the set has device trees.
     pub dtb: bool,
-    /// The kernel command line.
+    /// The kernel command line (without `berth.entry=`, which the entry adds).
     pub options: String,
-    /// Its place in systemd-boot's order (`sort-key`, ascending): the trial first, then
-    /// the default, then the previous deployment. An entry whose tries are spent sorts
-    /// after all of them, so the default boots once the loader gives a trial up.
-    pub sort_key: &'static str,
-    /// For a trial the loader counts: its tries (`+N` in the file name).
-    pub tries: Option<u8>,
 }
 
 /// The ESP of a systemd-boot board, at `work/esp.img` (`size_mib` MiB): systemd-boot and
@@ -70,22 +69,24 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
             // the default's entry, and counted by berth-init.
             continue;
         };
-        let (sort_key, tries) = match slot {
-            Slot::Trial => ("berth-0-trial", Some(p.trial_tries)),
-            Slot::Default => ("berth-1-default", None),
-            Slot::Previous => ("berth-2-previous", None),
+        // Generations order the entries newest first: the trial, the default, the
+        // previous deployment. A counted trial whose tries are spent sorts last.
+        let (generation, counter) = match slot {
+            Slot::Trial => (3, Some((u32::from(p.trial_tries), None))),
+            Slot::Default => (2, None),
+            Slot::Previous => (1, None),
         };
         entries.push(Entry {
-            name: name.as_str().to_owned(),
-            version: files.version.clone(),
+            name: format::bls::EntryName {
+                generation,
+                deployment: *name,
+                counter,
+            },
+            release: files.version.clone(),
             set_dir: format!("berth/{}", files.set.dir_name()),
             dtb: files.set.dtb.is_some(),
-            // Which entry started the kernel: berth-init tells a trial the loader counts
-            // from one it gave up ("Loader-counted trials" in docs/FORMAT.md).
-            options: format!("{} berth.entry={}", p.cmdline(&files.set), name.as_str()),
+            options: p.cmdline(&files.set),
             set_src: files.src,
-            sort_key,
-            tries,
         });
         if *slot == Slot::Trial {
             // The loader counts this trial's tries; berth-init must not count them again.
@@ -123,7 +124,7 @@ fn build(path: &Path, size_mib: u64, efi: &Path, efi_name: &str, entries: &[Entr
     }
     fat.mkdirs(&dirs)?;
     fat.copy(efi, &format!("EFI/BOOT/{efi_name}"))?;
-    // No `default`: systemd-boot boots the first entry in its order (the sort keys).
+    // No `default`: systemd-boot boots the first entry in its order (the generations).
     fat.write("loader/loader.conf", b"timeout 0\n")?;
     let mut copied: Vec<&str> = Vec::new();
     for e in entries {
@@ -136,52 +137,21 @@ fn build(path: &Path, size_mib: u64, efi: &Path, efi_name: &str, entries: &[Entr
                 fat.copy(&e.set_src.join(format::kernelset::DTB_DIR), &e.set_dir)?;
             }
         }
-        let file = match e.tries {
-            Some(n) => format!("loader/entries/berth-{}+{n}.conf", e.name),
-            None => format!("loader/entries/berth-{}.conf", e.name),
-        };
+        let file = format!("{}/{}", format::bls::ENTRIES_DIR, e.name.file_name());
         fat.write(&file, entry_text(e).as_bytes())?;
     }
     Ok(())
 }
 
-/// A Boot Loader Specification Type #1 entry.
+/// A Boot Loader Specification Type #1 entry ([`format::bls::EntryText`]).
 fn entry_text(e: &Entry) -> String {
-    format!(
-        "title Berth {} ({})\nversion {}\nsort-key {}\nlinux /{}/{}\ninitrd /{}/{}\noptions {}\n",
-        e.version,
-        e.name,
-        e.version,
-        e.sort_key,
-        e.set_dir,
-        format::kernelset::KERNEL,
-        e.set_dir,
-        format::kernelset::INITRAMFS,
-        e.options
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entry_names_its_set_and_options() {
-        let e = Entry {
-            name: "0123456789abcdef".into(),
-            version: "1.2".into(),
-            set_dir: "berth/fedcba9876543210".into(),
-            set_src: PathBuf::new(),
-            dtb: false,
-            options: "console=ttyS0 berth.root=PARTUUID=x".into(),
-            sort_key: "berth-1-default",
-            tries: None,
-        };
-        assert_eq!(
-            entry_text(&e),
-            "title Berth 1.2 (0123456789abcdef)\nversion 1.2\nsort-key berth-1-default\n\
-             linux /berth/fedcba9876543210/vmlinuz\ninitrd /berth/fedcba9876543210/initramfs.img\n\
-             options console=ttyS0 berth.root=PARTUUID=x\n"
-        );
+    format::bls::EntryText {
+        release: &e.release,
+        deployment: e.name.deployment.as_str(),
+        generation: e.name.generation,
+        set_dir: &e.set_dir,
+        devicetree: None,
+        options: &e.options,
     }
+    .render()
 }

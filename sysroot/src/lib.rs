@@ -200,31 +200,63 @@ impl Sysroot {
     /// Writes `berth/boot/last-good` = `name`, durably (temporary file, fsync, rename,
     /// fsync of the directory): a power cut leaves the old name or the new one.
     pub fn write_last_good(&self, name: &DeploymentName) -> Result<(), SysrootError> {
-        let dir = rustix::fs::openat(
+        self.write_name("last-good", name)
+    }
+
+    /// Writes `berth/boot/loader-trial` = `name` (the trial whose tries the boot loader
+    /// counts), durably, as [`Sysroot::write_last_good`] does.
+    pub fn write_loader_trial(&self, name: &DeploymentName) -> Result<(), SysrootError> {
+        self.write_name("loader-trial", name)
+    }
+
+    /// Removes `berth/boot/loader-trial`, durably; a missing one is fine.
+    pub fn clear_loader_trial(&self) -> Result<(), SysrootError> {
+        let dir = self.boot_dir()?;
+        match fsop::unlinkat(dir.as_fd(), "loader-trial", rustix::fs::AtFlags::empty()) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(SysrootError::new("remove loader-trial", e)),
+        }
+        fsop::fsync(dir.as_fd()).map_err(|e| SysrootError::new("fsync berth/boot", e))
+    }
+
+    fn boot_dir(&self) -> Result<OwnedFd, SysrootError> {
+        rustix::fs::openat(
             &self.fd,
             BOOT_DIR,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         )
-        .map_err(|e| SysrootError::new("open berth/boot", e))?;
-        let tmp = "last-good.tmp";
+        .map_err(|e| SysrootError::new("open berth/boot", e))
+    }
+
+    /// Writes `berth/boot/<file>` = `name` and a newline: temporary file, fsync,
+    /// rename, fsync of the directory.
+    fn write_name(&self, file: &'static str, name: &DeploymentName) -> Result<(), SysrootError> {
+        let dir = self.boot_dir()?;
+        let tmp = if file == "last-good" {
+            "last-good.tmp"
+        } else {
+            "loader-trial.tmp"
+        };
         let fd = fsop::create(
             dir.as_fd(),
             tmp,
             OFlags::WRONLY | OFlags::TRUNC | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o644),
         )
-        .map_err(|e| SysrootError::new("create last-good.tmp", e))?;
+        .map_err(|e| SysrootError::new("create berth/boot temporary file", e))?;
         let mut line = Vec::with_capacity(name.as_str().len() + 1);
         line.extend_from_slice(name.as_bytes());
         line.push(b'\n');
         fsop::write_all(fd.as_fd(), &line)
-            .map_err(|e| SysrootError::new("write last-good.tmp", e))?;
+            .map_err(|e| SysrootError::new("write berth/boot temporary file", e))?;
         // Durability: the name is on disk before the rename publishes it.
-        fsop::fsync(fd.as_fd()).map_err(|e| SysrootError::new("fsync last-good.tmp", e))?;
+        fsop::fsync(fd.as_fd())
+            .map_err(|e| SysrootError::new("fsync berth/boot temporary file", e))?;
         drop(fd);
-        fsop::renameat(dir.as_fd(), tmp, dir.as_fd(), "last-good")
-            .map_err(|e| SysrootError::new("rename last-good", e))?;
+        fsop::renameat(dir.as_fd(), tmp, dir.as_fd(), file)
+            .map_err(|e| SysrootError::new("rename into berth/boot", e))?;
         fsop::fsync(dir.as_fd()).map_err(|e| SysrootError::new("fsync berth/boot", e))
     }
 

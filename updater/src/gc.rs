@@ -34,6 +34,11 @@ pub struct GcReport {
     /// Interrupted file updates whose progress was forgotten: their next run applies
     /// every part again, since the objects of the parts applied so far may be gone.
     pub progress_forgotten: u64,
+    /// Loader entries removed from the boot partition (of deployments the record no
+    /// longer names, or older ones of those it does).
+    pub boot_entries: Vec<String>,
+    /// Kernel sets removed from the boot partition (no remaining entry boots them).
+    pub kernel_sets: Vec<String>,
 }
 
 fn reach(repo: &Repo, tree: &ObjectId, keep: &mut HashSet<ObjectId>) -> Result<(), UpdaterError> {
@@ -176,6 +181,15 @@ impl Device {
         let (objects, bytes) = repo.remove_unreachable(&keep)?;
         report.objects = objects;
         report.bytes = bytes;
+        // The boot partition, under the record lock: what the loader boots follows the
+        // record, and no mark-good or rollback rewrites entries meanwhile.
+        if self.boot_config()?.is_some() {
+            let _lock = self.lock(crate::lock::LockKind::Record, "gc")?;
+            let (rec, _) = self.record()?;
+            if let Some(bp) = self.boot_part()? {
+                (report.boot_entries, report.kernel_sets) = bp.tidy(&rec, true)?;
+            }
+        }
         Ok(report)
     }
 }

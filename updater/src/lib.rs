@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 
 mod apply;
+mod bootpart;
 mod checks;
 mod deadline;
 mod dirs;
@@ -157,12 +158,15 @@ pub struct Device {
     boot_json: PathBuf,
     /// How long a command waits for a lock another one holds ([`lock`]).
     lock_wait: std::time::Duration,
+    /// The boot partition's directory, when given instead of mounting the partition
+    /// that `berth/boot/loader.conf` names.
+    boot_dir: Option<PathBuf>,
 }
 
 /// How long a command waits for a lock by default.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn sys_err(path: &Path) -> impl Fn(sysroot::SysrootError) -> UpdaterError + '_ {
+pub(crate) fn sys_err(path: &Path) -> impl Fn(sysroot::SysrootError) -> UpdaterError + '_ {
     move |e| UpdaterError::Sysroot {
         path: path.to_path_buf(),
         step: e.step,
@@ -180,6 +184,7 @@ impl Device {
             sysroot,
             boot_json: boot_json.to_path_buf(),
             lock_wait: LOCK_WAIT,
+            boot_dir: None,
         })
     }
 
@@ -188,6 +193,16 @@ impl Device {
     pub fn with_lock_wait(self, wait: std::time::Duration) -> Self {
         Self {
             lock_wait: wait,
+            ..self
+        }
+    }
+
+    /// Works on the boot partition mounted at `dir` instead of mounting the partition
+    /// `berth/boot/loader.conf` names.
+    #[must_use]
+    pub fn with_boot_dir(self, dir: Option<PathBuf>) -> Self {
+        Self {
+            boot_dir: dir,
             ..self
         }
     }
@@ -434,7 +449,14 @@ impl Device {
             tries_left: 0,
             ..rec
         };
+        // The loader boots the new default first before the record says so: a cut in
+        // between boots it as the trial it still is.
+        let boot = self.boot_part()?;
+        if let Some(bp) = &boot {
+            self.boot_make_first(bp, &trial)?;
+        }
         self.write(&(rec, copy), &new)?;
+        self.boot_settle(boot.as_ref(), &new)?;
         self.last_good_is(&trial)?;
         Ok(format!(
             "{} is now the default; previous: {}",
@@ -479,7 +501,14 @@ impl Device {
                 }),
                 ..rec
             };
+            // The trial's entry goes first: a cut before the record is written leaves
+            // a trial the loader gave up, which berth-init drops.
+            let boot = self.boot_part()?;
+            if let Some(bp) = &boot {
+                bp.tidy(&new, false)?;
+            }
             self.write(&(rec, copy), &new)?;
+            self.boot_settle(boot.as_ref(), &new)?;
             return Ok(format!(
                 "trial {} dropped; the next boot uses {}",
                 trial.as_str(),
@@ -502,7 +531,12 @@ impl Device {
             }),
             ..rec
         };
+        let boot = self.boot_part()?;
+        if let Some(bp) = &boot {
+            self.boot_make_first(bp, &prev)?;
+        }
         self.write(&(rec, copy), &new)?;
+        self.boot_settle(boot.as_ref(), &new)?;
         self.last_good_is(&prev)?;
         Ok(format!(
             "the next boot uses {} (was {})",

@@ -49,6 +49,11 @@ struct Cli {
         default_value = "/run/berth/boot.json"
     )]
     boot_json: PathBuf,
+    /// The boot partition, mounted at DIR, for a board whose loader boots the
+    /// deployments' kernels (berth/boot/loader.conf). Without it, berth mounts the
+    /// partition that file names while it works on it.
+    #[arg(long, global = true, value_name = "DIR")]
+    boot_dir: Option<PathBuf>,
     /// How long a command that writes waits for another one to finish (seconds).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5)]
     wait: u64,
@@ -239,6 +244,19 @@ fn print_gc(r: &updater::gc::GcReport, json: bool) -> Result<()> {
         r.objects,
         r.bytes,
     );
+    if !r.boot_entries.is_empty() || !r.kernel_sets.is_empty() {
+        outln!(
+            "boot partition: removed {} entries and {} kernel sets ({})",
+            r.boot_entries.len(),
+            r.kernel_sets.len(),
+            r.boot_entries
+                .iter()
+                .chain(&r.kernel_sets)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -423,7 +441,8 @@ fn check_cmd(
 
 fn run(cli: &Cli) -> Result<ExitCode> {
     let device = Device::open(&cli.sysroot, &cli.boot_json)?
-        .with_lock_wait(std::time::Duration::from_secs(cli.wait));
+        .with_lock_wait(std::time::Duration::from_secs(cli.wait))
+        .with_boot_dir(cli.boot_dir.clone());
     match cli.command {
         Command::Status { json } => {
             let s = device.status()?;

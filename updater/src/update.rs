@@ -419,6 +419,13 @@ impl Device {
         deadline: Option<&crate::deadline::Deadline>,
     ) -> Result<Vec<PathBuf>, UpdaterError> {
         let name = DeploymentName::for_commit(&ObjectId::digest(&commit.encode()));
+        // On a loader board the commit must carry a kernel set, and a new one must fit on
+        // the boot partition: checked before the deployment is checked out or the record
+        // touched (the objects fetched stay in the store until gc).
+        let boot = self.boot_part()?;
+        if let Some(bp) = &boot {
+            crate::bootpart::check_space(bp, repo, &commit.root)?;
+        }
         install_commit(
             repo,
             file,
@@ -441,7 +448,16 @@ impl Device {
             tries_left: opts.tries,
             ..rec
         };
+        // A trial with its own kernel set: its entry is written inert before the record
+        // names it, and activated after (docs/FORMAT.md, "Loader entries").
+        let pending = match &boot {
+            Some(bp) => self.boot_stage_trial(bp, repo, &name, &new, opts.tries)?,
+            None => None,
+        };
         self.write(&(rec, copy), &new)?;
+        if let (Some(bp), Some(entry)) = (&boot, pending) {
+            bp.activate(&entry)?;
+        }
         Ok(skipped)
     }
 
@@ -457,6 +473,8 @@ impl Device {
         opts: UpdateOptions,
     ) -> Result<(), UpdaterError> {
         check_newer(repo, file, commit, default, opts)?;
+        // A damaged loader configuration fails the update before anything is written.
+        self.boot_config()?;
         if let Some(from) = body
             .from
             .filter(|f| !repo.has(f, ObjectKind::Commit).unwrap_or(false))

@@ -1,0 +1,524 @@
+//! The boot partition of a systemd-boot board (`berth/boot/loader.conf`, `--boot-dir`):
+//! `berth update` copies a new kernel set and writes a counted entry, `mark-good`
+//! blesses it, `rollback` removes or reorders entries, `gc` removes what the record no
+//! longer needs; a rootfs-only update leaves the partition alone. After every step, the
+//! entry systemd-boot would boot (its order: `format::bls`) and berth-init's choice
+//! under that entry's `berth.entry=` agree, and the kernel that runs is the set of the
+//! deployment that boots.
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::Lab;
+use format::bls::{self, EntryName};
+use serde_json::Value;
+use testkit::{bin, run_ok};
+
+/// A root filesystem's kernel set: a kernel and an initramfs (their bytes stand in for
+/// real ones: berth copies, it does not boot them), and kernel arguments.
+fn set_files(kernel: &str, kargs: Option<&str>) -> Vec<(String, Vec<u8>)> {
+    let mut v = vec![
+        (
+            "usr/lib/modules/6.1.0-test/vmlinuz".to_owned(),
+            format!("kernel {kernel}").into_bytes(),
+        ),
+        (
+            "usr/lib/modules/6.1.0-test/initramfs.img".to_owned(),
+            format!("initramfs {kernel}").into_bytes(),
+        ),
+    ];
+    if let Some(k) = kargs {
+        v.push((
+            "usr/lib/berth/kargs".to_owned(),
+            format!("{k}\n").into_bytes(),
+        ));
+    }
+    v
+}
+
+/// A device on a systemd-boot board: its ESP at `esp/`, laid out as `berth-image disk`
+/// does for the default deployment.
+struct Esp {
+    lab: Lab,
+    esp: PathBuf,
+}
+
+impl Esp {
+    fn new() -> Self {
+        let lab = Lab::new();
+        let esp = lab.tmp.path().join("esp");
+        Self { lab, esp }
+    }
+
+    fn commit(&self, version: &str, kernel: &str, kargs: Option<&str>) -> String {
+        let files = set_files(kernel, kargs);
+        let extra: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
+        self.lab.commit(version, &extra)
+    }
+
+    /// The kernel set directory (`berth/<id16>`) of `commit`.
+    fn set_dir(&self, commit: &str) -> String {
+        let v: Value = serde_json::from_str(&run_ok(
+            &bin("berth-image"),
+            &[
+                "show".as_ref(),
+                "--repo".as_ref(),
+                self.lab.repo.as_os_str(),
+                commit.as_ref(),
+                "--json".as_ref(),
+            ],
+        ))
+        .unwrap();
+        format!("berth/{}", &v["kernel_set"]["id"].as_str().unwrap()[..16])
+    }
+
+    /// Installs `commit` and lays out the ESP with its entry (generation 2), as the
+    /// image builder does.
+    fn install(&self, commit: &str) {
+        self.lab.install(commit, &[]);
+        let dir = self.set_dir(commit);
+        let src = self
+            .lab
+            .sysroot
+            .join("berth/deploy")
+            .join(&commit[..16])
+            .join("usr/lib/modules/6.1.0-test");
+        fs::create_dir_all(self.esp.join(&dir)).unwrap();
+        fs::create_dir_all(self.esp.join(bls::ENTRIES_DIR)).unwrap();
+        for f in ["vmlinuz", "initramfs.img"] {
+            fs::copy(src.join(f), self.esp.join(&dir).join(f)).unwrap();
+        }
+        let conf = format::bootconf::BootConfig {
+            loader: format::bootconf::Loader::SystemdBoot,
+            partuuid: "0123abcd-0000-4000-8000-00000000000a".into(),
+            cmdline: "console=ttyS0 panic=-1".into(),
+            root: "PARTUUID=fedcba98-7654-3210-fedc-ba9876543210".into(),
+            devicetree: None,
+        };
+        fs::write(
+            self.lab.sysroot.join("berth/boot/loader.conf"),
+            conf.encode(),
+        )
+        .unwrap();
+        let name = EntryName {
+            generation: 2,
+            deployment: format::record::DeploymentName::new(&commit.as_bytes()[..16]).unwrap(),
+            counter: None,
+        };
+        let text = format::bls::EntryText {
+            release: "test",
+            deployment: &commit[..16],
+            generation: 2,
+            set_dir: &dir,
+            devicetree: None,
+            options: &conf.kernel_cmdline(""),
+        }
+        .render();
+        fs::write(self.esp.join(bls::ENTRIES_DIR).join(name.file_name()), text).unwrap();
+    }
+
+    /// `berth --boot-dir esp ARGS`, which must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let mut all = vec!["--boot-dir", self.esp.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.lab.ok(&all)
+    }
+
+    fn fails(&self, args: &[&str], needle: &str) {
+        let mut all = vec!["--boot-dir", self.esp.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.lab.fails(&all, needle);
+    }
+
+    /// An update file from `from` to `to`.
+    fn update(&self, from: &str, to: &str) -> PathBuf {
+        self.lab
+            .delta(Some(from), to, &format!("{}.berth", &to[..16]), &[])
+    }
+
+    /// The entries' file names, sorted.
+    fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.esp.join(bls::ENTRIES_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The kernel set directories on the ESP, sorted.
+    fn sets(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.esp.join("berth"))
+            .unwrap()
+            .map(|e| format!("berth/{}", e.unwrap().file_name().into_string().unwrap()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What systemd-boot boots next: its first entry's deployment and set directory.
+    fn loader_boots(&self) -> (String, String) {
+        let names = self.entries();
+        let first = bls::parse_dir(names.iter().map(String::as_str))[0];
+        let text =
+            fs::read_to_string(self.esp.join(bls::ENTRIES_DIR).join(first.file_name())).unwrap();
+        let dir = bls::set_dir_of(&text).unwrap().to_owned();
+        // Every file the entry names is there.
+        for f in ["vmlinuz", "initramfs.img"] {
+            assert!(self.esp.join(&dir).join(f).is_file(), "{dir}/{f}");
+        }
+        (first.deployment.as_str().to_owned(), dir)
+    }
+
+    /// Boots once as systemd-boot and berth-init would: the loader takes a try of a
+    /// counted first entry (renaming it), berth-init decides under its `berth.entry=`
+    /// (writing the record). Returns (deployment, reason); asserts that the kernel that
+    /// runs is that deployment's own kernel set.
+    fn boot(&self) -> (String, String) {
+        let (entry, set_dir) = self.loader_boots();
+        let names = self.entries();
+        let first = bls::parse_dir(names.iter().map(String::as_str))[0];
+        if let Some((left, done)) = first.counter {
+            let next = EntryName {
+                counter: Some((left - 1, Some(done.unwrap_or(0) + 1))),
+                ..first
+            };
+            let d = self.esp.join(bls::ENTRIES_DIR);
+            fs::rename(d.join(first.file_name()), d.join(next.file_name())).unwrap();
+        }
+        let v: Value = serde_json::from_str(&run_ok(
+            &bin("berth-init"),
+            &[
+                "--dry-run".as_ref(),
+                "--write-record".as_ref(),
+                "--sysroot".as_ref(),
+                self.lab.sysroot.as_os_str(),
+                "--cmdline".as_ref(),
+                format!("berth.entry={entry}").as_ref(),
+            ],
+        ))
+        .unwrap();
+        let booted = v["choice"]["deployment"].as_str().unwrap().to_owned();
+        let commit = self.commit_of(&booted);
+        assert_eq!(
+            self.set_dir(&commit),
+            set_dir,
+            "{booted} booted under entry {entry}'s kernel"
+        );
+        self.lab.booted(&booted, v["reason"].as_str().unwrap());
+        (booted, v["reason"].as_str().unwrap().to_owned())
+    }
+
+    fn commit_of(&self, name: &str) -> String {
+        let s = self.lab.status();
+        s["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .and_then(|d| d["commit"].as_str())
+            .unwrap()
+            .to_owned()
+    }
+
+    fn marker(&self) -> Option<String> {
+        fs::read_to_string(self.lab.sysroot.join("berth/boot/loader-trial"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+}
+
+fn short(c: &str) -> &str {
+    &c[..16]
+}
+
+#[test]
+fn a_new_kernel_is_a_counted_entry_then_the_default_and_gc_keeps_only_what_boots() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "two", None);
+    let v3 = d.commit("3.0", "two", Some("quiet"));
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    assert_eq!(d.boot(), (short(&v1).to_owned(), "default".to_owned()));
+
+    let up = d.update(&v1, &v2);
+    d.ok(&["update", up.to_str().unwrap(), "--tries", "2"]);
+    assert_eq!(
+        d.entries(),
+        [
+            format!("berth-2-{}.conf", short(&v1)),
+            format!("berth-3-{}+2.conf", short(&v2))
+        ]
+    );
+    let (s1, s2) = (d.set_dir(&v1), d.set_dir(&v2));
+    assert_eq!(
+        fs::read(d.esp.join(&s2).join("vmlinuz")).unwrap(),
+        b"kernel two"
+    );
+    assert_eq!(d.marker().as_deref(), Some(short(&v2)));
+    let text = fs::read_to_string(
+        d.esp
+            .join(bls::ENTRIES_DIR)
+            .join(format!("berth-3-{}+2.conf", short(&v2))),
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!(
+            "options console=ttyS0 panic=-1 berth.root=PARTUUID=fedcba98-7654-3210-fedc-ba9876543210 berth.entry={}",
+            short(&v2)
+        )),
+        "{text}"
+    );
+    // The loader boots the trial's kernel; berth-init does not count it again.
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "loader-trial".to_owned()));
+    d.ok(&["mark-good"]);
+    assert_eq!(
+        d.entries(),
+        [
+            format!("berth-2-{}.conf", short(&v1)),
+            format!("berth-3-{}.conf", short(&v2))
+        ]
+    );
+    assert_eq!(d.marker(), None);
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "default".to_owned()));
+    // mark-good again is a no-op.
+    d.ok(&["mark-good"]);
+
+    // Changed kernel arguments are a new set too.
+    let up = d.update(&v2, &v3);
+    d.ok(&["update", up.to_str().unwrap()]);
+    let s3 = d.set_dir(&v3);
+    assert_ne!(s3, s2);
+    assert_eq!(d.boot(), (short(&v3).to_owned(), "loader-trial".to_owned()));
+    d.ok(&["mark-good"]);
+    // v1 is no longer in the record: its entry went with the mark-good, its set with gc.
+    assert_eq!(
+        d.entries(),
+        [
+            format!("berth-3-{}.conf", short(&v2)),
+            format!("berth-4-{}.conf", short(&v3))
+        ]
+    );
+    assert_eq!(d.sets(), {
+        let mut v = vec![s1.clone(), s2.clone(), s3.clone()];
+        v.sort();
+        v
+    });
+    let gc: Value = serde_json::from_str(&d.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(gc["kernel_sets"], serde_json::json!([s1]));
+    let mut want = vec![s2, s3];
+    want.sort();
+    assert_eq!(d.sets(), want);
+    assert_eq!(d.boot(), (short(&v3).to_owned(), "default".to_owned()));
+}
+
+#[test]
+fn a_trial_the_loader_gives_up_boots_the_default_and_gc_removes_its_entry() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "two", Some("rdinit=/nonexistent"));
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    d.ok(&[
+        "update",
+        d.update(&v1, &v2).to_str().unwrap(),
+        "--tries",
+        "2",
+    ]);
+    // Its kernel panics twice (the loader counts), then the default's entry boots.
+    for _ in 0..2 {
+        let (entry, _) = d.loader_boots();
+        assert_eq!(entry, short(&v2));
+        let names = d.entries();
+        let first = bls::parse_dir(names.iter().map(String::as_str))[0];
+        let (left, done) = first.counter.unwrap();
+        let next = EntryName {
+            counter: Some((left - 1, Some(done.unwrap_or(0) + 1))),
+            ..first
+        };
+        let e = d.esp.join(bls::ENTRIES_DIR);
+        fs::rename(e.join(first.file_name()), e.join(next.file_name())).unwrap();
+    }
+    assert_eq!(d.boot(), (short(&v1).to_owned(), "default".to_owned()));
+    let s = d.lab.status();
+    assert_eq!(s["last_rollback"]["from"], short(&v2));
+    assert_eq!(Lab::role(&s, "trial"), None);
+    let gc: Value = serde_json::from_str(&d.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(
+        gc["boot_entries"],
+        serde_json::json!([format!("berth-3-{}+0-2.conf", short(&v2))])
+    );
+    assert_eq!(d.entries(), [format!("berth-2-{}.conf", short(&v1))]);
+    assert_eq!(d.sets(), [d.set_dir(&v1)]);
+}
+
+#[test]
+fn a_root_filesystem_update_leaves_the_partition_alone_until_mark_good() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "one", None);
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    let before = testkit::scan(&d.esp);
+    d.ok(&["update", d.update(&v1, &v2).to_str().unwrap()]);
+    assert!(
+        testkit::scan(&d.esp) == before,
+        "the boot partition changed"
+    );
+    assert_eq!(d.marker(), None);
+    // The default's entry boots it, and berth-init counts its tries.
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "trial".to_owned()));
+    d.ok(&["mark-good"]);
+    // Now it needs an entry of its own (the same set), newest first.
+    assert_eq!(
+        d.entries(),
+        [
+            format!("berth-2-{}.conf", short(&v1)),
+            format!("berth-3-{}.conf", short(&v2))
+        ]
+    );
+    assert_eq!(d.sets(), [d.set_dir(&v1)]);
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "default".to_owned()));
+}
+
+#[test]
+fn rollback_drops_the_trial_entry_or_puts_the_previous_entry_first() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "two", None);
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    d.ok(&["update", d.update(&v1, &v2).to_str().unwrap()]);
+    d.ok(&["rollback"]);
+    assert_eq!(d.entries(), [format!("berth-2-{}.conf", short(&v1))]);
+    assert_eq!(d.marker(), None);
+    assert_eq!(d.boot(), (short(&v1).to_owned(), "default".to_owned()));
+
+    d.ok(&["update", d.update(&v1, &v2).to_str().unwrap()]);
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "loader-trial".to_owned()));
+    d.ok(&["mark-good"]);
+    // No trial: the previous deployment becomes the default, with the newest entry.
+    d.ok(&["rollback"]);
+    assert_eq!(
+        d.entries(),
+        [
+            format!("berth-3-{}.conf", short(&v2)),
+            format!("berth-4-{}.conf", short(&v1))
+        ]
+    );
+    assert_eq!(d.boot(), (short(&v1).to_owned(), "default".to_owned()));
+}
+
+#[test]
+fn a_damaged_loader_configuration_or_a_kernelless_commit_changes_nothing() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "two", None);
+    let bare = d.lab.commit("2.1", &[]);
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    let conf = d.lab.sysroot.join("berth/boot/loader.conf");
+    let good = fs::read(&conf).unwrap();
+    fs::write(&conf, b"loader grub\n").unwrap();
+    let esp_before = testkit::scan(&d.esp);
+    let record = d.lab.record_bytes();
+    d.fails(
+        &["update", d.update(&v1, &v2).to_str().unwrap()],
+        "loader.conf",
+    );
+    assert_eq!(d.lab.record_bytes(), record);
+    assert!(testkit::scan(&d.esp) == esp_before);
+    fs::write(&conf, &good).unwrap();
+    // Refused once its objects are in the store (gc removes them), before a deployment
+    // is checked out or the record or the boot partition touched.
+    let out = d.lab.berth(&[
+        "--boot-dir",
+        d.esp.to_str().unwrap(),
+        "update",
+        d.update(&v1, &bare).to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("carries no kernel set"), "{err}");
+    assert_eq!(d.lab.record_bytes(), record);
+    assert!(testkit::scan(&d.esp) == esp_before);
+    assert!(
+        !d.lab
+            .sysroot
+            .join("berth/deploy")
+            .join(short(&bare))
+            .exists()
+    );
+}
+
+/// Runs `berth` with the ESP on a 256 KiB tmpfs, in a mount namespace of its own.
+fn with_small_esp(d: &Esp, args: &[&str]) -> std::process::Output {
+    let script = format!(
+        "mount -t tmpfs -o size=256k berth-test-esp {esp} && cp -a {esp}.copy/. {esp}/ && exec \"$@\"",
+        esp = d.esp.display()
+    );
+    std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(common::berth())
+        .arg("--sysroot")
+        .arg(&d.lab.sysroot)
+        .arg("--boot-json")
+        .arg(&d.lab.boot_json)
+        .arg("--boot-dir")
+        .arg(&d.esp)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_kernel_set_that_does_not_fit_is_refused_before_a_deployment_or_the_record_is_written() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    // A kernel larger than the partition's free space.
+    let mut files = set_files("big", None);
+    files[0].1 = vec![7u8; 512 << 10];
+    let extra: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    let v2 = d.lab.commit("2.0", &extra);
+    run_ok(
+        Path::new("cp"),
+        &[
+            "-a".as_ref(),
+            d.esp.as_os_str(),
+            format!("{}.copy", d.esp.display()).as_ref(),
+        ],
+    );
+    let record = d.lab.record_bytes();
+    let up = d.update(&v1, &v2);
+    let out = with_small_esp(&d, &["update", up.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not enough room on the boot partition"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bytes, ") && err.contains(" are free"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(d.lab.record_bytes(), record);
+    assert!(!d.lab.sysroot.join("berth/deploy").join(short(&v2)).exists());
+}
