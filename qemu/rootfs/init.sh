@@ -36,6 +36,17 @@ if [ "$scenario" = httpupdate ]; then
     /usr/bin/berth update http://10.0.2.100:8080 --channel stable --progress none 2>&1 |
         sed "s/^/BERTH-TEST: update /"
 fi
+if [ "$scenario" = ota ]; then
+    # The over-the-air cycle, as a device's own health check and updater would run it at
+    # every boot: bless a booted trial, collect, then take the update on a USB stick if
+    # one is attached.
+    say "markgood $(/usr/bin/berth mark-good 2>&1 | tr '\n' ' ')"
+    say "gc $(/usr/bin/berth gc 2>&1 | tr '\n' ' ')"
+    if [ -b /dev/vdb ] && mount -t ext4 -o ro /dev/vdb /tmp 2>/dev/null; then
+        /usr/bin/berth update /tmp/update.berth --progress none 2>&1 | sed "s/^/BERTH-TEST: update /"
+        umount /tmp
+    fi
+fi
 if [ "$scenario" = repair ]; then
     say "repair $(/usr/bin/berth fsck --repair 2>&1 | tr '\n' ' ')"
 fi

@@ -452,6 +452,23 @@ impl Disk {
         Boot { serial, wall }
     }
 
+    /// The names in directory `dir` of the disk's first partition (the ESP or U-Boot's
+    /// boot partition, at 1 MiB), read with mtools, sorted.
+    pub fn boot_partition_names(&self, dir: &str) -> Vec<String> {
+        let out = run(Command::new("mdir")
+            .args(["-b", "-i"])
+            .arg(format!("{}@@1M", self.image().display()))
+            .arg(format!("::/{dir}")));
+        let mut names: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.trim().trim_end_matches('/').rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Flips one byte of a file on the sysroot filesystem, in the disk image, without
     /// mounting it: the file's first block is found with debugfs.
     pub fn corrupt(&self, path: &str) {

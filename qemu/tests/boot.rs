@@ -647,6 +647,102 @@ fn uefi_panicking_trial_kernel_falls_back_through_systemd_boot(t: Target) {
     );
 }
 
+/// A kernel update over the air on the UEFI board, the device running its own cycle at
+/// every boot (`berthtest=ota`: mark-good, gc, then the update on a USB stick if one is
+/// attached). Each release has its own kernel set (its arguments differ): `berth update`
+/// copies it to the ESP with a counted entry, systemd-boot boots it, mark-good blesses
+/// it, and gc leaves only the sets the record's deployments boot.
+fn uefi_kernel_update_over_the_air(t: Target) {
+    let im = images(t);
+    let (v1, k1, _) = im.kernel_set_commit_with("ota-1", "berthtest=ota");
+    let (v2, k2, _) = im.kernel_set_commit_with("ota-2", "berthtest=ota berth_test_release=2");
+    let (v3, k3, _) = im.kernel_set_commit_with("ota-3", "berthtest=ota berth_test_release=3");
+    let disk = im.disk("uefi-ota", &["--commit", &v1]);
+    let (n1, n2, n3) = (disk.name_of(&v1), disk.name_of(&v2), disk.name_of(&v3));
+    let set = |k: &serde_json::Value| k["id"].as_str().unwrap()[..16].to_owned();
+    let entries = || disk.boot_partition_names("loader/entries");
+    let sets = || disk.boot_partition_names("berth");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let b = disk.boot_with("", Some(&im.usb_stick("ota-stick-2", Some(&v1), &v2)));
+    assert!(
+        b.serial.contains(&format!("berth.entry={n1}")),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.test_values("update").iter().any(|l| l.contains(&n2)),
+        "the update from the stick:\n{}",
+        b.serial
+    );
+    assert_eq!(
+        entries(),
+        [format!("berth-2-{n1}.conf"), format!("berth-3-{n2}+3.conf")]
+    );
+    assert_eq!(sets(), sorted(vec![set(&k1), set(&k2)]));
+
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth.entry={n2}")),
+        "systemd-boot starts the trial's entry:\n{}",
+        b.serial
+    );
+    assert_eq!(b.boot_json()["reason"], "loader-trial", "{}", b.serial);
+    assert!(
+        b.value("markgood").contains("is now the default"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        entries(),
+        [format!("berth-2-{n1}.conf"), format!("berth-3-{n2}.conf")]
+    );
+
+    let b = disk.boot_with("", Some(&im.usb_stick("ota-stick-3", Some(&v2), &v3)));
+    assert!(
+        b.serial.contains(&format!("berth.entry={n2}")),
+        "{}",
+        b.serial
+    );
+    assert_eq!(b.boot_json()["reason"], "default", "{}", b.serial);
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth.entry={n3}")),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.value("markgood").contains("is now the default"),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.value("gc").contains(&set(&k1)),
+        "gc removes v1's set:\n{}",
+        b.serial
+    );
+    assert_eq!(
+        entries(),
+        [format!("berth-3-{n2}.conf"), format!("berth-4-{n3}.conf")]
+    );
+    assert_eq!(sets(), sorted(vec![set(&k2), set(&k3)]));
+    eprintln!(
+        "uefi-x86_64: kernel update over the air, last boot wall {:?}",
+        b.wall
+    );
+}
+
+#[test]
+fn uefi_x86_64_kernel_update_over_the_air() {
+    let t = qemu_tests::UEFI_X86_64;
+    if !skip(t, "kernel_update_over_the_air") {
+        uefi_kernel_update_over_the_air(t);
+    }
+}
+
 #[test]
 fn uefi_x86_64_panicking_trial_kernel_falls_back_through_systemd_boot() {
     let t = qemu_tests::UEFI_X86_64;
