@@ -264,18 +264,17 @@ impl BootPart {
         Ok(self.entries()?.into_iter().next())
     }
 
-    /// The next entry generation: above every entry's, active or not.
+    /// The next entry generation: above every active entry's. An inert entry (left by
+    /// an interrupted command) does not count: its name is reused, so a retry ends
+    /// exactly where an uninterrupted run does.
     fn next_generation(&self) -> Result<u64, UpdaterError> {
-        let dir = self.entries_dir()?;
-        let mut max = 0;
-        for n in dir.names()? {
-            let n = String::from_utf8_lossy(&n).into_owned();
-            let n = n.strip_suffix(ENTRY_TMP).unwrap_or(&n);
-            if let Some(e) = EntryName::parse(n) {
-                max = max.max(e.generation);
-            }
-        }
-        Ok(max + 1)
+        Ok(self
+            .entries()?
+            .iter()
+            .map(|e| e.name.generation)
+            .max()
+            .unwrap_or(0)
+            + 1)
     }
 
     /// The bytes a kernel set of files `sizes` needs on the partition (each file rounded

@@ -417,7 +417,9 @@ impl Device {
         let Some(trial) = rec.trial else {
             return match (&booted, rec.default) {
                 (Some(b), Some(d)) if b == d.as_str() => {
-                    // A retry after a cut between the record and last-good writes.
+                    // A retry after a cut between the record and the boot partition's
+                    // tidying or the last-good write.
+                    self.boot_settle(self.boot_part()?.as_ref(), &rec)?;
                     self.last_good_is(&d)?;
                     Ok(format!("{b} is already the default; nothing to do"))
                 }
@@ -478,7 +480,9 @@ impl Device {
         if let Some(from) = from {
             let current = rec.trial.or(rec.default);
             if current.as_ref() != Some(from) {
-                // A retry after a cut between the record and last-good writes.
+                // A retry after a cut between the record and the boot partition's
+                // tidying or the last-good write.
+                self.boot_settle(self.boot_part()?.as_ref(), &rec)?;
                 if let Some(d) = rec.default {
                     self.last_good_is(&d)?;
                 }

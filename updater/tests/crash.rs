@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Lab;
+use common::esp::Esp;
 
 /// Copies a sysroot with `cp -a`, which keeps the hard links between the store and the
 /// deployments.
@@ -363,6 +364,246 @@ fn a_crash_at_any_mutation_leaves_a_bootable_device_and_a_retry_converges() {
     }
     println!(
         "crash-test total: {} crash points, {} violations",
+        all.crash_points,
+        all.violations.len()
+    );
+    assert!(
+        all.violations.is_empty(),
+        "{} violations:\n{}",
+        all.violations.len(),
+        all.violations.join("\n")
+    );
+}
+
+/// What a device on a systemd-boot board boots next, as the loader and berth-init
+/// decide together: the first entry in systemd-boot's order, the set directory it names
+/// (all its files present), and berth-init's choice under its `berth.entry=`; or what is
+/// wrong.
+fn esp_next_boot(d: &Esp) -> Result<(String, String, String), String> {
+    let dir = d.esp.join(format::bls::ENTRIES_DIR);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let order = format::bls::parse_dir(names.iter().map(String::as_str));
+    let first = order
+        .iter()
+        .find(|e| e.tries_left() != Some(0))
+        .ok_or("no entry with tries left")?;
+    let text = std::fs::read_to_string(dir.join(first.file_name()))
+        .map_err(|e| format!("{}: {e}", first.file_name()))?;
+    let set_dir = format::bls::set_dir_of(&text)
+        .ok_or_else(|| format!("{}: names no kernel set: {text:?}", first.file_name()))?
+        .to_owned();
+    let entry = first.deployment.as_str().to_owned();
+    let out = Command::new(testkit::bin("berth-init"))
+        .args(["--dry-run", "--sysroot"])
+        .arg(&d.lab.sysroot)
+        .args(["--cmdline", &format!("berth.entry={entry}")])
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("berth-init --dry-run: {e}"))?;
+    let booted = v["choice"]["deployment"]
+        .as_str()
+        .ok_or_else(|| format!("berth-init boots no deployment: {v}"))?
+        .to_owned();
+    Ok((entry, set_dir, booted))
+}
+
+/// The boot partition's entries and set directories, with every set file's content.
+fn esp_state(d: &Esp) -> (Vec<String>, BTreeMap<String, Vec<u8>>) {
+    let mut files = BTreeMap::new();
+    for set in d.sets() {
+        for f in ["vmlinuz", "initramfs.img"] {
+            let p = d.esp.join(&set).join(f);
+            files.insert(format!("{set}/{f}"), std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    (d.entries(), files)
+}
+
+/// One command on a systemd-boot device, from `base` (`sysroot/` and `esp/`), to every
+/// crash point: the loader and berth-init agree on a deployment the command may leave
+/// behind, that deployment runs under its own kernel set, whose files are complete; the
+/// retry converges to the uninterrupted run's device and boot partition.
+fn run_esp_scenario(
+    d: &Esp,
+    base: &Path,
+    sc: &Scenario,
+    sets: &BTreeMap<String, String>,
+    totals: &mut Totals,
+) {
+    let restore = || {
+        copy_tree(&base.join("sysroot"), &d.lab.sysroot);
+        copy_tree(&base.join("esp"), &d.esp);
+    };
+    let mut args = vec!["--boot-dir".to_owned(), d.esp.to_str().unwrap().to_owned()];
+    args.extend(sc.args.iter().cloned());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.lab.booted(&sc.booted, "test");
+    restore();
+    d.lab.ok(&argv);
+    let want = (outcome(&d.lab), esp_state(d));
+    for drop in [false, true] {
+        let mut n = 1u64;
+        loop {
+            restore();
+            let out = berth_crashing(&d.lab, &args, n, drop);
+            if out.status.success() {
+                assert!(n > 1, "{}: the command made no mutation at all", sc.name);
+                break;
+            }
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "{} at {n}: failed instead of crashing: {}",
+                sc.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            totals.crash_points += 1;
+            let at = format!("{} crash {n}{}", sc.name, if drop { " (drop)" } else { "" });
+            let mut bad = |what: String| totals.violations.push(format!("{at}: {what}"));
+            if !d.lab.berth(&["fsck"]).status.success() {
+                bad("fsck fails".into());
+            }
+            match esp_next_boot(d) {
+                Err(e) => bad(e),
+                Ok((entry, set_dir, booted)) => {
+                    if !sc.may_boot.contains(&booted) {
+                        bad(format!(
+                            "the loader starts {entry} and berth-init boots {booted}"
+                        ));
+                    }
+                    if sets.get(&booted) != Some(&set_dir) {
+                        bad(format!(
+                            "{booted} would run under {entry}'s kernel ({set_dir})"
+                        ));
+                    }
+                    for f in ["vmlinuz", "initramfs.img"] {
+                        let on_esp =
+                            std::fs::read(d.esp.join(&set_dir).join(f)).unwrap_or_default();
+                        let set = d
+                            .lab
+                            .sysroot
+                            .join("berth/deploy")
+                            .join(&booted)
+                            .join("usr/lib/modules/6.1.0-test")
+                            .join(f);
+                        if std::fs::read(&set).ok() != Some(on_esp) {
+                            bad(format!("{set_dir}/{f} is not {booted}'s"));
+                        }
+                    }
+                }
+            }
+            let retry = d.lab.berth(&argv);
+            if !retry.status.success() {
+                bad(format!(
+                    "the retry failed: {}",
+                    String::from_utf8_lossy(&retry.stderr).trim()
+                ));
+            } else if (outcome(&d.lab), esp_state(d)) != want {
+                bad(format!(
+                    "the retry ended at {:?} {:?}, not {:?} {:?}",
+                    outcome(&d.lab),
+                    esp_state(d).0,
+                    want.0,
+                    want.1.0
+                ));
+            }
+            totals.checked += 1;
+            n += 1;
+        }
+    }
+}
+
+#[test]
+fn a_crash_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "two", None);
+    let v3 = d.commit("3.0", "two", Some("quiet"));
+    let v4 = d.commit("4.0", "two", Some("quiet"));
+    let mut sets = BTreeMap::new();
+    for c in [&v1, &v2, &v3, &v4] {
+        sets.insert(c[..16].to_owned(), d.set_dir(c));
+    }
+    let (d1, d2, d3, d4) = (&v1[..16], &v2[..16], &v3[..16], &v4[..16]);
+    d.install(&v1);
+    let stages = d.lab.tmp.path().join("esp-stages");
+    let save = |what: &str| {
+        let to = stages.join(what);
+        std::fs::create_dir_all(&to).unwrap();
+        copy_tree(&d.lab.sysroot, &to.join("sysroot"));
+        copy_tree(&d.esp, &to.join("esp"));
+        to
+    };
+    let boot_dir = d.esp.to_str().unwrap().to_owned();
+    let ok = |args: &[&str]| {
+        let mut all = vec!["--boot-dir", boot_dir.as_str()];
+        all.extend_from_slice(args);
+        d.lab.ok(&all)
+    };
+    let update = |from: &str, to: &str| d.update(from, to).to_str().unwrap().to_owned();
+    let (u12, u23, u34) = (update(&v1, &v2), update(&v2, &v3), update(&v3, &v4));
+    // 1: v1 alone. 2: v2 a booted loader trial. 3: v2 the default. 4: v3 the default,
+    // v1 garbage. 5: v4 (v3's kernel set) a booted trial berth-init counts.
+    d.lab.booted(d1, "default");
+    let s1 = save("1");
+    ok(&["update", &u12]);
+    d.lab.booted(d2, "loader-trial");
+    let s2 = save("2");
+    ok(&["mark-good"]);
+    let s3 = save("3");
+    ok(&["update", &u23]);
+    d.lab.booted(d3, "loader-trial");
+    ok(&["mark-good"]);
+    let s4 = save("4");
+    ok(&["update", &u34]);
+    d.lab.booted(d4, "trial");
+    let s5 = save("5");
+    let sc = |name, booted: &str, args: &[&str], may: &[&str]| Scenario {
+        name,
+        booted: booted.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        may_boot: may.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    let scenarios = [
+        (s1, sc("esp update", d1, &["update", &u12], &[d1, d2])),
+        (s2.clone(), sc("esp mark-good", d2, &["mark-good"], &[d2])),
+        (
+            s2,
+            sc(
+                "esp rollback trial",
+                d2,
+                &["rollback", "--from", d2],
+                &[d1, d2],
+            ),
+        ),
+        (
+            s3,
+            sc("esp rollback", d2, &["rollback", "--from", d2], &[d1, d2]),
+        ),
+        (s4, sc("esp gc", d3, &["gc"], &[d3])),
+        (s5, sc("esp mark-good rootfs", d4, &["mark-good"], &[d4])),
+    ];
+    let mut all = Totals::default();
+    for (base, sc) in &scenarios {
+        let mut t = Totals::default();
+        run_esp_scenario(&d, base, sc, &sets, &mut t);
+        println!(
+            "crash-test {}: {} crash points, {} states checked, {} violations",
+            sc.name,
+            t.crash_points,
+            t.checked,
+            t.violations.len()
+        );
+        all.crash_points += t.crash_points;
+        all.checked += t.checked;
+        all.violations.extend(t.violations);
+    }
+    println!(
+        "crash-test boot partition total: {} crash points, {} violations",
         all.crash_points,
         all.violations.len()
     );

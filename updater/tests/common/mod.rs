@@ -2,6 +2,8 @@
 //! `berth-image install`, and helpers to run `berth` and `berth-init --dry-run` on it.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod esp;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,228 @@
+//! A device on a systemd-boot board for the updater's tests: a sysroot and its ESP as a
+//! directory (`--boot-dir`), with a model of systemd-boot's choice (`format::bls`).
+
+use std::fs;
+use std::path::PathBuf;
+
+use format::bls::{self, EntryName};
+use serde_json::Value;
+use testkit::{bin, run_ok};
+
+use super::Lab;
+
+/// A root filesystem's kernel set: a kernel and an initramfs (their bytes stand in for
+/// real ones: berth copies, it does not boot them), and kernel arguments.
+pub fn set_files(kernel: &str, kargs: Option<&str>) -> Vec<(String, Vec<u8>)> {
+    let mut v = vec![
+        (
+            "usr/lib/modules/6.1.0-test/vmlinuz".to_owned(),
+            format!("kernel {kernel}").into_bytes(),
+        ),
+        (
+            "usr/lib/modules/6.1.0-test/initramfs.img".to_owned(),
+            format!("initramfs {kernel}").into_bytes(),
+        ),
+    ];
+    if let Some(k) = kargs {
+        v.push((
+            "usr/lib/berth/kargs".to_owned(),
+            format!("{k}\n").into_bytes(),
+        ));
+    }
+    v
+}
+
+/// A device on a systemd-boot board: its ESP at `esp/`, laid out as `berth-image disk`
+/// does for the default deployment.
+pub struct Esp {
+    pub lab: Lab,
+    pub esp: PathBuf,
+}
+
+impl Esp {
+    pub fn new() -> Self {
+        let lab = Lab::new();
+        let esp = lab.tmp.path().join("esp");
+        Self { lab, esp }
+    }
+
+    pub fn commit(&self, version: &str, kernel: &str, kargs: Option<&str>) -> String {
+        let files = set_files(kernel, kargs);
+        let extra: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
+        self.lab.commit(version, &extra)
+    }
+
+    /// The kernel set directory (`berth/<id16>`) of `commit`.
+    pub fn set_dir(&self, commit: &str) -> String {
+        let v: Value = serde_json::from_str(&run_ok(
+            &bin("berth-image"),
+            &[
+                "show".as_ref(),
+                "--repo".as_ref(),
+                self.lab.repo.as_os_str(),
+                commit.as_ref(),
+                "--json".as_ref(),
+            ],
+        ))
+        .unwrap();
+        format!("berth/{}", &v["kernel_set"]["id"].as_str().unwrap()[..16])
+    }
+
+    /// Installs `commit` and lays out the ESP with its entry (generation 2), as the
+    /// image builder does.
+    pub fn install(&self, commit: &str) {
+        self.lab.install(commit, &[]);
+        let dir = self.set_dir(commit);
+        let src = self
+            .lab
+            .sysroot
+            .join("berth/deploy")
+            .join(&commit[..16])
+            .join("usr/lib/modules/6.1.0-test");
+        fs::create_dir_all(self.esp.join(&dir)).unwrap();
+        fs::create_dir_all(self.esp.join(bls::ENTRIES_DIR)).unwrap();
+        for f in ["vmlinuz", "initramfs.img"] {
+            fs::copy(src.join(f), self.esp.join(&dir).join(f)).unwrap();
+        }
+        let conf = format::bootconf::BootConfig {
+            loader: format::bootconf::Loader::SystemdBoot,
+            partuuid: "0123abcd-0000-4000-8000-00000000000a".into(),
+            cmdline: "console=ttyS0 panic=-1".into(),
+            root: "PARTUUID=fedcba98-7654-3210-fedc-ba9876543210".into(),
+            devicetree: None,
+        };
+        fs::write(
+            self.lab.sysroot.join("berth/boot/loader.conf"),
+            conf.encode(),
+        )
+        .unwrap();
+        let name = EntryName {
+            generation: 2,
+            deployment: format::record::DeploymentName::new(&commit.as_bytes()[..16]).unwrap(),
+            counter: None,
+        };
+        let text = format::bls::EntryText {
+            release: "test",
+            deployment: &commit[..16],
+            generation: 2,
+            set_dir: &dir,
+            devicetree: None,
+            options: &conf.kernel_cmdline(""),
+        }
+        .render();
+        fs::write(self.esp.join(bls::ENTRIES_DIR).join(name.file_name()), text).unwrap();
+    }
+
+    /// `berth --boot-dir esp ARGS`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let mut all = vec!["--boot-dir", self.esp.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.lab.ok(&all)
+    }
+
+    pub fn fails(&self, args: &[&str], needle: &str) {
+        let mut all = vec!["--boot-dir", self.esp.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.lab.fails(&all, needle);
+    }
+
+    /// An update file from `from` to `to`.
+    pub fn update(&self, from: &str, to: &str) -> PathBuf {
+        self.lab
+            .delta(Some(from), to, &format!("{}.berth", &to[..16]), &[])
+    }
+
+    /// The entries' file names, sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.esp.join(bls::ENTRIES_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The kernel set directories on the ESP, sorted.
+    pub fn sets(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.esp.join("berth"))
+            .unwrap()
+            .map(|e| format!("berth/{}", e.unwrap().file_name().into_string().unwrap()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What systemd-boot boots next: its first entry's deployment and set directory.
+    pub fn loader_boots(&self) -> (String, String) {
+        let names = self.entries();
+        let first = bls::parse_dir(names.iter().map(String::as_str))[0];
+        let text =
+            fs::read_to_string(self.esp.join(bls::ENTRIES_DIR).join(first.file_name())).unwrap();
+        let dir = bls::set_dir_of(&text).unwrap().to_owned();
+        // Every file the entry names is there.
+        for f in ["vmlinuz", "initramfs.img"] {
+            assert!(self.esp.join(&dir).join(f).is_file(), "{dir}/{f}");
+        }
+        (first.deployment.as_str().to_owned(), dir)
+    }
+
+    /// Boots once as systemd-boot and berth-init would: the loader takes a try of a
+    /// counted first entry (renaming it), berth-init decides under its `berth.entry=`
+    /// (writing the record). Returns (deployment, reason); asserts that the kernel that
+    /// runs is that deployment's own kernel set.
+    pub fn boot(&self) -> (String, String) {
+        let (entry, set_dir) = self.loader_boots();
+        let names = self.entries();
+        let first = bls::parse_dir(names.iter().map(String::as_str))[0];
+        if let Some((left, done)) = first.counter {
+            let next = EntryName {
+                counter: Some((left - 1, Some(done.unwrap_or(0) + 1))),
+                ..first
+            };
+            let d = self.esp.join(bls::ENTRIES_DIR);
+            fs::rename(d.join(first.file_name()), d.join(next.file_name())).unwrap();
+        }
+        let v: Value = serde_json::from_str(&run_ok(
+            &bin("berth-init"),
+            &[
+                "--dry-run".as_ref(),
+                "--write-record".as_ref(),
+                "--sysroot".as_ref(),
+                self.lab.sysroot.as_os_str(),
+                "--cmdline".as_ref(),
+                format!("berth.entry={entry}").as_ref(),
+            ],
+        ))
+        .unwrap();
+        let booted = v["choice"]["deployment"].as_str().unwrap().to_owned();
+        let commit = self.commit_of(&booted);
+        assert_eq!(
+            self.set_dir(&commit),
+            set_dir,
+            "{booted} booted under entry {entry}'s kernel"
+        );
+        self.lab.booted(&booted, v["reason"].as_str().unwrap());
+        (booted, v["reason"].as_str().unwrap().to_owned())
+    }
+
+    pub fn commit_of(&self, name: &str) -> String {
+        let s = self.lab.status();
+        s["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .and_then(|d| d["commit"].as_str())
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn marker(&self) -> Option<String> {
+        fs::read_to_string(self.lab.sysroot.join("berth/boot/loader-trial"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+}
