@@ -186,9 +186,8 @@ impl Device {
         if self.boot_config()?.is_some() {
             let _lock = self.lock(crate::lock::LockKind::Record, "gc")?;
             let (rec, _) = self.record()?;
-            if let Some(bp) = self.boot_part()? {
-                (report.boot_entries, report.kernel_sets) = bp.tidy(&rec, true)?;
-            }
+            (report.boot_entries, report.kernel_sets) =
+                self.boot_settle(self.boot_part()?.as_ref(), &rec, true)?;
         }
         Ok(report)
     }

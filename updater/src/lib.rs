@@ -419,7 +419,7 @@ impl Device {
                 (Some(b), Some(d)) if b == d.as_str() => {
                     // A retry after a cut between the record and the boot partition's
                     // tidying or the last-good write.
-                    self.boot_settle(self.boot_part()?.as_ref(), &rec)?;
+                    self.boot_settle(self.boot_part()?.as_ref(), &rec, false)?;
                     self.last_good_is(&d)?;
                     Ok(format!("{b} is already the default; nothing to do"))
                 }
@@ -455,10 +455,10 @@ impl Device {
         // between boots it as the trial it still is.
         let boot = self.boot_part()?;
         if let Some(bp) = &boot {
-            self.boot_make_first(bp, &trial)?;
+            self.boot_prepare(bp, &new)?;
         }
         self.write(&(rec, copy), &new)?;
-        self.boot_settle(boot.as_ref(), &new)?;
+        self.boot_settle(boot.as_ref(), &new, false)?;
         self.last_good_is(&trial)?;
         Ok(format!(
             "{} is now the default; previous: {}",
@@ -482,7 +482,7 @@ impl Device {
             if current.as_ref() != Some(from) {
                 // A retry after a cut between the record and the boot partition's
                 // tidying or the last-good write.
-                self.boot_settle(self.boot_part()?.as_ref(), &rec)?;
+                self.boot_settle(self.boot_part()?.as_ref(), &rec, false)?;
                 if let Some(d) = rec.default {
                     self.last_good_is(&d)?;
                 }
@@ -509,10 +509,10 @@ impl Device {
             // a trial the loader gave up, which berth-init drops.
             let boot = self.boot_part()?;
             if let Some(bp) = &boot {
-                bp.tidy(&new, false)?;
+                self.boot_prepare(bp, &new)?;
             }
             self.write(&(rec, copy), &new)?;
-            self.boot_settle(boot.as_ref(), &new)?;
+            self.boot_settle(boot.as_ref(), &new, false)?;
             return Ok(format!(
                 "trial {} dropped; the next boot uses {}",
                 trial.as_str(),
@@ -537,10 +537,10 @@ impl Device {
         };
         let boot = self.boot_part()?;
         if let Some(bp) = &boot {
-            self.boot_make_first(bp, &prev)?;
+            self.boot_prepare(bp, &new)?;
         }
         self.write(&(rec, copy), &new)?;
-        self.boot_settle(boot.as_ref(), &new)?;
+        self.boot_settle(boot.as_ref(), &new, false)?;
         self.last_good_is(&prev)?;
         Ok(format!(
             "the next boot uses {} (was {})",

@@ -455,8 +455,8 @@ impl Device {
             None => None,
         };
         self.write(&(rec, copy), &new)?;
-        if let (Some(bp), Some(entry)) = (&boot, pending) {
-            bp.activate(&entry)?;
+        if let (Some(bp), Some(p)) = (&boot, pending) {
+            bp.activate_pending(p, &new)?;
         }
         Ok(skipped)
     }

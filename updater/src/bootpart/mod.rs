@@ -24,17 +24,20 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use format::bls::{self, EntryName, EntryText};
+use format::bls::EntryName;
 use format::bootconf::{BootConfig, Loader};
 use format::kernelset::{self, KernelSet};
 use format::record::{DeploymentName, Record};
 use rustix::fd::AsFd as _;
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use store::Repo;
 
 use crate::dirs::Dir;
 use crate::{Device, UpdaterError};
+
+mod sdboot;
+mod uboot;
 
 /// Where `berth` mounts the boot partition while it works on it.
 const MOUNT_POINT: &str = "/run/berth/boot-partition";
@@ -101,13 +104,6 @@ impl Device {
         let Some(config) = self.boot_config()? else {
             return Ok(None);
         };
-        if config.loader != Loader::SystemdBoot {
-            return Err(UpdaterError::State(format!(
-                "{}: loader {}: berth does not write its boot partition yet",
-                self.path.join(format::bootconf::PATH).display(),
-                config.loader.as_str()
-            )));
-        }
         let (root, mount) = if let Some(dir) = &self.boot_dir {
             (Dir::open_root(dir)?, None)
         } else {
@@ -232,51 +228,6 @@ pub(crate) struct OnDisk {
 }
 
 impl BootPart {
-    fn entries_dir(&self) -> Result<Dir, UpdaterError> {
-        made(&self.root, bls::ENTRIES_DIR)
-    }
-
-    fn sets_dir(&self) -> Result<Dir, UpdaterError> {
-        made(&self.root, SETS_DIR)
-    }
-
-    /// Berth's entries, in the order systemd-boot boots them.
-    pub(crate) fn entries(&self) -> Result<Vec<OnDisk>, UpdaterError> {
-        let dir = self.entries_dir()?;
-        let names: Vec<String> = dir
-            .names()?
-            .into_iter()
-            .filter_map(|n| String::from_utf8(n).ok())
-            .collect();
-        bls::parse_dir(names.iter().map(String::as_str))
-            .into_iter()
-            .map(|name| {
-                let text = dir.read(&name.file_name(), bls::ENTRY_MAX as u64)?;
-                let set_dir = text
-                    .and_then(|t| bls::set_dir_of(&String::from_utf8_lossy(&t)).map(str::to_owned));
-                Ok(OnDisk { name, set_dir })
-            })
-            .collect()
-    }
-
-    /// The entry the loader boots first, if any.
-    pub(crate) fn first(&self) -> Result<Option<OnDisk>, UpdaterError> {
-        Ok(self.entries()?.into_iter().next())
-    }
-
-    /// The next entry generation: above every active entry's. An inert entry (left by
-    /// an interrupted command) does not count: its name is reused, so a retry ends
-    /// exactly where an uninterrupted run does.
-    fn next_generation(&self) -> Result<u64, UpdaterError> {
-        Ok(self
-            .entries()?
-            .iter()
-            .map(|e| e.name.generation)
-            .max()
-            .unwrap_or(0)
-            + 1)
-    }
-
     /// The bytes a kernel set of files `sizes` needs on the partition (each file rounded
     /// up to the cluster), and the bytes free there.
     pub(crate) fn space(&self, sizes: &[u64]) -> Result<(u64, u64), UpdaterError> {
@@ -292,185 +243,36 @@ impl BootPart {
         Ok((need, vfs.f_bavail.saturating_mul(vfs.f_frsize)))
     }
 
-    /// Whether `set` is on the partition already.
-    pub(crate) fn has_set(&self, set: &KernelSet) -> Result<bool, UpdaterError> {
-        Ok(self.sets_dir()?.sub(&set.dir_name(), None)?.is_some())
-    }
-
-    /// Copies `set` from `src` (its directory in a checkout) to `berth/<id16>` unless it
-    /// is there: into `berth/.tmp-<id16>`, every file fsynced, then renamed.
-    pub(crate) fn ensure_set(&self, set: &KernelSet, src: &Dir) -> Result<String, UpdaterError> {
-        let sets = self.sets_dir()?;
-        let name = set.dir_name();
-        let dir_path = format!("{SETS_DIR}/{name}");
-        if sets.sub(&name, None)?.is_some() {
-            return Ok(dir_path);
-        }
-        let tmp = format!("{SET_TMP}{name}");
-        sets.remove(tmp.as_bytes())?;
-        let t = made(&sets, &tmp)?;
-        for f in [kernelset::KERNEL, kernelset::INITRAMFS] {
-            copy_file(src, f, &t)?;
-        }
-        if let Some(dtb) = src.sub(kernelset::DTB_DIR, None)? {
-            let to = made(&t, kernelset::DTB_DIR)?;
-            copy_dir(&dtb, &to)?;
-        }
-        t.sync()?;
-        fsop::renameat(sets.fd(), tmp.as_str(), sets.fd(), name.as_str())
-            .map_err(|e| fail(&sets.join(&tmp), format!("rename to {name}: {e}")))?;
-        sets.sync()?;
-        Ok(dir_path)
-    }
-
-    /// Writes entry `name` for `text`: under a temporary name, fsynced, then (if
-    /// `active`) renamed to its `.conf` name and the directory fsynced.
-    pub(crate) fn write_entry(
+    /// After the update's record (`rec`) is written: the loader starts counting the
+    /// trial's tries.
+    pub(crate) fn activate_pending(
         &self,
-        name: &EntryName,
-        text: &str,
-        active: bool,
-    ) -> Result<(), UpdaterError> {
-        let dir = self.entries_dir()?;
-        let file = name.file_name();
-        let tmp = format!("{file}{ENTRY_TMP}");
-        let fd = fsop::create(
-            dir.fd(),
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::TRUNC,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(|e| fail(&dir.join(&tmp), format!("create: {e}")))?;
-        fsop::write_all(fd.as_fd(), text.as_bytes())
-            .and_then(|()| fsop::fsync(fd.as_fd()))
-            .map_err(|e| fail(&dir.join(&tmp), format!("write: {e}")))?;
-        drop(fd);
-        dir.sync()?;
-        if active {
-            self.activate(name)?;
-        }
-        Ok(())
-    }
-
-    /// Renames the inert entry `name` (written by [`BootPart::write_entry`]) to its
-    /// `.conf` name: from now on the loader sees it.
-    pub(crate) fn activate(&self, name: &EntryName) -> Result<(), UpdaterError> {
-        let dir = self.entries_dir()?;
-        let file = name.file_name();
-        let tmp = format!("{file}{ENTRY_TMP}");
-        fsop::renameat(dir.fd(), tmp.as_str(), dir.fd(), file.as_str())
-            .map_err(|e| fail(&dir.join(&tmp), format!("rename to {file}: {e}")))?;
-        dir.sync()
-    }
-
-    /// Renames entry `from` to `to` (blessing a counted entry), durably.
-    pub(crate) fn rename_entry(
-        &self,
-        from: &EntryName,
-        to: &EntryName,
-    ) -> Result<(), UpdaterError> {
-        let dir = self.entries_dir()?;
-        let (a, b) = (from.file_name(), to.file_name());
-        fsop::renameat(dir.fd(), a.as_str(), dir.fd(), b.as_str())
-            .map_err(|e| fail(&dir.join(&a), format!("rename to {b}: {e}")))?;
-        dir.sync()
-    }
-
-    /// Removes the entries `remove` (and every inert one), durably; returns their names.
-    pub(crate) fn remove_entries(&self, remove: &[EntryName]) -> Result<Vec<String>, UpdaterError> {
-        let dir = self.entries_dir()?;
-        let mut gone: Vec<String> = remove.iter().map(EntryName::file_name).collect();
-        for n in dir.names()? {
-            let n = String::from_utf8_lossy(&n).into_owned();
-            if n.starts_with(bls::PREFIX) && n.ends_with(ENTRY_TMP) {
-                gone.push(n);
-            }
-        }
-        if gone.is_empty() {
-            return Ok(gone);
-        }
-        for n in &gone {
-            match fsop::unlinkat(dir.fd(), n.as_str(), AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(fail(&dir.join(n), format!("remove: {e}"))),
-            }
-        }
-        dir.sync()?;
-        Ok(gone)
-    }
-
-    /// Writes a new active entry for deployment `name` booting `set` (copied first if
-    /// missing), newer than every other entry.
-    pub(crate) fn add_entry(
-        &self,
-        name: &DeploymentName,
-        deployed: &DeployedSet,
-        src: &Dir,
-        counter: Option<(u32, Option<u32>)>,
-        active: bool,
-    ) -> Result<EntryName, UpdaterError> {
-        let set_dir = self.ensure_set(&deployed.set, src)?;
-        let entry = EntryName {
-            generation: self.next_generation()?,
-            deployment: *name,
-            counter,
-        };
-        let options = self.config.kernel_cmdline(&deployed.set.kargs);
-        let text = EntryText {
-            release: &deployed.release,
-            deployment: name.as_str(),
-            generation: entry.generation,
-            set_dir: &set_dir,
-            devicetree: self.config.devicetree.as_deref(),
-            options: &options,
-        }
-        .render();
-        self.write_entry(&entry, &text, active)?;
-        Ok(entry)
-    }
-
-    /// Removes what no deployment of `rec` boots: entries of other deployments, every
-    /// entry of a deployment but its first in boot order, inert entries, kernel sets no
-    /// remaining entry names, and interrupted copies. Returns (entries, sets) removed.
-    pub(crate) fn tidy(
-        &self,
+        pending: Pending,
         rec: &Record,
-        sets_too: bool,
-    ) -> Result<(Vec<String>, Vec<String>), UpdaterError> {
-        let keep: Vec<DeploymentName> = [rec.default, rec.previous, rec.trial]
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut seen: Vec<DeploymentName> = Vec::new();
-        let mut remove = Vec::new();
-        let mut kept_sets: Vec<String> = Vec::new();
-        for e in self.entries()? {
-            let d = e.name.deployment;
-            if keep.contains(&d) && !seen.contains(&d) {
-                seen.push(d);
-                kept_sets.extend(e.set_dir.clone());
-            } else {
-                remove.push(e.name);
+    ) -> Result<(), UpdaterError> {
+        let bp = self;
+        match pending {
+            Pending::Entry(e) => bp.activate(&e),
+            Pending::UBootTrial(trial, tries) => {
+                let default = rec.default.ok_or_else(|| {
+                    fail(
+                        bp.path(),
+                        "the record has no default deployment for the loader",
+                    )
+                })?;
+                let previous = rec
+                    .previous
+                    .filter(|p| matches!(bp.root.sub(p.as_str(), None), Ok(Some(_))));
+                bp.ub_write_state(
+                    default,
+                    previous,
+                    Some(format::loader::Trial {
+                        entry: trial,
+                        tries_left: tries,
+                    }),
+                )
             }
         }
-        let entries = self.remove_entries(&remove)?;
-        let mut sets = Vec::new();
-        if sets_too {
-            let dir = self.sets_dir()?;
-            for n in dir.names()? {
-                let n = String::from_utf8_lossy(&n).into_owned();
-                let path = format!("{SETS_DIR}/{n}");
-                let is_set = n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit());
-                if (is_set && !kept_sets.contains(&path)) || n.starts_with(SET_TMP) {
-                    dir.remove(n.as_bytes())?;
-                    sets.push(path);
-                }
-            }
-            if !sets.is_empty() {
-                dir.sync()?;
-            }
-        }
-        Ok((entries, sets))
     }
 
     /// The partition's path, for messages.
@@ -533,13 +335,41 @@ fn made(dir: &Dir, rel: &str) -> Result<Dir, UpdaterError> {
         .ok_or_else(|| fail(&dir.join(rel), "cannot be created"))
 }
 
+/// How a loader module gets a deployment's kernel set and its checkout's directory
+/// (`None`: its commit carries no set).
+pub(super) type Source<'a> =
+    &'a dyn Fn(&DeploymentName) -> Result<Option<(DeployedSet, Dir)>, UpdaterError>;
+
+/// What an update's staging leaves to do once the record names the trial.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pending {
+    /// systemd-boot: rename the inert entry to its `.conf` name.
+    Entry(EntryName),
+    /// U-Boot: write the state naming the trial, with its tries.
+    UBootTrial(DeploymentName, u8),
+}
+
 /// The loader side of the record changes (see the module's rules).
 impl Device {
-    /// Before an update's record names `trial`: removes every entry of a deployment the
-    /// new record does not name, and every old entry of `trial`; then, if `trial`'s kernel
-    /// set is not the default's, copies it and writes its counted entry, inert, and
-    /// names it in `berth/boot/loader-trial`. Returns that entry, to be activated once
-    /// the record is written ([`BootPart::activate`]).
+    /// The kernel set of deployment `name` and its directory in the checkout, if its
+    /// commit carries one.
+    fn set_and_source(
+        &self,
+        repo: &Repo,
+        name: &DeploymentName,
+    ) -> Result<Option<(DeployedSet, Dir)>, UpdaterError> {
+        let Some(deployed) = deployed_set(repo, name)? else {
+            return Ok(None);
+        };
+        let src = self.set_source(name, &deployed.set)?;
+        Ok(Some((deployed, src)))
+    }
+
+    /// Before an update's record (`new`) names `trial`: the loader's side is made ready
+    /// (docs/FORMAT.md, "Loader entries" and "Loader state"). If `trial`'s kernel set is
+    /// not the default's, its files are on the partition and `berth/boot/loader-trial`
+    /// names it; the returned step, done after the record is written, makes the loader
+    /// count its tries. Otherwise berth-init counts them and `None` is returned.
     pub(crate) fn boot_stage_trial(
         &self,
         bp: &BootPart,
@@ -547,99 +377,68 @@ impl Device {
         trial: &DeploymentName,
         new: &Record,
         tries: u8,
-    ) -> Result<Option<EntryName>, UpdaterError> {
-        let deployed = deployed_set(repo, trial)?.ok_or_else(|| {
+    ) -> Result<Option<Pending>, UpdaterError> {
+        let (deployed, src) = self.set_and_source(repo, trial)?.ok_or_else(|| {
             UpdaterError::State(format!(
                 "deployment {}: its commit carries no kernel set, and this board's loader ({}) boots each deployment's own kernel (complete the root filesystem with berth-image initramfs)",
                 trial.as_str(),
                 bp.config.loader.as_str()
             ))
         })?;
-        let entries = bp.entries()?;
-        let stale: Vec<EntryName> = entries
-            .iter()
-            .filter(|e| {
-                e.name.deployment == *trial
-                    || ![new.default, new.previous].contains(&Some(e.name.deployment))
-            })
-            .map(|e| e.name)
-            .collect();
-        bp.remove_entries(&stale)?;
-        let default_set = new.default.and_then(|d| {
-            entries
-                .iter()
-                .find(|e| e.name.deployment == d)
-                .and_then(|e| e.set_dir.clone())
-        });
-        let set_dir = format!("{SETS_DIR}/{}", deployed.set.dir_name());
-        if default_set.as_deref() == Some(set_dir.as_str()) {
-            // Only the root filesystem changes: the default's entry boots it, and
-            // berth-init counts its tries.
+        let pending = match bp.config.loader {
+            Loader::SystemdBoot => bp
+                .sd_stage_trial(trial, &deployed, &src, new, tries)?
+                .map(Pending::Entry),
+            Loader::UBoot => bp
+                .ub_stage_trial(trial, &deployed, &src, new)?
+                .then_some(Pending::UBootTrial(*trial, tries)),
+        };
+        if pending.is_some() {
+            self.sysroot
+                .write_loader_trial(trial)
+                .map_err(crate::sys_err(&self.path))?;
+        } else {
             self.sysroot
                 .clear_loader_trial()
                 .map_err(crate::sys_err(&self.path))?;
-            return Ok(None);
         }
-        let src = self.set_source(trial, &deployed.set)?;
-        let entry = bp.add_entry(
-            trial,
-            &deployed,
-            &src,
-            Some((u32::from(tries), None)),
-            false,
-        )?;
-        self.sysroot
-            .write_loader_trial(trial)
-            .map_err(crate::sys_err(&self.path))?;
-        Ok(Some(entry))
+        Ok(pending)
     }
 
-    /// Makes deployment `name`'s entry the one the loader boots first, uncounted:
-    /// blesses its counted entry if that is first, else writes a new entry for it (its
-    /// kernel set copied from its checkout if the partition lacks it). Idempotent.
-    pub(crate) fn boot_make_first(
-        &self,
-        bp: &BootPart,
-        name: &DeploymentName,
-    ) -> Result<(), UpdaterError> {
-        if let Some(first) = bp.first()?
-            && first.name.deployment == *name
-            && first.name.tries_left() != Some(0)
-        {
-            if first.name.counter.is_some() {
-                bp.rename_entry(&first.name, &first.name.blessed())?;
-            }
-            return Ok(());
-        }
+    /// Before a record with no trial (`new`, from mark-good or rollback) is written: the
+    /// loader boots `new.default` first, uncounted, and nothing the record drops.
+    /// Idempotent.
+    pub(crate) fn boot_prepare(&self, bp: &BootPart, new: &Record) -> Result<(), UpdaterError> {
         let repo = Repo::open(&self.path.join("berth/repo"))?;
-        let deployed = deployed_set(&repo, name)?.ok_or_else(|| {
-            UpdaterError::State(format!(
-                "deployment {}: its commit carries no kernel set, so the loader cannot boot it",
-                name.as_str()
-            ))
-        })?;
-        let src = self.set_source(name, &deployed.set)?;
-        bp.add_entry(name, &deployed, &src, None, true)?;
-        Ok(())
+        let source = |n: &DeploymentName| self.set_and_source(&repo, n);
+        match bp.config.loader {
+            Loader::SystemdBoot => bp.sd_prepare(new, &source),
+            Loader::UBoot => bp.ub_prepare(new, &source),
+        }
     }
 
-    /// After a record write: removes the entries it no longer needs, and the loader-trial
-    /// marker unless it names the record's trial.
+    /// After a record write: removes what the loader no longer needs (entries; kernel
+    /// sets too with `sets`), and the loader-trial marker unless it names the record's
+    /// trial. Returns (entries, sets) removed.
     pub(crate) fn boot_settle(
         &self,
         bp: Option<&BootPart>,
         rec: &Record,
-    ) -> Result<(), UpdaterError> {
+        sets: bool,
+    ) -> Result<(Vec<String>, Vec<String>), UpdaterError> {
         let Some(bp) = bp else {
-            return Ok(());
+            return Ok((Vec::new(), Vec::new()));
         };
-        bp.tidy(rec, false)?;
+        let removed = match bp.config.loader {
+            Loader::SystemdBoot => bp.tidy(rec, sets)?,
+            Loader::UBoot => (bp.ub_tidy(&bp.ub_keep(rec)?)?, Vec::new()),
+        };
         if rec.trial.is_none() || self.sysroot.loader_trial() != rec.trial {
             self.sysroot
                 .clear_loader_trial()
                 .map_err(crate::sys_err(&self.path))?;
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
@@ -656,7 +455,7 @@ pub(crate) fn check_space(
             bp.config.loader.as_str()
         )));
     };
-    if bp.has_set(&set)? {
+    if bp.config.loader == Loader::SystemdBoot && bp.has_set(&set)? {
         return Ok(());
     }
     let sizes = store::kernelset::file_sizes(repo, &set)?;
