@@ -156,6 +156,14 @@ impl BootPart<'_> {
     }
 }
 
+/// Writes `berth/boot/loader.conf` in the scratch sysroot: berth on the device keeps the
+/// boot partition in step with the record.
+fn write_config(p: &BootPart<'_>, loader: Loader) -> Result<()> {
+    let path = p.sysroot.join(format::bootconf::PATH);
+    std::fs::write(&path, config(p.board, p.partuuid, loader).encode())
+        .with_context(|| format!("{}: write", path.display()))
+}
+
 /// The board's boot partition image, built by its loader's module; `None` for boards
 /// without one.
 pub fn build(p: &BootPart<'_>) -> Result<Option<PathBuf>> {
@@ -167,14 +175,13 @@ pub fn build(p: &BootPart<'_>) -> Result<Option<PathBuf>> {
     };
     match p.board.bootloader.kind {
         BootloaderKind::SystemdBoot => {
-            // berth on the device keeps this partition in step with the record.
-            let conf = config(p.board, p.partuuid, Loader::SystemdBoot);
-            let path = p.sysroot.join(format::bootconf::PATH);
-            std::fs::write(&path, conf.encode())
-                .with_context(|| format!("{}: write", path.display()))?;
+            write_config(p, Loader::SystemdBoot)?;
             crate::esp::image(p, size).map(Some)
         }
-        BootloaderKind::UBoot => crate::uboot::image(p, size).map(Some),
+        BootloaderKind::UBoot => {
+            write_config(p, Loader::UBoot)?;
+            crate::uboot::image(p, size).map(Some)
+        }
         kind => bail!(
             "board {}: bootloader kind {kind:?} has no boot partition builder",
             p.board.name

@@ -9,13 +9,16 @@
 //! <entry>/initramfs.img          kernel set, named as the deployment
 //! <entry>/cmdline              the board's command line, the set's kargs, berth.root=
 //! <entry>/dtb                  the board's device tree from the set (if it names one)
+//! <entry>/set                  the kernel set's directory name (for berth; the script
+//!                                ignores it)
 //! ```
 //!
 //! Both state copies are written whole at their full 4096 bytes, so the script and berth
 //! only ever overwrite them in place. The state names the default deployment's entry as
 //! the default, the previous one's (if it has an entry) as the previous, and no trial:
-//! a trial in the layout is counted by berth-init's boot record, as on the other boards,
-//! until berth writes the loader state (not built yet).
+//! a trial in the layout is counted by berth-init's boot record, as on the other boards.
+//! On the device, `berth` keeps the partition in step with the record
+//! (`updater/src/bootpart/uboot.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,6 +48,9 @@ struct Entry {
     /// The device tree to copy as `dtb`, if the board names one.
     dtb: Option<PathBuf>,
     cmdline: String,
+    /// The kernel set's directory name (`set`: which set the entry holds, for berth on
+    /// the device; the script ignores it).
+    set: String,
 }
 
 /// The boot partition at `work/boot.img` (`size_mib` MiB).
@@ -97,6 +103,7 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
             fat.copy(&e.src.join(f), &format!("{dir}/{f}"))?;
         }
         fat.write(&format!("{dir}/cmdline"), e.cmdline.as_bytes())?;
+        fat.write(&format!("{dir}/set"), e.set.as_bytes())?;
         if let Some(dtb) = &e.dtb {
             fat.copy(dtb, &format!("{dir}/dtb"))?;
         }
@@ -148,6 +155,7 @@ fn plan(
             src: files.src,
             dtb,
             cmdline,
+            set: files.set.dir_name(),
         });
     }
     let default = default.context("the default deployment has no kernel set")?;
@@ -230,12 +238,14 @@ mod tests {
                     dtb: None,
                     cmdline: "console=ttyAMA0 panic=-1 berthtest=write berth.root=PARTUUID=guid"
                         .into(),
+                    set: set("berthtest=write", "/s/d1").set.dir_name(),
                 },
                 Entry {
                     name: name("p1"),
                     src: "/s/p1".into(),
                     dtb: None,
                     cmdline: "console=ttyAMA0 panic=-1 berth.root=PARTUUID=guid".into(),
+                    set: set("", "/s/p1").set.dir_name(),
                 },
             ]
         );

@@ -83,7 +83,7 @@ fn scan_deployment(lab: &Lab, name: &str) -> Scan {
 
 /// One command run to every crash point from the same starting device.
 struct Scenario {
-    name: &'static str,
+    name: String,
     args: Vec<String>,
     /// The deployment running the command.
     booted: String,
@@ -290,7 +290,7 @@ fn scenarios(
         (
             s1.clone(),
             Scenario {
-                name: "update URL (object pull)",
+                name: "update URL (object pull)".into(),
                 booted: d1.clone(),
                 args: pull_args,
                 may_boot: vec![d1.clone(), dp],
@@ -299,7 +299,7 @@ fn scenarios(
         (
             s1,
             Scenario {
-                name: "update",
+                name: "update".into(),
                 booted: d1.clone(),
                 args: vec!["update".into(), u12.to_str().unwrap().into()],
                 may_boot: vec![d1.clone(), d2.clone()],
@@ -308,7 +308,7 @@ fn scenarios(
         (
             s2,
             Scenario {
-                name: "mark-good",
+                name: "mark-good".into(),
                 booted: d2.clone(),
                 args: vec!["mark-good".into()],
                 may_boot: vec![d2.clone()],
@@ -317,7 +317,7 @@ fn scenarios(
         (
             s3,
             Scenario {
-                name: "rollback",
+                name: "rollback".into(),
                 booted: d2.clone(),
                 args: vec!["rollback".into(), "--from".into(), d2.clone()],
                 may_boot: vec![d1.clone(), d2.clone()],
@@ -326,7 +326,7 @@ fn scenarios(
         (
             s4,
             Scenario {
-                name: "gc",
+                name: "gc".into(),
                 booted: d3.clone(),
                 args: vec!["gc".into()],
                 may_boot: vec![d3.clone()],
@@ -375,27 +375,11 @@ fn a_crash_at_any_mutation_leaves_a_bootable_device_and_a_retry_converges() {
     );
 }
 
-/// What a device on a systemd-boot board boots next, as the loader and berth-init
-/// decide together: the first entry in systemd-boot's order, the set directory it names
-/// (all its files present), and berth-init's choice under its `berth.entry=`; or what is
-/// wrong.
-fn esp_next_boot(d: &Esp) -> Result<(String, String, String), String> {
-    let dir = d.esp.join(format::bls::ENTRIES_DIR);
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    let order = format::bls::parse_dir(names.iter().map(String::as_str));
-    let first = order
-        .iter()
-        .find(|e| e.tries_left() != Some(0))
-        .ok_or("no entry with tries left")?;
-    let text = std::fs::read_to_string(dir.join(first.file_name()))
-        .map_err(|e| format!("{}: {e}", first.file_name()))?;
-    let set_dir = format::bls::set_dir_of(&text)
-        .ok_or_else(|| format!("{}: names no kernel set: {text:?}", first.file_name()))?
-        .to_owned();
-    let entry = first.deployment.as_str().to_owned();
+/// What a device on a loader board boots next, as the loader and berth-init decide
+/// together: (the entry the loader starts, the directory holding its files, its kernel
+/// set, berth-init's choice under its `berth.entry=`); or what is wrong.
+fn esp_next_boot(d: &Esp) -> Result<(String, String, String, String), String> {
+    let (entry, files, set) = d.loader_choice()?;
     let out = Command::new(testkit::bin("berth-init"))
         .args(["--dry-run", "--sysroot"])
         .arg(&d.lab.sysroot)
@@ -408,11 +392,14 @@ fn esp_next_boot(d: &Esp) -> Result<(String, String, String), String> {
         .as_str()
         .ok_or_else(|| format!("berth-init boots no deployment: {v}"))?
         .to_owned();
-    Ok((entry, set_dir, booted))
+    Ok((entry, files, set, booted))
 }
 
-/// The boot partition's entries and set directories, with every set file's content.
-fn esp_state(d: &Esp) -> (Vec<String>, BTreeMap<String, Vec<u8>>) {
+/// The boot partition's entries, set directories with every set file's content, and
+/// (U-Boot) the loader state without its generation.
+type EspState = (Vec<String>, BTreeMap<String, Vec<u8>>, String);
+
+fn esp_state(d: &Esp) -> EspState {
     let mut files = BTreeMap::new();
     for set in d.sets() {
         for f in ["vmlinuz", "initramfs.img"] {
@@ -420,10 +407,14 @@ fn esp_state(d: &Esp) -> (Vec<String>, BTreeMap<String, Vec<u8>>) {
             files.insert(format!("{set}/{f}"), std::fs::read(&p).unwrap_or_default());
         }
     }
-    (d.entries(), files)
+    let st = d
+        .uboot_state()
+        .map(|s| format!("{:?} {:?} {:?}", s.default, s.previous, s.trial))
+        .unwrap_or_default();
+    (d.entries(), files, st)
 }
 
-/// One command on a systemd-boot device, from `base` (`sysroot/` and `esp/`), to every
+/// One command on a loader board's device, from `base` (`sysroot/` and `esp/`), to every
 /// crash point: the loader and berth-init agree on a deployment the command may leave
 /// behind, that deployment runs under its own kernel set, whose files are complete; the
 /// retry converges to the uninterrupted run's device and boot partition.
@@ -469,20 +460,19 @@ fn run_esp_scenario(
             }
             match esp_next_boot(d) {
                 Err(e) => bad(e),
-                Ok((entry, set_dir, booted)) => {
+                Ok((entry, files, set, booted)) => {
                     if !sc.may_boot.contains(&booted) {
                         bad(format!(
                             "the loader starts {entry} and berth-init boots {booted}"
                         ));
                     }
-                    if sets.get(&booted) != Some(&set_dir) {
+                    if sets.get(&booted) != Some(&set) {
                         bad(format!(
-                            "{booted} would run under {entry}'s kernel ({set_dir})"
+                            "{booted} would run under {entry}'s kernel (set {set})"
                         ));
                     }
                     for f in ["vmlinuz", "initramfs.img"] {
-                        let on_esp =
-                            std::fs::read(d.esp.join(&set_dir).join(f)).unwrap_or_default();
+                        let on_esp = std::fs::read(d.esp.join(&files).join(f)).unwrap_or_default();
                         let set = d
                             .lab
                             .sysroot
@@ -491,7 +481,7 @@ fn run_esp_scenario(
                             .join("usr/lib/modules/6.1.0-test")
                             .join(f);
                         if std::fs::read(&set).ok() != Some(on_esp) {
-                            bad(format!("{set_dir}/{f} is not {booted}'s"));
+                            bad(format!("{files}/{f} is not {booted}'s"));
                         }
                     }
                 }
@@ -517,20 +507,19 @@ fn run_esp_scenario(
     }
 }
 
-#[test]
-fn a_crash_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
-    let d = Esp::new();
+/// The boot-partition scenarios on `d` (systemd-boot or U-Boot), named with `kind`.
+fn boot_partition_scenarios(d: &Esp, kind: &str) -> Totals {
     let v1 = d.commit("1.0", "one", None);
     let v2 = d.commit("2.0", "two", None);
     let v3 = d.commit("3.0", "two", Some("quiet"));
     let v4 = d.commit("4.0", "two", Some("quiet"));
     let mut sets = BTreeMap::new();
     for c in [&v1, &v2, &v3, &v4] {
-        sets.insert(c[..16].to_owned(), d.set_dir(c));
+        sets.insert(c[..16].to_owned(), d.set_id(c));
     }
     let (d1, d2, d3, d4) = (&v1[..16], &v2[..16], &v3[..16], &v4[..16]);
     d.install(&v1);
-    let stages = d.lab.tmp.path().join("esp-stages");
+    let stages = d.lab.tmp.path().join(format!("{kind}-stages"));
     let save = |what: &str| {
         let to = stages.join(what);
         std::fs::create_dir_all(&to).unwrap();
@@ -562,15 +551,15 @@ fn a_crash_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
     ok(&["update", &u34]);
     d.lab.booted(d4, "trial");
     let s5 = save("5");
-    let sc = |name, booted: &str, args: &[&str], may: &[&str]| Scenario {
-        name,
+    let sc = |name: &str, booted: &str, args: &[&str], may: &[&str]| Scenario {
+        name: format!("{kind} {name}"),
         booted: booted.to_owned(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         may_boot: may.iter().map(|a| (*a).to_owned()).collect(),
     };
     let scenarios = [
-        (s1, sc("esp update", d1, &["update", &u12], &[d1, d2])),
-        (s2.clone(), sc("esp mark-good", d2, &["mark-good"], &[d2])),
+        (s1, sc("update", d1, &["update", &u12], &[d1, d2])),
+        (s2.clone(), sc("mark-good", d2, &["mark-good"], &[d2])),
         (
             s2,
             sc(
@@ -582,15 +571,15 @@ fn a_crash_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
         ),
         (
             s3,
-            sc("esp rollback", d2, &["rollback", "--from", d2], &[d1, d2]),
+            sc("rollback", d2, &["rollback", "--from", d2], &[d1, d2]),
         ),
-        (s4, sc("esp gc", d3, &["gc"], &[d3])),
-        (s5, sc("esp mark-good rootfs", d4, &["mark-good"], &[d4])),
+        (s4, sc("gc", d3, &["gc"], &[d3])),
+        (s5, sc("mark-good rootfs", d4, &["mark-good"], &[d4])),
     ];
     let mut all = Totals::default();
     for (base, sc) in &scenarios {
         let mut t = Totals::default();
-        run_esp_scenario(&d, base, sc, &sets, &mut t);
+        run_esp_scenario(d, base, sc, &sets, &mut t);
         println!(
             "crash-test {}: {} crash points, {} states checked, {} violations",
             sc.name,
@@ -598,6 +587,18 @@ fn a_crash_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
             t.checked,
             t.violations.len()
         );
+        all.crash_points += t.crash_points;
+        all.checked += t.checked;
+        all.violations.extend(t.violations);
+    }
+    all
+}
+
+#[test]
+fn a_crash_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
+    let mut all = Totals::default();
+    for (d, kind) in [(Esp::new(), "systemd-boot"), (Esp::uboot(), "u-boot")] {
+        let t = boot_partition_scenarios(&d, kind);
         all.crash_points += t.crash_points;
         all.checked += t.checked;
         all.violations.extend(t.violations);

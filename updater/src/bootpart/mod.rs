@@ -431,7 +431,15 @@ impl Device {
         };
         let removed = match bp.config.loader {
             Loader::SystemdBoot => bp.tidy(rec, sets)?,
-            Loader::UBoot => (bp.ub_tidy(&bp.ub_keep(rec)?)?, Vec::new()),
+            Loader::UBoot => {
+                // A trial the record no longer has (berth-init dropped it, its tries
+                // spent) leaves the state.
+                let (_, st) = bp.ub_state()?;
+                if st.trial.is_some() && st.trial.map(|t| t.entry) != rec.trial {
+                    bp.ub_write_state(st.default, st.previous, None)?;
+                }
+                (bp.ub_tidy(&bp.ub_keep(rec)?)?, Vec::new())
+            }
         };
         if rec.trial.is_none() || self.sysroot.loader_trial() != rec.trial {
             self.sysroot
@@ -455,8 +463,11 @@ pub(crate) fn check_space(
             bp.config.loader.as_str()
         )));
     };
-    if bp.config.loader == Loader::SystemdBoot && bp.has_set(&set)? {
-        return Ok(());
+    match bp.config.loader {
+        Loader::SystemdBoot if bp.has_set(&set)? => return Ok(()),
+        Loader::SystemdBoot => {}
+        // The state must be readable before anything is checked out.
+        Loader::UBoot => drop(bp.ub_state()?),
     }
     let sizes = store::kernelset::file_sizes(repo, &set)?;
     let (need, free) = bp.space(&sizes)?;
