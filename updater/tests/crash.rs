@@ -403,7 +403,7 @@ fn esp_state(d: &Esp) -> EspState {
     let mut files = BTreeMap::new();
     for set in d.sets() {
         for f in ["vmlinuz", "initramfs.img"] {
-            let p = d.esp.join(&set).join(f);
+            let p = d.part.join(&set).join(f);
             files.insert(format!("{set}/{f}"), std::fs::read(&p).unwrap_or_default());
         }
     }
@@ -427,9 +427,9 @@ fn run_esp_scenario(
 ) {
     let restore = || {
         copy_tree(&base.join("sysroot"), &d.lab.sysroot);
-        copy_tree(&base.join("esp"), &d.esp);
+        copy_tree(&base.join("esp"), &d.part);
     };
-    let mut args = vec!["--boot-dir".to_owned(), d.esp.to_str().unwrap().to_owned()];
+    let mut args = vec!["--boot-dir".to_owned(), d.part.to_str().unwrap().to_owned()];
     args.extend(sc.args.iter().cloned());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     d.lab.booted(&sc.booted, "test");
@@ -472,7 +472,7 @@ fn run_esp_scenario(
                         ));
                     }
                     for f in ["vmlinuz", "initramfs.img"] {
-                        let on_esp = std::fs::read(d.esp.join(&files).join(f)).unwrap_or_default();
+                        let on_esp = std::fs::read(d.part.join(&files).join(f)).unwrap_or_default();
                         let set = d
                             .lab
                             .sysroot
@@ -524,10 +524,10 @@ fn boot_partition_scenarios(d: &Esp, kind: &str) -> Totals {
         let to = stages.join(what);
         std::fs::create_dir_all(&to).unwrap();
         copy_tree(&d.lab.sysroot, &to.join("sysroot"));
-        copy_tree(&d.esp, &to.join("esp"));
+        copy_tree(&d.part, &to.join("esp"));
         to
     };
-    let boot_dir = d.esp.to_str().unwrap().to_owned();
+    let boot_dir = d.part.to_str().unwrap().to_owned();
     let ok = |args: &[&str]| {
         let mut all = vec!["--boot-dir", boot_dir.as_str()];
         all.extend_from_slice(args);

@@ -43,12 +43,12 @@ fn a_new_kernel_is_a_counted_entry_then_the_default_and_gc_keeps_only_what_boots
     );
     let (s1, s2) = (d.set_dir(&v1), d.set_dir(&v2));
     assert_eq!(
-        fs::read(d.esp.join(&s2).join("vmlinuz")).unwrap(),
+        fs::read(d.part.join(&s2).join("vmlinuz")).unwrap(),
         b"kernel two"
     );
     assert_eq!(d.marker().as_deref(), Some(short(&v2)));
     let text = fs::read_to_string(
-        d.esp
+        d.part
             .join(bls::ENTRIES_DIR)
             .join(format!("berth-3-{}+2.conf", short(&v2))),
     )
@@ -127,7 +127,7 @@ fn a_trial_the_loader_gives_up_boots_the_default_and_gc_removes_its_entry() {
             counter: Some((left - 1, Some(done.unwrap_or(0) + 1))),
             ..first
         };
-        let e = d.esp.join(bls::ENTRIES_DIR);
+        let e = d.part.join(bls::ENTRIES_DIR);
         fs::rename(e.join(first.file_name()), e.join(next.file_name())).unwrap();
     }
     assert_eq!(d.boot(), (short(&v1).to_owned(), "default".to_owned()));
@@ -150,10 +150,10 @@ fn a_root_filesystem_update_leaves_the_partition_alone_until_mark_good() {
     let v2 = d.commit("2.0", "one", None);
     d.install(&v1);
     d.lab.booted(short(&v1), "default");
-    let before = testkit::scan(&d.esp);
+    let before = testkit::scan(&d.part);
     d.ok(&["update", d.update(&v1, &v2).to_str().unwrap()]);
     assert!(
-        testkit::scan(&d.esp) == before,
+        testkit::scan(&d.part) == before,
         "the boot partition changed"
     );
     assert_eq!(d.marker(), None);
@@ -211,20 +211,20 @@ fn a_damaged_loader_configuration_or_a_kernelless_commit_changes_nothing() {
     let conf = d.lab.sysroot.join("berth/boot/loader.conf");
     let good = fs::read(&conf).unwrap();
     fs::write(&conf, b"loader grub\n").unwrap();
-    let esp_before = testkit::scan(&d.esp);
+    let esp_before = testkit::scan(&d.part);
     let record = d.lab.record_bytes();
     d.fails(
         &["update", d.update(&v1, &v2).to_str().unwrap()],
         "loader.conf",
     );
     assert_eq!(d.lab.record_bytes(), record);
-    assert!(testkit::scan(&d.esp) == esp_before);
+    assert!(testkit::scan(&d.part) == esp_before);
     fs::write(&conf, &good).unwrap();
     // Refused once its objects are in the store (gc removes them), before a deployment
     // is checked out or the record or the boot partition touched.
     let out = d.lab.berth(&[
         "--boot-dir",
-        d.esp.to_str().unwrap(),
+        d.part.to_str().unwrap(),
         "update",
         d.update(&v1, &bare).to_str().unwrap(),
     ]);
@@ -233,7 +233,7 @@ fn a_damaged_loader_configuration_or_a_kernelless_commit_changes_nothing() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("carries no kernel set"), "{err}");
     assert_eq!(d.lab.record_bytes(), record);
-    assert!(testkit::scan(&d.esp) == esp_before);
+    assert!(testkit::scan(&d.part) == esp_before);
     assert!(
         !d.lab
             .sysroot
@@ -247,7 +247,7 @@ fn a_damaged_loader_configuration_or_a_kernelless_commit_changes_nothing() {
 fn with_small_esp(d: &Esp, args: &[&str]) -> std::process::Output {
     let script = format!(
         "mount -t tmpfs -o size=256k berth-test-esp {esp} && cp -a {esp}.copy/. {esp}/ && exec \"$@\"",
-        esp = d.esp.display()
+        esp = d.part.display()
     );
     std::process::Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
@@ -257,7 +257,7 @@ fn with_small_esp(d: &Esp, args: &[&str]) -> std::process::Output {
         .arg("--boot-json")
         .arg(&d.lab.boot_json)
         .arg("--boot-dir")
-        .arg(&d.esp)
+        .arg(&d.part)
         .args(args)
         .output()
         .unwrap()
@@ -285,8 +285,8 @@ fn a_kernel_set_that_does_not_fit_is_refused_before_a_deployment_or_the_record_i
         Path::new("cp"),
         &[
             "-a".as_ref(),
-            d.esp.as_os_str(),
-            format!("{}.copy", d.esp.display()).as_ref(),
+            d.part.as_os_str(),
+            format!("{}.copy", d.part.display()).as_ref(),
         ],
     );
     let record = d.lab.record_bytes();

@@ -48,7 +48,7 @@ fn a_new_kernel_is_an_entry_the_script_counts_then_the_default() {
         v.sort();
         v
     });
-    let e2 = d.esp.join(short(&v2));
+    let e2 = d.part.join(short(&v2));
     assert_eq!(fs::read(e2.join("vmlinuz")).unwrap(), b"kernel two");
     assert_eq!(fs::read_to_string(e2.join("set")).unwrap(), d.set_id(&v2));
     assert_eq!(
@@ -83,7 +83,7 @@ fn a_new_kernel_is_an_entry_the_script_counts_then_the_default() {
         v
     });
     assert_eq!(
-        fs::read_to_string(d.esp.join(short(&v3)).join("cmdline")).unwrap(),
+        fs::read_to_string(d.part.join(short(&v3)).join("cmdline")).unwrap(),
         "console=ttyAMA0 panic=-1 quiet berth.root=PARTUUID=fedcba98-7654-3210-fedc-ba9876543210"
     );
 }
@@ -123,17 +123,17 @@ fn a_root_filesystem_update_leaves_the_partition_alone_until_mark_good() {
     let v2 = d.commit("2.0", "one", None);
     d.install(&v1);
     d.lab.booted(short(&v1), "default");
-    let before = testkit::scan(&d.esp);
+    let before = testkit::scan(&d.part);
     d.ok(&["update", d.update(&v1, &v2).to_str().unwrap()]);
     assert!(
-        testkit::scan(&d.esp) == before,
+        testkit::scan(&d.part) == before,
         "the boot partition changed"
     );
     assert_eq!(d.boot(), (short(&v2).to_owned(), "trial".to_owned()));
     d.ok(&["mark-good"]);
     assert_eq!(state(&d), (n(&v2), Some(n(&v1)), None));
     assert_eq!(
-        fs::read(d.esp.join(short(&v2)).join("vmlinuz")).unwrap(),
+        fs::read(d.part.join(short(&v2)).join("vmlinuz")).unwrap(),
         b"kernel one"
     );
     assert_eq!(d.boot(), (short(&v2).to_owned(), "default".to_owned()));
@@ -168,7 +168,7 @@ fn a_state_with_no_valid_copy_refuses_the_update_before_checkout_and_record() {
     d.install(&v1);
     d.lab.booted(short(&v1), "default");
     for c in ["berth/a/state", "berth/b/state"] {
-        let p = d.esp.join(c);
+        let p = d.part.join(c);
         let mut b = fs::read(&p).unwrap();
         b[100] ^= 1;
         fs::write(&p, b).unwrap();
@@ -176,7 +176,7 @@ fn a_state_with_no_valid_copy_refuses_the_update_before_checkout_and_record() {
     let record = d.lab.record_bytes();
     let out = d.lab.berth(&[
         "--boot-dir",
-        d.esp.to_str().unwrap(),
+        d.part.to_str().unwrap(),
         "update",
         d.update(&v1, &v2).to_str().unwrap(),
     ]);

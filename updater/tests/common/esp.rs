@@ -37,7 +37,7 @@ pub fn set_files(kernel: &str, kargs: Option<&str>) -> Vec<(String, Vec<u8>)> {
 /// does for the default deployment.
 pub struct Esp {
     pub lab: Lab,
-    pub esp: PathBuf,
+    pub part: PathBuf,
     /// U-Boot's boot partition (entry directories, two state copies) instead of an ESP.
     pub uboot: bool,
 }
@@ -45,10 +45,10 @@ pub struct Esp {
 impl Esp {
     pub fn new() -> Self {
         let lab = Lab::new();
-        let esp = lab.tmp.path().join("esp");
+        let part = lab.tmp.path().join("esp");
         Self {
             lab,
-            esp,
+            part,
             uboot: false,
         }
     }
@@ -73,7 +73,7 @@ impl Esp {
 
     fn uboot_winner(&self) -> Option<(StateCopy, LoaderState)> {
         let read = |c: StateCopy| {
-            fs::read(self.esp.join(c.path()))
+            fs::read(self.part.join(c.path()))
                 .ok()
                 .and_then(|b| LoaderState::decode(&b).ok())
         };
@@ -90,7 +90,7 @@ impl Esp {
             let st = self.uboot_state().ok_or("no valid loader state")?;
             let trial = st.trial.filter(|t| t.tries_left > 0).map(|t| t.entry);
             for e in [trial, Some(st.default), st.previous].into_iter().flatten() {
-                let dir = self.esp.join(e.as_str());
+                let dir = self.part.join(e.as_str());
                 if ["vmlinuz", "initramfs.img", "cmdline"]
                     .iter()
                     .all(|f| dir.join(f).is_file())
@@ -102,7 +102,7 @@ impl Esp {
             }
             return Err(format!("no entry of {st:?} can be loaded"));
         }
-        let dir = self.esp.join(bls::ENTRIES_DIR);
+        let dir = self.part.join(bls::ENTRIES_DIR);
         let names: Vec<String> = fs::read_dir(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -117,7 +117,7 @@ impl Esp {
         let set_dir = bls::set_dir_of(&text)
             .ok_or_else(|| format!("{}: names no kernel set: {text:?}", first.file_name()))?;
         for f in ["vmlinuz", "initramfs.img"] {
-            if !self.esp.join(set_dir).join(f).is_file() {
+            if !self.part.join(set_dir).join(f).is_file() {
                 return Err(format!("{set_dir}/{f} is missing"));
             }
         }
@@ -144,7 +144,7 @@ impl Esp {
                     }),
                     ..st.successor()
                 };
-                fs::write(self.esp.join(won.other().path()), next.encode().unwrap()).unwrap();
+                fs::write(self.part.join(won.other().path()), next.encode().unwrap()).unwrap();
             }
             return;
         }
@@ -160,7 +160,7 @@ impl Esp {
                 counter: Some((left - 1, Some(done.unwrap_or(0) + 1))),
                 ..first
             };
-            let d = self.esp.join(bls::ENTRIES_DIR);
+            let d = self.part.join(bls::ENTRIES_DIR);
             fs::rename(d.join(first.file_name()), d.join(next.file_name())).unwrap();
         }
     }
@@ -205,10 +205,10 @@ impl Esp {
             .join("berth/deploy")
             .join(&commit[..16])
             .join("usr/lib/modules/6.1.0-test");
-        fs::create_dir_all(self.esp.join(&dir)).unwrap();
-        fs::create_dir_all(self.esp.join(bls::ENTRIES_DIR)).unwrap();
+        fs::create_dir_all(self.part.join(&dir)).unwrap();
+        fs::create_dir_all(self.part.join(bls::ENTRIES_DIR)).unwrap();
         for f in ["vmlinuz", "initramfs.img"] {
-            fs::copy(src.join(f), self.esp.join(&dir).join(f)).unwrap();
+            fs::copy(src.join(f), self.part.join(&dir).join(f)).unwrap();
         }
         let conf = format::bootconf::BootConfig {
             loader: format::bootconf::Loader::SystemdBoot,
@@ -236,7 +236,11 @@ impl Esp {
             options: &conf.kernel_cmdline(""),
         }
         .render();
-        fs::write(self.esp.join(bls::ENTRIES_DIR).join(name.file_name()), text).unwrap();
+        fs::write(
+            self.part.join(bls::ENTRIES_DIR).join(name.file_name()),
+            text,
+        )
+        .unwrap();
     }
 
     /// U-Boot's partition as `berth-image disk` lays it out: the default's entry
@@ -249,7 +253,7 @@ impl Esp {
             .join("berth/deploy")
             .join(name)
             .join("usr/lib/modules/6.1.0-test");
-        let entry = self.esp.join(name);
+        let entry = self.part.join(name);
         fs::create_dir_all(&entry).unwrap();
         for f in ["vmlinuz", "initramfs.img"] {
             fs::copy(src.join(f), entry.join(f)).unwrap();
@@ -275,7 +279,7 @@ impl Esp {
             trial: None,
         };
         for (c, g) in [(StateCopy::A, 1), (StateCopy::B, 2)] {
-            let p = self.esp.join(c.path());
+            let p = self.part.join(c.path());
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(
                 p,
@@ -292,13 +296,13 @@ impl Esp {
 
     /// `berth --boot-dir esp ARGS`, which must succeed.
     pub fn ok(&self, args: &[&str]) -> String {
-        let mut all = vec!["--boot-dir", self.esp.to_str().unwrap()];
+        let mut all = vec!["--boot-dir", self.part.to_str().unwrap()];
         all.extend_from_slice(args);
         self.lab.ok(&all)
     }
 
     pub fn fails(&self, args: &[&str], needle: &str) {
-        let mut all = vec!["--boot-dir", self.esp.to_str().unwrap()];
+        let mut all = vec!["--boot-dir", self.part.to_str().unwrap()];
         all.extend_from_slice(args);
         self.lab.fails(&all, needle);
     }
@@ -314,7 +318,7 @@ impl Esp {
         if self.uboot {
             return self.sets();
         }
-        let mut v: Vec<String> = fs::read_dir(self.esp.join(bls::ENTRIES_DIR))
+        let mut v: Vec<String> = fs::read_dir(self.part.join(bls::ENTRIES_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
@@ -326,13 +330,13 @@ impl Esp {
     /// copy of a set), sorted.
     pub fn sets(&self) -> Vec<String> {
         let mut v: Vec<String> = if self.uboot {
-            fs::read_dir(&self.esp)
+            fs::read_dir(&self.part)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .filter(|n| n != "berth")
                 .collect()
         } else {
-            fs::read_dir(self.esp.join("berth"))
+            fs::read_dir(self.part.join("berth"))
                 .unwrap()
                 .map(|e| format!("berth/{}", e.unwrap().file_name().into_string().unwrap()))
                 .collect()
@@ -346,11 +350,11 @@ impl Esp {
         let names = self.entries();
         let first = bls::parse_dir(names.iter().map(String::as_str))[0];
         let text =
-            fs::read_to_string(self.esp.join(bls::ENTRIES_DIR).join(first.file_name())).unwrap();
+            fs::read_to_string(self.part.join(bls::ENTRIES_DIR).join(first.file_name())).unwrap();
         let dir = bls::set_dir_of(&text).unwrap().to_owned();
         // Every file the entry names is there.
         for f in ["vmlinuz", "initramfs.img"] {
-            assert!(self.esp.join(&dir).join(f).is_file(), "{dir}/{f}");
+            assert!(self.part.join(&dir).join(f).is_file(), "{dir}/{f}");
         }
         (first.deployment.as_str().to_owned(), dir)
     }
