@@ -735,6 +735,103 @@ fn uefi_kernel_update_over_the_air(t: Target) {
     );
 }
 
+/// The same cycle on the U-Boot board: `berth update` writes the new set's entry
+/// directory and the state copy that makes `boot.scr` count the trial; mark-good writes
+/// the state that makes it the default; gc leaves the entries the record boots.
+fn uboot_kernel_update_over_the_air(t: Target) {
+    use format::loader::LoaderState;
+    let im = images(t);
+    let (v1, _, _) = im.kernel_set_commit_with("ubota-1", "berthtest=ota");
+    let (v2, _, _) = im.kernel_set_commit_with("ubota-2", "berthtest=ota berth_test_release=2");
+    let (v3, _, _) = im.kernel_set_commit_with("ubota-3", "berthtest=ota berth_test_release=3");
+    let disk = im.disk("uboot-ota", &["--commit", &v1]);
+    let (n1, n2, n3) = (disk.name_of(&v1), disk.name_of(&v2), disk.name_of(&v3));
+    let part = uboot_partition(&disk, disk.info["partuuid"].as_str().unwrap());
+    let state = || {
+        let read = |p| LoaderState::decode(&read_fat(&part, p)).ok();
+        let (a, b) = (read("berth/a/state"), read("berth/b/state"));
+        let s = format::loader::winner(a.as_ref(), b.as_ref()).unwrap().1;
+        (
+            s.default.as_str().to_owned(),
+            s.previous.map(|p| p.as_str().to_owned()),
+            s.trial.map(|t| (t.entry.as_str().to_owned(), t.tries_left)),
+        )
+    };
+    let entries = || {
+        let mut v: Vec<String> = disk
+            .boot_partition_names("")
+            .into_iter()
+            .filter(|n| n.len() == 16)
+            .collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let b = disk.boot_with("", Some(&im.usb_stick("ubota-stick-2", Some(&v1), &v2)));
+    assert!(
+        b.serial.contains(&format!("berth.entry={n1}")),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.test_values("update").iter().any(|l| l.contains(&n2)),
+        "the update from the stick:\n{}",
+        b.serial
+    );
+    assert_eq!(state(), (n1.clone(), None, Some((n2.clone(), 3))));
+    assert_eq!(entries(), sorted(vec![n1.clone(), n2.clone()]));
+
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth: booting entry {n2}")),
+        "boot.scr takes a try of the trial and boots it:\n{}",
+        b.serial
+    );
+    assert_eq!(b.boot_json()["reason"], "loader-trial", "{}", b.serial);
+    assert!(
+        b.value("markgood").contains("is now the default"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(state(), (n2.clone(), Some(n1.clone()), None));
+
+    let b = disk.boot_with("", Some(&im.usb_stick("ubota-stick-3", Some(&v2), &v3)));
+    assert_eq!(b.boot_json()["reason"], "default", "{}", b.serial);
+    assert_eq!(
+        state(),
+        (n2.clone(), Some(n1.clone()), Some((n3.clone(), 3)))
+    );
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth.entry={n3}")),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.value("markgood").contains("is now the default"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(state(), (n3.clone(), Some(n2.clone()), None));
+    assert_eq!(entries(), sorted(vec![n2, n3]));
+    eprintln!(
+        "qemu-aarch64-uboot: kernel update over the air, last boot wall {:?}",
+        b.wall
+    );
+}
+
+#[test]
+fn qemu_aarch64_uboot_kernel_update_over_the_air() {
+    let t = qemu_tests::UBOOT_AARCH64;
+    if !skip(t, "kernel_update_over_the_air") {
+        uboot_kernel_update_over_the_air(t);
+    }
+}
+
 #[test]
 fn uefi_x86_64_kernel_update_over_the_air() {
     let t = qemu_tests::UEFI_X86_64;
