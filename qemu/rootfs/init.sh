@@ -47,6 +47,22 @@ if [ "$scenario" = ota ]; then
         umount /tmp
     fi
 fi
+if [ "$scenario" = demo ]; then
+    # ci/demo.sh's device: a trial that booted is committed (a health check would decide
+    # that on a real device); otherwise it asks the repository on the network (QEMU's
+    # restrict=on user network forwards 10.0.2.100:8080 to the host's 127.0.0.1).
+    if grep -q '"reason":"\(loader-\)\{0,1\}trial"' /run/berth/boot.json 2>/dev/null; then
+        say "markgood $(/usr/bin/berth mark-good 2>&1)"
+    else
+        for ko in $(cat /lib/berth-test-modules/order); do
+            insmod "/lib/berth-test-modules/$ko" 2>/dev/null
+        done
+        ip link set lo up
+        ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && say "network up"
+        /usr/bin/berth update http://10.0.2.100:8080 --channel stable --progress none 2>&1 |
+            sed "s/^/BERTH-TEST: update /"
+    fi
+fi
 if [ "$scenario" = repair ]; then
     say "repair $(/usr/bin/berth fsck --repair 2>&1 | tr '\n' ' ')"
 fi
