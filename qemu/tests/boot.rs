@@ -729,6 +729,55 @@ fn uefi_kernel_update_over_the_air(t: Target) {
         [format!("berth-3-{n2}.conf"), format!("berth-4-{n3}.conf")]
     );
     assert_eq!(sets(), sorted(vec![set(&k2), set(&k3)]));
+
+    // A root filesystem update: v4 has v3's kernel set. The ESP stays as it is; the
+    // loader boots v3's entry and berth-init counts v4's tries; once committed, v4 gets
+    // an entry of its own for the same set.
+    let (v4, k4, _) = im.kernel_set_commit_with("ota-4", "berthtest=ota berth_test_release=3");
+    let n4 = disk.name_of(&v4);
+    assert_eq!(
+        k4["id"], k3["id"],
+        "the same kernel, initramfs and arguments"
+    );
+    let b = disk.boot_with("", Some(&im.usb_stick("ota-stick-4", Some(&v3), &v4)));
+    assert!(
+        b.test_values("update").iter().any(|l| l.contains(&n4)),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        entries(),
+        [format!("berth-3-{n2}.conf"), format!("berth-4-{n3}.conf")]
+    );
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth.entry={n3}")),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        b.boot_json()["reason"],
+        "trial",
+        "berth-init counts it:\n{}",
+        b.serial
+    );
+    assert_eq!(
+        b.boot_json()["choice"]["deployment"],
+        n4.as_str(),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.value("markgood").contains("is now the default"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        entries(),
+        [format!("berth-4-{n3}.conf"), format!("berth-5-{n4}.conf")]
+    );
+    // The same boot's gc (after the mark-good) collected v2 and its set.
+    assert_eq!(sets(), [set(&k3)]);
     eprintln!(
         "uefi-x86_64: kernel update over the air, last boot wall {:?}",
         b.wall
@@ -743,7 +792,7 @@ fn uboot_kernel_update_over_the_air(t: Target) {
     let im = images(t);
     let (v1, _, _) = im.kernel_set_commit_with("ubota-1", "berthtest=ota");
     let (v2, _, _) = im.kernel_set_commit_with("ubota-2", "berthtest=ota berth_test_release=2");
-    let (v3, _, _) = im.kernel_set_commit_with("ubota-3", "berthtest=ota berth_test_release=3");
+    let (v3, k3, _) = im.kernel_set_commit_with("ubota-3", "berthtest=ota berth_test_release=3");
     let disk = im.disk("uboot-ota", &["--commit", &v1]);
     let (n1, n2, n3) = (disk.name_of(&v1), disk.name_of(&v2), disk.name_of(&v3));
     let part = uboot_partition(&disk, disk.info["partuuid"].as_str().unwrap());
@@ -817,7 +866,42 @@ fn uboot_kernel_update_over_the_air(t: Target) {
         b.serial
     );
     assert_eq!(state(), (n3.clone(), Some(n2.clone()), None));
-    assert_eq!(entries(), sorted(vec![n2, n3]));
+    assert_eq!(entries(), sorted(vec![n2.clone(), n3.clone()]));
+
+    // A root filesystem update (v4 has v3's kernel set): the partition stays as it is,
+    // boot.scr boots v3's entry and berth-init counts v4's tries; mark-good gives v4 an
+    // entry of its own.
+    let (v4, k4, _) = im.kernel_set_commit_with("ubota-4", "berthtest=ota berth_test_release=3");
+    let n4 = disk.name_of(&v4);
+    assert_eq!(
+        k4["id"], k3["id"],
+        "the same kernel, initramfs and arguments"
+    );
+    let b = disk.boot_with("", Some(&im.usb_stick("ubota-stick-4", Some(&v3), &v4)));
+    assert!(
+        b.test_values("update").iter().any(|l| l.contains(&n4)),
+        "{}",
+        b.serial
+    );
+    assert_eq!(state(), (n3.clone(), Some(n2.clone()), None));
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth.entry={n3}")),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        b.boot_json()["reason"],
+        "trial",
+        "berth-init counts it:\n{}",
+        b.serial
+    );
+    assert!(
+        b.value("markgood").contains("is now the default"),
+        "{}",
+        b.serial
+    );
+    assert_eq!(state(), (n4.clone(), Some(n3.clone()), None));
     eprintln!(
         "qemu-aarch64-uboot: kernel update over the air, last boot wall {:?}",
         b.wall
