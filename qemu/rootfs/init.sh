@@ -42,8 +42,10 @@ if [ "$scenario" = ota ]; then
     # one is attached.
     say "markgood $(/usr/bin/berth mark-good 2>&1 | tr '\n' ' ')"
     say "gc $(/usr/bin/berth gc 2>&1 | tr '\n' ' ')"
+    tries=$(sed -n 's/.*berth_test_tries=\([0-9]*\).*/\1/p' /proc/cmdline)
     if [ -b /dev/vdb ] && mount -t ext4 -o ro /dev/vdb /tmp 2>/dev/null; then
-        /usr/bin/berth update /tmp/update.berth --progress none 2>&1 | sed "s/^/BERTH-TEST: update /"
+        /usr/bin/berth update /tmp/update.berth --progress none ${tries:+--tries $tries} 2>&1 |
+            sed "s/^/BERTH-TEST: update /"
         umount /tmp
     fi
 fi

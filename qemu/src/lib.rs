@@ -452,6 +452,58 @@ impl Disk {
         Boot { serial, wall }
     }
 
+    /// Boots the image until `needle` shows on the console, then cuts the power (kills
+    /// QEMU), as a watchdog or a person would for a machine stuck in its firmware; a
+    /// hard limit of 180 s. Panics if the needle never shows.
+    pub fn boot_until(&self, needle: &str) -> Boot {
+        let argv: Vec<String> = self.info["qemu"]
+            .as_array()
+            .expect("a QEMU board")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect();
+        let _turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let log = self.dir.join("console-until.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let start = Instant::now();
+        let mut child = Command::new("timeout")
+            .args(["-k", "5", "180"])
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", argv[0]));
+        let serial = loop {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+            if text.contains(needle) {
+                // SIGTERM to `timeout`, which passes it on to QEMU and exits with it.
+                if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                let _ = child.wait();
+                break text;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+                assert!(
+                    text.contains(needle),
+                    "QEMU ended before {needle:?}:\n{text}"
+                );
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        Boot {
+            serial,
+            wall: start.elapsed(),
+        }
+    }
+
     /// The names in directory `dir` of the disk's first partition (the ESP or U-Boot's
     /// boot partition, at 1 MiB), read with mtools, sorted.
     pub fn boot_partition_names(&self, dir: &str) -> Vec<String> {
@@ -467,6 +519,23 @@ impl Disk {
             .collect();
         names.sort();
         names
+    }
+
+    /// Overwrites `path` on the disk's first partition (at 1 MiB) with zeros of the
+    /// same length, with mtools: a file the loader finds but cannot use.
+    pub fn overwrite_boot_file(&self, path: &str) {
+        let part = format!("{}@@1M", self.image().display());
+        let tmp = self.dir.join("overwrite.bin");
+        run(Command::new("mcopy")
+            .args(["-n", "-o", "-i", &part])
+            .arg(format!("::/{path}"))
+            .arg(&tmp));
+        let len = std::fs::metadata(&tmp).unwrap().len();
+        std::fs::write(&tmp, vec![0u8; usize::try_from(len).unwrap()]).unwrap();
+        run(Command::new("mcopy")
+            .args(["-n", "-o", "-i", &part])
+            .arg(&tmp)
+            .arg(format!("::/{path}")));
     }
 
     /// Flips one byte of a file on the sysroot filesystem, in the disk image, without

@@ -943,6 +943,122 @@ fn qemu_aarch64_uboot_kernel_update_over_the_air() {
     }
 }
 
+/// Kernels that fail after an update over the air, on a loader board: one that panics
+/// (its arguments name an init that does not exist) and one the loader cannot load (its
+/// `vmlinuz` on the boot partition overwritten). Each gets one try
+/// (`berth_test_tries=1`); then the loader boots the default's entry, berth-init drops
+/// the trial, `berth status` reports the loader's fallback, and gc removes the entry.
+/// systemd-boot does not go on to the next entry when a kernel will not load: it returns
+/// to the firmware, and only the next power-on (after the try it counted) boots the
+/// default.
+fn broken_kernels_after_an_update_fall_back(t: Target) {
+    let im = images(t);
+    let uboot = t.board.contains("uboot");
+    let (v1, ..) = im.kernel_set_commit_with("fb-1", "berthtest=ota berth_test_tries=1");
+    let (v2, ..) = im.kernel_set_commit_with("fb-2", "berthtest=ota rdinit=/nonexistent");
+    let (v3, k3, _) = im.kernel_set_commit_with("fb-3", "berthtest=ota berth_test_release=3");
+    let disk = im.disk(&format!("{}-fallback", t.board), &["--commit", &v1]);
+    let (n1, n2, n3) = (disk.name_of(&v1), disk.name_of(&v2), disk.name_of(&v3));
+    let b = disk.boot_with("", Some(&im.usb_stick("fb-stick-2", Some(&v1), &v2)));
+    assert!(
+        b.test_values("update").iter().any(|l| l.contains(&n2)),
+        "{}",
+        b.serial
+    );
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains("Kernel panic") && !b.serial.contains("BERTH-TEST: init"),
+        "the trial's kernel panics:\n{}",
+        b.serial
+    );
+    // The fallback boot also takes v3 from a stick.
+    let b = disk.boot_with("", Some(&im.usb_stick("fb-stick-3", Some(&v1), &v3)));
+    assert!(
+        b.serial.contains(&format!("berth.entry={n1}")),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        b.boot_json()["fallbacks"][0]["event"],
+        "loader-fell-back",
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.serial
+            .contains(&format!("the boot loader gave up the trial {n2}")),
+        "berth status says so:\n{}",
+        b.serial
+    );
+    assert!(
+        b.value("gc").contains(&n2),
+        "gc removes its entry:\n{}",
+        b.serial
+    );
+    assert!(
+        b.test_values("update").iter().any(|l| l.contains(&n3)),
+        "{}",
+        b.serial
+    );
+
+    // v3's kernel on the boot partition is overwritten with garbage of the same size.
+    let set = &k3["id"].as_str().unwrap()[..16];
+    let path = if uboot {
+        format!("{n3}/vmlinuz")
+    } else {
+        format!("berth/{set}/vmlinuz")
+    };
+    disk.overwrite_boot_file(&path);
+    let b = if uboot {
+        // booti refuses the kernel and the script boots the next entry in the same boot.
+        disk.boot("")
+    } else {
+        // systemd-boot counts the try, fails to load the kernel and returns to the
+        // firmware, which stops in its boot menu: a watchdog or a person cuts the power.
+        let b = disk.boot_until("Error loading");
+        assert!(
+            b.serial
+                .contains(&format!("Error loading \\berth\\{set}\\vmlinuz")),
+            "{}",
+            b.serial
+        );
+        disk.boot("")
+    };
+    assert!(
+        b.serial.contains(&format!("berth.entry={n1}")),
+        "the loader falls back:\n{}",
+        b.serial
+    );
+    assert_eq!(
+        b.boot_json()["choice"]["deployment"],
+        n1.as_str(),
+        "{}",
+        b.serial
+    );
+    assert!(
+        b.serial
+            .contains(&format!("the boot loader gave up the trial {n3}")),
+        "{}",
+        b.serial
+    );
+}
+
+#[test]
+fn uefi_x86_64_broken_kernels_after_an_update_fall_back() {
+    let t = qemu_tests::UEFI_X86_64;
+    if !skip(t, "broken_kernels_after_an_update_fall_back") {
+        broken_kernels_after_an_update_fall_back(t);
+    }
+}
+
+#[test]
+fn qemu_aarch64_uboot_broken_kernels_after_an_update_fall_back() {
+    let t = qemu_tests::UBOOT_AARCH64;
+    if !skip(t, "broken_kernels_after_an_update_fall_back") {
+        broken_kernels_after_an_update_fall_back(t);
+    }
+}
+
 #[test]
 fn uefi_x86_64_kernel_update_over_the_air() {
     let t = qemu_tests::UEFI_X86_64;
