@@ -44,7 +44,7 @@ fn a_new_kernel_is_a_counted_entry_then_the_default_and_gc_keeps_only_what_boots
     let (s1, s2) = (d.set_dir(&v1), d.set_dir(&v2));
     assert_eq!(
         fs::read(d.part.join(&s2).join("vmlinuz")).unwrap(),
-        b"kernel two"
+        common::esp::fake_kernel("kernel two")
     );
     assert_eq!(d.marker().as_deref(), Some(short(&v2)));
     let text = fs::read_to_string(
@@ -275,7 +275,8 @@ fn a_kernel_set_that_does_not_fit_is_refused_before_a_deployment_or_the_record_i
     d.lab.booted(short(&v1), "default");
     // A kernel larger than the partition's free space.
     let mut files = set_files("big", None);
-    files[0].1 = vec![7u8; 512 << 10];
+    files[0].1 = common::esp::fake_kernel("big");
+    files[0].1.resize(512 << 10, 7);
     let extra: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(p, c)| (p.as_str(), c.as_slice()))
@@ -304,5 +305,36 @@ fn a_kernel_set_that_does_not_fit_is_refused_before_a_deployment_or_the_record_i
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(d.lab.record_bytes(), record);
+    assert!(!d.lab.sysroot.join("berth/deploy").join(short(&v2)).exists());
+}
+
+#[test]
+fn a_kernel_the_loader_cannot_start_is_refused_before_checkout() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    // An ELF vmlinux where systemd-boot needs an EFI executable.
+    let mut files = set_files("elf", None);
+    files[0].1 = b"\x7fELF\x02\x01\x01 not an EFI executable".to_vec();
+    let extra: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    let v2 = d.lab.commit("2.0", &extra);
+    let esp_before = testkit::scan(&d.part);
+    let record = d.lab.record_bytes();
+    let out = d.lab.berth(&[
+        "--boot-dir",
+        d.part.to_str().unwrap(),
+        "update",
+        d.update(&v1, &v2).to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not an EFI executable"), "{err}");
+    assert_eq!(d.lab.record_bytes(), record);
+    assert!(testkit::scan(&d.part) == esp_before);
     assert!(!d.lab.sysroot.join("berth/deploy").join(short(&v2)).exists());
 }

@@ -49,7 +49,10 @@ fn a_new_kernel_is_an_entry_the_script_counts_then_the_default() {
         v
     });
     let e2 = d.part.join(short(&v2));
-    assert_eq!(fs::read(e2.join("vmlinuz")).unwrap(), b"kernel two");
+    assert_eq!(
+        fs::read(e2.join("vmlinuz")).unwrap(),
+        common::esp::fake_kernel("kernel two")
+    );
     assert_eq!(fs::read_to_string(e2.join("set")).unwrap(), d.set_id(&v2));
     assert_eq!(
         fs::read_to_string(e2.join("cmdline")).unwrap(),
@@ -134,7 +137,7 @@ fn a_root_filesystem_update_leaves_the_partition_alone_until_mark_good() {
     assert_eq!(state(&d), (n(&v2), Some(n(&v1)), None));
     assert_eq!(
         fs::read(d.part.join(short(&v2)).join("vmlinuz")).unwrap(),
-        b"kernel one"
+        common::esp::fake_kernel("kernel one")
     );
     assert_eq!(d.boot(), (short(&v2).to_owned(), "default".to_owned()));
 }

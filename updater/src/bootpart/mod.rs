@@ -463,6 +463,7 @@ pub(crate) fn check_space(
             bp.config.loader.as_str()
         )));
     };
+    check_kernel(bp.config.loader, repo, &set)?;
     match bp.config.loader {
         Loader::SystemdBoot if bp.has_set(&set)? => return Ok(()),
         Loader::SystemdBoot => {}
@@ -482,4 +483,44 @@ pub(crate) fn check_space(
         ));
     }
     Ok(())
+}
+
+/// Refuses a kernel the board's loader cannot start, before the deployment is checked
+/// out:
+/// systemd-boot starts an EFI executable (a PE image: `MZ`, and `PE\0\0` where the
+/// DOS header points), boot.scr an arm64 `Image` (`ARM\x64` at offset 56). A kernel
+/// built for another boot path (x86's ELF `vmlinux`, a compressed `vmlinuz.gz`) would
+/// otherwise cost the trial's tries and, with systemd-boot, stop the machine in its
+/// firmware until a watchdog or a person restarts it.
+fn check_kernel(loader: Loader, repo: &Repo, set: &KernelSet) -> Result<(), UpdaterError> {
+    let (_, content) = repo.file_object(&set.kernel)?;
+    let mut head = Vec::with_capacity(4096);
+    content.take(4096).read_to_end(&mut head).map_err(|e| {
+        UpdaterError::State(format!("kernel set {}: read vmlinuz: {e}", set.dir_name()))
+    })?;
+    let at = |off: usize, len: usize| head.get(off..off + len);
+    let ok = match loader {
+        Loader::SystemdBoot => {
+            at(0, 2) == Some(b"MZ")
+                && at(0x3c, 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+                    .and_then(|pe| at(pe, 4))
+                    == Some(b"PE\0\0")
+        }
+        Loader::UBoot => at(56, 4) == Some(b"ARM\x64"),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(UpdaterError::State(format!(
+        "kernel set {} ({}): usr/lib/modules/{}/vmlinuz is not {}; the update is refused",
+        set.dir_name(),
+        set.version,
+        set.version,
+        match loader {
+            Loader::SystemdBoot => "an EFI executable (PE image), which systemd-boot starts",
+            Loader::UBoot => "an arm64 Image, which boot.scr starts with booti",
+        }
+    )))
 }

@@ -17,7 +17,7 @@ pub fn set_files(kernel: &str, kargs: Option<&str>) -> Vec<(String, Vec<u8>)> {
     let mut v = vec![
         (
             "usr/lib/modules/6.1.0-test/vmlinuz".to_owned(),
-            format!("kernel {kernel}").into_bytes(),
+            fake_kernel(&format!("kernel {kernel}")),
         ),
         (
             "usr/lib/modules/6.1.0-test/initramfs.img".to_owned(),
@@ -31,6 +31,19 @@ pub fn set_files(kernel: &str, kargs: Option<&str>) -> Vec<(String, Vec<u8>)> {
         ));
     }
     v
+}
+
+/// A stand-in kernel both loaders' checks accept: an EFI executable's signatures (`MZ`,
+/// and `PE\0\0` where offset 0x3c points) and an arm64 Image's magic (offset 56),
+/// then `text`.
+pub fn fake_kernel(text: &str) -> Vec<u8> {
+    let mut k = vec![0u8; 128];
+    k[..2].copy_from_slice(b"MZ");
+    k[0x3c..0x40].copy_from_slice(&64u32.to_le_bytes());
+    k[56..60].copy_from_slice(b"ARM\x64");
+    k[64..68].copy_from_slice(b"PE\0\0");
+    k.extend_from_slice(text.as_bytes());
+    k
 }
 
 /// A device on a systemd-boot board: its ESP at `esp/`, laid out as `berth-image disk`
