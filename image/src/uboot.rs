@@ -15,8 +15,10 @@
 //!
 //! Both state copies are written whole at their full 4096 bytes, so the script and berth
 //! only ever overwrite them in place. The state names the default deployment's entry as
-//! the default, the previous one's (if it has an entry) as the previous, and no trial:
-//! a trial in the layout is counted by berth-init's boot record, as on the other boards.
+//! the default, the previous one's (if it has an entry) as the previous, and a trial in
+//! the layout whose kernel set differs from the default's as the trial, with its tries
+//! (`berth/boot/loader-trial` names it too); a trial with the default's set is counted
+//! by berth-init's boot record, as on the other boards.
 //! On the device, `berth` keeps the partition in step with the record
 //! (`updater/src/bootpart/uboot.rs`).
 
@@ -61,7 +63,11 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
     for (slot, name, commit) in &p.deployments {
         sets.push((*slot, *name, p.kernel_set(name, commit)?));
     }
-    let (entries, state) = plan(p.board, p.partuuid, sets)?;
+    let (entries, state) = plan(p.board, p.partuuid, sets, p.trial_tries)?;
+    if let Some(t) = state.trial {
+        // The script counts this trial's tries; berth-init must not count them again.
+        crate::bootpart::mark_loader_trial(p.sysroot, &t.entry)?;
+    }
     for e in &entries {
         if let Some(dtb) = e.dtb.as_ref().filter(|d| !d.is_file()) {
             bail!(
@@ -112,15 +118,21 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
 }
 
 /// The entries (one per deployment with a kernel set, once per name) and the state both
-/// copies start with (generation 1). The default deployment must have a set.
+/// copies start with (generation 1). The default deployment must have a set. A trial
+/// whose set differs from the default's gets an entry and is the state's trial with
+/// `trial_tries` (the script counts it); one with the default's set gets neither: it
+/// boots under the default's entry and berth-init counts it.
 fn plan(
     board: &Board,
     partuuid: &str,
     sets: Vec<(Slot, DeploymentName, Option<SetFiles>)>,
+    trial_tries: u8,
 ) -> Result<(Vec<Entry>, LoaderState)> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut default = None;
+    let mut default_set = None;
     let mut previous = None;
+    let mut trial = None;
     for (slot, name, files) in sets {
         let Some(files) = files else {
             eprintln!(
@@ -130,9 +142,19 @@ fn plan(
             continue;
         };
         match slot {
-            Slot::Default => default = Some(name),
+            Slot::Default => {
+                default = Some(name);
+                default_set = Some(files.set.id());
+            }
             Slot::Previous if default != Some(name) => previous = Some(name),
-            Slot::Previous | Slot::Trial => {}
+            Slot::Trial if default_set == Some(files.set.id()) => continue,
+            Slot::Trial => {
+                trial = Some(format::loader::Trial {
+                    entry: name,
+                    tries_left: trial_tries,
+                });
+            }
+            Slot::Previous => {}
         }
         if entries.iter().any(|e| e.name == name) {
             continue;
@@ -163,7 +185,7 @@ fn plan(
         generation: 1,
         default,
         previous,
-        trial: None,
+        trial,
     };
     Ok((entries, state))
 }
@@ -227,6 +249,7 @@ mod tests {
                 (Slot::Previous, name("p1"), Some(set("", "/s/p1"))),
                 (Slot::Trial, name("t1"), None),
             ],
+            3,
         )
         .unwrap();
         assert_eq!(
@@ -261,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trial_gets_an_entry_and_the_board_names_the_device_tree() {
+    fn a_trial_with_its_own_set_is_the_state_s_trial_and_the_board_names_the_device_tree() {
         let b = board(Some("arm/foo.dtb"));
         let (entries, state) = plan(
             &b,
@@ -269,8 +292,9 @@ mod tests {
             vec![
                 (Slot::Default, name("d1"), Some(set("", "/s/d1"))),
                 (Slot::Previous, name("p1"), None),
-                (Slot::Trial, name("t1"), Some(set("", "/s/t1"))),
+                (Slot::Trial, name("t1"), Some(set("quiet", "/s/t1"))),
             ],
+            3,
         )
         .unwrap();
         let got: Vec<(&str, Option<PathBuf>)> = entries
@@ -284,19 +308,43 @@ mod tests {
                 ("t1", Some(PathBuf::from("/s/t1/dtb/arm/foo.dtb"))),
             ]
         );
-        assert_eq!((state.previous, state.trial), (None, None));
+        assert_eq!(
+            (state.previous, state.trial),
+            (
+                None,
+                Some(format::loader::Trial {
+                    entry: name("t1"),
+                    tries_left: 3
+                })
+            )
+        );
+        // A trial with the default's set: no entry, no trial in the state (berth-init
+        // counts it, booted under the default's entry).
+        let (entries, state) = plan(
+            &b,
+            "g",
+            vec![
+                (Slot::Default, name("d1"), Some(set("", "/s/d1"))),
+                (Slot::Trial, name("t1"), Some(set("", "/s/t1"))),
+            ],
+            3,
+        )
+        .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(state.trial, None);
     }
 
     #[test]
     fn the_default_needs_a_set_and_a_short_command_line() {
         let b = board(None);
-        assert!(plan(&b, "g", vec![(Slot::Default, name("d1"), None)]).is_err());
+        assert!(plan(&b, "g", vec![(Slot::Default, name("d1"), None)], 3).is_err());
         let long = "x".repeat(CMDLINE_MAX);
         assert!(
             plan(
                 &b,
                 "g",
-                vec![(Slot::Default, name("d1"), Some(set(&long, "/s")))]
+                vec![(Slot::Default, name("d1"), Some(set(&long, "/s")))],
+                3
             )
             .is_err()
         );

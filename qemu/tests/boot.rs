@@ -1059,6 +1059,48 @@ fn qemu_aarch64_uboot_broken_kernels_after_an_update_fall_back() {
     }
 }
 
+/// `berth-image disk --trial` on the U-Boot board: a trial with its own kernel set is the
+/// loader state's trial, so boot.scr counts it; its kernel panics once, then the default
+/// boots and berth-init reports the loader's fallback.
+fn uboot_trial_in_the_image_is_counted_by_the_script(t: Target) {
+    let im = images(t);
+    let (v1, ..) = im.kernel_set_commit("ubt-1");
+    let (v2, ..) = im.kernel_set_commit_with("ubt-2", "rdinit=/nonexistent");
+    let disk = im.disk(
+        "uboot-trial",
+        &["--commit", &v1, "--trial", &v2, "--tries", "1"],
+    );
+    let (n1, n2) = (disk.name_of(&v1), disk.name_of(&v2));
+    let b = disk.boot("");
+    assert!(
+        b.serial
+            .contains(&format!("berth: trial {n2}: 0 tries left after this boot"))
+            && b.serial.contains("Kernel panic"),
+        "{}",
+        b.serial
+    );
+    let b = disk.boot("");
+    assert!(
+        b.serial.contains(&format!("berth.entry={n1}")),
+        "{}",
+        b.serial
+    );
+    assert_eq!(
+        b.boot_json()["fallbacks"][0]["event"],
+        "loader-fell-back",
+        "{}",
+        b.serial
+    );
+}
+
+#[test]
+fn qemu_aarch64_uboot_trial_in_the_image_is_counted_by_the_script() {
+    let t = qemu_tests::UBOOT_AARCH64;
+    if !skip(t, "trial_in_the_image_is_counted_by_the_script") {
+        uboot_trial_in_the_image_is_counted_by_the_script(t);
+    }
+}
+
 #[test]
 fn uefi_x86_64_kernel_update_over_the_air() {
     let t = qemu_tests::UEFI_X86_64;
