@@ -42,3 +42,33 @@ for pkg in u-boot-qemu; do
     rm -rf "$out/dl"
     echo "$version" >"$out/.complete"
 done
+
+# Raspberry Pi: Debian's u-boot-rpi (built for arm64 only) and raspi-firmware (the Pi's
+# start4.elf and fixup4.dat, in the non-free-firmware component the system's sources do
+# not list), through a private apt configuration of their own; nothing is installed.
+out=$cache/loaders/rpi
+if [[ ! -e $out/.complete ]]; then
+    echo "fetch-loaders: u-boot-rpi, raspi-firmware"
+    dir=$cache/apt-rpi
+    rm -rf "$dir" "$out" && mkdir -p "$dir/state/lists/partial" "$dir/cache/archives/partial" "$out/dl"
+    touch "$dir/state/status"
+    uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${uri:-http://deb.debian.org/debian} bookworm main non-free-firmware" >"$dir/sources.list"
+    cat >"$dir/apt.conf" <<CONF
+APT::Architecture "arm64"; APT::Architectures { "arm64"; };
+Dir::State "$dir/state"; Dir::State::status "$dir/state/status";
+Dir::Cache "$dir/cache"; Dir::Etc::SourceList "$dir/sources.list";
+Dir::Etc::SourceParts "/nonexistent"; APT::Sandbox::User "root"; Acquire::Languages "none";
+CONF
+    APT_CONFIG=$dir/apt.conf apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
+    (cd "$out/dl" && APT_CONFIG=$dir/apt.conf apt-get download -qq u-boot-rpi raspi-firmware)
+    for deb in "$out"/dl/*.deb; do
+        dpkg -x "$deb" "$out"
+    done
+    rm -rf "$out/dl"
+    for f in usr/lib/u-boot/rpi_arm64/u-boot.bin usr/lib/u-boot/rpi_3/u-boot.bin \
+        usr/lib/raspi-firmware/start4.elf usr/lib/raspi-firmware/fixup4.dat; do
+        [[ -f $out/$f ]] || { echo "fetch-loaders: $f is not in the packages" >&2; exit 1; }
+    done
+    touch "$out/.complete"
+fi

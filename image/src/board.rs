@@ -96,6 +96,18 @@ pub struct Bootloader {
     /// without it the firmware's own is passed (QEMU's `virt` generates one).
     #[serde(default)]
     pub device_tree: Option<String>,
+    /// Firmware that starts U-Boot from the boot partition (the Raspberry Pi's): files
+    /// relative to the loader directory, copied to the partition's root under their
+    /// own names.
+    #[serde(default)]
+    pub firmware: Vec<String>,
+    /// U-Boot itself, when firmware on the boot partition starts it: relative to the
+    /// loader directory, copied to the partition's root as `u-boot.bin`.
+    #[serde(default)]
+    pub u_boot: Option<String>,
+    /// The firmware's `config.txt`, written to the partition's root (the Pi's).
+    #[serde(default)]
+    pub config_txt: Option<String>,
 }
 
 /// Bootloader kinds. The schema names the common ones so boards can be described;
@@ -289,6 +301,24 @@ impl Board {
         if kind == BootloaderKind::UBoot && self.arch != Arch::Aarch64 {
             // boot.cmd starts the kernel with booti: arm64 Images only.
             bail!("bootloader kind u-boot is built for aarch64 boards only (boot.scr uses booti)");
+        }
+        let b = &self.bootloader;
+        let on_partition = !b.firmware.is_empty() || b.u_boot.is_some() || b.config_txt.is_some();
+        if on_partition
+            && (kind != BootloaderKind::UBoot || b.u_boot.is_none() || b.firmware.is_empty())
+        {
+            bail!(
+                "bootloader.firmware, u-boot and config-txt go together, for u-boot boards whose firmware starts U-Boot from the boot partition"
+            );
+        }
+        let inside = |f: &str| {
+            !f.is_empty()
+                && Path::new(f)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        if let Some(f) = b.firmware.iter().chain(&b.u_boot).find(|f| !inside(f)) {
+            bail!("bootloader file {f:?}: must be a path inside the loader directory");
         }
         if let Some(dt) = &self.bootloader.device_tree {
             let safe = Path::new(dt)

@@ -91,6 +91,7 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
     dirs.extend(&names);
     fat.mkdirs(&dirs)?;
     fat.copy(&scr, "boot.scr")?;
+    firmware_files(p, &fat)?;
     let bytes = [
         state.encode(),
         LoaderState {
@@ -115,6 +116,45 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
         }
     }
     Ok(img)
+}
+
+/// The firmware that starts U-Boot from this partition, if the board has one (the
+/// Raspberry Pi's: `start4.elf`, `fixup4.dat`, `config.txt`, `u-boot.bin`, and the
+/// board's device tree from the default deployment's kernel set, which the firmware
+/// loads by its name, patches and hands to U-Boot).
+fn firmware_files(p: &BootPart<'_>, fat: &Fat) -> Result<()> {
+    let b = &p.board.bootloader;
+    let Some(u_boot) = &b.u_boot else {
+        return Ok(());
+    };
+    for f in b.firmware.iter().chain(std::iter::once(u_boot)) {
+        let src = p.loaders.join(f);
+        if !src.is_file() {
+            bail!("{}: missing (run ci/fetch-loaders.sh)", src.display());
+        }
+        let name = if f == u_boot {
+            "u-boot.bin"
+        } else {
+            std::path::Path::new(f)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("a firmware file name")?
+        };
+        fat.copy(&src, name)?;
+    }
+    if let Some(text) = &b.config_txt {
+        fat.write("config.txt", text.as_bytes())?;
+    }
+    if let Some(dt) = &b.device_tree {
+        let (_, default) = p.default_set()?;
+        let src = default.src.join(format::kernelset::DTB_DIR).join(dt);
+        let name = std::path::Path::new(dt)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("a device tree file name")?;
+        fat.copy(&src, name)?;
+    }
+    Ok(())
 }
 
 /// The entries (one per deployment with a kernel set, once per name) and the state both
