@@ -563,7 +563,7 @@ fn boot_partition_scenarios(d: &Esp, kind: &str) -> Totals {
         (
             s2,
             sc(
-                "esp rollback trial",
+                "rollback trial",
                 d2,
                 &["rollback", "--from", d2],
                 &[d1, d2],
