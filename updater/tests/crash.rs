@@ -562,12 +562,7 @@ fn boot_partition_scenarios(d: &Esp, kind: &str) -> Totals {
         (s2.clone(), sc("mark-good", d2, &["mark-good"], &[d2])),
         (
             s2,
-            sc(
-                "rollback trial",
-                d2,
-                &["rollback", "--from", d2],
-                &[d1, d2],
-            ),
+            sc("rollback trial", d2, &["rollback", "--from", d2], &[d1, d2]),
         ),
         (
             s3,
