@@ -63,9 +63,10 @@ enum Command {
         /// The release version: letters, digits and . + ~ _ - (at most 64 bytes).
         #[arg(long, value_name = "V")]
         version: String,
-        /// Secret key to sign the commit with (from `keygen`).
+        /// Secret key to sign the commit with (from `keygen`); repeat it to sign with
+        /// several, as a key rotation needs (docs/KEYS.md).
         #[arg(long, value_name = "K")]
-        key: Option<PathBuf>,
+        key: Vec<PathBuf>,
         /// The commit this one follows (full id or a unique prefix).
         #[arg(long, value_name = "COMMIT")]
         parent: Option<String>,
@@ -216,9 +217,10 @@ enum Command {
         /// The commit to update to.
         #[arg(long, value_name = "COMMIT")]
         to: String,
-        /// The secret key to sign the update with.
-        #[arg(long, value_name = "K")]
-        key: PathBuf,
+        /// The secret key to sign the update with; repeat it to sign with several (a
+        /// device accepts the update if it trusts any of them; docs/KEYS.md).
+        #[arg(long, value_name = "K", required = true)]
+        key: Vec<PathBuf>,
         /// The update file to write.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
@@ -293,9 +295,10 @@ pub struct ReleaseArgs {
     /// The commit the channel points at.
     #[arg(long, value_name = "COMMIT")]
     pub commit: String,
-    /// The secret key to sign the updates and the pointer with.
-    #[arg(long, value_name = "K")]
-    pub key: PathBuf,
+    /// The secret key to sign the updates and the pointer with; repeat it to sign with
+    /// several while devices move from one key to the next (docs/KEYS.md).
+    #[arg(long, value_name = "K", required = true)]
+    pub key: Vec<PathBuf>,
     /// Also make a delta from this commit (repeatable).
     #[arg(long, value_name = "COMMIT")]
     pub from: Vec<String>,

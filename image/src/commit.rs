@@ -28,7 +28,8 @@ pub struct CommitArgs {
     pub repo: PathBuf,
     pub source: Source,
     pub version: String,
-    pub key: Option<PathBuf>,
+    /// Keys to sign with (none: unsigned).
+    pub key: Vec<PathBuf>,
     pub parent: Option<String>,
     pub timestamp: Option<u64>,
     pub meta: Vec<String>,
@@ -47,7 +48,11 @@ pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
     // Everything that can be checked without touching the repository is checked first.
     let version =
         Version::new(&args.version).with_context(|| format!("--version {:?}", args.version))?;
-    let key = args.key.as_deref().map(keys::read_secret).transpose()?;
+    let keys = args
+        .key
+        .iter()
+        .map(|k| keys::read_secret(k))
+        .collect::<Result<Vec<_>>>()?;
     let metadata = parse_meta(&args.meta)?;
     let timestamp = timestamp(args.timestamp)?;
     match &args.source {
@@ -65,14 +70,7 @@ pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
     }
 
     let existed = args.repo.symlink_metadata().is_ok();
-    let result = commit_into(
-        args,
-        version,
-        key.as_ref(),
-        metadata,
-        timestamp,
-        show_progress,
-    );
+    let result = commit_into(args, version, &keys, metadata, timestamp, show_progress);
     if result.is_err() && !existed {
         // We created the repository; leave the file system as we found it.
         let _ignored = std::fs::remove_dir_all(&args.repo);
@@ -83,7 +81,7 @@ pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
 fn commit_into(
     args: &CommitArgs,
     version: Version,
-    key: Option<&ed25519_dalek::SigningKey>,
+    keys: &[ed25519_dalek::SigningKey],
     metadata: Vec<(String, String)>,
     timestamp: u64,
     show_progress: bool,
@@ -117,13 +115,14 @@ fn commit_into(
     let commit =
         Commit::new(root, parent, timestamp, version, metadata).context("commit metadata")?;
     let bytes = commit.encode();
-    let signatures = match key {
-        Some(k) => {
-            let mut s = Signatures::new();
+    let signatures = if keys.is_empty() {
+        None
+    } else {
+        let mut s = Signatures::new();
+        for k in keys {
             s.sign(&bytes, k).context("sign commit")?;
-            Some(s)
         }
-        None => None,
+        Some(s)
     };
     let id = txn.write_commit(&commit, signatures.as_ref())?;
     let txn_stats = txn.commit()?;

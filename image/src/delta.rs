@@ -57,7 +57,8 @@ pub struct DeltaArgs {
     pub repo: PathBuf,
     pub from: Option<String>,
     pub to: String,
-    pub key: PathBuf,
+    /// Keys to sign with (at least one).
+    pub key: Vec<PathBuf>,
     pub output: PathBuf,
     pub part_size: u64,
     pub level: i32,
@@ -614,8 +615,16 @@ fn write_output(
     Ok(bytes)
 }
 
+/// The secret keys at `paths` (at least one).
+pub fn read_keys(paths: &[PathBuf]) -> Result<Vec<ed25519_dalek::SigningKey>> {
+    if paths.is_empty() {
+        bail!("--key: at least one secret key is needed to sign");
+    }
+    paths.iter().map(|p| keys::read_secret(p)).collect()
+}
+
 pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
-    let key = keys::read_secret(&args.key)?;
+    let key = read_keys(&args.key)?;
     if args.part_size == 0 {
         bail!("--part-size must be at least 1 byte");
     }
@@ -724,7 +733,7 @@ fn superblock(
     to: &ObjectId,
     commit_bytes: Vec<u8>,
     done: &[(PathBuf, u64)],
-    key: &ed25519_dalek::SigningKey,
+    key: &[ed25519_dalek::SigningKey],
 ) -> Result<Vec<u8>> {
     let mut infos = Vec::new();
     let mut offset = 0u64;
@@ -752,7 +761,9 @@ fn superblock(
     }
     .encode();
     let mut signatures = Signatures::new();
-    signatures.sign(&body, key).context("sign the update")?;
+    for k in key {
+        signatures.sign(&body, k).context("sign the update")?;
+    }
     let sig_bytes = signatures.encode();
 
     let mut head = update::encode_head(body.len());

@@ -406,16 +406,25 @@ pub fn push(
         let bytes = reg.blob(digest, format::channel::FILE_MAX as u64)?;
         // The registry is storage anyone with push access can write: carry on only a
         // pointer this key signed (its serial and commit decide the next release's).
-        let key = crate::keys::read_secret(&release.key)?;
+        let keys = crate::delta::read_keys(&release.key)?;
+        let publics: Vec<_> = keys
+            .iter()
+            .map(ed25519_dalek::SigningKey::verifying_key)
+            .collect();
         let (body, sigs) = format::channel::split_file(&bytes)
             .with_context(|| format!("{r}: the tag's {pointer_path}"))?;
         format::sig::Signatures::decode(sigs)
-            .and_then(|s| s.verify(body, &[key.verifying_key()]))
+            .and_then(|s| s.verify(body, &publics))
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "{r}: the tag's {pointer_path} is not signed by {} ({e}): another \
+                    "{r}: the tag's {pointer_path} is not signed by any of {} ({e}): another \
                      publisher's key, or tampered with; refusing to carry on its serial",
-                    release.key.display()
+                    release
+                        .key
+                        .iter()
+                        .map(|k| k.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?;
         let previous = format::channel::Pointer::decode(body)

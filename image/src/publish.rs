@@ -31,7 +31,6 @@ use format::{EntryKind, ObjectId, ObjectKind};
 use store::Repo;
 
 use crate::delta::{self, DeltaArgs};
-use crate::keys;
 
 /// Inputs of `publish`.
 #[derive(Debug)]
@@ -40,7 +39,8 @@ pub struct PublishArgs {
     pub to: PathBuf,
     pub channel: String,
     pub commit: String,
-    pub key: PathBuf,
+    /// Keys to sign the updates and the pointer with (at least one).
+    pub key: Vec<PathBuf>,
     /// Commits to make deltas from (the channel's previous commit is added).
     pub from: Vec<String>,
     /// Days until devices refuse the pointer (republish before then).
@@ -163,7 +163,7 @@ fn expires_at(days: u64, issued: u64) -> Result<u64> {
 pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
     channel::check_name(&args.channel).with_context(|| format!("--channel {}", args.channel))?;
     expires_at(args.expires_days, 0)?;
-    let key = keys::read_secret(&args.key)?;
+    let key = crate::delta::read_keys(&args.key)?;
     let repo = Repo::open(&args.repo)?;
     let commit = repo.resolve_commit(&args.commit)?;
     let (c, _) = repo.read_commit(&commit)?;
@@ -237,7 +237,9 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
     };
     let body = pointer.encode();
     let mut sigs = Signatures::new();
-    sigs.sign(&body, &key).context("sign the channel pointer")?;
+    for k in &key {
+        sigs.sign(&body, k).context("sign the channel pointer")?;
+    }
     write_durably(
         &channels,
         &args.channel,

@@ -730,13 +730,13 @@ impl Device {
         let bytes = remote.get_small(&rel, channel::FILE_MAX)?;
         let stale = |why: String| UpdaterError::State(format!("{url}: {why}"));
         let (body, sigs) = channel::split_file(&bytes).map_err(|e| stale(e.to_string()))?;
-        let keys = self.trusted_keys(running)?;
+        let (signer_of, keys) = self.trusted_keys(running)?;
         Signatures::decode(sigs)
             .and_then(|s| s.verify(body, &keys))
             .map_err(|e| {
                 stale(format!(
                     "{e} (keys trusted by deployment {})",
-                    running.as_str()
+                    signer_of.as_str()
                 ))
             })?;
         let p = Pointer::decode(body).map_err(|e| stale(e.to_string()))?;

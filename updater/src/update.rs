@@ -2,8 +2,8 @@
 //!
 //! Order of checks (nothing is written before all of them pass):
 //! 1. the superblock's signature, over its exact body bytes, against the keys the
-//!    running deployment (booted, else default) trusts (`/usr/lib/berth/keys/*.pub`, `/etc/berth/keys/*.pub`,
-//!    and the persistent `/etc` layer's `berth/keys/*.pub`), before the body is parsed;
+//!    committed default deployment trusts, never a trial's (`/usr/lib/berth/keys/*.pub`
+//!    and its merged `/etc/berth/keys/*.pub`; docs/KEYS.md), before the body is parsed;
 //! 2. the file's length against the parts the body lists;
 //! 3. rollback protection: the target version must be newer than the running one's;
 //! 4. a delta's base commit must be on the device;
@@ -232,15 +232,26 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 impl Device {
+    /// The keys the device trusts, and the deployment they come from: the committed
+    /// default's (the record's), never a trial's, so a release that was never committed
+    /// cannot change who may sign updates and channel pointers (docs/KEYS.md). Only
+    /// without a valid record (a repair) are the running deployment's keys used.
     pub(crate) fn trusted_keys(
         &self,
-        default: &DeploymentName,
-    ) -> Result<Vec<ed25519_dalek::VerifyingKey>, UpdaterError> {
-        crate::keys::trusted(&self.path, default)
+        running: &DeploymentName,
+    ) -> Result<(DeploymentName, Vec<ed25519_dalek::VerifyingKey>), UpdaterError> {
+        let who = self
+            .sysroot
+            .read_record()
+            .0
+            .and_then(|(r, _)| r.default)
+            .unwrap_or(*running);
+        Ok((who, crate::keys::trusted(&self.path, &who)?))
     }
 
     /// The running deployment: the booted one (berth-init's report), else the default.
-    /// Its keys are trusted, its version is the floor, its /etc is carried forward.
+    /// Its version is the floor and its /etc is carried forward; the keys are the
+    /// default's ([`Device::trusted_keys`]).
     pub(crate) fn running(&self, rec: &Record) -> Result<DeploymentName, UpdaterError> {
         let booted = self
             .booted()?
@@ -259,7 +270,7 @@ impl Device {
         file: &Path,
         running: &DeploymentName,
     ) -> Result<Source, UpdaterError> {
-        let keys = self.trusted_keys(running)?;
+        let (signer_of, keys) = self.trusted_keys(running)?;
         // A directory is the split form: DIR/superblock and DIR/part-NNNNN.
         let split = file.is_dir();
         let head_path = if split {
@@ -268,7 +279,7 @@ impl Device {
             file.to_path_buf()
         };
         let mut f = File::open(&head_path).map_err(|e| bad(&head_path, e.to_string()))?;
-        let (body, parts_start) = verified_body(&mut f, &head_path, &keys, running, split)?;
+        let (body, parts_start) = verified_body(&mut f, &head_path, &keys, &signer_of, split)?;
         Ok(Source {
             f,
             body,
