@@ -11,14 +11,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-crash=$(cargo test -q -p updater --features crash-points --locked --test crash -- --nocapture 2>&1 | grep '^crash-test ')
+out=$(cargo test -q -p updater --features crash-points --locked --test crash -- --nocapture 2>&1)
+crash=$(echo "$out" | grep '^crash-test ')
+fault=$(echo "$out" | grep '^fault-test ')
 power=$(cargo test -q -p qemu-tests --locked --test powercut -- --nocapture 2>&1 | grep '^powercut')
 echo "$crash"
+echo "$fault"
 echo "$power"
 
 table=$(echo "$crash" | sed -n 's/^crash-test \([^:]*\): \([0-9]*\) crash points, \([0-9]*\) states checked, \([0-9]*\) violations$/| `\1` | \2 | \4 |/p')
 total=$(echo "$crash" | sed -n 's/^crash-test total: \([0-9]*\) crash points, \([0-9]*\) violations$/\1 crash points, \2 violations/p')
 boot_total=$(echo "$crash" | sed -n 's/^crash-test boot partition total: \([0-9]*\) crash points, \([0-9]*\) violations$/\1 crash points, \2 violations/p')
+ftable=$(echo "$fault" | sed -n 's/^fault-test \([^:]*\): \([0-9]*\) faults injected (ENOSPC, EIO, EROFS), \([0-9]*\) states checked, \([0-9]*\) violations$/| `\1` | \2 | \4 |/p')
+ftotal=$(echo "$fault" | sed -n 's/^fault-test total: \([0-9]*\) faults injected, \([0-9]*\) violations$/\1 faults injected, \2 violations/p')
 ptable=$(echo "$power" | sed -n 's/^powercut \([a-z-]*\): \([0-9]*\) states checked (\([0-9]*\) at flush\/FUA points.*), \([0-9]*\) violations$/| `\1` | \2 | \3 | \4 |/p')
 pinfo=$(echo "$power" | sed -n 's/^powercut: //p')
 
@@ -48,6 +53,16 @@ Activating the trial's entry before the record is written fails 57 of them.
 | command | crash points (both modes) | violations |
 |---|---|---|
 $table
+
+**A full or failing disk at every mutation** (the same test file). The crash-test build
+fails the Nth mutation and every later one with \`ENOSPC\`, \`EIO\` or \`EROFS\`
+(\`BERTH_FAULT_AT\`, \`BERTH_FAULT\`), for every N and each of the three: the command
+exits 1 with one line naming the cause, then the invariants above hold and the command
+run again without the fault ends where an uninterrupted run ends. Total: $ftotal.
+
+| command | faults injected (3 kinds) | violations |
+|---|---|---|
+$ftable
 
 **Power cuts at the block layer** (\`qemu/tests/powercut.rs\`). A QEMU guest (Debian's
 6.1 kernel, TCG) runs the device build of \`berth update\` then \`berth mark-good\` on ext4

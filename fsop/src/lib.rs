@@ -5,7 +5,8 @@
 //! one counter sees every step of an update, `mark-good`, `rollback` or `gc`. In the
 //! crash-test build (feature `crash-points`) that counter can stop the process before
 //! any step, which is how the tests prove that a power cut at any instant leaves a
-//! bootable device (see `updater/tests/crash.rs`).
+//! bootable device, or fail that step and every later one with `ENOSPC`, `EIO` or
+//! `EROFS`, as a full or failing disk would (see `updater/tests/crash.rs`).
 //!
 //! Metadata changes (owner, mode, xattrs, times) are not crash points: Berth only makes
 //! them on inodes that no published name reaches yet (staged objects, the inside of a
@@ -45,12 +46,17 @@ pub enum Op {
     Mknod,
 }
 
+/// Before each mutation: in the crash-test build, where the process may be stopped or
+/// the mutation failed with an injected error; otherwise nothing.
 #[inline]
-fn point(op: Op, fd: Option<BorrowedFd<'_>>) {
+fn point(op: Op, fd: Option<BorrowedFd<'_>>) -> Result<(), Errno> {
     #[cfg(feature = "crash-points")]
-    crash::point(op, fd);
+    return crash::point(op, fd);
     #[cfg(not(feature = "crash-points"))]
-    let _ = (op, fd);
+    {
+        let _ = (op, fd);
+        Ok(())
+    }
 }
 
 /// `openat(dirfd, path, flags | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode)`.
@@ -60,7 +66,7 @@ pub fn create<P: Arg>(
     flags: OFlags,
     mode: Mode,
 ) -> Result<OwnedFd, Errno> {
-    point(Op::Create, None);
+    point(Op::Create, None)?;
     rustix::fs::openat(
         dirfd,
         path,
@@ -71,7 +77,7 @@ pub fn create<P: Arg>(
 
 /// Writes all of `bytes`, retrying short writes and `EINTR`.
 pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
-    point(Op::Write, Some(fd));
+    point(Op::Write, Some(fd))?;
     while !bytes.is_empty() {
         match rustix::io::write(fd, bytes) {
             Ok(0) => return Err(Errno::IO),
@@ -85,13 +91,13 @@ pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
 
 /// `fsync`.
 pub fn fsync(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    point(Op::Fsync, Some(fd));
+    point(Op::Fsync, Some(fd))?;
     rustix::fs::fsync(fd)
 }
 
 /// `syncfs`.
 pub fn syncfs(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    point(Op::Syncfs, Some(fd));
+    point(Op::Syncfs, Some(fd))?;
     rustix::fs::syncfs(fd)
 }
 
@@ -102,7 +108,7 @@ pub fn renameat<P: Arg, Q: Arg>(
     new_dirfd: BorrowedFd<'_>,
     new: Q,
 ) -> Result<(), Errno> {
-    point(Op::Rename, None);
+    point(Op::Rename, None)?;
     rustix::fs::renameat(old_dirfd, old, new_dirfd, new)
 }
 
@@ -113,25 +119,25 @@ pub fn linkat<P: Arg, Q: Arg>(
     new_dirfd: BorrowedFd<'_>,
     new: Q,
 ) -> Result<(), Errno> {
-    point(Op::Link, None);
+    point(Op::Link, None)?;
     rustix::fs::linkat(old_dirfd, old, new_dirfd, new, AtFlags::empty())
 }
 
 /// `unlinkat`; `AtFlags::REMOVEDIR` removes an empty directory.
 pub fn unlinkat<P: Arg>(dirfd: BorrowedFd<'_>, path: P, flags: AtFlags) -> Result<(), Errno> {
-    point(Op::Unlink, None);
+    point(Op::Unlink, None)?;
     rustix::fs::unlinkat(dirfd, path, flags)
 }
 
 /// `mkdirat`.
 pub fn mkdirat<P: Arg>(dirfd: BorrowedFd<'_>, path: P, mode: Mode) -> Result<(), Errno> {
-    point(Op::Mkdir, None);
+    point(Op::Mkdir, None)?;
     rustix::fs::mkdirat(dirfd, path, mode)
 }
 
 /// `symlinkat`.
 pub fn symlinkat<P: Arg, Q: Arg>(target: P, dirfd: BorrowedFd<'_>, path: Q) -> Result<(), Errno> {
-    point(Op::Symlink, None);
+    point(Op::Symlink, None)?;
     rustix::fs::symlinkat(target, dirfd, path)
 }
 
@@ -143,6 +149,6 @@ pub fn mknodat<P: Arg>(
     mode: Mode,
     dev: Dev,
 ) -> Result<(), Errno> {
-    point(Op::Mknod, None);
+    point(Op::Mknod, None)?;
     rustix::fs::mknodat(dirfd, path, file_type, mode, dev)
 }

@@ -336,6 +336,111 @@ fn scenarios(
     (scenarios, files)
 }
 
+fn berth_faulting(lab: &Lab, args: &[String], at: u64, fault: &str) -> std::process::Output {
+    Command::new(common::berth())
+        .arg("--sysroot")
+        .arg(&lab.sysroot)
+        .arg("--boot-json")
+        .arg(&lab.boot_json)
+        .args(args)
+        .env("BERTH_FAULT_AT", at.to_string())
+        .env("BERTH_FAULT", fault)
+        .output()
+        .unwrap()
+}
+
+/// The injected faults: the crash-test build's name, and words of the message the
+/// command must end with.
+const FAULTS: [(&str, &str); 3] = [
+    ("nospc", "No space left on device"),
+    ("io", "Input/output error"),
+    ("rofs", "Read-only file system"),
+];
+
+/// Runs `sc` from `base` with its Nth mutation and every later one failing with each of
+/// [`FAULTS`], for every N: the command exits 1 with one line naming the cause (or, when
+/// every failing step was one it may skip, succeeds and ends where an uninterrupted run
+/// ends), then the crash test's invariants hold and a rerun without the fault converges.
+fn run_fault_scenario(
+    lab: &Lab,
+    base: &Path,
+    sc: &Scenario,
+    files: &BTreeMap<String, Scan>,
+    totals: &mut Totals,
+) {
+    lab.booted(&sc.booted, "test");
+    copy_tree(base, &lab.sysroot);
+    let args: Vec<&str> = sc.args.iter().map(String::as_str).collect();
+    lab.ok(&args);
+    let want = outcome(lab);
+    for (fault, words) in FAULTS {
+        let mut n = 1u64;
+        loop {
+            copy_tree(base, &lab.sysroot);
+            let out = berth_faulting(lab, &sc.args, n, fault);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let at = format!("{} {fault} from mutation {n}", sc.name);
+            if out.status.success() {
+                // Every step from here on may fail harmlessly (or there is none): the
+                // result must be the uninterrupted one's.
+                if outcome(lab) != want {
+                    totals
+                        .violations
+                        .push(format!("{at}: succeeded but ended at {:?}", outcome(lab)));
+                }
+                break;
+            }
+            totals.crash_points += 1;
+            if out.status.code() != Some(1)
+                || stderr.trim().lines().count() != 1
+                || !stderr.contains(words)
+            {
+                totals.violations.push(format!(
+                    "{at}: exit {:?}, not one line naming the cause: {stderr}",
+                    out.status.code()
+                ));
+            }
+            check(lab, &at, sc, files, &want, totals);
+            n += 1;
+        }
+    }
+}
+
+#[test]
+fn a_failing_disk_at_any_mutation_leaves_a_bootable_device_and_a_clear_error() {
+    let lab = Lab::new();
+    let www = lab.tmp.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let server = testkit::http::Server::start(&www);
+    let (scenarios, files) = scenarios(&lab, &www, &server.url());
+    let mut all = Totals::default();
+    for (base, sc) in &scenarios {
+        let mut t = Totals::default();
+        run_fault_scenario(&lab, base, sc, &files, &mut t);
+        println!(
+            "fault-test {}: {} faults injected (ENOSPC, EIO, EROFS), {} states checked, {} violations",
+            sc.name,
+            t.crash_points,
+            t.checked,
+            t.violations.len()
+        );
+        all.crash_points += t.crash_points;
+        all.checked += t.checked;
+        all.violations.extend(t.violations);
+    }
+    println!(
+        "fault-test total: {} faults injected, {} violations",
+        all.crash_points,
+        all.violations.len()
+    );
+    assert!(
+        all.violations.is_empty(),
+        "{} violations:\n{}",
+        all.violations.len(),
+        all.violations.join("\n")
+    );
+}
+
 #[test]
 fn a_crash_at_any_mutation_leaves_a_bootable_device_and_a_retry_converges() {
     let lab = Lab::new();
