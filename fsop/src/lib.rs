@@ -49,6 +49,10 @@ pub enum Op {
 /// Before each mutation: in the crash-test build, where the process may be stopped or
 /// the mutation failed with an injected error; otherwise nothing.
 #[inline]
+#[cfg_attr(
+    not(feature = "crash-points"),
+    allow(clippy::unnecessary_wraps) // the crash-test build's errors come through here
+)]
 fn point(op: Op, fd: Option<BorrowedFd<'_>>) -> Result<(), Errno> {
     #[cfg(feature = "crash-points")]
     return crash::point(op, fd);
