@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=$(cargo test -q -p updater --features crash-points --locked --test crash -- --nocapture 2>&1)
+out=$(cargo test -q -p updater --features crash-points --locked --test crash -- --nocapture --test-threads=1 2>&1)
 crash=$(echo "$out" | grep '^crash-test ')
 fault=$(echo "$out" | grep '^fault-test ')
 power=$(cargo test -q -p qemu-tests --locked --test powercut -- --nocapture 2>&1 | grep '^powercut')
