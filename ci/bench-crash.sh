@@ -12,8 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=$(cargo test -q -p updater --features crash-points --locked --test crash -- --nocapture --test-threads=1 2>&1)
-crash=$(echo "$out" | grep '^crash-test ')
-fault=$(echo "$out" | grep '^fault-test ')
+# -o: a test's first line follows cargo's "test NAME ... " on the same line.
+crash=$(echo "$out" | grep -o 'crash-test .*')
+fault=$(echo "$out" | grep -o 'fault-test .*')
 power=$(cargo test -q -p qemu-tests --locked --test powercut -- --nocapture 2>&1 | grep '^powercut')
 echo "$crash"
 echo "$fault"
@@ -22,6 +23,7 @@ echo "$power"
 table=$(echo "$crash" | sed -n 's/^crash-test \([^:]*\): \([0-9]*\) crash points, \([0-9]*\) states checked, \([0-9]*\) violations$/| `\1` | \2 | \4 |/p')
 total=$(echo "$crash" | sed -n 's/^crash-test total: \([0-9]*\) crash points, \([0-9]*\) violations$/\1 crash points, \2 violations/p')
 boot_total=$(echo "$crash" | sed -n 's/^crash-test boot partition total: \([0-9]*\) crash points, \([0-9]*\) violations$/\1 crash points, \2 violations/p')
+boot_ftotal=$(echo "$fault" | sed -n 's/^fault-test boot partition total: \([0-9]*\) faults injected, \([0-9]*\) violations$/\1 faults injected, \2 violations/p')
 ftable=$(echo "$fault" | sed -n 's/^fault-test \([^:]*\): \([0-9]*\) faults injected (ENOSPC, EIO, EROFS), \([0-9]*\) states checked, \([0-9]*\) violations$/| `\1` | \2 | \4 |/p')
 ftotal=$(echo "$fault" | sed -n 's/^fault-test total: \([0-9]*\) faults injected, \([0-9]*\) violations$/\1 faults injected, \2 violations/p')
 ptable=$(echo "$power" | sed -n 's/^powercut \([a-z-]*\): \([0-9]*\) states checked (\([0-9]*\) at flush\/FUA points.*), \([0-9]*\) violations$/| `\1` | \2 | \3 | \4 |/p')
@@ -58,7 +60,9 @@ $table
 fails the Nth mutation and every later one with \`ENOSPC\`, \`EIO\` or \`EROFS\`
 (\`BERTH_FAULT_AT\`, \`BERTH_FAULT\`), for every N and each of the three: the command
 exits 1 with one line naming the cause, then the invariants above hold and the command
-run again without the fault ends where an uninterrupted run ends. Total: $ftotal.
+run again without the fault ends where an uninterrupted run ends. Total: $ftotal;
+and on the boot partitions' scenarios above (rows named after the loader), with their
+invariants: $boot_ftotal.
 
 | command | faults injected (3 kinds) | violations |
 |---|---|---|

@@ -407,6 +407,28 @@ fn run_fault_scenario(
 }
 
 #[test]
+fn a_failing_disk_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
+    let cuts = FAULTS.map(|(f, w)| Cut::Fault(f, w));
+    let mut all = Totals::default();
+    for (d, kind) in [(Esp::new(), "systemd-boot"), (Esp::uboot(), "u-boot")] {
+        let t = boot_partition_scenarios(&d, kind, &cuts);
+        all.crash_points += t.crash_points;
+        all.violations.extend(t.violations);
+    }
+    println!(
+        "fault-test boot partition total: {} faults injected, {} violations",
+        all.crash_points,
+        all.violations.len()
+    );
+    assert!(
+        all.violations.is_empty(),
+        "{} violations:\n{}",
+        all.violations.len(),
+        all.violations.join("\n")
+    );
+}
+
+#[test]
 fn a_failing_disk_at_any_mutation_leaves_a_bootable_device_and_a_clear_error() {
     let lab = Lab::new();
     let www = lab.tmp.path().join("www");
@@ -528,6 +550,7 @@ fn run_esp_scenario(
     base: &Path,
     sc: &Scenario,
     sets: &BTreeMap<String, String>,
+    cuts: &[Cut],
     totals: &mut Totals,
 ) {
     let restore = || {
@@ -541,24 +564,44 @@ fn run_esp_scenario(
     restore();
     d.lab.ok(&argv);
     let want = (outcome(&d.lab), esp_state(d));
-    for drop in [false, true] {
+    for cut in cuts {
         let mut n = 1u64;
         loop {
             restore();
-            let out = berth_crashing(&d.lab, &args, n, drop);
+            let out = match cut {
+                Cut::Kill(drop) => berth_crashing(&d.lab, &args, n, *drop),
+                Cut::Fault(fault, _) => berth_faulting(&d.lab, &args, n, fault),
+            };
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let at = format!("{} {cut:?} at {n}", sc.name);
             if out.status.success() {
                 assert!(n > 1, "{}: the command made no mutation at all", sc.name);
+                if matches!(cut, Cut::Fault(..)) && (outcome(&d.lab), esp_state(d)) != want {
+                    totals
+                        .violations
+                        .push(format!("{at}: succeeded but did not end where it should"));
+                }
                 break;
             }
-            assert_eq!(
-                out.status.signal(),
-                Some(9),
-                "{} at {n}: failed instead of crashing: {}",
-                sc.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            match cut {
+                Cut::Kill(_) => assert_eq!(
+                    out.status.signal(),
+                    Some(9),
+                    "{at}: failed instead of crashing: {stderr}"
+                ),
+                Cut::Fault(_, words) => {
+                    if out.status.code() != Some(1)
+                        || stderr.trim().lines().count() != 1
+                        || !stderr.contains(words)
+                    {
+                        totals.violations.push(format!(
+                            "{at}: exit {:?}, not one line naming the cause: {stderr}",
+                            out.status.code()
+                        ));
+                    }
+                }
+            }
             totals.crash_points += 1;
-            let at = format!("{} crash {n}{}", sc.name, if drop { " (drop)" } else { "" });
             let mut bad = |what: String| totals.violations.push(format!("{at}: {what}"));
             if !d.lab.berth(&["fsck"]).status.success() {
                 bad("fsck fails".into());
@@ -612,8 +655,18 @@ fn run_esp_scenario(
     }
 }
 
-/// The boot-partition scenarios on `d` (systemd-boot or U-Boot), named with `kind`.
-fn boot_partition_scenarios(d: &Esp, kind: &str) -> Totals {
+/// How a boot-partition scenario's command is interrupted at its Nth mutation: killed
+/// (dropping unsynced data or not), or failed from there on with a fault of
+/// [`FAULTS`] (its name and the words of its message).
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Kill(bool),
+    Fault(&'static str, &'static str),
+}
+
+/// The boot-partition scenarios on `d` (systemd-boot or U-Boot), named with `kind`, each
+/// interrupted in every way of `cuts`.
+fn boot_partition_scenarios(d: &Esp, kind: &str, cuts: &[Cut]) -> Totals {
     let v1 = d.commit("1.0", "one", None);
     let v2 = d.commit("2.0", "two", None);
     let v3 = d.commit("3.0", "two", Some("quiet"));
@@ -679,14 +732,24 @@ fn boot_partition_scenarios(d: &Esp, kind: &str) -> Totals {
     let mut all = Totals::default();
     for (base, sc) in &scenarios {
         let mut t = Totals::default();
-        run_esp_scenario(d, base, sc, &sets, &mut t);
-        println!(
-            "crash-test {}: {} crash points, {} states checked, {} violations",
-            sc.name,
-            t.crash_points,
-            t.checked,
-            t.violations.len()
-        );
+        run_esp_scenario(d, base, sc, &sets, cuts, &mut t);
+        if matches!(cuts.first(), Some(Cut::Fault(..))) {
+            println!(
+                "fault-test {}: {} faults injected (ENOSPC, EIO, EROFS), {} states checked, {} violations",
+                sc.name,
+                t.crash_points,
+                t.checked,
+                t.violations.len()
+            );
+        } else {
+            println!(
+                "crash-test {}: {} crash points, {} states checked, {} violations",
+                sc.name,
+                t.crash_points,
+                t.checked,
+                t.violations.len()
+            );
+        }
         all.crash_points += t.crash_points;
         all.checked += t.checked;
         all.violations.extend(t.violations);
@@ -698,7 +761,7 @@ fn boot_partition_scenarios(d: &Esp, kind: &str) -> Totals {
 fn a_crash_at_any_boot_partition_write_leaves_loader_and_berth_init_agreeing() {
     let mut all = Totals::default();
     for (d, kind) in [(Esp::new(), "systemd-boot"), (Esp::uboot(), "u-boot")] {
-        let t = boot_partition_scenarios(&d, kind);
+        let t = boot_partition_scenarios(&d, kind, &[Cut::Kill(false), Cut::Kill(true)]);
         all.crash_points += t.crash_points;
         all.checked += t.checked;
         all.violations.extend(t.violations);
