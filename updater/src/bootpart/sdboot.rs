@@ -213,17 +213,28 @@ impl BootPart {
         let mut seen: Vec<DeploymentName> = Vec::new();
         let mut remove = Vec::new();
         let mut kept_sets: Vec<String> = Vec::new();
+        // A kept entry whose kernel set cannot be told: no set is removed (fail closed).
+        let mut unknown_set = None;
         for e in self.entries()? {
             let d = e.name.deployment;
             if keep.contains(&d) && !seen.contains(&d) {
                 seen.push(d);
-                kept_sets.extend(e.set_dir.clone());
+                match &e.set_dir {
+                    Some(dir) => kept_sets.push(dir.clone()),
+                    None => unknown_set = Some(e.name.file_name()),
+                }
             } else {
                 remove.push(e.name);
             }
         }
         let entries = self.remove_entries(&remove)?;
         let mut sets = Vec::new();
+        if sets_too && let Some(file) = unknown_set {
+            return Err(fail(
+                &self.entries_dir()?.join(&file),
+                "names no kernel set (berth/<id16>/vmlinuz); no kernel set is removed until it is repaired",
+            ));
+        }
         if sets_too {
             let dir = self.sets_dir()?;
             for n in dir.names()? {
