@@ -21,7 +21,8 @@ use store::{Repo, Txn};
 
 use crate::UpdaterError;
 use crate::checks::TreeChecks;
-use crate::update::{Forbidden, bad};
+use crate::error::bad;
+use crate::policy::Forbidden;
 
 /// The walk of the commit an update starts from (see `format::ops::base_order`), which
 /// `ObjRef::Base` indexes; empty for a full update.

@@ -17,7 +17,7 @@ use format::{EntryKind, ObjectId, Tree};
 use store::Repo;
 
 use crate::UpdaterError;
-use crate::update::bad;
+use crate::error::bad;
 
 /// A symlink below a tree that climbs above it.
 #[derive(Debug, Clone)]

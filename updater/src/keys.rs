@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use format::record::DeploymentName;
 
-use crate::UpdaterError;
+use crate::{Device, UpdaterError};
 
 /// What stands at a path of one layer.
 #[derive(Debug, PartialEq, Eq)]
@@ -187,6 +187,25 @@ pub(crate) fn trusted(
         )));
     }
     Ok(keys)
+}
+
+impl Device {
+    /// The keys the device trusts, and the deployment they come from: the committed
+    /// default's (the record's), never a trial's, so a release that was never committed
+    /// cannot change who may sign updates and channel pointers (docs/KEYS.md). Only
+    /// without a valid record (a repair) are the running deployment's keys used.
+    pub(crate) fn trusted_keys(
+        &self,
+        running: &DeploymentName,
+    ) -> Result<(DeploymentName, Vec<ed25519_dalek::VerifyingKey>), UpdaterError> {
+        let who = self
+            .sysroot
+            .read_record()
+            .0
+            .and_then(|(r, _)| r.default)
+            .unwrap_or(*running);
+        Ok((who, trusted(&self.path, &who)?))
+    }
 }
 
 #[cfg(test)]

@@ -21,23 +21,34 @@ use std::path::{Path, PathBuf};
 
 mod apply;
 mod bootpart;
+mod channel;
 mod checks;
-mod deadline;
+pub mod deadline;
 mod dirs;
+mod error;
 pub mod fetch;
 pub mod gc;
+mod install;
 mod keys;
 pub mod lock;
 pub mod oci;
+mod part;
+pub mod policy;
+pub mod progress;
 mod pull;
+mod remote;
 pub mod repair;
+mod source;
 pub use net::tls;
 pub mod update;
+
+pub(crate) use error::sys_err;
+pub use error::{Refusal, UpdaterError};
 
 use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use store::{Repo, StoreError};
+use store::Repo;
 use sysroot::{Bootable, CopyState, Sysroot};
 
 /// The most of `boot.json` read: berth-init writes well under 4 KiB (a choice, a reason,
@@ -54,50 +65,6 @@ pub(crate) const TMP_DIR: &str = "berth/repo/tmp";
 pub(crate) const CHANNELS_DIR: &str = "berth/state/channels";
 /// The persistent `/etc` layers, one directory per deployment, relative to the sysroot.
 pub(crate) const ETC_DIR: &str = "berth/state/etc";
-
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpdaterError {
-    /// A sysroot operation failed.
-    #[error("{path}: {step}: {errno}", path = path.display(), errno = std::io::Error::from(*errno))]
-    Sysroot {
-        /// The sysroot.
-        path: PathBuf,
-        /// What was being done.
-        step: &'static str,
-        /// The OS error.
-        errno: rustix::io::Errno,
-    },
-    /// The object store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Neither copy of the boot record is valid.
-    #[error("{}: no valid boot record (berth/boot/record.a and record.b are missing or damaged)", path.display())]
-    NoRecord {
-        /// The sysroot.
-        path: PathBuf,
-    },
-    /// The command does not apply to the device's state.
-    #[error("{0}")]
-    State(String),
-    /// A repository or registry could not be reached, trusted or entered.
-    #[error(transparent)]
-    Net(#[from] net::NetError),
-    /// An update's parts were all applied but did not make its commit.
-    #[error("{0}")]
-    Incomplete(String),
-    /// Another berth command holds a lock this one needs ([`lock`]).
-    #[error("{0}")]
-    Busy(String),
-    /// `/run/berth/boot.json` could not be read.
-    #[error("{}: {reason}", path.display())]
-    BootJson {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// One deployment, as `status` reports it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -165,14 +132,6 @@ pub struct Device {
 
 /// How long a command waits for a lock by default.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-pub(crate) fn sys_err(path: &Path) -> impl Fn(sysroot::SysrootError) -> UpdaterError + '_ {
-    move |e| UpdaterError::Sysroot {
-        path: path.to_path_buf(),
-        step: e.step,
-        errno: e.errno,
-    }
-}
 
 impl Device {
     /// Opens the sysroot at `path`; `boot_json` is where berth-init wrote this boot's
@@ -286,6 +245,20 @@ impl Device {
                 },
             )
         }))
+    }
+
+    /// The running deployment: the booted one (berth-init's report), else the default.
+    /// Its version is the floor and its /etc is carried forward; the keys are the
+    /// default's ([`Device::trusted_keys`]).
+    pub(crate) fn running(&self, rec: &Record) -> Result<DeploymentName, UpdaterError> {
+        let booted = self
+            .booted()?
+            .and_then(|b| DeploymentName::new(b.0.as_bytes()).ok());
+        booted.or(rec.default).ok_or_else(|| {
+            UpdaterError::State(
+                "the boot record has no default deployment and nothing is booted".into(),
+            )
+        })
     }
 
     /// The device's state.

@@ -20,7 +20,8 @@ macro_rules! outln {
     }};
 }
 use clap::{Parser, Subcommand};
-use updater::update::{Forbid, Forbidden};
+use updater::policy::{Forbid, Forbidden};
+use updater::progress::Event;
 use updater::{DEFAULT_SYSROOT, Device, Status};
 
 /// The Berth device agent: applies signed updates from a file or an https:// (or
@@ -467,22 +468,25 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             ref tls,
         } => {
             use std::io::IsTerminal;
-            let progress = match progress {
-                Some(ProgressArg::Text) => updater::update::Progress::Text,
-                Some(ProgressArg::Json) => updater::update::Progress::Json,
-                None if std::io::stderr().is_terminal() => updater::update::Progress::Text,
-                Some(ProgressArg::None) | None => updater::update::Progress::Quiet,
+            let progress: updater::progress::Progress = match progress {
+                Some(ProgressArg::Text) => Some(progress_text),
+                Some(ProgressArg::Json) => Some(progress_json),
+                None if std::io::stderr().is_terminal() => Some(progress_text),
+                Some(ProgressArg::None) | None => None,
             };
-            // Test hook (documented in updater/src/update.rs): stop after N parts.
-            let abort_after_parts = std::env::var("BERTH_TEST_ABORT_AFTER_PARTS")
-                .ok()
-                .and_then(|v| v.parse().ok());
             let opts = updater::update::UpdateOptions {
                 allow_downgrade,
                 tries,
                 progress,
-                abort_after_parts,
-                deadline: deadline.map(std::time::Duration::from_secs),
+                // Test hook (the test-hooks feature): stop after N parts.
+                #[cfg(feature = "test-hooks")]
+                abort_after_parts: std::env::var("BERTH_TEST_ABORT_AFTER_PARTS")
+                    .ok()
+                    .and_then(|v| v.parse().ok()),
+                deadline: deadline.map(|s| updater::deadline::Deadline {
+                    limit: std::time::Duration::from_secs(s),
+                    expire: deadline_passed,
+                }),
                 forbid: forbid.iter().fold(Forbidden::default(), |f, k| {
                     f.with(match k {
                         ForbidArg::Device => Forbid::Device,
@@ -576,7 +580,73 @@ fn fsck(device: &Device, sysroot: &Path, source: Option<&Path>, json: bool) -> R
     Ok(())
 }
 
+/// `--progress text`: a line per step, for people.
+fn progress_text(e: Event) {
+    match e {
+        Event::Part { part, parts, bytes } => {
+            eprintln!("part {part}/{parts} applied ({bytes} bytes)");
+        }
+        Event::Fallback {
+            objects_bytes,
+            full_bytes,
+        } => eprintln!(
+            "the missing objects ({objects_bytes} bytes) cost more than the full update ({full_bytes} bytes): taking the full update"
+        ),
+        Event::Downloaded { downloaded, total } => {
+            eprintln!("downloaded {downloaded}/{total} bytes");
+        }
+    }
+}
+
+/// `--progress json`: an object per line, for programs.
+fn progress_json(e: Event) {
+    match e {
+        Event::Part { part, parts, bytes } => {
+            eprintln!(r#"{{"part":{part},"parts":{parts},"bytes":{bytes}}}"#);
+        }
+        Event::Fallback {
+            objects_bytes,
+            full_bytes,
+        } => eprintln!(
+            r#"{{"fallback":"full","objects_bytes":{objects_bytes},"full_bytes":{full_bytes}}}"#
+        ),
+        Event::Downloaded { downloaded, total } => {
+            eprintln!(r#"{{"downloaded":{downloaded},"total":{total}}}"#);
+        }
+    }
+}
+
+/// `--deadline` passed: berth's one-line error, and exit 1. Ending the process is the
+/// only way to stop a read blocked in the kernel; every step before the record switch
+/// is crash-safe (updater/src/deadline.rs).
+fn deadline_passed(message: &str) -> ! {
+    eprintln!("berth: {message}");
+    #[allow(clippy::exit)]
+    std::process::exit(1)
+}
+
+/// Prints the library's warnings (the store's, say) as berth's own.
+struct Warnings;
+
+impl log::Log for Warnings {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("berth: warning: {}", r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 fn main() -> ExitCode {
+    // Only fails if a logger is set already, which nothing else does.
+    if log::set_logger(&Warnings).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => code,

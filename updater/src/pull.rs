@@ -35,11 +35,15 @@ use format::{Commit, EntryKind, FileHeader, FormatError, ObjectId, ObjectKind, T
 use rustix::fs::AtFlags;
 use store::{Repo, Txn};
 
+use crate::Device;
 use crate::checks::TreeChecks;
 use crate::dirs::Dir;
-use crate::fetch::Remote;
-use crate::update::{UpdateOptions, UpdateReport, bad, check_newer};
-use crate::{Device, UpdaterError};
+use crate::error::UpdaterError;
+use crate::error::bad;
+use crate::policy::check_newer;
+use crate::progress::{self, Event};
+use crate::remote::Remote;
+use crate::update::{UpdateOptions, UpdateReport};
 
 /// Objects published at most this size are fetched into memory; larger ones into a file
 /// of the download directory, which survives a reboot.
@@ -53,11 +57,15 @@ const BATCH_BYTES: u64 = 64 << 20;
 /// a test can interrupt a pull after some of them (whoever sets berth's environment is
 /// root on the device already).
 fn batch_objects() -> usize {
-    std::env::var("BERTH_TEST_PULL_BATCH")
+    #[cfg(feature = "test-hooks")]
+    if let Some(n) = std::env::var("BERTH_TEST_PULL_BATCH")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or(BATCH_OBJECTS)
+    {
+        return n;
+    }
+    BATCH_OBJECTS
 }
 
 /// The end of a pull.
@@ -94,7 +102,7 @@ impl Device {
         objects: &UpdateRef,
         dir: &Dir,
         opts: UpdateOptions,
-        deadline: Option<&crate::deadline::Deadline>,
+        deadline: Option<&crate::deadline::Armed>,
     ) -> Result<Pulled, UpdaterError> {
         let (rec, _) = self.record()?;
         let default = self.running(&rec)?;
@@ -136,7 +144,7 @@ impl Device {
             .then(|| Signatures::decode(&index.signatures))
             .transpose()
             .map_err(|e| bad(&shown, format!("commit signatures: {e}")))?;
-        check_newer(&repo, &shown, &commit, &default, opts)?;
+        check_newer(&repo, &shown, &commit, &default, opts.allow_downgrade)?;
 
         let missing = Walk {
             repo: &repo,
@@ -178,7 +186,7 @@ impl Device {
             &mut checks,
             (&commit, sigs.as_ref()),
             &default,
-            opts,
+            opts.tries,
             deadline,
         )?;
         let id = ObjectId::digest(&index.commit);
@@ -495,7 +503,13 @@ impl Fetch<'_> {
                 let percent = (done + fetched) * 100 / total.max(1);
                 if percent > shown {
                     shown = percent;
-                    self.opts.progress.downloaded(done + fetched, total);
+                    progress::report(
+                        self.opts.progress,
+                        Event::Downloaded {
+                            downloaded: done + fetched,
+                            total,
+                        },
+                    );
                 }
             }
             txn.commit()?;
@@ -505,7 +519,13 @@ impl Fetch<'_> {
                 let _ = fsop::unlinkat(self.dir.fd(), name.as_str(), AtFlags::empty());
             }
         }
-        self.opts.progress.downloaded(done + fetched, total);
+        progress::report(
+            self.opts.progress,
+            Event::Downloaded {
+                downloaded: done + fetched,
+                total,
+            },
+        );
         Ok(fetched)
     }
 }

@@ -22,7 +22,10 @@ use std::path::Path;
 use format::{Commit, ObjectId, ObjectKind};
 use store::{Repo, Txn};
 
-use crate::update::{self, Source};
+use crate::error;
+use crate::part::PartRun;
+use crate::policy::Forbidden;
+use crate::source::{self, Source};
 use crate::{Device, UpdaterError};
 
 /// What a repair did.
@@ -63,15 +66,14 @@ impl Device {
             parts_start,
             split,
         } = self.open_source(source, &running)?;
-        update::check_all_parts(source, &mut f, split, parts_start, &body, &[])?;
+        source::check_all_parts(source, &mut f, split, parts_start, &body, &[])?;
         let base = crate::apply::base_order(&repo, body.from.as_ref())?;
-        let commit =
-            Commit::decode(&body.commit).map_err(|e| update::bad(source, e.to_string()))?;
+        let commit = Commit::decode(&body.commit).map_err(|e| error::bad(source, e.to_string()))?;
         let mut checks = crate::checks::TreeChecks::new(&repo, commit.root);
-        let run = update::PartRun {
+        let run = PartRun {
             repo: &repo,
             base: &base,
-            forbid: update::Forbidden::default(),
+            forbid: Forbidden::default(),
             parts: body.parts.len(),
             only: Some(&bad),
         };
@@ -79,7 +81,7 @@ impl Device {
         for (i, part) in body.parts.iter().enumerate() {
             let start = offset;
             offset += part.len;
-            let (mut pf, at, shown) = update::open_part(source, &mut f, split, i, start, part)?;
+            let (mut pf, at, shown) = source::open_part(source, &mut f, split, i, start, part)?;
             run.apply(&mut checks, &mut pf, &shown, i, at, part)?;
         }
         let commit_id = ObjectId::digest(&body.commit);
@@ -89,7 +91,7 @@ impl Device {
             } else {
                 Some(
                     format::sig::Signatures::decode(&body.commit_signatures)
-                        .map_err(|e| update::bad(source, e.to_string()))?,
+                        .map_err(|e| error::bad(source, e.to_string()))?,
                 )
             };
             let mut txn = Txn::begin(&repo)?;

@@ -1,0 +1,201 @@
+//! Opening an update: the file (or the split form's directory), its superblock's
+//! signature checked over the exact body bytes before the body is decoded, its length
+//! against the parts the body lists, and each part against its signed sha256.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use format::record::DeploymentName;
+use format::sig::Signatures;
+use format::update::{self, Body};
+
+use crate::Device;
+use crate::error::{Refusal, UpdaterError, bad, refused};
+use crate::part::Hashing;
+
+/// An update whose superblock is verified: the file, the signed body, where the parts
+/// start, and whether it is the split form.
+pub(crate) struct Source {
+    pub(crate) f: File,
+    pub(crate) body: Body,
+    pub(crate) parts_start: u64,
+    pub(crate) split: bool,
+}
+
+fn read_exact(f: &mut File, n: usize, file: &Path, what: &str) -> Result<Vec<u8>, UpdaterError> {
+    let mut buf = vec![0u8; n];
+    f.read_exact(&mut buf)
+        .map_err(|_| bad(file, format!("truncated ({what})")))?;
+    Ok(buf)
+}
+
+impl Device {
+    /// Opens the update `file` (or the split form's directory) and verifies its
+    /// superblock against the keys `running` trusts.
+    pub(crate) fn open_source(
+        &self,
+        file: &Path,
+        running: &DeploymentName,
+    ) -> Result<Source, UpdaterError> {
+        let (signer_of, keys) = self.trusted_keys(running)?;
+        // A directory is the split form: DIR/superblock and DIR/part-NNNNN.
+        let split = file.is_dir();
+        let head_path = if split {
+            file.join("superblock")
+        } else {
+            file.to_path_buf()
+        };
+        let mut f = File::open(&head_path).map_err(|e| bad(&head_path, e.to_string()))?;
+        let (body, parts_start) = verified_body(&mut f, &head_path, &keys, &signer_of, split)?;
+        Ok(Source {
+            f,
+            body,
+            parts_start,
+            split,
+        })
+    }
+}
+
+/// The target commit's signature file, carried in the body and stored beside the
+/// commit at the end: decoded now, before anything is written.
+pub(crate) fn commit_signatures(
+    file: &Path,
+    body: &Body,
+) -> Result<Option<Signatures>, UpdaterError> {
+    if body.commit_signatures.is_empty() {
+        return Ok(None);
+    }
+    Signatures::decode(&body.commit_signatures)
+        .map(Some)
+        .map_err(|e| bad(file, format!("commit signatures: {e}")))
+}
+
+/// Reads the head, the signed body and the signatures; verifies the signatures over the
+/// exact body bytes against `keys` before decoding the body; checks the file's length
+/// against the parts the body lists. Returns the body and where the parts start.
+fn verified_body(
+    f: &mut File,
+    file: &Path,
+    keys: &[ed25519_dalek::VerifyingKey],
+    default: &DeploymentName,
+    split: bool,
+) -> Result<(Body, u64), UpdaterError> {
+    let file_len = f.metadata().map_err(|e| bad(file, e.to_string()))?.len();
+    let head = read_exact(f, update::HEAD_LEN, file, "head")?;
+    let body_len = update::decode_head(&head).map_err(|e| bad(file, e.to_string()))?;
+    let body_bytes = read_exact(f, body_len, file, "superblock")?;
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&read_exact(f, 4, file, "signature length")?);
+    let sig_len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
+    if sig_len > update::SIGNATURES_BYTES_MAX {
+        return Err(bad(
+            file,
+            format!("signature block of {sig_len} bytes is over the limit"),
+        ));
+    }
+    let sig_bytes = read_exact(f, sig_len, file, "signatures")?;
+    let sigs = Signatures::decode(&sig_bytes).map_err(|e| bad(file, e.to_string()))?;
+    sigs.verify(&body_bytes, keys).map_err(|e| {
+        refused(
+            file.display(),
+            Refusal::BadSignature {
+                cause: e.to_string(),
+                trusted_by: default.as_str().to_owned(),
+            },
+        )
+    })?;
+    let body = Body::decode(&body_bytes).map_err(|e| bad(file, e.to_string()))?;
+    let parts_start = (update::HEAD_LEN + body_len + 4 + sig_len) as u64;
+    // The parts are contiguous (the body's decoder checked it), so they end where the
+    // last one does; with the superblock before them, that may pass 2^64 in a lying body.
+    let parts_len = body.parts.last().map_or(0, |p| p.offset + p.len);
+    let describes =
+        |n: Option<u64>| n.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
+    // The split form's superblock file ends where the parts would start.
+    let expected = if split {
+        Some(parts_start)
+    } else {
+        parts_start.checked_add(parts_len)
+    };
+    if expected != Some(file_len) {
+        let expected = describes(expected);
+        return Err(bad(
+            file,
+            format!(
+                "is {file_len} bytes, but its superblock describes {expected} (truncated or not this update's parts)"
+            ),
+        ));
+    }
+    Ok((body, parts_start))
+}
+
+/// Checks every part not yet applied against its signed hash.
+pub(crate) fn check_all_parts(
+    file: &Path,
+    f: &mut File,
+    split: bool,
+    parts_start: u64,
+    body: &Body,
+    done: &[usize],
+) -> Result<(), UpdaterError> {
+    let mut offset = parts_start;
+    for (i, part) in body.parts.iter().enumerate() {
+        let start = offset;
+        offset += part.len;
+        if !done.contains(&i) {
+            let (mut pf, at, shown) = open_part(file, f, split, i, start, part)?;
+            check_part_hash(&mut pf, &shown, at, part)?;
+        }
+    }
+    Ok(())
+}
+
+/// The file a part is in and where it starts: the update file at `start`, or in the
+/// split form `DIR/part-NNNNN` at 0 (whose length must be the signed one).
+pub(crate) fn open_part(
+    file: &Path,
+    f: &mut File,
+    split: bool,
+    i: usize,
+    start: u64,
+    part: &update::PartInfo,
+) -> Result<(File, u64, PathBuf), UpdaterError> {
+    if !split {
+        let dup = f.try_clone().map_err(|e| bad(file, e.to_string()))?;
+        return Ok((dup, start, file.to_path_buf()));
+    }
+    let path = file.join(format!("part-{i:05}"));
+    let pf = File::open(&path).map_err(|e| bad(&path, e.to_string()))?;
+    let len = pf.metadata().map_err(|e| bad(&path, e.to_string()))?.len();
+    if len != part.len {
+        return Err(bad(
+            &path,
+            format!("is {len} bytes, but the superblock says {}", part.len),
+        ));
+    }
+    Ok((pf, 0, path))
+}
+
+/// Checks a part's compressed bytes against the signed sha256.
+fn check_part_hash(
+    f: &mut File,
+    shown: &Path,
+    start: u64,
+    part: &update::PartInfo,
+) -> Result<(), UpdaterError> {
+    let io = |e: std::io::Error| bad(shown, e.to_string());
+    f.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut r = Hashing::new(f.take(part.len));
+    let n = std::io::copy(&mut r, &mut std::io::sink()).map_err(io)?;
+    if n != part.len {
+        return Err(bad(shown, "truncated"));
+    }
+    if r.finish().map_err(io)? != part.sha256 {
+        return Err(bad(
+            shown,
+            "damaged: a part's sha256 does not match the signed superblock",
+        ));
+    }
+    Ok(())
+}
