@@ -37,6 +37,38 @@ pub use crate::remote::{FetchOptions, RETRY_DELAY_MAX};
 use crate::update::{UpdateOptions, UpdateReport};
 use crate::{Device, TMP_DIR};
 
+/// How a remote update reaches the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateKind {
+    /// A delta from the running commit.
+    Delta,
+    /// The objects the device lacks, pulled one by one.
+    Objects,
+    /// The full update.
+    Full,
+    /// Nothing: the device is up to date.
+    None,
+}
+
+impl UpdateKind {
+    /// Its name, as JSON and the download directories say it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Delta => "delta",
+            Self::Objects => "objects",
+            Self::Full => "full",
+            Self::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for UpdateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a channel offers, as `berth check` reports it.
 #[derive(Debug, serde::Serialize)]
 pub struct Offer {
@@ -52,7 +84,7 @@ pub struct Offer {
     pub available: bool,
     /// `delta` (from the running commit), `objects` (pull the objects the device lacks)
     /// or `full`.
-    pub kind: &'static str,
+    pub kind: UpdateKind,
     /// Bytes the update would download (before resuming); for `objects`, at most this.
     pub bytes: u64,
     /// When the pointer expires (seconds since the Unix epoch).
@@ -65,7 +97,7 @@ pub struct RemoteReport {
     /// Bytes fetched by this run (resumed bytes are not fetched again).
     pub downloaded: u64,
     /// `delta`, `objects`, `full`, or `none` when already up to date.
-    pub kind: &'static str,
+    pub kind: UpdateKind,
     /// The update, unless there was nothing to do.
     pub update: Option<UpdateReport>,
 }
@@ -89,13 +121,13 @@ impl Device {
         // What `update` would take first; an object pull fetches only the objects the
         // device lacks, so its bytes are an upper bound (the full update's bound it too).
         let (kind, bytes) = match (p.delta_from(&current), &p.objects) {
-            (Some(d), _) => ("delta", d.total_len),
+            (Some(d), _) => (UpdateKind::Delta, d.total_len),
             (None, Some(o)) => (
-                "objects",
+                UpdateKind::Objects,
                 o.total_len
                     .min(o.superblock_len.saturating_add(p.full.total_len)),
             ),
-            (None, None) => ("full", p.full.total_len),
+            (None, None) => (UpdateKind::Full, p.full.total_len),
         };
         Ok(Offer {
             channel: p.channel.clone(),
@@ -127,7 +159,7 @@ impl Device {
         if !self.offers_new(&p.commit, &current)? {
             return Ok(RemoteReport {
                 downloaded: 0,
-                kind: "none",
+                kind: UpdateKind::None,
                 update: None,
             });
         }
@@ -136,17 +168,17 @@ impl Device {
         if p.delta_from(&current).is_none()
             && let Some(objects) = p.objects
         {
-            let dir = self.download_dir(&p.commit, "objects")?;
+            let dir = self.download_dir(&p.commit, UpdateKind::Objects)?;
             match self.pull(&remote, &p, &objects, &dir, opts, deadline.as_ref())? {
                 Pulled::Done {
                     report,
                     downloaded: got,
                 } => {
                     drop(dir);
-                    self.remove_download(&p.commit, "objects");
+                    self.remove_download(&p.commit, UpdateKind::Objects);
                     return Ok(RemoteReport {
                         downloaded: got,
-                        kind: "objects",
+                        kind: UpdateKind::Objects,
                         update: Some(report),
                     });
                 }
@@ -168,15 +200,23 @@ impl Device {
             }
         }
         let (kind, r, rel) = match p.delta_from(&current) {
-            Some(r) => ("delta", *r, format!("updates/{current}-{}", p.commit)),
-            None => ("full", p.full, format!("updates/full-{}", p.commit)),
+            Some(r) => (
+                UpdateKind::Delta,
+                *r,
+                format!("updates/{current}-{}", p.commit),
+            ),
+            None => (
+                UpdateKind::Full,
+                p.full,
+                format!("updates/full-{}", p.commit),
+            ),
         };
         let dir = self.download_dir(&p.commit, kind)?;
         downloaded += download_update(&remote, &rel, &r, &dir, opts)?;
         let report = self.apply_update(dir.path(), opts, deadline.as_ref())?;
         drop(dir);
         self.remove_download(&p.commit, kind);
-        self.remove_download(&p.commit, "objects");
+        self.remove_download(&p.commit, UpdateKind::Objects);
         Ok(RemoteReport {
             downloaded,
             kind,
@@ -213,16 +253,24 @@ impl Device {
     }
 
     /// `berth/repo/tmp/download-<commit id16>-<kind>/`, made if missing.
-    pub(crate) fn download_dir(&self, commit: &ObjectId, kind: &str) -> Result<Dir, UpdaterError> {
-        let rel = format!("{TMP_DIR}/download-{}-{kind}", &commit.to_string()[..16]);
+    pub(crate) fn download_dir(
+        &self,
+        commit: &ObjectId,
+        kind: UpdateKind,
+    ) -> Result<Dir, UpdaterError> {
+        let rel = format!(
+            "{TMP_DIR}/download-{}-{}",
+            &commit.to_string()[..16],
+            kind.as_str()
+        );
         self.own_dir(&rel, Some(0o700))?
             .ok_or_else(|| UpdaterError::State(format!("{rel}: not made")))
     }
 
     /// Removes a finished download directory (best effort: left behind, it is only
     /// garbage that the next update removes or reuses).
-    fn remove_download(&self, commit: &ObjectId, kind: &str) {
-        let name = format!("download-{}-{kind}", &commit.to_string()[..16]);
+    fn remove_download(&self, commit: &ObjectId, kind: UpdateKind) {
+        let name = format!("download-{}-{}", &commit.to_string()[..16], kind.as_str());
         if let Ok(Some(tmp)) = self.own_dir(TMP_DIR, None) {
             // Deliberately ignored: garbage at worst, removed by the next update.
             let _ = tmp.remove(name.as_bytes());
