@@ -37,7 +37,7 @@ impl Access {
 /// The `auth` (base64 of `user:password`) that a Docker-style `config.json` holds for
 /// the registry of `r` (keys `REGISTRY`, `https://REGISTRY` or `http://REGISTRY`).
 pub fn credentials(file: &Path, r: &Reference) -> Result<String, NetError> {
-    let fail = |why: String| NetError(format!("{}: {why}", file.display()));
+    let fail = |why: String| NetError::Access(format!("{}: {why}", file.display()));
     let text = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
     let v: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
@@ -69,7 +69,7 @@ pub fn authorize(
     access: Access,
     why: &dyn Fn(&ureq::Error) -> String,
 ) -> Result<Option<String>, NetError> {
-    let fail = |what: String| NetError(format!("{r}: {what}"));
+    let fail = |what: String| NetError::Access(format!("{r}: {what}"));
     let timeout = Some(Duration::from_mins(1));
     let resp = agent
         .get(r.root())
@@ -122,7 +122,7 @@ pub fn answer(
     access: Access,
     why: &dyn Fn(&ureq::Error) -> String,
 ) -> Result<String, NetError> {
-    let fail = |what: String| NetError(format!("{r}: {what}"));
+    let fail = |what: String| NetError::Access(format!("{r}: {what}"));
     let timeout = Some(Duration::from_mins(1));
     let needs = || {
         fail(
@@ -189,13 +189,18 @@ mod tests {
         }
         let f = dir.path().join("other.json");
         std::fs::write(&f, r#"{"auths":{"elsewhere:5000":{"auth":"dTpw"}}}"#).unwrap();
-        let err = credentials(&f, &r).unwrap_err().0;
+        let err = credentials(&f, &r).unwrap_err().to_string();
         assert!(
             err.contains("has no auths.\"registry.test:5000\".auth"),
             "{err}"
         );
         std::fs::write(&f, "{").unwrap();
-        assert!(credentials(&f, &r).unwrap_err().0.contains("not JSON"));
+        assert!(
+            credentials(&f, &r)
+                .unwrap_err()
+                .to_string()
+                .contains("not JSON")
+        );
         assert_eq!(
             Access::Push.scope("fleet/os"),
             "repository:fleet/os:pull,push"

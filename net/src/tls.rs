@@ -85,7 +85,7 @@ pub fn config(url: &str, trust: &Trust) -> Result<TlsConfig, NetError> {
         }
     } else {
         if let Trust::Only(files) = trust {
-            return Err(NetError(format!(
+            return Err(NetError::Access(format!(
                 "--ca {}: {url} is not an https:// repository; a CA applies to https:// only",
                 files
                     .first()
@@ -119,7 +119,7 @@ fn system_roots(url: &str) -> Result<Vec<CertificateDer<'static>>, NetError> {
             .errors
             .first()
             .map_or_else(|| "none found".to_owned(), ToString::to_string);
-        return Err(NetError(format!(
+        return Err(NetError::Access(format!(
             "{url}: no system root certificates to verify it with ({why}); install ca-certificates, set SSL_CERT_FILE, or pass --ca FILE"
         )));
     }
@@ -131,7 +131,7 @@ fn system_roots(url: &str) -> Result<Vec<CertificateDer<'static>>, NetError> {
 
 /// The certificates of one `--ca` PEM file, each checked to be usable as a root.
 fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
-    let bad = |why: String| NetError(format!("--ca {}: {why}", path.display()));
+    let bad = |why: String| NetError::Access(format!("--ca {}: {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()

@@ -32,10 +32,11 @@ use crate::error::{UpdaterError, bad};
 use crate::part::Hashing;
 use crate::progress::{self, Event};
 use crate::pull::Pulled;
+pub use crate::remote::FetchOptions;
 use crate::remote::Remote;
-pub use crate::remote::{FetchOptions, RETRY_DELAY_MAX};
 use crate::update::{UpdateOptions, UpdateReport};
 use crate::{Device, TMP_DIR};
+pub use net::http::{RETRY_DELAY_MAX, Rates};
 
 /// How a remote update reaches the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -114,7 +115,7 @@ impl Device {
 
     /// `berth check`: what the channel offers, without downloading an update or
     /// writing anything.
-    pub fn check(&self, url: &str, name: &str, opts: FetchOptions) -> Result<Offer, UpdaterError> {
+    pub fn check(&self, url: &str, name: &str, opts: &FetchOptions) -> Result<Offer, UpdaterError> {
         let remote = Remote::new(url, opts)?;
         let (running, current) = self.running_commit()?;
         let (p, _) = self.pointer(&remote, name, &running)?;
@@ -146,7 +147,7 @@ impl Device {
         &self,
         url: &str,
         name: &str,
-        fetch: FetchOptions,
+        fetch: &FetchOptions,
         opts: UpdateOptions,
     ) -> Result<RemoteReport, UpdaterError> {
         let _lock = self.lock(crate::lock::LockKind::Store, "update")?;

@@ -24,7 +24,7 @@ fn update_cmd(
     device: &Device,
     file: &Path,
     channel: Option<&str>,
-    fetch: updater::fetch::FetchOptions,
+    fetch: &updater::fetch::FetchOptions,
     opts: updater::update::UpdateOptions,
     tries: u8,
 ) -> Result<()> {
@@ -75,7 +75,7 @@ fn check_cmd(
         registry_auth: tls.registry_auth.clone(),
         ..Default::default()
     };
-    let o = device.check(url, &channel, fetch)?;
+    let o = device.check(url, &channel, &fetch)?;
     if json {
         outln!("{}", serde_json::to_string(&o)?);
     } else if o.available {
@@ -156,14 +156,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 }),
             };
             let fetch = updater::fetch::FetchOptions {
-                min_rate,
-                retry_delay,
-                stall: std::time::Duration::from_secs(stall_timeout),
+                rates: updater::fetch::Rates {
+                    min_rate,
+                    retry_delay,
+                    stall: std::time::Duration::from_secs(stall_timeout),
+                    ..Default::default()
+                },
                 trust: tls.trust(),
                 registry_auth: tls.registry_auth.clone(),
-                ..Default::default()
             };
-            update_cmd(&device, file, channel.as_deref(), fetch, opts, tries)?;
+            update_cmd(&device, file, channel.as_deref(), &fetch, opts, tries)?;
         }
         Command::Check {
             ref url,
