@@ -246,8 +246,9 @@ pub fn split_file(bytes: &[u8]) -> Result<(&[u8], &[u8]), FormatError> {
 }
 
 /// What a device remembers of a channel (`berth/state/channels/NAME`): the newest
-/// pointer it accepted. Text, three lines in this order: `serial=N`, `issued=N`,
-/// `body=HEX` (the sha256 of that pointer's body, 64 hex digits).
+/// pointer it accepted. Text, four lines in this order: `version=2`, `serial=N`,
+/// `issued=N`, `body=HEX` (the sha256 of that pointer's body, 64 hex digits). The
+/// first berth wrote the last three alone; that form is read as version 1.
 ///
 /// The decoder is strict: this state is the replay floor, so a damaged file must be
 /// an error, never "nothing seen yet" (which would accept replayed, older pointers).
@@ -261,20 +262,32 @@ pub struct Seen {
     pub body: Option<ObjectId>,
 }
 
-/// Longest channel-state file: three short lines.
+/// Longest channel-state file: four short lines.
 pub const SEEN_MAX: usize = 256;
+
+/// The channel state's version that [`Seen::encode`] writes.
+pub const SEEN_VERSION: u32 = 2;
 
 impl Seen {
     /// The file's bytes.
     pub fn encode(&self) -> String {
         match self.body {
-            Some(b) => alloc::format!("serial={}\nissued={}\nbody={b}\n", self.serial, self.issued),
-            None => alloc::format!("serial={}\nissued={}\nbody=\n", self.serial, self.issued),
+            Some(b) => alloc::format!(
+                "version={SEEN_VERSION}\nserial={}\nissued={}\nbody={b}\n",
+                self.serial,
+                self.issued
+            ),
+            None => alloc::format!(
+                "version={SEEN_VERSION}\nserial={}\nissued={}\nbody=\n",
+                self.serial,
+                self.issued
+            ),
         }
     }
 
     /// Decodes a channel-state file; anything but exactly what [`Seen::encode`] writes
-    /// is an error.
+    /// (or version 1, without its `version=` line) is an error, and so is another
+    /// version.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         const WHAT: &str = "channel state";
         let bad = |reason| FormatError::BadText { what: WHAT, reason };
@@ -289,14 +302,20 @@ impl Seen {
         let text = text
             .strip_suffix('\n')
             .ok_or(bad("does not end with a newline"))?;
-        let mut lines = text.split('\n');
+        let mut lines = text.split('\n').peekable();
+        if let Some(v) = lines.peek().and_then(|l| l.strip_prefix("version=")) {
+            if v != "2" {
+                return Err(bad("a version this berth does not read (it reads 1 and 2)"));
+            }
+            lines.next();
+        }
         let mut field = |key: &str| -> Result<&str, FormatError> {
             lines
                 .next()
                 .and_then(|l| l.strip_prefix(key))
                 .and_then(|l| l.strip_prefix('='))
                 .ok_or(bad(
-                    "expected the lines serial=, issued=, body= in that order",
+                    "expected the lines version=, serial=, issued=, body= in that order",
                 ))
         };
         let number = |v: &str| -> Result<u64, FormatError> {
@@ -442,6 +461,19 @@ mod tests {
         ];
         for d in damaged {
             assert!(Seen::decode(d).is_err(), "{:?}", String::from_utf8_lossy(d));
+        }
+        // What the first berth wrote, without its version line, is version 1.
+        let v1 = format!("serial=42\nissued=1700000000\nbody={hex}\n");
+        assert_eq!(Seen::decode(v1.as_bytes()), Ok(seen));
+        assert!(text.starts_with("version=2\nserial=42\n"), "{text}");
+        for other in [
+            "version=3\n",
+            "version=1\n",
+            "version=\n",
+            "version=2\nversion=2\n",
+        ] {
+            let t = format!("{other}serial=42\nissued=1700000000\nbody={hex}\n");
+            assert!(Seen::decode(t.as_bytes()).is_err(), "{t}");
         }
         let long = format!("serial=1\nissued=1\nbody={hex}\n{}", " ".repeat(SEEN_MAX));
         assert!(matches!(
