@@ -764,11 +764,5 @@ fn superblock(
     for k in key {
         signatures.sign(&body, k).context("sign the update")?;
     }
-    let sig_bytes = signatures.encode();
-
-    let mut head = update::encode_head(body.len());
-    head.extend_from_slice(&body);
-    head.extend_from_slice(&u32::try_from(sig_bytes.len())?.to_le_bytes());
-    head.extend_from_slice(&sig_bytes);
-    Ok(head)
+    Ok(update::encode_envelope(&body, &signatures.encode()))
 }
