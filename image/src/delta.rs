@@ -41,7 +41,7 @@ use format::update::{self, Body, PartInfo};
 use format::{EntryKind, FileHeader, FileKind, ObjectId, Tree, TreeEntry};
 use store::{FileContent, Repo};
 
-use crate::keys;
+use crate::keys::SigningKeys;
 
 /// Output bytes per window (the default of `--window`). A file (new or base) up to twice
 /// this is diffed in one piece; a larger one in windows, each against the base bytes at
@@ -53,12 +53,12 @@ const BATCH_BYTES: u64 = 64 << 20;
 
 /// Inputs of `delta`.
 #[derive(Debug)]
-pub struct DeltaArgs {
+pub struct DeltaArgs<'a> {
     pub repo: PathBuf,
     pub from: Option<String>,
     pub to: String,
-    /// Keys to sign with (at least one).
-    pub key: Vec<PathBuf>,
+    /// Keys to sign with.
+    pub keys: &'a SigningKeys,
     pub output: PathBuf,
     pub part_size: u64,
     pub level: i32,
@@ -615,16 +615,7 @@ fn write_output(
     Ok(bytes)
 }
 
-/// The secret keys at `paths` (at least one).
-pub fn read_keys(paths: &[PathBuf]) -> Result<Vec<ed25519_dalek::SigningKey>> {
-    if paths.is_empty() {
-        bail!("--key: at least one secret key is needed to sign");
-    }
-    paths.iter().map(|p| keys::read_secret(p)).collect()
-}
-
-pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
-    let key = read_keys(&args.key)?;
+pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
     if args.part_size == 0 {
         bail!("--part-size must be at least 1 byte");
     }
@@ -711,7 +702,7 @@ pub fn delta(args: &DeltaArgs) -> Result<DeltaOutput> {
         anyhow::Ok((emitted?, done?))
     })?;
 
-    let head = superblock(&repo, from, &to, commit_bytes, &done, &key)?;
+    let head = superblock(&repo, from, &to, commit_bytes, &done, args.keys.keys())?;
     let bytes = write_output(&args.output, work.path(), &head, &done, args.split)?;
     Ok(DeltaOutput {
         output: args.output.clone(),
