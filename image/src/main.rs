@@ -20,11 +20,14 @@ mod disk;
 mod esp;
 mod fat;
 mod flash;
+mod initramfs;
 mod install;
 mod kernelset;
 mod keys;
 mod oci;
 mod publish;
+mod qemu;
+mod tools;
 mod uboot;
 
 use std::process::ExitCode;
