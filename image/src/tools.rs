@@ -1,5 +1,5 @@
-//! Running the host tools `berth-image` drives (mkfs.ext4, sfdisk, mtools, mkimage,
-//! modprobe, …): a failure is one line naming the tool and its stderr.
+//! Running the host tools `berth-image` drives (mkfs.ext4, sfdisk, mkfs.vfat, mtools,
+//! mkimage, depmod): a failure is one line naming the tool and its stderr.
 
 use std::io::Write;
 use std::path::Path;
