@@ -175,6 +175,86 @@ pub fn decode_head(head: &[u8]) -> Result<usize, FormatError> {
     Ok(n)
 }
 
+/// Bytes of the signature-length field between the body and the signatures.
+const SIG_LEN_LEN: usize = 4;
+
+/// The start of an update file, up to where its parts begin: the head, the signed body,
+/// the signature length and the signature block. The split form's `superblock` file is
+/// exactly this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The signed body's bytes (decode them with [`Body::decode`] only after the
+    /// signatures verify over them).
+    pub body: &'a [u8],
+    /// The signature block's bytes (a signature file, see `format::sig`).
+    pub signatures: &'a [u8],
+    /// Offset of the parts area from the start of the file: the envelope's length.
+    pub parts_start: usize,
+}
+
+/// Encodes the envelope of an update whose signed body is `body` and whose signature
+/// block is `signatures`: the head, the body, the signature length, the signatures.
+///
+/// The caller keeps to [`BODY_MAX`] and [`SIGNATURES_BYTES_MAX`] (as [`Body::encode`] and
+/// a few signatures do); lengths past `u32` saturate, and [`decode_envelope`] refuses
+/// anything over the limits, so no reader ever accepts such bytes.
+pub fn encode_envelope(body: &[u8], signatures: &[u8]) -> Vec<u8> {
+    let mut w = encode_head(body.len());
+    w.reserve(body.len() + SIG_LEN_LEN + signatures.len());
+    w.extend_from_slice(body);
+    wire::put_u32(&mut w, wire::len_u32(signatures.len()));
+    w.extend_from_slice(signatures);
+    w
+}
+
+/// How long the envelope starting `prefix` (the first bytes of an update file or a
+/// superblock) is, as far as `prefix` can tell, for a reader that reads a file in steps:
+/// [`HEAD_LEN`] while `prefix` is shorter than the head; then up to and including the
+/// signature length; then the whole envelope. Read until `prefix` is at least the
+/// length returned (at most three reads: the head, the body and the signature length,
+/// the signatures); then [`decode_envelope`] takes it.
+///
+/// The body and signature lengths are checked against [`BODY_MAX`] and
+/// [`SIGNATURES_BYTES_MAX`] as soon as they are read, so no step reads more than those.
+pub fn envelope_len(prefix: &[u8]) -> Result<usize, FormatError> {
+    let Some(head) = prefix.get(..HEAD_LEN) else {
+        return Ok(HEAD_LEN);
+    };
+    let body_len = decode_head(head)?;
+    let sig_len_at = HEAD_LEN + body_len;
+    let Some(sig_len) = prefix.get(sig_len_at..sig_len_at + SIG_LEN_LEN) else {
+        return Ok(sig_len_at + SIG_LEN_LEN);
+    };
+    let mut r = Reader::new(sig_len, FILE.what);
+    let sig_len = Reader::len(
+        u64::from(r.u32()?),
+        SIGNATURES_BYTES_MAX,
+        "update signatures length",
+    )?;
+    Ok(sig_len_at + SIG_LEN_LEN + sig_len)
+}
+
+/// Splits the envelope from `bytes`, which hold at least the whole envelope (anything
+/// after it, the parts, is left alone): the body and signature bytes, nothing decoded
+/// yet, and where the parts start. Short input is [`FormatError::Truncated`]; a body or
+/// signature length over its limit is [`FormatError::TooLarge`].
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope<'_>, FormatError> {
+    let mut r = Reader::new(bytes, FILE.what);
+    let body_len = decode_head(r.bytes(HEAD_LEN)?)?;
+    let body = r.bytes(body_len)?;
+    let sig_len = Reader::len(
+        u64::from(r.u32()?),
+        SIGNATURES_BYTES_MAX,
+        "update signatures length",
+    )?;
+    let signatures = r.bytes(sig_len)?;
+    Ok(Envelope {
+        body,
+        signatures,
+        parts_start: bytes.len() - r.remaining(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +292,129 @@ mod tests {
         }
         assert_eq!(decode_head(&encode_head(1234)), Ok(1234));
         assert!(decode_head(&encode_head(BODY_MAX + 1)).is_err());
+    }
+
+    /// An envelope of `body_len` and `sig_len` bytes of filler, with `tail` part bytes.
+    fn envelope(body_len: usize, sig_len: usize, tail: usize) -> Vec<u8> {
+        let mut bytes = encode_envelope(&vec![0xb0; body_len], &vec![0x51; sig_len]);
+        bytes.extend(core::iter::repeat_n(0xa7, tail));
+        bytes
+    }
+
+    #[test]
+    fn envelope_round_trip() {
+        let b = body().encode();
+        let sigs = [7u8; 100];
+        for tail in [0, 1, 50] {
+            let mut bytes = encode_envelope(&b, &sigs);
+            let len = bytes.len();
+            assert_eq!(len, HEAD_LEN + b.len() + 4 + sigs.len());
+            assert_eq!(&bytes[..HEAD_LEN], &encode_head(b.len())[..]);
+            bytes.extend(core::iter::repeat_n(0xa7, tail));
+            let e = decode_envelope(&bytes).unwrap();
+            assert_eq!(e.body, &b[..]);
+            assert_eq!(e.signatures, &sigs[..]);
+            assert_eq!(e.parts_start, len);
+            assert_eq!(envelope_len(&bytes), Ok(len));
+        }
+        // Empty body and signatures are well-formed envelopes (the body's own decoder
+        // and the signature check refuse them later).
+        let e = envelope(0, 0, 0);
+        assert_eq!(
+            decode_envelope(&e),
+            Ok(Envelope {
+                body: &[],
+                signatures: &[],
+                parts_start: HEAD_LEN + 4,
+            })
+        );
+    }
+
+    #[test]
+    fn envelope_truncated_at_every_length() {
+        for (body_len, sig_len) in [(0, 0), (3, 0), (0, 5), (57, 64)] {
+            let bytes = envelope(body_len, sig_len, 0);
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    decode_envelope(&bytes[..cut]),
+                    Err(FormatError::Truncated {
+                        what: "update file"
+                    }),
+                    "{body_len}/{sig_len}: cut at {cut}"
+                );
+            }
+        }
+    }
+
+    /// Reading in steps: each step's answer is at least what was read, never past the
+    /// envelope, and reading up to it until it stops growing gives the whole envelope.
+    #[test]
+    fn envelope_len_in_steps() {
+        let bytes = envelope(57, 64, 9);
+        let whole = HEAD_LEN + 57 + 4 + 64;
+        for cut in 0..=bytes.len() {
+            let want = match cut {
+                c if c < HEAD_LEN => HEAD_LEN,
+                c if c < HEAD_LEN + 57 + 4 => HEAD_LEN + 57 + 4,
+                _ => whole,
+            };
+            assert_eq!(envelope_len(&bytes[..cut]), Ok(want), "cut at {cut}");
+        }
+        let mut read = 0;
+        let mut steps = 0;
+        loop {
+            let need = envelope_len(&bytes[..read]).unwrap();
+            if read >= need {
+                break;
+            }
+            read = need;
+            steps += 1;
+        }
+        assert_eq!((read, steps), (whole, 3));
+        assert_eq!(decode_envelope(&bytes[..read]).unwrap().parts_start, whole);
+    }
+
+    #[test]
+    fn envelope_oversized_lengths_refused() {
+        // A head claiming a body over BODY_MAX: refused from the head alone.
+        let mut bytes = encode_head(BODY_MAX + 1);
+        let over_body = Some(FormatError::TooLarge {
+            what: "update body length",
+            len: (BODY_MAX + 1) as u64,
+            limit: BODY_MAX as u64,
+        });
+        assert_eq!(envelope_len(&bytes).err(), over_body);
+        bytes.resize(HEAD_LEN + BODY_MAX + 1 + 4, 0);
+        assert_eq!(decode_envelope(&bytes).err(), over_body);
+        // A signature length one over SIGNATURES_BYTES_MAX (4096), and u32::MAX.
+        assert_eq!(SIGNATURES_BYTES_MAX, 4096);
+        for sig_len in [4097, u32::MAX] {
+            let mut bytes = encode_head(3);
+            bytes.extend_from_slice(&[0; 3]);
+            bytes.extend_from_slice(&sig_len.to_le_bytes());
+            let over_sigs = Some(FormatError::TooLarge {
+                what: "update signatures length",
+                len: u64::from(sig_len),
+                limit: SIGNATURES_BYTES_MAX as u64,
+            });
+            assert_eq!(envelope_len(&bytes).err(), over_sigs);
+            bytes.resize(bytes.len() + SIGNATURES_BYTES_MAX + 1, 0);
+            assert_eq!(decode_envelope(&bytes).err(), over_sigs);
+        }
+        // The limits themselves are accepted.
+        let bytes = envelope(0, SIGNATURES_BYTES_MAX, 0);
+        assert_eq!(
+            decode_envelope(&bytes).map(|e| e.signatures.len()),
+            Ok(SIGNATURES_BYTES_MAX)
+        );
+        // A bad magic is the head's error, from either function.
+        let mut bytes = envelope(3, 3, 0);
+        bytes[0] = b'X';
+        let bad = Some(FormatError::BadMagic {
+            what: "update file",
+        });
+        assert_eq!(envelope_len(&bytes).err(), bad);
+        assert_eq!(decode_envelope(&bytes).err(), bad);
     }
 
     #[test]

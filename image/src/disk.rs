@@ -20,16 +20,19 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use format::ObjectId;
 use format::record::DeploymentName;
 use store::Repo;
 
-use crate::board::{Arch, Board, BootloaderKind, PartitionTable, Role};
-use crate::cpio::Cpio;
+use crate::board::{Board, BootloaderKind, PartitionTable, Role};
+use crate::initramfs::{
+    check_elf_arch, default_init, kernel_version, module_closure, write_initramfs,
+};
 use crate::install::{self, Layout};
+use crate::tools::{run, run_with_input};
 
 /// The GPT partition type of a Linux filesystem.
 const LINUX_FS_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
@@ -143,7 +146,7 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
     let qemu = board
         .qemu
         .as_ref()
-        .map(|q| qemu_argv(q, &loaders, &kernel, &initrd, out, &cmdline))
+        .map(|q| crate::qemu::argv(q, &loaders, &kernel, &initrd, out, &cmdline))
         .transpose()?;
     Ok(DiskOutput {
         board: board.name,
@@ -375,109 +378,6 @@ fn build_disk_image(
     Ok(())
 }
 
-/// The QEMU command line that boots the image (serial console on stdio, no reboot).
-/// For a board that boots through its firmware (`firmware_args`), the firmware replaces
-/// `-kernel`, `-initrd` and `-append`.
-fn qemu_argv(
-    q: &crate::board::Qemu,
-    loaders: &Path,
-    kernel: &Path,
-    initrd: &Path,
-    out: &Path,
-    cmdline: &str,
-) -> Result<Vec<String>> {
-    let mut v: Vec<String> = vec![
-        q.binary.clone(),
-        "-M".into(),
-        q.machine.clone(),
-        "-accel".into(),
-        "tcg".into(),
-        "-cpu".into(),
-        q.cpu.clone(),
-        "-smp".into(),
-        "1".into(),
-        "-m".into(),
-        q.memory_mib.to_string(),
-        "-nodefaults".into(),
-        "-no-user-config".into(),
-        "-display".into(),
-        "none".into(),
-        "-serial".into(),
-        "stdio".into(),
-        "-no-reboot".into(),
-    ];
-    if let Some(firmware) = firmware_args(q, loaders, out)? {
-        v.extend(firmware);
-    } else {
-        v.extend([
-            "-kernel".into(),
-            kernel.display().to_string(),
-            "-initrd".into(),
-            initrd.display().to_string(),
-        ]);
-        v.extend(["-append".into(), cmdline.to_owned()]);
-    }
-    v.extend([
-        "-drive".into(),
-        format!("file={},if=none,format=raw,id=d0", out.display()),
-    ]);
-    v.extend(["-device".into(), format!("{},drive=d0", q.disk_device)]);
-    Ok(v)
-}
-
-/// How QEMU starts the board's firmware, for a board that boots through it: UEFI code
-/// and a writable copy of its variable store beside the image (`DISK.vars`) as flash,
-/// or U-Boot as `-bios` with its environment flash (`DISK.vars`, read-only: bootdelay 0,
-/// see `envflash.rs`). `None` for a board QEMU boots directly.
-fn firmware_args(
-    q: &crate::board::Qemu,
-    loaders: &Path,
-    out: &Path,
-) -> Result<Option<Vec<String>>> {
-    let vars_file = out.with_extension("vars");
-    if let Some(bios) = &q.bios {
-        let bios = loaders.join(bios);
-        let code = std::fs::read(&bios).with_context(|| {
-            format!("{}: no firmware (run ci/fetch-loaders.sh)", bios.display())
-        })?;
-        let flash = image::envflash::env_flash(&code)
-            .with_context(|| format!("{}: U-Boot's environment", bios.display()))?;
-        std::fs::write(&vars_file, flash)
-            .with_context(|| format!("{}: write", vars_file.display()))?;
-        return Ok(Some(vec![
-            "-bios".into(),
-            bios.display().to_string(),
-            "-drive".into(),
-            format!(
-                "if=pflash,format=raw,unit=1,readonly=on,file={}",
-                vars_file.display()
-            ),
-        ]));
-    }
-    let (Some(code), Some(vars)) = (&q.firmware, &q.firmware_vars) else {
-        return Ok(None);
-    };
-    let code = loaders.join(code);
-    if !code.is_file() {
-        bail!("{}: no firmware (run ci/fetch-loaders.sh)", code.display());
-    }
-    std::fs::copy(loaders.join(vars), &vars_file).with_context(|| {
-        format!(
-            "{}: copy the firmware's variables",
-            loaders.join(vars).display()
-        )
-    })?;
-    Ok(Some(vec![
-        "-drive".into(),
-        format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={}",
-            code.display()
-        ),
-        "-drive".into(),
-        format!("if=pflash,format=raw,unit=1,file={}", vars_file.display()),
-    ]))
-}
-
 /// What `disk` builds images for: boards whose kernel QEMU loads, UEFI boards with
 /// systemd-boot and arm64 boards with U-Boot; GPT disks.
 fn check_supported(board: &Board) -> Result<()> {
@@ -525,75 +425,13 @@ fn loader_dir(board: &Board, args: &DiskArgs) -> PathBuf {
     }
 }
 
-pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
-    let dir = kdir.join("lib/modules");
-    let mut versions: Vec<String> = std::fs::read_dir(&dir)
-        .with_context(|| {
-            format!(
-                "{}: no kernel here (run ci/fetch-kernels.sh)",
-                dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    versions.sort();
-    match versions.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => bail!("{}: no kernel version directory", dir.display()),
-        more => bail!(
-            "{}: several kernel versions ({}); give --kernel-dir with one",
-            dir.display(),
-            more.join(", ")
-        ),
-    }
-}
-
-/// berth-init for `arch`, as `ci/check-init.sh` builds it: `target/<triple>/device/`,
-/// looked up from this executable's `target/<profile>/` directory.
-pub(crate) fn default_init(arch: Arch) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locate berth-image")?;
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locate the build directory")?;
-    let p = target.join(arch.musl_triple()).join("device/berth-init");
-    if p.is_file() {
-        return Ok(p);
-    }
-    bail!(
-        "{}: berth-init for {} is not built (run ci/check-init.sh, or give --init)",
-        p.display(),
-        arch.musl_triple()
-    )
-}
-
-pub(crate) fn check_elf_arch(path: &Path, arch: Arch) -> Result<()> {
-    let mut head = [0u8; 20];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .with_context(|| format!("{}: cannot read berth-init", path.display()))?;
-    let machine = u16::from_le_bytes([head[18], head[19]]);
-    let want = match arch {
-        Arch::X86_64 => 0x3e,
-        Arch::Aarch64 => 0xb7,
-    };
-    if &head[..4] != b"\x7fELF" || machine != want {
-        bail!(
-            "{}: not an ELF executable for {}",
-            path.display(),
-            arch.musl_triple()
-        );
-    }
-    Ok(())
-}
-
-/// A GUID in text form from the first 16 bytes of an id (deterministic per commit).
 /// The boot partition's PARTUUID on a disk whose sysroot's is `sysroot`: a GUID of its
 /// own, derived from the sysroot's, so deterministic per commit.
 pub(crate) fn boot_partuuid(sysroot: &str) -> String {
     guid_text(&ObjectId::digest(sysroot.as_bytes()))
 }
 
+/// A GUID in text form from the first 16 bytes of an id (deterministic per commit).
 fn guid_text(id: &ObjectId) -> String {
     let h = id.to_string();
     format!(
@@ -604,37 +442,6 @@ fn guid_text(id: &ObjectId) -> String {
         &h[16..20],
         &h[20..32]
     )
-}
-
-pub(crate) fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("run {}", Path::new(cmd.get_program()).display()))?;
-    succeeded(cmd, &out)
-}
-
-/// A command's failure, named with its stderr.
-fn succeeded(cmd: &Command, out: &std::process::Output) -> Result<()> {
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            Path::new(cmd.get_program()).display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<()> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("run {}", Path::new(cmd.get_program()).display()))?;
-    child.stdin.take().context("stdin")?.write_all(input)?;
-    let out = child.wait_with_output()?;
-    succeeded(cmd, &out)
 }
 
 /// A sparse disk image of `mib` MiB with each partition image at its start (MiB).
@@ -659,96 +466,5 @@ fn write_disk(disk: &Path, parts: &[(u64, PathBuf)], mib: u64) -> Result<()> {
         }
     }
     d.sync_all()?;
-    Ok(())
-}
-
-/// The board's modules with their dependencies, in load order, as paths relative to
-/// the kernel tree (`lib/modules/<ver>/kernel/...`).
-pub(crate) fn module_closure(kdir: &Path, version: &str, board: &Board) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for name in &board.initramfs.modules {
-        let o = Command::new("modprobe")
-            .arg("-d")
-            .arg(kdir)
-            .args(["-S", version, "--show-depends", name])
-            .output()
-            .context("run modprobe (install kmod)")?;
-        if !o.status.success() {
-            bail!(
-                "board {}: module {name} is not in kernel {version}: {}",
-                board.name,
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        for line in String::from_utf8_lossy(&o.stdout).lines() {
-            let Some(path) = line.strip_prefix("insmod ") else {
-                continue;
-            };
-            let path = path.split_whitespace().next().unwrap_or_default();
-            let rel = Path::new(path)
-                .strip_prefix(kdir)
-                .map(|p| p.display().to_string())
-                .with_context(|| format!("modprobe named {path}, outside {}", kdir.display()))?;
-            if !out.contains(&rel) {
-                out.push(rel);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Writes the initramfs at `path`: berth-init as `/init`, `modules` (paths relative
-/// to `kdir`, in load order) and the list of them, and `root` (`berth.root=…`) as the
-/// baked command line.
-pub(crate) fn write_initramfs(
-    path: &Path,
-    init: &Path,
-    kdir: &Path,
-    modules: &[String],
-    root: &str,
-) -> Result<()> {
-    let f = File::create(path).with_context(|| format!("{}: create", path.display()))?;
-    let mut c = Cpio::new(std::io::BufWriter::new(f));
-    for d in [
-        "dev",
-        "proc",
-        "sys",
-        "sysroot",
-        "etc",
-        "etc/berth",
-        "lib",
-        "lib/modules",
-    ] {
-        c.dir(d)?;
-    }
-    c.file(
-        "init",
-        0o755,
-        &std::fs::read(init).with_context(|| format!("{}: read", init.display()))?,
-    )?;
-    let mut dirs: Vec<String> = Vec::new();
-    let mut list = String::new();
-    for m in modules {
-        let mut prefix = String::new();
-        for comp in Path::new(m).parent().into_iter().flat_map(Path::components) {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(&comp.as_os_str().to_string_lossy());
-            if prefix != "lib" && prefix != "lib/modules" && !dirs.contains(&prefix) {
-                dirs.push(prefix.clone());
-                c.dir(&prefix)?;
-            }
-        }
-        let data = std::fs::read(kdir.join(m))
-            .with_context(|| format!("{}: read", kdir.join(m).display()))?;
-        c.file(m, 0o644, &data)?;
-        list.push('/');
-        list.push_str(m);
-        list.push('\n');
-    }
-    c.file("etc/berth/modules", 0o644, list.as_bytes())?;
-    c.file("etc/berth/cmdline", 0o644, format!("{root}\n").as_bytes())?;
-    c.finish()?.flush()?;
     Ok(())
 }

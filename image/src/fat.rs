@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::disk::run;
+use crate::tools::run;
 
 /// A FAT image file being filled.
 #[derive(Debug)]

@@ -56,9 +56,9 @@ pub fn initramfs(args: &InitramfsArgs) -> Result<InitramfsOutput> {
     let board = Board::load(&args.boards_dir, &args.board)?;
     let init = match &args.init {
         Some(p) => p.clone(),
-        None => crate::disk::default_init(board.arch)?,
+        None => crate::initramfs::default_init(board.arch)?,
     };
-    crate::disk::check_elf_arch(&init, board.arch)?;
+    crate::initramfs::check_elf_arch(&init, board.arch)?;
     let root = &args.root;
     if !root.join("usr").is_dir() {
         bail!("{}: not a root filesystem (no usr/)", root.display());
@@ -67,7 +67,7 @@ pub fn initramfs(args: &InitramfsArgs) -> Result<InitramfsOutput> {
     let mut added = Vec::new();
     let version = match (&args.kver, &args.kernel_dir) {
         (Some(v), _) => v.clone(),
-        (None, Some(kdir)) => crate::disk::kernel_version(kdir)?,
+        (None, Some(kdir)) => crate::initramfs::kernel_version(kdir)?,
         (None, None) => only_version(&mods)?,
     };
     let kset = mods.join(&version);
@@ -106,7 +106,7 @@ pub fn initramfs(args: &InitramfsArgs) -> Result<InitramfsOutput> {
     std::os::unix::fs::symlink(root.join("usr/lib"), base.path().join("lib"))
         .context("link the scratch directory to the tree")?;
     if !kset.join("modules.dep").is_file() {
-        crate::disk::run(
+        crate::tools::run(
             Command::new("depmod")
                 .arg("-b")
                 .arg(base.path())
@@ -115,10 +115,10 @@ pub fn initramfs(args: &InitramfsArgs) -> Result<InitramfsOutput> {
         .context("make modules.dep (install kmod)")?;
         added.push(format!("{}/modules.dep (depmod)", rel(root, &kset)));
     }
-    let modules = crate::disk::module_closure(base.path(), &version, &board)?;
+    let modules = crate::initramfs::module_closure(base.path(), &version, &board)?;
     let out = kset.join(kernelset::INITRAMFS);
     let tmp = kset.join(".initramfs.img.tmp");
-    crate::disk::write_initramfs(
+    crate::initramfs::write_initramfs(
         &tmp,
         &init,
         base.path(),
@@ -174,7 +174,7 @@ fn copy_from_package(
     kset: &Path,
 ) -> Result<Vec<String>> {
     let mut added = Vec::new();
-    let modules = crate::disk::module_closure(kdir, version, board)?;
+    let modules = crate::initramfs::module_closure(kdir, version, board)?;
     std::fs::create_dir_all(kset).with_context(|| format!("{}: create", kset.display()))?;
     let prefix = format!("lib/modules/{version}/");
     for m in &modules {

@@ -1,5 +1,6 @@
 //! Key files: generating a pair, and reading secret and public keys with errors that
-//! say which file is wrong and why.
+//! say which file is wrong and why. Commands read keys here, once, and hand the parsed
+//! keys down; nothing below a command reads a key file.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -103,5 +104,48 @@ pub fn read_public(path: &Path) -> Result<VerifyingKey> {
             "{}: not a berth key file (make one with `berth-image keygen`)",
             path.display()
         ),
+    }
+}
+
+/// Secret keys to sign with (at least one), read from their files, with the files'
+/// names for messages.
+#[derive(Debug)]
+pub struct SigningKeys {
+    files: Vec<PathBuf>,
+    keys: Vec<SigningKey>,
+}
+
+impl SigningKeys {
+    /// Reads the secret keys at `paths`; refuses none at all.
+    pub fn read(paths: &[PathBuf]) -> Result<Self> {
+        if paths.is_empty() {
+            bail!("--key: at least one secret key is needed to sign");
+        }
+        Ok(Self {
+            files: paths.to_vec(),
+            keys: paths
+                .iter()
+                .map(|p| read_secret(p))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The keys, in the order given (never empty).
+    pub fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    /// Their public halves.
+    pub fn verifying(&self) -> Vec<VerifyingKey> {
+        self.keys.iter().map(SigningKey::verifying_key).collect()
+    }
+
+    /// The files they came from, for messages: `a.key, b.key`.
+    pub fn files(&self) -> String {
+        self.files
+            .iter()
+            .map(|k| k.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Generates signing keys, commits a root filesystem (a directory or a tarball) into a
 //! repository as a signed commit, checks commits out, and verifies a repository.
-//! This file only parses arguments and reports errors; the work is in the modules.
+//! This file only parses arguments and reports errors; each command is a module of
+//! `cmd`, and the work is in the library modules below them.
 //!
 //! Exit status: 0 on success; 1 on any error, printed as one line naming the input and
 //! the cause; 2 for a command line that does not parse.
@@ -10,7 +11,7 @@
 mod bmap;
 mod board;
 mod bootpart;
-mod cli;
+mod cmd;
 mod commit;
 mod cpio;
 mod delta;
@@ -19,11 +20,14 @@ mod disk;
 mod esp;
 mod fat;
 mod flash;
+mod initramfs;
 mod install;
 mod kernelset;
 mod keys;
 mod oci;
 mod publish;
+mod qemu;
+mod tools;
 mod uboot;
 
 use std::process::ExitCode;
@@ -31,8 +35,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    match cli::run(cli) {
+    let cli = cmd::Cli::parse();
+    match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the error quotes from the input (tar headers can hold

@@ -18,7 +18,7 @@ use format::ObjectId;
 use format::oci::{self, Reference};
 use net::tls::Trust;
 
-use crate::cli::ReleaseArgs;
+use crate::publish::{self, Release};
 
 /// What `push` did.
 #[derive(Debug, serde::Serialize)]
@@ -384,7 +384,7 @@ fn check_size(reg: &Registry, bytes: usize) -> Result<()> {
 }
 
 pub fn push(
-    release: ReleaseArgs,
+    release: &Release,
     reference: &str,
     access: &Access,
     per_manifest: usize,
@@ -406,11 +406,7 @@ pub fn push(
         let bytes = reg.blob(digest, format::channel::FILE_MAX as u64)?;
         // The registry is storage anyone with push access can write: carry on only a
         // pointer this key signed (its serial and commit decide the next release's).
-        let keys = crate::delta::read_keys(&release.key)?;
-        let publics: Vec<_> = keys
-            .iter()
-            .map(ed25519_dalek::SigningKey::verifying_key)
-            .collect();
+        let publics = release.keys.verifying();
         let (body, sigs) = format::channel::split_file(&bytes)
             .with_context(|| format!("{r}: the tag's {pointer_path}"))?;
         format::sig::Signatures::decode(sigs)
@@ -419,12 +415,7 @@ pub fn push(
                 anyhow::anyhow!(
                     "{r}: the tag's {pointer_path} is not signed by any of {} ({e}): another \
                      publisher's key, or tampered with; refusing to carry on its serial",
-                    release
-                        .key
-                        .iter()
-                        .map(|k| k.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    release.keys.files()
                 )
             })?;
         let previous = format::channel::Pointer::decode(body)
@@ -438,17 +429,16 @@ pub fn push(
             );
         }
         fs::create_dir_all(stage.path().join("channels"))?;
-        fs::write(stage.path().join("config"), crate::publish::CONFIG)?;
+        fs::write(stage.path().join("config"), publish::CONFIG)?;
         fs::write(stage.path().join(&pointer_path), bytes)?;
     }
     // The registry is not the publisher's own disk: a tag moved back to an older
     // manifest, or deleted, would hand back a lower serial than devices have seen. The
     // serial is at least the time in milliseconds, so it still goes up.
-    let mut args = release.publish_to(stage.path().to_owned(), r.tag.clone());
-    args.serial_floor = std::time::SystemTime::now()
+    let serial_floor = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let out = crate::publish::publish(&args)?;
+    let out = publish::publish(release, stage.path(), &r.tag, serial_floor)?;
 
     let (mut uploaded, mut uploaded_bytes) = (0, 0u64);
     let mut config = None;

@@ -31,24 +31,23 @@ use format::{EntryKind, ObjectId, ObjectKind};
 use store::Repo;
 
 use crate::delta::{self, DeltaArgs};
+use crate::keys::SigningKeys;
 
-/// Inputs of `publish`.
+/// What a release is made of, for `publish` and `push`: the commit, the keys (read),
+/// the deltas to make and how to make them.
 #[derive(Debug)]
-pub struct PublishArgs {
+pub struct Release {
     pub repo: PathBuf,
-    pub to: PathBuf,
-    pub channel: String,
+    /// The commit the channel points at.
     pub commit: String,
-    /// Keys to sign the updates and the pointer with (at least one).
-    pub key: Vec<PathBuf>,
+    /// Keys to sign the updates and the pointer with.
+    pub keys: SigningKeys,
     /// Commits to make deltas from (the channel's previous commit is added).
     pub from: Vec<String>,
     /// Days until devices refuse the pointer (republish before then).
     pub expires_days: u64,
     pub part_size: u64,
     pub level: i32,
-    /// The least serial to issue (0: the previous serial + 1, or 1).
-    pub serial_floor: u64,
 }
 
 /// What `publish` wrote.
@@ -160,22 +159,28 @@ fn expires_at(days: u64, issued: u64) -> Result<u64> {
         })
 }
 
-pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
-    channel::check_name(&args.channel).with_context(|| format!("--channel {}", args.channel))?;
-    expires_at(args.expires_days, 0)?;
-    let key = crate::delta::read_keys(&args.key)?;
-    let repo = Repo::open(&args.repo)?;
-    let commit = repo.resolve_commit(&args.commit)?;
+/// Publishes `release` to the channel `name` of the static repository `to`, with a
+/// serial of at least `serial_floor` (0: the previous serial + 1, or 1).
+pub fn publish(
+    release: &Release,
+    to: &Path,
+    name: &str,
+    serial_floor: u64,
+) -> Result<PublishOutput> {
+    channel::check_name(name).with_context(|| format!("--channel {name}"))?;
+    expires_at(release.expires_days, 0)?;
+    let repo = Repo::open(&release.repo)?;
+    let commit = repo.resolve_commit(&release.commit)?;
     let (c, _) = repo.read_commit(&commit)?;
-    init(&args.to)?;
-    let updates = args.to.join("updates");
-    let channels = args.to.join("channels");
+    init(to)?;
+    let updates = to.join("updates");
+    let channels = to.join("channels");
     fs::create_dir_all(&updates)?;
     fs::create_dir_all(&channels)?;
-    let prev = previous(&args.to, &args.channel)?;
+    let prev = previous(to, name)?;
 
     let mut froms: Vec<ObjectId> = Vec::new();
-    for f in &args.from {
+    for f in &release.from {
         froms.push(repo.resolve_commit(f)?);
     }
     if let Some(p) = &prev
@@ -192,13 +197,13 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
         let dest = updates.join(&dir_name);
         if !dest.exists() {
             delta::delta(&DeltaArgs {
-                repo: args.repo.clone(),
+                repo: release.repo.clone(),
                 from: from.map(|f| f.to_string()),
                 to: commit.to_string(),
-                key: args.key.clone(),
+                keys: &release.keys,
                 output: dest.clone(),
-                part_size: args.part_size,
-                level: args.level,
+                part_size: release.part_size,
+                level: release.level,
                 split: true,
                 progress: false,
                 window: delta::WINDOW,
@@ -207,7 +212,7 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
         update_ref(&dest)
     };
     let full = make(None, format!("full-{commit}"))?;
-    let (objects, count) = publish_objects(&repo, &commit, &args.to, args.level)?;
+    let (objects, count) = publish_objects(&repo, &commit, to, release.level)?;
     let mut deltas = Vec::new();
     for f in &froms {
         deltas.push((*f, make(Some(*f), format!("{f}-{commit}"))?));
@@ -218,17 +223,15 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
     let pointer = Pointer {
         serial: match &prev {
             None => 1,
-            Some(p) => p.serial.checked_add(1).with_context(|| {
-                format!(
-                    "channel {}: its serial is at the largest value",
-                    args.channel
-                )
-            })?,
+            Some(p) => p
+                .serial
+                .checked_add(1)
+                .with_context(|| format!("channel {name}: its serial is at the largest value"))?,
         }
-        .max(args.serial_floor),
+        .max(serial_floor),
         issued,
-        expires: expires_at(args.expires_days, issued)?,
-        channel: args.channel.clone(),
+        expires: expires_at(release.expires_days, issued)?,
+        channel: name.to_owned(),
         commit,
         version: c.version.to_string(),
         full,
@@ -237,16 +240,16 @@ pub fn publish(args: &PublishArgs) -> Result<PublishOutput> {
     };
     let body = pointer.encode();
     let mut sigs = Signatures::new();
-    for k in &key {
+    for k in release.keys.keys() {
         sigs.sign(&body, k).context("sign the channel pointer")?;
     }
     write_durably(
         &channels,
-        &args.channel,
+        name,
         &channel::encode_file(&body, &sigs.encode()),
     )?;
     Ok(PublishOutput {
-        channel: args.channel.clone(),
+        channel: name.to_owned(),
         serial: pointer.serial,
         commit: commit.to_string(),
         expires: pointer.expires,

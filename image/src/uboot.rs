@@ -31,8 +31,8 @@ use format::record::DeploymentName;
 
 use crate::board::Board;
 use crate::bootpart::{BootPart, SetFiles, Slot};
-use crate::disk::run;
 use crate::fat::Fat;
+use crate::tools::run;
 
 /// The boot script's source, compiled into `boot.scr` for each image.
 const BOOT_CMD: &str = include_str!("../uboot/boot.cmd");

@@ -14,6 +14,7 @@
 //! declaration, unknown elements are refused rather than guessed at).
 
 mod parse;
+mod xml;
 
 use std::fs::File;
 use std::io;

@@ -1,0 +1,97 @@
+//! Diffing a file against its base, off the writing thread: a one-window patch when it
+//! compresses smaller than the file, on every core a batch at a time.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Result;
+use format::{FileHeader, FileKind, ObjectId};
+use store::{FileContent, Repo};
+
+use super::plan::Job;
+
+/// A regular file's header and content, or `None` for other kinds.
+pub(super) fn regular(repo: &Repo, id: &ObjectId) -> Result<Option<(FileHeader, File)>> {
+    Ok(match repo.file_object(id)? {
+        (h, FileContent::File(f)) if h.kind == FileKind::Regular => Some((h, f)),
+        _ => None,
+    })
+}
+
+/// What to send for a file that has a base, worked out off the writing thread.
+pub(super) enum Prepared {
+    /// One-window patch over the base's whole content: the new file's header, the
+    /// base's size, the patch.
+    Patch(FileHeader, u64, Vec<u8>),
+    /// Too big for one window: done while writing, window by window.
+    Windowed,
+    /// The patch does not pay: send the file whole.
+    Whole,
+}
+
+fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<Prepared> {
+    let (Some((header, mut f)), Some((bheader, mut bf))) =
+        (regular(repo, id)?, regular(repo, base)?)
+    else {
+        return Ok(Prepared::Whole);
+    };
+    if header.size > 2 * window || bheader.size > 2 * window {
+        return Ok(Prepared::Windowed);
+    }
+    let (mut new, mut old) = (Vec::new(), Vec::new());
+    f.read_to_end(&mut new)?;
+    bf.read_to_end(&mut old)?;
+    let mut patch = Vec::new();
+    bidiff::simple_diff(&old, &new, &mut patch)?;
+    // A raw patch is about as long as the file (its "add" block is the byte-wise
+    // difference, mostly zeros); what it costs is its compressed size. Compare that with
+    // the file's own compressed size, at a quick level.
+    let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
+    Ok(if cost(&patch)? < cost(&new)? {
+        Prepared::Patch(header, bheader.size, patch)
+    } else {
+        Prepared::Whole
+    })
+}
+
+/// Diffs the batch's files that have bases, on every core; `None` for the others.
+pub(super) fn prepare_batch(
+    repo: &Repo,
+    jobs: &[Job],
+    window: u64,
+) -> Result<Vec<Option<Prepared>>> {
+    let slots: Vec<Mutex<Option<Result<Prepared>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    if let Job::File {
+                        id,
+                        base: Some((base, _)),
+                    } = job
+                    {
+                        let r = prepare(repo, id, base, window);
+                        if let Ok(mut slot) = slots[i].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .map_err(|_| anyhow::anyhow!("a diff thread panicked"))?
+                .transpose()
+        })
+        .collect()
+}
