@@ -35,6 +35,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The store's warnings, as berth-image's own.
+    store::warnings::to_stderr("berth-image");
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

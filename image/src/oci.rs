@@ -8,7 +8,6 @@
 //! and the manifest naming them, each layer titled with its path, is put last: a device
 //! never sees a tag that names a missing blob.
 
-use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use format::ObjectId;
 use format::oci::{self, Reference};
+use net::http::{Client, Response, Timeouts, with_auth};
 use net::tls::Trust;
 
 use crate::publish::{self, Release};
@@ -46,25 +46,11 @@ pub struct Access {
 struct Registry {
     r: Reference,
     api: String,
-    agent: ureq::Agent,
-    trust: Trust,
-    /// The base64 of `user:password` from `--registry-auth`, if given.
-    basic: Option<String>,
-    /// The `Authorization` header the registry wants, if any (a token is renewed when
-    /// the registry stops taking it).
-    auth: RefCell<Option<String>>,
+    client: Client,
 }
 
 fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", ObjectId::digest(bytes))
-}
-
-/// `scheme://authority` of a URL (the whole URL if it has no path).
-fn origin(url: &str) -> &str {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    url[after..]
-        .find('/')
-        .map_or(url, |end| &url[..after + end])
 }
 
 impl Registry {
@@ -72,77 +58,39 @@ impl Registry {
     /// token (or takes the Basic credentials).
     fn new(r: Reference, access: &Access) -> Result<Self> {
         let api = r.api();
-        let https = api.starts_with("https://");
-        let config = ureq::Agent::config_builder()
-            .tls_config(net::tls::config(&api, &access.trust)?)
-            // An https registry is not followed to plain http.
-            .https_only(https)
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_mins(2)))
-            .build();
+        let timeouts = Timeouts {
+            response: Duration::from_mins(2),
+            per_read: None,
+        };
         let basic = access
             .registry_auth
             .as_deref()
             .map(|f| net::auth::credentials(f, &r))
             .transpose()?;
-        let reg = Self {
-            api,
-            r,
-            agent: ureq::Agent::new_with_config(config),
-            trust: access.trust.clone(),
+        let client = Client::new(&api, &access.trust, timeouts)?.authorize(
+            &r,
             basic,
-            auth: RefCell::new(None),
-        };
-        reg.refresh("")?;
-        Ok(reg)
-    }
-
-    /// Asks the registry for credentials afresh (see [`net::auth::reauthorize`]).
-    /// Whether it wants any.
-    fn refresh(&self, challenge: &str) -> Result<bool> {
-        let why = |e: &ureq::Error| self.why(e);
-        let auth = net::auth::reauthorize(
-            &self.agent,
-            &self.r,
-            challenge,
-            self.basic.as_deref(),
             net::auth::Access::Push,
-            &why,
         )?;
-        let wants = auth.is_some();
-        *self.auth.borrow_mut() = auth;
-        Ok(wants)
-    }
-
-    /// A failed request in one line (TLS failures in plain words).
-    fn why(&self, e: &ureq::Error) -> String {
-        net::tls::explain(e, &self.api, &self.trust).unwrap_or_else(|| e.to_string())
+        Ok(Self { r, api, client })
     }
 
     fn fail(&self, what: &str, why: impl std::fmt::Display) -> anyhow::Error {
         anyhow::anyhow!("{}: {what}: {why}", self.r)
     }
 
-    /// Sends the request that `make` builds for `url`, with the registry's
-    /// `Authorization` (given only to the registry's own origin, never to a storage
-    /// backend an upload is sent on to); once more with fresh credentials if the
-    /// registry answers 401 (a token ran out).
+    /// Sends the request that `make` builds for `url` through the client (credentials
+    /// to the registry's own origin only, renewed once on a `401`); a `401` after that
+    /// is the registry refusing the credentials.
     fn send(
         &self,
         url: &str,
         what: &str,
-        make: impl Fn(Option<&str>) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<ureq::http::Response<ureq::Body>> {
-        let ours = origin(url) == origin(&self.api);
-        let run = || {
-            let auth = self.auth.borrow().clone().filter(|_| ours);
-            make(auth.as_deref()).map_err(|e| self.fail(what, self.why(&e)))
-        };
-        let mut resp = run()?;
-        if resp.status().as_u16() == 401 && ours && self.refresh(net::auth::challenge(&resp))? {
-            resp = run()?;
-        }
+        make: impl Fn(&ureq::Agent, Option<&str>) -> Result<Response, ureq::Error>,
+    ) -> Result<Response> {
+        let resp = self
+            .client
+            .send(url, &format!("{}: {what}", self.r), make)?;
         if resp.status().as_u16() == 401 {
             return Err(self.fail(
                 what,
@@ -155,8 +103,8 @@ impl Registry {
     /// The manifest (or index) at `reference` (the tag, or a digest), if there is one.
     fn manifest(&self, reference: &str) -> Result<Option<serde_json::Value>> {
         let url = format!("{}/manifests/{reference}", self.api);
-        let mut resp = self.send(&url, "get the manifest", |auth| {
-            with_auth(self.agent.get(&url), auth)
+        let mut resp = self.send(&url, "get the manifest", |agent, auth| {
+            with_auth(agent.get(&url), auth)
                 .header("Accept", oci::MANIFEST_ACCEPT)
                 .call()
         })?;
@@ -178,8 +126,8 @@ impl Registry {
 
     fn blob(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
         let url = format!("{}/blobs/{digest}", self.api);
-        let mut resp = self.send(&url, digest, |auth| {
-            with_auth(self.agent.get(&url), auth).call()
+        let mut resp = self.send(&url, digest, |agent, auth| {
+            with_auth(agent.get(&url), auth).call()
         })?;
         if resp.status().as_u16() != 200 {
             return Err(self.fail(digest, format!("HTTP {}", resp.status().as_u16())));
@@ -193,8 +141,8 @@ impl Registry {
 
     fn has_blob(&self, digest: &str) -> Result<bool> {
         let url = format!("{}/blobs/{digest}", self.api);
-        let resp = self.send(&url, digest, |auth| {
-            with_auth(self.agent.head(&url), auth).call()
+        let resp = self.send(&url, digest, |agent, auth| {
+            with_auth(agent.head(&url), auth).call()
         })?;
         match resp.status().as_u16() {
             200 => Ok(true),
@@ -206,8 +154,8 @@ impl Registry {
     /// Uploads `bytes` as the blob `digest`: a monolithic upload (POST, then PUT).
     fn upload(&self, digest: &str, bytes: &[u8]) -> Result<()> {
         let url = format!("{}/blobs/uploads/", self.api);
-        let resp = self.send(&url, "start an upload", |auth| {
-            with_auth(self.agent.post(&url), auth).send_empty()
+        let resp = self.send(&url, "start an upload", |agent, auth| {
+            with_auth(agent.post(&url), auth).send_empty()
         })?;
         if resp.status().as_u16() != 202 {
             return Err(self.fail(
@@ -225,8 +173,8 @@ impl Registry {
         put.push_str("digest=");
         put.push_str(digest);
         // Without this content type, the registry's form parsing swallows the body.
-        let resp = self.send(&put, digest, |auth| {
-            with_auth(self.agent.put(&put), auth)
+        let resp = self.send(&put, digest, |agent, auth| {
+            with_auth(agent.put(&put), auth)
                 .header("Content-Type", "application/octet-stream")
                 .send(bytes)
         })?;
@@ -239,8 +187,8 @@ impl Registry {
     /// Puts a manifest (or an index, `media_type`) at `reference` (a tag or a digest).
     fn put_manifest(&self, reference: &str, media_type: &str, body: &[u8]) -> Result<()> {
         let url = format!("{}/manifests/{reference}", self.api);
-        let resp = self.send(&url, "put the manifest", |auth| {
-            with_auth(self.agent.put(&url), auth)
+        let resp = self.send(&url, "put the manifest", |agent, auth| {
+            with_auth(agent.put(&url), auth)
                 .header("Content-Type", media_type)
                 .send(body)
         })?;
@@ -251,14 +199,6 @@ impl Registry {
             ));
         }
         Ok(())
-    }
-}
-
-/// `req` with the `Authorization` header, if there is one.
-fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
-    match auth {
-        Some(a) => req.header("Authorization", a),
-        None => req,
     }
 }
 
@@ -501,24 +441,6 @@ fn resolve(base: &str, location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::resolve;
-
-    #[test]
-    fn origins() {
-        use super::origin;
-        assert_eq!(
-            origin("https://r.example:5000/v2/x/blobs/uploads/"),
-            "https://r.example:5000"
-        );
-        assert_eq!(origin("https://r.example:5000"), "https://r.example:5000");
-        assert_ne!(
-            origin("https://storage.example/v2/x"),
-            origin("https://r.example/v2/x")
-        );
-        assert_ne!(
-            origin("http://r.example/v2/x"),
-            origin("https://r.example/v2/x")
-        );
-    }
 
     #[test]
     fn locations() {

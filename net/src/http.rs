@@ -501,10 +501,26 @@ mod tests {
         assert_eq!(none.backoff(5), Duration::ZERO);
     }
 
+    /// Credentials go to the server's origin: scheme, host and port.
     #[test]
     fn origins() {
-        assert_eq!(origin("https://r.test:5000/v2/a/b"), "https://r.test:5000");
-        assert_eq!(origin("http://r.test"), "http://r.test");
+        assert_eq!(
+            origin("https://r.example:5000/v2/x/blobs/uploads/"),
+            "https://r.example:5000"
+        );
+        assert_eq!(origin("https://r.example:5000"), "https://r.example:5000");
         assert_eq!(origin("https://s3.test/bucket?x=1"), "https://s3.test");
+        assert_ne!(
+            origin("https://storage.example/v2/x"),
+            origin("https://r.example/v2/x")
+        );
+        assert_ne!(
+            origin("http://r.example/v2/x"),
+            origin("https://r.example/v2/x")
+        );
+        assert_ne!(
+            origin("https://r.example:5001/v2/x"),
+            origin("https://r.example:5000/v2/x")
+        );
     }
 }

@@ -36,6 +36,7 @@ mod inode;
 pub mod kernelset;
 mod repo;
 mod verify;
+pub mod warnings;
 
 #[cfg(feature = "write")]
 pub mod build;

@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use format::sig::Signatures;
@@ -403,7 +404,10 @@ fn remove_flat_dir(tmp: &OwnedFd, name: &str, tmp_path: &Path) {
             {
                 log::warn!(
                     "{}: cannot remove staged file: {e}",
-                    tmp_path.join(name).display()
+                    tmp_path
+                        .join(name)
+                        .join(std::ffi::OsStr::from_bytes(n.to_bytes()))
+                        .display()
                 );
             }
         }

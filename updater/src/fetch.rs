@@ -352,12 +352,9 @@ fn download_update(
         ));
     }
     // Its bytes are signed through the pointer; `update` verifies its own signature too.
-    let body_len = update::decode_head(&sb[..update::HEAD_LEN.min(sb.len())])
+    let body = update::decode_envelope(&sb)
+        .and_then(|e| Body::decode(e.body))
         .map_err(|e| bad(&sb_path, e.to_string()))?;
-    let body = sb
-        .get(update::HEAD_LEN..update::HEAD_LEN + body_len)
-        .ok_or_else(|| bad(&sb_path, "truncated"))
-        .and_then(|b| Body::decode(b).map_err(|e| bad(&sb_path, e.to_string())))?;
     let on_disk = |dir: &Dir| -> u64 {
         dir.names().map_or(0, |names| {
             names

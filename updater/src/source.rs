@@ -23,13 +23,6 @@ pub(crate) struct Source {
     pub(crate) split: bool,
 }
 
-fn read_exact(f: &mut File, n: usize, file: &Path, what: &str) -> Result<Vec<u8>, UpdaterError> {
-    let mut buf = vec![0u8; n];
-    f.read_exact(&mut buf)
-        .map_err(|_| bad(file, format!("truncated ({what})")))?;
-    Ok(buf)
-}
-
 impl Device {
     /// Opens the update `file` (or the split form's directory) and verifies its
     /// superblock against the keys `running` trusts.
@@ -82,21 +75,23 @@ fn verified_body(
     split: bool,
 ) -> Result<(Body, u64), UpdaterError> {
     let file_len = f.metadata().map_err(|e| bad(file, e.to_string()))?.len();
-    let head = read_exact(f, update::HEAD_LEN, file, "head")?;
-    let body_len = update::decode_head(&head).map_err(|e| bad(file, e.to_string()))?;
-    let body_bytes = read_exact(f, body_len, file, "superblock")?;
-    let mut len = [0u8; 4];
-    len.copy_from_slice(&read_exact(f, 4, file, "signature length")?);
-    let sig_len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
-    if sig_len > update::SIGNATURES_BYTES_MAX {
-        return Err(bad(
-            file,
-            format!("signature block of {sig_len} bytes is over the limit"),
-        ));
+    // The envelope (format::update) in at most three reads: the head, the body with the
+    // signature length, the signatures; each length checked before it is read.
+    let mut prefix = Vec::new();
+    for what in ["head", "superblock", "signatures"] {
+        let want = update::envelope_len(&prefix).map_err(|e| bad(file, e.to_string()))?;
+        if prefix.len() >= want {
+            break;
+        }
+        let at = prefix.len();
+        prefix.resize(want, 0);
+        f.read_exact(&mut prefix[at..])
+            .map_err(|_| bad(file, format!("truncated ({what})")))?;
     }
-    let sig_bytes = read_exact(f, sig_len, file, "signatures")?;
-    let sigs = Signatures::decode(&sig_bytes).map_err(|e| bad(file, e.to_string()))?;
-    sigs.verify(&body_bytes, keys).map_err(|e| {
+    let envelope = update::decode_envelope(&prefix).map_err(|e| bad(file, e.to_string()))?;
+    let (body_bytes, sig_bytes) = (envelope.body, envelope.signatures);
+    let sigs = Signatures::decode(sig_bytes).map_err(|e| bad(file, e.to_string()))?;
+    sigs.verify(body_bytes, keys).map_err(|e| {
         refused(
             file.display(),
             Refusal::BadSignature {
@@ -105,8 +100,8 @@ fn verified_body(
             },
         )
     })?;
-    let body = Body::decode(&body_bytes).map_err(|e| bad(file, e.to_string()))?;
-    let parts_start = (update::HEAD_LEN + body_len + 4 + sig_len) as u64;
+    let body = Body::decode(body_bytes).map_err(|e| bad(file, e.to_string()))?;
+    let parts_start = envelope.parts_start as u64;
     // The parts are contiguous (the body's decoder checked it), so they end where the
     // last one does; with the superblock before them, that may pass 2^64 in a lying body.
     let parts_len = body.parts.last().map_or(0, |p| p.offset + p.len);

@@ -539,3 +539,28 @@ fn staging_left_by_an_earlier_boots_pid_1_does_not_block_an_update_as_pid_1() {
         tmp.display()
     );
 }
+
+/// The store warns through `log` when it cannot clean up a stale staging directory;
+/// berth installs a logger, so the warning reaches the user as berth's own (and the
+/// update still goes through).
+#[test]
+fn the_store_s_warnings_reach_the_user() {
+    let (lab, _, v2, _) = lab();
+    let full = lab.delta(None, &v2, "full.berth", &[]);
+    // An old-style staging directory (no boot id: stale) holding a directory, which the
+    // store's clean-up removes as a file and cannot.
+    let stale = lab.sysroot.join("berth/repo/tmp/txn-1-0");
+    fs::create_dir_all(stale.join("not-a-staged-file")).unwrap();
+    let out = lab.berth(&["update", full.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "berth: warning: {}: cannot remove staged file",
+            stale.join("not-a-staged-file").display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("cannot remove staging directory"), "{err}");
+    assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
+}

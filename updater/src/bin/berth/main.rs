@@ -252,28 +252,9 @@ fn deadline_passed(message: &str) -> ! {
     std::process::exit(1)
 }
 
-/// Prints the library's warnings (the store's, say) as berth's own.
-struct Warnings;
-
-impl log::Log for Warnings {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Warn
-    }
-
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            eprintln!("berth: warning: {}", r.args());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
 fn main() -> ExitCode {
-    // Only fails if a logger is set already, which nothing else does.
-    if log::set_logger(&Warnings).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
+    // The store's warnings, as berth's own.
+    store::warnings::to_stderr("berth");
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => code,
