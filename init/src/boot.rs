@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use crate::disk::SysrootDisk;
 use crate::log::{Log, boottime_ns, ms3};
 use crate::plan::{self, Bootable, Choice, Disk, Plan};
-use crate::report::{Timing, event_parts};
+use crate::report::Timing;
 use crate::steps::{self, Mode as BootMode, Step};
 use crate::{InitError, dryrun, exec, initramfs, report};
 use sysroot::Sysroot;
@@ -167,7 +167,7 @@ fn run_candidates(
     let record_start = boottime_ns();
     let (mut current, _) = sysroot.read_record();
     let mut t = *t;
-    t.record = boottime_ns().saturating_sub(record_start);
+    t.record_read = boottime_ns().saturating_sub(record_start);
     let mut failed: Vec<DeploymentName> = Vec::new();
     let mut count_trials = true;
     for _ in 0..ATTEMPTS_MAX {
@@ -188,7 +188,7 @@ fn run_candidates(
                 Ok(r) => current = Some((r, format::record::next_write(current).0)),
                 Err(e) => {
                     log.error(e.step.as_bytes(), b"boot record", e.errno);
-                    if p.why == plan::Why::Trial {
+                    if p.why == plan::Reason::Trial {
                         // The try could not be counted: never boot a trial uncounted.
                         count_trials = false;
                         t.plan += boottime_ns().saturating_sub(plan_start);
@@ -212,13 +212,20 @@ fn run_candidates(
                     }
                     Err(Reversible(false)) => give_up(host, log, cmd, None),
                 }
-                report::write(log, &p, mode, current.as_ref().map(|c| &c.0), init, &t);
+                report::write(
+                    log,
+                    &p,
+                    mode,
+                    current.as_ref().map(|c| c.0.generation),
+                    init,
+                    &t,
+                );
                 let now = boottime_ns();
                 // The budget's measure: everything but module loading and the wait for
                 // the device, both set by the kernel and the hardware.
                 let own = now
                     .saturating_sub(t.start)
-                    .saturating_sub(t.modules + t.device);
+                    .saturating_sub(t.modules + t.device_wait);
                 let (mut b, mut b2, mut b3, mut b4) = ([0u8; 32], [0u8; 32], [0u8; 32], [0u8; 32]);
                 let mut b5 = [0u8; 32];
                 // On the console: one line that says what booted and why.
@@ -234,11 +241,11 @@ fn run_candidates(
                     b" ms; shim's own time ",
                     ms3(&mut b2, own),
                     b" ms (sysroot mount ",
-                    ms3(&mut b5, t.mount),
+                    ms3(&mut b5, t.sysroot_mount),
                     b" ms, record read ",
-                    ms3(&mut b3, t.record),
+                    ms3(&mut b3, t.record_read),
                     b" ms, /etc overlay mount ",
-                    ms3(&mut b4, t.overlay),
+                    ms3(&mut b4, t.overlay_mount),
                     b" ms)",
                 ]);
                 let errno = exec_path(host, init);
@@ -260,18 +267,18 @@ fn mount_sysroot(cmd: &Cmdline<'_>, log: &Log, t: &mut Timing) -> Result<(), Ini
     ))?;
     let start = boottime_ns();
     let dev = initramfs::wait_for_root(&spec, cmd.root_wait_secs.unwrap_or(10))?;
-    t.device = boottime_ns().saturating_sub(start);
+    t.device_wait = boottime_ns().saturating_sub(start);
     let start = boottime_ns();
     initramfs::mount_sysroot(&dev, cmd.rootfstype.unwrap_or(b"ext4"))?;
-    t.mount = boottime_ns().saturating_sub(start);
+    t.sysroot_mount = boottime_ns().saturating_sub(start);
     let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
     log.line(&[
         b"sysroot ",
         &dev,
         b": device wait ",
-        ms3(&mut a, t.device),
+        ms3(&mut a, t.device_wait),
         b" ms, mount ",
-        ms3(&mut b, t.mount),
+        ms3(&mut b, t.sysroot_mount),
         b" ms",
     ]);
     Ok(())
@@ -308,7 +315,7 @@ fn assemble(log: &Log, steps: &[Step], t: &mut Timing) -> Result<(), Reversible>
         let result = exec::run(step);
         let took = boottime_ns().saturating_sub(step_start);
         if matches!(step, Step::Overlay { .. }) {
-            t.overlay = took;
+            t.overlay_mount = took;
         }
         let mut b = [0u8; 32];
         done.extend_from_slice(b" ");
@@ -398,12 +405,13 @@ fn log_plan(log: &Log, p: &Plan) {
     line.extend_from_slice(p.why.as_str().as_bytes());
     line.extend_from_slice(b")");
     for (i, e) in p.events().enumerate() {
-        let (kind, name, state) = event_parts(e);
         line.extend_from_slice(if i == 0 { b"; passed over:" } else { b"," });
         for part in [
-            kind.as_bytes(),
-            name.as_ref().map_or(&b""[..], DeploymentName::as_bytes),
-            state.map_or(&b""[..], |s| s.as_str().as_bytes()),
+            e.kind().as_str().as_bytes(),
+            e.deployment()
+                .as_ref()
+                .map_or(&b""[..], DeploymentName::as_bytes),
+            e.state().map_or(&b""[..], |s| s.as_str().as_bytes()),
         ] {
             if !part.is_empty() {
                 line.push(b' ');

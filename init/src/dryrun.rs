@@ -1,7 +1,10 @@
 //! The test mode, `berth-init --dry-run`: what a boot would decide for a sysroot on
 //! disk, printed as JSON, with nothing mounted.
 
+use alloc::vec::Vec;
+
 use format::cmdline::Cmdline;
+use format::json::Json;
 use format::record::{DeploymentName, Record, RecordCopy};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -10,10 +13,9 @@ use sysroot::{CopyState, Sysroot};
 use crate::boot::{DEFAULT_INIT, DEFAULT_RESCUE, Host};
 use crate::disk::SysrootDisk;
 use crate::initramfs;
-use crate::json::Json;
 use crate::log::Log;
 use crate::plan::{self, Choice, Plan};
-use crate::report::json_plan;
+use crate::report;
 use crate::steps::{self, Mode as BootMode, Step};
 
 const USAGE: &[u8] = b"usage: berth-init --dry-run --sysroot DIR [--cmdline TEXT] [--mode direct|initramfs] [--write-record]
@@ -90,7 +92,7 @@ pub fn run(host: &Host<'_>) -> i32 {
             Ok(r) => written = Some((r, format::record::next_write(current).0)),
             Err(e) => {
                 log.error(e.step.as_bytes(), b"boot record", e.errno);
-                if p.why == plan::Why::Trial {
+                if p.why == plan::Reason::Trial {
                     p = plan::plan(&cmd, current.as_ref().map(|c| &c.0), &mut disk, false);
                 }
             }
@@ -140,7 +142,7 @@ fn report(
             j.null();
         }
     }
-    json_plan(&mut j, p);
+    report::decision(p, &mut Vec::new()).write(&mut j);
     j.key("record_write");
     match &p.write {
         Some(r) => json_record(

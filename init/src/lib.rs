@@ -43,7 +43,6 @@ pub mod disk;
 pub mod dryrun;
 pub mod exec;
 pub mod initramfs;
-pub mod json;
 pub mod log;
 pub mod plan;
 pub mod report;
