@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds every fuzz target of format/fuzz (nightly cargo-fuzz) and runs each briefly.
+# Builds every fuzz target of fuzz/ (nightly cargo-fuzz) and runs each briefly.
 # Usage: ci/fuzz-smoke.sh [SECONDS per target, default 15]
 set -euo pipefail
-cd "$(dirname "$0")/../format/fuzz"
+cd "$(dirname "$0")/../fuzz"
 secs=${1:-15}
 cargo +nightly fuzz build
 for target in $(cargo +nightly fuzz list); do
@@ -16,7 +16,7 @@ for target in $(cargo +nightly fuzz list); do
     fi
     if ! cargo +nightly fuzz run "$target" "${dirs[@]}" -- -max_total_time="$secs" >"$log" 2>&1; then
         tail -40 "$log" >&2
-        echo "fuzz-smoke: $target failed; the crashing input is under format/fuzz/artifacts/$target/" >&2
+        echo "fuzz-smoke: $target failed; the crashing input is under fuzz/artifacts/$target/" >&2
         exit 1
     fi
     grep -E '^Done' "$log" || true

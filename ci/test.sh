@@ -36,7 +36,7 @@ phase "device binaries: berth-init static and within budget, berth (both targets
 bash ci/check-init.sh
 phase "fuzz smoke"
 bash ci/fuzz-smoke.sh 15
-phase "feature combinations: store without its write side (as berth-init would use it)"
+phase "feature combinations: store without its write side (read and verify only)"
 cargo clippy -p store --no-default-features --locked -- -D warnings
 phase "build"
 cargo build --workspace --locked

@@ -1,7 +1,8 @@
 //! Berth's on-disk formats: pure encoders and parsers, no I/O.
 //!
 //! Everything Berth writes to disk and later reads back (object ids, file headers, trees,
-//! commits, signatures and key files) is defined here, once, and shared by the host tool
+//! commits, signatures and key files, the boot record and berth-init's boot report) is
+//! defined here, once, and shared by the host tool
 //! (`berth-image`), the device agent (`berth`) and the boot shim (`berth-init`).
 //! `docs/FORMAT.md` is the byte-level specification; this crate is its reference
 //! implementation and the two are kept in step.
@@ -17,6 +18,7 @@
 //! # Non-goals
 //! No filesystem access, no hashing of files, no key generation: the `store` and `image`
 //! crates do I/O. The crate is `no_std` with `alloc` so that the boot shim can use it.
+//! serde only behind the feature `serde` (the boot report's decoder, for the agent).
 //!
 //! # Testing
 //! `cargo test -p format` runs the unit and property tests (no root needed).
@@ -28,12 +30,14 @@ extern crate alloc;
 
 pub mod bls;
 pub mod bootconf;
+pub mod bootreport;
 pub mod channel;
 pub mod cmdline;
 pub mod commit;
 mod error;
 pub mod id;
 pub mod index;
+pub mod json;
 pub mod kernelset;
 pub mod key;
 pub mod limits;

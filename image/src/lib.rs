@@ -1,5 +1,5 @@
 //! The parts of `berth-image` that other crates reach: the tarball importer, which the
-//! `tar` fuzz target (`format/fuzz`) drives with untrusted archives; and the U-Boot
+//! `tar` fuzz target (`fuzz/`) drives with untrusted archives; and the U-Boot
 //! environment flash that `berth-image disk` and the U-Boot QEMU test give QEMU.
 
 pub mod envflash;

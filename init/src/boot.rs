@@ -1,20 +1,21 @@
-//! The boot flow, and the test modes of the binary.
+//! The boot flow as PID 1: plan, count the trial, assemble, report, exec; and the entry
+//! point that sends a run by hand to the test mode ([`crate::dryrun`]).
 
 use alloc::vec::Vec;
 use core::ffi::CStr;
 
 use format::cmdline::Cmdline;
-use format::record::{DeploymentName, Record, RecordCopy};
+use format::record::DeploymentName;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::disk::SysrootDisk;
-use crate::json::Json;
 use crate::log::{Log, boottime_ns, ms3};
-use crate::plan::{self, Bootable, Choice, Disk, Event, Plan};
+use crate::plan::{self, Bootable, Choice, Disk, Plan};
+use crate::report::Timing;
 use crate::steps::{self, Mode as BootMode, Step};
-use crate::{InitError, exec, initramfs};
-use sysroot::{CopyState, Sysroot};
+use crate::{InitError, dryrun, exec, initramfs, report};
+use sysroot::Sysroot;
 
 /// Replaces the process image: `execve(path, argv, envp)`. Returns only on failure.
 pub type ExecFn = fn(path: &CStr, argv: &[&CStr], envp: &[&CStr]) -> Errno;
@@ -30,8 +31,8 @@ pub struct Host<'a> {
     pub exec: ExecFn,
 }
 
-const DEFAULT_INIT: &[u8] = b"/sbin/init";
-const DEFAULT_RESCUE: &[u8] = b"/bin/sh";
+pub(crate) const DEFAULT_INIT: &[u8] = b"/sbin/init";
+pub(crate) const DEFAULT_RESCUE: &[u8] = b"/bin/sh";
 /// How long to wait before rebooting when nothing can be booted, so the log can be read
 /// on a console and a reboot loop does not spin.
 const REBOOT_DELAY_SECS: i64 = 10;
@@ -46,7 +47,7 @@ pub fn main(host: &Host<'_>) -> i32 {
     {
         boot(host)
     }
-    test_mode(host)
+    dryrun::run(host)
 }
 
 /// A deployment that failed to assemble this boot; the planner then sees it as unbootable.
@@ -75,29 +76,6 @@ impl Disk for Excluding<'_, '_> {
     fn last_good(&mut self) -> Option<DeploymentName> {
         self.inner.last_good()
     }
-}
-
-/// Where the boot's time went, in nanoseconds: the start, and the length of each phase.
-/// Module loading and the device wait are not the shim's own time (the budget's
-/// measure); the rest is, the sysroot mount included, and each phase is reported apart
-/// so a slow boot can be read from boot.json.
-#[derive(Debug, Default, Clone, Copy)]
-struct Timing {
-    start: u64,
-    /// Mounting /dev, /proc and /sys, opening the console and the kernel log, and
-    /// reading the command line.
-    early: u64,
-    modules: u64,
-    device: u64,
-    mount: u64,
-    /// Reading the two record copies (cold reads from the sysroot).
-    record: u64,
-    /// Planning (probing the deployments) and writing the record, over all candidates.
-    plan: u64,
-    /// Root assembly, over all candidates.
-    assemble: u64,
-    /// The /etc overlay mount (overlayfs probes its upper filesystem on every mount).
-    overlay: u64,
 }
 
 fn boot(host: &Host<'_>) -> ! {
@@ -189,7 +167,7 @@ fn run_candidates(
     let record_start = boottime_ns();
     let (mut current, _) = sysroot.read_record();
     let mut t = *t;
-    t.record = boottime_ns().saturating_sub(record_start);
+    t.record_read = boottime_ns().saturating_sub(record_start);
     let mut failed: Vec<DeploymentName> = Vec::new();
     let mut count_trials = true;
     for _ in 0..ATTEMPTS_MAX {
@@ -210,7 +188,7 @@ fn run_candidates(
                 Ok(r) => current = Some((r, format::record::next_write(current).0)),
                 Err(e) => {
                     log.error(e.step.as_bytes(), b"boot record", e.errno);
-                    if p.why == plan::Why::Trial {
+                    if p.why == plan::Reason::Trial {
                         // The try could not be counted: never boot a trial uncounted.
                         count_trials = false;
                         t.plan += boottime_ns().saturating_sub(plan_start);
@@ -234,13 +212,20 @@ fn run_candidates(
                     }
                     Err(Reversible(false)) => give_up(host, log, cmd, None),
                 }
-                write_boot_json(log, &p, mode, current.as_ref().map(|c| &c.0), init, &t);
+                report::write(
+                    log,
+                    &p,
+                    mode,
+                    current.as_ref().map(|c| c.0.generation),
+                    init,
+                    &t,
+                );
                 let now = boottime_ns();
                 // The budget's measure: everything but module loading and the wait for
                 // the device, both set by the kernel and the hardware.
                 let own = now
                     .saturating_sub(t.start)
-                    .saturating_sub(t.modules + t.device);
+                    .saturating_sub(t.modules + t.device_wait);
                 let (mut b, mut b2, mut b3, mut b4) = ([0u8; 32], [0u8; 32], [0u8; 32], [0u8; 32]);
                 let mut b5 = [0u8; 32];
                 // On the console: one line that says what booted and why.
@@ -256,11 +241,11 @@ fn run_candidates(
                     b" ms; shim's own time ",
                     ms3(&mut b2, own),
                     b" ms (sysroot mount ",
-                    ms3(&mut b5, t.mount),
+                    ms3(&mut b5, t.sysroot_mount),
                     b" ms, record read ",
-                    ms3(&mut b3, t.record),
+                    ms3(&mut b3, t.record_read),
                     b" ms, /etc overlay mount ",
-                    ms3(&mut b4, t.overlay),
+                    ms3(&mut b4, t.overlay_mount),
                     b" ms)",
                 ]);
                 let errno = exec_path(host, init);
@@ -282,18 +267,18 @@ fn mount_sysroot(cmd: &Cmdline<'_>, log: &Log, t: &mut Timing) -> Result<(), Ini
     ))?;
     let start = boottime_ns();
     let dev = initramfs::wait_for_root(&spec, cmd.root_wait_secs.unwrap_or(10))?;
-    t.device = boottime_ns().saturating_sub(start);
+    t.device_wait = boottime_ns().saturating_sub(start);
     let start = boottime_ns();
     initramfs::mount_sysroot(&dev, cmd.rootfstype.unwrap_or(b"ext4"))?;
-    t.mount = boottime_ns().saturating_sub(start);
+    t.sysroot_mount = boottime_ns().saturating_sub(start);
     let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
     log.line(&[
         b"sysroot ",
         &dev,
         b": device wait ",
-        ms3(&mut a, t.device),
+        ms3(&mut a, t.device_wait),
         b" ms, mount ",
-        ms3(&mut b, t.mount),
+        ms3(&mut b, t.sysroot_mount),
         b" ms",
     ]);
     Ok(())
@@ -330,7 +315,7 @@ fn assemble(log: &Log, steps: &[Step], t: &mut Timing) -> Result<(), Reversible>
         let result = exec::run(step);
         let took = boottime_ns().saturating_sub(step_start);
         if matches!(step, Step::Overlay { .. }) {
-            t.overlay = took;
+            t.overlay_mount = took;
         }
         let mut b = [0u8; 32];
         done.extend_from_slice(b" ");
@@ -407,23 +392,6 @@ fn give_up(host: &Host<'_>, log: &Log, _cmd: &Cmdline<'_>, rescue: Option<&[u8]>
     }
 }
 
-fn bootable_str(b: Bootable) -> &'static [u8] {
-    b.as_str().as_bytes()
-}
-
-fn event_parts(e: &Event) -> (&'static str, Option<DeploymentName>, Option<Bootable>) {
-    match *e {
-        Event::ForcedUnbootable(n, b) => ("forced-unbootable", Some(n), Some(b)),
-        Event::TrialExhausted(n) => ("trial-exhausted", Some(n), None),
-        Event::TrialUnbootable(n, b) => ("trial-unbootable", Some(n), Some(b)),
-        Event::TrialNotCounted(n) => ("trial-not-counted", Some(n), None),
-        Event::LoaderFellBack(n) => ("loader-fell-back", Some(n), None),
-        Event::DefaultUnbootable(n, b) => ("default-unbootable", Some(n), Some(b)),
-        Event::PreviousUnbootable(n, b) => ("previous-unbootable", Some(n), Some(b)),
-        Event::NoRecord => ("no-valid-record", None, None),
-    }
-}
-
 fn log_plan(log: &Log, p: &Plan) {
     let target: &[u8] = match &p.choice {
         Choice::Deploy(n) => n.as_bytes(),
@@ -437,12 +405,13 @@ fn log_plan(log: &Log, p: &Plan) {
     line.extend_from_slice(p.why.as_str().as_bytes());
     line.extend_from_slice(b")");
     for (i, e) in p.events().enumerate() {
-        let (kind, name, state) = event_parts(e);
         line.extend_from_slice(if i == 0 { b"; passed over:" } else { b"," });
         for part in [
-            kind.as_bytes(),
-            name.as_ref().map_or(&b""[..], DeploymentName::as_bytes),
-            state.map_or(&b""[..], bootable_str),
+            e.kind().as_str().as_bytes(),
+            e.deployment()
+                .as_ref()
+                .map_or(&b""[..], DeploymentName::as_bytes),
+            e.state().map_or(&b""[..], |s| s.as_str().as_bytes()),
         ] {
             if !part.is_empty() {
                 line.push(b' ');
@@ -451,342 +420,4 @@ fn log_plan(log: &Log, p: &Plan) {
         }
     }
     log.line(&[&line]);
-}
-
-fn json_record(j: &mut Json, r: &Record) {
-    j.open();
-    j.key("generation").num(r.generation);
-    j.key("default")
-        .opt_str(r.default.as_ref().map(DeploymentName::as_bytes));
-    j.key("previous")
-        .opt_str(r.previous.as_ref().map(DeploymentName::as_bytes));
-    j.key("trial")
-        .opt_str(r.trial.as_ref().map(DeploymentName::as_bytes));
-    j.key("tries_left").num(u64::from(r.tries_left));
-    j.key("last_rollback");
-    match &r.last_rollback {
-        Some(rb) => {
-            j.open()
-                .key("from")
-                .str(rb.from.as_bytes())
-                .key("reason")
-                .str(rb.reason.as_str().as_bytes())
-                .close();
-        }
-        None => {
-            j.null();
-        }
-    }
-    j.close();
-}
-
-fn json_plan(j: &mut Json, p: &Plan) {
-    j.key("choice").open();
-    match &p.choice {
-        Choice::Deploy(n) => j
-            .key("kind")
-            .str(b"deployment")
-            .key("deployment")
-            .str(n.as_bytes()),
-        Choice::Rescue => j.key("kind").str(b"rescue").key("deployment").null(),
-        Choice::Reboot => j.key("kind").str(b"reboot").key("deployment").null(),
-    };
-    j.close();
-    j.key("reason").str(p.why.as_str().as_bytes());
-    j.key("tries_left");
-    match p.tries_left() {
-        Some(n) => j.num(u64::from(n)),
-        None => j.null(),
-    };
-    j.key("fallbacks").open_list();
-    for e in p.events() {
-        let (kind, name, state) = event_parts(e);
-        j.open()
-            .key("event")
-            .str(kind.as_bytes())
-            .key("deployment")
-            .opt_str(name.as_ref().map(DeploymentName::as_bytes));
-        j.key("state").opt_str(state.map(bootable_str)).close();
-    }
-    j.close_list();
-}
-
-fn write_boot_json(
-    log: &Log,
-    p: &Plan,
-    mode: BootMode,
-    record: Option<&Record>,
-    init: &[u8],
-    t: &Timing,
-) {
-    let mut j = Json::default();
-    j.open();
-    json_plan(&mut j, p);
-    j.key("mode").str(mode.as_str().as_bytes());
-    j.key("init").str(init);
-    j.key("record_generation")
-        .opt_num(record.map(|r| r.generation));
-    j.key("boottime_ns")
-        .open()
-        .key("start")
-        .num(t.start)
-        .key("early")
-        .num(t.early)
-        .key("modules")
-        .num(t.modules)
-        .key("device_wait")
-        .num(t.device);
-    j.key("sysroot_mount")
-        .num(t.mount)
-        .key("record_read")
-        .num(t.record)
-        .key("plan")
-        .num(t.plan)
-        .key("assemble")
-        .num(t.assemble)
-        .key("overlay_mount")
-        .num(t.overlay)
-        .key("exec")
-        .num(boottime_ns())
-        .close();
-    j.close();
-    j.out.push(b'\n');
-    // After the switch, / is the deployment and /run our tmpfs.
-    if let Err(e) = exec::mkdir_p(b"/run/berth").and_then(|()| {
-        let fd = rustix::fs::open(
-            "/run/berth/boot.json",
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )?;
-        write_all_fd(rustix::fd::AsFd::as_fd(&fd), &j.out)
-    }) {
-        log.error(b"write /run/berth/boot.json", b"", e);
-    }
-}
-
-const USAGE: &[u8] = b"usage: berth-init --dry-run --sysroot DIR [--cmdline TEXT] [--mode direct|initramfs] [--write-record]
-
-berth-init is the Berth boot shim; the kernel runs it as PID 1. Run by hand, it only
-has this test mode: it reads DIR/berth/boot/record.{a,b} and DIR/berth/deploy/*,
-decides what it would boot for the given kernel command line, and prints the plan
-as JSON (the choice, why, fallbacks, the record it would write, the mount steps).
-Nothing is mounted. --write-record writes the record as a real boot would (durably,
-to the older copy), so repeated runs simulate repeated boots.
-";
-
-/// The test mode: `--dry-run --sysroot DIR [--cmdline TEXT] [--mode M] [--write-record]`.
-fn test_mode(host: &Host<'_>) -> i32 {
-    let out = sys::stdout();
-    let err = sys::stderr();
-    let mut sysroot_path: Option<&[u8]> = None;
-    let mut cmdline: &[u8] = b"";
-    let mut mode = BootMode::Direct;
-    let mut dry = false;
-    let mut write = false;
-    let mut it = host.args.iter().skip(1).map(|a| a.to_bytes());
-    while let Some(a) = it.next() {
-        match a {
-            b"--dry-run" => dry = true,
-            b"--write-record" => write = true,
-            b"--sysroot" => sysroot_path = it.next(),
-            b"--cmdline" => cmdline = it.next().unwrap_or_default(),
-            b"--mode" => match it.next() {
-                Some(b"direct") => mode = BootMode::Direct,
-                Some(b"initramfs") => mode = BootMode::Initramfs,
-                _ => return usage(err, b"--mode takes direct or initramfs\n"),
-            },
-            b"--help" | b"-h" => {
-                let _ = write_all_fd(out, USAGE);
-                return 0;
-            }
-            _ => return usage(err, b"unknown argument\n"),
-        }
-    }
-    let (true, Some(path)) = (dry, sysroot_path) else {
-        return usage(
-            err,
-            b"not PID 1: only --dry-run --sysroot DIR is available\n",
-        );
-    };
-    let log = Log::stderr();
-    let sysroot = match Sysroot::open(path) {
-        Ok(s) => s,
-        Err(e) => {
-            log.error(e.step.as_bytes(), path, e.errno);
-            return 1;
-        }
-    };
-    let cmd = Cmdline::parse(cmdline);
-    let init = cmd.init.unwrap_or(DEFAULT_INIT);
-    let rescue = cmd.rescue_shell.unwrap_or(DEFAULT_RESCUE);
-    let root = rustix::fs::open(
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok();
-    let (current, copies) = sysroot.read_record();
-    let mut disk = SysrootDisk {
-        sysroot: &sysroot,
-        init,
-        rescue: root.as_ref().map(|r| (r, rescue)),
-    };
-    let mut p = plan::plan(&cmd, current.as_ref().map(|c| &c.0), &mut disk, true);
-    let mut written = None;
-    if write && let Some(w) = &p.write {
-        match sysroot.write_record(current, w) {
-            Ok(r) => written = Some((r, format::record::next_write(current).0)),
-            Err(e) => {
-                log.error(e.step.as_bytes(), b"boot record", e.errno);
-                if p.why == plan::Why::Trial {
-                    p = plan::plan(&cmd, current.as_ref().map(|c| &c.0), &mut disk, false);
-                }
-            }
-        }
-    }
-    let mut j = report(
-        mode,
-        path,
-        init,
-        copies,
-        current.as_ref(),
-        &p,
-        written.as_ref(),
-    );
-    j.out.push(b'\n');
-    i32::from(write_all_fd(out, &j.out).is_err())
-}
-
-/// The dry-run JSON.
-fn report(
-    mode: BootMode,
-    path: &[u8],
-    init: &[u8],
-    copies: [CopyState; 2],
-    current: Option<&(Record, RecordCopy)>,
-    p: &Plan,
-    written: Option<&(Record, RecordCopy)>,
-) -> Json {
-    let mut j = Json::default();
-    j.open();
-    j.key("mode").str(mode.as_str().as_bytes());
-    j.key("sysroot").str(path);
-    j.key("init").str(init);
-    j.key("record_copies").open_list();
-    for c in copies {
-        match c {
-            CopyState::Missing => j.str(b"missing"),
-            CopyState::Invalid => j.str(b"invalid"),
-            CopyState::Valid(_) => j.str(b"valid"),
-        };
-    }
-    j.close_list();
-    j.key("record");
-    match current {
-        Some((r, _)) => json_record(&mut j, r),
-        None => {
-            j.null();
-        }
-    }
-    json_plan(&mut j, p);
-    j.key("record_write");
-    match &p.write {
-        Some(r) => json_record(
-            &mut j,
-            &Record {
-                generation: format::record::next_write(current.copied()).1,
-                ..*r
-            },
-        ),
-        None => {
-            j.null();
-        }
-    }
-    j.key("record_written");
-    match written {
-        Some((r, copy)) => {
-            j.open()
-                .key("copy")
-                .str(copy_name(*copy))
-                .key("generation")
-                .num(r.generation)
-                .close();
-        }
-        None => {
-            j.null();
-        }
-    }
-    j.key("steps").open_list();
-    if let Choice::Deploy(name) = &p.choice {
-        for s in steps::assemble(
-            mode,
-            if mode == BootMode::Direct {
-                b"/"
-            } else {
-                initramfs::SYSROOT
-            },
-            name,
-        ) {
-            json_step(&mut j, &s);
-        }
-    }
-    j.close_list();
-    j.close();
-    j
-}
-
-fn copy_name(c: RecordCopy) -> &'static [u8] {
-    c.file_name().as_bytes()
-}
-
-fn json_step(j: &mut Json, s: &Step) {
-    j.open()
-        .key("op")
-        .str(s.name().as_bytes())
-        .key("args")
-        .open_list();
-    match s {
-        Step::MakePrivate(p)
-        | Step::Mkdir(p)
-        | Step::RemountReadOnly(p)
-        | Step::Tmpfs(p)
-        | Step::MoveRoot(p) => {
-            j.str(p);
-        }
-        Step::Bind(a, b) | Step::Move(a, b) => {
-            j.str(a).str(b);
-        }
-        Step::Overlay {
-            lower,
-            upper,
-            work,
-            target,
-        } => {
-            j.str(lower).str(upper).str(work).str(target);
-        }
-        Step::PivotRoot { new_root, put_old } => {
-            j.str(new_root).str(put_old);
-        }
-    }
-    j.close_list().close();
-}
-
-fn usage(err: rustix::fd::BorrowedFd<'_>, why: &[u8]) -> i32 {
-    let _ = write_all_fd(err, b"berth-init: ");
-    let _ = write_all_fd(err, why);
-    let _ = write_all_fd(err, USAGE);
-    2
-}
-
-/// Writes all of `bytes`, retrying short writes and EINTR.
-fn write_all_fd(fd: rustix::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
-    while !bytes.is_empty() {
-        match rustix::io::write(fd, bytes) {
-            Ok(0) => return Err(Errno::IO),
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -22,7 +22,8 @@
 //! # Structure
 //! [`plan`] decides (pure), [`steps`] lists the mount sequence (pure), [`exec`] carries it
 //! out, the `sysroot` crate reads and writes the record, [`initramfs`] handles modules and the
-//! device, [`boot`] ties them together. The crate is `no_std` with `alloc`; the binary
+//! device, [`boot`] ties them together, [`report`] writes `/run/berth/boot.json` and
+//! [`dryrun`] is the test mode. The crate is `no_std` with `alloc`; the binary
 //! is `no_std` on musl (see `src/main.rs`), which keeps it near 80 KB (budget 128 KiB;
 //! `ci/check-init.sh` measures it).
 //!
@@ -39,11 +40,12 @@ extern crate alloc;
 
 pub mod boot;
 pub mod disk;
+pub mod dryrun;
 pub mod exec;
 pub mod initramfs;
-pub mod json;
 pub mod log;
 pub mod plan;
+pub mod report;
 pub mod steps;
 
 use rustix::io::Errno;

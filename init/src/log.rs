@@ -91,20 +91,7 @@ fn stderr_fd() -> rustix::fd::BorrowedFd<'static> {
     sys::stderr()
 }
 
-/// The decimal digits of `n`.
-pub fn u64_dec(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        // n % 10 < 10, so the cast cannot truncate.
-        buf[i] = b'0' + u8::try_from(n % 10).unwrap_or(0);
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
+pub use format::json::u64_dec;
 
 /// Nanoseconds on `CLOCK_BOOTTIME` (time since boot, including suspend).
 pub fn boottime_ns() -> u64 {

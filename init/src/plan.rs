@@ -6,79 +6,9 @@ use format::record::{DeploymentName, Record, Rollback, RollbackReason};
 
 pub use sysroot::Bootable;
 
-/// What the shim will do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Choice {
-    /// Boot this deployment.
-    Deploy(DeploymentName),
-    /// Exec the rescue shell.
-    Rescue,
-    /// Nothing can be booted and there is no rescue shell: log, wait, reboot.
-    Reboot,
-}
-
-/// Why that choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Why {
-    /// `berth.deployment=` on the command line.
-    Forced,
-    /// A trial deployment with tries left.
-    Trial,
-    /// A trial whose tries the boot loader counts, started by the loader's entry for it.
-    LoaderTrial,
-    /// The default deployment.
-    Default,
-    /// The previous deployment, because the default could not be booted.
-    Previous,
-    /// The only deployment on disk, because no copy of the record is valid.
-    OnlyDeployment,
-    /// The last deployment made the default (`berth/boot/last-good`), because no copy
-    /// of the record is valid.
-    LastGood,
-    /// `berth.rescue` on the command line.
-    RescueRequested,
-    /// No candidate could be booted.
-    NothingBootable,
-}
-
-impl Why {
-    /// A short, stable, lowercase token for logs and JSON.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Forced => "forced",
-            Self::Trial => "trial",
-            Self::LoaderTrial => "loader-trial",
-            Self::Default => "default",
-            Self::Previous => "previous",
-            Self::OnlyDeployment => "only-deployment",
-            Self::LastGood => "last-good",
-            Self::RescueRequested => "rescue-requested",
-            Self::NothingBootable => "nothing-bootable",
-        }
-    }
-}
-
-/// Something the shim passed over on the way to its choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// The forced deployment could not be booted.
-    ForcedUnbootable(DeploymentName, Bootable),
-    /// The trial ran out of tries; it is dropped from the record.
-    TrialExhausted(DeploymentName),
-    /// The trial could not be booted; it is dropped from the record.
-    TrialUnbootable(DeploymentName, Bootable),
-    /// The trial could not be started because its tries could not be counted durably.
-    TrialNotCounted(DeploymentName),
-    /// The boot loader counts the trial's tries and started another entry: it gave the
-    /// trial up (its tries ran out, or its kernel would not load). Dropped from the record.
-    LoaderFellBack(DeploymentName),
-    /// The default could not be booted.
-    DefaultUnbootable(DeploymentName, Bootable),
-    /// The previous deployment could not be booted.
-    PreviousUnbootable(DeploymentName, Bootable),
-    /// Neither copy of the boot record is valid.
-    NoRecord,
-}
+// The decision's vocabulary is the boot report's (`/run/berth/boot.json`), so that
+// its writer here and its reader in the agent share one definition.
+pub use format::bootreport::{Choice, Event, Reason};
 
 /// Most events one plan can hold (one per candidate, plus "no record").
 pub const EVENTS_MAX: usize = 6;
@@ -90,7 +20,7 @@ pub struct Plan {
     /// What to boot.
     pub choice: Choice,
     /// Why.
-    pub why: Why,
+    pub why: Reason,
     /// Candidates passed over, in order.
     pub events: [Option<Event>; EVENTS_MAX],
     /// The record to write before booting, if it changes. Its generation is left to the
@@ -102,7 +32,7 @@ impl Plan {
     fn new() -> Self {
         Self {
             choice: Choice::Reboot,
-            why: Why::NothingBootable,
+            why: Reason::NothingBootable,
             events: [None; EVENTS_MAX],
             write: None,
         }
@@ -122,7 +52,7 @@ impl Plan {
     /// The trial's remaining tries after this boot, if a trial is being booted.
     pub fn tries_left(&self) -> Option<u8> {
         match (self.why, &self.write) {
-            (Why::Trial, Some(r)) => Some(r.tries_left),
+            (Reason::Trial, Some(r)) => Some(r.tries_left),
             _ => None,
         }
     }
@@ -170,7 +100,7 @@ pub fn plan(
 ) -> Plan {
     let mut p = Plan::new();
     if cmd.rescue {
-        p.why = Why::RescueRequested;
+        p.why = Reason::RescueRequested;
         p.choice = Choice::Rescue;
         return p;
     }
@@ -178,7 +108,7 @@ pub fn plan(
         match disk.probe(&name) {
             Bootable::Yes => {
                 p.choice = Choice::Deploy(name);
-                p.why = Why::Forced;
+                p.why = Reason::Forced;
                 return p;
             }
             b => p.push(Event::ForcedUnbootable(name, b)),
@@ -190,7 +120,7 @@ pub fn plan(
             && disk.probe(&only) == Bootable::Yes
         {
             p.choice = Choice::Deploy(only);
-            p.why = Why::OnlyDeployment;
+            p.why = Reason::OnlyDeployment;
             return p;
         }
         // Both copies damaged (flash wear, a stray write): the last deployment a person
@@ -199,7 +129,7 @@ pub fn plan(
             && disk.probe(&good) == Bootable::Yes
         {
             p.choice = Choice::Deploy(good);
-            p.why = Why::LastGood;
+            p.why = Reason::LastGood;
             return p;
         }
         return last_resort(p, disk);
@@ -229,7 +159,7 @@ pub fn plan(
                         ..*rec
                     });
                     p.choice = Choice::Deploy(trial);
-                    p.why = Why::Trial;
+                    p.why = Reason::Trial;
                     return p;
                 }
                 // The record cannot be written, so neither can the rollback: leave it.
@@ -245,7 +175,7 @@ pub fn plan(
         match disk.probe(&d) {
             Bootable::Yes => {
                 p.choice = Choice::Deploy(d);
-                p.why = Why::Default;
+                p.why = Reason::Default;
                 return p;
             }
             b => p.push(Event::DefaultUnbootable(d, b)),
@@ -255,7 +185,7 @@ pub fn plan(
         match disk.probe(&prev) {
             Bootable::Yes => {
                 p.choice = Choice::Deploy(prev);
-                p.why = Why::Previous;
+                p.why = Reason::Previous;
                 return p;
             }
             b => p.push(Event::PreviousUnbootable(prev, b)),
@@ -289,7 +219,7 @@ fn loader_plan(
             match disk.probe(&trial) {
                 Bootable::Yes => {
                     p.choice = Choice::Deploy(trial);
-                    p.why = Why::LoaderTrial;
+                    p.why = Reason::LoaderTrial;
                     return Some(p);
                 }
                 b => {
@@ -338,9 +268,9 @@ fn boot_first_of(
             continue;
         }
         let why = if rec.default == Some(*d) {
-            Why::Default
+            Reason::Default
         } else if rec.previous == Some(*d) {
-            Why::Previous
+            Reason::Previous
         } else {
             continue;
         };
@@ -350,7 +280,7 @@ fn boot_first_of(
                 p.why = why;
                 return p;
             }
-            b if why == Why::Default => p.push(Event::DefaultUnbootable(*d, b)),
+            b if why == Reason::Default => p.push(Event::DefaultUnbootable(*d, b)),
             b => p.push(Event::PreviousUnbootable(*d, b)),
         }
     }
@@ -358,7 +288,7 @@ fn boot_first_of(
 }
 
 fn last_resort(mut p: Plan, disk: &mut dyn Disk) -> Plan {
-    p.why = Why::NothingBootable;
+    p.why = Reason::NothingBootable;
     p.choice = if disk.has_rescue() {
         Choice::Rescue
     } else {
@@ -426,7 +356,7 @@ mod tests {
         disk: &'static [(&'static str, Bootable)],
         rescue: bool,
         choice: Choice,
-        why: Why,
+        why: Reason,
         write: Option<Record>,
     }
 
@@ -451,7 +381,7 @@ mod tests {
                 disk: &[],
                 rescue: false,
                 choice: Choice::Reboot,
-                why: Why::NothingBootable,
+                why: Reason::NothingBootable,
                 write: None,
             },
             Case {
@@ -461,7 +391,7 @@ mod tests {
                 disk: &[],
                 rescue: true,
                 choice: Choice::Rescue,
-                why: Why::NothingBootable,
+                why: Reason::NothingBootable,
                 write: None,
             },
             Case {
@@ -471,7 +401,7 @@ mod tests {
                 disk: &[("a", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("a")),
-                why: Why::OnlyDeployment,
+                why: Reason::OnlyDeployment,
                 write: None,
             },
             Case {
@@ -481,7 +411,7 @@ mod tests {
                 disk: &[("a", NoInit)],
                 rescue: true,
                 choice: Choice::Rescue,
-                why: Why::NothingBootable,
+                why: Reason::NothingBootable,
                 write: None,
             },
             Case {
@@ -491,7 +421,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", Yes)],
                 rescue: false,
                 choice: Choice::Reboot,
-                why: Why::NothingBootable,
+                why: Reason::NothingBootable,
                 write: None,
             },
             Case {
@@ -501,7 +431,7 @@ mod tests {
                 disk: &[("a", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("a")),
-                why: Why::Default,
+                why: Reason::Default,
                 write: None,
             },
             Case {
@@ -511,7 +441,7 @@ mod tests {
                 disk: &[],
                 rescue: true,
                 choice: Choice::Rescue,
-                why: Why::NothingBootable,
+                why: Reason::NothingBootable,
                 write: None,
             },
             Case {
@@ -521,7 +451,7 @@ mod tests {
                 disk: &[("a", NoInit), ("z", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("z")),
-                why: Why::Previous,
+                why: Reason::Previous,
                 write: None,
             },
             Case {
@@ -531,7 +461,7 @@ mod tests {
                 disk: &[("z", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("z")),
-                why: Why::Previous,
+                why: Reason::Previous,
                 write: None,
             },
             Case {
@@ -541,7 +471,7 @@ mod tests {
                 disk: &[("z", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("z")),
-                why: Why::Previous,
+                why: Reason::Previous,
                 write: None,
             },
             Case {
@@ -551,7 +481,7 @@ mod tests {
                 disk: &[("a", NoInit), ("z", NoInit)],
                 rescue: false,
                 choice: Choice::Reboot,
-                why: Why::NothingBootable,
+                why: Reason::NothingBootable,
                 write: None,
             },
             Case {
@@ -561,7 +491,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", Yes), ("z", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("b")),
-                why: Why::Trial,
+                why: Reason::Trial,
                 write: Some(Record {
                     tries_left: 2,
                     ..with_trial
@@ -574,7 +504,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("b")),
-                why: Why::Trial,
+                why: Reason::Trial,
                 write: Some(rec(Some("a"), None, Some(("b", 0)))),
             },
             Case {
@@ -584,7 +514,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("a")),
-                why: Why::Default,
+                why: Reason::Default,
                 write: Some(dropped(with_trial, "b", RollbackReason::TriesExhausted)),
             },
             Case {
@@ -594,7 +524,7 @@ mod tests {
                 disk: &[("a", Missing), ("b", Yes), ("z", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("z")),
-                why: Why::Previous,
+                why: Reason::Previous,
                 write: Some(dropped(with_trial, "b", RollbackReason::TriesExhausted)),
             },
             Case {
@@ -604,7 +534,7 @@ mod tests {
                 disk: &[("a", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("a")),
-                why: Why::Default,
+                why: Reason::Default,
                 write: Some(dropped(with_trial, "b", RollbackReason::TrialUnbootable)),
             },
             Case {
@@ -614,7 +544,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", NoInit)],
                 rescue: false,
                 choice: Choice::Deploy(n("a")),
-                why: Why::Default,
+                why: Reason::Default,
                 write: Some(dropped(with_trial, "b", RollbackReason::TrialUnbootable)),
             },
             Case {
@@ -624,7 +554,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", Yes), ("z", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("z")),
-                why: Why::Forced,
+                why: Reason::Forced,
                 write: None,
             },
             Case {
@@ -634,7 +564,7 @@ mod tests {
                 disk: &[("a", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("a")),
-                why: Why::Default,
+                why: Reason::Default,
                 write: None,
             },
             Case {
@@ -644,7 +574,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", Yes)],
                 rescue: false,
                 choice: Choice::Deploy(n("b")),
-                why: Why::Forced,
+                why: Reason::Forced,
                 write: None,
             },
             Case {
@@ -654,7 +584,7 @@ mod tests {
                 disk: &[("a", Yes), ("b", Yes)],
                 rescue: false,
                 choice: Choice::Rescue,
-                why: Why::RescueRequested,
+                why: Reason::RescueRequested,
                 write: None,
             },
         ];
@@ -701,7 +631,7 @@ mod tests {
         let p = plan(&Cmdline::default(), Some(&r), &mut disk, false);
         assert_eq!(
             (p.choice, p.why, p.write),
-            (Choice::Deploy(n("a")), Why::Default, None)
+            (Choice::Deploy(n("a")), Reason::Default, None)
         );
         assert_eq!(p.events().next(), Some(&Event::TrialNotCounted(n("b"))));
     }
@@ -764,7 +694,7 @@ mod tests {
             Option<&'static str>,
             &[(&'static str, Bootable)],
             Choice,
-            Why,
+            Reason,
             Option<Record>,
             Option<Event>,
         ); 8] = [
@@ -774,7 +704,7 @@ mod tests {
                 Some("b"),
                 all,
                 Choice::Deploy(n("b")),
-                Why::LoaderTrial,
+                Reason::LoaderTrial,
                 None,
                 None,
             ),
@@ -784,7 +714,7 @@ mod tests {
                 Some("b"),
                 all,
                 Choice::Deploy(n("a")),
-                Why::Default,
+                Reason::Default,
                 Some(dropped(RollbackReason::TriesExhausted)),
                 Some(Event::LoaderFellBack(n("b"))),
             ),
@@ -794,7 +724,7 @@ mod tests {
                 Some("b"),
                 all,
                 Choice::Deploy(n("z")),
-                Why::Previous,
+                Reason::Previous,
                 Some(dropped(RollbackReason::TriesExhausted)),
                 Some(Event::LoaderFellBack(n("b"))),
             ),
@@ -804,7 +734,7 @@ mod tests {
                 Some("b"),
                 &[("a", Yes), ("z", Yes)],
                 Choice::Deploy(n("a")),
-                Why::Default,
+                Reason::Default,
                 Some(dropped(RollbackReason::TrialUnbootable)),
                 Some(Event::TrialUnbootable(n("b"), Missing)),
             ),
@@ -814,7 +744,7 @@ mod tests {
                 None,
                 all,
                 Choice::Deploy(n("b")),
-                Why::Trial,
+                Reason::Trial,
                 Some(Record { tries_left: 2, ..r }),
                 None,
             ),
@@ -824,7 +754,7 @@ mod tests {
                 Some("q"),
                 all,
                 Choice::Deploy(n("b")),
-                Why::Trial,
+                Reason::Trial,
                 Some(Record { tries_left: 2, ..r }),
                 None,
             ),
@@ -834,7 +764,7 @@ mod tests {
                 Some("b"),
                 all,
                 Choice::Deploy(n("b")),
-                Why::Trial,
+                Reason::Trial,
                 Some(Record { tries_left: 2, ..r }),
                 None,
             ),
@@ -844,7 +774,7 @@ mod tests {
                 Some("b"),
                 &[("a", NoInit), ("b", Yes), ("z", Yes)],
                 Choice::Deploy(n("z")),
-                Why::Previous,
+                Reason::Previous,
                 Some(dropped(RollbackReason::TriesExhausted)),
                 Some(Event::LoaderFellBack(n("b"))),
             ),
@@ -876,7 +806,7 @@ mod tests {
         );
         assert_eq!(
             (p.choice, p.why, p.write),
-            (Choice::Deploy(n("z")), Why::Previous, None)
+            (Choice::Deploy(n("z")), Reason::Previous, None)
         );
     }
     #[test]
@@ -887,38 +817,38 @@ mod tests {
             &[(&'static str, Bootable)],
             Option<&'static str>,
             Choice,
-            Why,
+            Reason,
         ); 5] = [
             (
                 &[("a", Yes), ("b", Yes)],
                 Some("a"),
                 Choice::Deploy(n("a")),
-                Why::LastGood,
+                Reason::LastGood,
             ),
             (
                 &[("a", Yes), ("b", Yes)],
                 Some("b"),
                 Choice::Deploy(n("b")),
-                Why::LastGood,
+                Reason::LastGood,
             ),
             (
                 &[("a", NoInit), ("b", Yes)],
                 Some("a"),
                 Choice::Reboot,
-                Why::NothingBootable,
+                Reason::NothingBootable,
             ),
             (
                 &[("a", Yes), ("b", Yes)],
                 None,
                 Choice::Reboot,
-                Why::NothingBootable,
+                Reason::NothingBootable,
             ),
             // One deployment: it boots whatever last-good says.
             (
                 &[("b", Yes)],
                 Some("a"),
                 Choice::Deploy(n("b")),
-                Why::OnlyDeployment,
+                Reason::OnlyDeployment,
             ),
         ];
         for (deps, good, choice, why) in cases {

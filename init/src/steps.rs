@@ -5,26 +5,8 @@ use alloc::vec::Vec;
 
 use format::record::DeploymentName;
 
-/// How the shim was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The kernel mounted the sysroot partition as `/` and ran the shim as init.
-    /// The switch is `pivot_root`.
-    Direct,
-    /// The shim runs from an initramfs and mounts the sysroot at `/sysroot` itself.
-    /// `pivot_root` is not allowed from the initramfs, so the switch is `MS_MOVE` + `chroot`.
-    Initramfs,
-}
-
-impl Mode {
-    /// A short token for logs and JSON.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Initramfs => "initramfs",
-        }
-    }
-}
+/// How the shim was started; also the boot report's `mode`.
+pub use format::bootreport::Mode;
 
 /// One step of root assembly. Paths are absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -86,6 +86,13 @@ pub fn missing_prerequisite(t: Target) -> Option<String> {
             )),
             "run ci/check-init.sh",
         ),
+        // The agent, which the test root filesystems carry as /usr/bin/berth
+        // (qemu/rootfs/make-rootfs.sh leaves it out when it is not built, and the
+        // update scenarios would then fail deep inside the guest).
+        (
+            workspace().join(format!("target/{triple}-unknown-linux-musl/device/berth")),
+            "run ci/check-init.sh",
+        ),
         (
             workspace().join("target/debug/berth-image"),
             "run cargo build --workspace",

@@ -353,7 +353,7 @@ impl Rig {
 
 /// The environment flash (bootdelay 0), as `berth-image disk` makes it for the U-Boot
 /// board (`image::envflash`). Read-only to QEMU: `saveenv` to the `virt` flash fails
-/// under QEMU 7.2 anyway (docs: notes/qemu.md §5).
+/// under QEMU 7.2 anyway.
 fn write_env_flash(path: &Path) {
     let flash = image::envflash::env_flash(&std::fs::read(u_boot()).unwrap()).unwrap();
     std::fs::write(path, flash).unwrap();

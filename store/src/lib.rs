@@ -20,7 +20,8 @@
 //! # Features
 //! `write` (default) adds transactions ([`Txn`]), building trees from directories
 //! ([`build`]) and checkouts ([`checkout`]). Without it the crate only opens, reads and
-//! verifies, which is all the boot shim needs.
+//! verifies. The boot shim does not use the store at all: it reads the boot record and
+//! the deployment directories through the `sysroot` crate.
 //!
 //! # Non-goals
 //! Garbage collection, deltas and transport live elsewhere (the updater).

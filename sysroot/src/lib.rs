@@ -35,27 +35,9 @@ impl SysrootError {
     }
 }
 
-/// Whether a deployment can be booted, as probed on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bootable {
-    /// Its directory exists and holds an executable init.
-    Yes,
-    /// `berth/deploy/<name>` does not exist.
-    Missing,
-    /// It exists but its init is missing or not an executable file.
-    NoInit,
-}
-
-impl Bootable {
-    /// A short token for logs and JSON.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Yes => "bootable",
-            Self::Missing => "missing",
-            Self::NoInit => "no-init",
-        }
-    }
-}
+/// Whether a deployment can be booted, as probed on disk. Its tokens are part of
+/// berth-init's boot report, whose schema owns it.
+pub use format::bootreport::Bootable;
 
 /// Joins relative path pieces with single slashes.
 fn join(parts: &[&[u8]]) -> Vec<u8> {

@@ -312,12 +312,10 @@ impl Device {
         let Some(report) = self.boot_report()? else {
             return Ok(false);
         };
-        Ok(report["fallbacks"].as_array().is_some_and(|f| {
-            f.iter().any(|e| {
-                e["event"] == "trial-unbootable"
-                    && e["deployment"] == name.as_str()
-                    && e["state"] == "missing"
-            })
+        Ok(report.fallbacks.iter().any(|e| {
+            e.event == Some(format::bootreport::EventKind::TrialUnbootable)
+                && e.deployment.as_deref() == Some(name.as_str())
+                && e.state == Some(sysroot::Bootable::Missing)
         }) && self.sysroot.probe(name, b"/sbin/init") == sysroot::Bootable::Missing)
     }
 }

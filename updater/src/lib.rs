@@ -139,7 +139,9 @@ impl Device {
     }
 
     /// This boot's report (`boot.json`), if berth-init wrote one.
-    pub(crate) fn boot_report(&self) -> Result<Option<serde_json::Value>, UpdaterError> {
+    pub(crate) fn boot_report(
+        &self,
+    ) -> Result<Option<format::bootreport::BootReport>, UpdaterError> {
         let bad = |reason: String| UpdaterError::BootJson {
             path: self.boot_json.clone(),
             reason,
@@ -168,26 +170,30 @@ impl Device {
             return Err(bad(format!("longer than {BOOT_JSON_MAX} bytes")));
         }
         let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| UpdaterError::BootJson {
-                path: self.boot_json.clone(),
-                reason: format!("not JSON: {e}"),
-            })?;
-        Ok(Some(v))
+            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        // The decoder reads every key leniently (format::bootreport), so only a document
+        // that is not an object fails it: such a report names nothing.
+        if !v.is_object() {
+            return Ok(Some(format::bootreport::BootReport::default()));
+        }
+        <format::bootreport::BootReport as serde::Deserialize>::deserialize(v)
+            .map(Some)
+            .map_err(|e| bad(format!("not a boot report: {e}")))
     }
 
     /// The booted deployment and why berth-init chose it, from `boot.json`.
     fn booted(&self) -> Result<Option<(String, String)>, UpdaterError> {
-        let Some(v) = self.boot_report()? else {
+        let Some(report) = self.boot_report()? else {
             return Ok(None);
         };
         // berth-init lists a trial the boot loader gave up among its fallbacks.
-        let loader_gave_up = v["fallbacks"].as_array().and_then(|f| {
-            f.iter()
-                .find(|e| e["event"] == "loader-fell-back")
-                .and_then(|e| e["deployment"].as_str())
-        });
-        Ok(v["choice"]["deployment"].as_str().map(|d| {
-            let reason = v["reason"].as_str().unwrap_or_default();
+        let loader_gave_up = report
+            .fallbacks
+            .iter()
+            .find(|e| e.event == Some(format::bootreport::EventKind::LoaderFellBack))
+            .and_then(|e| e.deployment.as_deref());
+        Ok(report.deployment().map(|d| {
+            let reason = report.reason.as_deref().unwrap_or_default();
             (
                 d.to_owned(),
                 match loader_gave_up {

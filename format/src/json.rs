@@ -1,4 +1,8 @@
-//! A minimal JSON writer for the dry-run plan and `/run/berth/boot.json`.
+//! A minimal JSON writer, for `/run/berth/boot.json` ([`crate::bootreport`]) and
+//! berth-init's dry-run output.
+//!
+//! No `core::fmt` and no serde: berth-init links this, and its size budget counts every
+//! formatting routine. The output is compact (no spaces), keys come in the order written.
 
 use alloc::vec::Vec;
 
@@ -70,7 +74,7 @@ impl Json {
     pub fn num(&mut self, n: u64) -> &mut Self {
         self.sep();
         let mut b = [0u8; 20];
-        self.out.extend_from_slice(crate::log::u64_dec(&mut b, n));
+        self.out.extend_from_slice(u64_dec(&mut b, n));
         self
     }
     /// A number, or `null`.
@@ -102,6 +106,7 @@ impl Json {
                 b'"' => self.out.extend_from_slice(b"\\\""),
                 b'\\' => self.out.extend_from_slice(b"\\\\"),
                 0x20..=0x7e => self.out.push(c),
+                // `c >> 4` and `c & 15` are below 16, the length of HEX.
                 _ => self.out.extend_from_slice(&[
                     b'\\',
                     b'u',
@@ -114,6 +119,23 @@ impl Json {
         }
         self.out.push(b'"');
     }
+}
+
+/// The decimal digits of `n`, written at the end of `buf` (berth-init's log lines use
+/// this too: one number formatter in the binary, and no `core::fmt`).
+pub fn u64_dec(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
+    // u64::MAX has 20 digits, so `i` reaches 0 at the latest with the last digit.
+    for slot in buf.iter_mut().rev() {
+        // n % 10 < 10, so the cast cannot truncate.
+        *slot = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        i -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -136,10 +158,25 @@ mod tests {
             .key("d")
             .bool(true)
             .close();
-        let text = std::str::from_utf8(&j.out).unwrap();
+        let text = core::str::from_utf8(&j.out).unwrap();
         assert_eq!(
             text,
             r#"{"a":"x\"y\u000a\u00ff","b":[1,22],"c":null,"d":true}"#
         );
+    }
+
+    #[test]
+    fn numbers() {
+        for (n, text) in [
+            (0, "0"),
+            (7, "7"),
+            (10, "10"),
+            (1_234_567_890, "1234567890"),
+            (u64::MAX, "18446744073709551615"),
+        ] {
+            let mut j = Json::default();
+            j.num(n);
+            assert_eq!(j.out, text.as_bytes());
+        }
     }
 }
