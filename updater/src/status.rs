@@ -10,7 +10,7 @@ use crate::{Device, UpdaterError, lock};
 
 /// One deployment, as `status` reports it.
 #[derive(Debug, Clone, serde::Serialize)]
-#[allow(clippy::struct_excessive_bools)] // the `status --json` contract (DESIGN.md) has these keys
+#[allow(clippy::struct_excessive_bools)] // the `status --json` contract (README.md) has these keys
 pub struct DeploymentStatus {
     /// Its name (the first 16 hex digits of its commit id).
     pub name: String,
@@ -250,7 +250,7 @@ mod tests {
     }
 
     /// `status --json` and `berth status` say the same token, and the JSON keeps the
-    /// words DESIGN.md's contract names.
+    /// words README.md's contract names.
     #[test]
     fn json_tokens_are_the_text_tokens() {
         let all = [

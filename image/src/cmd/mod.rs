@@ -1,4 +1,4 @@
-//! The command line: one subcommand per verb, as DESIGN.md names them, one module per
+//! The command line: one subcommand per verb, as the README names them, one module per
 //! command (its arguments and its `run`), as tuftool does. This module holds the
 //! top-level parser and the dispatch; the modules print, the library modules below them
 //! do the work and return values.
