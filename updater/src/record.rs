@@ -3,12 +3,25 @@
 //! Each writes the copy that did not win (through `sysroot`), with the boot
 //! partition's entries made ready before and tidied after, on a loader board.
 
-use format::record::{DeploymentName, Record, Rollback, RollbackReason};
+use format::record::{DeploymentName, Record, RecordCopy, Rollback, RollbackReason};
 use sysroot::Bootable;
 
 use crate::{Device, UpdaterError, lock, sys_err};
 
 impl Device {
+    /// Writes `new` over `current` with the boot partition kept in step: what the
+    /// loader must boot first is made ready before the record (`boot_prepare`), what
+    /// the record no longer names is tidied after (`boot_settle`).
+    fn flip(&self, current: &(Record, RecordCopy), new: &Record) -> Result<(), UpdaterError> {
+        let boot = self.boot_part()?;
+        if let Some(bp) = &boot {
+            self.boot_prepare(bp, new)?;
+        }
+        self.write(current, new)?;
+        self.boot_settle(boot.as_ref(), new, false)?;
+        Ok(())
+    }
+
     /// Makes `berth/boot/last-good` name `name` (what berth-init boots if both record
     /// copies are ever damaged), unless it does already.
     fn last_good_is(&self, name: &DeploymentName) -> Result<(), UpdaterError> {
@@ -107,12 +120,7 @@ impl Device {
         };
         // The loader boots the new default first before the record says so: a cut in
         // between boots it as the trial it still is.
-        let boot = self.boot_part()?;
-        if let Some(bp) = &boot {
-            self.boot_prepare(bp, &new)?;
-        }
-        self.write(&(rec, copy), &new)?;
-        self.boot_settle(boot.as_ref(), &new, false)?;
+        self.flip(&(rec, copy), &new)?;
         self.last_good_is(&trial)?;
         Ok(format!(
             "{} is now the default; previous: {}",
@@ -161,12 +169,7 @@ impl Device {
             };
             // The trial's entry goes first: a cut before the record is written leaves
             // a trial the loader gave up, which berth-init drops.
-            let boot = self.boot_part()?;
-            if let Some(bp) = &boot {
-                self.boot_prepare(bp, &new)?;
-            }
-            self.write(&(rec, copy), &new)?;
-            self.boot_settle(boot.as_ref(), &new, false)?;
+            self.flip(&(rec, copy), &new)?;
             return Ok(format!(
                 "trial {} dropped; the next boot uses {}",
                 trial.as_str(),
@@ -189,12 +192,7 @@ impl Device {
             }),
             ..rec
         };
-        let boot = self.boot_part()?;
-        if let Some(bp) = &boot {
-            self.boot_prepare(bp, &new)?;
-        }
-        self.write(&(rec, copy), &new)?;
-        self.boot_settle(boot.as_ref(), &new, false)?;
+        self.flip(&(rec, copy), &new)?;
         self.last_good_is(&prev)?;
         Ok(format!(
             "the next boot uses {} (was {})",
