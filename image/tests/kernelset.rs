@@ -86,12 +86,10 @@ fn initramfs_completes_a_kernel_set_from_a_kernel_package() {
         std::env::var_os("BERTH_CACHE").map_or_else(|| "/var/cache/berth".into(), PathBuf::from);
     let kdir = cache.join("debian").join(arch).join("kernel");
     if !kdir.join("lib/modules").is_dir() {
-        assert!(
-            std::env::var_os("BERTH_STRICT").is_none(),
-            "{}: no kernel (ci/fetch-kernels.sh)",
-            kdir.display()
+        testkit::missing(
+            "initramfs_completes_a_kernel_set_from_a_kernel_package",
+            &format!("{}: no kernel (ci/fetch-kernels.sh)", kdir.display()),
         );
-        eprintln!("SKIPPED: {}: no kernel", kdir.display());
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

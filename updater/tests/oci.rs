@@ -15,24 +15,11 @@ fn push(
     from: &[&str],
     extra: &[&str],
 ) -> serde_json::Value {
-    let key = lab.keys.join("berth.key");
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "push".as_ref(),
-        "--repo".as_ref(),
-        lab.repo.as_os_str(),
-        "--commit".as_ref(),
-        commit.as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--part-size".as_ref(),
-        "50000".as_ref(),
-        "--json".as_ref(),
-    ];
-    for f in from {
-        args.extend(["--from".as_ref(), std::ffi::OsStr::new(f)]);
-    }
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    args.push(reference.as_ref());
+    let mut args = lab.release_args("push", commit, from);
+    args.push("--json".into());
+    args.extend(extra.iter().map(Into::into));
+    args.push(reference.into());
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
     serde_json::from_str(&testkit::run_ok(&testkit::bin("berth-image"), &args)).unwrap()
 }
 
@@ -92,12 +79,7 @@ fn push_then_update_from_the_registry_and_again_through_a_link_that_drops() {
     let first_manifest = get_manifest(&registry);
     let url = format!("oci://{tag}");
     let out = lab.berth(&["check", &url, "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(100),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::offers_an_update(&out);
     let offer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (offer["channel"].as_str(), offer["serial"].as_u64()),

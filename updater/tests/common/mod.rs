@@ -212,29 +212,38 @@ impl Lab {
         )
     }
 
+    /// What `berth-image publish` and `push` of `commit` share: the repository, the
+    /// lab's key, parts of 50,000 bytes, and a delta from each of `from`.
+    pub fn release_args(&self, verb: &str, commit: &str, from: &[&str]) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            verb.into(),
+            "--repo".into(),
+            self.repo.clone().into(),
+            "--commit".into(),
+            commit.into(),
+            "--key".into(),
+            self.keys.join("berth.key").into(),
+            "--part-size".into(),
+            "50000".into(),
+        ];
+        for f in from {
+            args.extend(["--from".into(), (*f).into()]);
+        }
+        args
+    }
+
     /// `berth-image publish` of `commit` to channel `stable` (parts of 50,000 bytes),
     /// with deltas from the commits `from`, into `www/`; returns that directory.
     pub fn publish(&self, commit: &str, from: &[&str]) -> PathBuf {
         let dir = self.tmp.path().join("www");
-        let key = self.keys.join("berth.key");
-        let mut args: Vec<&std::ffi::OsStr> = vec![
-            "publish".as_ref(),
-            "--repo".as_ref(),
-            self.repo.as_os_str(),
-            "--to".as_ref(),
-            dir.as_os_str(),
-            "--channel".as_ref(),
-            "stable".as_ref(),
-            "--commit".as_ref(),
-            commit.as_ref(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--part-size".as_ref(),
-            "50000".as_ref(),
-        ];
-        for f in from {
-            args.extend(["--from".as_ref(), std::ffi::OsStr::new(f)]);
-        }
+        let mut args = self.release_args("publish", commit, from);
+        args.extend([
+            "--to".into(),
+            dir.clone().into(),
+            "--channel".into(),
+            "stable".into(),
+        ]);
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
         run_ok(&bin("berth-image"), &args);
         dir
     }
@@ -397,4 +406,14 @@ pub fn resign(lab: &Lab, update: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> 
     edit(&mut plain);
     p.replace_part(lab, 0, &plain, 0);
     p.encode()
+}
+
+/// `berth check` said an update is available (exit 100); the error output otherwise.
+pub fn offers_an_update(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(100),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
