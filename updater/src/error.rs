@@ -99,6 +99,20 @@ pub enum Refusal {
         /// Bytes free.
         free: u64,
     },
+    /// A new kernel set does not fit on the boot partition.
+    #[error(
+        "not enough room on the boot partition for kernel set {set} ({version}): it needs {need} bytes, {free} are free (berth gc removes the sets no deployment uses)"
+    )]
+    NoBootSpace {
+        /// The kernel set's directory name.
+        set: String,
+        /// Its kernel version.
+        version: String,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes free.
+        free: u64,
+    },
     /// No trusted key signed it, or a signature is bad.
     #[error("{cause} (keys trusted by deployment {trusted_by})")]
     BadSignature {

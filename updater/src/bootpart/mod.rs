@@ -473,13 +473,14 @@ pub(crate) fn check_space(
     let sizes = store::kernelset::file_sizes(repo, &set)?;
     let (need, free) = bp.space(&sizes)?;
     if need > free {
-        return Err(fail(
-            bp.path(),
-            format!(
-                "not enough room on the boot partition for kernel set {} ({}): it needs {need} bytes, {free} are free (berth gc removes the sets no deployment uses)",
-                set.dir_name(),
-                set.version
-            ),
+        return Err(crate::error::refused(
+            bp.path().display(),
+            crate::Refusal::NoBootSpace {
+                set: set.dir_name(),
+                version: set.version.clone(),
+                need,
+                free,
+            },
         ));
     }
     Ok(())
