@@ -51,3 +51,11 @@ impl Armed {
         *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = false;
     }
 }
+
+/// An update that ends, whichever way, ends its watchdog: a long-running caller (an
+/// agent) must not be stopped later by a deadline of an update long done.
+impl Drop for Armed {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}

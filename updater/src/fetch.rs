@@ -176,7 +176,10 @@ impl Device {
                     downloaded: got,
                 } => {
                     drop(dir);
-                    self.remove_download(&p.commit, UpdateKind::Objects);
+                    // Downloaded only: the index stays, so gc keeps what it names.
+                    if report.installed {
+                        self.remove_downloads_of(&p.commit);
+                    }
                     return Ok(RemoteReport {
                         downloaded: got,
                         kind: UpdateKind::Objects,
@@ -216,8 +219,10 @@ impl Device {
         downloaded += download_update(&remote, &rel, &r, &dir, opts)?;
         let report = self.apply_update(dir.path(), opts, deadline.as_ref())?;
         drop(dir);
-        self.remove_download(&p.commit, kind);
-        self.remove_download(&p.commit, UpdateKind::Objects);
+        // Downloaded only: the files stay for the run that installs.
+        if report.installed {
+            self.remove_downloads_of(&p.commit);
+        }
         Ok(RemoteReport {
             downloaded,
             kind,
@@ -268,11 +273,16 @@ impl Device {
             .ok_or_else(|| UpdaterError::State(format!("{rel}: not made")))
     }
 
-    /// Removes a finished download directory (best effort: left behind, it is only
-    /// garbage that the next update removes or reuses).
-    fn remove_download(&self, commit: &ObjectId, kind: UpdateKind) {
-        let name = format!("download-{}-{}", &commit.to_string()[..16], kind.as_str());
-        if let Ok(Some(tmp)) = self.own_dir(TMP_DIR, None) {
+    /// Removes the download directories of `commit`, installed now (best effort: left
+    /// behind, they are only garbage that the next update removes). An update taken
+    /// one way may have been downloaded another way before (a `--download-only` that
+    /// fell back to the full update, installed later from the objects it stored).
+    fn remove_downloads_of(&self, commit: &ObjectId) {
+        let Ok(Some(tmp)) = self.own_dir(TMP_DIR, None) else {
+            return;
+        };
+        for kind in [UpdateKind::Delta, UpdateKind::Objects, UpdateKind::Full] {
+            let name = format!("download-{}-{}", &commit.to_string()[..16], kind.as_str());
             // Deliberately ignored: garbage at worst, removed by the next update.
             let _ = tmp.remove(name.as_bytes());
         }

@@ -180,6 +180,24 @@ impl Device {
             txn.write_tree(tree)?;
         }
         txn.commit()?;
+        let id = ObjectId::digest(&index.commit);
+        let mut report = UpdateReport {
+            commit: id.to_string(),
+            version: commit.version.to_string(),
+            deployment: format::record::DeploymentName::for_commit(&id)
+                .as_str()
+                .to_owned(),
+            parts_applied: 0,
+            parts_skipped: 0,
+            objects: (missing.files.len() + missing.trees.len()) as u64,
+            etc_skipped: Vec::new(),
+            installed: false,
+        };
+        // Every object is in the store, and the index stays in the download directory
+        // (so gc keeps them): the next run finds nothing missing and installs.
+        if opts.download_only {
+            return Ok(Pulled::Done { report, downloaded });
+        }
         let skipped = self.finish_update(
             &repo,
             &shown,
@@ -189,21 +207,10 @@ impl Device {
             opts.tries,
             deadline,
         )?;
-        let id = ObjectId::digest(&index.commit);
-        Ok(Pulled::Done {
-            report: UpdateReport {
-                commit: id.to_string(),
-                version: commit.version.to_string(),
-                deployment: format::record::DeploymentName::for_commit(&id)
-                    .as_str()
-                    .to_owned(),
-                parts_applied: 0,
-                parts_skipped: 0,
-                objects: (missing.files.len() + missing.trees.len()) as u64,
-                etc_skipped: skipped.iter().map(|p| p.display().to_string()).collect(),
-            },
-            downloaded,
-        })
+        crate::update::forget_progress(self, &id);
+        report.etc_skipped = skipped.iter().map(|p| p.display().to_string()).collect();
+        report.installed = true;
+        Ok(Pulled::Done { report, downloaded })
     }
 }
 

@@ -51,6 +51,10 @@ pub struct UpdateOptions {
     pub forbid: Forbidden,
     /// Give up unless the update is ready to switch to within this time.
     pub deadline: Option<Deadline>,
+    /// Fetch, verify and store the update's objects, and stop there: the deployments
+    /// and the record are left alone, and a later update from the same source installs
+    /// it without fetching or applying again.
+    pub download_only: bool,
 }
 
 /// What an update did.
@@ -70,6 +74,8 @@ pub struct UpdateReport {
     pub objects: u64,
     /// Paths in the old `/etc` layer that were not carried forward (Unix sockets).
     pub etc_skipped: Vec<String>,
+    /// Whether the deployment was installed as the trial (not with `download_only`).
+    pub installed: bool,
 }
 
 /// Arms `opts.deadline`, if any, for an update from `source`.
@@ -174,6 +180,21 @@ impl Device {
             }
         }
 
+        let mut report = UpdateReport {
+            commit: id.to_string(),
+            version: commit.version.to_string(),
+            deployment: name.as_str().to_owned(),
+            parts_applied: applied,
+            parts_skipped: done.len(),
+            objects,
+            etc_skipped: Vec::new(),
+            installed: false,
+        };
+        // Every part is in the store and recorded as applied: the next run from the
+        // same source skips them all and installs.
+        if opts.download_only {
+            return Ok(report);
+        }
         let skipped = self
             .finish_update(
                 &repo,
@@ -187,15 +208,9 @@ impl Device {
             .inspect_err(forget_progress)?;
         // Left behind, it would only be garbage: the update is complete.
         resume.forget();
-        Ok(UpdateReport {
-            commit: id.to_string(),
-            version: commit.version.to_string(),
-            deployment: name.as_str().to_owned(),
-            parts_applied: applied,
-            parts_skipped: done.len(),
-            objects,
-            etc_skipped: skipped.iter().map(|p| p.display().to_string()).collect(),
-        })
+        report.etc_skipped = skipped.iter().map(|p| p.display().to_string()).collect();
+        report.installed = true;
+        Ok(report)
     }
 
     /// Rollback protection, the delta's base, free space: everything checked before the
@@ -214,6 +229,15 @@ impl Device {
         self.boot_config()?;
         policy::check_base(repo, file, body.from)?;
         self.check_space(body.parts.iter().map(|p| p.size).sum())
+    }
+}
+
+/// Forgets what an earlier run of the update to `commit` applied: it is installed now
+/// (by another way, an object pull, after a `--download-only` that took the full
+/// update). Best effort: left behind, the file is only garbage.
+pub(crate) fn forget_progress(device: &Device, commit: &ObjectId) {
+    if let Ok(r) = Resume::open(device, commit) {
+        r.forget();
     }
 }
 

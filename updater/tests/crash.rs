@@ -286,52 +286,34 @@ fn scenarios(
     lab.ok(&["mark-good"]);
     let s4 = save("4");
 
+    let sc = |name: &str, booted: &str, args: &[&str], may: &[&str]| Scenario {
+        name: name.to_owned(),
+        booted: booted.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        may_boot: may.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    let u12 = u12.to_str().unwrap();
     let scenarios = vec![
         (
             s1.clone(),
-            Scenario {
-                name: "update URL (object pull)".into(),
-                booted: d1.clone(),
-                args: pull_args,
-                may_boot: vec![d1.clone(), dp],
-            },
+            sc("update URL (object pull)", &d1, &args, &[&d1, &dp]),
         ),
         (
-            s1,
-            Scenario {
-                name: "update".into(),
-                booted: d1.clone(),
-                args: vec!["update".into(), u12.to_str().unwrap().into()],
-                may_boot: vec![d1.clone(), d2.clone()],
-            },
+            s1.clone(),
+            sc(
+                "update --download-only",
+                &d1,
+                &["update", u12, "--download-only"],
+                &[&d1],
+            ),
         ),
-        (
-            s2,
-            Scenario {
-                name: "mark-good".into(),
-                booted: d2.clone(),
-                args: vec!["mark-good".into()],
-                may_boot: vec![d2.clone()],
-            },
-        ),
+        (s1, sc("update", &d1, &["update", u12], &[&d1, &d2])),
+        (s2, sc("mark-good", &d2, &["mark-good"], &[&d2])),
         (
             s3,
-            Scenario {
-                name: "rollback".into(),
-                booted: d2.clone(),
-                args: vec!["rollback".into(), "--from".into(), d2.clone()],
-                may_boot: vec![d1.clone(), d2.clone()],
-            },
+            sc("rollback", &d2, &["rollback", "--from", &d2], &[&d1, &d2]),
         ),
-        (
-            s4,
-            Scenario {
-                name: "gc".into(),
-                booted: d3.clone(),
-                args: vec!["gc".into()],
-                may_boot: vec![d3.clone()],
-            },
-        ),
+        (s4, sc("gc", &d3, &["gc"], &[&d3])),
     ];
     (scenarios, files)
 }

@@ -804,3 +804,51 @@ fn a_refused_large_object_is_not_kept_so_the_next_run_fetches_it_again() {
     );
     lab.ok(&["fsck"]);
 }
+
+/// `berth update URL --download-only` leaves the update in the store and the download
+/// directory, with the record and the deployments as they were; the run that installs
+/// it (in a maintenance window, say) fetches the channel pointer again and nothing else.
+/// With a delta, and with only the full update and the objects to choose from.
+#[test]
+fn download_only_then_install_fetches_only_the_pointer_again() {
+    for deltas in [true, false] {
+        let (lab, [v1, v2, _]) = lab();
+        let from = [v1.as_str()];
+        let www = lab.publish(&v2, if deltas { &from[..] } else { &[] });
+        let (_, pointer_len) = pointer(&www);
+        let server = Server::start(&www);
+        let url = server.url();
+        let record = lab.record_bytes();
+        let out = lab.ok(&["update", &url, "--channel", "stable", "--download-only"]);
+        assert!(
+            out.contains(&format!(
+                "downloaded {} (version 2.0) into the store, not installed",
+                &v2[..16]
+            )),
+            "{out}"
+        );
+        assert_eq!(lab.record_bytes(), record, "the record changed");
+        assert!(!lab.sysroot.join("berth/deploy").join(&v2[..16]).exists());
+
+        let before = server.sent();
+        let out = lab.ok(&["update", &url, "--channel", "stable"]);
+        assert!(
+            out.contains(&format!("installed {} (version 2.0)", &v2[..16]))
+                && out.contains("; 0 bytes downloaded for the"),
+            "deltas {deltas}: {out}"
+        );
+        assert_eq!(
+            server.sent() - before,
+            pointer_len,
+            "deltas {deltas}: {out}"
+        );
+        assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
+        // Installed: the download directories and the progress are gone.
+        let left: Vec<_> = fs::read_dir(lab.sysroot.join("berth/repo/tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("download-") || n.starts_with("update-"))
+            .collect();
+        assert!(left.is_empty(), "deltas {deltas}: {left:?}");
+    }
+}

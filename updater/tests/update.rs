@@ -564,3 +564,46 @@ fn the_store_s_warnings_reach_the_user() {
     assert!(err.contains("cannot remove staging directory"), "{err}");
     assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
 }
+
+/// `--download-only` verifies the update and puts its objects in the store, and stops:
+/// no deployment, the same record. The same update without it installs, applying
+/// nothing again.
+#[test]
+fn download_only_then_install_applies_nothing_twice() {
+    let (lab, v1, v2, _) = lab();
+    let u12 = lab.delta(Some(&v1), &v2, "v1-v2.berth", &["--part-size", "100000"]);
+    let record = lab.record_bytes();
+    let out = lab.ok(&["update", u12.to_str().unwrap(), "--download-only"]);
+    assert!(
+        out.contains(&format!(
+            "downloaded {} (version 1.1) into the store, not installed",
+            &v2[..16]
+        )),
+        "{out}"
+    );
+    let parts: usize = out
+        .split(" parts applied")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(parts > 1, "{out}");
+    assert_eq!(lab.record_bytes(), record, "the record changed");
+    assert!(!lab.sysroot.join("berth/deploy").join(&v2[..16]).exists());
+    assert_eq!(lab.next_boot(), (v1[..16].to_owned(), "default".to_owned()));
+
+    // A bad update is still refused in this mode, before anything is stored.
+    let forged = lab.delta_signed(Some(&v1), &v2, "forged.berth", &[], &lab.untrusted_key());
+    lab.fails(
+        &["update", forged.to_str().unwrap(), "--download-only"],
+        "keys trusted by deployment",
+    );
+
+    let out = lab.ok(&["update", u12.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!("installed {} (version 1.1)", &v2[..16]))
+            && out.contains(&format!("(0 parts applied, {parts} already done)")),
+        "{out}"
+    );
+    assert_eq!(lab.next_boot(), (v2[..16].to_owned(), "trial".to_owned()));
+}

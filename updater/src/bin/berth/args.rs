@@ -120,6 +120,12 @@ pub(crate) enum Command {
         /// written; the error names the operation and the object.
         #[arg(long, value_name = "KIND")]
         forbid: Vec<ForbidArg>,
+        /// Fetch and verify the update and put its objects in the store, then stop: the
+        /// deployments and the boot record are left as they are. Run the same update
+        /// again without this flag (in a maintenance window, say) to install it; nothing
+        /// is fetched or applied twice. `berth gc` in between may cost applying again.
+        #[arg(long)]
+        download_only: bool,
     },
     /// Ask a static repository or an OCI registry whether its channel has an update for
     /// this device, without downloading it or changing anything (the pointer is verified

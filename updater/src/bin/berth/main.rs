@@ -127,6 +127,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             stall_timeout,
             ref forbid,
             ref tls,
+            download_only,
         } => {
             use std::io::IsTerminal;
             let progress: updater::progress::Progress = match progress {
@@ -144,6 +145,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 abort_after_parts: std::env::var("BERTH_TEST_ABORT_AFTER_PARTS")
                     .ok()
                     .and_then(|v| v.parse().ok()),
+                download_only,
                 deadline: deadline.map(|s| updater::deadline::Deadline {
                     limit: std::time::Duration::from_secs(s),
                     expire: deadline_passed,

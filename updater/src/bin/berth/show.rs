@@ -108,6 +108,16 @@ pub(crate) fn print_installed(
             "berth: warning: {p}: a socket in the running /etc layer; not carried to the new deployment"
         );
     }
+    if !r.installed {
+        outln!(
+            "downloaded {} (version {}) into the store, not installed ({} parts applied, {} already done){more}; the same update without --download-only installs it",
+            &r.commit[..16],
+            r.version,
+            r.parts_applied,
+            r.parts_skipped
+        );
+        return Ok(());
+    }
     outln!(
         "installed {} (version {}) as deployment {}; it boots next as a trial with {tries} tries ({} parts applied, {} already done){more}",
         &r.commit[..16],
