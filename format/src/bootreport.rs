@@ -323,6 +323,13 @@ pub struct Report<'a> {
 impl Report<'_> {
     /// The report's bytes: one line of compact JSON, newline-terminated.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_stamped(|| self.boottime_ns.exec)
+    }
+
+    /// [`Report::encode`], with the exec time taken from `exec` as the last value is
+    /// written: the shim stamps it as late as it can, so the console's exec line and
+    /// the report agree on the time to within the write of one file.
+    pub fn encode_stamped(&self, exec: impl FnOnce() -> u64) -> Vec<u8> {
         let t = &self.boottime_ns;
         let mut j = Json::default();
         j.open();
@@ -341,10 +348,10 @@ impl Report<'_> {
             ("plan", t.plan),
             ("assemble", t.assemble),
             ("overlay_mount", t.overlay_mount),
-            ("exec", t.exec),
         ] {
             j.key(key).num(ns);
         }
+        j.key("exec").num(exec());
         j.close();
         j.close();
         j.out.push(b'\n');

@@ -45,12 +45,9 @@ pub fn write(
         mode,
         init,
         record_generation,
-        boottime_ns: Timing {
-            exec: boottime_ns(),
-            ..*t
-        },
+        boottime_ns: *t,
     }
-    .encode();
+    .encode_stamped(boottime_ns);
     // After the switch, / is the deployment and /run our tmpfs.
     if let Err(e) = exec::mkdir_p(b"/run/berth").and_then(|()| {
         let fd = rustix::fs::open(
