@@ -34,6 +34,7 @@ pub mod bootreport;
 pub mod channel;
 pub mod cmdline;
 pub mod commit;
+pub mod ddi;
 mod error;
 pub mod id;
 pub mod index;
