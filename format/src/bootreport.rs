@@ -55,6 +55,14 @@ macro_rules! vocabulary {
                 Self::ALL.iter().copied().find(|v| v.as_str() == token)
             }
         }
+
+        /// Written as its token (`berth status --json` shows these).
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
     };
 }
 

@@ -115,6 +115,14 @@ impl RollbackReason {
     }
 }
 
+/// Written as its token (`berth status --json` shows the last rollback's reason).
+#[cfg(feature = "serde")]
+impl serde::Serialize for RollbackReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// The last rollback: which trial was dropped, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rollback {

@@ -46,9 +46,7 @@ pub mod update;
 
 pub(crate) use error::sys_err;
 pub use error::{Refusal, UpdaterError};
-pub use status::{
-    CopyStatus, DeploymentState, DeploymentStatus, RollbackReason, RollbackStatus, Status,
-};
+pub use status::{CopyStatus, DeploymentStatus, RollbackStatus, Status};
 
 use format::record::{DeploymentName, Record, RecordCopy};
 use rustix::fs::{Mode, OFlags};

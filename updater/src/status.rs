@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use format::record::DeploymentName;
+use format::record::{DeploymentName, RollbackReason};
 use store::Repo;
 use sysroot::{Bootable, CopyState};
 
@@ -29,7 +29,7 @@ pub struct DeploymentStatus {
     /// Boots the trial has left (trial only).
     pub tries_left: Option<u8>,
     /// Whether it can boot.
-    pub state: DeploymentState,
+    pub state: Bootable,
 }
 
 /// The last rollback.
@@ -59,28 +59,6 @@ pub struct Status {
     pub boot_reason: Option<String>,
 }
 
-/// Whether a deployment can boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeploymentState {
-    /// Its directory and `/sbin/init` are there.
-    Bootable,
-    /// Its directory is gone.
-    Missing,
-    /// It has no `/sbin/init`.
-    NoInit,
-}
-
-impl From<Bootable> for DeploymentState {
-    fn from(b: Bootable) -> Self {
-        match b {
-            Bootable::Yes => Self::Bootable,
-            Bootable::Missing => Self::Missing,
-            Bootable::NoInit => Self::NoInit,
-        }
-    }
-}
-
 /// What a copy of the boot record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -93,55 +71,16 @@ pub enum CopyStatus {
     Missing,
 }
 
-/// Why the last rollback happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RollbackReason {
-    /// The trial used up its boots without being marked good.
-    TriesExhausted,
-    /// berth-init could not boot the trial.
-    TrialUnbootable,
-    /// `berth rollback`.
-    Manual,
-}
-
-impl From<format::record::RollbackReason> for RollbackReason {
-    fn from(r: format::record::RollbackReason) -> Self {
-        use format::record::RollbackReason as R;
-        match r {
-            R::TriesExhausted => Self::TriesExhausted,
-            R::TrialUnbootable => Self::TrialUnbootable,
-            R::Manual => Self::Manual,
+impl CopyStatus {
+    /// Its token, as `berth status` and its JSON (serde's kebab-case) say it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Invalid => "invalid",
+            Self::Missing => "missing",
         }
     }
 }
-
-/// Each one's token, as `berth status` and its JSON (serde's kebab-case) say it.
-macro_rules! tokens {
-    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
-        impl $t {
-            /// Its token.
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$v => $s),*
-                }
-            }
-        }
-
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-tokens!(DeploymentState { Bootable => "bootable", Missing => "missing", NoInit => "no-init" });
-tokens!(CopyStatus { Valid => "valid", Invalid => "invalid", Missing => "missing" });
-tokens!(RollbackReason {
-    TriesExhausted => "tries-exhausted",
-    TrialUnbootable => "trial-unbootable",
-    Manual => "manual",
-});
 
 impl Device {
     /// The device's state.
@@ -177,7 +116,7 @@ impl Device {
                     trial: record.is_some_and(|r| is(r.trial)),
                     previous: record.is_some_and(|r| is(r.previous)),
                     tries_left: record.filter(|r| is(r.trial)).map(|r| r.tries_left),
-                    state: self.sysroot.probe(n, b"/sbin/init").into(),
+                    state: self.sysroot.probe(n, b"/sbin/init"),
                 }
             })
             .collect();
@@ -195,7 +134,7 @@ impl Device {
                 .and_then(|r| r.last_rollback)
                 .map(|rb| RollbackStatus {
                     from: rb.from.as_str().to_owned(),
-                    reason: rb.reason.into(),
+                    reason: rb.reason,
                 }),
             boot_reason: booted.map(|b| b.1),
         })
@@ -220,16 +159,18 @@ impl Device {
         for (i, c) in status.record_copies.iter().enumerate() {
             if *c != CopyStatus::Valid {
                 problems.push(format!(
-                    "boot record copy {}: {c}",
-                    if i == 0 { "a" } else { "b" }
+                    "boot record copy {}: {}",
+                    if i == 0 { "a" } else { "b" },
+                    c.as_str()
                 ));
             }
         }
         for d in &status.deployments {
-            if (d.default || d.trial || d.previous) && d.state != DeploymentState::Bootable {
+            if (d.default || d.trial || d.previous) && d.state != Bootable::Yes {
                 problems.push(format!(
                     "deployment {} named by the record is {}",
-                    d.name, d.state
+                    d.name,
+                    d.state.as_str()
                 ));
             }
         }
@@ -241,12 +182,9 @@ impl Device {
 mod tests {
     use super::*;
 
-    /// The JSON token and the text token of `v`.
-    fn tokens<T: serde::Serialize + std::fmt::Display>(v: T) -> (String, String) {
-        (
-            serde_json::to_string(&v).unwrap(),
-            format!("{:?}", v.to_string()),
-        )
+    /// The JSON token of `v`, and its text token (`text`, from its `as_str`), quoted.
+    fn tokens<T: serde::Serialize>(v: T, text: &str) -> (String, String) {
+        (serde_json::to_string(&v).unwrap(), format!("{text:?}"))
     }
 
     /// `status --json` and `berth status` say the same token, and the JSON keeps the
@@ -254,15 +192,45 @@ mod tests {
     #[test]
     fn json_tokens_are_the_text_tokens() {
         let all = [
-            (tokens(DeploymentState::Bootable), "bootable"),
-            (tokens(DeploymentState::Missing), "missing"),
-            (tokens(DeploymentState::NoInit), "no-init"),
-            (tokens(CopyStatus::Valid), "valid"),
-            (tokens(CopyStatus::Invalid), "invalid"),
-            (tokens(CopyStatus::Missing), "missing"),
-            (tokens(RollbackReason::TriesExhausted), "tries-exhausted"),
-            (tokens(RollbackReason::TrialUnbootable), "trial-unbootable"),
-            (tokens(RollbackReason::Manual), "manual"),
+            (tokens(Bootable::Yes, Bootable::Yes.as_str()), "bootable"),
+            (
+                tokens(Bootable::Missing, Bootable::Missing.as_str()),
+                "missing",
+            ),
+            (
+                tokens(Bootable::NoInit, Bootable::NoInit.as_str()),
+                "no-init",
+            ),
+            (
+                tokens(CopyStatus::Valid, CopyStatus::Valid.as_str()),
+                "valid",
+            ),
+            (
+                tokens(CopyStatus::Invalid, CopyStatus::Invalid.as_str()),
+                "invalid",
+            ),
+            (
+                tokens(CopyStatus::Missing, CopyStatus::Missing.as_str()),
+                "missing",
+            ),
+            (
+                tokens(
+                    RollbackReason::TriesExhausted,
+                    RollbackReason::TriesExhausted.as_str(),
+                ),
+                "tries-exhausted",
+            ),
+            (
+                tokens(
+                    RollbackReason::TrialUnbootable,
+                    RollbackReason::TrialUnbootable.as_str(),
+                ),
+                "trial-unbootable",
+            ),
+            (
+                tokens(RollbackReason::Manual, RollbackReason::Manual.as_str()),
+                "manual",
+            ),
         ];
         for ((json, text), want) in all {
             assert_eq!(json, format!("{want:?}"));

@@ -73,8 +73,8 @@ pub(crate) fn print_status(s: &Status) -> Result<()> {
         if d.previous {
             roles.push("previous".to_owned());
         }
-        if d.state != updater::DeploymentState::Bootable {
-            roles.push(d.state.to_string());
+        if d.state != sysroot::Bootable::Yes {
+            roles.push(d.state.as_str().to_owned());
         }
         outln!(
             "{} {}  version {:<12} {}",
@@ -91,7 +91,7 @@ pub(crate) fn print_status(s: &Status) -> Result<()> {
         outln!("this boot: {r}");
     }
     if let Some(r) = &s.last_rollback {
-        outln!("last rollback: from {} ({})", r.from, r.reason);
+        outln!("last rollback: from {} ({})", r.from, r.reason.as_str());
     } else {
         outln!("last rollback: none");
     }
