@@ -33,6 +33,9 @@ pub struct Rates {
     /// after each such request in a row, at most [`RETRY_DELAY_MAX`]. A request that
     /// made progress (a dropped connection) is resumed at once.
     pub retry_delay: Duration,
+    /// The most bytes per second a download may take (a cap an operator sets so that
+    /// updates leave room on a shared or metered link); `None`: as fast as it comes.
+    pub max_rate: Option<u64>,
 }
 
 impl Default for Rates {
@@ -42,11 +45,20 @@ impl Default for Rates {
             stall: Duration::from_secs(30),
             retries: 5,
             retry_delay: Duration::from_secs(1),
+            max_rate: None,
         }
     }
 }
 
 impl Rates {
+    /// The floor a request is held to: `min_rate`, or the cap if that is lower (a link
+    /// capped below the floor is slow by choice, not under attack).
+    fn floor(&self) -> u64 {
+        self.max_rate
+            .map_or(self.min_rate, |cap| self.min_rate.min(cap))
+            .max(1)
+    }
+
     /// The window over which a request's average rate must reach `min_rate`: twice the
     /// stall timeout (a minute by default).
     fn window(&self) -> Duration {
@@ -57,7 +69,7 @@ impl Rates {
     /// twice its time at `min_rate`, plus a window and the longest wait per retry. A
     /// mirror that alternates good windows and slow ones still ends within it.
     fn ceiling(&self, len: u64) -> Duration {
-        let at_rate = Duration::from_secs(len / self.min_rate.max(1)).saturating_mul(2);
+        let at_rate = Duration::from_secs(len / self.floor()).saturating_mul(2);
         let per_try = self
             .window()
             .saturating_add(RETRY_DELAY_MAX.min(self.retry_delay.saturating_mul(64)));
@@ -92,6 +104,8 @@ pub trait Sink {
     fn append(&mut self, bytes: &[u8]) -> Result<(), NetError>;
     /// Makes what is held durable, if the sink is a file.
     fn settle(&mut self) -> Result<(), NetError>;
+    /// Told after each read how many bytes it holds of how many (progress reports).
+    fn progress(&mut self, _have: u64, _len: u64) {}
 }
 
 /// Memory, for what is small enough to hold whole.
@@ -168,6 +182,14 @@ impl Client {
             registry: None,
             auth: RefCell::new(None),
         })
+    }
+
+    /// Sends `authorization` (the whole header value, such as hawkBit's
+    /// `TargetToken …`) with every request to the server's own origin, and to no other.
+    #[must_use]
+    pub fn with_authorization(self, authorization: String) -> Self {
+        *self.auth.borrow_mut() = Some(authorization);
+        self
     }
 
     /// Gets into the registry of `r` for `access`, if it asks for credentials
@@ -343,7 +365,7 @@ impl Client {
                     "too slow: {have} of {len} bytes in {} s, past the {} s this file may take at --min-rate {} B/s; refused (a slow-retrieval attack, or a link too slow for --min-rate)",
                     began.elapsed().as_secs(),
                     ceiling.as_secs(),
-                    rates.min_rate
+                    rates.floor()
                 )));
             }
             if idle > rates.retries {
@@ -357,7 +379,7 @@ impl Client {
             }
             let left = len - have;
             // The slowest rate we accept bounds how long this request may take.
-            let budget = Duration::from_secs(30 + left / rates.min_rate.max(1));
+            let budget = Duration::from_secs(30 + left / rates.floor());
             let mut req = self.get(url);
             if have > 0 {
                 req = req.header("Range", format!("bytes={have}-"));
@@ -433,6 +455,7 @@ fn body(
     let mut got = 0u64;
     let window = rates.window();
     let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+    let began = Instant::now();
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) | Err(_) => return Ok((got, false)),
@@ -441,7 +464,7 @@ fn body(
         window_bytes += n as u64;
         let mut slow = false;
         if window_start.elapsed() >= window {
-            let floor = rates.min_rate.saturating_mul(window.as_secs().max(1));
+            let floor = rates.floor().saturating_mul(window.as_secs().max(1));
             slow = window_bytes < floor;
             (window_start, window_bytes) = (Instant::now(), 0);
         }
@@ -456,6 +479,15 @@ fn body(
         }
         sink.append(&buf[..n])?;
         got += n as u64;
+        sink.progress(sink.have(), len);
+        if let Some(cap) = rates.max_rate {
+            // Held to the cap on average since the request began: wait until the bytes
+            // read so far are due.
+            let due = Duration::from_millis(got.saturating_mul(1000) / cap.max(1));
+            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         if sink.have() == len || slow {
             return Ok((got, slow));
         }
