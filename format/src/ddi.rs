@@ -10,8 +10,11 @@
 //! on the server it talks to. Artifact hashes are transport checks only: what makes an
 //! update trusted is still its Berth signature.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::FormatError;
+use crate::ObjectId;
 use crate::json::Json;
 
 /// Most artifacts in one deployment: a full update and deltas from earlier releases.
@@ -158,8 +161,119 @@ pub fn parse_sleep(s: &str) -> Option<u32> {
     Some(h * 3600 + m * 60 + sec)
 }
 
+/// What the agent is in the middle of, kept in `berth/state/agent` across power cuts
+/// and reboots, so that a final feedback is never lost and never sent early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The deployment action's id.
+    pub action: String,
+    /// Where it stands.
+    pub phase: Phase,
+}
+
+/// Where an action stands on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// The update of this commit is in the store; installing waits for the window.
+    Downloaded(ObjectId),
+    /// The trial of this commit is written; the outcome comes with the next boot.
+    Trial(ObjectId),
+    /// The action ended: this final feedback goes to the server until it is taken.
+    Report {
+        /// How it ended.
+        finished: Finished,
+        /// One line for the operator.
+        detail: String,
+    },
+}
+
+/// Longest agent-state file.
+pub const PENDING_MAX: usize = 4096;
+
+impl Pending {
+    /// The file's bytes: `key=value` lines.
+    pub fn encode(&self) -> String {
+        let (phase, rest) = match &self.phase {
+            Phase::Downloaded(c) => ("downloaded", alloc::format!("commit={c}\n")),
+            Phase::Trial(c) => ("trial", alloc::format!("commit={c}\n")),
+            Phase::Report { finished, detail } => (
+                "report",
+                alloc::format!(
+                    "finished={}\ndetail={}\n",
+                    finished.as_str(),
+                    one_line(detail)
+                ),
+            ),
+        };
+        alloc::format!(
+            "version=1\naction={}\nphase={phase}\n{rest}",
+            one_line(&self.action)
+        )
+    }
+
+    /// Decodes what [`Pending::encode`] writes, and nothing else.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        const WHAT: &str = "agent state";
+        let bad = |reason| FormatError::BadText { what: WHAT, reason };
+        if bytes.len() > PENDING_MAX {
+            return Err(FormatError::TooLarge {
+                what: WHAT,
+                len: bytes.len() as u64,
+                limit: PENDING_MAX as u64,
+            });
+        }
+        let text = core::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
+        let text = text
+            .strip_suffix('\n')
+            .ok_or(bad("does not end with a newline"))?;
+        let mut lines = text.split('\n');
+        let mut field = |key: &str| -> Result<&str, FormatError> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(key))
+                .and_then(|l| l.strip_prefix('='))
+                .ok_or(bad(
+                    "expected the lines version=, action=, phase= and the phase's own",
+                ))
+        };
+        if field("version")? != "1" {
+            return Err(bad("a version this berth does not read (it reads 1)"));
+        }
+        let action = field("action")?;
+        if action.is_empty() {
+            return Err(bad("no action id"));
+        }
+        let action = String::from(action);
+        let phase = match field("phase")? {
+            "downloaded" => Phase::Downloaded(ObjectId::parse_hex(field("commit")?.as_bytes())?),
+            "trial" => Phase::Trial(ObjectId::parse_hex(field("commit")?.as_bytes())?),
+            "report" => {
+                let finished = match field("finished")? {
+                    "success" => Finished::Success,
+                    "failure" => Finished::Failure,
+                    _ => return Err(bad("finished= is success or failure")),
+                };
+                Phase::Report {
+                    finished,
+                    detail: String::from(field("detail")?),
+                }
+            }
+            _ => return Err(bad("phase= is downloaded, trial or report")),
+        };
+        if lines.next().is_some() {
+            return Err(bad("has lines after its phase's"));
+        }
+        Ok(Self { action, phase })
+    }
+}
+
+/// `s` on one line: newlines become spaces (a detail is one line by design).
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
 #[cfg(feature = "serde")]
-pub use read::{Artifact, Base, Deployment};
+pub use read::{Artifact, Base, Cancel, Deployment};
 
 /// The decoders (feature `serde`): unknown keys are passed over, unknown words in a
 /// fixed set refused.
@@ -385,6 +499,41 @@ mod read {
             })
         }
     }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RawStop {
+        #[serde(deserialize_with = "bounded")]
+        stop_id: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct RawCancel {
+        #[serde(deserialize_with = "bounded")]
+        id: String,
+        cancel_action: RawStop,
+    }
+
+    /// A cancel action (`GET cancelAction/{id}`): the server asks the device to stop the
+    /// action `stop_id`.
+    #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+    #[serde(from = "RawCancel")]
+    pub struct Cancel {
+        /// The cancel action's own id (its feedback goes to `cancelAction/{id}/feedback`).
+        pub id: String,
+        /// The deployment action to stop.
+        pub stop_id: String,
+    }
+
+    impl From<RawCancel> for Cancel {
+        fn from(raw: RawCancel) -> Self {
+            Self {
+                id: raw.id,
+                stop_id: raw.cancel_action.stop_id,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -539,5 +688,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("more than 64 artifacts"), "{err}");
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn cancels_name_the_action_to_stop() {
+        let c: Cancel =
+            serde_json::from_str(r#"{"id":"12","cancelAction":{"stopId":"11"},"x":1}"#).unwrap();
+        assert_eq!((c.id.as_str(), c.stop_id.as_str()), ("12", "11"));
+        assert!(serde_json::from_str::<Cancel>(r#"{"id":"12","cancelAction":{}}"#).is_err());
+        assert!(
+            serde_json::from_str::<Cancel>(r#"{"id":12,"cancelAction":{"stopId":"11"}}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn pending_actions_round_trip_and_nothing_else_decodes() {
+        let c = ObjectId::digest(b"commit");
+        for p in [
+            Pending {
+                action: "7".into(),
+                phase: Phase::Downloaded(c),
+            },
+            Pending {
+                action: "7".into(),
+                phase: Phase::Trial(c),
+            },
+            Pending {
+                action: "12".into(),
+                phase: Phase::Report {
+                    finished: Finished::Failure,
+                    detail: "rolled back: the trial was counted out".into(),
+                },
+            },
+        ] {
+            assert_eq!(Pending::decode(p.encode().as_bytes()).unwrap(), p);
+        }
+        let split = Pending {
+            action: "1\nphase=x".into(),
+            phase: Phase::Report {
+                finished: Finished::Success,
+                detail: "two\nlines".into(),
+            },
+        };
+        let back = Pending::decode(split.encode().as_bytes()).unwrap();
+        assert_eq!(back.action, "1 phase=x");
+        let good = Pending {
+            action: "7".into(),
+            phase: Phase::Trial(c),
+        }
+        .encode();
+        for bad in [
+            String::new(),
+            good.replace("version=1", "version=2"),
+            good.replace("phase=trial", "phase=dancing"),
+            good.replace("action=7", "action="),
+            good.trim_end().into(),
+            good.clone() + "extra=1\n",
+            good.replace("commit=", "commit=zz"),
+        ] {
+            assert!(Pending::decode(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }
