@@ -8,11 +8,9 @@ use format::ObjectId;
 use format::channel::{self, Pointer, Seen};
 use format::record::DeploymentName;
 use format::sig::Signatures;
-use rustix::fd::AsFd as _;
-use rustix::fs::{Mode, OFlags};
 
 use crate::dirs::Dir;
-use crate::error::{Refusal, UpdaterError, bad, refused};
+use crate::error::{Refusal, UpdaterError, refused};
 use crate::remote::Remote;
 use crate::{CHANNELS_DIR, Device};
 
@@ -126,19 +124,6 @@ impl Device {
         let dir = self
             .channels_dir(true)?
             .ok_or_else(|| UpdaterError::State(format!("{CHANNELS_DIR}: not made")))?;
-        let path = dir.join(name);
-        let tmp = format!(".{name}.tmp");
-        let io = |e: rustix::io::Errno| bad(&path, format!("write: {e}"));
-        let f = fsop::create(
-            dir.fd(),
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::TRUNC,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(io)?;
-        fsop::write_all(f.as_fd(), seen.encode().as_bytes()).map_err(io)?;
-        fsop::fsync(f.as_fd()).map_err(io)?;
-        fsop::renameat(dir.fd(), tmp.as_str(), dir.fd(), name).map_err(io)?;
-        dir.sync()
+        dir.replace(name, seen.encode().as_bytes(), 0o644)
     }
 }

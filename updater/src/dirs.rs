@@ -201,6 +201,26 @@ impl Dir {
         }
     }
 
+    /// Replaces the file `name` with `bytes` so that a power cut leaves the old file or
+    /// the new one: a temporary `.NAME.tmp`, fsync, rename over `name`, fsync this
+    /// directory.
+    pub(crate) fn replace(&self, name: &str, bytes: &[u8], mode: u32) -> Result<(), UpdaterError> {
+        let path = self.join(name);
+        let tmp = format!(".{name}.tmp");
+        let io = |e: Errno| refuse(&path, &format!("write: {e}"));
+        let f = fsop::create(
+            self.fd.as_fd(),
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::TRUNC,
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(io)?;
+        fsop::write_all(f.as_fd(), bytes).map_err(io)?;
+        fsop::fsync(f.as_fd()).map_err(io)?;
+        fsop::renameat(self.fd.as_fd(), tmp.as_str(), self.fd.as_fd(), name).map_err(io)?;
+        self.sync()
+    }
+
     /// Makes the directory's entries durable.
     pub(crate) fn sync(&self) -> Result<(), UpdaterError> {
         fsop::fsync(self.fd.as_fd()).map_err(|e| refuse(&self.path, &format!("fsync: {e}")))

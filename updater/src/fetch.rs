@@ -105,7 +105,9 @@ pub struct RemoteReport {
 
 impl Device {
     /// The running deployment's commit.
-    fn running_commit(&self) -> Result<(format::record::DeploymentName, ObjectId), UpdaterError> {
+    pub(crate) fn running_commit(
+        &self,
+    ) -> Result<(format::record::DeploymentName, ObjectId), UpdaterError> {
         let (rec, _) = self.record()?;
         let running = self.running(&rec)?;
         let repo = Repo::open(&self.path.join("berth/repo"))?;
@@ -277,7 +279,7 @@ impl Device {
     /// behind, they are only garbage that the next update removes). An update taken
     /// one way may have been downloaded another way before (a `--download-only` that
     /// fell back to the full update, installed later from the objects it stored).
-    fn remove_downloads_of(&self, commit: &ObjectId) {
+    pub(crate) fn remove_downloads_of(&self, commit: &ObjectId) {
         let Ok(Some(tmp)) = self.own_dir(TMP_DIR, None) else {
             return;
         };

@@ -133,25 +133,18 @@ impl Remote {
         name: &str,
         len: u64,
     ) -> Result<u64, UpdaterError> {
-        let mut have = dir.file_len(name)?;
-        if have > len {
-            fsop::unlinkat(dir.fd(), name, AtFlags::empty())
-                .map_err(|e| bad(&dir.join(name), format!("remove: {e}")))?;
-            have = 0;
-        }
-        let mut sink = FileSink {
-            dir,
-            name,
-            have,
-            fd: None,
-        };
-        Ok(self.client.fetch(
+        download_file(
+            &self.client,
             &self.locate(rel)?,
             &self.url(rel),
-            len,
-            &self.rates,
-            &mut sink,
-        )?)
+            &DownloadTo {
+                dir,
+                name,
+                len,
+                rates: &self.rates,
+            },
+            &mut |_, _| {},
+        )
     }
 
     /// Fetches the whole of `rel`, exactly `len` bytes, into memory (small objects).
@@ -168,8 +161,50 @@ impl Remote {
     }
 }
 
+/// Where a download goes: the file `name` of `dir`, until it holds `len` bytes.
+pub(crate) struct DownloadTo<'a> {
+    pub(crate) dir: &'a Dir,
+    pub(crate) name: &'a str,
+    pub(crate) len: u64,
+    pub(crate) rates: &'a Rates,
+}
+
+/// Fetches `url` (named `shown` in errors) with `client` into a file, resuming from
+/// what it already holds (fsynced after each request, so a reboot keeps it; a file
+/// longer than `len` is not this download and starts over). `progress` is told the
+/// bytes held of `len` as they come. Returns the bytes fetched.
+pub(crate) fn download_file(
+    client: &Client,
+    url: &str,
+    shown: &str,
+    to: &DownloadTo<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, UpdaterError> {
+    let DownloadTo {
+        dir,
+        name,
+        len,
+        rates,
+    } = *to;
+    let mut have = dir.file_len(name)?;
+    if have > len {
+        fsop::unlinkat(dir.fd(), name, AtFlags::empty())
+            .map_err(|e| bad(&dir.join(name), format!("remove: {e}")))?;
+        have = 0;
+    }
+    let mut sink = FileSink {
+        dir,
+        name,
+        have,
+        fd: None,
+        progress,
+    };
+    Ok(client.fetch(url, shown, len, rates, &mut sink)?)
+}
+
 /// A file of the download directory: kept across runs and reboots.
 struct FileSink<'a> {
+    progress: &'a mut dyn FnMut(u64, u64),
     dir: &'a Dir,
     name: &'a str,
     have: u64,
@@ -213,6 +248,10 @@ impl Sink for FileSink<'_> {
             .map_err(|e| self.fail("write", e))?;
         self.have += bytes.len() as u64;
         Ok(())
+    }
+
+    fn progress(&mut self, have: u64, len: u64) {
+        (self.progress)(have, len);
     }
 
     fn settle(&mut self) -> Result<(), NetError> {

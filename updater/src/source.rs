@@ -88,20 +88,7 @@ fn verified_body(
         f.read_exact(&mut prefix[at..])
             .map_err(|_| bad(file, format!("truncated ({what})")))?;
     }
-    let envelope = update::decode_envelope(&prefix).map_err(|e| bad(file, e.to_string()))?;
-    let (body_bytes, sig_bytes) = (envelope.body, envelope.signatures);
-    let sigs = Signatures::decode(sig_bytes).map_err(|e| bad(file, e.to_string()))?;
-    sigs.verify(body_bytes, keys).map_err(|e| {
-        refused(
-            file.display(),
-            Refusal::BadSignature {
-                cause: e.to_string(),
-                trusted_by: default.as_str().to_owned(),
-            },
-        )
-    })?;
-    let body = Body::decode(body_bytes).map_err(|e| bad(file, e.to_string()))?;
-    let parts_start = envelope.parts_start as u64;
+    let (body, parts_start) = verify_envelope(&prefix, &file.display(), keys, default)?;
     // The parts are contiguous (the body's decoder checked it), so they end where the
     // last one does; with the superblock before them, that may pass 2^64 in a lying body.
     let parts_len = body.parts.last().map_or(0, |p| p.offset + p.len);
@@ -123,6 +110,31 @@ fn verified_body(
         ));
     }
     Ok((body, parts_start))
+}
+
+/// Verifies the signatures of an update's envelope (`prefix` holds at least
+/// [`update::envelope_len`] bytes) over the exact body bytes against `keys`, then
+/// decodes the body. Returns it and where the parts start. `input` names the update.
+pub(crate) fn verify_envelope(
+    prefix: &[u8],
+    input: &dyn std::fmt::Display,
+    keys: &[ed25519_dalek::VerifyingKey],
+    default: &DeploymentName,
+) -> Result<(Body, u64), UpdaterError> {
+    let invalid = |e: String| refused(input, Refusal::Invalid(e));
+    let envelope = update::decode_envelope(prefix).map_err(|e| invalid(e.to_string()))?;
+    let sigs = Signatures::decode(envelope.signatures).map_err(|e| invalid(e.to_string()))?;
+    sigs.verify(envelope.body, keys).map_err(|e| {
+        refused(
+            input,
+            Refusal::BadSignature {
+                cause: e.to_string(),
+                trusted_by: default.as_str().to_owned(),
+            },
+        )
+    })?;
+    let body = Body::decode(envelope.body).map_err(|e| invalid(e.to_string()))?;
+    Ok((body, envelope.parts_start as u64))
 }
 
 /// Checks every part not yet applied against its signed hash.
