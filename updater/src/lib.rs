@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod agent;
 mod apply;
 mod bootpart;
 mod channel;
@@ -28,6 +29,7 @@ mod dirs;
 mod error;
 pub mod fetch;
 pub mod gc;
+pub mod health;
 mod install;
 mod keys;
 pub mod lock;

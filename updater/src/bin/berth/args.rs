@@ -45,6 +45,21 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Be a device of an Eclipse hawkBit server (or goosebit): poll it, install what it
+    /// assigns (the delta from the running commit when the action carries one, else the
+    /// full update; every check of `berth update`), download-only actions and
+    /// maintenance windows included, answer cancels, and report each action's end once
+    /// the trial is committed or rolled back (docs/FLEET.md).
+    ///
+    /// Settings come from /etc/berth/agent.toml; flags override them.
+    Agent(crate::agent::AgentArgs),
+    /// Decide a trial by its health: booted into the trial, run the checks (every
+    /// executable in /etc/berth/health.d, then each --health-check); all pass: mark it
+    /// good; one fails: roll back and reboot. Booted into anything else: nothing to do.
+    /// berth-health.service runs it before boot-complete.target.
+    ///
+    /// Exit status: 0 committed or nothing to decide, 1 rolled back or error.
+    Health(crate::agent::HealthArgs),
     /// Show the deployments (booted, default, trial, previous), their versions, and the
     /// last rollback with its reason.
     Status {

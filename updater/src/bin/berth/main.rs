@@ -12,6 +12,7 @@ use anyhow::Result;
 mod args;
 #[macro_use]
 mod show;
+mod agent;
 
 use args::{Cli, Command, ForbidArg, ProgressArg, TlsArgs};
 use clap::Parser as _;
@@ -114,6 +115,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 print_status(&s)?;
             }
         }
+        Command::Agent(ref a) => return agent::agent(&device, a),
+        Command::Health(ref h) => return agent::health(&device, h),
         Command::MarkGood => outln!("{}", device.mark_good()?),
         Command::Update {
             ref file,

@@ -1,0 +1,476 @@
+//! `berth agent` against the hawkBit DDI test server (`testkit::ddi`), and `berth health`:
+//! a rollout through reboot to `closed`+`success`, a failed health check ending in
+//! `closed`+`failure`, cancels before and during the download and after the trial,
+//! download-only actions and maintenance windows, a wrong token, a 429 storm, a forged
+//! artifact, a hostile server, and a final feedback that outlives a server outage.
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::Lab;
+use testkit::ddi::{ActionState, Assign, Handling, Hawkbit};
+
+const TENANT: &str = "DEFAULT";
+const DEVICE: &str = "dev-01";
+
+/// A device at 1.0 with 2.0 released (a full update and the delta from 1.0, and a
+/// delta from an unrelated commit that the device must pass over), and a server.
+struct Fleet {
+    lab: Lab,
+    hb: Hawkbit,
+    token: PathBuf,
+    v1: String,
+    v2: String,
+    artifacts: Vec<(String, Vec<u8>)>,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let lab = Lab::new();
+        let v0 = lab.commit("0.9", &[("usr/share/zero", b"zero")]);
+        let v1 = lab.commit("1.0", &[("usr/share/big", &testkit::noise(300_000))]);
+        let mut big = testkit::noise(300_000);
+        // A change that does not compress: the delta is ~60 KB, downloaded in pieces
+        // when the server drops connections.
+        let fresh = testkit::noise(360_000);
+        big[1000..61_000].copy_from_slice(&fresh[300_000..]);
+        let v2 = lab.commit("2.0", &[("usr/share/big", &big)]);
+        lab.install(&v1, &[]);
+        lab.booted(&v1[..16], "default");
+        let full = lab.delta(None, &v2, "full.berth", &[]);
+        let delta = lab.delta(Some(&v1), &v2, "v1-v2.berth", &[]);
+        let other = lab.delta(Some(&v0), &v2, "v0-v2.berth", &[]);
+        let artifacts = [
+            ("v0-v2.berth", other),
+            ("full.berth", full),
+            ("v1-v2.berth", delta),
+        ]
+        .into_iter()
+        .map(|(n, p)| (n.to_owned(), fs::read(p).unwrap()))
+        .collect();
+        let hb = Hawkbit::start(TENANT);
+        hb.add_target(DEVICE, "s3cret");
+        let token = lab.tmp.path().join("token");
+        fs::write(&token, "s3cret\n").unwrap();
+        Self {
+            lab,
+            hb,
+            token,
+            v1,
+            v2,
+            artifacts,
+        }
+    }
+
+    fn reboot_marker(&self) -> PathBuf {
+        self.lab.tmp.path().join("rebooted")
+    }
+
+    /// `berth agent --once` with `extra` flags.
+    fn agent(&self, extra: &[&str]) -> Output {
+        let marker = format!("touch {}", self.reboot_marker().display());
+        self.lab
+            .command()
+            .args([
+                "agent",
+                "--once",
+                "--server",
+                &self.hb.url(),
+                "--tenant",
+                TENANT,
+            ])
+            .args(["--controller-id", DEVICE, "--token-file"])
+            .arg(&self.token)
+            .args(["--reboot-command", &marker, "--config"])
+            .arg(self.lab.tmp.path().join("no-such-config-is-needed.toml"))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    /// `berth agent --once` that must succeed; its stderr (the agent's log).
+    fn cycle(&self) -> String {
+        let out = self.agent(&[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "berth agent --once: {err}");
+        err
+    }
+
+    /// The reboot into the trial: berth-init's report names it.
+    fn boot_into(&self, commit: &str) {
+        self.lab.booted(&commit[..16], "trial");
+    }
+
+    fn role(&self, role: &str) -> Option<String> {
+        Lab::role(&self.lab.status(), role)
+    }
+
+    /// The executions of the action's history, `finished` appended when not `none`.
+    fn said(&self, id: u64) -> Vec<String> {
+        self.hb
+            .history(id)
+            .iter()
+            .filter(|e| e.progress.is_none())
+            .map(|e| match e.finished.as_str() {
+                "none" => e.execution.clone(),
+                f => format!("{}+{f}", e.execution),
+            })
+            .collect()
+    }
+
+    fn artifact_gets(&self) -> usize {
+        self.hb
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET ") && r.contains("/artifacts/"))
+            .count()
+    }
+}
+
+/// The agent's configuration file must exist when named; these tests name a missing
+/// one to keep the device's /etc/berth/agent.toml out of them, so write it.
+fn with_config(f: &Fleet) {
+    fs::write(
+        f.lab.tmp.path().join("no-such-config-is-needed.toml"),
+        "board = \"qemu-test\"\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_rollout_reports_success_only_once_the_trial_is_committed() {
+    let f = Fleet::new();
+    with_config(&f);
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    let log = f.cycle();
+    assert!(
+        log.contains("downloaded v1-v2.berth"),
+        "took the delta from the running commit: {log}"
+    );
+    let attrs = f.hb.attributes(DEVICE);
+    assert_eq!(attrs["version"], "1.0");
+    assert_eq!(attrs["commit"], f.v1);
+    assert_eq!(attrs["board"], "qemu-test");
+    assert_eq!(attrs["architecture"], std::env::consts::ARCH);
+    assert!(attrs.contains_key("berth_version"));
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+    assert!(f.reboot_marker().exists(), "the reboot command ran");
+    assert_eq!(f.said(id), ["proceeding"]);
+    assert!(
+        f.hb.history(id).last().unwrap().details[0].contains("written, rebooting"),
+        "{:?}",
+        f.hb.history(id)
+    );
+    // Before the reboot, and booted into the trial but not yet committed: nothing to say.
+    f.cycle();
+    f.boot_into(&f.v2);
+    f.cycle();
+    assert_eq!(f.said(id), ["proceeding"]);
+    assert_eq!(f.hb.state(id), ActionState::Running);
+    // The health unit commits it; the next cycle reports success, then the new attributes.
+    let out = f.lab.ok(&[
+        "health",
+        "--checks",
+        "/nonexistent",
+        "--health-check",
+        "true",
+    ]);
+    assert!(out.contains("1 checks passed"), "{out}");
+    f.cycle();
+    assert_eq!(f.said(id), ["proceeding", "closed+success"]);
+    assert_eq!(f.hb.state(id), ActionState::Finished);
+    assert_eq!(f.hb.attributes(DEVICE)["version"], "2.0");
+    assert!(!f.lab.sysroot.join("berth/state/agent").exists());
+    // Nothing more to do: another cycle sends nothing.
+    let requests = f.hb.requests().len();
+    f.cycle();
+    assert_eq!(
+        f.hb.requests()[requests..],
+        ["GET /DEFAULT/controller/v1/dev-01"]
+    );
+    assert_eq!(f.said(id), ["proceeding", "closed+success"]);
+}
+
+#[test]
+fn a_failed_health_check_rolls_back_and_reports_failure_with_the_reason() {
+    let f = Fleet::new();
+    with_config(&f);
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.cycle();
+    f.boot_into(&f.v2);
+    let checks = f.lab.tmp.path().join("health.d");
+    fs::create_dir(&checks).unwrap();
+    fs::write(
+        checks.join("10-app"),
+        "#!/bin/sh\necho app is down >&2\nexit 3\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        checks.join("10-app"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let marker = f.lab.tmp.path().join("health-rebooted");
+    let out = f
+        .lab
+        .command()
+        .args(["health", "--checks"])
+        .arg(&checks)
+        .args(["--reboot-command", &format!("touch {}", marker.display())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("10-app: failed"), "{said}");
+    assert!(marker.exists(), "rebooted after the rollback");
+    assert_eq!(f.role("default").as_deref(), Some(&f.v1[..16]));
+    assert_eq!(f.role("trial"), None);
+    // The device boots the default again; the agent reports the failure.
+    f.lab.booted(&f.v1[..16], "default");
+    f.cycle();
+    assert_eq!(f.said(id), ["proceeding", "closed+failure"]);
+    let why = f.hb.history(id).last().unwrap().details[0].clone();
+    assert!(
+        why.contains(&format!("rolled back from {}", &f.v2[..16])),
+        "{why}"
+    );
+    assert_eq!(f.hb.state(id), ActionState::Error);
+    // Not booted into a trial: nothing to decide.
+    let out = f.lab.ok(&["health", "--checks", "/nonexistent"]);
+    assert!(out.contains("nothing to decide"), "{out}");
+}
+
+#[test]
+fn cancels_are_taken_before_the_trial_and_rejected_after() {
+    let f = Fleet::new();
+    with_config(&f);
+    let before = f.lab.manifest();
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.hb.cancel(id);
+    f.cycle();
+    assert_eq!(f.hb.state(id), ActionState::Canceled);
+    assert_eq!(
+        f.lab.manifest(),
+        before,
+        "a cancel before the download changes nothing"
+    );
+    assert_eq!(f.artifact_gets(), 0);
+
+    // During the download: the server cancels after the first request of the file
+    // (its resume then gets 404, as hawkBit answers for a canceled action).
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.hb.drop_every(Some(3000));
+    // Three heads (one request each), then the first piece of the delta.
+    f.hb.cancel_after_artifact_gets(id, 4);
+    let log = f.cycle();
+    assert_eq!(f.hb.state(id), ActionState::Canceled, "{log}");
+    assert!(
+        log.contains("stopped") && log.contains("404"),
+        "cut mid-download: {log}"
+    );
+    assert_eq!(f.role("trial"), None);
+    let tmp = f.lab.sysroot.join("berth/repo/tmp");
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("download-")),
+        "the canceled download is removed: {left:?}"
+    );
+    f.hb.drop_every(None);
+
+    // After the trial is written: rejected, and the action runs on.
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.cycle();
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+    f.hb.cancel(id);
+    f.cycle();
+    let last = f.hb.history(id).last().unwrap().clone();
+    assert_eq!(
+        (last.execution.as_str(), last.on_cancel),
+        ("rejected", true)
+    );
+    assert_eq!(f.hb.state(id), ActionState::Running);
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+}
+
+#[test]
+fn a_closed_window_downloads_now_and_installs_when_it_opens() {
+    let f = Fleet::new();
+    with_config(&f);
+    let id = f.hb.assign(
+        DEVICE,
+        Assign {
+            window: Some(false),
+            ..Assign::soft(f.artifacts.clone())
+        },
+    );
+    f.cycle();
+    assert_eq!(
+        f.role("trial"),
+        None,
+        "not installed while the window is closed"
+    );
+    assert_eq!(f.said(id), ["proceeding"]);
+    let said = f.hb.history(id).last().unwrap().details[0].clone();
+    assert!(said.contains("maintenance window"), "{said}");
+    // Polling while the window stays closed does nothing more.
+    f.cycle();
+    assert_eq!(f.said(id), ["proceeding"]);
+    let gets = f.artifact_gets();
+    f.hb.open_window(id);
+    f.cycle();
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+    // Only the three heads were read again; the update was not downloaded twice.
+    assert_eq!(f.artifact_gets() - gets, 3);
+    assert_eq!(f.said(id), ["proceeding", "proceeding"]);
+
+    // A download-only action: stored, `downloaded` ends it, nothing installed.
+    let g = Fleet::new();
+    with_config(&g);
+    let id = g.hb.assign(
+        DEVICE,
+        Assign {
+            update: Handling::Skip,
+            ..Assign::soft(g.artifacts.clone())
+        },
+    );
+    g.cycle();
+    assert_eq!(g.said(id), ["downloaded"]);
+    assert_eq!(g.hb.state(id), ActionState::Finished);
+    assert_eq!(g.role("trial"), None);
+    // `berth update` of the same file then installs it.
+    let out = g.lab.ok(&[
+        "update",
+        g.lab.tmp.path().join("v1-v2.berth").to_str().unwrap(),
+    ]);
+    assert!(out.contains(&g.v2[..16]), "{out}");
+}
+
+#[test]
+fn a_wrong_token_a_forged_artifact_and_a_hostile_server_change_nothing() {
+    let f = Fleet::new();
+    with_config(&f);
+    let before = f.lab.manifest();
+    fs::write(&f.token, "wrong\n").unwrap();
+    let out = f.agent(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("401") && err.contains("token"), "{err}");
+    fs::write(&f.token, "s3cret\n").unwrap();
+
+    // Signed by a key the device does not trust: refused before download, reported.
+    let forged = f.lab.delta_signed(
+        Some(&f.v1),
+        &f.v2,
+        "forged.berth",
+        &[],
+        &f.lab.untrusted_key(),
+    );
+    let id = f.hb.assign(
+        DEVICE,
+        Assign::soft(vec![("forged.berth".into(), fs::read(forged).unwrap())]),
+    );
+    f.cycle();
+    assert_eq!(f.said(id), ["closed+failure"]);
+    let why = f.hb.history(id)[0].details[0].clone();
+    assert!(
+        why.contains("forged.berth") && why.contains("signature"),
+        "{why}"
+    );
+    assert_eq!(f.lab.manifest(), before);
+
+    for (body, needle) in [
+        (&b"{not json"[..], "controller/v1"),
+        (
+            br#"{"config":{"polling":{"sleep":"00:00:01"}},"_links":{"deploymentBase":{"href":"http://192.0.2.1/x"}}}"#,
+            "off the server",
+        ),
+        (br#"{"config":{"polling":{"sleep":"soon"}}}"#, "HH:MM:SS"),
+    ] {
+        f.hb.hostile(Some((200, body.to_vec())));
+        let out = f.agent(&[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    }
+    f.hb.hostile(None);
+    assert_eq!(f.lab.manifest(), before);
+}
+
+#[test]
+fn the_agent_backs_off_through_a_429_storm() {
+    let f = Fleet::new();
+    with_config(&f);
+    f.hb.storm(3);
+    let marker = format!("touch {}", f.reboot_marker().display());
+    let mut child = f
+        .lab
+        .command()
+        .args(["agent", "--server", &f.hb.url(), "--tenant", TENANT])
+        .args(["--controller-id", DEVICE, "--token-file"])
+        .arg(&f.token)
+        .args([
+            "--reboot-command",
+            &marker,
+            "--retry-delay",
+            "0.1",
+            "--config",
+        ])
+        .arg(f.lab.tmp.path().join("no-such-config-is-needed.toml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    while f.hb.attributes(DEVICE).is_empty() && began.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !f.hb.attributes(DEVICE).is_empty(),
+        "never got through: {err}"
+    );
+    assert_eq!(err.matches("HTTP 429").count(), 3, "{err}");
+    assert!(err.contains("trying again in"), "{err}");
+}
+
+#[test]
+fn a_final_feedback_outlives_a_server_outage() {
+    let f = Fleet::new();
+    with_config(&f);
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.cycle();
+    f.boot_into(&f.v2);
+    f.lab.ok(&["mark-good"]);
+    // The server is down when the device comes back: the verdict is kept.
+    f.hb.hostile(Some((503, Vec::new())));
+    let out = f.agent(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let state = fs::read_to_string(f.lab.sysroot.join("berth/state/agent")).unwrap();
+    assert!(
+        state.contains("phase=report") && state.contains("finished=success"),
+        "{state}"
+    );
+    // Even a damaged state file is an error that names it, never a silent loss.
+    f.hb.hostile(None);
+    f.cycle();
+    assert_eq!(f.said(id), ["proceeding", "closed+success"]);
+    assert!(!f.lab.sysroot.join("berth/state/agent").exists());
+    fs::create_dir_all(f.lab.sysroot.join("berth/state")).unwrap();
+    fs::write(f.lab.sysroot.join("berth/state/agent"), "version=9\n").unwrap();
+    let out = f.agent(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("berth/state/agent"), "{err}");
+}
