@@ -29,6 +29,7 @@ packages=(
     docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
     bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
     u-boot-tools       # mkimage (boot.scr) and mkenvimage (checks the loader state encoder)
+    systemd            # systemd-analyze verify: the units in systemd/
 )
 
 missing=()

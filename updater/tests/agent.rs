@@ -57,6 +57,8 @@ impl Fleet {
         hb.add_target(DEVICE, "s3cret");
         let token = lab.tmp.path().join("token");
         fs::write(&token, "s3cret\n").unwrap();
+        // Named on every run, so that the machine's /etc/berth/agent.toml stays out.
+        fs::write(lab.tmp.path().join("base.toml"), "board = \"qemu-test\"\n").unwrap();
         Self {
             lab,
             hb,
@@ -87,7 +89,7 @@ impl Fleet {
             .args(["--controller-id", DEVICE, "--token-file"])
             .arg(&self.token)
             .args(["--reboot-command", &marker, "--config"])
-            .arg(self.lab.tmp.path().join("no-such-config-is-needed.toml"))
+            .arg(self.lab.tmp.path().join("base.toml"))
             .args(extra)
             .output()
             .unwrap()
@@ -132,20 +134,9 @@ impl Fleet {
     }
 }
 
-/// The agent's configuration file must exist when named; these tests name a missing
-/// one to keep the device's /etc/berth/agent.toml out of them, so write it.
-fn with_config(f: &Fleet) {
-    fs::write(
-        f.lab.tmp.path().join("no-such-config-is-needed.toml"),
-        "board = \"qemu-test\"\n",
-    )
-    .unwrap();
-}
-
 #[test]
 fn a_rollout_reports_success_only_once_the_trial_is_committed() {
     let f = Fleet::new();
-    with_config(&f);
     let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
     let log = f.cycle();
     assert!(
@@ -199,7 +190,6 @@ fn a_rollout_reports_success_only_once_the_trial_is_committed() {
 #[test]
 fn a_failed_health_check_rolls_back_and_reports_failure_with_the_reason() {
     let f = Fleet::new();
-    with_config(&f);
     let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
     f.cycle();
     f.boot_into(&f.v2);
@@ -248,7 +238,6 @@ fn a_failed_health_check_rolls_back_and_reports_failure_with_the_reason() {
 #[test]
 fn cancels_are_taken_before_the_trial_and_rejected_after() {
     let f = Fleet::new();
-    with_config(&f);
     let before = f.lab.manifest();
     let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
     f.hb.cancel(id);
@@ -304,7 +293,6 @@ fn cancels_are_taken_before_the_trial_and_rejected_after() {
 #[test]
 fn a_closed_window_downloads_now_and_installs_when_it_opens() {
     let f = Fleet::new();
-    with_config(&f);
     let id = f.hb.assign(
         DEVICE,
         Assign {
@@ -334,7 +322,6 @@ fn a_closed_window_downloads_now_and_installs_when_it_opens() {
 
     // A download-only action: stored, `downloaded` ends it, nothing installed.
     let g = Fleet::new();
-    with_config(&g);
     let id = g.hb.assign(
         DEVICE,
         Assign {
@@ -357,7 +344,6 @@ fn a_closed_window_downloads_now_and_installs_when_it_opens() {
 #[test]
 fn a_wrong_token_a_forged_artifact_and_a_hostile_server_change_nothing() {
     let f = Fleet::new();
-    with_config(&f);
     let before = f.lab.manifest();
     fs::write(&f.token, "wrong\n").unwrap();
     let out = f.agent(&[]);
@@ -410,7 +396,6 @@ fn a_wrong_token_a_forged_artifact_and_a_hostile_server_change_nothing() {
 #[test]
 fn the_agent_backs_off_through_a_429_storm() {
     let f = Fleet::new();
-    with_config(&f);
     f.hb.storm(3);
     let marker = format!("touch {}", f.reboot_marker().display());
     let mut child = f
@@ -426,7 +411,7 @@ fn the_agent_backs_off_through_a_429_storm() {
             "0.1",
             "--config",
         ])
-        .arg(f.lab.tmp.path().join("no-such-config-is-needed.toml"))
+        .arg(f.lab.tmp.path().join("base.toml"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -448,7 +433,6 @@ fn the_agent_backs_off_through_a_429_storm() {
 #[test]
 fn a_final_feedback_outlives_a_server_outage() {
     let f = Fleet::new();
-    with_config(&f);
     let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
     f.cycle();
     f.boot_into(&f.v2);
@@ -473,4 +457,96 @@ fn a_final_feedback_outlives_a_server_outage() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("berth/state/agent"), "{err}");
+}
+
+#[test]
+fn the_configuration_file_says_what_the_flags_would() {
+    let f = Fleet::new();
+    let config = f.lab.tmp.path().join("agent.toml");
+    let marker = f.reboot_marker();
+    fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\ntenant = \"{TENANT}\"\ncontroller_id = \"{DEVICE}\"\ntoken_file = \"{}\"\nboard = \"rpi4\"\ntries = 5\nmax_rate = 30000\nreboot_command = \"touch {}\"\n\n[health]\ncommands = [\"true\"]\ntimeout = 20\n",
+            f.hb.url(),
+            f.token.display(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    let began = Instant::now();
+    let out = f
+        .lab
+        .command()
+        .args(["agent", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let took = began.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.hb.attributes(DEVICE)["board"], "rpi4");
+    let status = f.lab.status();
+    let trial = status["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["trial"] == true)
+        .unwrap();
+    assert_eq!(trial["tries_left"], 5);
+    assert!(marker.exists());
+    // The cap held the ~60 KB delta to 30,000 bytes a second: two seconds at least.
+    let size = f.artifacts[2].1.len() as u128;
+    assert!(
+        took.as_millis() >= size * 1000 / 30_000 - 200,
+        "{size} bytes in {took:?} under a 30,000 B/s cap"
+    );
+    // The health table is read by berth health.
+    f.boot_into(&f.v2);
+    let out = f
+        .lab
+        .command()
+        .args(["health", "--checks", "/nonexistent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 checks passed"));
+    f.cycle();
+    assert_eq!(f.said(id), ["proceeding", "closed+success"]);
+
+    // A key the agent does not know is an error that names the file and the key.
+    fs::write(&config, "server = \"http://127.0.0.1:1\"\npolling = 5\n").unwrap();
+    let out = f
+        .lab
+        .command()
+        .args(["agent", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("agent.toml") && err.contains("polling"),
+        "{err}"
+    );
+    // So is a missing setting.
+    fs::write(&config, "server = \"http://127.0.0.1:1\"\n").unwrap();
+    let out = f
+        .lab
+        .command()
+        .args(["agent", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no tenant") && err.contains("--tenant"),
+        "{err}"
+    );
 }

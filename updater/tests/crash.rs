@@ -768,3 +768,166 @@ fn one_error_line(stderr: &str, words: &str) -> bool {
         && error.contains(words)
         && lines.iter().all(|l| l.starts_with("berth: warning: "))
 }
+
+/// `berth agent --once` against `hb`, crashing at mutation `at` (0: never).
+fn agent_crashing(lab: &Lab, hb: &testkit::ddi::Hawkbit, at: u64) -> std::process::Output {
+    let token = lab.tmp.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let config = lab.tmp.path().join("agent.toml");
+    std::fs::write(&config, "reboot_command = \"none\"\n").unwrap();
+    let mut c = Command::new(common::berth());
+    c.arg("--sysroot")
+        .arg(&lab.sysroot)
+        .arg("--boot-json")
+        .arg(&lab.boot_json)
+        .args(["agent", "--once", "--server", &hb.url(), "--tenant", "T"])
+        .args(["--controller-id", "dev", "--token-file"])
+        .arg(&token)
+        .arg("--config")
+        .arg(&config);
+    if at > 0 {
+        c.env("BERTH_CRASH_AT", at.to_string())
+            .env("BERTH_CRASH_DROP", "1");
+    }
+    c.output().unwrap()
+}
+
+/// The closing entries of an action's history (`closed+success`, …).
+fn closings(hb: &testkit::ddi::Hawkbit, id: u64) -> Vec<String> {
+    hb.history(id)
+        .iter()
+        .filter(|e| e.execution == "closed")
+        .map(|e| format!("closed+{}", e.finished))
+        .collect()
+}
+
+/// A power cut at every mutation of the agent: while it installs an action (download,
+/// apply, trial, its state file), and while it reports the outcome after the reboot.
+/// After each cut the device boots v1 or v2 and passes fsck; the server has heard no
+/// final word yet; and the agent, run again, carries the action to exactly one
+/// `closed+success` once the trial is committed: never lost, never sent early.
+#[test]
+fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
+    use testkit::ddi::{ActionState, Assign, Hawkbit};
+    let lab = Lab::new();
+    let v1 = lab.commit("1.0", &[("usr/share/big", &testkit::noise(200_000))]);
+    let mut big = testkit::noise(200_000);
+    big[5000..9000].fill(1);
+    let v2 = lab.commit("2.0", &[("usr/share/big", &big)]);
+    lab.install(&v1, &[]);
+    let (d1, d2) = (v1[..16].to_owned(), v2[..16].to_owned());
+    lab.booted(&d1, "default");
+    let delta = std::fs::read(lab.delta(Some(&v1), &v2, "v1-v2.berth", &[])).unwrap();
+    let base = lab.tmp.path().join("agent-base");
+    copy_tree(&lab.sysroot, &base);
+    let server = || {
+        let hb = Hawkbit::start("T");
+        hb.add_target("dev", "t0ken");
+        let id = hb.assign(
+            "dev",
+            Assign::soft(vec![("v1-v2.berth".into(), delta.clone())]),
+        );
+        (hb, id)
+    };
+    let mut totals = Totals::default();
+    let mut bad = |at: String, what: String| totals.violations.push(format!("{at}: {what}"));
+    // The rest of the story from any state: the agent again, the reboot into the
+    // trial, the health check's commit, the agent: one closed+success.
+    let finish = |hb: &Hawkbit, id: u64| -> Result<(), String> {
+        let out = agent_crashing(&lab, hb, 0);
+        if !out.status.success() {
+            return Err(format!(
+                "the retry failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        if Lab::role(&lab.status(), "trial").as_deref() == Some(d2.as_str()) {
+            lab.booted(&d2, "trial");
+            lab.ok(&["mark-good"]);
+        }
+        let out = agent_crashing(&lab, hb, 0);
+        if !out.status.success() {
+            return Err(format!(
+                "the report failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        match (closings(hb, id).as_slice(), hb.state(id)) {
+            ([one], ActionState::Finished) if one == "closed+success" => Ok(()),
+            (c, s) => Err(format!("the server ended with {c:?}, {s:?}")),
+        }
+    };
+    let mut phases = Vec::new();
+    // Phase 1: installing. Phase 2: reporting, from the committed trial.
+    for phase in ["install", "report"] {
+        let start = lab.tmp.path().join(format!("agent-{phase}"));
+        copy_tree(&base, &start);
+        let prepare = |hb: &Hawkbit| {
+            copy_tree(&start, &lab.sysroot);
+            if phase == "report" {
+                lab.booted(&d1, "default");
+                assert!(agent_crashing(&lab, hb, 0).status.success());
+                lab.booted(&d2, "trial");
+                lab.ok(&["mark-good"]);
+            } else {
+                lab.booted(&d1, "default");
+            }
+        };
+        let mut points = 0u64;
+        let mut n = 1u64;
+        loop {
+            let (hb, id) = server();
+            prepare(&hb);
+            let out = agent_crashing(&lab, &hb, n);
+            if out.status.success() {
+                assert!(n > 1, "the agent's {phase} made no mutation");
+                break;
+            }
+            let at = format!("agent {phase} crash {n}");
+            if out.status.signal() != Some(9) {
+                bad(
+                    at.clone(),
+                    format!(
+                        "failed instead of crashing: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                );
+            }
+            points += 1;
+            if !lab.berth(&["fsck"]).status.success() {
+                bad(at.clone(), "fsck fails".into());
+            }
+            let next = lab.next_boot().0;
+            if next != d1 && next != d2 {
+                bad(at.clone(), format!("berth-init would boot {next}"));
+            }
+            if !closings(&hb, id).is_empty() && phase == "install" {
+                bad(
+                    at.clone(),
+                    format!("a final word before the commit: {:?}", closings(&hb, id)),
+                );
+            }
+            if let Err(e) = finish(&hb, id) {
+                bad(at, e);
+            }
+            totals.checked += 1;
+            n += 1;
+        }
+        totals.crash_points += points;
+        phases.push(format!("agent {phase}: {points} crash points"));
+    }
+    for p in &phases {
+        println!("crash-test {p}");
+    }
+    println!(
+        "crash-test agent total: {} crash points, {} violations",
+        totals.crash_points,
+        totals.violations.len()
+    );
+    assert!(
+        totals.violations.is_empty(),
+        "{} violations:\n{}",
+        totals.violations.len(),
+        totals.violations.join("\n")
+    );
+}
