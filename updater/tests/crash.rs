@@ -801,6 +801,34 @@ fn closings(hb: &testkit::ddi::Hawkbit, id: u64) -> Vec<String> {
         .collect()
 }
 
+/// The rest of a rollout from any state: the agent again, the reboot into the trial
+/// `d2`, the health check's commit, the agent: the server must end with exactly one
+/// `closed+success`.
+fn finish_rollout(lab: &Lab, hb: &testkit::ddi::Hawkbit, id: u64, d2: &str) -> Result<(), String> {
+    let out = agent_crashing(lab, hb, 0);
+    if !out.status.success() {
+        return Err(format!(
+            "the retry failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    if Lab::role(&lab.status(), "trial").as_deref() == Some(d2) {
+        lab.booted(d2, "trial");
+        lab.ok(&["mark-good"]);
+    }
+    let out = agent_crashing(lab, hb, 0);
+    if !out.status.success() {
+        return Err(format!(
+            "the report failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    match (closings(hb, id).as_slice(), hb.state(id)) {
+        ([one], testkit::ddi::ActionState::Finished) if one == "closed+success" => Ok(()),
+        (c, s) => Err(format!("the server ended with {c:?}, {s:?}")),
+    }
+}
+
 /// A power cut at every mutation of the agent: while it installs an action (download,
 /// apply, trial, its state file), and while it reports the outcome after the reboot.
 /// After each cut the device boots v1 or v2 and passes fsck; the server has heard no
@@ -808,7 +836,7 @@ fn closings(hb: &testkit::ddi::Hawkbit, id: u64) -> Vec<String> {
 /// `closed+success` once the trial is committed: never lost, never sent early.
 #[test]
 fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
-    use testkit::ddi::{ActionState, Assign, Hawkbit};
+    use testkit::ddi::{Assign, Hawkbit};
     let lab = Lab::new();
     let v1 = lab.commit("1.0", &[("usr/share/big", &testkit::noise(200_000))]);
     let mut big = testkit::noise(200_000);
@@ -831,32 +859,6 @@ fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
     };
     let mut totals = Totals::default();
     let mut bad = |at: String, what: String| totals.violations.push(format!("{at}: {what}"));
-    // The rest of the story from any state: the agent again, the reboot into the
-    // trial, the health check's commit, the agent: one closed+success.
-    let finish = |hb: &Hawkbit, id: u64| -> Result<(), String> {
-        let out = agent_crashing(&lab, hb, 0);
-        if !out.status.success() {
-            return Err(format!(
-                "the retry failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        if Lab::role(&lab.status(), "trial").as_deref() == Some(d2.as_str()) {
-            lab.booted(&d2, "trial");
-            lab.ok(&["mark-good"]);
-        }
-        let out = agent_crashing(&lab, hb, 0);
-        if !out.status.success() {
-            return Err(format!(
-                "the report failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        match (closings(hb, id).as_slice(), hb.state(id)) {
-            ([one], ActionState::Finished) if one == "closed+success" => Ok(()),
-            (c, s) => Err(format!("the server ended with {c:?}, {s:?}")),
-        }
-    };
     let mut phases = Vec::new();
     // Phase 1: installing. Phase 2: reporting, from the committed trial.
     for phase in ["install", "report"] {
@@ -907,7 +909,7 @@ fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
                     format!("a final word before the commit: {:?}", closings(&hb, id)),
                 );
             }
-            if let Err(e) = finish(&hb, id) {
+            if let Err(e) = finish_rollout(&lab, &hb, id, &d2) {
                 bad(at, e);
             }
             totals.checked += 1;
