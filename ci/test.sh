@@ -22,6 +22,7 @@ trap summary EXIT
 
 bash ci/setup.sh --test-tools
 bash ci/fetch-rootfs.sh
+bash ci/fetch-rootfs.sh systemd
 bash ci/fetch-kernels.sh
 bash ci/fetch-loaders.sh
 

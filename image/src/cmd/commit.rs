@@ -63,6 +63,14 @@ pub fn run(a: Args) -> Result<()> {
     let start = Instant::now();
     let out = crate::commit::commit(&args, std::io::stderr().is_terminal())?;
     println!("{}", out.commit);
+    let repo = store::Repo::open(&args.repo)?;
+    let missing = missing_mount_points(&repo.read_tree(&out.root)?);
+    if !missing.is_empty() {
+        eprintln!(
+            "berth-image: warning: the tree looks like a root filesystem (it has /sbin) but lacks /{}: berth-init mounts on these when it boots a deployment, so this commit will not boot (create them, empty, in the tree; debootstrap's trees lack /sysroot)",
+            missing.join(", /")
+        );
+    }
     eprintln!(
         "committed {} files, {} directories, {} bytes in {:.2}s: {} new objects ({} bytes), {} already present; root tree {}",
         out.build.files,
@@ -75,4 +83,23 @@ pub fn run(a: Args) -> Result<()> {
         out.root,
     );
     Ok(())
+}
+
+/// The directories berth-init mounts on in a deployment that a tree with `sbin` lacks
+/// (none for a tree without one: not meant to boot).
+fn missing_mount_points(root: &format::tree::Tree) -> Vec<&'static str> {
+    use format::tree::EntryKind;
+    let has = |name: &str, kind| {
+        root.entries()
+            .iter()
+            .any(|e| e.name.as_bytes() == name.as_bytes() && e.kind == kind)
+    };
+    // `sbin` may be a link to usr/sbin (merged /usr): a file entry then.
+    if !has("sbin", EntryKind::Tree) && !has("sbin", EntryKind::File) {
+        return Vec::new();
+    }
+    ["sysroot", "dev", "proc", "sys", "run", "var", "etc"]
+        .into_iter()
+        .filter(|d| !has(d, EntryKind::Tree))
+        .collect()
 }
