@@ -451,8 +451,18 @@ fn a_final_feedback_outlives_a_server_outage() {
     f.cycle();
     assert_eq!(f.said(id), ["proceeding", "closed+success"]);
     assert!(!f.lab.sysroot.join("berth/state/agent").exists());
-    fs::create_dir_all(f.lab.sysroot.join("berth/state")).unwrap();
-    fs::write(f.lab.sysroot.join("berth/state/agent"), "version=9\n").unwrap();
+    // The server took it, but the power went before the state file was removed: the
+    // base's installedBase names the action, and nothing is sent again.
+    let state_file = f.lab.sysroot.join("berth/state/agent");
+    fs::write(&state_file, &state).unwrap();
+    let requests = f.hb.requests().len();
+    f.cycle();
+    assert_eq!(
+        f.hb.requests()[requests..],
+        ["GET /DEFAULT/controller/v1/dev-01"]
+    );
+    assert!(!state_file.exists());
+    fs::write(&state_file, "version=9\n").unwrap();
     let out = f.agent(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));

@@ -2,9 +2,10 @@
 //! API, [`ddi`]), polled one cycle at a time ([`Agent::cycle`]; the program sleeps and
 //! backs off between cycles).
 //!
-//! A cycle: settle what an earlier cycle left pending (`berth/state/agent`,
-//! [`format::ddi::Pending`]); read the controller's base; send the device's attributes
-//! if the server asks; then act on the open action, if any:
+//! A cycle: judge a pending trial by the record (`berth/state/agent`,
+//! [`format::ddi::Pending`]); read the controller's base; send a pending report (unless
+//! the base's `installedBase` names its action: taken already); send the device's
+//! attributes if the server asks; then act on the open action, if any:
 //! - a **deployment**: pick the artifact to take (the delta whose base the device runs,
 //!   else a full update; each artifact's signed head is read with `Range` and verified
 //!   before anything is downloaded), download it (resumed, capped, progress throttled),
@@ -127,8 +128,12 @@ impl<'a> Agent<'a> {
     /// One poll cycle, and the action it starts.
     pub fn cycle(&self) -> Result<Cycle, UpdaterError> {
         let mut c = Cycle::default();
-        self.settle(&mut c)?;
-        let base = self.ddi.base()?;
+        self.judge()?;
+        let mut base = self.ddi.base()?;
+        if self.report(base.installed.as_deref(), &mut c)? {
+            // The report ended an action the base still showed as open.
+            base = self.ddi.base()?;
+        }
         c.sleep = Duration::from_secs(base.sleep_s.into());
         if let Some(href) = &base.config_data {
             let attrs = self.attributes()?;
@@ -205,38 +210,62 @@ impl<'a> Agent<'a> {
         Ok(())
     }
 
-    /// Sends a pending final feedback, or turns a trial that has an outcome into one.
-    fn settle(&self, c: &mut Cycle) -> Result<(), UpdaterError> {
+    /// Turns a pending trial that has an outcome in the record into its final
+    /// feedback, written down before anything is sent: the verdict is the record's at
+    /// the first look after the boot, whatever a later command does to the record.
+    fn judge(&self) -> Result<(), UpdaterError> {
         let Some(p) = self.pending()? else {
             return Ok(());
         };
-        let (finished, detail) = match &p.phase {
-            Phase::Downloaded(_) => return Ok(()),
-            Phase::Report { finished, detail } => (*finished, detail.clone()),
-            Phase::Trial(commit) => match self.standing(commit)? {
-                None | Some(Standing::Waiting) => return Ok(()),
-                Some(s) => {
-                    let (finished, detail) = self.verdict(commit, &s)?;
-                    self.remember(&Pending {
-                        action: p.action.clone(),
-                        phase: Phase::Report {
-                            finished,
-                            detail: detail.clone(),
-                        },
-                    })?;
-                    (finished, detail)
-                }
-            },
+        let Phase::Trial(commit) = &p.phase else {
+            return Ok(());
         };
+        match self.standing(commit)? {
+            None | Some(Standing::Waiting) => Ok(()),
+            Some(s) => {
+                let (finished, detail) = self.verdict(commit, &s)?;
+                self.remember(&Pending {
+                    action: p.action.clone(),
+                    phase: Phase::Report { finished, detail },
+                })
+            }
+        }
+    }
+
+    /// Sends a pending final feedback until the server takes it. `installed` is the
+    /// base's `installedBase` link: a report on the action it names was taken already
+    /// (a power cut came between the server's answer and the state file's removal), so
+    /// it is not sent again. Whether a report was sent.
+    fn report(&self, installed: Option<&str>, c: &mut Cycle) -> Result<bool, UpdaterError> {
+        let Some(p) = self.pending()? else {
+            return Ok(false);
+        };
+        let Phase::Report { finished, detail } = &p.phase else {
+            return Ok(false);
+        };
+        let taken = installed.is_some_and(|l| {
+            l.split('?')
+                .next()
+                .unwrap_or(l)
+                .ends_with(&format!("/installedBase/{}", p.action))
+        });
+        if taken {
+            self.forget()?;
+            c.did.push(format!(
+                "action {}: the server has it as installed already",
+                p.action
+            ));
+            return Ok(false);
+        }
         let posted = self.ddi.feedback(
             &p.action,
             false,
             &Feedback {
                 timestamp_ms: now_ms(),
                 execution: Execution::Closed,
-                finished,
+                finished: *finished,
                 progress: None,
-                details: &[&detail],
+                details: &[detail],
             },
         )?;
         self.forget()?;
@@ -251,7 +280,7 @@ impl<'a> Agent<'a> {
                 p.action
             ),
         });
-        Ok(())
+        Ok(true)
     }
 
     /// The final word on an installed commit that has an outcome.
