@@ -138,6 +138,10 @@ struct State {
     cancel_after: Option<(u64, u64)>,
     /// Artifact requests served so far.
     artifact_gets: u64,
+    /// Lose this action's artifacts after this many artifact requests.
+    lose_after: Option<(u64, u64)>,
+    /// The body every deployment resource answers with.
+    garbled: Option<Vec<u8>>,
     /// Every request: method and path.
     log: Vec<String>,
     /// Answer every request with this body instead (hostile server tests).
@@ -167,6 +171,8 @@ impl Hawkbit {
             drop_every: None,
             cancel_after: None,
             artifact_gets: 0,
+            lose_after: None,
+            garbled: None,
             log: Vec::new(),
             hostile: None,
         }));
@@ -264,6 +270,17 @@ impl Hawkbit {
     /// cancel that comes during the download).
     pub fn cancel_after_artifact_gets(&self, id: u64, n: u64) {
         self.with(|s| s.cancel_after = Some((id, n)));
+    }
+
+    /// Removes the action's artifacts from the server once they were asked for `n`
+    /// times (deleted by an operator mid-download): they answer `404` from then on.
+    pub fn lose_artifacts_after_gets(&self, id: u64, n: u64) {
+        self.with(|s| s.lose_after = Some((id, n)));
+    }
+
+    /// Answers `GET deploymentBase/{id}` with `body` instead of the deployment.
+    pub fn garble_deployment(&self, body: Option<Vec<u8>>) {
+        self.with(|s| s.garbled = body);
     }
 
     /// Closes artifact downloads after `bytes` body bytes (the device must resume).
@@ -375,6 +392,9 @@ fn serve(mut conn: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std::io
     let (status, body) = match (req.method.as_str(), tail.as_slice()) {
         ("GET", []) => (200, base_resource(&s, &target, &base)),
         ("PUT", ["configData"]) => config_data(&mut s, &target, &req.body),
+        ("GET", ["deploymentBase", _]) if s.garbled.is_some() => {
+            (200, s.garbled.clone().unwrap_or_default())
+        }
         ("GET", ["deploymentBase", id]) => deployment(&s, &target, id, &base),
         ("POST", ["deploymentBase", id, "feedback"]) => {
             feedback(&mut s, &target, id, &req.body, false)
@@ -384,7 +404,12 @@ fn serve(mut conn: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std::io
             feedback(&mut s, &target, id, &req.body, true)
         }
         ("GET", ["softwaremodules", id, "artifacts", name]) => {
-            let Some(bytes) = artifact(&s, &target, id, name) else {
+            let lost = s
+                .lose_after
+                .is_some_and(|(a, n)| id.parse() == Ok(a) && s.artifact_gets >= n);
+            let found = artifact(&s, &target, id, name).filter(|_| !lost);
+            let Some(bytes) = found else {
+                s.artifact_gets += 1;
                 drop(s);
                 return respond(&mut conn, 404, b"");
             };

@@ -230,6 +230,18 @@ fn a_failed_health_check_rolls_back_and_reports_failure_with_the_reason() {
         "{why}"
     );
     assert_eq!(f.hb.state(id), ActionState::Error);
+    // A report on an action that has ended (a power cut after the server took it, and
+    // no installedBase for a failed one): 410, and it is dropped.
+    let state_file = f.lab.sysroot.join("berth/state/agent");
+    fs::write(
+        &state_file,
+        format!("version=1\naction={id}\nphase=report\nfinished=failure\ndetail=again\n"),
+    )
+    .unwrap();
+    let log = f.cycle();
+    assert!(log.contains("410"), "{log}");
+    assert!(!state_file.exists());
+    assert_eq!(f.said(id), ["proceeding", "closed+failure"]);
     // Not booted into a trial: nothing to decide.
     let out = f.lab.ok(&["health", "--checks", "/nonexistent"]);
     assert!(out.contains("nothing to decide"), "{out}");
@@ -374,6 +386,7 @@ fn a_wrong_token_a_forged_artifact_and_a_hostile_server_change_nothing() {
     );
     assert_eq!(f.lab.manifest(), before);
 
+    let huge = vec![b' '; 300 << 10];
     for (body, needle) in [
         (&b"{not json"[..], "controller/v1"),
         (
@@ -381,6 +394,7 @@ fn a_wrong_token_a_forged_artifact_and_a_hostile_server_change_nothing() {
             "off the server",
         ),
         (br#"{"config":{"polling":{"sleep":"soon"}}}"#, "HH:MM:SS"),
+        (&huge[..], "larger than"),
     ] {
         f.hb.hostile(Some((200, body.to_vec())));
         let out = f.agent(&[]);
@@ -390,6 +404,38 @@ fn a_wrong_token_a_forged_artifact_and_a_hostile_server_change_nothing() {
         assert!(err.contains(needle), "{err:?} lacks {needle:?}");
     }
     f.hb.hostile(None);
+    assert_eq!(f.lab.manifest(), before);
+
+    // A deployment with a word the protocol does not have: refused, and reported on
+    // the action its link names.
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.hb.garble_deployment(Some(
+        br#"{"id":"2","deployment":{"download":"sometimes","update":"attempt","chunks":[]}}"#
+            .to_vec(),
+    ));
+    let out = f.agent(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unknown variant"), "{err}");
+    f.hb.garble_deployment(None);
+    assert_eq!(f.said(id), ["closed+failure"]);
+    assert!(f.hb.history(id)[0].details[0].contains("sometimes"));
+
+    // Artifacts deleted on the server mid-download: one 404, then failure, no retry loop.
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.hb.drop_every(Some(3000));
+    f.hb.lose_artifacts_after_gets(id, f.artifact_gets() as u64 + 4);
+    let gets = f.artifact_gets();
+    f.cycle();
+    f.hb.drop_every(None);
+    assert_eq!(f.said(id), ["closed+failure"]);
+    let why = f.hb.history(id).last().unwrap().details[0].clone();
+    assert!(why.contains("404") && why.contains("v1-v2.berth"), "{why}");
+    assert_eq!(
+        f.artifact_gets() - gets,
+        5,
+        "three heads, one piece, one 404"
+    );
     assert_eq!(f.lab.manifest(), before);
 }
 
@@ -514,6 +560,21 @@ fn the_configuration_file_says_what_the_flags_would() {
     assert!(
         took.as_millis() >= size * 1000 / 30_000 - 200,
         "{size} bytes in {took:?} under a 30,000 B/s cap"
+    );
+    // Progress: at most one a second and one per 5% step.
+    let progress: Vec<u64> =
+        f.hb.history(id)
+            .iter()
+            .filter_map(|e| e.progress.map(|p| p.0))
+            .collect();
+    assert!(!progress.is_empty());
+    assert!(
+        progress.len() as u64 <= took.as_secs() + 1,
+        "{progress:?} in {took:?}"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[1] >= w[0] + 5),
+        "{progress:?}"
     );
     // The health table is read by berth health.
     f.boot_into(&f.v2);

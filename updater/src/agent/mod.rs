@@ -143,7 +143,18 @@ impl<'a> Agent<'a> {
         if let Some(href) = &base.cancel {
             self.cancel(href, &mut c)?;
         } else if let Some(href) = &base.deployment {
-            let d = self.ddi.deployment(href)?;
+            let d = match self.ddi.deployment(href) {
+                Ok(d) => d,
+                Err(e @ UpdaterError::Refused { .. }) => {
+                    // A deployment the device cannot read: the server hears why, on the
+                    // action its link names, and nothing changes on the device.
+                    if let Some(id) = action_of(href) {
+                        self.say(id, Execution::Closed, Finished::Failure, &e.to_string())?;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             self.deploy(&d, &mut c)?;
         } else if base.confirmation.is_some() {
             c.did.push(
@@ -680,5 +691,31 @@ impl<'a> Agent<'a> {
             execution.as_str()
         ));
         Ok(())
+    }
+}
+
+/// The action id in a `…/deploymentBase/{id}[?c=…]` link.
+fn action_of(href: &str) -> Option<&str> {
+    let path = href.split('?').next()?;
+    let (_, id) = path.rsplit_once("/deploymentBase/")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn action_ids_come_from_deployment_links() {
+        let a = super::action_of;
+        assert_eq!(
+            a("http://h/T/controller/v1/d/deploymentBase/17?c=-2129"),
+            Some("17")
+        );
+        assert_eq!(
+            a("http://h/T/controller/v1/d/deploymentBase/17"),
+            Some("17")
+        );
+        assert_eq!(a("http://h/T/controller/v1/d/deploymentBase/"), None);
+        assert_eq!(a("http://h/T/controller/v1/d/cancelAction/17"), None);
+        assert_eq!(a("http://h/T/controller/v1/d/deploymentBase/1/x"), None);
     }
 }
