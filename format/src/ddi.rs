@@ -243,6 +243,9 @@ impl Pending {
         if action.is_empty() {
             return Err(bad("no action id"));
         }
+        if text.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(bad("a control character (the encoder writes none)"));
+        }
         let action = String::from(action);
         let phase = match field("phase")? {
             "downloaded" => Phase::Downloaded(ObjectId::parse_hex(field("commit")?.as_bytes())?),
@@ -267,9 +270,12 @@ impl Pending {
     }
 }
 
-/// `s` on one line: newlines become spaces (a detail is one line by design).
+/// `s` on one line: control characters (newlines among them) become spaces, as a
+/// detail is one line by design.
 fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(feature = "serde")]
@@ -728,11 +734,14 @@ mod tests {
             action: "1\nphase=x".into(),
             phase: Phase::Report {
                 finished: Finished::Success,
-                detail: "two\nlines".into(),
+                detail: "two\nlines\rand\ttabs".into(),
             },
         };
         let back = Pending::decode(split.encode().as_bytes()).unwrap();
         assert_eq!(back.action, "1 phase=x");
+        assert!(
+            matches!(&back.phase, Phase::Report { detail, .. } if detail == "two lines and tabs")
+        );
         let good = Pending {
             action: "7".into(),
             phase: Phase::Trial(c),
@@ -746,6 +755,7 @@ mod tests {
             good.trim_end().into(),
             good.clone() + "extra=1\n",
             good.replace("commit=", "commit=zz"),
+            good.replace("action=7", "action=7\r"),
         ] {
             assert!(Pending::decode(bad.as_bytes()).is_err(), "{bad:?}");
         }
