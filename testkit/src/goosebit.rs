@@ -316,6 +316,16 @@ impl Goosebit {
         );
     }
 
+    /// Forces the device's update: goosebit offers it again, even to a device in error
+    /// or one that reports the version already, until the device's next final feedback.
+    pub fn force(&self, device: &str) {
+        self.api_ok(
+            "PATCH",
+            "/api/v1/devices",
+            Some(&json!({"devices": [device], "force_update": true})),
+        );
+    }
+
     /// Starts a rollout of the software to the devices of `feed`; its id.
     pub fn rollout(&self, feed: &str, software: u64) -> u64 {
         self.api_ok(

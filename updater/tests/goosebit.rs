@@ -207,6 +207,17 @@ fn a_failed_health_check_ends_the_goosebit_action_in_error() {
     // goosebit offers a device in error nothing until an operator forces it.
     let log = f.cycle();
     assert!(!log.contains("action"), "{log}");
+    // Forced: the device does not install again a commit it rolled back from; it
+    // reports the same failure (the next cycle), and goosebit drops the force.
+    f.gb.force(DEVICE);
+    let log = f.cycle();
+    assert!(log.contains("known to the record"), "{log}");
+    let log = f.cycle();
+    assert!(log.contains("reported failure"), "{log}");
+    let d = f.gb.device(DEVICE);
+    assert_eq!(d["last_state"], "Error", "{d}");
+    assert_eq!(d["force_update"], false, "{d}");
+    assert_eq!(f.role("trial"), None);
     assert_eq!(f.role("default").as_deref(), Some(&f.v1[..16]));
 }
 
