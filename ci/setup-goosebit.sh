@@ -18,7 +18,9 @@ stamp=$venv/berth-requirements.sha256
 # python3-venv for its pip.
 python=/usr/bin/python3
 if ! "$python" -c 'import ensurepip' 2>/dev/null; then
-    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends python3-venv
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends python3-venv
 fi
 echo "ci/setup-goosebit.sh: installing goosebit into $venv"
 rm -rf "$venv"
