@@ -1,10 +1,11 @@
 //! `berth agent` against goosebit (`goosebit` from the Python Package Index, a
 //! hawkBit-DDI-compatible server; `testkit::goosebit`), driven through goosebit's own
 //! management API and judged by what goosebit records: a rollout through reboot to
-//! `Finished`, a failed health check ending in `Error`, a wrong token and an unknown
-//! device refused, a forged file ending in `Error`, and how goosebit takes Berth files
-//! (through the plugin in `testkit/goosebit/`). Skipped (a failure under
-//! `BERTH_STRICT=1`) when `ci/setup-goosebit.sh` has not installed goosebit.
+//! `Finished`, a failed health check ending in `Error`, a download resumed across
+//! dropped connections, a wrong token and an unknown device refused, a forged file
+//! ending in `Error`, and how goosebit takes Berth files (through the plugin in
+//! `testkit/goosebit/`). Skipped (a failure under `BERTH_STRICT=1`) when
+//! `ci/setup-goosebit.sh` has not installed goosebit.
 //!
 //! What goosebit does not model, so is not run here (`updater/tests/agent.rs` runs it
 //! against the DDI test server): cancels, download-only actions, maintenance windows,
@@ -21,6 +22,7 @@ use std::process::Output;
 
 use common::Lab;
 use testkit::goosebit::{self, Goosebit};
+use testkit::proxy::Proxy;
 
 const DEVICE: &str = "dev-01";
 const TOKEN: &str = "s3cret";
@@ -29,6 +31,8 @@ const TOKEN: &str = "s3cret";
 struct Fleet {
     lab: Lab,
     gb: Goosebit,
+    /// The URL the device polls (goosebit's own, or a proxy's before it).
+    server: String,
     token: PathBuf,
     v1: String,
     v2: String,
@@ -50,6 +54,7 @@ impl Fleet {
         fs::write(lab.tmp.path().join("base.toml"), "board = \"qemu-test\"\n").unwrap();
         Some(Self {
             lab,
+            server: gb.url(),
             gb,
             token,
             v1,
@@ -66,7 +71,7 @@ impl Fleet {
         let marker = format!("touch {}", self.reboot_marker().display());
         self.lab
             .command()
-            .args(["agent", "--once", "--server", &self.gb.url()])
+            .args(["agent", "--once", "--server", &self.server])
             .args(["--tenant", "DEFAULT", "--controller-id", device])
             .arg("--token-file")
             .arg(&self.token)
@@ -219,6 +224,29 @@ fn a_failed_health_check_ends_the_goosebit_action_in_error() {
     assert_eq!(d["force_update"], false, "{d}");
     assert_eq!(f.role("trial"), None);
     assert_eq!(f.role("default").as_deref(), Some(&f.v1[..16]));
+}
+
+#[test]
+fn a_download_from_goosebit_resumes_across_dropped_connections() {
+    let Some(mut f) = Fleet::new("a_download_from_goosebit_resumes_across_dropped_connections")
+    else {
+        return;
+    };
+    let full = f.file(None, "full.berth");
+    let sw = f.gb.software("full.berth", &full);
+    f.gb.assign(DEVICE, sw);
+    // Every connection through the proxy is cut after 16 KB: only a download that
+    // goosebit serves in ranges (`Range`, 206) gets through.
+    let proxy = Proxy::start(f.gb.addr);
+    let cut = 16_000;
+    assert!(full.len() > 4 * cut, "{} bytes", full.len());
+    proxy.cut_every(Some(cut as u64));
+    f.server = format!("http://{}", proxy.host());
+    f.register();
+    let log = f.cycle();
+    assert!(log.contains("downloaded full.berth"), "{log}");
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+    assert_eq!(f.gb.state(DEVICE), "Running");
 }
 
 #[test]
