@@ -12,7 +12,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 
 /// The file `ci/setup-goosebit.sh` writes last, once the environment is complete.
 const STAMP: &str = "berth-requirements.sha256";
+
+/// The empty database `ci/setup-goosebit.sh` makes with goosebit's migrations.
+const EMPTY_DB: &str = "berth-empty.sqlite3";
 
 /// The administrator the tests log in as (a throwaway database: any password).
 const ADMIN: (&str, &str) = ("admin", "berth-test");
@@ -114,17 +117,6 @@ fn request(addr: SocketAddr, method: &str, path: &str, head: &str, body: &[u8]) 
     }
 }
 
-/// Where goosebit's database migrations are in the environment.
-fn migrations(venv: &Path) -> PathBuf {
-    let lib = venv.join("lib");
-    std::fs::read_dir(&lib)
-        .unwrap_or_else(|e| panic!("{}: {e}", lib.display()))
-        .flatten()
-        .map(|e| e.path().join("site-packages/goosebit/db/migrations"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| panic!("no goosebit/db/migrations under {}", lib.display()))
-}
-
 impl Goosebit {
     /// Starts goosebit with tenant `DEFAULT`, a polling sleep of a second, device
     /// authentication in its `strict` mode (only devices added with a token may poll),
@@ -151,38 +143,19 @@ impl Goosebit {
             "device_auth": {"enable": true, "mode": "strict"},
         });
         std::fs::write(d.join("goosebit.yaml"), settings.to_string()).unwrap();
-        std::fs::write(
-            d.join("aerich.toml"),
-            format!(
-                "[tool.aerich]\ntortoise_orm = \"goosebit.db.config.TORTOISE_CONF\"\nlocation = \"{}\"\nsrc_folder = \".\"\n",
-                migrations(&venv).display()
-            ),
-        )
-        .unwrap();
-        let command = |args: &[&str]| {
-            let mut c = Command::new(&python);
-            c.args(args)
-                .current_dir(d)
-                .env("GOOSEBIT_SETTINGS", d.join("goosebit.yaml"))
-                // The plugin, and its entry point (`goosebit.plugins`: berth).
-                .env("PYTHONPATH", crate::workspace().join("testkit/goosebit"))
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .stdin(Stdio::null());
-            c
-        };
-        // The database, made by goosebit's own migrations.
-        let out = command(&["-m", "aerich", "-c", "aerich.toml", "upgrade"])
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
-        assert!(
-            out.status.success(),
-            "goosebit's migrations (aerich upgrade) failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // The empty database goosebit's migrations made at setup.
+        std::fs::copy(venv.join(EMPTY_DB), d.join("db.sqlite3"))
+            .unwrap_or_else(|e| panic!("{}: {e}", venv.join(EMPTY_DB).display()));
         let log = std::fs::File::create(d.join("goosebit.log")).unwrap();
-        let child = command(&["-m", "uvicorn", "goosebit:app", "--host", "127.0.0.1"])
+        let child = Command::new(&python)
+            .args(["-m", "uvicorn", "goosebit:app", "--host", "127.0.0.1"])
             .args(["--port", &port.to_string(), "--no-access-log"])
+            .current_dir(d)
+            .env("GOOSEBIT_SETTINGS", d.join("goosebit.yaml"))
+            // The plugin, and its entry point (`goosebit.plugins`: berth).
+            .env("PYTHONPATH", crate::workspace().join("testkit/goosebit"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
