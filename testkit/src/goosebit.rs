@@ -1,14 +1,14 @@
 //! goosebit (from the Python Package Index), a hawkBit-DDI-compatible update server,
 //! for tests: started on a free port of 127.0.0.1 from the virtual environment
-//! `ci/setup-goosebit.sh` makes, with a throwaway database and artifact directory, and
-//! stopped when dropped.
+//! `ci/setup-goosebit.sh` makes, with a throwaway database (a copy of the empty one
+//! the setup made with goosebit's migrations) and artifact directory, and stopped when
+//! dropped.
 //!
 //! It takes Berth update files through the plugin in `testkit/goosebit/` (goosebit
 //! parses every upload to learn its version, and knows only `.swu` files and RAUC
-//! bundles).
-//! Tests drive it through its own management API (`/api/v1`), as an operator's script
-//! would: upload a file, add a device with its token, assign the file or start a
-//! rollout, and read back what goosebit recorded.
+//! bundles). Tests drive it through its own management API (`/api/v1`), as an
+//! operator's script would: upload a file, add a device with its token, assign the
+//! file or start a rollout, and read back what goosebit recorded.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
