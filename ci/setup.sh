@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a Debian 12 machine, idempotently:
 # Debian packages and the pinned Rust toolchain with both musl targets; with
-# --test-tools (ci/test.sh) also cargo-deny, cargo-fuzz and the nightly toolchain.
+# --test-tools (ci/test.sh) also cargo-deny, cargo-fuzz, the nightly toolchain and goosebit.
 set -euo pipefail
 
 packages=(
@@ -66,12 +66,13 @@ rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy \
     rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy \
         -t x86_64-unknown-linux-musl -t aarch64-unknown-linux-musl
 
-# The test-only tools (cargo-deny, cargo-fuzz, nightly) are ci/test.sh's: the main job
-# (ci/demo.sh) needs none of them.
+# The test-only tools (cargo-deny, cargo-fuzz, nightly, goosebit in a Python virtual
+# environment) are ci/test.sh's: the main job (ci/demo.sh) needs none of them.
 if [[ ${1:-} == --test-tools ]]; then
     command -v cargo-deny >/dev/null || cargo +"$toolchain" install --locked cargo-deny
     command -v cargo-fuzz >/dev/null || cargo +"$toolchain" install --locked cargo-fuzz
     if ! rustup run nightly rustc --version >/dev/null 2>&1; then
         rustup toolchain install nightly --profile minimal
     fi
+    bash "$(dirname "$0")/setup-goosebit.sh"
 fi

@@ -9,6 +9,7 @@
 
 pub mod ddi;
 pub mod gate;
+pub mod goosebit;
 pub mod hosts;
 pub mod http;
 pub mod proxy;
