@@ -192,6 +192,10 @@ pub fn boot_x86_64(cpio: &Path, mem_mib: u32, drives: &[Drive<'_>], limit: Durat
         ));
         c.args(["-device", &format!("virtio-blk-pci,drive=d{i}")]);
     }
+    // One guest at a time, as Disk::boot: parallel TCG guests slow each other down.
+    let _turn = crate::ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let start = Instant::now();
     let out = c.stdin(Stdio::null()).output().unwrap();
     let wall = start.elapsed();
