@@ -21,7 +21,7 @@ packages=(
     binutils           # readelf, for the static-binary check
     qemu-system-x86 qemu-system-arm   # the QEMU boot tests (TCG)
     kmod               # depmod/modprobe: module closures for the initramfs
-    dmsetup            # dm-log-writes in the power-cut test's guest (its binary and libraries are copied in)
+    dmsetup            # dm-log-writes and dm-flakey in the power-cut and failing-disk guests (binary and libraries copied in)
     cpio               # checks berth-image's initramfs writer
     fdisk              # sfdisk: the GPT of berth-image disk
     mtools dosfstools  # FAT boot partitions without mounts: the UEFI board's ESP, the U-Boot test

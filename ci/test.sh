@@ -22,7 +22,11 @@ trap summary EXIT
 
 bash ci/setup.sh --test-tools
 bash ci/fetch-rootfs.sh
+# systemd as init: qemu/tests/systemd.rs boots it to show the health unit at work.
 bash ci/fetch-rootfs.sh systemd
+# The update benchmark's device corpus, which qemu/tests/small_device.rs applies in a
+# 128 MiB guest (built once, about 3 minutes; cached after).
+bash ci/fetch-upgraded-rootfs.sh device
 bash ci/fetch-kernels.sh
 bash ci/fetch-loaders.sh
 

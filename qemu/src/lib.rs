@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod guest;
 pub mod logwrites;
 
 /// One QEMU board under test.

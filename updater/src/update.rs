@@ -118,6 +118,8 @@ impl Device {
         let name = DeploymentName::for_commit(&id);
         let repo = Repo::open(&self.path.join("berth/repo"))?;
         self.preflight(&repo, file, &body, &commit, &default, opts)?;
+        #[cfg(feature = "test-hooks")]
+        pause_after_checks();
 
         let resume = Resume::open(self, &id)?;
         let done = resume.done.borrow().clone();
@@ -229,6 +231,19 @@ impl Device {
         self.boot_config()?;
         policy::check_base(repo, file, body.from)?;
         self.check_space(body.parts.iter().map(|p| p.size).sum())
+    }
+}
+
+/// Test hook: `BERTH_TEST_PAUSE_AFTER_CHECKS=FIFO` waits, once every check has passed
+/// and before the first write, until a writer has opened the FIFO and closed it again,
+/// so a test can change the device (fill its filesystem) in between, as another
+/// program could.
+#[cfg(feature = "test-hooks")]
+fn pause_after_checks() {
+    if let Some(fifo) = std::env::var_os("BERTH_TEST_PAUSE_AFTER_CHECKS") {
+        // Ignored on purpose: a FIFO that cannot be read only skips the pause, and the
+        // test waiting on it then fails (its open for writing never returns).
+        let _ = std::fs::read(fifo);
     }
 }
 
