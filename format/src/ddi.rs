@@ -545,6 +545,7 @@ mod read {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "serde")]
     use alloc::string::ToString as _;
 
     #[test]
