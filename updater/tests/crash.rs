@@ -13,6 +13,10 @@
 //! - running the command again succeeds, and the device ends exactly where an
 //!   uninterrupted run ends.
 //!
+//! `berth agent` gets the same cuts (dropping unsynced data) while it installs a hawkBit
+//! action and while it reports the outcome: the server must end with exactly one
+//! `closed+success`, never one before the trial is committed.
+//!
 //! Run: `cargo test -p updater --features crash-points --test crash -- --nocapture`
 //! (ci/test.sh does). The totals are printed and reported in BENCHMARKS.md.
 
@@ -829,6 +833,11 @@ fn finish_rollout(lab: &Lab, hb: &testkit::ddi::Hawkbit, id: u64, d2: &str) -> R
     }
 }
 
+/// Records a violation found at `at`.
+fn push(totals: &mut Totals, at: &str, what: impl std::fmt::Display) {
+    totals.violations.push(format!("{at}: {what}"));
+}
+
 /// A power cut at every mutation of the agent: while it installs an action (download,
 /// apply, trial, its state file), and while it reports the outcome after the reboot.
 /// After each cut the device boots v1 or v2 and passes fsck; the server has heard no
@@ -858,7 +867,6 @@ fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
         (hb, id)
     };
     let mut totals = Totals::default();
-    let mut bad = |at: String, what: String| totals.violations.push(format!("{at}: {what}"));
     let mut phases = Vec::new();
     // Phase 1: installing. Phase 2: reporting, from the committed trial.
     for phase in ["install", "report"] {
@@ -876,6 +884,7 @@ fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
             }
         };
         let mut points = 0u64;
+        let bad_before = totals.violations.len();
         let mut n = 1u64;
         loop {
             let (hb, id) = server();
@@ -887,8 +896,9 @@ fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
             }
             let at = format!("agent {phase} crash {n}");
             if out.status.signal() != Some(9) {
-                bad(
-                    at.clone(),
+                push(
+                    &mut totals,
+                    &at,
                     format!(
                         "failed instead of crashing: {}",
                         String::from_utf8_lossy(&out.stderr)
@@ -897,26 +907,30 @@ fn a_power_cut_in_the_agent_never_loses_or_forges_the_final_feedback() {
             }
             points += 1;
             if !lab.berth(&["fsck"]).status.success() {
-                bad(at.clone(), "fsck fails".into());
+                push(&mut totals, &at, "fsck fails");
             }
             let next = lab.next_boot().0;
             if next != d1 && next != d2 {
-                bad(at.clone(), format!("berth-init would boot {next}"));
+                push(&mut totals, &at, format!("berth-init would boot {next}"));
             }
             if !closings(&hb, id).is_empty() && phase == "install" {
-                bad(
-                    at.clone(),
+                push(
+                    &mut totals,
+                    &at,
                     format!("a final word before the commit: {:?}", closings(&hb, id)),
                 );
             }
             if let Err(e) = finish_rollout(&lab, &hb, id, &d2) {
-                bad(at, e);
+                push(&mut totals, &at, e);
             }
             totals.checked += 1;
             n += 1;
         }
         totals.crash_points += points;
-        phases.push(format!("agent {phase}: {points} crash points"));
+        let bad_here = totals.violations.len() - bad_before;
+        phases.push(format!(
+            "agent {phase}: {points} crash points, {points} states checked, {bad_here} violations"
+        ));
     }
     for p in &phases {
         println!("crash-test {p}");
