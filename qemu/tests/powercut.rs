@@ -2,18 +2,22 @@
 //! device builds of `berth` and `berth-init` on ext4 (mounted `noauto_da_alloc`, so ext4
 //! does not hide a missing fsync) over dm-log-writes, which records every block write
 //! in the order it reached the disk. The device starts with 1.0 as its default and 0.9
-//! as the previous deployment; the guest runs five steps, each between two log marks:
+//! as the previous deployment; the guest runs six steps, each between two log marks:
 //! - `update`: `berth update` to 2.0, which becomes the trial;
 //! - `boot`: berth-init's boot decision and its record write (the trial's try counted),
 //!   by its test mode `--dry-run --write-record`, which plans and writes the record with
 //!   the code PID 1 uses (it is not PID 1 here: the guest's script mounted the disk);
 //! - `mark-good`: 2.0 the default, 1.0 the previous, 0.9 named no more;
 //! - `gc`: `berth gc` removes 0.9 and the objects only it used;
-//! - `rollback`: `berth rollback --from` 2.0, the committed default back to 1.0.
+//! - `rollback`: `berth rollback --from` 2.0, the committed default back to 1.0;
+//! - `pull`: `berth update URL --channel stable` to 3.0, an object pull over HTTP from a
+//!   static repository that has no delta from 1.0. The server listens on the host's
+//!   127.0.0.1; QEMU's user network (`restrict=on`) forwards the guest's 10.0.2.100:8080
+//!   to it, and is the guest's only way out. The host's retries use the same server.
 //!
 //! On the host the log is replayed onto a copy of the starting image. The states a power
 //! cut can leave: every prefix of the log (those that end at a flush or FUA write are
-//! the durable points), and, as CrashMonkey does, reorderings inside each epoch: the
+//! the durable points), and, as `CrashMonkey` does, reorderings inside each epoch: the
 //! writes between two barriers may reach the disk in any order, so any subset of them
 //! may have landed on top of everything before the epoch. An epoch of up to
 //! [`EXHAUSTIVE_MAX`] writes has every subset checked, a larger one
@@ -31,7 +35,7 @@
 //! violations; any violation fails it.
 //!
 //! `x86_64` only: the guest runs the host's `dmsetup` (with its shared libraries). Root
-//! only (loop mounts). The states are written in /dev/shm when it exists. About 3
+//! only (loop mounts). The states are written in /dev/shm when it exists. 3 to 4
 //! minutes on 2 cores; ci/test.sh runs it.
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
 
@@ -328,6 +332,10 @@ echo "POWERCUT gc $?"
 dmsetup message lw 0 mark rollback
 $b --boot-json /boot-new.json rollback --from {new}
 echo "POWERCUT rollback $?"
+ip link set lo up; ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
+dmsetup message lw 0 mark pull
+$b --boot-json /boot-old.json update http://10.0.2.100:8080 --channel stable --progress none
+echo "POWERCUT pull $?"
 dmsetup message lw 0 mark done
 umount /mnt
 dmsetup remove lw
@@ -378,6 +386,7 @@ fn initramfs(dir: &Path, update: &Path, boots: [&Path; 2], new: &str) -> PathBuf
             "virtio_blk",
             "ext4",
             "dm-log-writes",
+            "virtio_net",
         ]));
     let mut order = String::new();
     for line in deps.lines() {
@@ -448,11 +457,12 @@ fn power_cuts_at_every_flush_leave_a_bootable_device() {
             .args(["--version", v]);
         run(&mut c).trim().to_owned()
     };
-    let (v0, v1, v2) = (commit("0.9"), commit("1.0"), commit("2.0"));
-    let (n0, n1, n2) = (
+    let (v0, v1, v2, v3) = (commit("0.9"), commit("1.0"), commit("2.0"), commit("3.0"));
+    let (n0, n1, n2, n3) = (
         v0[..16].to_owned(),
         v1[..16].to_owned(),
         v2[..16].to_owned(),
+        v3[..16].to_owned(),
     );
     let delta = |from: &str, to: &str, out: &Path| {
         let mut c = Command::new(bin("berth-image"));
@@ -466,6 +476,18 @@ fn power_cuts_at_every_flush_leave_a_bootable_device() {
     };
     let update = dir.join("update.berth");
     delta(&v1, &v2, &update);
+    // 3.0 in a static repository without a delta from 1.0: the device pulls the objects
+    // it lacks. Served on the host's 127.0.0.1; the guest reaches it through QEMU.
+    let www = dir.join("www");
+    let mut c = Command::new(bin("berth-image"));
+    c.args(["publish", "--repo"])
+        .arg(&repo)
+        .args(["--commit", &v3, "--channel", "stable", "--key"])
+        .arg(keys.join("berth.key"))
+        .arg("--to")
+        .arg(&www);
+    run(&mut c);
+    let server = testkit::http::Server::start(&www);
     // The device before the guest runs: 1.0 committed over 0.9, which stays as the
     // previous deployment (until mark-good of 2.0 leaves it to gc).
     let sysroot = dir.join("sysroot");
@@ -496,7 +518,8 @@ fn power_cuts_at_every_flush_leave_a_bootable_device() {
         update,
         sysroot,
         boots: [boot1, boot2],
-        names: [n0, n1, n2],
+        names: [n0, n1, n2, n3],
+        port: server.addr.port(),
         files: BTreeMap::new(),
         want: BTreeMap::new(),
     };
@@ -512,8 +535,10 @@ struct Lab {
     sysroot: PathBuf,
     /// berth-init's report naming 1.0, then 2.0, as booted.
     boots: [PathBuf; 2],
-    /// The deployments of 0.9, 1.0 and 2.0.
-    names: [String; 3],
+    /// The deployments of 0.9, 1.0, 2.0 and 3.0.
+    names: [String; 4],
+    /// The port of the repository's server on 127.0.0.1.
+    port: u16,
     /// Each deployment's files after an uninterrupted run.
     files: BTreeMap<String, Scan>,
     /// Where each step of an uninterrupted run ends (and, under "boot-twice", where a
@@ -523,8 +548,8 @@ struct Lab {
 
 /// Reordered states sampled per epoch at most (besides the prefixes): an epoch of up
 /// to [`EXHAUSTIVE_MAX`] writes gets all its subsets instead. Chosen so the whole test
-/// checks well over 1,000 distinct states in about 3 minutes on 2 cores.
-const SAMPLES_PER_EPOCH: usize = 48;
+/// checks about 1,500 distinct states in 3 to 4 minutes on 2 cores.
+const SAMPLES_PER_EPOCH: usize = 24;
 /// Epochs this small have every subset of their writes checked (2^6 = 64 at most).
 const EXHAUSTIVE_MAX: usize = 6;
 /// The sampler's seed: the same states on every run.
@@ -578,7 +603,7 @@ fn subsets(k: usize, rng: &mut Rng) -> Vec<(Vec<bool>, Kind)> {
 impl Lab {
     /// The uninterrupted run, on the host: what each step must end at.
     fn reference(&mut self) {
-        let [n0, n1, n2] = &self.names;
+        let [n0, n1, n2, n3] = &self.names;
         let [boot1, boot2] = &self.boots;
         let reference = self.dir.join("reference");
         run(Command::new("cp")
@@ -618,6 +643,22 @@ impl Lab {
         assert_eq!(after.default.as_deref(), Some(n1.as_str()));
         assert_eq!(after.previous.as_deref(), Some(n2.as_str()));
         self.want.insert("rollback", after);
+        // Booted into 1.0 again, the device pulls 3.0.
+        let pull = Self::pull_args(&format!("http://127.0.0.1:{}", self.port));
+        let pull: Vec<&str> = pull.iter().map(String::as_str).collect();
+        ok(berth(&reference, boot1, &pull));
+        let after = outcome(&reference, boot1).unwrap();
+        assert_eq!(after.trial.as_deref(), Some(n3.as_str()));
+        self.files
+            .insert(n3.clone(), scan(&reference.join("berth/deploy").join(n3)));
+        self.want.insert("pull", after);
+    }
+
+    /// `berth update` from the repository at `url`.
+    fn pull_args(url: &str) -> Vec<String> {
+        ["update", url, "--channel", "stable", "--progress", "none"]
+            .map(str::to_owned)
+            .to_vec()
     }
 
     /// Runs the guest; returns its final disk image, the log and the guest's wall time.
@@ -668,6 +709,14 @@ impl Lab {
                 log_img.display()
             ))
             .args(["-device", "virtio-blk-pci,drive=d1"])
+            // No route anywhere but 10.0.2.100:8080, the repository's server.
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:{} nc 127.0.0.1 {}",
+                cache().join("debian/amd64/busybox/bin/busybox").display(),
+                self.port
+            ))
+            .args(["-device", "virtio-net-pci,netdev=n0"])
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -679,6 +728,7 @@ impl Lab {
             "POWERCUT mark-good 0",
             "POWERCUT gc 0",
             "POWERCUT rollback 0",
+            "POWERCUT pull 0",
             "POWERCUT finished",
         ] {
             assert!(
@@ -690,7 +740,7 @@ impl Lab {
     }
 
     fn steps(&self) -> Vec<Step> {
-        let [_, n1, n2] = &self.names;
+        let [_, n1, n2, n3] = &self.names;
         let [boot1, boot2] = &self.boots;
         let want = |k: &str| self.want[k].clone();
         let step = |mark, run, booted: &PathBuf, may_boot: &[&String]| Step {
@@ -721,6 +771,12 @@ impl Lab {
                 berth(&["rollback", "--from", n2]),
                 boot2,
                 &[n1, n2],
+            ),
+            step(
+                "pull",
+                Run::Berth(Self::pull_args(&format!("http://127.0.0.1:{}", self.port))),
+                boot1,
+                &[n1, n3],
             ),
         ]
     }
