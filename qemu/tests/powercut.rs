@@ -4,9 +4,10 @@
 //! in the order it reached the disk. The device starts with 1.0 as its default and 0.9
 //! as the previous deployment; the guest runs six steps, each between two log marks:
 //! - `update`: `berth update` to 2.0, which becomes the trial;
-//! - `boot`: berth-init's boot decision and its record write (the trial's try counted),
-//!   by its test mode `--dry-run --write-record`, which plans and writes the record with
-//!   the code PID 1 uses (it is not PID 1 here: the guest's script mounted the disk);
+//! - `boot`: berth-init boots, as PID 1 of new PID and mount namespaces (the kernel
+//!   command line names the logged device as `berth.root=`): it mounts the device (a
+//!   second time), counts the trial's try in the record, assembles the trial (state
+//!   directories, the /etc overlay) and execs its init, which says so and exits;
 //! - `mark-good`: 2.0 the default, 1.0 the previous, 0.9 named no more;
 //! - `gc`: `berth gc` removes 0.9 and the objects only it used;
 //! - `rollback`: `berth rollback --from` 2.0, the committed default back to 1.0;
@@ -29,7 +30,8 @@
 //! object's sha256, both record copies, the named deployments); every deployment the
 //! record names is byte-identical to an uninterrupted run's; the interrupted command,
 //! run again, ends where an uninterrupted run ends (for `boot`, the record is before or
-//! after the count, and a boot from there counts one more try). Unmounted, `e2fsck -fn`
+//! after the count, and a boot from there, berth-init's `--dry-run --write-record` on the
+//! host, counts one more try). Unmounted, `e2fsck -fn`
 //! finds no error. Replaying the whole log must give the guest's final image byte for
 //! byte. The test prints per step the states checked (prefixes, reordered) and the
 //! violations; any violation fails it.
@@ -58,13 +60,26 @@ fn berth_image(args: &[&str], paths: &[&Path]) -> String {
 /// A tiny root filesystem: enough files for an update of a few dozen objects.
 fn tree(dir: &Path, version: &str, keys: &Path) -> PathBuf {
     let t = dir.join(format!("tree-{version}"));
-    for d in ["etc", "var", "run", "dev", "proc", "sys", "sysroot", "sbin"] {
+    for d in [
+        "etc", "var", "run", "dev", "proc", "sys", "sysroot", "sbin", "bin",
+    ] {
         fs::create_dir_all(t.join(d)).unwrap();
     }
     fs::create_dir_all(t.join("usr/lib/berth/keys")).unwrap();
     fs::create_dir_all(t.join("usr/share/doc")).unwrap();
     fs::write(t.join("etc/release"), version).unwrap();
-    fs::write(t.join("sbin/init"), "#!/bin/sh\n").unwrap();
+    // berth-init boots the trial in the guest: its init says so and exits, which ends
+    // the PID namespace berth-init ran in as PID 1.
+    fs::copy(
+        cache().join("debian/amd64/busybox/bin/busybox"),
+        t.join("bin/busybox"),
+    )
+    .unwrap();
+    fs::write(
+        t.join("sbin/init"),
+        "#!/bin/busybox sh\necho \"POWERCUT booted $(/bin/busybox cat /etc/release)\"\n",
+    )
+    .unwrap();
     fs::set_permissions(t.join("sbin/init"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::copy(
         keys.join("berth.pub"),
@@ -305,8 +320,9 @@ fn check_state(img: &Path, mnt: &Path, step: &Step, files: &BTreeMap<String, Sca
 /// The guest's /init: dm-log-writes over the disk, then each step between two marks;
 /// `new` is the update's deployment.
 fn guest_script(new: &str) -> String {
-    // Not PID 1 here, berth-init runs its test mode; --write-record makes the boot's
-    // record write (the trial's try counted) with the same code as a real boot.
+    // berth-init boots for real, as PID 1 of new PID and mount namespaces: it mounts
+    // berth.root= (the logged device, a second time), counts the trial's try, assembles
+    // and execs the trial's init, whose exit ends the namespaces.
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -321,7 +337,7 @@ dmsetup message lw 0 mark update
 $b --boot-json /boot-old.json update /update.berth
 echo "POWERCUT update $?"
 dmsetup message lw 0 mark boot
-berth-init --dry-run --sysroot /mnt --write-record >/run/plan.json
+unshare -m -p -f berth-init
 echo "POWERCUT boot $?"
 dmsetup message lw 0 mark mark-good
 $b --boot-json /boot-new.json mark-good
@@ -387,6 +403,7 @@ fn initramfs(dir: &Path, update: &Path, boots: [&Path; 2], new: &str) -> PathBuf
             "ext4",
             "dm-log-writes",
             "virtio_net",
+            "overlay",
         ]));
     let mut order = String::new();
     for line in deps.lines() {
@@ -697,7 +714,12 @@ impl Lab {
             .arg(&kernel)
             .arg("-initrd")
             .arg(&cpio)
-            .args(["-append", "console=ttyS0 panic=-1 quiet"])
+            .args([
+                "-append",
+                // No rescue shell: a failed boot ends the namespace (after berth-init waits
+                // 10 s) instead of waiting for a shell that never gets input.
+                "console=ttyS0 panic=-1 quiet berth.root=/dev/dm-0 berth.rescue_shell=/none",
+            ])
             .arg("-drive")
             .arg(format!(
                 "file={},if=none,format=raw,id=d0,cache=unsafe",
@@ -724,6 +746,7 @@ impl Lab {
         let guest_time = start.elapsed();
         for line in [
             "POWERCUT update 0",
+            "POWERCUT booted 2.0",
             "POWERCUT boot 0",
             "POWERCUT mark-good 0",
             "POWERCUT gc 0",
