@@ -70,21 +70,21 @@ invariants: $boot_ftotal.
 $ftable
 
 **Power cuts at the block layer** (\`qemu/tests/powercut.rs\`). A QEMU guest (Debian's
-6.1 kernel, TCG) runs, with the device builds, \`berth update\`, berth-init's boot decision
-and record write (the trial's try counted, by its \`--dry-run --write-record\` test mode:
-PID 1's planning and record code), \`berth mark-good\`, \`berth gc\` (removing the
-deployment mark-good left unnamed), \`berth rollback --from\` (the new default back to
-the previous) and \`berth update URL\` (\`pull\`: an object pull over HTTP from a server on
-the host's 127.0.0.1, the guest's only way out of QEMU's restricted user network) on
-ext4 (\`noauto_da_alloc\`) over dm-log-writes. The host replays the log onto a copy of
-the starting image and checks the states a power cut can leave: every prefix of the log
-(those that end at a flush or FUA write are the durable points) and, as CrashMonkey
-does, reorderings inside each epoch (the writes between two barriers may land in any
-order: every subset of an epoch of up to 6 writes, else 24 sampled with a fixed seed),
-each distinct disk image once. Each state: mounted (the journal replays), the same
-invariants as above plus \`e2fsck -fn\`; for the boot, the count is before or after and
-the next boot counts one more. The log's order varies a little from run to run, so the
-counts do too. $pinfo.
+6.1 kernel, TCG) runs, with the device builds, \`berth update\`, a boot of the trial by
+berth-init (\`boot\`: PID 1 of new PID and mount namespaces, it mounts the logged device,
+counts the try in the record, assembles the trial and execs its init), \`berth
+mark-good\`, \`berth gc\` (removing the deployment mark-good left unnamed), \`berth
+rollback --from\` (the new default back to the previous) and \`berth update URL\`
+(\`pull\`: an object pull over HTTP from a server on the host's 127.0.0.1, the guest's
+only way out of QEMU's restricted user network) on ext4 (\`noauto_da_alloc\`) over
+dm-log-writes. The host replays the log onto a copy of the starting image and checks
+the states a power cut can leave: every prefix of the log (those that end at a flush or
+FUA write are the durable points) and, as CrashMonkey does, reorderings inside each
+epoch (the writes between two barriers may land in any order: every subset of an epoch
+of up to 6 writes, else 24 sampled with a fixed seed), each distinct disk image once.
+Each state: mounted (the journal replays), the same invariants as above plus \`e2fsck
+-fn\`; for the boot, the count is before or after and the next boot counts one more.
+The log's order varies a little from run to run, and the counts with it. $pinfo.
 
 | command | states checked | prefixes | of them at flush/FUA | reordered | violations |
 |---|---|---|---|---|---|
@@ -95,11 +95,12 @@ renames in \`Txn::commit\` and the \`fsync\` of \`record.tmp\`, the power-cut te
 violations (objects whose content does not match their name, an invalid record copy,
 berth-init booting nothing); the process-crash test found 32 for the \`syncfs\` alone.
 Without only the \`fsync\` of \`record.tmp\` in \`Sysroot::write_record\` (berth-init's
-count and every record flip of \`berth\`), the power-cut test (its first five steps, 48
-samples per large epoch) found 870 violations in 356 of 1,188 states (100 prefixes, 256
-reorderings; one in the update, the rest from the boot on): record copies that do not
-decode, the trial lost after its try was counted (berth-init would boot the old
-default), both copies damaged (no valid record for the retry).
+count and every record flip of \`berth\`), the power-cut test (as it was then: its first
+five steps, the boot by berth-init's \`--dry-run --write-record\`, 48 samples per large
+epoch) found 870 violations in 356 of 1,188 states (100 prefixes, 256 reorderings; one
+in the update, the rest from the boot on): record copies that do not decode, the trial
+lost after its try was counted (berth-init would boot the old default), both copies
+damaged (no valid record for the retry).
 <!-- crash-bench:end -->
 MD
 )
