@@ -255,10 +255,10 @@ fn check_state(img: &Path, mnt: &Path, step: &Step, files: &BTreeMap<String, Sca
                 .into_iter()
                 .flatten()
             {
-                if files
-                    .get(name)
-                    .is_some_and(|f| *f != scan(&mnt.join("berth/deploy").join(name)))
-                {
+                let dir = mnt.join("berth/deploy").join(name);
+                if !dir.is_dir() {
+                    bad.push(format!("deployment {name} is missing"));
+                } else if files.get(name).is_some_and(|f| *f != scan(&dir)) {
                     bad.push(format!("deployment {name} is not complete"));
                 }
             }
