@@ -95,12 +95,11 @@ renames in \`Txn::commit\` and the \`fsync\` of \`record.tmp\`, the power-cut te
 violations (objects whose content does not match their name, an invalid record copy,
 berth-init booting nothing); the process-crash test found 32 for the \`syncfs\` alone.
 Without only the \`fsync\` of \`record.tmp\` in \`Sysroot::write_record\` (berth-init's
-count and every record flip of \`berth\`), the power-cut test (as it was then: its first
-five steps, the boot by berth-init's \`--dry-run --write-record\`, 48 samples per large
-epoch) found 870 violations in 356 of 1,188 states (100 prefixes, 256 reorderings; one
-in the update, the rest from the boot on): record copies that do not decode, the trial
-lost after its try was counted (berth-init would boot the old default), both copies
-damaged (no valid record for the retry).
+count and every record flip of \`berth\`), the power-cut test found 1040 violations in
+465 of 1,644 states (180 prefixes, 285 reorderings; one in the update, the rest from
+the boot on): record copies that do not decode, both copies damaged (no valid record
+for the retry), berth-init booting the old default after the trial's try was counted,
+a record fallen back to a copy that names the deployment gc had removed.
 <!-- crash-bench:end -->
 MD
 )
