@@ -8,9 +8,13 @@
 //!   `{sector u64, nr_sectors u64, flags u64, data_len u64}` (a mark's name follows the
 //!   header inside the same sector), then, for a write, its `nr_sectors * S` bytes.
 //!
-//! Writes are logged in completion order and only once a flush has covered them, so
-//! every prefix of the log that ends at a flush or FUA entry is a state the disk could
-//! hold after a power cut.
+//! Writes are logged in completion order and only once a flush has covered them (the
+//! kernel keeps completed writes aside and logs them just before the flush that follows;
+//! a FUA write is logged when it completes), so every prefix of the log that ends at a
+//! flush or FUA entry is a state the disk could hold after a power cut. Between two such
+//! barriers (an epoch) the drive may have kept any subset of the writes in its volatile
+//! cache, in any order: [`Epoch`] builds those states, and [`ImageKey`] tells which of
+//! them are the same disk.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -120,8 +124,18 @@ impl Log {
     /// Applies entry `e` to the device image `dev`: writes its data; a discard writes
     /// zeros (what the kernel's own replay tool does by default).
     pub fn apply(&self, e: &Entry, dev: &File) -> Result<(), String> {
-        if e.flags & MARK != 0 || e.nr_sectors == 0 {
+        if !writes(e) {
             return Ok(());
+        }
+        let buf = self.data(e)?;
+        dev.write_all_at(&buf, e.sector * self.sectorsize)
+            .map_err(|err| format!("replay at sector {}: {err}", e.sector))
+    }
+
+    /// Entry `e`'s data: what a write wrote, zeros for a discard, nothing for a mark.
+    pub fn data(&self, e: &Entry) -> Result<Vec<u8>, String> {
+        if e.flags & MARK != 0 || e.nr_sectors == 0 {
+            return Ok(Vec::new());
         }
         let len = usize::try_from(e.nr_sectors * self.sectorsize).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; len];
@@ -130,8 +144,7 @@ impl Log {
                 .read_exact_at(&mut buf, e.data_at)
                 .map_err(|err| format!("log data at {}: {err}", e.data_at))?;
         }
-        dev.write_all_at(&buf, e.sector * self.sectorsize)
-            .map_err(|err| format!("replay at sector {}: {err}", e.sector))
+        Ok(buf)
     }
 
     /// The index of the entry marked `name`.
@@ -146,6 +159,150 @@ impl Log {
 /// a flush or a FUA write.
 pub fn is_barrier(e: &Entry) -> bool {
     e.flags & (FLUSH | FUA) != 0
+}
+
+/// Whether entry `e` changes the device (a write or a discard, not a mark or an empty
+/// flush).
+pub fn writes(e: &Entry) -> bool {
+    e.flags & MARK == 0 && e.nr_sectors > 0
+}
+
+/// The identity of a disk image, up to hash collisions: the sum over every sector of a
+/// 128-bit hash of (sector number, content), taken relative to a starting image (whose
+/// key is 0). A sum updates in place when a few sectors change, so the key of every
+/// crash state costs only the sectors its epoch touched, and two states with the same
+/// bytes (different subsets whose writes overwrite one another, a flush that carries
+/// no data) get the same key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageKey(u128);
+
+impl ImageKey {
+    fn sector(sector: u64, content: &[u8]) -> u128 {
+        use std::hash::{Hash as _, Hasher as _};
+        // Two differently salted SipHash runs make 128 bits; `DefaultHasher::new()`
+        // has fixed keys, so keys are the same from run to run.
+        let half = |salt: u8| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (salt, sector, content).hash(&mut h);
+            u128::from(h.finish())
+        };
+        half(1) << 64 | half(2)
+    }
+
+    /// The key after `sector` changed from `old` to `new`.
+    #[must_use]
+    pub fn change(self, sector: u64, old: &[u8], new: &[u8]) -> Self {
+        if old == new {
+            return self;
+        }
+        Self(
+            self.0
+                .wrapping_add(Self::sector(sector, new))
+                .wrapping_sub(Self::sector(sector, old)),
+        )
+    }
+}
+
+/// The write entries between two barriers: the kernel may have put them on the disk in
+/// any order, so after a power cut any subset of them may have landed (on top of
+/// everything up to the barrier before them, the epoch's base). Subsets are applied in
+/// log order, so where two writes overlap the later one wins when both landed.
+#[derive(Debug)]
+pub struct Epoch {
+    /// The entries' indices in the log, in log order.
+    pub writes: Vec<usize>,
+    /// Each write's data (zeros for a discard).
+    data: Vec<Vec<u8>>,
+    /// The base's content of every sector the writes touch.
+    before: std::collections::BTreeMap<u64, Vec<u8>>,
+    sectorsize: u64,
+}
+
+impl Epoch {
+    /// Reads the writes `writes` (indices of write or discard entries of `log`, in
+    /// order) and the content of the sectors they touch in `base`.
+    pub fn new(log: &Log, writes: Vec<usize>, base: &File) -> Result<Self, String> {
+        let s = log.sectorsize;
+        let mut data = Vec::with_capacity(writes.len());
+        let mut before = std::collections::BTreeMap::new();
+        for &i in &writes {
+            let e = &log.entries[i];
+            data.push(log.data(e)?);
+            for sector in e.sector..e.sector + e.nr_sectors {
+                if let std::collections::btree_map::Entry::Vacant(v) = before.entry(sector) {
+                    let mut b = vec![0u8; usize::try_from(s).map_err(|e| e.to_string())?];
+                    base.read_exact_at(&mut b, sector * s)
+                        .map_err(|err| format!("base at sector {sector}: {err}"))?;
+                    v.insert(b);
+                }
+            }
+        }
+        Ok(Self {
+            writes,
+            data,
+            before,
+            sectorsize: s,
+        })
+    }
+
+    /// The key of the state where the writes with `landed[k]` set reached the disk,
+    /// given the base's key.
+    pub fn key(&self, log: &Log, base: ImageKey, landed: &[bool]) -> ImageKey {
+        let s = usize::try_from(self.sectorsize).unwrap_or(512);
+        let mut now: std::collections::BTreeMap<u64, &[u8]> = std::collections::BTreeMap::new();
+        for (k, &i) in self.writes.iter().enumerate() {
+            if !landed.get(k).copied().unwrap_or(false) {
+                continue;
+            }
+            let e = &log.entries[i];
+            for (n, chunk) in self.data[k].chunks(s).enumerate() {
+                now.insert(e.sector + n as u64, chunk);
+            }
+        }
+        now.into_iter().fold(base, |key, (sector, new)| {
+            key.change(sector, &self.before[&sector], new)
+        })
+    }
+
+    /// Writes the writes with `landed[k]` set, in log order, onto `dev` (a copy of the
+    /// base).
+    pub fn apply(&self, log: &Log, landed: &[bool], dev: &File) -> Result<(), String> {
+        for (k, &i) in self.writes.iter().enumerate() {
+            if landed.get(k).copied().unwrap_or(false) {
+                let e = &log.entries[i];
+                dev.write_all_at(&self.data[k], e.sector * self.sectorsize)
+                    .map_err(|err| format!("replay at sector {}: {err}", e.sector))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small seeded generator (`SplitMix64`, Steele, Lea and Flood, "Fast splittable
+/// pseudorandom number generators", OOPSLA 2014), so the sampled reorderings are the
+/// same on every run.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator started from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0; the modulo bias is negligible for small `n`).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next_u64() % (n as u64)).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -209,5 +366,66 @@ mod tests {
         short[16..24].copy_from_slice(&9u64.to_le_bytes());
         std::fs::write(&path, &short).unwrap();
         assert!(Log::open(&path).unwrap_err().contains("past the end"));
+    }
+    #[test]
+    fn an_epochs_subsets_give_the_images_and_keys_their_writes_make() {
+        let s = 512usize;
+        let mut log = vec![0u8; s];
+        log[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+        log[8..16].copy_from_slice(&1u64.to_le_bytes());
+        log[16..24].copy_from_slice(&3u64.to_le_bytes());
+        log[24..28].copy_from_slice(&512u32.to_le_bytes());
+        // Sector 1 written twice (the second time with what the base holds), sector 3
+        // once.
+        log.extend(entry(1, 1, 0, &[7u8; 512], "", s));
+        log.extend(entry(3, 1, 0, &[8u8; 512], "", s));
+        log.extend(entry(1, 1, 0, &[1u8; 512], "", s));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, &log).unwrap();
+        let l = Log::open(&path).unwrap();
+        let base_path = dir.path().join("base");
+        std::fs::write(&base_path, vec![1u8; 4 * 512]).unwrap();
+        let base = File::open(&base_path).unwrap();
+        let ep = Epoch::new(&l, vec![0, 1, 2], &base).unwrap();
+        let image = |landed: &[bool]| {
+            let p = dir.path().join("state");
+            std::fs::copy(&base_path, &p).unwrap();
+            let dev = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            ep.apply(&l, landed, &dev).unwrap();
+            std::fs::read(&p).unwrap()
+        };
+        let key = |landed: &[bool]| ep.key(&l, ImageKey::default(), landed);
+        // Only the first write: sector 1 holds 7s.
+        assert_eq!(&image(&[true, false, false])[512..1024], &[7u8; 512][..]);
+        // Both writes to sector 1 landed: the later one wins, as if neither had, so
+        // the image and key are the base's.
+        assert_eq!(image(&[true, false, true]), vec![1u8; 4 * 512]);
+        assert_eq!(key(&[true, false, true]), ImageKey::default());
+        assert_eq!(key(&[false, false, true]), ImageKey::default());
+        // Different images, different keys; the same image from other subsets, the
+        // same key.
+        assert_ne!(key(&[true, false, false]), key(&[false, true, false]));
+        assert_ne!(key(&[true, true, false]), key(&[false, true, false]));
+        assert_eq!(key(&[true, true, true]), key(&[false, true, false]));
+        assert_eq!(image(&[true, true, true]), image(&[false, true, false]));
+        // Keys add up: the base moved past the first write, then the second.
+        let moved = ImageKey::default().change(1, &[1u8; 512], &[7u8; 512]);
+        let base2 = moved.change(3, &[1u8; 512], &[8u8; 512]);
+        assert_eq!(key(&[true, true, false]), base2);
+    }
+
+    #[test]
+    fn the_generator_repeats_from_its_seed() {
+        let a: Vec<u64> = std::iter::repeat_with({
+            let mut r = Rng::new(7);
+            move || r.next_u64()
+        })
+        .take(4)
+        .collect();
+        let mut r = Rng::new(7);
+        assert_eq!(a, (0..4).map(|_| r.next_u64()).collect::<Vec<_>>());
+        assert!(a.windows(2).all(|w| w[0] != w[1]));
+        assert!((0..100).all(|_| r.below(3) < 3));
     }
 }
