@@ -142,6 +142,8 @@ struct State {
     lose_after: Option<(u64, u64)>,
     /// The body every deployment resource answers with.
     garbled: Option<Vec<u8>>,
+    /// Status entries one action may have.
+    status_max: usize,
     /// Every request: method and path.
     log: Vec<String>,
     /// Answer every request with this body instead (hostile server tests).
@@ -173,6 +175,7 @@ impl Hawkbit {
             artifact_gets: 0,
             lose_after: None,
             garbled: None,
+            status_max: STATUS_MAX,
             log: Vec::new(),
             hostile: None,
         }));
@@ -270,6 +273,12 @@ impl Hawkbit {
     /// cancel that comes during the download).
     pub fn cancel_after_artifact_gets(&self, id: u64, n: u64) {
         self.with(|s| s.cancel_after = Some((id, n)));
+    }
+
+    /// Sets the status entries one action may have before `429` (default
+    /// [`STATUS_MAX`], as hawkBit's quota).
+    pub fn set_status_max(&self, n: usize) {
+        self.with(|s| s.status_max = n);
     }
 
     /// Removes the action's artifacts from the server once they were asked for `n`
@@ -594,6 +603,7 @@ fn feedback(s: &mut State, target: &str, id: &str, body: &[u8], on_cancel: bool)
     {
         return (400, Vec::new());
     }
+    let status_max = s.status_max;
     let a = &mut s.actions[idx];
     let open = if on_cancel {
         a.state == ActionState::Canceling
@@ -603,7 +613,7 @@ fn feedback(s: &mut State, target: &str, id: &str, body: &[u8], on_cancel: bool)
     if !open {
         return (410, Vec::new());
     }
-    if a.history.len() >= STATUS_MAX {
+    if a.history.len() >= status_max {
         return (429, Vec::new());
     }
     let progress = v["status"]["result"]["progress"]["cnt"]

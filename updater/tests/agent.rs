@@ -492,8 +492,21 @@ fn a_final_feedback_outlives_a_server_outage() {
         state.contains("phase=report") && state.contains("finished=success"),
         "{state}"
     );
-    // Even a damaged state file is an error that names it, never a silent loss.
+    // Back, but the action's status quota is spent (hawkBit's 1,000 entries): 429, and
+    // the report is kept.
     f.hb.hostile(None);
+    f.hb.set_status_max(f.hb.history(id).len());
+    let out = f.agent(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("429"), "{err}");
+    assert!(
+        fs::read_to_string(f.lab.sysroot.join("berth/state/agent"))
+            .unwrap()
+            .contains("phase=report")
+    );
+    f.hb.set_status_max(testkit::ddi::STATUS_MAX);
+    // Even a damaged state file is an error that names it, never a silent loss.
     f.cycle();
     assert_eq!(f.said(id), ["proceeding", "closed+success"]);
     assert!(!f.lab.sysroot.join("berth/state/agent").exists());
