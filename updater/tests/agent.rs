@@ -506,7 +506,6 @@ fn a_final_feedback_outlives_a_server_outage() {
             .contains("phase=report")
     );
     f.hb.set_status_max(testkit::ddi::STATUS_MAX);
-    // Even a damaged state file is an error that names it, never a silent loss.
     f.cycle();
     assert_eq!(f.said(id), ["proceeding", "closed+success"]);
     assert!(!f.lab.sysroot.join("berth/state/agent").exists());
@@ -521,6 +520,7 @@ fn a_final_feedback_outlives_a_server_outage() {
         ["GET /DEFAULT/controller/v1/dev-01"]
     );
     assert!(!state_file.exists());
+    // A damaged state file is an error that names it, never a silent loss.
     fs::write(&state_file, "version=9\n").unwrap();
     let out = f.agent(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
