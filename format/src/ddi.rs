@@ -247,9 +247,16 @@ impl Pending {
             return Err(bad("a control character (the encoder writes none)"));
         }
         let action = String::from(action);
+        // Lowercase, as written: the file has one spelling.
+        let commit = |v: &str| -> Result<ObjectId, FormatError> {
+            if v.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(bad("commit= is lowercase hex"));
+            }
+            ObjectId::parse_hex(v.as_bytes())
+        };
         let phase = match field("phase")? {
-            "downloaded" => Phase::Downloaded(ObjectId::parse_hex(field("commit")?.as_bytes())?),
-            "trial" => Phase::Trial(ObjectId::parse_hex(field("commit")?.as_bytes())?),
+            "downloaded" => Phase::Downloaded(commit(field("commit")?)?),
+            "trial" => Phase::Trial(commit(field("commit")?)?),
             "report" => {
                 let finished = match field("finished")? {
                     "success" => Finished::Success,
@@ -748,6 +755,15 @@ mod tests {
             phase: Phase::Trial(c),
         }
         .encode();
+        let hex = c.to_string();
+        let i = hex.find(|ch: char| ch.is_ascii_lowercase()).unwrap();
+        let upper = alloc::format!(
+            "{}{}{}",
+            &hex[..i],
+            hex[i..=i].to_ascii_uppercase(),
+            &hex[i + 1..]
+        );
+        assert!(Pending::decode(good.replace(&hex, &upper).as_bytes()).is_err());
         for bad in [
             String::new(),
             good.replace("version=1", "version=2"),
@@ -757,6 +773,7 @@ mod tests {
             good.clone() + "extra=1\n",
             good.replace("commit=", "commit=zz"),
             good.replace("action=7", "action=7\r"),
+            good.replace(&hex, &upper),
         ] {
             assert!(Pending::decode(bad.as_bytes()).is_err(), "{bad:?}");
         }
