@@ -134,6 +134,9 @@ struct State {
     storm: u64,
     /// Close an artifact download after this many body bytes.
     drop_every: Option<u64>,
+    /// The next download from the start (no `Range`) sends this many bytes, then
+    /// nothing for a minute.
+    stall_once: Option<u64>,
     /// Cancel this action after this many artifact requests.
     cancel_after: Option<(u64, u64)>,
     /// Artifact requests served so far.
@@ -171,6 +174,7 @@ impl Hawkbit {
             actions: Vec::new(),
             storm: 0,
             drop_every: None,
+            stall_once: None,
             cancel_after: None,
             artifact_gets: 0,
             lose_after: None,
@@ -295,6 +299,12 @@ impl Hawkbit {
     /// Closes artifact downloads after `bytes` body bytes (the device must resume).
     pub fn drop_every(&self, bytes: Option<u64>) {
         self.with(|s| s.drop_every = bytes);
+    }
+
+    /// The next artifact download from the start (a request without `Range`) sends
+    /// `bytes`, then stalls for a minute (a link that goes quiet).
+    pub fn stall_once(&self, bytes: u64) {
+        self.with(|s| s.stall_once = Some(bytes));
     }
 
     /// Answers every request with `status` and `body` (a hostile or broken server).
@@ -422,7 +432,11 @@ fn serve(mut conn: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std::io
                 drop(s);
                 return respond(&mut conn, 404, b"");
             };
-            let drop_every = s.drop_every;
+            let mut drop_every = s.drop_every;
+            let stall = req.range.is_none() && s.stall_once.is_some();
+            if stall {
+                drop_every = s.stall_once.take();
+            }
             s.artifact_gets += 1;
             if let Some((id, n)) = s.cancel_after
                 && s.artifact_gets >= n
@@ -432,7 +446,12 @@ fn serve(mut conn: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std::io
                 a.state = ActionState::Canceling;
             }
             drop(s);
-            return send_artifact(&mut conn, &bytes, req.range, drop_every);
+            send_artifact(&mut conn, &bytes, req.range, drop_every)?;
+            if stall {
+                conn.flush()?;
+                std::thread::sleep(std::time::Duration::from_mins(1));
+            }
+            return Ok(());
         }
         _ => (404, Vec::new()),
     };

@@ -634,3 +634,27 @@ fn the_configuration_file_says_what_the_flags_would() {
         "{err}"
     );
 }
+
+#[test]
+fn a_download_that_goes_quiet_is_cut_and_resumed() {
+    let f = Fleet::new();
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.hb.stall_once(20_000);
+    let gets = f.artifact_gets();
+    let began = Instant::now();
+    let out = f.agent(&["--stall-timeout", "1"]);
+    let took = began.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+    assert_eq!(f.said(id), ["proceeding"]);
+    // Three heads, the stalled request, its resume.
+    assert_eq!(f.artifact_gets() - gets, 5);
+    assert!(
+        took < Duration::from_secs(30),
+        "cut after the stall timeout, not the minute: {took:?}"
+    );
+}

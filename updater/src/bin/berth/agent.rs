@@ -20,7 +20,8 @@ const CONFIG: &str = "/etc/berth/agent.toml";
 #[derive(Debug, clap::Args)]
 pub(crate) struct AgentArgs {
     /// The configuration file (TOML: `server`, `tenant`, `controller_id`, `token_file`,
-    /// `gateway_token`, `ca`, `max_rate`, `min_rate`, `board`, `tries`, `reboot_command`,
+    /// `gateway_token`, `ca`, `max_rate`, `min_rate`, `stall_timeout`, `board`, `tries`,
+    /// `reboot_command`,
     /// and a `[health]` table; docs/FLEET.md). The default file may be missing when the flags
     /// say everything; a file named here must exist.
     #[arg(long, value_name = "FILE")]
@@ -49,6 +50,10 @@ pub(crate) struct AgentArgs {
     /// written; `none` leaves the reboot to someone else. Default: `reboot`.
     #[arg(long, value_name = "CMD")]
     reboot_command: Option<String>,
+    /// Seconds a download may go without a byte before it is cut and resumed (a link
+    /// gone quiet). Default: 30.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    stall_timeout: Option<u64>,
     /// Seconds to wait after a failed poll (the server unreachable, a 429); doubled
     /// after each failure in a row, at most an hour. Default: 30.
     #[arg(long, value_name = "SECONDS", value_parser = crate::args::retry_delay)]
@@ -98,6 +103,7 @@ struct Config {
     ca: Vec<PathBuf>,
     max_rate: Option<u64>,
     min_rate: Option<u64>,
+    stall_timeout: Option<u64>,
     board: Option<String>,
     tries: Option<u8>,
     reboot_command: Option<String>,
@@ -214,6 +220,12 @@ pub(crate) fn agent(device: &Device, a: &AgentArgs) -> Result<ExitCode> {
     fetch.rates.max_rate = a.max_rate.or(c.max_rate);
     if let Some(m) = c.min_rate {
         fetch.rates.min_rate = m;
+    }
+    if let Some(s) = a.stall_timeout.or(c.stall_timeout) {
+        if !(1..=3600).contains(&s) {
+            bail!("stall_timeout {s}: from 1 to 3600 seconds");
+        }
+        fetch.rates.stall = Duration::from_secs(s);
     }
     let opts = AgentOptions {
         server: need(a.server.clone(), c.server, "server")?,
