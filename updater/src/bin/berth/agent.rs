@@ -58,8 +58,10 @@ pub(crate) struct AgentArgs {
     /// after each failure in a row, at most an hour. Default: 30.
     #[arg(long, value_name = "SECONDS", value_parser = crate::args::retry_delay)]
     retry_delay: Option<Duration>,
-    /// One poll cycle, and the action it starts, then exit: 0 if it went well, 1 if
-    /// not (for scripts, timers and tests).
+    /// One poll cycle, and the action it starts, then exit (for scripts, timers and
+    /// tests): 0 when the cycle ran, an action that failed included (the server was
+    /// told why); 1 when the cycle itself failed (the server unreachable or refusing,
+    /// a bad answer, a damaged state file), with one line saying why.
     #[arg(long)]
     once: bool,
 }
