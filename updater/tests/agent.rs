@@ -658,3 +658,29 @@ fn a_download_that_goes_quiet_is_cut_and_resumed() {
         "cut after the stall timeout, not the minute: {took:?}"
     );
 }
+
+#[test]
+fn a_busy_store_is_tried_again_later_not_reported_as_a_failure() {
+    let f = Fleet::new();
+    let id = f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    // Another berth command (here: flock, as one would) holds the store's lock.
+    // -o: the lock stays with flock itself, so killing it frees the lock.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(f.lab.sysroot.join("berth/store.lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = f.agent(&["--wait", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("holds the lock"), "{err}");
+    assert!(f.said(id).is_empty(), "{:?}", f.said(id));
+    assert_eq!(f.hb.state(id), ActionState::Running);
+    f.cycle();
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+    assert_eq!(f.said(id), ["proceeding"]);
+}

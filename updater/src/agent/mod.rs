@@ -370,6 +370,9 @@ impl<'a> Agent<'a> {
         }
         match self.take(d, waits, c) {
             Ok(()) => Ok(()),
+            // Another berth command holds the store (a person's gc, a timer's update):
+            // not the action's fault; the cycle fails and a later one tries again.
+            Err(e @ UpdaterError::Busy(_)) => Err(e),
             Err(e) => {
                 // A download cut by a cancel (hawkBit answers 404 for the artifacts of an
                 // action being canceled): answer the cancel instead.
