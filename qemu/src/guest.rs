@@ -29,6 +29,7 @@ impl Initramfs {
             "dev",
             "mnt",
             "usb",
+            "run",
             "tmp",
             "lib/modules",
         ] {

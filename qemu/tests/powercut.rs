@@ -47,6 +47,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use qemu_tests::guest::Initramfs;
 use qemu_tests::logwrites::{self, Epoch, ImageKey, Log, Rng};
 use qemu_tests::{TARGETS, bin, cache, run, skip, workspace};
 use serde_json::Value;
@@ -317,18 +318,15 @@ fn check_state(img: &Path, mnt: &Path, step: &Step, files: &BTreeMap<String, Sca
     bad
 }
 
-/// The guest's /init: dm-log-writes over the disk, then each step between two marks;
-/// `new` is the update's deployment.
+/// The guest's script (after `guest::Initramfs`'s own start: applets, proc, sys, dev,
+/// modules): dm-log-writes over the disk, then each step between two marks; `new` is
+/// the update's deployment.
 fn guest_script(new: &str) -> String {
     // berth-init boots for real, as PID 1 of new PID and mount namespaces: it mounts
     // berth.root= (the logged device, a second time), counts the trial's try, assembles
     // and execs the trial's init, whose exit ends the namespaces.
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in $(cat /modules.order); do insmod /lib/modules/$m 2>/dev/null; done
-sectors=$(cat /sys/block/vda/size)
+        r#"sectors=$(cat /sys/block/vda/size)
 dmsetup create --noudevsync lw --table "0 $sectors log-writes /dev/vda /dev/vdb" || echo "POWERCUT dmsetup failed"
 dmsetup message lw 0 mark start
 mount -t ext4 -o noauto_da_alloc /dev/dm-0 /mnt || echo "POWERCUT mount failed"
@@ -356,7 +354,6 @@ dmsetup message lw 0 mark done
 umount /mnt
 dmsetup remove lw
 echo "POWERCUT finished"
-poweroff -f
 "#
     )
 }
@@ -364,39 +361,10 @@ poweroff -f
 /// The initramfs: busybox, the kernel modules, the host's dmsetup and its libraries,
 /// the device build of berth, the update and the guest script.
 fn initramfs(dir: &Path, update: &Path, boots: [&Path; 2], new: &str) -> PathBuf {
-    let root = dir.join("initramfs");
-    let kernel = cache().join("debian/amd64/kernel");
-    for d in [
-        "bin",
-        "sbin",
-        "proc",
-        "sys",
-        "dev",
-        "mnt",
-        "run",
-        "lib/modules",
-        "tmp",
-    ] {
-        fs::create_dir_all(root.join(d)).unwrap();
-    }
-    fs::copy(
-        cache().join("debian/amd64/busybox/bin/busybox"),
-        root.join("bin/busybox"),
-    )
-    .unwrap();
-    let ver = fs::read_dir(kernel.join("lib/modules"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
-    let deps = run(Command::new("modprobe")
-        .arg("-d")
-        .arg(&kernel)
-        .arg("-S")
-        .arg(&ver)
-        .args(["--show-depends", "-a"])
-        .args([
+    let read = |p: &Path| fs::read(p).unwrap();
+    let i = Initramfs::new(
+        dir,
+        &[
             "crc32c_generic",
             "virtio_pci",
             "virtio_blk",
@@ -404,46 +372,14 @@ fn initramfs(dir: &Path, update: &Path, boots: [&Path; 2], new: &str) -> PathBuf
             "dm-log-writes",
             "virtio_net",
             "overlay",
-        ]));
-    let mut order = String::new();
-    for line in deps.lines() {
-        let Some(path) = line.strip_prefix("insmod ") else {
-            continue;
-        };
-        let path = Path::new(path.split_whitespace().next().unwrap());
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if !order.lines().any(|l| l == name) {
-            fs::copy(path, root.join("lib/modules").join(&name)).unwrap();
-            order.push_str(&name);
-            order.push('\n');
-        }
-    }
-    fs::write(root.join("modules.order"), order).unwrap();
-    let libs = run(Command::new("ldd").arg("/usr/sbin/dmsetup"));
-    for lib in libs
-        .split_whitespace()
-        .filter(|w| w.starts_with('/') && Path::new(w).exists())
-    {
-        let to = root.join(lib.trim_start_matches('/'));
-        fs::create_dir_all(to.parent().unwrap()).unwrap();
-        fs::copy(lib, &to).unwrap();
-    }
-    fs::copy("/usr/sbin/dmsetup", root.join("sbin/dmsetup")).unwrap();
-    for b in ["berth", "berth-init"] {
-        fs::copy(device(b), root.join("bin").join(b)).unwrap();
-    }
-    fs::copy(update, root.join("update.berth")).unwrap();
-    fs::copy(boots[0], root.join("boot-old.json")).unwrap();
-    fs::copy(boots[1], root.join("boot-new.json")).unwrap();
-    fs::write(root.join("init"), guest_script(new)).unwrap();
-    run(Command::new("chmod").args(["755"]).arg(root.join("init")));
-    let cpio = dir.join("initramfs.cpio");
-    run(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && find . | cpio -o -H newc --quiet > {}",
-        root.display(),
-        cpio.display()
-    )));
-    cpio
+        ],
+    );
+    i.host_program("/usr/sbin/dmsetup")
+        .berth()
+        .file("update.berth", &read(update))
+        .file("boot-old.json", &read(boots[0]))
+        .file("boot-new.json", &read(boots[1]));
+    i.pack(&guest_script(new))
 }
 
 #[test]
