@@ -1,36 +1,42 @@
 #!/usr/bin/env bash
-# Installs everything the build and the tests need on a Debian 12 machine, idempotently:
+# Installs what the main job needs on a Debian 12 machine, idempotently:
 # Debian packages and the pinned Rust toolchain with both musl targets; with
-# --test-tools (ci/test.sh) also cargo-deny, cargo-fuzz, the nightly toolchain and goosebit.
+# --test-tools (ci/test.sh) also the tests' Debian packages, cargo-deny, cargo-fuzz, the nightly toolchain and goosebit.
 set -euo pipefail
 
+# What the main job (ci/demo.sh) needs: the build, the device binaries, berth-image disk's
+# tools, the kernel sets and the QEMU boot.
 packages=(
     build-essential    # cc for zstd-sys
-    debootstrap        # the real-rootfs test and the demo
-    ostree             # the benchmark's peer
     tar gzip zstd      # tarball inputs
-    diffutils          # diff -r in the rootfs test
-    bc                 # arithmetic in the benchmark scripts
-    util-linux         # setpriv, for the unreadable-tree test as root
-    attr               # getfattr/setfattr, for looking at stores by hand
-    e2fsprogs          # mkfs.ext4 -d, debugfs: sysroot images for the initramfs-mode test
-    gcc libc6-dev      # the static probe init of the direct-boot test
+    e2fsprogs          # mkfs.ext4 -d: berth-image disk's sysroot partition
+    gcc libc6-dev      # the static test init that qemu/rootfs/make-rootfs.sh builds
     musl-tools         # x86_64-linux-musl-gcc: ring's C for the x86_64 device build of berth
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross   # ring's C for the aarch64 one (.cargo/config.toml)
     ca-certificates    # the system roots berth verifies https:// repositories with (tests too)
     binutils           # readelf, for the static-binary check
-    qemu-system-x86 qemu-system-arm   # the QEMU boot tests (TCG)
+    qemu-system-x86 qemu-system-arm   # the QEMU boots (TCG)
     kmod               # depmod/modprobe: module closures for the initramfs
-    dmsetup            # dm-log-writes and dm-flakey in the power-cut and failing-disk guests (binary and libraries copied in)
-    cpio               # checks berth-image's initramfs writer
+    cpio               # berth-image's initramfs writer checks its archives with it
     fdisk              # sfdisk: the GPT of berth-image disk
-    mtools dosfstools  # FAT boot partitions without mounts: the UEFI board's ESP, the U-Boot test
-    python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh)
+    mtools dosfstools  # FAT boot partitions without mounts: the UEFI board's ESP, U-Boot's
+    python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh), the demo's JSON
+    u-boot-tools       # mkimage: boot.scr for the U-Boot board
+)
+# What only the tests and benchmarks need (ci/test.sh passes --test-tools).
+test_packages=(
+    debootstrap        # the real-rootfs tests (ci/fetch-rootfs.sh)
+    ostree             # the benchmark's peer
+    diffutils          # diff -r in the rootfs test
+    bc                 # arithmetic in the benchmark scripts
+    util-linux         # setpriv, for the unreadable-tree test as root
+    attr               # getfattr/setfattr, for looking at stores by hand
+    dmsetup            # dm-log-writes and dm-flakey in the power-cut and failing-disk guests (binary and libraries copied in)
     docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
     bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
-    u-boot-tools       # mkimage (boot.scr) and mkenvimage (checks the loader state encoder)
     systemd            # systemd-analyze verify: the units in systemd/
 )
+[[ ${1:-} == --test-tools ]] && packages+=("${test_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
