@@ -35,6 +35,7 @@ test_packages=(
     docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
     bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
     systemd            # systemd-analyze verify: the units in systemd/
+    groff-base         # groff -ww: berth-init's hand-written man page renders without warnings
 )
 [[ ${1:-} == --test-tools ]] && packages+=("${test_packages[@]}")
 

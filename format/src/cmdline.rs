@@ -6,6 +6,20 @@
 //! at `--` (what follows belongs to init). Parsing never fails: a malformed value is
 //! ignored as if absent, and reported by [`Cmdline::ignored`]. Nothing allocates.
 
+/// Every parameter [`Cmdline::parse`] knows; any other `berth.*` one is ignored and
+/// counted in [`Cmdline::ignored`]. berth-init's man page documents each of them (a test
+/// in `init/tests/man_page.rs` checks it).
+pub const PARAMETERS: [&str; 8] = [
+    "berth.deployment",
+    "berth.entry",
+    "berth.init",
+    "berth.rescue",
+    "berth.rescue_shell",
+    "berth.root",
+    "berth.rootfstype",
+    "berth.root_wait",
+];
+
 /// How the sysroot device is named by `berth.root=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootSpec<'a> {
@@ -179,6 +193,26 @@ pub fn parse_u32(v: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
     use alloc::vec::Vec;
+
+    /// PARAMETERS names what the parser knows: each, with a value of its kind, is taken
+    /// (not counted as ignored); a name that is not among them is ignored.
+    #[test]
+    fn parameters_are_the_known_ones() {
+        for name in PARAMETERS {
+            let value: &str = match name {
+                "berth.rescue" => "",
+                "berth.init" | "berth.rescue_shell" => "=/sbin/x",
+                "berth.root" => "=/dev/vda2",
+                "berth.rootfstype" => "=ext4",
+                "berth.root_wait" => "=3",
+                _ => "=v2",
+            };
+            let line = alloc::format!("{name}{value}");
+            assert_eq!(Cmdline::parse(line.as_bytes()).ignored, 0, "{line}");
+            let line = alloc::format!("{name}x{value}");
+            assert_eq!(Cmdline::parse(line.as_bytes()).ignored, 1, "{line}");
+        }
+    }
 
     #[test]
     fn tokenizer_follows_kernel_quoting() {

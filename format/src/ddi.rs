@@ -552,7 +552,6 @@ mod read {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(feature = "serde")]
     use alloc::string::ToString as _;
 
     #[test]

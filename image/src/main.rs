@@ -58,3 +58,14 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// The man pages and completions in packaging/ are berth-image's of today.
+    #[test]
+    fn man_pages_and_completions_are_current() {
+        testkit::clidocs::check(crate::cmd::Cli::command(), "1");
+    }
+}

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod clidocs;
 pub mod ddi;
 pub mod gate;
 pub mod goosebit;

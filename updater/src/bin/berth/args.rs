@@ -264,6 +264,14 @@ pub(crate) enum ProgressArg {
 mod tests {
     use std::time::Duration;
 
+    use clap::CommandFactory as _;
+
+    /// The man pages and completions in packaging/ are berth's of today.
+    #[test]
+    fn man_pages_and_completions_are_current() {
+        testkit::clidocs::check(super::Cli::command(), "8");
+    }
+
     #[test]
     fn retry_delays_are_seconds_to_the_millisecond() {
         for (text, ms) in [

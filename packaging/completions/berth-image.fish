@@ -1,0 +1,149 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_berth_image_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_berth_image_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_berth_image_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_berth_image_using_subcommand
+    set -l cmd (__fish_berth_image_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c berth-image -n "__fish_berth_image_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_needs_command" -s V -l version -d 'Print version'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "keygen" -d 'Generate an ed25519 signing key pair: DIR/berth.key (secret, mode 0600) and DIR/berth.pub (public, to install on devices). Refuses to overwrite a key'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "commit" -d 'Commit a root filesystem into a repository and print the commit id.'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "checkout" -d 'Check out a commit as a directory tree of hard links into the repository'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "install" -d 'Lay out a sysroot directory for a device\'s first boot: the object store with the commits, their deployments checked out, /var seeded, and the boot record'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "disk" -d 'Build a bootable disk image for a board: a GPT disk whose ext4 sysroot partition holds the store, the deployments and the boot record; the initramfs (berth-init plus the board\'s kernel modules); and the kernel, beside the image'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "bmap" -d 'Write IMAGE.bmap for a sparse image (bmap-tools\' format 2.0): the blocks that hold data, each with its sha256, for `bmaptool copy` and `berth-image flash`'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "initramfs" -d 'Complete a root filesystem\'s kernel set before it is committed: write DIR/usr/lib/modules/<kver>/initramfs.img (berth-init for the board\'s architecture and the board\'s kernel modules with their dependencies, resolved from DIR\'s own modules), so that the committed tree is exactly what boots and an update carries the kernel, its modules and berth-init together'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "flash" -d 'Write a disk image to a USB stick, SD card or file with its bmap, and verify it.'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "delta" -d 'Make a signed update file that takes a device from one commit to another'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "publish" -d 'Publish a commit to a channel of a static repository (a directory to serve over HTTP, copy to a bucket or put behind a CDN)'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "push" -d 'Push a commit to an OCI registry (distribution, Harbor, zot, a cloud\'s registry) as the tag REGISTRY/NAME:TAG, which is the channel'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "boards" -d 'List the boards berth-image knows, from their board.toml files'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "show" -d 'Show a commit: its root tree, parent, version, time, metadata and signers'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "fsck" -d 'Re-hash every object in a repository and check that every commit is complete'
+complete -c berth-image -n "__fish_berth_image_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c berth-image -n "__fish_berth_image_using_subcommand keygen" -l out -d 'Directory to write the keys into (created if missing)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand keygen" -s h -l help -d 'Print help'
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l repo -d 'The repository' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l tree -d 'A directory holding the root filesystem' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l tar -d 'A tarball of the root filesystem (plain, gzip or zstd); xattrs are read from PAX SCHILY.xattr records (GNU tar --xattrs, bsdtar)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l version -d 'The release version: letters, digits and . + ~ _ - (at most 64 bytes)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l key -d 'Secret key to sign the commit with (from `keygen`); repeat it to sign with several, as a key rotation needs (docs/KEYS.md)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l parent -d 'The commit this one follows (full id or a unique prefix)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l timestamp -d 'Commit time in seconds since the epoch (default: `SOURCE_DATE_EPOCH`, else now)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l meta -d 'Free-form metadata, repeatable: --meta board=qemu-x86_64' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand checkout" -l repo -d 'The repository' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand checkout" -l verify -d 'Refuse the commit unless it is signed by this public key (repeatable)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand checkout" -l copy -d 'Copy files instead of hard-linking them to the repository'
+complete -c berth-image -n "__fish_berth_image_using_subcommand checkout" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand install" -l repo -d 'The repository holding the commits' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand install" -l commit -d 'The default deployment\'s commit' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand install" -l previous -d 'A previous deployment, booted when the default cannot be' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand install" -l trial -d 'A deployment to try first, with --tries boots before falling back' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand install" -l tries -d 'How many boots the trial gets (1 to 255)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand install" -l sysroot -d 'The sysroot directory to fill (new or empty)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand install" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l board -d 'The board: a directory under --boards holding board.toml' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l repo -d 'The repository holding the commits' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l commit -d 'The default deployment\'s commit' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l previous -d 'A previous deployment, booted when the default cannot be' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l trial -d 'A deployment to try first, with --tries boots before falling back' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l tries -d 'How many boots the trial gets (1 to 255)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -s o -l output -d 'The disk image to write; the kernel and initramfs go beside it (NAME.kernel, NAME.initrd)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l boards -d 'Where the board files are' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l kernel-dir -d 'The unpacked Debian kernel package (default: what ci/fetch-kernels.sh made under /var/cache/berth/debian/<arch>/kernel)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l init -d 'berth-init for the board\'s architecture (default: the one ci/check-init.sh built)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l loader-dir -d 'The unpacked firmware and loaders of boards that boot through them (default: what ci/fetch-loaders.sh made: the board\'s bootloader.loader-dir under /var/cache/berth, else /var/cache/berth/debian/<arch>/loaders)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l json -d 'Print the result as JSON'
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand bmap" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l board -d 'The board (a directory under --boards holding board.toml)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l root -d 'The root filesystem to complete (modified in place)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l kver -d 'The kernel version, when DIR/usr/lib/modules holds several' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l kernel-dir -d 'Take the kernel and the board\'s modules from this unpacked kernel package' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l init -d 'berth-init for the board\'s architecture (default: the one ci/check-init.sh built)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l boards -d 'Where the board files are' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l json -d 'Print JSON for programs'
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand flash" -l bmap -d 'The bmap (default: IMAGE.bmap)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand flash" -l no-bmap -d 'Write every block of the image, without a bmap (and without checking the image; the read-back still checks the target)'
+complete -c berth-image -n "__fish_berth_image_using_subcommand flash" -l force -d 'Write a disk that is not removable (a fixed disk or a loop device). Never writes a device that is in use'
+complete -c berth-image -n "__fish_berth_image_using_subcommand flash" -l json -d 'Print the result as JSON'
+complete -c berth-image -n "__fish_berth_image_using_subcommand flash" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l repo -d 'The repository holding the commits' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l from -d 'The commit the device runs now' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l to -d 'The commit to update to' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l key -d 'The secret key to sign the update with; repeat it to sign with several (a device accepts the update if it trusts any of them; docs/KEYS.md)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -s o -l output -d 'The update file to write' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l part-size -d 'Uncompressed bytes per part (a part is the unit of resuming)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l level -d 'zstd compression level (1 to 22)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l window -d 'Output bytes per patch window: files larger than twice this are diffed window by window, which bounds the build host\'s memory (about 10x the window)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l empty -d 'A full update, for a device that may have nothing'
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l split -d 'Write a directory instead (superblock, part-00000, …), to serve over HTTP; `berth update DIR` reads it too'
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l json -d 'Print the result as JSON'
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l repo -d 'The repository holding the commits' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l commit -d 'The commit the channel points at' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l key -d 'The secret key to sign the updates and the pointer with; repeat it to sign with several while devices move from one key to the next (docs/KEYS.md)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l from -d 'Also make a delta from this commit (repeatable)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l expires-in-days -d 'Days until devices refuse the pointer (1 to 3650: republish well before then)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l part-size -d 'Uncompressed bytes per part (the unit of resuming a download)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l level -d 'zstd compression level (1 to 22)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l to -d 'The static repository directory (created if missing)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l channel -d 'The channel (a-z, 0-9, . _ -)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l json -d 'Print the result as JSON'
+complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l repo -d 'The repository holding the commits' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l commit -d 'The commit the channel points at' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l key -d 'The secret key to sign the updates and the pointer with; repeat it to sign with several while devices move from one key to the next (docs/KEYS.md)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l from -d 'Also make a delta from this commit (repeatable)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l expires-in-days -d 'Days until devices refuse the pointer (1 to 3650: republish well before then)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l part-size -d 'Uncompressed bytes per part (the unit of resuming a download)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l level -d 'zstd compression level (1 to 22)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l ca -d 'Trust only the certificate authorities in this PEM file for the registry\'s HTTPS, instead of the system\'s roots (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else /etc/ssl/certs). Repeatable' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l registry-auth -d 'Credentials for a registry that asks for them: a Docker-style config.json (`{"auths": {"REGISTRY": {"auth": "<base64 of user:password>"}}}`, as `docker login` writes). They go to the registry\'s token service, which issues a push token for NAME (or, for a registry that asks for Basic authentication, with every request)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l manifest-layers -d 'Layers per manifest (about 270 bytes each). Past it, the tag names an image index of several manifests: registries limit a manifest\'s size (4 MiB is common), and a rootfs has a layer per object' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -l json -d 'Print the result as JSON'
+complete -c berth-image -n "__fish_berth_image_using_subcommand push" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c berth-image -n "__fish_berth_image_using_subcommand boards" -l boards -d 'Where the board files are' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand boards" -s h -l help -d 'Print help'
+complete -c berth-image -n "__fish_berth_image_using_subcommand show" -l repo -d 'The repository' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand show" -l json -d 'Print JSON instead of text'
+complete -c berth-image -n "__fish_berth_image_using_subcommand show" -s h -l help -d 'Print help'
+complete -c berth-image -n "__fish_berth_image_using_subcommand fsck" -l repo -d 'The repository' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand fsck" -s h -l help -d 'Print help'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "keygen" -d 'Generate an ed25519 signing key pair: DIR/berth.key (secret, mode 0600) and DIR/berth.pub (public, to install on devices). Refuses to overwrite a key'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "commit" -d 'Commit a root filesystem into a repository and print the commit id.'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "checkout" -d 'Check out a commit as a directory tree of hard links into the repository'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "install" -d 'Lay out a sysroot directory for a device\'s first boot: the object store with the commits, their deployments checked out, /var seeded, and the boot record'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "disk" -d 'Build a bootable disk image for a board: a GPT disk whose ext4 sysroot partition holds the store, the deployments and the boot record; the initramfs (berth-init plus the board\'s kernel modules); and the kernel, beside the image'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "bmap" -d 'Write IMAGE.bmap for a sparse image (bmap-tools\' format 2.0): the blocks that hold data, each with its sha256, for `bmaptool copy` and `berth-image flash`'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "initramfs" -d 'Complete a root filesystem\'s kernel set before it is committed: write DIR/usr/lib/modules/<kver>/initramfs.img (berth-init for the board\'s architecture and the board\'s kernel modules with their dependencies, resolved from DIR\'s own modules), so that the committed tree is exactly what boots and an update carries the kernel, its modules and berth-init together'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "flash" -d 'Write a disk image to a USB stick, SD card or file with its bmap, and verify it.'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "delta" -d 'Make a signed update file that takes a device from one commit to another'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "publish" -d 'Publish a commit to a channel of a static repository (a directory to serve over HTTP, copy to a bucket or put behind a CDN)'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "push" -d 'Push a commit to an OCI registry (distribution, Harbor, zot, a cloud\'s registry) as the tag REGISTRY/NAME:TAG, which is the channel'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "boards" -d 'List the boards berth-image knows, from their board.toml files'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "show" -d 'Show a commit: its root tree, parent, version, time, metadata and signers'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "fsck" -d 'Re-hash every object in a repository and check that every commit is complete'
+complete -c berth-image -n "__fish_berth_image_using_subcommand help; and not __fish_seen_subcommand_from keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
