@@ -38,22 +38,29 @@ pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
     }
 }
 
-/// berth-init for `arch`, as `ci/check-init.sh` builds it: `target/<triple>/device/`,
-/// looked up from this executable's `target/<profile>/` directory.
+/// berth-init for `arch`, found beside this executable: installed, as the berth-image
+/// package lays it out (`/usr/bin/berth-image`, `/usr/lib/berth/init/<triple>/berth-init`);
+/// else in the cargo build it came from (`target/<profile>/berth-image`,
+/// `target/<triple>/device/berth-init`, as `ci/check-init.sh` builds it).
 pub(crate) fn default_init(arch: Arch) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locate berth-image")?;
-    let target = exe
+    let up = exe
         .parent()
         .and_then(Path::parent)
-        .context("locate the build directory")?;
-    let p = target.join(arch.musl_triple()).join("device/berth-init");
-    if p.is_file() {
-        return Ok(p);
+        .context("locate berth-image's directory")?;
+    let installed = up
+        .join("lib/berth/init")
+        .join(arch.musl_triple())
+        .join("berth-init");
+    let built = up.join(arch.musl_triple()).join("device/berth-init");
+    if let Some(p) = [&installed, &built].into_iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
     }
     bail!(
-        "{}: berth-init for {} is not built (run ci/check-init.sh, or give --init)",
-        p.display(),
-        arch.musl_triple()
+        "berth-init for {} is neither installed ({}) nor built ({}): give --init",
+        arch.musl_triple(),
+        installed.display(),
+        built.display()
     )
 }
 

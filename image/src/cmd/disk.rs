@@ -28,7 +28,9 @@ pub struct Args {
     /// under /var/cache/berth/debian/<arch>/kernel).
     #[arg(long, value_name = "DIR")]
     kernel_dir: Option<PathBuf>,
-    /// berth-init for the board's architecture (default: the one ci/check-init.sh built).
+    /// berth-init for the board's architecture (default: the installed one,
+    /// /usr/lib/berth/init/<target>/berth-init beside /usr/bin/berth-image, else the one
+    /// ci/check-init.sh built beside this build of berth-image).
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
     /// The unpacked firmware and loaders of boards that boot through them (default:

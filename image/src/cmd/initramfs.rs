@@ -20,7 +20,9 @@ pub struct Args {
     /// Take the kernel and the board's modules from this unpacked kernel package.
     #[arg(long, value_name = "KDIR")]
     kernel_dir: Option<PathBuf>,
-    /// berth-init for the board's architecture (default: the one ci/check-init.sh built).
+    /// berth-init for the board's architecture (default: the installed one,
+    /// /usr/lib/berth/init/<target>/berth-init beside /usr/bin/berth-image, else the one
+    /// ci/check-init.sh built beside this build of berth-image).
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
     /// Where the board files are.

@@ -318,3 +318,17 @@ pub(crate) fn health(device: &Device, h: &HealthArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The example the package installs (usr/share/doc/berth/examples) is a valid file.
+    #[test]
+    fn the_packaged_example_reads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+        let c = super::config(Some(&example)).unwrap();
+        assert_eq!(c.tenant.as_deref(), Some("DEFAULT"));
+        assert!(c.health.commands.is_empty());
+    }
+}
