@@ -11,6 +11,7 @@ use store::build::{self, BuildStats};
 use store::{Repo, Txn};
 
 use crate::keys;
+use crate::ociimage::{self, ImageInfo, OciSource};
 use image::tarball;
 
 /// Where the root filesystem comes from.
@@ -20,6 +21,8 @@ pub enum Source {
     Dir(PathBuf),
     /// A tarball.
     Tar(PathBuf),
+    /// A container image in an OCI image layout.
+    Oci(OciSource),
 }
 
 /// The arguments of `commit`, as given on the command line.
@@ -42,6 +45,8 @@ pub struct CommitOutput {
     pub root: ObjectId,
     pub build: BuildStats,
     pub txn: store::TxnStats,
+    /// The image committed, for `--oci`.
+    pub image: Option<ImageInfo>,
 }
 
 pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
@@ -66,6 +71,16 @@ pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
         Source::Tar(t) => {
             std::fs::File::open(t)
                 .with_context(|| format!("{}: cannot read tarball", t.display()))?;
+        }
+        Source::Oci(o) => {
+            let m = std::fs::metadata(&o.layout)
+                .with_context(|| format!("{}: cannot read the image layout", o.layout.display()))?;
+            if !m.is_dir() {
+                bail!(
+                    "{}: not a directory (an OCI image layout is one)",
+                    o.layout.display()
+                );
+            }
         }
     }
 
@@ -105,9 +120,19 @@ fn commit_into(
             );
         }
     };
-    let (root, build) = match &args.source {
-        Source::Dir(d) => build::build_root(&mut txn, d, &mut progress)?,
-        Source::Tar(t) => tarball::build_tar(&mut txn, t, &mut progress)?,
+    let (root, build, image) = match &args.source {
+        Source::Dir(d) => {
+            let (root, build) = build::build_root(&mut txn, d, &mut progress)?;
+            (root, build, None)
+        }
+        Source::Tar(t) => {
+            let (root, build) = tarball::build_tar(&mut txn, t, &mut progress)?;
+            (root, build, None)
+        }
+        Source::Oci(o) => {
+            let (root, build, image) = ociimage::build_oci(&mut txn, o, &mut progress)?;
+            (root, build, Some(image))
+        }
     };
     if show_progress {
         eprintln!();
@@ -131,6 +156,7 @@ fn commit_into(
         root,
         build,
         txn: txn_stats,
+        image,
     })
 }
 

@@ -7,25 +7,33 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::commit::{CommitArgs, Source};
+use crate::ociimage::{OciSource, Platform};
 
 /// The arguments of `commit`.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(false))]
 pub struct Args {
     /// The repository.
     #[arg(long, value_name = "REPO")]
     repo: PathBuf,
     /// A directory holding the root filesystem.
-    #[arg(
-        long,
-        value_name = "DIR",
-        conflicts_with = "tar",
-        required_unless_present = "tar"
-    )]
+    #[arg(long, value_name = "DIR", group = "source")]
     tree: Option<PathBuf>,
     /// A tarball of the root filesystem (plain, gzip or zstd); xattrs are read from
     /// PAX SCHILY.xattr records (GNU tar --xattrs, bsdtar).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", group = "source")]
     tar: Option<PathBuf>,
+    /// A container image in an OCI image layout directory (skopeo copy IMAGE oci:DIR,
+    /// podman save --format oci-dir, umoci): its layers applied in order, whiteouts
+    /// honoured, every blob checked against its digest. DIR:NAME picks the image
+    /// annotated with that ref name, DIR:sha256:… the one with that digest; without
+    /// either the layout must hold one image.
+    #[arg(long, value_name = "DIR[:REF]", group = "source")]
+    oci: Option<PathBuf>,
+    /// With --oci, the platform to take from an image index (several platforms), and
+    /// the one the image must be for: OS/ARCH[/VARIANT], as linux/arm64.
+    #[arg(long, value_name = "OS/ARCH", requires = "oci")]
+    platform: Option<Platform>,
     /// The release version: letters, digits and . + ~ _ - (at most 64 bytes).
     #[arg(long, value_name = "V")]
     version: String,
@@ -45,11 +53,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let source = match (a.tree, a.tar) {
-        (Some(dir), None) => Source::Dir(dir),
-        (None, Some(file)) => Source::Tar(file),
-        // clap enforces exactly one of the two.
-        _ => anyhow::bail!("give exactly one of --tree and --tar"),
+    let source = match (a.tree, a.tar, a.oci) {
+        (Some(dir), None, None) => Source::Dir(dir),
+        (None, Some(file), None) => Source::Tar(file),
+        (None, None, Some(layout)) => Source::Oci(OciSource::parse(&layout, a.platform)),
+        // clap enforces exactly one of the three.
+        _ => anyhow::bail!("give exactly one of --tree, --tar and --oci"),
     };
     let args = CommitArgs {
         repo: a.repo,
@@ -69,6 +78,12 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!(
             "berth-image: warning: the tree looks like a root filesystem (it has /sbin) but lacks /{}: berth-init mounts on these when it boots a deployment, so this commit will not boot (create them, empty, in the tree; debootstrap's trees lack /sysroot)",
             missing.join(", /")
+        );
+    }
+    if let Some(image) = &out.image {
+        eprintln!(
+            "image {} ({}, {} layers)",
+            image.manifest, image.platform, image.layers
         );
     }
     eprintln!(
