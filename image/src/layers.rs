@@ -24,9 +24,11 @@
 //! root-owned, as in a tarball; a directory whose lower-layer metadata is hidden by a
 //! whiteout but that the layer itself only implies gets those defaults too.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use format::limits::TREE_DEPTH_MAX;
@@ -43,6 +45,25 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 /// The prefix of aufs bookkeeping names (hard link directories and the like).
 const AUFS_META: &[u8] = b".wh..wh.";
 
+/// Bounds on what the layers of one image may unpack to, all layers together: past
+/// either, a layer is refused as a bomb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of uncompressed tar streams.
+    pub bytes: u64,
+    /// Tar entries.
+    pub entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            bytes: format::limits::OCI_UNPACKED_MAX,
+            entries: format::limits::OCI_ENTRIES_MAX,
+        }
+    }
+}
+
 /// A file system assembled layer by layer; see the module documentation.
 #[derive(Debug)]
 pub struct Layers {
@@ -50,6 +71,31 @@ pub struct Layers {
     /// The number of the layer being applied; 0 before the first.
     layer: u32,
     stats: BuildStats,
+    limits: Limits,
+    /// Uncompressed bytes and entries read so far, all layers together.
+    unpacked: u64,
+    entries: u64,
+}
+
+/// A reader that fails once more than `left` bytes came through it, and says so in
+/// `over` (the tar reader only passes the error's text on).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    read: u64,
+    over: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.left {
+            self.over.set(true);
+            return Err(io::Error::other("unpacks to more than the limit"));
+        }
+        Ok(n)
+    }
 }
 
 #[derive(Debug)]
@@ -136,19 +182,16 @@ fn names(comps: &[&[u8]]) -> Result<Vec<EntryName>, format::FormatError> {
     comps.iter().map(|c| EntryName::new(c)).collect()
 }
 
-impl Default for Layers {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Layers {
     /// An empty file system: a root directory with the implied defaults.
-    pub fn new() -> Self {
+    pub fn new(limits: Limits) -> Self {
         Self {
             root: Dir::implied(0),
             layer: 0,
             stats: BuildStats::default(),
+            limits,
+            unpacked: 0,
+            entries: 0,
         }
     }
 
@@ -158,9 +201,8 @@ impl Layers {
     }
 
     /// Applies the next layer, the uncompressed tar stream `reader` (named `shown` in
-    /// messages), storing its files in `txn`; returns the reader, positioned after the
-    /// archive's end-of-archive marker, so that the caller can read the rest and check
-    /// the stream's digest.
+    /// messages), storing its files in `txn`, and reads the stream to its end; returns
+    /// the reader, so that the caller can check the stream's digest.
     pub fn apply<R: Read>(
         &mut self,
         txn: &mut Txn<'_>,
@@ -172,53 +214,98 @@ impl Layers {
             .layer
             .checked_add(1)
             .context("more layers than this tool counts")?;
+        let over = Rc::new(Cell::new(false));
+        let bounded = Bounded {
+            inner: reader,
+            left: self.limits.bytes.saturating_sub(self.unpacked),
+            read: 0,
+            over: over.clone(),
+        };
         let mut whiteouts = Vec::new();
-        let reader = tarball::each_entry(reader, shown, |entry, comps, entry_shown| {
-            let bad = |e: format::FormatError| anyhow!("{}: {e}", entry_shown.display());
-            if let Some((last, parent)) = comps.split_last()
-                && last.starts_with(WHITEOUT)
-            {
-                let name = if *last == OPAQUE {
-                    None
-                } else if last.starts_with(AUFS_META) {
-                    return Ok(());
-                } else {
-                    let hidden = last.get(WHITEOUT.len()..).unwrap_or_default();
-                    Some(EntryName::new(hidden).map_err(bad)?)
-                };
-                whiteouts.push(Whiteout {
-                    dir: names(parent).map_err(bad)?,
-                    name,
-                });
-                return Ok(());
+        let result = tarball::each_entry(bounded, shown, |entry, comps, entry_shown| {
+            self.entries += 1;
+            if self.entries > self.limits.entries {
+                bail!(
+                    "{}: the image holds more than {} entries (--max-entries)",
+                    shown.display(),
+                    self.limits.entries
+                );
             }
-            let path = names(comps).map_err(bad)?;
-            match tarball::read_entry(txn, entry, comps, entry_shown, &mut self.stats)? {
-                Item::Dir(meta) => self.place(&path, Placed::Dir(meta)),
-                Item::File(id) => self.place(&path, Placed::File(id)),
-                Item::HardLink(target) => {
-                    let id = self.file_at(&target.comps()).with_context(|| {
-                        format!(
-                            "hard link to {:?}, which is not a file of this layer read earlier or of a lower layer",
-                            target.shown()
-                        )
-                    });
-                    self.stats.files += 1;
-                    id.and_then(|id| self.place(&path, Placed::File(id)))
-                }
-                Item::Skip => Ok(()),
-            }
-            .map_err(|e| anyhow!("{}: {e:#}", entry_shown.display()))?;
+            self.entry(txn, entry, comps, entry_shown, &mut whiteouts)?;
             if self.stats.files.is_multiple_of(1000) {
                 progress(&self.stats);
             }
             Ok(())
-        })?;
+        })
+        .and_then(|mut rest| {
+            // What follows the end-of-archive marker is part of the stream its digest
+            // covers; bounded too.
+            io::copy(&mut rest, &mut io::sink())
+                .with_context(|| format!("{}: read", shown.display()))?;
+            Ok(rest)
+        });
+        if over.get() {
+            bail!(
+                "{}: the image unpacks to more than {} bytes (--max-unpacked)",
+                shown.display(),
+                self.limits.bytes
+            );
+        }
+        let rest = result?;
+        self.unpacked += rest.read;
         for w in whiteouts {
             self.white_out(&w);
         }
         progress(&self.stats);
-        Ok(reader)
+        Ok(rest.inner)
+    }
+
+    /// Reads one entry: a whiteout is noted in `whiteouts`, anything else placed.
+    fn entry<R: Read>(
+        &mut self,
+        txn: &mut Txn<'_>,
+        entry: &mut tar::Entry<'_, R>,
+        comps: &[&[u8]],
+        entry_shown: &Path,
+        whiteouts: &mut Vec<Whiteout>,
+    ) -> Result<()> {
+        let bad = |e: format::FormatError| anyhow!("{}: {e}", entry_shown.display());
+        if let Some((last, parent)) = comps.split_last()
+            && last.starts_with(WHITEOUT)
+        {
+            let name = if *last == OPAQUE {
+                None
+            } else if last.starts_with(AUFS_META) {
+                return Ok(());
+            } else {
+                let hidden = last.get(WHITEOUT.len()..).unwrap_or_default();
+                Some(EntryName::new(hidden).map_err(|e| {
+                    anyhow!("{}: whiteout of an unsafe name: {e}", entry_shown.display())
+                })?)
+            };
+            whiteouts.push(Whiteout {
+                dir: names(parent).map_err(bad)?,
+                name,
+            });
+            return Ok(());
+        }
+        let path = names(comps).map_err(bad)?;
+        match tarball::read_entry(txn, entry, comps, entry_shown, &mut self.stats)? {
+            Item::Dir(meta) => self.place(&path, Placed::Dir(meta)),
+            Item::File(id) => self.place(&path, Placed::File(id)),
+            Item::HardLink(target) => {
+                let id = self.file_at(&target.comps()).with_context(|| {
+                    format!(
+                        "hard link to {:?}, which is not a file of this layer read earlier or of a lower layer",
+                        target.shown()
+                    )
+                });
+                self.stats.files += 1;
+                id.and_then(|id| self.place(&path, Placed::File(id)))
+            }
+            Item::Skip => Ok(()),
+        }
+        .map_err(|e| anyhow!("{}: {e:#}", entry_shown.display()))
     }
 
     /// Writes the file system as tree objects; returns the root tree's id.

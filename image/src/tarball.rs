@@ -22,12 +22,21 @@ use store::Txn;
 use store::build::{BuildStats, MemDir, Progress};
 use tar::EntryType;
 
-/// A reader that remembers whether the underlying file ran out. A well-formed archive
-/// ends with zero blocks that the tar reader stops at, so reaching the end of the file
-/// during iteration means the archive was cut short.
-pub(crate) struct EofTracker<R> {
+/// A reader that remembers whether the underlying file ran out ([`each_entry`] reads
+/// archives through one). A well-formed archive ends with zero blocks that the tar
+/// reader stops at, so reaching the end of the file during iteration means the archive
+/// was cut short.
+pub struct EofTracker<R> {
     inner: R,
     hit_eof: Rc<Cell<bool>>,
+}
+
+impl<R> std::fmt::Debug for EofTracker<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EofTracker")
+            .field("hit_eof", &self.hit_eof.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: Read> Read for EofTracker<R> {
@@ -40,7 +49,8 @@ impl<R: Read> Read for EofTracker<R> {
     }
 }
 
-fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
+/// Opens the tarball at `path`, decompressing it if it is gzip or zstd.
+pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
     let mut file =
         File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?;
     let mut magic = [0u8; 6];
@@ -133,7 +143,7 @@ pub fn build_tar(
 /// to `each` with its safe path components and its name for messages
 /// (`ARCHIVE:ENTRY`); returns the reader, whose rest (padding after the end-of-archive
 /// marker) is unread. Refuses an archive that ends without its end-of-archive marker.
-pub(crate) fn each_entry<R: Read>(
+pub fn each_entry<R: Read>(
     reader: R,
     path: &Path,
     mut each: impl FnMut(&mut tar::Entry<'_, EofTracker<R>>, &[&[u8]], &Path) -> Result<()>,

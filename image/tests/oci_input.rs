@@ -181,8 +181,9 @@ fn commit(repo: &Path, source: &[&OsStr]) -> std::process::Output {
     run(bin(), &args)
 }
 
-fn commit_ok(repo: &Path, source: &[&OsStr]) -> String {
-    let out = commit(repo, source);
+fn commit_ok(repo: &Path, source: &[impl AsRef<OsStr>]) -> String {
+    let source: Vec<&OsStr> = source.iter().map(AsRef::as_ref).collect();
+    let out = commit(repo, &source);
     assert!(
         out.status.success(),
         "commit {source:?}: {}",
@@ -192,8 +193,9 @@ fn commit_ok(repo: &Path, source: &[&OsStr]) -> String {
 }
 
 /// The refusal of a commit that must fail, checked to be one line.
-fn refusal(repo: &Path, source: &[&OsStr]) -> String {
-    let out = commit(repo, source);
+fn refusal(repo: &Path, source: &[impl AsRef<OsStr>]) -> String {
+    let source: Vec<&OsStr> = source.iter().map(AsRef::as_ref).collect();
+    let out = commit(repo, &source);
     assert_eq!(out.status.code(), Some(1), "commit {source:?} must fail");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "one line: {err}");
@@ -289,11 +291,10 @@ fn layers_give_the_flattened_tree() {
     std::fs::write(&flat_tar, &flat).unwrap();
 
     let repo = tmp.path().join("repo");
-    let from_oci = commit_ok(&repo, &["--oci".as_ref(), layout.dir.as_os_str()]);
-    let from_tar = commit_ok(&repo, &["--tar".as_ref(), flat_tar.as_os_str()]);
-    // Same tree, version and time: the same commit, byte for byte.
+    let (from_oci, oci_root) = commit_root(&repo, &oci_dir(&layout.dir));
+    let (_, tar_root) = commit_root(&repo, &["--tar".as_ref(), flat_tar.as_os_str()]);
     assert_eq!(
-        from_oci, from_tar,
+        oci_root, tar_root,
         "the layers applied are not the flat tree"
     );
 
@@ -356,7 +357,7 @@ fn images_are_chosen_by_ref_name_and_platform() {
     layout.index(&[name(index, "multi"), name(other.clone(), "other")]);
     let dir = layout.dir.to_str().unwrap();
     let repo = tmp.path().join("repo");
-    let oci = |arg: &str| vec!["--oci".into(), arg.to_owned()];
+    let oci = |arg: &str| vec!["--oci".into(), format!("oci:{arg}")];
 
     let err = refusal(&repo, &os(&oci(dir)));
     assert!(
@@ -365,31 +366,31 @@ fn images_are_chosen_by_ref_name_and_platform() {
     );
     let err = refusal(&repo, &os(&oci(&format!("{dir}:nope"))));
     assert!(err.contains("no single image named \"nope\""), "{err}");
-    let err = refusal(&repo, &os(&oci(&format!("{dir}:multi"))));
+    let mut args = oci(&format!("{dir}:multi"));
+    args.extend(["--arch".into(), "riscv64".into()]);
+    let err = refusal(&repo, &os(&args));
     assert!(
-        err.contains("--platform") && err.contains("linux/amd64, linux/arm64/v8"),
+        err.contains("no image for linux/riscv64")
+            && err.contains("linux/amd64, linux/arm64/v8")
+            && err.contains("--arch"),
         "{err}"
     );
-    let mut args = oci(&format!("{dir}:multi"));
-    args.extend(["--platform".into(), "linux/riscv64".into()]);
-    let err = refusal(&repo, &os(&args));
-    assert!(err.contains("no image for platform linux/riscv64"), "{err}");
     assert!(!repo.exists(), "a refused commit leaves no repository");
 
     let mut commits = BTreeMap::new();
-    for (arg, platform) in [
-        (format!("{dir}:multi"), "linux/arm64"),
-        (format!("{dir}:multi"), "linux/arm64/v8"),
-        (format!("{dir}:multi"), "linux/amd64"),
-        (format!("{dir}:other"), "linux/amd64"),
+    for (arg, arch) in [
+        (format!("{dir}:multi"), "arm64"),
+        (format!("{dir}:multi"), "arm64/v8"),
+        (format!("{dir}:multi"), "amd64"),
+        (format!("{dir}:other"), "amd64"),
         (
             format!("{dir}:{}", other["digest"].as_str().unwrap()),
-            "linux/amd64",
+            "amd64",
         ),
     ] {
         let mut args = oci(&arg);
-        args.extend(["--platform".into(), platform.into()]);
-        commits.insert((arg, platform), commit_ok(&repo, &os(&args)));
+        args.extend(["--arch".into(), arch.into()]);
+        commits.insert((arg, arch), commit_ok(&repo, &os(&args)));
     }
     let ids: std::collections::BTreeSet<&String> = commits.values().collect();
     assert_eq!(
@@ -397,10 +398,20 @@ fn images_are_chosen_by_ref_name_and_platform() {
         3,
         "arm64 (twice), amd64, other (twice): {commits:?}"
     );
+    // Without --arch, the build host's.
+    let host = match std::env::consts::ARCH {
+        "x86_64" => Some("amd64"),
+        "aarch64" => Some("arm64"),
+        _ => None,
+    };
+    if let Some(host) = host {
+        let implied = commit_ok(&repo, &os(&oci(&format!("{dir}:multi"))));
+        assert_eq!(implied, commits[&(format!("{dir}:multi"), host)]);
+    }
 
     // The image's own platform must be the one asked for, index or not.
     let mut args = oci(&format!("{dir}:other"));
-    args.extend(["--platform".into(), "linux/arm64".into()]);
+    args.extend(["--arch".into(), "arm64".into()]);
     let err = refusal(&repo, &os(&args));
     assert!(
         err.contains("the image is for linux/amd64, not linux/arm64"),
@@ -454,10 +465,10 @@ fn blobs_that_are_not_what_their_descriptors_say_are_refused() {
         let m = l.image("amd64", &[(Z::Gzip, layer())]);
         l.index(std::slice::from_ref(&m));
         spoil(&l, &m);
-        let err = refusal(&repo, &["--oci".as_ref(), dir.as_os_str()]);
+        let err = refusal(&repo, &oci_dir(&dir));
         assert!(err.contains(want), "{what}: {err}");
         assert_eq!(
-            testkit::scan(&repo),
+            snapshot(&repo),
             before,
             "{what}: the repository changed"
         );
@@ -488,13 +499,13 @@ fn images_that_are_not_sound_are_refused() {
         &serde_json::to_vec(&manifest).unwrap(),
     );
     l.index(&[m]);
-    let err = refusal(&repo, &["--oci".as_ref(), dir.as_os_str()]);
+    let err = refusal(&repo, &oci_dir(&dir));
     assert!(
         err.contains("uncompressed, it has digest") && err.contains("layer 1"),
         "{err}"
     );
     assert_eq!(
-        testkit::scan(&repo),
+        snapshot(&repo),
         before,
         "diff_id: the repository changed"
     );
@@ -515,7 +526,7 @@ fn images_that_are_not_sound_are_refused() {
         &serde_json::to_vec(&manifest).unwrap(),
     );
     l.index(&[m]);
-    let err = refusal(&repo, &["--oci".as_ref(), dir.as_os_str()]);
+    let err = refusal(&repo, &oci_dir(&dir));
     assert!(err.contains("is not a container image"), "{err}");
 
     // A layer whose path climbs out.
@@ -523,10 +534,10 @@ fn images_that_are_not_sound_are_refused() {
     let l = Layout::new(&dir);
     let m = l.image("amd64", &[(Z::Plain, raw_tar_entry(b"../evil", b"x"))]);
     l.index(&[m]);
-    let err = refusal(&repo, &["--oci".as_ref(), dir.as_os_str()]);
+    let err = refusal(&repo, &oci_dir(&dir));
     assert!(err.contains("layer 1") && err.contains("'..'"), "{err}");
     assert_eq!(
-        testkit::scan(&repo),
+        snapshot(&repo),
         before,
         "climb: the repository changed"
     );
@@ -542,16 +553,50 @@ fn layer() -> Vec<u8> {
     ])
 }
 
+/// What a repository holds: each path's mode and content (not times: the store's
+/// scratch directory's changes when a refused commit cleans up after itself).
+type Snapshot = BTreeMap<Vec<u8>, (u32, Vec<u8>)>;
+
+fn snapshot(repo: &Path) -> Snapshot {
+    testkit::scan(repo)
+        .into_iter()
+        .map(|(k, e)| (k, (e.mode, e.content)))
+        .collect()
+}
+
 /// A repository holding one commit, and a snapshot of its files.
-fn repo_with_a_commit(tmp: &Path) -> (PathBuf, BTreeMap<Vec<u8>, testkit::EntryInfo>) {
+fn repo_with_a_commit(tmp: &Path) -> (PathBuf, Snapshot) {
     let repo = tmp.join("repo");
     let first = tmp.join("first");
     let l = Layout::new(&first);
     let m = l.image("amd64", &[(Z::Plain, tar(&[E::File("x", 0o644, b"x")]))]);
     l.index(&[m]);
-    commit_ok(&repo, &["--oci".as_ref(), first.as_os_str()]);
-    let before = testkit::scan(&repo);
+    commit_ok(&repo, &oci_dir(&first));
+    let before = snapshot(&repo);
     (repo, before)
+}
+
+/// `--oci oci:DIR`.
+fn oci_dir(dir: &Path) -> [std::ffi::OsString; 2] {
+    let mut arg = std::ffi::OsString::from("oci:");
+    arg.push(dir);
+    ["--oci".into(), arg]
+}
+
+/// A commit, and the root tree it reports.
+fn commit_root(repo: &Path, source: &[impl AsRef<OsStr>]) -> (String, String) {
+    let source: Vec<&OsStr> = source.iter().map(AsRef::as_ref).collect();
+    let out = commit(repo, &source);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "commit {source:?}: {err}");
+    let root = err
+        .rsplit_once("root tree ")
+        .map(|(_, r)| r.trim().to_owned())
+        .expect("the root tree is reported");
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        root,
+    )
 }
 
 fn os(v: &[String]) -> Vec<&OsStr> {

@@ -12,7 +12,7 @@ use format::oci::MANIFEST_MAX;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{OciSource, Platform};
+use super::Platform;
 
 /// The annotation that names an image in a layout's `index.json`.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -86,9 +86,26 @@ pub(super) struct Config {
     architecture: String,
     variant: Option<String>,
     pub(super) rootfs: RootFs,
+    /// The run-time configuration: only its labels are kept.
+    #[serde(default, rename = "config")]
+    run: Option<RunConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunConfig {
+    #[serde(rename = "Labels", default)]
+    labels: Option<BTreeMap<String, String>>,
 }
 
 impl Config {
+    /// The image's labels (none when it has none).
+    pub(super) fn labels(&self) -> BTreeMap<String, String> {
+        self.run
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+    }
+
     /// The platform the image is for.
     pub(super) fn platform(&self) -> Platform {
         Platform {
@@ -113,9 +130,15 @@ struct LayoutFile {
 }
 
 /// What was committed: the image's manifest digest and platform, for the report.
+/// Fetches the blob (digest, size) to the path given.
+pub(super) type Fetch<'a> = &'a dyn Fn(&str, u64, &Path) -> Result<()>;
+
 pub(super) struct Layout<'a> {
     pub(super) dir: &'a Path,
     pub(super) shown: String,
+    /// Fetches a blob that is not in the directory yet (digest, size, where to put it):
+    /// a registry's layout is filled as it is read.
+    pub(super) fetch: Option<Fetch<'a>>,
 }
 
 impl Layout<'_> {
@@ -137,6 +160,11 @@ impl Layout<'_> {
 
     pub(super) fn open_blob(&self, d: &Descriptor) -> Result<File> {
         let path = self.blob_path(&d.digest)?;
+        if let Some(fetch) = self.fetch
+            && !path.exists()
+        {
+            fetch(&d.digest, d.size, &path)?;
+        }
         File::open(&path).with_context(|| {
             format!(
                 "{}: blob {} ({}) is not in the layout",
@@ -240,7 +268,7 @@ fn is_index(media_type: &str) -> bool {
 }
 
 /// The manifest descriptor `src` names in its layout.
-fn select(layout: &Layout<'_>, src: &OciSource) -> Result<Descriptor> {
+fn select(layout: &Layout<'_>, reference: Option<&str>) -> Result<Descriptor> {
     let index_path = layout.dir.join("index.json");
     let version = std::fs::read(layout.dir.join("oci-layout")).with_context(|| {
         format!(
@@ -281,14 +309,14 @@ fn select(layout: &Layout<'_>, src: &OciSource) -> Result<Descriptor> {
     };
     let chosen: Vec<usize> = (0..index.manifests.len())
         .filter(|&i| {
-            src.reference.as_ref().is_none_or(|r| {
+            reference.is_none_or(|r| {
                 let d = &index.manifests[i];
-                d.annotations.get(REF_NAME) == Some(r) || &d.digest == r
+                d.annotations.get(REF_NAME).map(String::as_str) == Some(r) || d.digest == r
             })
         })
         .collect();
     let [at] = chosen.as_slice() else {
-        return Err(match (&src.reference, index.manifests.len()) {
+        return Err(match (reference, index.manifests.len()) {
             (_, 0) => anyhow!("{}: the layout holds no image", layout.shown),
             (Some(r), _) => anyhow!(
                 "{}: no single image named {r:?} in the layout (it has: {})",
@@ -309,7 +337,7 @@ fn select(layout: &Layout<'_>, src: &OciSource) -> Result<Descriptor> {
 }
 
 /// Follows indexes from `d` down to one image manifest, by platform.
-fn resolve(layout: &Layout<'_>, mut d: Descriptor, want: Option<&Platform>) -> Result<Descriptor> {
+fn resolve(layout: &Layout<'_>, mut d: Descriptor, want: &Platform) -> Result<Descriptor> {
     for _ in 0..NESTING_MAX {
         if !is_index(&d.media_type) {
             return Ok(d);
@@ -337,21 +365,16 @@ fn resolve(layout: &Layout<'_>, mut d: Descriptor, want: Option<&Platform>) -> R
             .join(", ");
         let mut fitting: Vec<Descriptor> = images
             .into_iter()
-            .filter(|m| want.is_none_or(|w| m.platform.as_ref().is_some_and(|p| fits(p, w))))
+            .filter(|m| m.platform.as_ref().is_some_and(|p| fits(p, want)))
             .collect();
-        d = match (fitting.len(), want) {
-            (1, _) => fitting.swap_remove(0),
-            (0, Some(w)) => bail!(
-                "{}: no image for platform {w} (the index has: {listed})",
+        d = match fitting.len() {
+            1 => fitting.swap_remove(0),
+            0 => bail!(
+                "{}: no image for {want} (the index has: {listed}); choose one with --arch",
                 layout.shown
             ),
-            (0, None) => bail!("{}: the index lists no image", layout.shown),
-            (_, Some(w)) => bail!(
-                "{}: several images for platform {w}; give the variant too (the index has: {listed})",
-                layout.shown
-            ),
-            (_, None) => bail!(
-                "{}: the index holds images for several platforms; choose one with --platform (it has: {listed})",
+            _ => bail!(
+                "{}: several images for {want}; give the variant too, as --arch arm/v7 (the index has: {listed})",
                 layout.shown
             ),
         };
@@ -377,10 +400,11 @@ fn fits(p: &DescPlatform, want: &Platform) -> bool {
 /// checked against its descriptor; the config's platform must be the one asked for.
 pub(super) fn image(
     layout: &Layout<'_>,
-    src: &OciSource,
+    reference: Option<&str>,
+    want: &Platform,
 ) -> Result<(Descriptor, Manifest, Config)> {
-    let top = select(layout, src)?;
-    let d = resolve(layout, top, src.platform.as_ref())?;
+    let top = select(layout, reference)?;
+    let d = resolve(layout, top, want)?;
     if d.media_type != OCI_MANIFEST && d.media_type != DOCKER_MANIFEST {
         bail!(
             "{}: {} is a {:?}, not an image manifest",
@@ -416,16 +440,18 @@ pub(super) fn image(
         .with_context(|| format!("{}: image config {}", layout.shown, manifest.config.digest))?;
     let platform = config.platform();
     // A config often leaves the variant out (arm64's v8, say): then any variant fits.
-    if let Some(w) = &src.platform
-        && (platform.os != w.os
-            || platform.architecture != w.architecture
-            || platform
-                .variant
-                .as_ref()
-                .zip(w.variant.as_ref())
-                .is_some_and(|(have, want)| have != want))
+    if platform.os != want.os
+        || platform.architecture != want.architecture
+        || platform
+            .variant
+            .as_ref()
+            .zip(want.variant.as_ref())
+            .is_some_and(|(have, want)| have != want)
     {
-        bail!("{}: the image is for {platform}, not {w}", layout.shown);
+        bail!(
+            "{}: the image is for {platform}, not {want} (choose with --arch)",
+            layout.shown
+        );
     }
     if config.rootfs.kind != "layers" || config.rootfs.diff_ids.len() != manifest.layers.len() {
         bail!(
