@@ -467,11 +467,7 @@ fn blobs_that_are_not_what_their_descriptors_say_are_refused() {
         spoil(&l, &m);
         let err = refusal(&repo, &oci_dir(&dir));
         assert!(err.contains(want), "{what}: {err}");
-        assert_eq!(
-            snapshot(&repo),
-            before,
-            "{what}: the repository changed"
-        );
+        assert_eq!(snapshot(&repo), before, "{what}: the repository changed");
     }
     testkit::make_writable(tmp.path());
 }
@@ -504,11 +500,7 @@ fn images_that_are_not_sound_are_refused() {
         err.contains("uncompressed, it has digest") && err.contains("layer 1"),
         "{err}"
     );
-    assert_eq!(
-        snapshot(&repo),
-        before,
-        "diff_id: the repository changed"
-    );
+    assert_eq!(snapshot(&repo), before, "diff_id: the repository changed");
 
     // An artifact that is not a container image (a Berth repository pushed to a
     // registry and copied to a layout, say).
@@ -536,11 +528,7 @@ fn images_that_are_not_sound_are_refused() {
     l.index(&[m]);
     let err = refusal(&repo, &oci_dir(&dir));
     assert!(err.contains("layer 1") && err.contains("'..'"), "{err}");
-    assert_eq!(
-        snapshot(&repo),
-        before,
-        "climb: the repository changed"
-    );
+    assert_eq!(snapshot(&repo), before, "climb: the repository changed");
     testkit::make_writable(tmp.path());
 }
 
