@@ -267,13 +267,25 @@ impl Puller {
         write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
     }
 
-    /// Downloads the blob `digest`, at most `size` bytes, to `to` (through a temporary
-    /// name, so that `to` is whole or absent); the reader checks its digest.
-    pub fn blob_to(&self, digest: &str, size: u64, to: &Path) -> Result<()> {
+    /// Downloads the blob `digest` of type `media_type`, at most `size` bytes, to `to`
+    /// (through a temporary name, so that `to` is whole or absent); the reader checks its
+    /// digest. Manifests and indexes come from the manifest endpoint (registries need
+    /// not serve them as blobs), the rest from the blob endpoint.
+    pub fn blob_to(&self, media_type: &str, digest: &str, size: u64, to: &Path) -> Result<()> {
         let reg = &self.reg;
-        let url = format!("{}/blobs/{digest}", reg.api);
+        let manifest = crate::ociimage::IMAGE_ACCEPT.contains(media_type) && !media_type.is_empty();
+        let url = if manifest {
+            format!("{}/manifests/{digest}", reg.api)
+        } else {
+            format!("{}/blobs/{digest}", reg.api)
+        };
         let mut resp = reg.send(&url, digest, |agent, auth| {
-            with_auth(agent.get(&url), auth).call()
+            let get = with_auth(agent.get(&url), auth);
+            if manifest {
+                get.header("Accept", crate::ociimage::IMAGE_ACCEPT).call()
+            } else {
+                get.call()
+            }
         })?;
         if resp.status().as_u16() != 200 {
             return Err(reg.fail(digest, format!("HTTP {}", resp.status().as_u16())));

@@ -195,7 +195,59 @@ fn skopeo_copies(oci: &OsStr, tmp: &Path, registry: &Registry) -> Vec<String> {
         );
         copies.push(source);
     }
+    // An index naming the image for this host's platform, so that the registry's tag
+    // names an index and the image is a manifest fetched by digest.
+    let multi = format!("{}/test/multi:v2", registry.host());
+    tool(
+        "skopeo",
+        &[
+            &o("copy"),
+            &o("--all"),
+            &o("--dest-tls-verify=false"),
+            &index_of(oci),
+            &o(&format!("docker://{multi}")),
+        ],
+    );
+    copies.push(format!("docker://{multi}"));
     copies
+}
+
+/// Adds to the layout of `oci` (`oci:DIR:TAG`) an index naming that image for this
+/// host's platform, tagged `multi`; returns `oci:DIR:multi`.
+fn index_of(oci: &OsStr) -> std::ffi::OsString {
+    let text = oci.to_str().unwrap();
+    let (dir, tag) = text["oci:".len()..].rsplit_once(':').unwrap();
+    let dir = Path::new(dir);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let ref_name = "org.opencontainers.image.ref.name";
+    let manifests = index["manifests"].as_array_mut().unwrap();
+    let mut image = manifests
+        .iter()
+        .find(|m| m["annotations"][ref_name] == tag)
+        .unwrap()
+        .clone();
+    image.as_object_mut().unwrap().remove("annotations");
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    image["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [image],
+    }))
+    .unwrap();
+    let digest = format::ObjectId::digest(&body).to_string();
+    fs::write(dir.join("blobs/sha256").join(&digest), &body).unwrap();
+    manifests.push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": format!("sha256:{digest}"), "size": body.len(),
+        "annotations": {ref_name: "multi"},
+    }));
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    format!("oci:{}:multi", dir.display()).into()
 }
 
 #[test]

@@ -130,8 +130,8 @@ struct LayoutFile {
 }
 
 /// What was committed: the image's manifest digest and platform, for the report.
-/// Fetches the blob (digest, size) to the path given.
-pub(super) type Fetch<'a> = &'a dyn Fn(&str, u64, &Path) -> Result<()>;
+/// Fetches the blob (its media type, digest and size) to the path given.
+pub(super) type Fetch<'a> = &'a dyn Fn(&str, &str, u64, &Path) -> Result<()>;
 
 pub(super) struct Layout<'a> {
     pub(super) dir: &'a Path,
@@ -163,7 +163,7 @@ impl Layout<'_> {
         if let Some(fetch) = self.fetch
             && !path.exists()
         {
-            fetch(&d.digest, d.size, &path)?;
+            fetch(&d.media_type, &d.digest, d.size, &path)?;
         }
         File::open(&path).with_context(|| {
             format!(

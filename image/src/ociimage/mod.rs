@@ -298,7 +298,9 @@ pub fn build_oci(
             stage = scratch()?;
             puller = crate::oci::Puller::new(r.clone(), &src.access)?;
             puller.stage(stage.path())?;
-            fetcher = |digest: &str, size: u64, to: &Path| puller.blob_to(digest, size, to);
+            fetcher = |media_type: &str, digest: &str, size: u64, to: &Path| {
+                puller.blob_to(media_type, digest, size, to)
+            };
             (
                 stage.path().to_owned(),
                 None,
