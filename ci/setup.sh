@@ -33,6 +33,8 @@ test_packages=(
     attr               # getfattr/setfattr, for looking at stores by hand
     dmsetup            # dm-log-writes and dm-flakey in the power-cut and failing-disk guests (binary and libraries copied in)
     docker-registry    # the OCI registry tests (distribution 2.8, started on 127.0.0.1 by the tests)
+    umoci              # image/tests/oci_umoci.rs: builds container images with real whiteouts
+    skopeo             # image/tests/oci_umoci.rs: moves them to OCI and docker archives and the registry
     bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
     systemd            # systemd-analyze verify: the units in systemd/
     groff-base         # groff -ww: berth-init's hand-written man page renders without warnings

@@ -45,3 +45,14 @@ pub const COMMIT_META_VALUE_MAX: usize = 65_536;
 
 /// Most signatures on one commit.
 pub const SIGNATURES_MAX: usize = 16;
+
+/// Most bytes the layers of one container image may unpack to, all layers together
+/// (`berth-image commit --oci`; `--max-unpacked` overrides it). Past it a layer is taken
+/// for a decompression bomb (a few kilobytes of gzip that unpack to terabytes of
+/// zeros). A bound on the build host's work, not part of any format.
+pub const OCI_UNPACKED_MAX: u64 = 32 << 30;
+
+/// Most tar entries the layers of one container image may hold, all layers together
+/// (`--max-entries` overrides it): a Debian root file system has about 30 000; past
+/// this bound a layer is taken for a bomb of empty entries. Not part of any format.
+pub const OCI_ENTRIES_MAX: u64 = 4 << 20;

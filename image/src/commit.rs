@@ -11,6 +11,7 @@ use store::build::{self, BuildStats};
 use store::{Repo, Txn};
 
 use crate::keys;
+use crate::ociimage::{self, ImageInfo, OciSource, Transport};
 use image::tarball;
 
 /// Where the root filesystem comes from.
@@ -20,6 +21,8 @@ pub enum Source {
     Dir(PathBuf),
     /// A tarball.
     Tar(PathBuf),
+    /// A container image.
+    Oci(Box<OciSource>),
 }
 
 /// The arguments of `commit`, as given on the command line.
@@ -27,7 +30,8 @@ pub enum Source {
 pub struct CommitArgs {
     pub repo: PathBuf,
     pub source: Source,
-    pub version: String,
+    /// The version; with `Source::Oci`, the image's version label when `None`.
+    pub version: Option<String>,
     /// Keys to sign with (none: unsigned).
     pub key: Vec<PathBuf>,
     pub parent: Option<String>,
@@ -42,12 +46,13 @@ pub struct CommitOutput {
     pub root: ObjectId,
     pub build: BuildStats,
     pub txn: store::TxnStats,
+    /// The image committed, for `--oci`.
+    pub image: Option<ImageInfo>,
 }
 
 pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
     // Everything that can be checked without touching the repository is checked first.
-    let version =
-        Version::new(&args.version).with_context(|| format!("--version {:?}", args.version))?;
+    let version = args.version.as_deref().map(parse_version).transpose()?;
     let keys = args
         .key
         .iter()
@@ -67,6 +72,24 @@ pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
             std::fs::File::open(t)
                 .with_context(|| format!("{}: cannot read tarball", t.display()))?;
         }
+        Source::Oci(o) => match &o.transport {
+            Transport::Layout { dir, .. } => {
+                let m = std::fs::metadata(dir)
+                    .with_context(|| format!("{}: cannot read the image layout", o.transport))?;
+                if !m.is_dir() {
+                    bail!(
+                        "{}: not a directory (an OCI image layout is one)",
+                        o.transport
+                    );
+                }
+            }
+            Transport::OciArchive { file, .. } | Transport::DockerArchive(file) => {
+                std::fs::File::open(file)
+                    .with_context(|| format!("{}: cannot read the archive", o.transport))?;
+            }
+            // Reached when the commit begins; nothing is written before the image is read.
+            Transport::Registry(_) => {}
+        },
     }
 
     let existed = args.repo.symlink_metadata().is_ok();
@@ -78,9 +101,13 @@ pub fn commit(args: &CommitArgs, show_progress: bool) -> Result<CommitOutput> {
     result
 }
 
+fn parse_version(v: &str) -> Result<Version> {
+    Version::new(v).with_context(|| format!("--version {v:?}"))
+}
+
 fn commit_into(
     args: &CommitArgs,
-    version: Version,
+    version: Option<Version>,
     keys: &[ed25519_dalek::SigningKey],
     metadata: Vec<(String, String)>,
     timestamp: u64,
@@ -105,15 +132,56 @@ fn commit_into(
             );
         }
     };
-    let (root, build) = match &args.source {
-        Source::Dir(d) => build::build_root(&mut txn, d, &mut progress)?,
-        Source::Tar(t) => tarball::build_tar(&mut txn, t, &mut progress)?,
+    let (root, build, image) = match &args.source {
+        Source::Dir(d) => {
+            let (root, build) = build::build_root(&mut txn, d, &mut progress)?;
+            (root, build, None)
+        }
+        Source::Tar(t) => {
+            let (root, build) = tarball::build_tar(&mut txn, t, &mut progress)?;
+            (root, build, None)
+        }
+        Source::Oci(o) => {
+            let (root, build, image) = ociimage::build_oci(&mut txn, o, &mut progress)?;
+            (root, build, Some(image))
+        }
     };
+    let version = match (version, &image) {
+        (Some(v), _) => v,
+        (None, Some(image)) => {
+            let label = image.labels.get(ociimage::VERSION_LABEL).with_context(|| {
+                format!(
+                    "{}: no --version given, and the image has no {} label",
+                    args.source_name(),
+                    ociimage::VERSION_LABEL
+                )
+            })?;
+            Version::new(label).with_context(|| {
+                format!(
+                    "{}: its {} label {label:?} (give --version)",
+                    args.source_name(),
+                    ociimage::VERSION_LABEL
+                )
+            })?
+        }
+        (None, None) => bail!("--version is required"),
+    };
+    // The image's own metadata, below what --meta gives.
+    let mut metadata = metadata;
+    if let Some(image) = &image {
+        let given: Vec<String> = metadata.iter().map(|(k, _)| k.clone()).collect();
+        metadata.extend(
+            image
+                .metadata()
+                .into_iter()
+                .filter(|(k, _)| !given.contains(k)),
+        );
+    }
     if show_progress {
         eprintln!();
     }
-    let commit =
-        Commit::new(root, parent, timestamp, version, metadata).context("commit metadata")?;
+    let commit = Commit::new(root, parent, timestamp, version, metadata)
+        .with_context(|| format!("{}: commit metadata", args.source_name()))?;
     let bytes = commit.encode();
     let signatures = if keys.is_empty() {
         None
@@ -131,7 +199,18 @@ fn commit_into(
         root,
         build,
         txn: txn_stats,
+        image,
     })
+}
+
+impl CommitArgs {
+    /// The input, as messages name it.
+    fn source_name(&self) -> String {
+        match &self.source {
+            Source::Dir(p) | Source::Tar(p) => p.display().to_string(),
+            Source::Oci(o) => o.transport.to_string(),
+        }
+    }
 }
 
 fn parse_meta(pairs: &[String]) -> Result<Vec<(String, String)>> {

@@ -1,7 +1,8 @@
 //! `berth-image`: the build-host tool.
 //!
-//! Generates signing keys, commits a root filesystem (a directory or a tarball) into a
-//! repository as a signed commit, checks commits out, and verifies a repository.
+//! Generates signing keys, commits a root filesystem (a directory, a tarball or an OCI
+//! image) into a repository as a signed commit, checks commits out, and verifies a
+//! repository.
 //! This file only parses arguments and reports errors; each command is a module of
 //! `cmd`, and the work is in the library modules below them.
 //!
@@ -25,6 +26,7 @@ mod install;
 mod kernelset;
 mod keys;
 mod oci;
+mod ociimage;
 mod publish;
 mod qemu;
 mod tools;

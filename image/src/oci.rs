@@ -54,9 +54,9 @@ fn digest_of(bytes: &[u8]) -> String {
 }
 
 impl Registry {
-    /// Connects to the registry of `r` and, if it asks for credentials, gets a push
-    /// token (or takes the Basic credentials).
-    fn new(r: Reference, access: &Access) -> Result<Self> {
+    /// Connects to the registry of `r` and, if it asks for credentials, gets a token
+    /// for `kind` (or takes the Basic credentials).
+    fn new(r: Reference, access: &Access, kind: net::auth::Access) -> Result<Self> {
         let api = r.api();
         let timeouts = Timeouts {
             response: Duration::from_mins(2),
@@ -67,11 +67,7 @@ impl Registry {
             .as_deref()
             .map(|f| net::auth::credentials(f, &r))
             .transpose()?;
-        let client = Client::new(&api, &access.trust, timeouts)?.authorize(
-            &r,
-            basic,
-            net::auth::Access::Push,
-        )?;
+        let client = Client::new(&api, &access.trust, timeouts)?.authorize(&r, basic, kind)?;
         Ok(Self { r, api, client })
     }
 
@@ -199,6 +195,106 @@ impl Registry {
             ));
         }
         Ok(())
+    }
+}
+
+/// A registry read for `commit --oci docker://…`: the tag's manifest, then blobs as the
+/// image layout reader asks for them (it checks every digest).
+pub struct Puller {
+    reg: Registry,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Puller({})", self.reg.r)
+    }
+}
+
+impl Puller {
+    /// Connects to the registry of `r`, with pull credentials if it wants them.
+    pub fn new(r: Reference, access: &Access) -> Result<Self> {
+        Ok(Self {
+            reg: Registry::new(r, access, net::auth::Access::Pull)?,
+        })
+    }
+
+    /// Makes `dir` an OCI image layout whose `index.json` names the tag's manifest (or
+    /// index), as the registry sent it.
+    pub fn stage(&self, dir: &Path) -> Result<()> {
+        let reg = &self.reg;
+        let url = format!("{}/manifests/{}", reg.api, reg.r.tag);
+        let mut resp = reg.send(&url, "get the manifest", |agent, auth| {
+            with_auth(agent.get(&url), auth)
+                .header("Accept", crate::ociimage::IMAGE_ACCEPT)
+                .call()
+        })?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Err(reg.fail("get the manifest", "HTTP 404: no such tag")),
+            s => return Err(reg.fail("get the manifest", format!("HTTP {s}"))),
+        }
+        let content_type = resp
+            .headers()
+            .get("Content-Type")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.split(';').next().unwrap_or_default().trim().to_owned());
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(oci::MANIFEST_MAX as u64)
+            .read_to_vec()
+            .map_err(|e| reg.fail("read the manifest", e))?;
+        let declared: Option<String> = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_owned));
+        let media_type = declared
+            .or(content_type)
+            .ok_or_else(|| reg.fail("the manifest", "no media type"))?;
+        let digest = digest_of(&body);
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).with_context(|| blobs.display().to_string())?;
+        let write = |path: PathBuf, bytes: &[u8]| {
+            fs::write(&path, bytes).with_context(|| path.display().to_string())
+        };
+        write(blobs.join(&digest["sha256:".len()..]), &body)?;
+        write(
+            dir.join("index.json"),
+            &serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "manifests": [{"mediaType": media_type, "digest": digest, "size": body.len()}],
+            }))?,
+        )?;
+        write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+    }
+
+    /// Downloads the blob `digest` of type `media_type`, at most `size` bytes, to `to`
+    /// (through a temporary name, so that `to` is whole or absent); the reader checks its
+    /// digest. Manifests and indexes come from the manifest endpoint (registries need
+    /// not serve them as blobs), the rest from the blob endpoint.
+    pub fn blob_to(&self, media_type: &str, digest: &str, size: u64, to: &Path) -> Result<()> {
+        let reg = &self.reg;
+        let manifest = crate::ociimage::IMAGE_ACCEPT.contains(media_type) && !media_type.is_empty();
+        let url = if manifest {
+            format!("{}/manifests/{digest}", reg.api)
+        } else {
+            format!("{}/blobs/{digest}", reg.api)
+        };
+        let mut resp = reg.send(&url, digest, |agent, auth| {
+            let get = with_auth(agent.get(&url), auth);
+            if manifest {
+                get.header("Accept", crate::ociimage::IMAGE_ACCEPT).call()
+            } else {
+                get.call()
+            }
+        })?;
+        if resp.status().as_u16() != 200 {
+            return Err(reg.fail(digest, format!("HTTP {}", resp.status().as_u16())));
+        }
+        let part = to.with_extension("part");
+        let mut out = fs::File::create(&part).with_context(|| format!("{}", part.display()))?;
+        let mut body = resp.body_mut().with_config().limit(size).reader();
+        std::io::copy(&mut body, &mut out).map_err(|e| reg.fail(digest, e))?;
+        fs::rename(&part, to).with_context(|| format!("{}", to.display()))
     }
 }
 
@@ -330,7 +426,7 @@ pub fn push(
     per_manifest: usize,
 ) -> Result<PushOutput> {
     let r = Reference::parse(reference).with_context(|| reference.to_owned())?;
-    let reg = Registry::new(r.clone(), access)?;
+    let reg = Registry::new(r.clone(), access, net::auth::Access::Push)?;
     let stage = tempfile::Builder::new()
         .prefix("berth-push-")
         .tempdir()

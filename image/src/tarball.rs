@@ -22,12 +22,21 @@ use store::Txn;
 use store::build::{BuildStats, MemDir, Progress};
 use tar::EntryType;
 
-/// A reader that remembers whether the underlying file ran out. A well-formed archive
-/// ends with zero blocks that the tar reader stops at, so reaching the end of the file
-/// during iteration means the archive was cut short.
-struct EofTracker<R> {
+/// A reader that remembers whether the underlying file ran out ([`each_entry`] reads
+/// archives through one). A well-formed archive ends with zero blocks that the tar
+/// reader stops at, so reaching the end of the file during iteration means the archive
+/// was cut short.
+pub struct EofTracker<R> {
     inner: R,
     hit_eof: Rc<Cell<bool>>,
+}
+
+impl<R> std::fmt::Debug for EofTracker<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EofTracker")
+            .field("hit_eof", &self.hit_eof.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: Read> Read for EofTracker<R> {
@@ -40,7 +49,8 @@ impl<R: Read> Read for EofTracker<R> {
     }
 }
 
-fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
+/// Opens the tarball at `path`, decompressing it if it is gzip or zstd.
+pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
     let mut file =
         File::open(path).with_context(|| format!("{}: cannot read tarball", path.display()))?;
     let mut magic = [0u8; 6];
@@ -99,14 +109,51 @@ pub fn build_tar(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<(ObjectId, BuildStats)> {
+    let mut root = MemDir::new(MemDir::implied_meta());
+    let mut stats = BuildStats::default();
+    each_entry(open_decompressed(path)?, path, |entry, comps, shown| {
+        let place = |e: store::build::MemDirError| anyhow!("{}: {e}", shown.display());
+        match read_entry(txn, entry, comps, shown, &mut stats)? {
+            Item::Dir(meta) => root.add_dir(comps, meta).map_err(place)?,
+            Item::File(id) => root.add_file(comps, id).map_err(place)?,
+            Item::HardLink(target) => {
+                let id = root.file_at(&target.comps()).with_context(|| {
+                    format!(
+                        "{}: hard link to {:?}, which is not a file earlier in the archive",
+                        shown.display(),
+                        target.shown()
+                    )
+                })?;
+                stats.files += 1;
+                root.add_file(comps, id).map_err(place)?;
+            }
+            Item::Skip => {}
+        }
+        if stats.files.is_multiple_of(1000) {
+            progress(&stats);
+        }
+        Ok(())
+    })?;
+    let id = root.write(txn)?;
+    progress(&stats);
+    Ok((id, stats))
+}
+
+/// Reads every entry of the tar stream `reader` (named `path` in messages), handing each
+/// to `each` with its safe path components and its name for messages
+/// (`ARCHIVE:ENTRY`); returns the reader, whose rest (padding after the end-of-archive
+/// marker) is unread. Refuses an archive that ends without its end-of-archive marker.
+pub fn each_entry<R: Read>(
+    reader: R,
+    path: &Path,
+    mut each: impl FnMut(&mut tar::Entry<'_, EofTracker<R>>, &[&[u8]], &Path) -> Result<()>,
+) -> Result<R> {
     let hit_eof = Rc::new(Cell::new(false));
     let reader = EofTracker {
-        inner: open_decompressed(path)?,
+        inner: reader,
         hit_eof: hit_eof.clone(),
     };
     let mut archive = tar::Archive::new(reader);
-    let mut root = MemDir::new(MemDir::implied_meta());
-    let mut stats = BuildStats::default();
     let entries = archive
         .entries()
         .with_context(|| format!("{}: not a tar archive", path.display()))?;
@@ -121,10 +168,7 @@ pub fn build_tar(
         let raw_path = entry.path_bytes().into_owned();
         let shown = tar_entry_path(path, &raw_path);
         let comps = components(&raw_path).map_err(|why| anyhow!("{}: {why}", shown.display()))?;
-        add_entry(txn, &mut root, &mut entry, &comps, &shown, &mut stats)?;
-        if stats.files % 1000 == 0 {
-            progress(&stats);
-        }
+        each(&mut entry, &comps, &shown)?;
     }
     if hit_eof.get() {
         bail!(
@@ -132,9 +176,7 @@ pub fn build_tar(
             path.display()
         );
     }
-    let id = root.write(txn)?;
-    progress(&stats);
-    Ok((id, stats))
+    Ok(archive.into_inner().inner)
 }
 
 fn tar_entry_path(tar: &Path, raw: &[u8]) -> PathBuf {
@@ -207,14 +249,43 @@ fn owner<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &Path) -> Result<Owner> 
     })
 }
 
-fn add_entry<R: Read>(
+/// The target of a hard link entry, as safe path components.
+pub(crate) struct LinkTarget(Vec<u8>);
+
+impl LinkTarget {
+    /// The target's components (checked when the entry was read).
+    pub(crate) fn comps(&self) -> Vec<&[u8]> {
+        // `read_entry` only makes a `LinkTarget` of a path `components` accepts.
+        components(&self.0).unwrap_or_default()
+    }
+
+    /// The target as the archive spells it, for messages.
+    pub(crate) fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
+
+/// What one archive entry is, once its content (if any) is in the store.
+pub(crate) enum Item {
+    /// A directory with this metadata.
+    Dir(DirMeta),
+    /// A non-directory, stored as this object.
+    File(ObjectId),
+    /// A hard link to another path, which the caller resolves.
+    HardLink(LinkTarget),
+    /// Nothing to place (a PAX global header).
+    Skip,
+}
+
+/// Reads the entry at `comps` (shown as `shown`), storing its content in `txn`; counts
+/// it in `stats` unless it is a hard link, which the caller counts once resolved.
+pub(crate) fn read_entry<R: Read>(
     txn: &mut Txn<'_>,
-    root: &mut MemDir,
     entry: &mut tar::Entry<'_, R>,
     comps: &[&[u8]],
     shown: &Path,
     stats: &mut BuildStats,
-) -> Result<()> {
+) -> Result<Item> {
     let ty = entry.header().entry_type();
     let Owner {
         mode,
@@ -225,44 +296,30 @@ fn add_entry<R: Read>(
         xattrs,
     } = owner(entry, shown)?;
     let link = entry.link_name_bytes().map(std::borrow::Cow::into_owned);
-    let place = |e: store::build::MemDirError| anyhow!("{}: {e}", shown.display());
 
     let kind = match ty {
         EntryType::Directory => {
             stats.dirs += 1;
-            return root
-                .add_dir(
-                    comps,
-                    DirMeta {
-                        mode,
-                        uid,
-                        gid,
-                        xattrs,
-                    },
-                )
-                .map_err(place);
+            return Ok(Item::Dir(DirMeta {
+                mode,
+                uid,
+                gid,
+                xattrs,
+            }));
         }
         EntryType::Link => {
             let target =
                 link.with_context(|| format!("{}: hard link without a target", shown.display()))?;
-            let tcomps = components(&target)
+            components(&target)
                 .map_err(|why| anyhow!("{}: hard link target: {why}", shown.display()))?;
-            let id = root.file_at(&tcomps).with_context(|| {
-                format!(
-                    "{}: hard link to {:?}, which is not a file earlier in the archive",
-                    shown.display(),
-                    String::from_utf8_lossy(&target)
-                )
-            })?;
-            stats.files += 1;
-            return root.add_file(comps, id).map_err(place);
+            return Ok(Item::HardLink(LinkTarget(target)));
         }
         EntryType::Regular | EntryType::Continuous => FileKind::Regular,
         EntryType::Symlink => FileKind::Symlink,
         EntryType::Char => FileKind::CharDevice,
         EntryType::Block => FileKind::BlockDevice,
         EntryType::Fifo => FileKind::Fifo,
-        EntryType::XGlobalHeader => return Ok(()),
+        EntryType::XGlobalHeader => return Ok(Item::Skip),
         EntryType::GNUSparse => bail!(
             "{}: sparse entries are not supported (create the tarball without --sparse)",
             shown.display()
@@ -313,7 +370,7 @@ fn add_entry<R: Read>(
         txn.write_file(&header, entry, shown)?
     };
     stats.files += 1;
-    root.add_file(comps, id).map_err(place)
+    Ok(Item::File(id))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The hostile-input corpus: every case in `tests/data/hostile/` is an update file (most
-//! of them validly signed by the device's trusted key) or a tarball for
-//! `berth-image commit --tar` that must be refused with exit status 1 and one line of
+//! of them validly signed by the device's trusted key), a tarball for
+//! `berth-image commit --tar` or a container image for `commit --oci` that must be
+//! refused with exit status 1 and one line of
 //! error that says what is wrong, and change nothing at all: not the device's sysroot
 //! (byte for byte, owners, modes and xattrs included), not the build host's repository.
 //! `tests/data/hostile/README.md` describes the case files and their recipe language.
@@ -24,11 +25,19 @@ const CLASSES: [&str; 7] = [
     "paths", "links", "files", "sizes", "bombs", "delta", "damage",
 ];
 
+/// What a case makes: an update for the device, or an input of `berth-image commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Update,
+    Tar,
+    Oci,
+}
+
 #[derive(Debug)]
 struct Case {
     name: String,
     class: String,
-    tar: bool,
+    input: Input,
     args: Vec<String>,
     expect: String,
     statements: Vec<Vec<String>>,
@@ -53,7 +62,7 @@ fn load() -> Vec<Case> {
             let mut case = Case {
                 name: name.clone(),
                 class: String::new(),
-                tar: false,
+                input: Input::Update,
                 args: Vec::new(),
                 expect: String::new(),
                 statements: Vec::new(),
@@ -67,7 +76,13 @@ fn load() -> Vec<Case> {
                 let Some(first) = toks.first() else { continue };
                 match first.as_str() {
                     "class" => case.class.clone_from(&toks[1]),
-                    "input" => case.tar = toks[1] == "tar",
+                    "input" => {
+                        case.input = match toks[1].as_str() {
+                            "tar" => Input::Tar,
+                            "oci" => Input::Oci,
+                            other => panic!("{name}: unknown input {other:?}"),
+                        }
+                    }
                     "args" => case.args = toks[1..].to_vec(),
                     // The rest of the line, as written: error text has spaces.
                     "expect" => line["expect".len()..].trim().clone_into(&mut case.expect),
@@ -255,6 +270,32 @@ fn run_tar_case(lab: &Lab, case: &Case) -> usize {
     1
 }
 
+fn run_oci_case(lab: &Lab, case: &Case) -> usize {
+    let dir = lab.tmp.path().join(format!("{}.oci", case.name));
+    recipe::oci::build(&case.statements, &dir);
+    let reference = format!("oci:{}", dir.display());
+    let before = snapshot(&lab.repo);
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "commit".as_ref(),
+        "--repo".as_ref(),
+        lab.repo.as_os_str(),
+        "--oci".as_ref(),
+        reference.as_ref(),
+        "--version".as_ref(),
+        "9.9".as_ref(),
+    ];
+    args.extend(case.args.iter().map(std::ffi::OsStr::new));
+    let out = testkit::run(&testkit::bin("berth-image"), &args);
+    refused(case, &case.name, &out, Some(&reference));
+    assert!(
+        snapshot(&lab.repo) == before,
+        "{}: the repository changed",
+        case.name
+    );
+    fs::remove_dir_all(&dir).unwrap();
+    1
+}
+
 #[test]
 fn every_hostile_case_is_refused_and_changes_nothing() {
     let started = Instant::now();
@@ -272,12 +313,10 @@ fn every_hostile_case_is_refused_and_changes_nothing() {
     let mut failures = Vec::new();
     for case in &cases {
         let t = Instant::now();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if case.tar {
-                run_tar_case(&lab, case)
-            } else {
-                run_update_case(&lab, &ctx, case)
-            }
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match case.input {
+            Input::Tar => run_tar_case(&lab, case),
+            Input::Oci => run_oci_case(&lab, case),
+            Input::Update => run_update_case(&lab, &ctx, case),
         }));
         if t.elapsed().as_secs_f64() > 1.0 {
             println!("  ({} took {:.1} s)", case.name, t.elapsed().as_secs_f64());

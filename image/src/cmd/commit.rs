@@ -7,28 +7,58 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::commit::{CommitArgs, Source};
+use crate::ociimage::{OciSource, Platform, Transport};
 
 /// The arguments of `commit`.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(false))]
 pub struct Args {
     /// The repository.
     #[arg(long, value_name = "REPO")]
     repo: PathBuf,
     /// A directory holding the root filesystem.
-    #[arg(
-        long,
-        value_name = "DIR",
-        conflicts_with = "tar",
-        required_unless_present = "tar"
-    )]
+    #[arg(long, value_name = "DIR", group = "source")]
     tree: Option<PathBuf>,
     /// A tarball of the root filesystem (plain, gzip or zstd); xattrs are read from
     /// PAX SCHILY.xattr records (GNU tar --xattrs, bsdtar).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", group = "source")]
     tar: Option<PathBuf>,
-    /// The release version: letters, digits and . + ~ _ - (at most 64 bytes).
-    #[arg(long, value_name = "V")]
-    version: String,
+    /// A container image, named as skopeo names images: oci:DIR[:REF] (an OCI image
+    /// layout, as `skopeo copy IMAGE oci:DIR:TAG` or umoci write it; REF is the image's
+    /// ref name or manifest digest, needed only when the layout holds several),
+    /// oci-archive:FILE[:REF] (the same as a tar archive), docker-archive:FILE (what
+    /// `docker save` writes) or `docker://REGISTRY/NAME:TAG` (--ca and --registry-auth as
+    /// for `push`). Its layers are applied in order, whiteouts honoured, every blob and
+    /// every layer checked against its digest; the image's platform and labels become
+    /// commit metadata (oci.architecture, oci.label.KEY, …), and its
+    /// org.opencontainers.image.version label the default --version.
+    #[arg(long, value_name = "REF", group = "source")]
+    oci: Option<Transport>,
+    /// With --oci: the architecture to take from a multi-platform image, which the image
+    /// must be for, as OCI names them: amd64, arm64, arm/v7, riscv64 (default: this
+    /// host's).
+    #[arg(long, value_name = "ARCH[/VARIANT]", requires = "oci", value_parser = Platform::linux)]
+    arch: Option<Platform>,
+    /// With --oci: refuse an image whose layers unpack to more than this many bytes,
+    /// all together (a decompression bomb).
+    #[arg(long, value_name = "BYTES", requires = "oci", default_value_t = format::limits::OCI_UNPACKED_MAX)]
+    max_unpacked: u64,
+    /// With --oci: refuse an image whose layers hold more than this many entries, all
+    /// together.
+    #[arg(long, value_name = "N", requires = "oci", default_value_t = format::limits::OCI_ENTRIES_MAX)]
+    max_entries: u64,
+    /// With --oci `docker://…`: trust only the certificate authorities in this PEM file
+    /// for the registry's HTTPS, instead of the system's roots. Repeatable.
+    #[arg(long, value_name = "FILE", requires = "oci")]
+    ca: Vec<PathBuf>,
+    /// With --oci `docker://…`: credentials for a registry that asks for them, a
+    /// Docker-style config.json (as `docker login` writes); a pull token is asked for.
+    #[arg(long, value_name = "FILE", requires = "oci")]
+    registry_auth: Option<PathBuf>,
+    /// The release version: letters, digits and . + ~ _ - (at most 64 bytes). With
+    /// --oci, the image's org.opencontainers.image.version label when not given.
+    #[arg(long, value_name = "V", required_unless_present = "oci")]
+    version: Option<String>,
     /// Secret key to sign the commit with (from `keygen`); repeat it to sign with
     /// several, as a key rotation needs (docs/KEYS.md).
     #[arg(long, value_name = "K")]
@@ -45,11 +75,27 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let source = match (a.tree, a.tar) {
-        (Some(dir), None) => Source::Dir(dir),
-        (None, Some(file)) => Source::Tar(file),
-        // clap enforces exactly one of the two.
-        _ => anyhow::bail!("give exactly one of --tree and --tar"),
+    let source = match (a.tree, a.tar, a.oci) {
+        (Some(dir), None, None) => Source::Dir(dir),
+        (None, Some(file), None) => Source::Tar(file),
+        (None, None, Some(transport)) => Source::Oci(Box::new(OciSource {
+            transport,
+            platform: a.arch.unwrap_or_else(Platform::host),
+            access: crate::oci::Access {
+                trust: if a.ca.is_empty() {
+                    net::tls::Trust::System
+                } else {
+                    net::tls::Trust::Only(a.ca)
+                },
+                registry_auth: a.registry_auth,
+            },
+            limits: image::layers::Limits {
+                bytes: a.max_unpacked,
+                entries: a.max_entries,
+            },
+        })),
+        // clap enforces exactly one of the three.
+        _ => anyhow::bail!("give exactly one of --tree, --tar and --oci"),
     };
     let args = CommitArgs {
         repo: a.repo,
@@ -69,6 +115,12 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!(
             "berth-image: warning: the tree looks like a root filesystem (it has /sbin) but lacks /{}: berth-init mounts on these when it boots a deployment, so this commit will not boot (create them, empty, in the tree; debootstrap's trees lack /sysroot)",
             missing.join(", /")
+        );
+    }
+    if let Some(image) = &out.image {
+        eprintln!(
+            "image {} ({}, {} layers)",
+            image.manifest, image.platform, image.layers
         );
     }
     eprintln!(

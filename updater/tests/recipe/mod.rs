@@ -1,8 +1,9 @@
 //! The little language of the hostile-input corpus (`tests/data/hostile/README.md`):
 //! tokens, numbers, byte expressions, and the builders that turn a case's recipe into
-//! an update file or a tarball. Test code: a recipe that does not parse panics, naming
+//! an update file, a tarball or an OCI image layout. Test code: a recipe that does not parse panics, naming
 //! the line.
 
+pub mod oci;
 pub mod tar;
 pub mod update;
 
