@@ -181,7 +181,7 @@ _berth__image() {
             return 0
             ;;
         berth__subcmd__image__subcmd__commit)
-            opts="-h --repo --tree --tar --version --key --parent --timestamp --meta --help"
+            opts="-h --repo --tree --tar --oci --arch --max-unpacked --max-entries --ca --registry-auth --version --key --parent --timestamp --meta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -196,6 +196,30 @@ _berth__image() {
                     return 0
                     ;;
                 --tar)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --oci)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --arch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-unpacked)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-entries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry-auth)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

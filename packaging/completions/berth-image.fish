@@ -46,7 +46,13 @@ complete -c berth-image -n "__fish_berth_image_using_subcommand keygen" -s h -l 
 complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l repo -d 'The repository' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l tree -d 'A directory holding the root filesystem' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l tar -d 'A tarball of the root filesystem (plain, gzip or zstd); xattrs are read from PAX SCHILY.xattr records (GNU tar --xattrs, bsdtar)' -r -F
-complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l version -d 'The release version: letters, digits and . + ~ _ - (at most 64 bytes)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l oci -d 'A container image, named as skopeo names images: oci:DIR[:REF] (an OCI image layout, as `skopeo copy IMAGE oci:DIR:TAG` or umoci write it; REF is the image\'s ref name or manifest digest, needed only when the layout holds several), oci-archive:FILE[:REF] (the same as a tar archive), docker-archive:FILE (what `docker save` writes) or `docker://REGISTRY/NAME:TAG` (--ca and --registry-auth as for `push`). Its layers are applied in order, whiteouts honoured, every blob and every layer checked against its digest; the image\'s platform and labels become commit metadata (oci.architecture, oci.label.KEY, …), and its org.opencontainers.image.version label the default --version' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l arch -d 'With --oci: the architecture to take from a multi-platform image, which the image must be for, as OCI names them: amd64, arm64, arm/v7, riscv64 (default: this host\'s)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l max-unpacked -d 'With --oci: refuse an image whose layers unpack to more than this many bytes, all together (a decompression bomb)' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l max-entries -d 'With --oci: refuse an image whose layers hold more than this many entries, all together' -r
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l ca -d 'With --oci `docker://…`: trust only the certificate authorities in this PEM file for the registry\'s HTTPS, instead of the system\'s roots. Repeatable' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l registry-auth -d 'With --oci `docker://…`: credentials for a registry that asks for them, a Docker-style config.json (as `docker login` writes); a pull token is asked for' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l version -d 'The release version: letters, digits and . + ~ _ - (at most 64 bytes). With --oci, the image\'s org.opencontainers.image.version label when not given' -r
 complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l key -d 'Secret key to sign the commit with (from `keygen`); repeat it to sign with several, as a key rotation needs (docs/KEYS.md)' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l parent -d 'The commit this one follows (full id or a unique prefix)' -r
 complete -c berth-image -n "__fish_berth_image_using_subcommand commit" -l timestamp -d 'Commit time in seconds since the epoch (default: `SOURCE_DATE_EPOCH`, else now)' -r
@@ -72,7 +78,7 @@ complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l tries -
 complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -s o -l output -d 'The disk image to write; the kernel and initramfs go beside it (NAME.kernel, NAME.initrd)' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l boards -d 'Where the board files are' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l kernel-dir -d 'The unpacked Debian kernel package (default: what ci/fetch-kernels.sh made under /var/cache/berth/debian/<arch>/kernel)' -r -F
-complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l init -d 'berth-init for the board\'s architecture (default: the one ci/check-init.sh built)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l init -d 'berth-init for the board\'s architecture (default: the installed one, /usr/lib/berth/init/<target>/berth-init beside /usr/bin/berth-image, else the one ci/check-init.sh built beside this build of berth-image)' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l loader-dir -d 'The unpacked firmware and loaders of boards that boot through them (default: what ci/fetch-loaders.sh made: the board\'s bootloader.loader-dir under /var/cache/berth, else /var/cache/berth/debian/<arch>/loaders)' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -l json -d 'Print the result as JSON'
 complete -c berth-image -n "__fish_berth_image_using_subcommand disk" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -81,7 +87,7 @@ complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l bo
 complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l root -d 'The root filesystem to complete (modified in place)' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l kver -d 'The kernel version, when DIR/usr/lib/modules holds several' -r
 complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l kernel-dir -d 'Take the kernel and the board\'s modules from this unpacked kernel package' -r -F
-complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l init -d 'berth-init for the board\'s architecture (default: the one ci/check-init.sh built)' -r -F
+complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l init -d 'berth-init for the board\'s architecture (default: the installed one, /usr/lib/berth/init/<target>/berth-init beside /usr/bin/berth-image, else the one ci/check-init.sh built beside this build of berth-image)' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l boards -d 'Where the board files are' -r -F
 complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -l json -d 'Print JSON for programs'
 complete -c berth-image -n "__fish_berth_image_using_subcommand initramfs" -s h -l help -d 'Print help (see more with \'--help\')'
