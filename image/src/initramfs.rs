@@ -20,7 +20,7 @@ pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
     let mut versions: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| {
             format!(
-                "{}: no kernel here (run ci/fetch-kernels.sh)",
+                "{}: no kernel here (--kernel-dir takes a Debian kernel package unpacked with dpkg-deb -x)",
                 dir.display()
             )
         })?
@@ -38,23 +38,19 @@ pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
     }
 }
 
-/// berth-init for `arch`, as `ci/check-init.sh` builds it: `target/<triple>/device/`,
-/// looked up from this executable's `target/<profile>/` directory.
-pub(crate) fn default_init(arch: Arch) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locate berth-image")?;
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locate the build directory")?;
-    let p = target.join(arch.musl_triple()).join("device/berth-init");
-    if p.is_file() {
-        return Ok(p);
-    }
-    bail!(
-        "{}: berth-init for {} is not built (run ci/check-init.sh, or give --init)",
-        p.display(),
-        arch.musl_triple()
-    )
+/// berth-init for `arch`: `--init`, which has no default (berth-image cannot know
+/// where a berth-init for the device's architecture is), checked to be an ELF
+/// executable for `arch`.
+pub(crate) fn init_for(given: Option<&Path>, arch: Arch) -> Result<PathBuf> {
+    let Some(p) = given else {
+        bail!(
+            "no berth-init: give --init PATH, berth-init built for {} (ci/check-init.sh builds target/{}/device/berth-init)",
+            arch.musl_triple(),
+            arch.musl_triple()
+        );
+    };
+    check_elf_arch(p, arch)?;
+    Ok(p.to_path_buf())
 }
 
 /// Checks that `path` is an ELF executable for `arch` (berth-init built for the board).
