@@ -50,7 +50,7 @@ release() {
 commit=$(release demo-1 "berthtest=demo")
 $bi disk --board "$board" --repo "$work/repo" --commit "$commit" --kernel-dir "$kdir" --loader-dir "$loaders" \
     -o "$work/$board.img" --json >"$work/disk.json"
-python3 - "$work/disk.json" <<'PY'
+python3 - "$work/disk.json" "$loaders" <<'PY'
 import json, shlex, sys
 d = json.load(open(sys.argv[1]))
 for k in ("disk", "bmap", "kernel_set"):
@@ -58,7 +58,7 @@ for k in ("disk", "bmap", "kernel_set"):
 print(f"{'sysroot:':12}PARTUUID={d['partuuid']}")
 print("flash it onto a USB stick or SD card (the device must not be mounted):")
 print(f"  berth-image flash {shlex.quote(d['disk'])} /dev/sdX      # or: bmaptool copy {shlex.quote(d['disk'])} /dev/sdX")
-print(f"boot it with:\n  berth-image qemu {shlex.quote(d['disk'])}    # which runs:\n  " + shlex.join(d["qemu"]))
+print(f"boot it with:\n  berth-image qemu {shlex.quote(d['disk'])} --loader-dir {shlex.quote(sys.argv[2])}\nwhich runs:\n  " + shlex.join(d["qemu"]))
 PY
 
 echo

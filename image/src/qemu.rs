@@ -189,8 +189,12 @@ fn firmware_args(
     ]))
 }
 
-/// Runs `argv` with the console on this process's stdio; kills it after `timeout`.
-/// Returns QEMU's exit status, or `None` when it was killed.
+/// How long QEMU has to exit after SIGTERM (it restores the terminal it put in raw
+/// mode) before it is killed outright.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `argv` with the console on this process's stdio; stops it after `timeout`.
+/// Returns QEMU's exit status, or `None` when it was stopped.
 pub fn run(argv: &[String], timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
     let (binary, args) = argv.split_first().context("an empty QEMU command line")?;
     let mut child = Command::new(binary)
@@ -213,6 +217,22 @@ pub fn run(argv: &[String], timeout: Option<Duration>) -> Result<Option<ExitStat
         }
         if Instant::now() >= deadline {
             // Cutting the power: the guest is stuck or does not power off by itself.
+            // SIGTERM first, so QEMU gives the terminal back as it found it.
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+                // ESRCH: it has exited meanwhile, which the wait below sees.
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let grace = Instant::now() + TERM_GRACE;
+            while Instant::now() < grace {
+                if child
+                    .try_wait()
+                    .with_context(|| format!("{binary}: wait"))?
+                    .is_some()
+                {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             child.kill().with_context(|| format!("{binary}: kill"))?;
             child.wait().with_context(|| format!("{binary}: wait"))?;
             return Ok(None);

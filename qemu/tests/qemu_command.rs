@@ -1,8 +1,9 @@
 //! `berth-image qemu`, as a user runs it: a disk image from `berth-image disk` for the
 //! `qemu-x86_64` board, booted from another directory than the repository's (the
-//! board is the built-in one, named by DISK.qemu.json beside the image) with only the
-//! image's path; the test root filesystem's init reports on the serial console, which
-//! is berth-image's stdout, and powers off, and berth-image exits with QEMU's status.
+//! board is the built-in one, named by DISK.qemu.json beside the image) with the
+//! command `disk` printed; the test root filesystem's init reports on the serial
+//! console, which is berth-image's stdout, and powers off, and berth-image exits with
+//! QEMU's status.
 //! `--timeout` cuts a guest that does not power off. Needs root and the caches, as the
 //! rest of the VM tier (`skip`).
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
@@ -37,18 +38,32 @@ fn berth_image_qemu_boots_an_image_to_its_serial_console() {
         .args(["--version", "qemu-cmd-1"]))
     .trim()
     .to_owned();
-    run(Command::new(bin("berth-image"))
+    let printed = run(Command::new(bin("berth-image"))
         .current_dir(dir.path())
         .args([
             "disk", "--board", t.board, "--repo", "repo", "--commit", &commit,
         ])
         .args(t.disk_inputs())
         .args(["-o", "disk.img"]));
+    let suggested = printed
+        .lines()
+        .skip_while(|l| *l != "boot it with:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command to boot it: {printed}"));
+    assert_eq!(
+        suggested,
+        format!(
+            "  berth-image qemu disk.img --loader-dir {}",
+            t.loader_dir().display()
+        ),
+        "{printed}"
+    );
 
     let started = Instant::now();
     let out = Command::new(bin("berth-image"))
         .current_dir(dir.path())
-        .args(["qemu", "disk.img", "--timeout", "120"])
+        .args(suggested.split_whitespace().skip(1))
+        .args(["--timeout", "120"])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -24,6 +24,14 @@ impl BoardsArg {
     pub fn catalog(&self) -> Result<Catalog> {
         Catalog::new(&self.dirs)
     }
+
+    /// The same options, for a command line to print.
+    pub fn args(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .flat_map(|d| ["--boards".to_owned(), d.display().to_string()])
+            .collect()
+    }
 }
 
 /// The arguments of `boards`.

@@ -46,6 +46,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // `berth-image qemu` finds the board and the firmware where `disk` did.
+    let mut qemu_cmd = vec!["berth-image".to_owned(), "qemu".to_owned()];
+    qemu_cmd.push(a.output.display().to_string());
+    qemu_cmd.extend(a.boards.args());
+    if a.loader_dir != std::path::Path::new("/") {
+        qemu_cmd.extend([
+            "--loader-dir".to_owned(),
+            a.loader_dir.display().to_string(),
+        ]);
+    }
     let out = crate::disk::disk(&crate::disk::DiskArgs {
         board: a.board,
         boards: a.boards.catalog()?,
@@ -70,8 +80,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(q) = &out.qemu {
         println!(
-            "boot it with:\n  berth-image qemu {}\nwhich runs:\n  {}",
-            super::qemu::shell_quote(&[out.disk.display().to_string()]),
+            "boot it with:\n  {}\nwhich runs:\n  {}",
+            super::qemu::shell_quote(&qemu_cmd),
             super::qemu::shell_quote(q)
         );
     }
