@@ -12,6 +12,8 @@
 //!   `x86_64` and `aarch64` with Debian's kernels (`ci/fetch-kernels.sh`). Needs root.
 //!   Also the loader boards: `uefi-x86_64` (OVMF, systemd-boot) and `qemu-aarch64-uboot`
 //!   (U-Boot's distro boot, `boot.scr` and the loader state on the disk's FAT partition).
+//! - `tests/qemu_command.rs`: `berth-image qemu`, run from outside the repository as
+//!   `berth-image disk` suggests, boots an image to its serial console. Needs root.
 //! - `tests/uboot.rs`: Debian's U-Boot (`ci/fetch-loaders.sh`) as QEMU's `-bios` on
 //!   `aarch64`, booting entries of a FAT boot partition with `image/uboot/boot.cmd` and
 //!   counting a trial's tries in the loader state. Needs root.
