@@ -394,7 +394,7 @@ pub fn check_name(name: &str) -> Result<()> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
     {
-        bail!("--board {name:?}: not a board name (letters, digits, '-' and '_')");
+        bail!("{name:?}: not a board name (letters, digits, '-' and '_')");
     }
     Ok(())
 }

@@ -104,7 +104,7 @@ impl Catalog {
             .dirs
             .iter()
             .map(|(source, dir)| (source, dir.join(name).join("board.toml")))
-            .filter(|(_, path)| path.exists())
+            .filter(|(_, path)| is_there(path))
             .map(|(source, path)| Found {
                 source: source.clone(),
                 path: Some(path),
@@ -121,7 +121,7 @@ impl Catalog {
 
     /// Loads board `name` from the first place that has it.
     pub fn load(&self, name: &str) -> Result<Board> {
-        check_name(name)?;
+        check_name(name).map_err(|e| anyhow::anyhow!("--board {e}"))?;
         let Some(first) = self.find(name).into_iter().next() else {
             bail!(
                 "--board {name}: no such board (berth-image boards lists them; {})",
@@ -139,7 +139,7 @@ impl Catalog {
                 .with_context(|| format!("{}: cannot list boards", dir.display()))?;
             for e in entries {
                 let e = e.with_context(|| format!("{}: cannot list boards", dir.display()))?;
-                if e.path().join("board.toml").exists() {
+                if is_there(&e.path().join("board.toml")) {
                     names.push(e.file_name().to_string_lossy().into_owned());
                 }
             }
@@ -172,11 +172,17 @@ impl Catalog {
     }
 }
 
+/// Whether a board file is there, as anything: a dangling link or an unreadable file
+/// is found, and then fails to read with its path, rather than be passed over for a
+/// board of the same name further down.
+fn is_there(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
 /// Parses board `name` from where it was found.
 fn read(name: &str, found: &Found) -> Result<Board> {
     if let Some(path) = &found.path {
-        check_name(name)
-            .with_context(|| format!("{}: a board directory's name", path.display()))?;
+        check_name(name).with_context(|| format!("{}: in a board directory", path.display()))?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
         return Board::parse(&text, name, &path.display().to_string());
@@ -303,5 +309,13 @@ mod tests {
         }
         // Another board still loads: only the broken one's users fail.
         c.load("qemu-aarch64").unwrap();
+        // A dangling link is not passed over either.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("gone.toml"), &file).unwrap();
+        let err = c.load("qemu-x86_64").unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with(&format!("{}: cannot read", file.display())),
+            "{err:#}"
+        );
     }
 }
