@@ -3,17 +3,18 @@
 # Berth, make a signing key, complete a small test root filesystem with its kernel set
 # (kernel, initramfs with berth-init and modules), commit it, build a bootable disk image
 # for a UEFI PC with berth-image disk (an ESP with systemd-boot, and the sysroot), print
-# its bmap and how to flash it, and boot it under QEMU (TCG) through the OVMF firmware and
-# systemd-boot. Then the whole product in one run: a second release with a new kernel set
-# (its kernel arguments differ) is published to a static repository served on 127.0.0.1;
-# the booted device updates itself over HTTP (QEMU's restrict=on user network reaches
-# only that server), reboots into the trial through the loader's counted entry, commits
-# it, and boots it as the default; `berth status` is printed at each boot.
+# its bmap and how to flash it, and boot it under QEMU (TCG) with berth-image qemu,
+# through the OVMF firmware and systemd-boot. Then the whole product in one run: a second
+# release with a new kernel set (its kernel arguments differ) is published to a static
+# repository served on 127.0.0.1; the booted device updates itself over HTTP (QEMU's
+# restrict=on user network reaches only that server), reboots into the trial through
+# the loader's counted entry, commits it, and boots it as the default; `berth status`
+# is printed at each boot.
 # BERTH_BOARD=qemu-x86_64, qemu-aarch64 or qemu-aarch64-uboot boot the other boards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 board=${BERTH_BOARD:-uefi-x86_64}
-case $board in uefi-x86_64 | qemu-x86_64) arch=amd64 ;; qemu-aarch64 | qemu-aarch64-uboot) arch=arm64 ;; *) echo "demo: unknown board $board" >&2; exit 1 ;; esac
+case $board in uefi-x86_64 | qemu-x86_64) arch=amd64 triple=x86_64 ;; qemu-aarch64 | qemu-aarch64-uboot) arch=arm64 triple=aarch64 ;; *) echo "demo: unknown board $board" >&2; exit 1 ;; esac
 
 bash ci/setup.sh
 bash ci/fetch-kernels.sh
@@ -27,6 +28,11 @@ rm -rf "$work"
 mkdir -p "$work"
 
 cache=${BERTH_CACHE:-/var/cache/berth}
+# berth-image has no defaults into this tree or the cache: the kernel package, berth-init
+# and the firmware and loaders ci/fetch-loaders.sh unpacked are passed explicitly.
+kdir=$cache/debian/$arch/kernel
+init=$PWD/target/$triple-unknown-linux-musl/device/berth-init
+case $board in qemu-aarch64-uboot) loaders=$cache/loaders/u-boot-qemu ;; *) loaders=$cache/debian/amd64/loaders ;; esac
 $bi keygen --out "$work/keys"
 # A release: the test rootfs (busybox, the test init, the static berth), completed with
 # Debian's kernel and an initramfs made for the board, and `kargs` as its own kernel
@@ -34,7 +40,7 @@ $bi keygen --out "$work/keys"
 release() {
     local name=$1 kargs=$2 tree=$work/$1
     bash qemu/rootfs/make-rootfs.sh "$arch" "$tree" "$name" >/dev/null
-    $bi initramfs --board "$board" --root "$tree" --kernel-dir "$cache/debian/$arch/kernel" >/dev/null
+    $bi initramfs --board "$board" --root "$tree" --kernel-dir "$kdir" --init "$init" >/dev/null
     # The device trusts the demo's key: updates signed with it verify.
     mkdir -p "$tree/usr/lib/berth/keys"
     cp "$work/keys/berth.pub" "$tree/usr/lib/berth/keys/"
@@ -42,8 +48,9 @@ release() {
     $bi commit --repo "$work/repo" --tree "$tree" --version "$name" --key "$work/keys/berth.key"
 }
 commit=$(release demo-1 "berthtest=demo")
-$bi disk --board "$board" --repo "$work/repo" --commit "$commit" -o "$work/$board.img" --json >"$work/disk.json"
-python3 - "$work/disk.json" <<'PY'
+$bi disk --board "$board" --repo "$work/repo" --commit "$commit" --kernel-dir "$kdir" --loader-dir "$loaders" \
+    -o "$work/$board.img" --json >"$work/disk.json"
+python3 - "$work/disk.json" "$loaders" <<'PY'
 import json, shlex, sys
 d = json.load(open(sys.argv[1]))
 for k in ("disk", "bmap", "kernel_set"):
@@ -51,7 +58,7 @@ for k in ("disk", "bmap", "kernel_set"):
 print(f"{'sysroot:':12}PARTUUID={d['partuuid']}")
 print("flash it onto a USB stick or SD card (the device must not be mounted):")
 print(f"  berth-image flash {shlex.quote(d['disk'])} /dev/sdX      # or: bmaptool copy {shlex.quote(d['disk'])} /dev/sdX")
-print("boot it with:\n  " + shlex.join(d["qemu"]))
+print(f"boot it with:\n  berth-image qemu {shlex.quote(d['disk'])} --loader-dir {shlex.quote(sys.argv[2])}\nwhich runs:\n  " + shlex.join(d["qemu"]))
 PY
 
 echo
@@ -66,14 +73,14 @@ trap 'kill $server 2>/dev/null || true' EXIT
 # The guest's only way out: 10.0.2.100:8080, forwarded to the server by busybox nc.
 nc="$cache/debian/amd64/busybox/bin/busybox nc 127.0.0.1 $port"
 net=(-netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:$nc" -device virtio-net-pci,netdev=n0)
-mapfile -t qemu < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["qemu"]))' "$work/disk.json")
 
 n=0
 boot() {
     n=$((n + 1))
     echo
     echo "== boot $n: $1 (serial console, filtered; it powers off by itself)"
-    timeout -k 5 180 "${qemu[@]}" "${net[@]}" </dev/null >"$work/serial-$n.log" 2>&1 || true
+    # The firmware's variables (DISK.vars) stay from boot to boot, as a machine's do.
+    $bi qemu "$work/$board.img" --loader-dir "$loaders" --timeout 180 -- "${net[@]}" </dev/null >"$work/serial-$n.log" 2>&1 || true
     grep -aE 'Linux version|Kernel command line|berth-init: (boot|plan|choose|exec)|BERTH-TEST' "$work/serial-$n.log" |
         grep -avE 'BERTH-TEST: (kmsg|bootjson|rootmount|etcmount|etc |var )' || true
     if ! grep -aq 'BERTH-TEST: done' "$work/serial-$n.log"; then

@@ -4,11 +4,13 @@
 //! the modules its initramfs needs, its partition layout, how it boots (the bootloader
 //! kind) and, for QEMU machines, how to start it. `berth-image disk` reads it; adding a
 //! board is adding a file. Unknown keys are errors, so a typo cannot pass silently.
+//! Where board files are found (built in, a system directory, `--boards`) is
+//! `catalog.rs`'s business; this module parses and validates one.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One board.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,7 +36,7 @@ pub struct Board {
 }
 
 /// CPU architectures Berth builds for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     /// 64-bit x86.
@@ -83,15 +85,11 @@ pub struct Initramfs {
 pub struct Bootloader {
     /// The kind.
     pub kind: BootloaderKind,
-    /// The loader's EFI binary (systemd-boot), relative to the unpacked loaders
-    /// (`ci/fetch-loaders.sh`): installed as the ESP's `EFI/BOOT/BOOT<arch>.EFI`.
+    /// The loader's EFI binary (systemd-boot), relative to the loader directory
+    /// (`--loader-dir`, default `/`: where Debian's package installs it): installed as
+    /// the ESP's `EFI/BOOT/BOOT<arch>.EFI`.
     #[serde(default)]
     pub efi_binary: Option<String>,
-    /// Where `ci/fetch-loaders.sh` unpacked the firmware and loaders this board boots
-    /// through, relative to the cache (`$BERTH_CACHE`, `/var/cache/berth`); default
-    /// `debian/<debian-arch>/loaders`. `--loader-dir` overrides it.
-    #[serde(default)]
-    pub loader_dir: Option<String>,
     /// The device tree the loader passes (u-boot), relative to the kernel set's `dtb/`;
     /// without it the firmware's own is passed (QEMU's `virt` generates one).
     #[serde(default)]
@@ -112,7 +110,7 @@ pub struct Bootloader {
 
 /// Bootloader kinds. The schema names the common ones so boards can be described;
 /// `berth-image disk` builds images for those it supports and says so for the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BootloaderKind {
     /// QEMU loads kernel and initramfs itself (`-kernel`, `-initrd`, `-append`).
@@ -211,15 +209,11 @@ pub struct Qemu {
 }
 
 impl Board {
-    /// Loads `<boards>/<name>/board.toml` and validates it.
+    /// Loads `<boards>/<name>/board.toml` and validates it (the tests' shortcut; the
+    /// program looks boards up through `catalog.rs`).
+    #[cfg(test)]
     pub fn load(boards: &Path, name: &str) -> Result<Self> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
-            bail!("--board {name:?}: not a board name");
-        }
+        check_name(name)?;
         let path = boards.join(name).join("board.toml");
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -228,15 +222,20 @@ impl Board {
                 boards.display()
             )
         })?;
-        let board: Self = toml::from_str(&text)
-            .with_context(|| format!("{}: invalid board file", path.display()))?;
+        Self::parse(&text, name, &path.display().to_string())
+    }
+
+    /// Parses and validates the board file `text` of board `name`; errors name
+    /// `origin` (the file's path, or the built-in board).
+    pub fn parse(text: &str, name: &str, origin: &str) -> Result<Self> {
+        let board: Self =
+            toml::from_str(text).with_context(|| format!("{origin}: invalid board file"))?;
         board
             .validate()
-            .with_context(|| format!("{}: invalid board file", path.display()))?;
+            .with_context(|| format!("{origin}: invalid board file"))?;
         if board.name != name {
             bail!(
-                "{}: names the board {:?}, but it is in the directory {name:?}",
-                path.display(),
+                "{origin}: names the board {:?}, but it is in the directory {name:?}",
                 board.name
             );
         }
@@ -378,24 +377,26 @@ impl Board {
             return Ok(versioned);
         }
         bail!(
-            "{}: no kernel image {} (or {}) (run ci/fetch-kernels.sh)",
+            "{}: no kernel image {} (or {}) (give --kernel-dir the unpacked {} package)",
             kdir.display(),
             exact.display(),
-            versioned.display()
+            versioned.display(),
+            self.kernel.debian_package
         )
     }
 }
 
-/// Every board under `boards`, by directory name.
-pub fn all(boards: &Path) -> Result<Vec<Board>> {
-    let mut names: Vec<String> = std::fs::read_dir(boards)
-        .with_context(|| format!("{}: cannot list boards", boards.display()))?
-        .filter_map(std::result::Result::ok)
-        .filter(|e| e.path().join("board.toml").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names.iter().map(|n| Board::load(boards, n)).collect()
+/// Checks that `name` is a board name (letters, digits, `-`, `_`): it becomes a
+/// directory name under each board directory.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
+        bail!("{name:?}: not a board name (letters, digits, '-' and '_')");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -408,7 +409,10 @@ mod tests {
 
     #[test]
     fn every_board_in_the_repository_loads() {
-        let boards = all(&boards_dir()).unwrap();
+        let boards: Vec<Board> = crate::catalog::BUILTIN
+            .iter()
+            .map(|(n, _)| Board::load(&boards_dir(), n).unwrap())
+            .collect();
         let names: Vec<&str> = boards.iter().map(|b| b.name.as_str()).collect();
         assert!(
             [

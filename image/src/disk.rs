@@ -12,7 +12,8 @@
 //!    modules with their dependencies (from `modprobe --show-depends` on the unpacked
 //!    kernel), `/etc/berth/modules` (load order) and `/etc/berth/cmdline`
 //!    (`berth.root=PARTUUID=…`);
-//! 5. the kernel is copied beside the image;
+//! 5. the kernel is copied beside the image, and `DISK.qemu.json` (the board's name
+//!    and the kernel command line), which `berth-image qemu` reads;
 //! 6. the block map (`DISK.IMG.bmap`, bmap-tools' format 2.0) lists the image's mapped
 //!    blocks with their sha256, for `bmaptool copy` and `berth-image flash`.
 
@@ -28,9 +29,7 @@ use format::record::DeploymentName;
 use store::Repo;
 
 use crate::board::{Board, BootloaderKind, PartitionTable, Role};
-use crate::initramfs::{
-    check_elf_arch, default_init, kernel_version, module_closure, write_initramfs,
-};
+use crate::initramfs::{init_for, kernel_version, module_closure, write_initramfs};
 use crate::install::{self, Layout};
 use crate::tools::{run, run_with_input};
 
@@ -43,13 +42,16 @@ pub const SYSROOT_LABEL: &str = "berth-sysroot";
 #[derive(Debug)]
 pub struct DiskArgs {
     pub board: String,
-    pub boards_dir: PathBuf,
+    pub boards: crate::catalog::Catalog,
     pub repo: PathBuf,
     pub layout: Layout,
     pub output: PathBuf,
+    /// The unpacked kernel package; needed when the commit carries no kernel set.
     pub kernel_dir: Option<PathBuf>,
+    /// berth-init; needed when the commit carries no kernel set.
     pub init: Option<PathBuf>,
-    pub loader_dir: Option<PathBuf>,
+    /// What the board's loader paths are relative to (`/`: the host's packages).
+    pub loader_dir: PathBuf,
 }
 
 /// What `disk` made.
@@ -66,19 +68,16 @@ pub struct DiskOutput {
     pub bmap: PathBuf,
     /// The id of the default deployment's kernel set, when it carries one (and boots it).
     pub kernel_set: Option<String>,
-    /// The QEMU command line (argv) that boots the image, for QEMU boards.
+    /// The QEMU command line (argv) that boots the image, for QEMU boards whose
+    /// firmware (if they boot through one) is under `--loader-dir`.
     pub qemu: Option<Vec<String>>,
 }
 
 pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
-    let board = Board::load(&args.boards_dir, &args.board)?;
+    let board = args.boards.load(&args.board)?;
     check_supported(&board)?;
-    let kdir = args
-        .kernel_dir
-        .clone()
-        .unwrap_or_else(|| cache_dir(&board, "kernel"));
     let repo = Repo::open(&args.repo)?;
-    let boot = choose_boot(&board, &kdir, &repo, args)?;
+    let boot = choose_boot(&board, args.kernel_dir.as_deref(), &repo, args)?;
     let kernel_set = boot.kset.as_ref().map(|k| k.id().to_string());
 
     let out = &args.output;
@@ -109,10 +108,10 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
     let tmp_initrd = work.path().join("initrd");
     let (kernel_src, cmdline) =
         boot_files(boot, &sysroot, &default_commit, &partuuid, &tmp_initrd)?;
-    let loaders = loader_dir(&board, args);
+    let loaders = args.loader_dir.as_path();
     let boot_part = crate::bootpart::build(&crate::bootpart::BootPart {
         board: &board,
-        loaders: &loaders,
+        loaders,
         repo: &repo,
         sysroot: &sysroot,
         deployments: crate::bootpart::slots(&args.layout, &installed),
@@ -132,6 +131,12 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
         .with_context(|| format!("{}: copy", kernel_src.display()))?;
     write_bmap(&work.path().join("disk.img"))?;
     let bmap = crate::bmap::path_beside(out);
+    let qemu_json = crate::qemu::sidecar_path(out);
+    crate::qemu::Sidecar {
+        board: board.name.clone(),
+        cmdline: cmdline.clone(),
+    }
+    .write(&work.path().join("disk.qemu.json"))?;
     // Everything is complete: move the results into place (the bmap right after the
     // image: a new image beside an old bmap fails the bmap's checksums, never flashes).
     for (from, to) in [
@@ -139,15 +144,25 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
         ("disk.img.bmap", bmap.as_path()),
         ("initrd", initrd.as_path()),
         ("kernel", kernel.as_path()),
+        ("disk.qemu.json", qemu_json.as_path()),
     ] {
         std::fs::rename(work.path().join(from), to)
             .with_context(|| format!("{}: move into place", to.display()))?;
     }
-    let qemu = board
-        .qemu
-        .as_ref()
-        .map(|q| crate::qemu::argv(q, &loaders, &kernel, &initrd, out, &cmdline))
-        .transpose()?;
+    let boot = crate::qemu::Boot {
+        kernel: &kernel,
+        initrd: &initrd,
+        image: out,
+        cmdline: &cmdline,
+    };
+    // The image is complete and good for real hardware whether or not QEMU's firmware
+    // (OVMF, U-Boot for QEMU) is here: without it there is no QEMU command line to print,
+    // which is said, not an error. `berth-image qemu --loader-dir` boots it later.
+    let qemu = board.qemu.as_ref().and_then(|q| {
+        crate::qemu::argv(q, loaders, &boot, crate::qemu::Vars::Fresh)
+            .map_err(|e| eprintln!("berth-image disk: no QEMU command line: {e:#}"))
+            .ok()
+    });
     Ok(DiskOutput {
         board: board.name,
         disk: out.clone(),
@@ -172,7 +187,7 @@ pub fn disk(args: &DiskArgs) -> Result<DiskOutput> {
 /// the kernel package's kernel and an initramfs made here with berth-init.
 fn choose_boot<'a>(
     board: &'a Board,
-    kdir: &'a Path,
+    kdir: Option<&'a Path>,
     repo: &Repo,
     args: &DiskArgs,
 ) -> Result<BootInputs<'a>> {
@@ -181,25 +196,25 @@ fn choose_boot<'a>(
     // A loader boots the set's own kernel (an EFI-stub image, say), never the
     // package's QEMU-only image of it.
     let direct = board.bootloader.kind == BootloaderKind::QemuDirect;
-    let package = match &kset {
-        None => Some(kernel_version(kdir)?),
-        Some(k) => kernel_version(kdir)
+    let package = match (&kset, kdir) {
+        (None, Some(kdir)) => Some(kernel_version(kdir)?),
+        (None, None) => bail!(
+            "commit {default_id} carries no kernel set: give --kernel-dir DIR (the board's {} package unpacked with dpkg-deb -x) and --init, or complete the tree with berth-image initramfs before committing",
+            board.kernel.debian_package
+        ),
+        (Some(k), Some(kdir)) => kernel_version(kdir)
             .ok()
             .filter(|v| direct && *v == k.version),
+        (Some(_), None) => None,
     };
-    let kernel_src = package
-        .as_ref()
-        .map(|v| board.kernel_image(kdir, v))
-        .transpose()?;
+    let kernel_src = match (&package, kdir) {
+        (Some(v), Some(kdir)) => Some(board.kernel_image(kdir, v)?),
+        _ => None,
+    };
     let init = if kset.is_some() {
         None
     } else {
-        let init = match &args.init {
-            Some(p) => p.clone(),
-            None => default_init(board.arch)?,
-        };
-        check_elf_arch(&init, board.arch)?;
-        Some(init)
+        Some(init_for(args.init.as_deref(), board.arch)?)
     };
     Ok(BootInputs {
         board,
@@ -214,7 +229,7 @@ fn choose_boot<'a>(
 /// What decides the kernel and initramfs a disk boots.
 struct BootInputs<'a> {
     board: &'a Board,
-    kdir: &'a Path,
+    kdir: Option<&'a Path>,
     kset: Option<format::kernelset::KernelSet>,
     init: Option<PathBuf>,
     /// The kernel package's version, when it is to be used.
@@ -264,6 +279,7 @@ fn boot_files(
             kernel_src.unwrap_or_else(|| set.join(format::kernelset::KERNEL))
         }
         (None, Some(init), Some(version)) => {
+            let kdir = kdir.context("a kernel package without its directory")?;
             let modules = module_closure(kdir, &version, board)?;
             eprintln!(
                 "berth-image disk: initramfs with berth-init and {} modules",
@@ -399,30 +415,6 @@ fn check_supported(board: &Board) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `$BERTH_CACHE/debian/<arch>/<what>` (`/var/cache/berth` by default), where the
-/// fetch scripts unpack Debian's packages.
-fn cache_dir(board: &Board, what: &str) -> PathBuf {
-    cache()
-        .join("debian")
-        .join(&board.kernel.debian_arch)
-        .join(what)
-}
-
-/// `$BERTH_CACHE`, else `/var/cache/berth`: what the fetch scripts fill.
-fn cache() -> PathBuf {
-    PathBuf::from(std::env::var_os("BERTH_CACHE").unwrap_or_else(|| "/var/cache/berth".into()))
-}
-
-/// The unpacked firmware and loaders (`--loader-dir`, else where `ci/fetch-loaders.sh`
-/// put them: the board's `bootloader.loader-dir` under the cache, or the default).
-fn loader_dir(board: &Board, args: &DiskArgs) -> PathBuf {
-    match (&args.loader_dir, &board.bootloader.loader_dir) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(rel)) => cache().join(rel),
-        (None, None) => cache_dir(board, "loaders"),
-    }
 }
 
 /// The boot partition's PARTUUID on a disk whose sysroot's is `sysroot`: a GUID of its

@@ -53,7 +53,10 @@ pub fn image(p: &BootPart<'_>, size_mib: u64) -> Result<PathBuf> {
         .loaders
         .join(p.board.bootloader.efi_binary.as_deref().unwrap_or_default());
     if !efi.is_file() {
-        bail!("{}: no loader (run ci/fetch-loaders.sh)", efi.display());
+        bail!(
+            "{}: no systemd-boot (install Debian's systemd-boot-efi, or give --loader-dir DIR where it is unpacked)",
+            efi.display()
+        );
     }
     let (default, default_files) = p.default_set()?;
     let mut entries = Vec::new();

@@ -20,7 +20,7 @@ pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
     let mut versions: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| {
             format!(
-                "{}: no kernel here (run ci/fetch-kernels.sh)",
+                "{}: no kernel here (--kernel-dir takes a Debian kernel package unpacked with dpkg-deb -x)",
                 dir.display()
             )
         })?
@@ -38,30 +38,34 @@ pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
     }
 }
 
-/// berth-init for `arch`, found beside this executable: installed, as the berth-image
-/// package lays it out (`/usr/bin/berth-image`, `/usr/lib/berth/init/<triple>/berth-init`);
-/// else in the cargo build it came from (`target/<profile>/berth-image`,
-/// `target/<triple>/device/berth-init`, as `ci/check-init.sh` builds it).
-pub(crate) fn default_init(arch: Arch) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locate berth-image")?;
-    let up = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locate berth-image's directory")?;
-    let installed = up
-        .join("lib/berth/init")
-        .join(arch.musl_triple())
-        .join("berth-init");
-    let built = up.join(arch.musl_triple()).join("device/berth-init");
-    if let Some(p) = [&installed, &built].into_iter().find(|p| p.is_file()) {
-        return Ok(p.clone());
-    }
-    bail!(
-        "berth-init for {} is neither installed ({}) nor built ({}): give --init",
-        arch.musl_triple(),
-        installed.display(),
-        built.display()
-    )
+/// berth-init for `arch`: `--init`, else the one installed beside this executable
+/// (`/usr/bin/berth-image` and `/usr/lib/berth/init/<triple>/berth-init`, as the
+/// berth-image package lays them out); checked to be an ELF executable for `arch`.
+pub(crate) fn init_for(given: Option<&Path>, arch: Arch) -> Result<PathBuf> {
+    let p = match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let exe = std::env::current_exe().context("locate berth-image")?;
+            let installed = exe
+                .parent()
+                .and_then(Path::parent)
+                .context("locate berth-image's directory")?
+                .join("lib/berth/init")
+                .join(arch.musl_triple())
+                .join("berth-init");
+            if !installed.is_file() {
+                bail!(
+                    "no berth-init for {}: none installed at {}; give --init PATH (ci/check-init.sh builds target/{}/device/berth-init)",
+                    arch.musl_triple(),
+                    installed.display(),
+                    arch.musl_triple()
+                );
+            }
+            installed
+        }
+    };
+    check_elf_arch(&p, arch)?;
+    Ok(p)
 }
 
 /// Checks that `path` is an ELF executable for `arch` (berth-init built for the board).

@@ -30,7 +30,7 @@ use crate::board::Board;
 #[derive(Debug)]
 pub struct InitramfsArgs {
     pub board: String,
-    pub boards_dir: PathBuf,
+    pub boards: crate::catalog::Catalog,
     pub root: PathBuf,
     pub kver: Option<String>,
     pub kernel_dir: Option<PathBuf>,
@@ -53,12 +53,8 @@ pub struct InitramfsOutput {
 }
 
 pub fn initramfs(args: &InitramfsArgs) -> Result<InitramfsOutput> {
-    let board = Board::load(&args.boards_dir, &args.board)?;
-    let init = match &args.init {
-        Some(p) => p.clone(),
-        None => crate::initramfs::default_init(board.arch)?,
-    };
-    crate::initramfs::check_elf_arch(&init, board.arch)?;
+    let board = args.boards.load(&args.board)?;
+    let init = crate::initramfs::init_for(args.init.as_deref(), board.arch)?;
     let root = &args.root;
     if !root.join("usr").is_dir() {
         bail!("{}: not a root filesystem (no usr/)", root.display());

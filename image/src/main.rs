@@ -12,6 +12,7 @@
 mod bmap;
 mod board;
 mod bootpart;
+mod catalog;
 mod cmd;
 mod commit;
 mod cpio;

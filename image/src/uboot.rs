@@ -130,7 +130,10 @@ fn firmware_files(p: &BootPart<'_>, fat: &Fat) -> Result<()> {
     for f in b.firmware.iter().chain(std::iter::once(u_boot)) {
         let src = p.loaders.join(f);
         if !src.is_file() {
-            bail!("{}: missing (run ci/fetch-loaders.sh)", src.display());
+            bail!(
+                "{}: the board's firmware is missing (give --loader-dir DIR where its packages are unpacked)",
+                src.display()
+            );
         }
         let name = if f == u_boot {
             "u-boot.bin"

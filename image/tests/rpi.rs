@@ -50,8 +50,15 @@ fn fat_file(part: &str, path: &str, scratch: &Path) -> Vec<u8> {
 }
 
 /// A root filesystem with the arm64 kernel set made for the board, committed, and the
-/// board's disk image: (root, kernel version, commit, image, `disk --json`).
-fn build(dir: &Path, kdir: &Path) -> (PathBuf, String, String, PathBuf, serde_json::Value) {
+/// board's disk image: (root, kernel version, commit, image, `disk --json`). The
+/// kernel package, berth-init and the unpacked firmware are the cache's and the build's,
+/// given explicitly: berth-image has no default for them.
+fn build(
+    dir: &Path,
+    kdir: &Path,
+    init: &Path,
+    loaders: &Path,
+) -> (PathBuf, String, String, PathBuf, serde_json::Value) {
     let root = dir.join("root");
     for d in [
         "sbin", "etc", "var", "run", "dev", "proc", "sys", "sysroot", "usr/lib",
@@ -68,6 +75,8 @@ fn build(dir: &Path, kdir: &Path) -> (PathBuf, String, String, PathBuf, serde_js
         root.as_os_str(),
         os("--kernel-dir"),
         kdir.as_os_str(),
+        os("--init"),
+        init.as_os_str(),
     ]))
     .unwrap();
     let kver = made["version"].as_str().unwrap().to_owned();
@@ -93,6 +102,8 @@ fn build(dir: &Path, kdir: &Path) -> (PathBuf, String, String, PathBuf, serde_js
         repo.as_os_str(),
         os("--commit"),
         os(&commit),
+        os("--loader-dir"),
+        loaders.as_os_str(),
         os("-o"),
         img.as_os_str(),
     ]))
@@ -108,7 +119,11 @@ fn the_pi_4_image_holds_firmware_u_boot_boot_scr_state_and_the_entry() {
     let loaders = cache.join("loaders/rpi");
     let init = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .join("target/aarch64-unknown-linux-musl/device/berth-init");
-    for need in [kdir.join("lib/modules"), loaders.join(".complete"), init] {
+    for need in [
+        kdir.join("lib/modules"),
+        loaders.join(".complete"),
+        init.clone(),
+    ] {
         if !need.exists() {
             testkit::missing(
                 "the_pi_4_image_holds_firmware_u_boot_boot_scr_state_and_the_entry",
@@ -121,7 +136,7 @@ fn the_pi_4_image_holds_firmware_u_boot_boot_scr_state_and_the_entry() {
         }
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (root, kver, commit, img, info) = build(tmp.path(), &kdir);
+    let (root, kver, commit, img, info) = build(tmp.path(), &kdir, &init, &loaders);
     assert!(info["qemu"].is_null(), "QEMU cannot boot it: {info}");
     assert!(
         Path::new(info["bmap"].as_str().unwrap()).is_file(),

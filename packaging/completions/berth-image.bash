@@ -58,6 +58,9 @@ _berth__image() {
             berth__image,push)
                 cmd="berth__image__subcmd__push"
                 ;;
+            berth__image,qemu)
+                cmd="berth__image__subcmd__qemu"
+                ;;
             berth__image,show)
                 cmd="berth__image__subcmd__show"
                 ;;
@@ -103,6 +106,9 @@ _berth__image() {
             berth__image__subcmd__help,push)
                 cmd="berth__image__subcmd__help__subcmd__push"
                 ;;
+            berth__image__subcmd__help,qemu)
+                cmd="berth__image__subcmd__help__subcmd__qemu"
+                ;;
             berth__image__subcmd__help,show)
                 cmd="berth__image__subcmd__help__subcmd__show"
                 ;;
@@ -113,7 +119,7 @@ _berth__image() {
 
     case "${cmd}" in
         berth__image)
-            opts="-h -V --help --version keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help"
+            opts="-h -V --help --version keygen commit checkout install disk bmap initramfs flash delta publish push boards qemu show fsck help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -141,7 +147,7 @@ _berth__image() {
             return 0
             ;;
         berth__subcmd__image__subcmd__boards)
-            opts="-h --boards --help"
+            opts="-h --boards --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,13 +307,17 @@ _berth__image() {
             return 0
             ;;
         berth__subcmd__image__subcmd__disk)
-            opts="-o -h --board --repo --commit --previous --trial --tries --output --boards --kernel-dir --init --loader-dir --json --help"
+            opts="-o -h --board --boards --repo --commit --previous --trial --tries --output --kernel-dir --init --loader-dir --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --board)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --boards)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -336,10 +346,6 @@ _berth__image() {
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --boards)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -399,7 +405,7 @@ _berth__image() {
             return 0
             ;;
         berth__subcmd__image__subcmd__help)
-            opts="keygen commit checkout install disk bmap initramfs flash delta publish push boards show fsck help"
+            opts="keygen commit checkout install disk bmap initramfs flash delta publish push boards qemu show fsck help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -608,6 +614,20 @@ _berth__image() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        berth__subcmd__image__subcmd__help__subcmd__qemu)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         berth__subcmd__image__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -623,13 +643,17 @@ _berth__image() {
             return 0
             ;;
         berth__subcmd__image__subcmd__initramfs)
-            opts="-h --board --root --kver --kernel-dir --init --boards --json --help"
+            opts="-h --board --boards --root --kver --kernel-dir --init --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --board)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --boards)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -646,10 +670,6 @@ _berth__image() {
                     return 0
                     ;;
                 --init)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --boards)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -810,6 +830,44 @@ _berth__image() {
                     return 0
                     ;;
                 --manifest-layers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        berth__subcmd__image__subcmd__qemu)
+            opts="-h --board --boards --loader-dir --memory --timeout --append --dry-run --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --board)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --boards)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --loader-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --append)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

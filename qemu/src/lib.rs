@@ -12,6 +12,8 @@
 //!   `x86_64` and `aarch64` with Debian's kernels (`ci/fetch-kernels.sh`). Needs root.
 //!   Also the loader boards: `uefi-x86_64` (OVMF, systemd-boot) and `qemu-aarch64-uboot`
 //!   (U-Boot's distro boot, `boot.scr` and the loader state on the disk's FAT partition).
+//! - `tests/qemu_command.rs`: `berth-image qemu`, run from outside the repository as
+//!   `berth-image disk` suggests, boots an image to its serial console. Needs root.
 //! - `tests/uboot.rs`: Debian's U-Boot (`ci/fetch-loaders.sh`) as QEMU's `-bios` on
 //!   `aarch64`, booting entries of a FAT boot partition with `image/uboot/boot.cmd` and
 //!   counting a trial's tries in the loader state. Needs root.
@@ -136,6 +138,55 @@ fn missing_for_uboot() -> Option<String> {
         .map(|tool| format!("{tool} is missing (run ci/setup.sh)"))
 }
 
+impl Target {
+    /// The Rust target triple of its device binaries.
+    pub fn triple(self) -> &'static str {
+        if self.debian_arch == "amd64" {
+            "x86_64-unknown-linux-musl"
+        } else {
+            "aarch64-unknown-linux-musl"
+        }
+    }
+
+    /// Its kernel package, unpacked by `ci/fetch-kernels.sh` (`--kernel-dir`).
+    pub fn kernel_dir(self) -> PathBuf {
+        cache().join("debian").join(self.debian_arch).join("kernel")
+    }
+
+    /// berth-init for it, as `ci/check-init.sh` builds it (`--init`).
+    pub fn init(self) -> PathBuf {
+        workspace()
+            .join("target")
+            .join(self.triple())
+            .join("device/berth-init")
+    }
+
+    /// Where `ci/fetch-loaders.sh` unpacked its firmware and loader (`--loader-dir`):
+    /// the board files name them relative to it.
+    pub fn loader_dir(self) -> PathBuf {
+        if self.board.ends_with("-uboot") {
+            cache().join("loaders/u-boot-qemu")
+        } else {
+            cache()
+                .join("debian")
+                .join(self.debian_arch)
+                .join("loaders")
+        }
+    }
+
+    /// `berth-image disk`'s arguments for the inputs above.
+    pub fn disk_inputs(self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--kernel-dir".into(),
+            self.kernel_dir().into(),
+            "--init".into(),
+            self.init().into(),
+            "--loader-dir".into(),
+            self.loader_dir().into(),
+        ]
+    }
+}
+
 /// Debian's U-Boot for QEMU's arm64 `virt` machine (`ci/fetch-loaders.sh`).
 pub fn u_boot() -> PathBuf {
     cache().join("loaders/u-boot-qemu/usr/lib/u-boot/qemu_arm64/u-boot.bin")
@@ -251,9 +302,9 @@ impl Images {
         let d = self.dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         let out = run(Command::new(bin("berth-image"))
-            .current_dir(workspace())
             .args(["disk", "--json", "--board", self.target.board, "--repo"])
             .arg(&self.repo)
+            .args(self.target.disk_inputs())
             .args(layout)
             .arg("-o")
             .arg(d.join("disk.img")));
@@ -284,13 +335,13 @@ impl Images {
         std::fs::create_dir_all(&trusted).unwrap();
         std::fs::copy(im.keys.join("berth.pub"), trusted.join("berth.pub")).unwrap();
         // The test rootfs has no kernel of its own: take the package's.
-        let kdir = cache().join("debian").join(t.debian_arch).join("kernel");
         let out = run(Command::new(bin("berth-image"))
-            .current_dir(workspace())
             .args(["initramfs", "--json", "--board", t.board, "--root"])
             .arg(&tree)
             .arg("--kernel-dir")
-            .arg(&kdir));
+            .arg(t.kernel_dir())
+            .arg("--init")
+            .arg(t.init()));
         let made: Value = serde_json::from_str(&out).unwrap();
         assert!(made["modules"].as_u64().unwrap() >= 5, "{made}");
         // The scenario comes from the deployment's own kernel arguments.

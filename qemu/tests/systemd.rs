@@ -85,9 +85,9 @@ impl Lab {
         let d = self.dir.path().join(name);
         fs::create_dir_all(&d).unwrap();
         let out = run(Command::new(bin("berth-image"))
-            .current_dir(workspace())
             .args(["disk", "--json", "--board", self.target.board, "--repo"])
             .arg(&self.repo)
+            .args(self.target.disk_inputs())
             .args(layout)
             .arg("-o")
             .arg(d.join("disk.img")));

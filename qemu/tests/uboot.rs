@@ -130,9 +130,9 @@ impl Rig {
         .trim()
         .to_owned();
         run(Command::new(bin("berth-image"))
-            .current_dir(workspace())
             .args(["disk", "--board", "qemu-aarch64", "--repo"])
             .arg(&repo)
+            .args(qemu_tests::TARGETS[1].disk_inputs())
             .args(["--commit", &commit, "-o"])
             .arg(dir.path().join("sysroot.img")));
         let flash = dir.path().join("env-flash.img");

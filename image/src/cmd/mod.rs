@@ -17,6 +17,7 @@ mod keygen;
 mod layout;
 mod publish;
 mod push;
+mod qemu;
 mod release;
 mod show;
 
@@ -139,8 +140,32 @@ enum Command {
     /// registry has are not sent again), then the manifest that names them, last.
     /// `berth update oci://REGISTRY/NAME:TAG` reads it.
     Push(push::Args),
-    /// List the boards berth-image knows, from their board.toml files.
+    /// List the boards berth-image knows and where each came from.
+    ///
+    /// Boards are looked up, first match wins, in: each --boards DIR in the order
+    /// given, then /etc/berth/boards (`$BERTH_BOARDS_DIR` instead, if set; none there is
+    /// fine), then the boards built into berth-image (the repository's boards/). A
+    /// directory of boards holds DIR/<name>/board.toml (docs/BOARDS.md). A board file
+    /// of the same name further down is shadowed, whole: files are never merged, and
+    /// a broken file is an error, not a fall-back. Every command that takes --board
+    /// looks it up the same way.
+    #[command(verbatim_doc_comment)]
     Boards(boards::Args),
+    /// Boot a disk image from `berth-image disk` under QEMU (TCG, one CPU) with the
+    /// board's firmware, its serial console on this terminal.
+    ///
+    /// Runs the command line `disk` printed: the kernel and initramfs beside the image
+    /// for a board QEMU boots directly, else the board's firmware (OVMF for UEFI
+    /// boards, U-Boot for u-boot boards) with its variables in DISK.vars, kept from
+    /// boot to boot as a machine's would be. Exits when the guest powers off or
+    /// reboots (-no-reboot), with QEMU's status.
+    ///
+    /// Examples:
+    ///   berth-image qemu disk.img
+    ///   berth-image qemu disk.img --timeout 120 --memory 512
+    ///   berth-image qemu disk.img --dry-run -- -device virtio-rng-pci
+    #[command(verbatim_doc_comment)]
+    Qemu(qemu::Args),
     /// Show a commit: its root tree, parent, version, time, metadata and signers.
     Show(show::Args),
     /// Re-hash every object in a repository and check that every commit is complete.
@@ -162,6 +187,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Publish(a) => publish::run(a),
         Command::Push(a) => push::run(a),
         Command::Boards(a) => boards::run(&a),
+        Command::Qemu(a) => qemu::run(a),
         Command::Show(a) => show::run(&a),
         Command::Fsck(a) => fsck::run(&a),
     }
