@@ -8,11 +8,14 @@ cargo +nightly fuzz build
 for target in $(cargo +nightly fuzz list); do
     echo "== fuzz $target for ${secs}s"
     log=$(mktemp)
-    # Committed seeds (seeds/<target>/) start the fuzzer past the format's magic.
+    # The committed corpus (corpora/<target>/, minimized from the long runs of
+    # ci/fuzz-long.sh) and seeds (seeds/<target>/) start the fuzzer where the long runs
+    # got to; what the smoke run finds goes to corpus/<target> (not committed).
     dirs=()
-    if [[ -d seeds/$target ]]; then
+    for d in corpora seeds; do [[ -d $d/$target ]] && dirs+=("$d/$target"); done
+    if ((${#dirs[@]})); then
         mkdir -p "corpus/$target"
-        dirs=("corpus/$target" "seeds/$target")
+        dirs=("corpus/$target" "${dirs[@]}")
     fi
     if ! cargo +nightly fuzz run "$target" "${dirs[@]}" -- -max_total_time="$secs" >"$log" 2>&1; then
         tail -40 "$log" >&2
