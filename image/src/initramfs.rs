@@ -42,27 +42,26 @@ pub(crate) fn kernel_version(kdir: &Path) -> Result<String> {
 /// (`/usr/bin/berth-image` and `/usr/lib/berth/init/<triple>/berth-init`, as the
 /// berth-image package lays them out); checked to be an ELF executable for `arch`.
 pub(crate) fn init_for(given: Option<&Path>, arch: Arch) -> Result<PathBuf> {
-    let p = match given {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let exe = std::env::current_exe().context("locate berth-image")?;
-            let installed = exe
-                .parent()
-                .and_then(Path::parent)
-                .context("locate berth-image's directory")?
-                .join("lib/berth/init")
-                .join(arch.musl_triple())
-                .join("berth-init");
-            if !installed.is_file() {
-                bail!(
-                    "no berth-init for {}: none installed at {}; give --init PATH (ci/check-init.sh builds target/{}/device/berth-init)",
-                    arch.musl_triple(),
-                    installed.display(),
-                    arch.musl_triple()
-                );
-            }
-            installed
+    let p = if let Some(p) = given {
+        p.to_path_buf()
+    } else {
+        let exe = std::env::current_exe().context("locate berth-image")?;
+        let installed = exe
+            .parent()
+            .and_then(Path::parent)
+            .context("locate berth-image's directory")?
+            .join("lib/berth/init")
+            .join(arch.musl_triple())
+            .join("berth-init");
+        if !installed.is_file() {
+            bail!(
+                "no berth-init for {}: none installed at {}; give --init PATH (ci/check-init.sh builds target/{}/device/berth-init)",
+                arch.musl_triple(),
+                installed.display(),
+                arch.musl_triple()
+            );
         }
+        installed
     };
     check_elf_arch(&p, arch)?;
     Ok(p)
