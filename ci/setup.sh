@@ -37,6 +37,8 @@ test_packages=(
     skopeo             # image/tests/oci_umoci.rs: moves them to OCI and docker archives and the registry
     bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
     systemd            # systemd-analyze verify: the units in systemd/
+    lintian            # packaging/build-debs.sh checks the packages it builds (image/tests/packages.rs)
+    mmdebstrap         # examples/debian-bookworm/build.sh, the rootfs recipe the tests run
     groff-base         # groff -ww: berth-init's hand-written man page renders without warnings
 )
 [[ ${1:-} == --test-tools ]] && packages+=("${test_packages[@]}")
