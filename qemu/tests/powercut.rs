@@ -36,18 +36,38 @@
 //! byte. The test prints per step the states checked (prefixes, reordered) and the
 //! violations; any violation fails it.
 //!
+//! The second test does the same on a systemd-boot board: one disk, the sysroot's ext4
+//! then a FAT32 ESP laid out as `berth-image disk` lays it out, under one dm-log-writes
+//! and split by two linear devices (so the log holds both in the order they reached the
+//! disk, and a flush covers both, as on one real disk); `berth --boot-dir` on the ESP
+//! mounted with Linux's vfat runs `esp-update` (1.0 to 2.0, a new kernel set: the set,
+//! the counted entry written inert, the record, the activation), `esp-mark-good` of that
+//! trial and `esp-rollback --from` it. Each state's ESP is read on the host with mtools
+//! (the host's kernel may have no vfat; mtools reads the FAT as another program than
+//! Linux, like the firmware) and must pass: systemd-boot's choice by its rules boots an
+//! entry whose kernel and initramfs are a kernel set's byte for byte; berth-init's dry
+//! run under that entry's `options` boots an allowed deployment, under its own set;
+//! `fsck.vfat -n` finds nothing but what FAT leaves after any cut and `fsck.vfat -a`
+//! repairs (counted, printed as notes); `berth fsck`, the deployments, a retry that ends
+//! with the uninterrupted run's record and ESP files, `e2fsck -fn`. Fewer reorderings
+//! are sampled per epoch ([`ESP_SAMPLING`]): its checks cost more.
+//!
 //! `x86_64` only: the guest runs the host's `dmsetup` (with its shared libraries). Root
-//! only (loop mounts). The states are written in /dev/shm when it exists. 3 to 4
-//! minutes on 2 cores; ci/test.sh runs it.
+//! only (loop mounts). The states are written in /dev/shm when it exists. The two run
+//! side by side: 2.5 minutes for the second alone, 5.7 for both, on 2 cores that other
+//! builds shared; ci/test.sh runs them.
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use qemu_tests::guest::Initramfs;
+use format::bls;
+use format::bootconf::{BootConfig, Loader as BootLoader};
+use format::record::DeploymentName;
+use qemu_tests::guest::{self, Drive, Initramfs};
 use qemu_tests::logwrites::{self, Epoch, ImageKey, Log, Rng};
 use qemu_tests::{TARGETS, bin, cache, run, skip, workspace};
 use serde_json::Value;
@@ -302,7 +322,7 @@ fn check_state(img: &Path, mnt: &Path, step: &Step, files: &BTreeMap<String, Sca
             String::from_utf8_lossy(&retry.stderr).trim()
         ));
     }
-    run(Command::new("umount").arg(mnt));
+    umount(mnt);
     let e2 = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
     if !e2.status.success() {
         bad.push(format!(
@@ -316,6 +336,21 @@ fn check_state(img: &Path, mnt: &Path, step: &Step, files: &BTreeMap<String, Sca
         ));
     }
     bad
+}
+
+/// Unmounts `mnt`, again while it is busy: the two tests run side by side, and a child
+/// the other one forks holds this one's open files until it execs.
+fn umount(mnt: &Path) {
+    for _ in 0..100 {
+        let out = Command::new("umount").arg(mnt).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("busy"), "umount {}: {err}", mnt.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("umount {}: still busy after 2 s", mnt.display());
 }
 
 /// The guest's script (after `guest::Initramfs`'s own start: applets, proc, sys, dev,
@@ -505,6 +540,20 @@ struct Lab {
 const SAMPLES_PER_EPOCH: usize = 24;
 /// Epochs this small have every subset of their writes checked (2^6 = 64 at most).
 const EXHAUSTIVE_MAX: usize = 6;
+/// The same two for the loader board's run, whose checks cost four times as much (the
+/// FAT copied out, `fsck.vfat`, mtools): about 600 states in two minutes.
+const ESP_SAMPLING: Sampling = Sampling {
+    per_epoch: 8,
+    exhaustive_max: 4,
+};
+
+/// How many reorderings an epoch gets: all subsets up to `exhaustive_max` writes, else
+/// `per_epoch` sampled ones.
+#[derive(Clone, Copy)]
+struct Sampling {
+    per_epoch: usize,
+    exhaustive_max: usize,
+}
 /// The sampler's seed: the same states on every run.
 const SEED: u64 = 0x6265_7274_6870_6375;
 
@@ -519,14 +568,14 @@ enum Kind {
 /// every other subset if there are few, else [`SAMPLES_PER_EPOCH`] sampled ones: a
 /// third with one write missing, a third with two missing (the cheap, likely cases), a
 /// third with each write landed or not at random.
-fn subsets(k: usize, rng: &mut Rng) -> Vec<(Vec<bool>, Kind)> {
+fn subsets(k: usize, rng: &mut Rng, sampling: Sampling) -> Vec<(Vec<bool>, Kind)> {
     let mut out: Vec<(Vec<bool>, Kind)> = (1..=k)
         .map(|j| ((0..k).map(|w| w < j).collect(), Kind::Prefix))
         .collect();
     if k < 2 {
         return out;
     }
-    if k <= EXHAUSTIVE_MAX {
+    if k <= sampling.exhaustive_max {
         for bits in 0u32..1 << k {
             out.push((
                 (0..k).map(|w| bits >> w & 1 == 1).collect(),
@@ -535,7 +584,7 @@ fn subsets(k: usize, rng: &mut Rng) -> Vec<(Vec<bool>, Kind)> {
         }
         return out;
     }
-    for n in 0..SAMPLES_PER_EPOCH {
+    for n in 0..sampling.per_epoch {
         let landed = match n % 3 {
             // Not the last write: without it, the state is a prefix.
             0 => {
@@ -743,100 +792,24 @@ impl Lab {
     /// Replays the log and checks every state: each prefix, and reorderings of the
     /// writes inside each epoch.
     fn replay(&self, work: &Path, log_img: &Path, guest_time: std::time::Duration) {
-        let dir = self.dir.as_path();
-        let log = Log::open(log_img).unwrap();
         let steps = self.steps();
-        let step_of = step_of(&log, &steps);
-        let states = in_memory(dir);
-        // The prefix up to the last barrier, and its key.
-        let base_path = states.path().join("replay.img");
-        fs::copy(dir.join("base.img"), &base_path).unwrap();
-        let base = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&base_path)
-            .unwrap();
-        let mut base_key = ImageKey::default();
-        let state = states.path().join("state.img");
-        let mnt = dir.join("mnt");
+        let marks: Vec<&str> = steps.iter().map(|s| s.mark).collect();
+        let mnt = self.dir.join("mnt");
         fs::create_dir(&mnt).unwrap();
-        let mut tallies: Vec<Tally> = steps.iter().map(|_| Tally::default()).collect();
-        let mut seen = HashSet::new();
-        let mut rng = Rng::new(SEED);
-        let mut check = |k: usize, key, kind, barrier: bool, at: &str, landed: &dyn Fn(&File)| {
-            if !seen.insert(key) {
-                return;
-            }
-            fs::copy(&base_path, &state).unwrap();
-            landed(&fs::OpenOptions::new().write(true).open(&state).unwrap());
-            let bad = check_state(&state, &mnt, &steps[k], &self.files);
-            let tally = &mut tallies[k];
-            match kind {
-                Kind::Prefix => tally.prefix += 1,
-                Kind::Reordered => tally.reordered += 1,
-            }
-            tally.barriers += u64::from(barrier);
-            tally.violations.extend(
-                bad.into_iter()
-                    .map(|b| format!("{} {at}: {b}", steps[k].mark)),
-            );
+        let sampling = Sampling {
+            per_epoch: SAMPLES_PER_EPOCH,
+            exhaustive_max: EXHAUSTIVE_MAX,
         };
-        let check_start = std::time::Instant::now();
-        let mut epoch: Vec<usize> = Vec::new();
-        for (i, e) in log.entries.iter().enumerate() {
-            let last = i + 1 == log.entries.len();
-            if logwrites::writes(e) && !logwrites::is_barrier(e) {
-                epoch.push(i);
-            }
-            if !logwrites::is_barrier(e) && !last {
-                continue;
-            }
-            // The epoch closes: check its states on top of the base.
-            let ep = Epoch::new(&log, std::mem::take(&mut epoch), &base).unwrap();
-            let k = ep.writes.len();
-            for (landed, kind) in subsets(k, &mut rng) {
-                let Some((at, name)) = locate(&ep, &landed, kind, i) else {
-                    continue;
-                };
-                let Some(step) = step_of(at) else { continue };
-                let key = ep.key(&log, base_key, &landed);
-                check(step, key, kind, false, &name, &|dev| {
-                    ep.apply(&log, &landed, dev).unwrap();
-                });
-            }
-            // Then the base moves past the barrier.
-            let mut all = ep.writes.clone();
-            if logwrites::writes(e) && logwrites::is_barrier(e) {
-                all.push(i);
-            }
-            let through = Epoch::new(&log, all, &base).unwrap();
-            let every = vec![true; through.writes.len()];
-            base_key = through.key(&log, base_key, &every);
-            through.apply(&log, &every, &base).unwrap();
-            if logwrites::is_barrier(e)
-                && let Some(step) = step_of(i)
-            {
-                check(
-                    step,
-                    base_key,
-                    Kind::Prefix,
-                    true,
-                    &format!("entry {i}"),
-                    &|_| {},
-                );
-            }
-        }
-        drop(base);
-        assert!(
-            fs::read(&base_path).unwrap() == fs::read(work).unwrap(),
-            "replaying the whole log does not give the guest's final image"
+        let (tallies, entries, check_time) = replay(
+            &self.dir,
+            work,
+            log_img,
+            &marks,
+            sampling,
+            &mut |k, state| check_state(state, &mnt, &steps[k], &self.files),
         );
         let all = report(
-            &steps,
-            &tallies,
-            log.entries.len(),
-            guest_time,
-            check_start.elapsed(),
+            "powercut", &marks, &tallies, entries, guest_time, check_time,
         );
         assert!(
             all.is_empty(),
@@ -845,6 +818,109 @@ impl Lab {
             all.join("\n")
         );
     }
+}
+
+/// What a check of one state gets: the step it counts for (an index into the marks)
+/// and the state's disk image (a copy the check may change); it returns violations.
+type Check<'a> = dyn FnMut(usize, &Path) -> Vec<String> + 'a;
+
+/// Replays the log `log_img` onto a copy of `dir/base.img` and calls `check` on every
+/// distinct state a power cut can leave while a step runs (between its mark of `marks`
+/// and the next, or `done`): each prefix, and reorderings of the writes inside each
+/// epoch. Returns the tally per step, the log's entries and the time it took; panics
+/// unless replaying the whole log gives `work`, the guest's final image.
+fn replay(
+    dir: &Path,
+    work: &Path,
+    log_img: &Path,
+    marks: &[&str],
+    sampling: Sampling,
+    check_state: &mut Check<'_>,
+) -> (Vec<Tally>, usize, std::time::Duration) {
+    let log = Log::open(log_img).unwrap();
+    let step_of = step_of(&log, marks);
+    let states = in_memory(dir);
+    // The prefix up to the last barrier, and its key.
+    let base_path = states.path().join("replay.img");
+    fs::copy(dir.join("base.img"), &base_path).unwrap();
+    let base = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&base_path)
+        .unwrap();
+    let mut base_key = ImageKey::default();
+    let state = states.path().join("state.img");
+    let mut tallies: Vec<Tally> = marks.iter().map(|_| Tally::default()).collect();
+    let mut seen = HashSet::new();
+    let mut rng = Rng::new(SEED);
+    let mut check = |k: usize, key, kind, barrier: bool, at: &str, landed: &dyn Fn(&File)| {
+        if !seen.insert(key) {
+            return;
+        }
+        fs::copy(&base_path, &state).unwrap();
+        landed(&fs::OpenOptions::new().write(true).open(&state).unwrap());
+        let bad = check_state(k, &state);
+        let tally = &mut tallies[k];
+        match kind {
+            Kind::Prefix => tally.prefix += 1,
+            Kind::Reordered => tally.reordered += 1,
+        }
+        tally.barriers += u64::from(barrier);
+        tally
+            .violations
+            .extend(bad.into_iter().map(|b| format!("{} {at}: {b}", marks[k])));
+    };
+    let check_start = std::time::Instant::now();
+    let mut epoch: Vec<usize> = Vec::new();
+    for (i, e) in log.entries.iter().enumerate() {
+        let last = i + 1 == log.entries.len();
+        if logwrites::writes(e) && !logwrites::is_barrier(e) {
+            epoch.push(i);
+        }
+        if !logwrites::is_barrier(e) && !last {
+            continue;
+        }
+        // The epoch closes: check its states on top of the base.
+        let ep = Epoch::new(&log, std::mem::take(&mut epoch), &base).unwrap();
+        let k = ep.writes.len();
+        for (landed, kind) in subsets(k, &mut rng, sampling) {
+            let Some((at, name)) = locate(&ep, &landed, kind, i) else {
+                continue;
+            };
+            let Some(step) = step_of(at) else { continue };
+            let key = ep.key(&log, base_key, &landed);
+            check(step, key, kind, false, &name, &|dev| {
+                ep.apply(&log, &landed, dev).unwrap();
+            });
+        }
+        // Then the base moves past the barrier.
+        let mut all = ep.writes.clone();
+        if logwrites::writes(e) && logwrites::is_barrier(e) {
+            all.push(i);
+        }
+        let through = Epoch::new(&log, all, &base).unwrap();
+        let every = vec![true; through.writes.len()];
+        base_key = through.key(&log, base_key, &every);
+        through.apply(&log, &every, &base).unwrap();
+        if logwrites::is_barrier(e)
+            && let Some(step) = step_of(i)
+        {
+            check(
+                step,
+                base_key,
+                Kind::Prefix,
+                true,
+                &format!("entry {i}"),
+                &|_| {},
+            );
+        }
+    }
+    drop(base);
+    assert!(
+        fs::read(&base_path).unwrap() == fs::read(work).unwrap(),
+        "replaying the whole log does not give the guest's final image"
+    );
+    (tallies, log.entries.len(), check_start.elapsed())
 }
 
 /// A scratch directory for the states, in memory when it can be: the checks' fsyncs
@@ -860,13 +936,10 @@ fn in_memory(otherwise: &Path) -> tempfile::TempDir {
 
 /// Which step's command was running when entry `i` reached the disk (none before the
 /// first step's mark or after the guest's last).
-fn step_of(log: &Log, steps: &[Step]) -> impl Fn(usize) -> Option<usize> + use<> {
-    let marks: Vec<usize> = steps
+fn step_of(log: &Log, marks: &[&str]) -> impl Fn(usize) -> Option<usize> + use<> {
+    let marks: Vec<usize> = marks
         .iter()
-        .map(|s| {
-            log.mark(s.mark)
-                .unwrap_or_else(|| panic!("mark {}", s.mark))
-        })
+        .map(|m| log.mark(m).unwrap_or_else(|| panic!("mark {m}")))
         .collect();
     let done = log.mark("done").expect("mark done");
     move |i: usize| {
@@ -900,19 +973,19 @@ fn locate(ep: &Epoch, landed: &[bool], kind: Kind, end: usize) -> Option<(usize,
     }
 }
 
-/// Prints the tally per step and in total; returns every violation.
+/// Prints the tally per step and in total (`title: …`); returns every violation.
 fn report(
-    steps: &[Step],
+    title: &str,
+    marks: &[&str],
     tallies: &[Tally],
     entries: usize,
     guest_time: std::time::Duration,
     check_time: std::time::Duration,
 ) -> Vec<String> {
     let mut all = Vec::new();
-    for (s, t) in steps.iter().zip(tallies) {
+    for (mark, t) in marks.iter().zip(tallies) {
         println!(
-            "powercut {}: {} states checked ({} prefixes, {} at flush/FUA points; {} reordered), {} violations",
-            s.mark,
+            "powercut {mark}: {} states checked ({} prefixes, {} at flush/FUA points; {} reordered), {} violations",
             t.prefix + t.reordered,
             t.prefix,
             t.barriers,
@@ -923,7 +996,7 @@ fn report(
     }
     let total = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
     println!(
-        "powercut: {} states checked ({} prefixes, {} reordered), {} violations; {} log entries, guest run {:.1} s, replay and checks {:.1} s",
+        "{title}: {} states checked ({} prefixes, {} reordered), {} violations; {} log entries, guest run {:.1} s, replay and checks {:.1} s",
         total(|t| t.prefix + t.reordered),
         total(|t| t.prefix),
         total(|t| t.reordered),
@@ -933,4 +1006,843 @@ fn report(
         check_time.as_secs_f64()
     );
     all
+}
+
+/// Where the ESP starts on the loader board's disk (after the sysroot's ext4), and its
+/// size.
+const ESP_AT: u64 = 48 << 20;
+const ESP_LEN: u64 = 40 << 20;
+/// The kernel version of the test kernel sets (`usr/lib/modules/<version>/`).
+const KVER: &str = "6.1.0-test";
+
+/// A kernel set's files for `tag`: a kernel both loaders' checks take (an EFI
+/// executable's `MZ`, and `PE\0\0` where offset 0x3c points; an arm64 Image's magic at
+/// 56), 64 KiB, and a 32 KiB initramfs; seeded pseudo-random bytes, so no two sets
+/// share a cluster's content.
+fn set_files(tag: &str) -> [Vec<u8>; 2] {
+    let mut rng = Rng::new(
+        tag.bytes()
+            .fold(SEED, |h, b| h.rotate_left(8) ^ u64::from(b)),
+    );
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n / 8)
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .collect()
+    };
+    let mut kernel = bytes(64 << 10);
+    kernel[..2].copy_from_slice(b"MZ");
+    kernel[0x3c..0x40].copy_from_slice(&64u32.to_le_bytes());
+    kernel[56..60].copy_from_slice(b"ARM\x64");
+    kernel[64..68].copy_from_slice(b"PE\0\0");
+    [kernel, bytes(32 << 10)]
+}
+
+/// The loader board's root filesystem: small (the sysroot's own writes are the other
+/// test's), its kernel set added by the caller.
+fn esp_tree(dir: &Path, version: &str, keys: &Path) -> PathBuf {
+    let t = dir.join(format!("tree-{version}"));
+    for d in ["etc", "var", "run", "dev", "proc", "sys", "sysroot", "sbin"] {
+        fs::create_dir_all(t.join(d)).unwrap();
+    }
+    fs::create_dir_all(t.join("usr/lib/berth/keys")).unwrap();
+    fs::write(t.join("etc/release"), version).unwrap();
+    fs::write(t.join("sbin/init"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(t.join("sbin/init"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::copy(
+        keys.join("berth.pub"),
+        t.join("usr/lib/berth/keys/berth.pub"),
+    )
+    .unwrap();
+    t
+}
+
+/// berth-init's boot report: `name` booted for `reason`.
+fn boot_report(dir: &Path, file: &str, name: &str, reason: &str) -> PathBuf {
+    let p = dir.join(file);
+    fs::write(
+        &p,
+        format!(
+            r#"{{"choice":{{"kind":"deployment","deployment":"{name}"}},"reason":"{reason}"}}"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// What the loader board's device looks like on its ESP: every file under it, with
+/// its content.
+type EspState = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn esp_state(dir: &Path) -> EspState {
+    testkit::scan(dir)
+        .into_iter()
+        .map(|(p, e)| (p, e.content))
+        .collect()
+}
+
+/// Copies the ESP's files that berth writes (`loader/entries/*`, `berth/*/*`) out of
+/// the FAT image `part` into `to` (created), with mtools: the host's kernel may have no
+/// vfat, and mtools reads the FAT as another program than Linux, as the firmware does.
+/// One level at a time (a directory entry whose start cluster is 0 reads as the root
+/// directory). Returns the files it could not read.
+fn esp_files(part: &Path, to: &Path) -> Vec<String> {
+    let mtools = |tool: &str, args: &[&str]| {
+        Command::new(tool)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(part)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut unreadable = Vec::new();
+    let mut dirs = vec!["loader/entries".to_owned(), "berth".to_owned()];
+    while let Some(d) = dirs.pop() {
+        fs::create_dir_all(to.join(&d)).unwrap();
+        let list = mtools("mdir", &["-b", &format!("::/{d}/")]);
+        if !list.status.success() {
+            unreadable.push(format!("{d}/"));
+            continue;
+        }
+        for p in String::from_utf8_lossy(&list.stdout).lines() {
+            let Some(p) = p.strip_prefix("::/") else {
+                continue;
+            };
+            if let Some(sub) = p.strip_suffix('/') {
+                if d == "berth" {
+                    dirs.push(sub.to_owned());
+                }
+                continue;
+            }
+            let dest = to.join(p);
+            if !mtools("mcopy", &["-n", &format!("::/{p}"), dest.to_str().unwrap()])
+                .status
+                .success()
+            {
+                let _ = fs::remove_file(&dest);
+                unreadable.push(p.to_owned());
+            }
+        }
+    }
+    unreadable
+}
+
+/// One step of the loader board's run.
+struct EspStep {
+    mark: &'static str,
+    args: Vec<String>,
+    booted: PathBuf,
+    may_boot: Vec<String>,
+    want: (Outcome, EspState),
+}
+
+/// The loader board's device, built on the host: a sysroot with
+/// `berth/boot/loader.conf` naming systemd-boot, and its ESP, laid out as
+/// `berth-image disk` lays it out (`image/src/esp.rs`).
+struct EspLab {
+    dir: PathBuf,
+    sysroot: PathBuf,
+    /// The ESP's FAT image (FAT32, as `berth-image disk` makes it).
+    esp: PathBuf,
+    update: PathBuf,
+    /// The deployments of 1.0 and 2.0.
+    names: [String; 2],
+    /// berth-init's reports: 1.0 booted as the default, 2.0 as the loader's trial, 2.0
+    /// as the default.
+    boots: [PathBuf; 3],
+    /// Each deployment's kernel set (`<id16>`), and each set's files.
+    sets: BTreeMap<String, String>,
+    set_files: BTreeMap<String, [Vec<u8>; 2]>,
+    files: BTreeMap<String, Scan>,
+    want: BTreeMap<&'static str, (Outcome, EspState)>,
+    /// Per step, what the checks met that is not a violation, and how often.
+    notes: std::cell::RefCell<BTreeMap<&'static str, BTreeMap<&'static str, u64>>>,
+}
+
+/// `berth --boot-dir esp …` on `sysroot`.
+fn berth_esp(sysroot: &Path, esp: &Path, boot_json: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--boot-dir", esp.to_str().unwrap()];
+    all.extend_from_slice(args);
+    berth(sysroot, boot_json, &all)
+}
+
+/// What systemd-boot starts from the ESP mounted at `esp`, by its rules for these
+/// entries (`format::bls`, systemd-boot 252 and later: entries with a sort key, newest
+/// version first, those with no tries left moved to the end; `loader/loader.conf` names
+/// no default and nothing sets a one-shot entry; an entry with no `linux` line is
+/// dropped): the first entry, whose `linux` and `initrd` files must be a kernel set's,
+/// byte for byte. Returns the entry's `options`
+/// (the kernel's command line) and the set's `<id16>`, or why it boots nothing.
+fn systemd_boot_choice(
+    esp: &Path,
+    set_files: &BTreeMap<String, [Vec<u8>; 2]>,
+) -> Result<(String, String), String> {
+    let dir = esp.join(bls::ENTRIES_DIR);
+    let names: Vec<String> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", bls::ENTRIES_DIR))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", bls::ENTRIES_DIR))?;
+    let order = bls::parse_dir(names.iter().map(String::as_str));
+    // systemd-boot drops an entry with no `linux` line (an empty file: a rename cut
+    // short) and boots the first of the others with tries left.
+    let mut first = None;
+    for e in order.iter().filter(|e| e.tries_left() != Some(0)) {
+        let file = e.file_name();
+        let text = fs::read(dir.join(&file)).map_err(|e| format!("{file}: {e}"))?;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        if text.lines().any(|l| l.starts_with("linux ")) {
+            first = Some((file, text));
+            break;
+        }
+    }
+    let (file, text) = first.ok_or_else(|| format!("no entry to boot among {names:?}"))?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).map(str::trim))
+            .ok_or_else(|| format!("{file} has no {key}line: {text:?}"))
+    };
+    let (linux, initrd, options) = (field("linux ")?, field("initrd ")?, field("options ")?);
+    let set = bls::set_dir_of(&text)
+        .and_then(|d| d.strip_prefix("berth/"))
+        .ok_or_else(|| format!("{file} names no kernel set: {text:?}"))?;
+    let want = set_files
+        .get(set)
+        .ok_or_else(|| format!("{file} boots kernel set {set}, which no deployment carries"))?;
+    for (path, want) in [(linux, &want[0]), (initrd, &want[1])] {
+        let on_esp = fs::read(esp.join(path.trim_start_matches('/')));
+        if on_esp.as_ref().ok() != Some(want) {
+            return Err(format!(
+                "{file}: {path} is not kernel set {set}'s ({})",
+                on_esp.map_or_else(|e| e.to_string(), |b| format!("{} bytes differ", b.len()))
+            ));
+        }
+    }
+    Ok((options.to_owned(), set.to_owned()))
+}
+
+/// What `fsck.vfat -n` finds on the FAT image `part`: (the kinds of findings that do not
+/// keep the loader from booting and that `fsck.vfat -a` repairs, the other findings).
+/// FAT has no journal: a cut between the writes of one change leaves the two FAT copies
+/// different, clusters allocated that no file holds yet, a long name's fragments, a
+/// file whose clusters are not linked yet, or an entry with no clusters yet; the loader
+/// and berth only meet those in files the checks below read. Two names for one cluster
+/// chain, or anything unknown, are findings of the second kind.
+///
+/// Linux marks a FAT32 volume dirty while it is mounted (bit 0 of byte 65 of the boot
+/// sector, not of its backup), so every state has that mark: it is cleared in `part`
+/// first. The free-cluster count in FSINFO, a hint that Linux updates lazily, is not a
+/// finding.
+fn fsck_vfat(part: &Path) -> (Vec<&'static str>, Vec<String>) {
+    const REPAIRED: [(&str, &str); 6] = [
+        ("FATs differ", "FAT copies differ"),
+        ("Reclaimed ", "lost clusters"),
+        ("Long filename fragment", "orphaned long-name fragments"),
+        (
+            "Contains a free cluster",
+            "a file or directory whose last clusters are not linked yet",
+        ),
+        (
+            "Start does point to root directory",
+            "a directory with no cluster yet",
+        ),
+        (
+            "Orphaned long file name part",
+            "orphaned long-name fragments",
+        ),
+    ];
+    const CONTEXT: [&str; 11] = [
+        "Auto-deleting",
+        "Using first FAT",
+        "(Maybe the start bit",
+        "Not auto-correcting",
+        "File size is",
+        "Truncating file",
+        "Deleting dir",
+        "Free cluster summary wrong",
+        "Auto-correcting",
+        "Leaving filesystem unchanged",
+        "Dirty bit",
+    ];
+    {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(part)
+            .unwrap();
+        let mut boot = [0u8; 512];
+        f.read_exact_at(&mut boot, 0).unwrap();
+        let backup = u64::from(u16::from_le_bytes([boot[50], boot[51]])) * 512;
+        let mut flag = [0u8; 1];
+        f.read_exact_at(&mut flag, backup + 65).unwrap();
+        f.write_all_at(&flag, 65).unwrap();
+    }
+    let out = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(part)
+        .output()
+        .unwrap();
+    let (mut repaired, mut other) = (Vec::new(), Vec::new());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut before = "";
+    for l in text.lines().skip(1).map(str::trim) {
+        if let Some((_, kind)) = REPAIRED.iter().find(|(p, _)| l.starts_with(p)) {
+            if !repaired.contains(kind) {
+                repaired.push(*kind);
+            }
+        } else if !(l.is_empty()
+            || l.starts_with('/')
+            || l.contains(" files, ")
+            || CONTEXT.iter().any(|c| l.starts_with(c)))
+        {
+            other.push(format!("{before} {l}"));
+        }
+        if !l.is_empty() {
+            before = l;
+        }
+    }
+    if out.status.success() {
+        assert!(other.is_empty(), "fsck.vfat passed, saying {other:?}");
+    }
+    (repaired, other)
+}
+
+impl EspLab {
+    /// The uninterrupted run on the host, on a loop mount of a copy of the ESP.
+    fn reference(&mut self) {
+        let [n1, n2] = &self.names;
+        let [boot1, trial2, boot2] = &self.boots;
+        let reference = self.dir.join("reference");
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(&self.sysroot)
+            .arg(&reference));
+        let esp = self.dir.join("reference-esp");
+        assert_eq!(esp_files(&self.esp, &esp), Vec::<String>::new());
+        self.files
+            .insert(n1.clone(), scan(&reference.join("berth/deploy").join(n1)));
+        let mut step = |mark, booted: &Path, args: &[&str]| {
+            let o = berth_esp(&reference, &esp, booted, args);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let end = (outcome(&reference, booted).unwrap(), esp_state(&esp));
+            self.want.insert(mark, end.clone());
+            end
+        };
+        let (after, _) = step(
+            "esp-update",
+            boot1,
+            &["update", self.update.to_str().unwrap()],
+        );
+        assert_eq!(after.trial.as_ref(), Some(n2));
+        self.files
+            .insert(n2.clone(), scan(&reference.join("berth/deploy").join(n2)));
+        let (after, _) = step("esp-mark-good", trial2, &["mark-good"]);
+        assert_eq!(after.default.as_ref(), Some(n2));
+        let (after, _) = step("esp-rollback", boot2, &["rollback", "--from", n2]);
+        assert_eq!(after.default.as_ref(), Some(n1));
+    }
+
+    fn steps(&self) -> Vec<EspStep> {
+        let [n1, n2] = &self.names;
+        let [boot1, trial2, boot2] = &self.boots;
+        let step = |mark, args: &[&str], booted: &PathBuf, may_boot: &[&String]| EspStep {
+            mark,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            booted: booted.clone(),
+            may_boot: may_boot.iter().map(|n| (*n).clone()).collect(),
+            want: self.want[mark].clone(),
+        };
+        vec![
+            step(
+                "esp-update",
+                &["update", self.update.to_str().unwrap()],
+                boot1,
+                &[n1, n2],
+            ),
+            step("esp-mark-good", &["mark-good"], trial2, &[n2]),
+            step(
+                "esp-rollback",
+                &["rollback", "--from", n2],
+                boot2,
+                &[n1, n2],
+            ),
+        ]
+    }
+
+    /// The guest's script: dm-log-writes over the whole disk, the sysroot and the ESP as
+    /// linear devices over it (so the log has both in the order they reached the disk,
+    /// and a flush covers both, as on one real disk), then each step between two marks.
+    fn guest_script(&self) -> String {
+        let (at, len) = (ESP_AT / 512, ESP_LEN / 512);
+        format!(
+            r#"sectors=$(cat /sys/block/vda/size)
+dmsetup create --noudevsync lw --table "0 $sectors log-writes /dev/vda /dev/vdb" || echo "POWERCUT dmsetup failed"
+dmsetup create --noudevsync root --table "0 {at} linear /dev/dm-0 0"
+dmsetup create --noudevsync esp --table "0 {len} linear /dev/dm-0 {at}"
+dmsetup message lw 0 mark start
+mount -t ext4 -o noauto_da_alloc /dev/dm-1 /mnt || echo "POWERCUT mount failed"
+mkdir -p /esp
+mount -t vfat /dev/dm-2 /esp || echo "POWERCUT mount failed"
+b="berth --sysroot /mnt --boot-dir /esp"
+dmsetup message lw 0 mark esp-update
+$b --boot-json /boot-1.json update /update.berth
+echo "POWERCUT update $?"
+dmsetup message lw 0 mark esp-mark-good
+$b --boot-json /trial-2.json mark-good
+echo "POWERCUT mark-good $?"
+dmsetup message lw 0 mark esp-rollback
+$b --boot-json /boot-2.json rollback --from {}
+echo "POWERCUT rollback $?"
+dmsetup message lw 0 mark done
+umount /esp
+umount /mnt
+dmsetup remove esp
+dmsetup remove root
+dmsetup remove lw
+echo "POWERCUT finished"
+"#,
+            self.names[1]
+        )
+    }
+
+    /// Runs the guest on the disk (the sysroot's ext4, then the ESP); returns its final
+    /// image, the log and the guest's wall time.
+    fn guest(&self) -> (PathBuf, PathBuf, std::time::Duration) {
+        let dir = self.dir.as_path();
+        let base = dir.join("base.img");
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-d"])
+            .arg(&self.sysroot)
+            .arg(&base)
+            .arg(format!("{}M", ESP_AT >> 20)));
+        {
+            let f = fs::OpenOptions::new().write(true).open(&base).unwrap();
+            f.set_len(ESP_AT + ESP_LEN).unwrap();
+            f.write_all_at(&fs::read(&self.esp).unwrap(), ESP_AT)
+                .unwrap();
+        }
+        let work = dir.join("work.img");
+        fs::copy(&base, &work).unwrap();
+        let log_img = dir.join("log.img");
+        File::create(&log_img).unwrap().set_len(256 << 20).unwrap();
+        let read = |p: &Path| fs::read(p).unwrap();
+        let i = Initramfs::new(
+            dir,
+            &[
+                "crc32c_generic",
+                "virtio_pci",
+                "virtio_blk",
+                "ext4",
+                "dm-log-writes",
+                "vfat",
+                "nls_cp437",
+                "nls_ascii",
+            ],
+        );
+        i.host_program("/usr/sbin/dmsetup")
+            .berth()
+            .file("update.berth", &read(&self.update))
+            .file("boot-1.json", &read(&self.boots[0]))
+            .file("trial-2.json", &read(&self.boots[1]))
+            .file("boot-2.json", &read(&self.boots[2]));
+        let cpio = i.pack(&self.guest_script());
+        let g = guest::boot_x86_64(
+            &cpio,
+            512,
+            &[
+                Drive {
+                    image: &work,
+                    readonly: false,
+                },
+                Drive {
+                    image: &log_img,
+                    readonly: false,
+                },
+            ],
+            std::time::Duration::from_mins(5),
+        );
+        for line in [
+            "POWERCUT update 0",
+            "POWERCUT mark-good 0",
+            "POWERCUT rollback 0",
+            "POWERCUT finished",
+        ] {
+            assert!(
+                g.serial.contains(line),
+                "no {line:?} on the console:\n{}",
+                g.serial
+            );
+        }
+        (work, log_img, g.wall)
+    }
+
+    /// What systemd-boot starts from the ESP's files at `esp` and what berth-init boots
+    /// under it on the sysroot at `mnt`: violations.
+    fn check_boot(&self, esp: &Path, mnt: &Path, step: &EspStep) -> Vec<String> {
+        let mut bad = Vec::new();
+        match systemd_boot_choice(esp, &self.set_files) {
+            Err(e) => bad.push(format!("systemd-boot: {e}")),
+            Ok((options, set)) => {
+                let out = Command::new(device("berth-init"))
+                    .args(["--dry-run", "--sysroot"])
+                    .arg(mnt)
+                    .args(["--cmdline", &options])
+                    .output()
+                    .unwrap();
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                match v["choice"]["deployment"].as_str() {
+                    None => bad.push(format!(
+                        "berth-init boots no deployment under {options:?}: {v} {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )),
+                    Some(booted) => {
+                        if !step.may_boot.iter().any(|m| m == booted) {
+                            bad.push(format!(
+                                "systemd-boot starts set {set} and berth-init boots {booted}"
+                            ));
+                        }
+                        if self.sets.get(booted) != Some(&set) {
+                            bad.push(format!(
+                                "{booted} would run under kernel set {set}, not its own"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        bad
+    }
+
+    /// The ESP of the state `img`: `fsck.vfat -n` on its FAT as the cut left it (its
+    /// harmless findings counted in the notes), then its files copied out with mtools.
+    /// Returns where, and the violations.
+    fn read_esp(&self, img: &Path, step: &EspStep) -> (PathBuf, Vec<String>) {
+        let mut bad = Vec::new();
+        let esp = &img.with_file_name("esp");
+        // The FAT as the cut left it, before anything mounts it.
+        let part = img.with_file_name("esp-part.img");
+        {
+            let mut buf = vec![0u8; usize::try_from(ESP_LEN).unwrap()];
+            File::open(img)
+                .unwrap()
+                .read_exact_at(&mut buf, ESP_AT)
+                .unwrap();
+            fs::write(&part, buf).unwrap();
+        }
+        let (repaired, other) = fsck_vfat(&part);
+        if !other.is_empty() {
+            bad.push(format!("fsck.vfat -n: {}", other.join(" / ")));
+        }
+        {
+            let mut notes = self.notes.borrow_mut();
+            let notes = notes.entry(step.mark).or_default();
+            *notes.entry("states fsck.vfat -a would repair").or_default() +=
+                u64::from(!repaired.is_empty());
+            for kind in repaired {
+                *notes.entry(kind).or_default() += 1;
+            }
+        }
+        if esp.exists() {
+            fs::remove_dir_all(esp).unwrap();
+        }
+        let mut unreadable = esp_files(&part, esp);
+        if unreadable.iter().any(|u| u.ends_with('/')) {
+            // A directory mtools cannot list: a cluster the directory grew by, linked
+            // before Linux's zeroes reached it. The firmware reads the entries before
+            // it; mtools gives up on the whole directory. Read it as `fsck.vfat -a`
+            // leaves it (the loader's files are still checked byte for byte).
+            // Exit 1: it repaired something.
+            let _ = Command::new("fsck.vfat")
+                .arg("-a")
+                .arg(&part)
+                .output()
+                .unwrap();
+            fs::remove_dir_all(esp).unwrap();
+            unreadable = esp_files(&part, esp);
+            *self
+                .notes
+                .borrow_mut()
+                .entry(step.mark)
+                .or_default()
+                .entry("states read after fsck.vfat -a")
+                .or_default() += 1;
+        }
+        if !unreadable.is_empty() {
+            let mut notes = self.notes.borrow_mut();
+            *notes
+                .entry(step.mark)
+                .or_default()
+                .entry("states with a file mtools cannot read")
+                .or_default() += 1;
+        }
+        (esp.clone(), bad)
+    }
+
+    /// Checks one state (`img`, a copy the check may change): the ESP's FAT, what
+    /// systemd-boot starts and what berth-init boots under it, the sysroot, and a retry.
+    fn check_state(&self, img: &Path, mnt: &Path, step: &EspStep) -> Vec<String> {
+        let mut bad = Vec::new();
+        let (esp, violations) = self.read_esp(img, step);
+        bad.extend(violations);
+        let esp = &esp;
+        run(Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop,noauto_da_alloc"])
+            .arg(img)
+            .arg(mnt));
+        bad.extend(self.check_boot(esp, mnt, step));
+        let fsck = berth(mnt, &step.booted, &["fsck"]);
+        if !fsck.status.success() {
+            bad.push(format!(
+                "berth fsck: {}",
+                String::from_utf8_lossy(&fsck.stderr).trim()
+            ));
+        }
+        match outcome(mnt, &step.booted) {
+            Ok(now) => {
+                for name in [&now.default, &now.trial, &now.previous]
+                    .into_iter()
+                    .flatten()
+                {
+                    let dir = mnt.join("berth/deploy").join(name);
+                    if !dir.is_dir() {
+                        bad.push(format!("deployment {name} is missing"));
+                    } else if self.files.get(name).is_some_and(|f| *f != scan(&dir)) {
+                        bad.push(format!("deployment {name} is not complete"));
+                    }
+                }
+            }
+            Err(e) => bad.push(e),
+        }
+        let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+        let retry = berth_esp(mnt, esp, &step.booted, &args);
+        if retry.status.success() {
+            let end = (outcome(mnt, &step.booted), esp_state(esp));
+            if end.0.as_ref().ok() != Some(&step.want.0) || end.1 != step.want.1 {
+                let names = |s: &EspState| {
+                    s.keys()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .collect::<Vec<_>>()
+                };
+                bad.push(format!(
+                    "the retry ended at {:?} {:?}, not {:?} {:?}",
+                    end.0,
+                    names(&end.1),
+                    step.want.0,
+                    names(&step.want.1)
+                ));
+            }
+        } else {
+            bad.push(format!(
+                "the retry failed: {}",
+                String::from_utf8_lossy(&retry.stderr).trim()
+            ));
+        }
+        umount(mnt);
+        let e2 = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
+        if !e2.status.success() {
+            bad.push(format!(
+                "e2fsck -fn: {}",
+                String::from_utf8_lossy(&e2.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with("Pass") && !l.is_empty())
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ));
+        }
+        bad
+    }
+}
+
+/// The ESP as `berth-image disk` makes it (`image/src/esp.rs`): FAT32, `loader.conf`,
+/// the default deployment `n1`'s kernel set `set1` (`files1`) and its entry, generation 2.
+fn make_esp(dir: &Path, conf: &BootConfig, n1: &str, set1: &str, files1: &[Vec<u8>; 2]) -> PathBuf {
+    let esp = dir.join("esp.img");
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-F", "32", "-n", "BERTH-ESP"])
+        .arg(&esp)
+        .arg((ESP_LEN >> 10).to_string()));
+    let img = esp.to_str().unwrap();
+    let set_dir = format!("berth/{set1}");
+    run(Command::new("mmd").args(["-i", img]).args([
+        "::/loader".to_owned(),
+        format!("::/{}", bls::ENTRIES_DIR),
+        "::/berth".to_owned(),
+        format!("::/{set_dir}"),
+    ]));
+    let entry = bls::EntryName {
+        generation: 2,
+        deployment: DeploymentName::new(n1.as_bytes()).unwrap(),
+        counter: None,
+    };
+    let text = bls::EntryText {
+        release: "1.0",
+        deployment: n1,
+        generation: 2,
+        set_dir: &set_dir,
+        devicetree: None,
+        options: &conf.kernel_cmdline(""),
+    }
+    .render();
+    let staged = dir.join("esp-files");
+    fs::create_dir(&staged).unwrap();
+    for (dest, bytes) in [
+        ("loader/loader.conf".to_owned(), b"timeout 0\n".to_vec()),
+        (
+            format!("{}/{}", bls::ENTRIES_DIR, entry.file_name()),
+            text.into_bytes(),
+        ),
+        (format!("{set_dir}/vmlinuz"), files1[0].clone()),
+        (format!("{set_dir}/initramfs.img"), files1[1].clone()),
+    ] {
+        let f = staged.join(dest.replace('/', "_"));
+        fs::write(&f, bytes).unwrap();
+        run(Command::new("mcopy")
+            .args(["-i", img, "-o"])
+            .arg(&f)
+            .arg(format!("::/{dest}")));
+    }
+    esp
+}
+
+/// Which of the loader board's tools is missing (ci/setup.sh installs dmsetup, dosfstools
+/// and mtools), if any.
+fn esp_tools_missing() -> Option<String> {
+    ["dmsetup", "fsck.vfat", "mkfs.vfat", "mmd", "mcopy", "mdir"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("--version").output().is_err())
+        .map(|tool| format!("{tool} is missing (ci/setup.sh installs it)"))
+}
+
+#[test]
+fn power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot() {
+    let t = TARGETS[0];
+    if skip(
+        t,
+        "power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot",
+    ) {
+        return;
+    }
+    if let Some(why) = esp_tools_missing() {
+        testkit::missing(
+            "power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot",
+            &why,
+        );
+        return;
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("berth-powercut-esp-")
+        .tempdir_in(workspace().join("target"))
+        .unwrap();
+    let dir = scratch.path();
+    let keys = dir.join("keys");
+    let repo = dir.join("repo");
+    berth_image(&["keygen", "--out"], &[&keys]);
+    let commit = |v: &str| {
+        let t = esp_tree(dir, v, &keys);
+        let files = set_files(v);
+        let modules = t.join("usr/lib/modules").join(KVER);
+        fs::create_dir_all(&modules).unwrap();
+        fs::write(modules.join("vmlinuz"), &files[0]).unwrap();
+        fs::write(modules.join("initramfs.img"), &files[1]).unwrap();
+        let mut c = Command::new(bin("berth-image"));
+        c.args(["commit", "--repo"])
+            .arg(&repo)
+            .arg("--tree")
+            .arg(&t)
+            .args(["--version", v]);
+        let id = run(&mut c).trim().to_owned();
+        let show: Value = serde_json::from_str(&berth_image(
+            &["show", "--repo", repo.to_str().unwrap(), &id, "--json"],
+            &[],
+        ))
+        .unwrap();
+        let set = show["kernel_set"]["id"].as_str().unwrap()[..16].to_owned();
+        (id, set, files)
+    };
+    let (v1, set1, files1) = commit("1.0");
+    let (v2, set2, files2) = commit("2.0");
+    let (n1, n2) = (v1[..16].to_owned(), v2[..16].to_owned());
+    let update = dir.join("update.berth");
+    let mut c = Command::new(bin("berth-image"));
+    c.args(["delta", "--repo"])
+        .arg(&repo)
+        .args(["--from", &v1, "--to", &v2, "--part-size", "60000", "--key"])
+        .arg(keys.join("berth.key"))
+        .arg("-o")
+        .arg(&update);
+    run(&mut c);
+    let sysroot = dir.join("sysroot");
+    let mut c = Command::new(bin("berth-image"));
+    c.args(["install", "--repo"])
+        .arg(&repo)
+        .args(["--commit", &v1, "--sysroot"])
+        .arg(&sysroot);
+    run(&mut c);
+    let conf = BootConfig {
+        loader: BootLoader::SystemdBoot,
+        partuuid: "0123abcd-0000-4000-8000-00000000000a".into(),
+        cmdline: "console=ttyS0 panic=-1".into(),
+        root: "PARTUUID=fedcba98-7654-3210-fedc-ba9876543210".into(),
+        devicetree: None,
+    };
+    fs::write(sysroot.join("berth/boot/loader.conf"), conf.encode()).unwrap();
+    let esp = make_esp(dir, &conf, &n1, &set1, &files1);
+    let boots = [
+        boot_report(dir, "boot-1.json", &n1, "default"),
+        boot_report(dir, "trial-2.json", &n2, "loader-trial"),
+        boot_report(dir, "boot-2.json", &n2, "default"),
+    ];
+    let mut lab = EspLab {
+        dir: dir.to_path_buf(),
+        sysroot,
+        esp,
+        update,
+        names: [n1.clone(), n2.clone()],
+        boots,
+        sets: BTreeMap::from([(n1, set1.clone()), (n2, set2.clone())]),
+        set_files: BTreeMap::from([(set1, files1), (set2, files2)]),
+        files: BTreeMap::new(),
+        want: BTreeMap::new(),
+        notes: std::cell::RefCell::default(),
+    };
+    lab.reference();
+    let (work, log_img, guest_time) = lab.guest();
+    lab.replay(&work, &log_img, guest_time);
+}
+
+impl EspLab {
+    /// Replays the log and checks every state, as [`Lab::replay`].
+    fn replay(&self, work: &Path, log_img: &Path, guest_time: std::time::Duration) {
+        let steps = self.steps();
+        let marks: Vec<&str> = steps.iter().map(|s| s.mark).collect();
+        let mnt = self.dir.join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let (tallies, entries, check_time) = replay(
+            &self.dir,
+            work,
+            log_img,
+            &marks,
+            ESP_SAMPLING,
+            &mut |k, state| self.check_state(state, &mnt, &steps[k]),
+        );
+        let all = report(
+            "powercut esp",
+            &marks,
+            &tallies,
+            entries,
+            guest_time,
+            check_time,
+        );
+        for (mark, notes) in self.notes.borrow().iter() {
+            let notes: Vec<String> = notes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!("powercut {mark} notes: {}", notes.join(", "));
+        }
+        assert!(
+            all.is_empty(),
+            "{} violations:\n{}",
+            all.len(),
+            all.join("\n")
+        );
+    }
 }

@@ -6,7 +6,9 @@
 //!
 //! The partition is FAT. Files are never rewritten in place: a kernel set is copied to
 //! a temporary directory, made durable and renamed to `berth/<id16>`; an entry is
-//! written under a temporary name, made durable and renamed to its `.conf` name; the
+//! written under a temporary name, made durable and renamed to its `.conf` name (each
+//! rename made durable as FAT needs, [`rename_durably`]; a blessing is a new file, not
+//! a rename); the
 //! order systemd-boot boots entries in comes from their generations, so a change of
 //! order is a new entry beside the old one, and the old one is removed once the record
 //! agrees. Every change happens under the record lock.
@@ -279,6 +281,50 @@ impl BootPart {
     pub(crate) fn path(&self) -> &Path {
         self.root.path()
     }
+}
+
+/// Renames `from` to `to` (a directory if `is_dir`) in `dir`, on the boot partition's
+/// FAT: `dir` is fsynced, then the renamed file or directory.
+///
+/// Linux's vfat writes a rename's new directory entry with no clusters and size 0
+/// (`vfat_rename` adds it with cluster 0 and only marks the inode dirty); they reach the
+/// entry when the inode is written back. An fsync of the directory alone left the new
+/// name durable, and the old one gone, with the entry still empty, until writeback,
+/// seconds after `berth` said it was done: a power cut then left an empty loader entry,
+/// or a kernel set directory whose entry points at the root directory. Hence the
+/// second fsync, of the renamed inode, which writes its entry whole. The order matters:
+/// the other one (the inode first) can make the new entry whole while the old one, in
+/// another sector, is still there, two names for one cluster chain, and removing the
+/// leftover would free the live file's clusters. This way a cut in between leaves at
+/// worst an empty name, which systemd-boot skips and berth treats as missing
+/// ([`BootPart::entries`], [`set_complete`]).
+fn rename_durably(dir: &Dir, from: &str, to: &str, is_dir: bool) -> Result<(), UpdaterError> {
+    fsop::renameat(dir.fd(), from, dir.fd(), to)
+        .map_err(|e| fail(&dir.join(from), format!("rename to {to}: {e}")))?;
+    dir.sync()?;
+    if is_dir {
+        dir.sub(to, None)?
+            .ok_or_else(|| fail(&dir.join(to), "missing after the rename"))?
+            .sync()
+    } else {
+        let f = dir
+            .open_file(to)?
+            .ok_or_else(|| fail(&dir.join(to), "missing after the rename"))?;
+        fsop::fsync(f.as_fd()).map_err(|e| fail(&dir.join(to), format!("fsync: {e}")))
+    }
+}
+
+/// Whether the copy `to` of a kernel set holds `names` with the sizes they have in
+/// `src` (its checkout): a rename cut short leaves a directory with nothing in it
+/// ([`rename_durably`]).
+fn set_complete(src: &Dir, to: &Dir, names: &[&str]) -> Result<bool, UpdaterError> {
+    for n in names {
+        let want = src.file_len(n)?;
+        if want == 0 || to.file_len(n)? != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Copies the regular file `name` from `src` to `to`, fsynced.

@@ -10,7 +10,7 @@ use rustix::io::Errno;
 
 use super::{
     BootPart, DeployedSet, ENTRY_TMP, OnDisk, SET_TMP, SETS_DIR, Source, copy_dir, copy_file, fail,
-    made,
+    made, rename_durably, set_complete,
 };
 use crate::UpdaterError;
 use crate::dirs::Dir;
@@ -24,7 +24,9 @@ impl BootPart {
         made(&self.root, SETS_DIR)
     }
 
-    /// Berth's entries, in the order systemd-boot boots them.
+    /// Berth's entries, in the order systemd-boot boots them. An empty entry (a rename
+    /// cut short, [`super::rename_durably`]) is not one: systemd-boot skips an entry with
+    /// no `linux` line, and [`BootPart::remove_entries`] removes it.
     pub(super) fn entries(&self) -> Result<Vec<OnDisk>, UpdaterError> {
         let dir = self.entries_dir()?;
         let names: Vec<String> = dir
@@ -32,15 +34,17 @@ impl BootPart {
             .into_iter()
             .filter_map(|n| String::from_utf8(n).ok())
             .collect();
-        bls::parse_dir(names.iter().map(String::as_str))
-            .into_iter()
-            .map(|name| {
-                let text = dir.read(&name.file_name(), bls::ENTRY_MAX as u64)?;
-                let set_dir = text
-                    .and_then(|t| bls::set_dir_of(&String::from_utf8_lossy(&t)).map(str::to_owned));
-                Ok(OnDisk { name, set_dir })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for name in bls::parse_dir(names.iter().map(String::as_str)) {
+            let text = dir.read(&name.file_name(), bls::ENTRY_MAX as u64)?;
+            if text.as_ref().is_some_and(Vec::is_empty) {
+                continue;
+            }
+            let set_dir =
+                text.and_then(|t| bls::set_dir_of(&String::from_utf8_lossy(&t)).map(str::to_owned));
+            out.push(OnDisk { name, set_dir });
+        }
+        Ok(out)
     }
 
     /// The entry the loader boots first, if any.
@@ -67,13 +71,19 @@ impl BootPart {
     }
 
     /// Copies `set` from `src` (its directory in a checkout) to `berth/<id16>` unless it
-    /// is there: into `berth/.tmp-<id16>`, every file fsynced, then renamed.
+    /// is there, complete: into `berth/.tmp-<id16>`, every file fsynced, then renamed.
     pub(super) fn ensure_set(&self, set: &KernelSet, src: &Dir) -> Result<String, UpdaterError> {
         let sets = self.sets_dir()?;
         let name = set.dir_name();
         let dir_path = format!("{SETS_DIR}/{name}");
-        if sets.sub(&name, None)?.is_some() {
-            return Ok(dir_path);
+        if let Some(there) = sets.sub(&name, None)? {
+            if set_complete(src, &there, &[kernelset::KERNEL, kernelset::INITRAMFS])? {
+                return Ok(dir_path);
+            }
+            // A rename cut short: no entry can name it yet (entries are written after
+            // their set).
+            sets.remove(name.as_bytes())?;
+            sets.sync()?;
         }
         let tmp = format!("{SET_TMP}{name}");
         sets.remove(tmp.as_bytes())?;
@@ -86,9 +96,7 @@ impl BootPart {
             copy_dir(&dtb, &to)?;
         }
         t.sync()?;
-        fsop::renameat(sets.fd(), tmp.as_str(), sets.fd(), name.as_str())
-            .map_err(|e| fail(&sets.join(&tmp), format!("rename to {name}: {e}")))?;
-        sets.sync()?;
+        rename_durably(&sets, &tmp, &name, true)?;
         Ok(dir_path)
     }
 
@@ -126,32 +134,43 @@ impl BootPart {
     pub(super) fn activate(&self, name: &EntryName) -> Result<(), UpdaterError> {
         let dir = self.entries_dir()?;
         let file = name.file_name();
-        let tmp = format!("{file}{ENTRY_TMP}");
-        fsop::renameat(dir.fd(), tmp.as_str(), dir.fd(), file.as_str())
-            .map_err(|e| fail(&dir.join(&tmp), format!("rename to {file}: {e}")))?;
-        dir.sync()
+        rename_durably(&dir, &format!("{file}{ENTRY_TMP}"), &file, false)
     }
 
-    /// Renames entry `from` to `to` (blessing a counted entry), durably.
-    pub(super) fn rename_entry(
-        &self,
-        from: &EntryName,
-        to: &EntryName,
-    ) -> Result<(), UpdaterError> {
+    /// Blesses the counted entry `counted`: its text under the uncounted name (written
+    /// as every entry is, [`BootPart::write_entry`]), then the counted one removed. Not
+    /// a rename: on FAT a rename cut short leaves the new name empty and the old one
+    /// gone ([`super::rename_durably`]), and the loader would have no entry for the
+    /// trial; this way it boots the counted one or the blessed one, both the trial's.
+    pub(super) fn bless(&self, counted: &EntryName) -> Result<(), UpdaterError> {
         let dir = self.entries_dir()?;
-        let (a, b) = (from.file_name(), to.file_name());
-        fsop::renameat(dir.fd(), a.as_str(), dir.fd(), b.as_str())
-            .map_err(|e| fail(&dir.join(&a), format!("rename to {b}: {e}")))?;
-        dir.sync()
+        let file = counted.file_name();
+        let text = dir
+            .read(&file, bls::ENTRY_MAX as u64)?
+            .ok_or_else(|| fail(&dir.join(&file), "missing"))?;
+        let text = String::from_utf8(text).map_err(|_| fail(&dir.join(&file), "is not UTF-8"))?;
+        self.write_entry(&counted.blessed(), &text, true)?;
+        self.remove_entries(&[*counted])?;
+        Ok(())
     }
 
-    /// Removes the entries `remove` (and every inert one), durably; returns their names.
+    /// Removes the entries `remove` (and every inert or empty one), durably; returns
+    /// their names.
     pub(super) fn remove_entries(&self, remove: &[EntryName]) -> Result<Vec<String>, UpdaterError> {
         let dir = self.entries_dir()?;
         let mut gone: Vec<String> = remove.iter().map(EntryName::file_name).collect();
         for n in dir.names()? {
             let n = String::from_utf8_lossy(&n).into_owned();
-            if n.starts_with(bls::PREFIX) && n.ends_with(ENTRY_TMP) {
+            let empty = || {
+                EntryName::parse(&n).is_some()
+                    && dir
+                        .read(&n, 0)
+                        .is_ok_and(|t| t.is_some_and(|t| t.is_empty()))
+            };
+            if n.starts_with(bls::PREFIX)
+                && (n.ends_with(ENTRY_TMP) || empty())
+                && !gone.contains(&n)
+            {
                 gone.push(n);
             }
         }
@@ -306,7 +325,7 @@ impl BootPart {
             && first.name.tries_left() != Some(0)
         {
             if first.name.counter.is_some() {
-                self.rename_entry(&first.name, &first.name.blessed())?;
+                self.bless(&first.name)?;
             }
             return Ok(());
         }

@@ -10,7 +10,9 @@ use format::record::{DeploymentName, Record};
 use rustix::fd::AsFd as _;
 use rustix::fs::{Mode, OFlags};
 
-use super::{BootPart, DeployedSet, SET_TMP, Source, copy_file, fail, made};
+use super::{
+    BootPart, DeployedSet, SET_TMP, Source, copy_file, fail, made, rename_durably, set_complete,
+};
 use crate::UpdaterError;
 use crate::dirs::Dir;
 
@@ -102,16 +104,24 @@ impl BootPart {
             .map(|b| String::from_utf8_lossy(&b).trim().to_owned()))
     }
 
-    /// Writes `name`'s entry directory unless it is there: into `.tmp-<name>`, every
-    /// file fsynced, then renamed.
+    /// Writes `name`'s entry directory unless it is there, complete: into
+    /// `.tmp-<name>`, every file fsynced, then renamed.
     pub(super) fn ub_ensure_entry(
         &self,
         name: &DeploymentName,
         deployed: &DeployedSet,
         src: &Dir,
     ) -> Result<(), UpdaterError> {
-        if self.root.sub(name.as_str(), None)?.is_some() {
-            return Ok(());
+        if let Some(there) = self.root.sub(name.as_str(), None)? {
+            if set_complete(src, &there, &[kernelset::KERNEL, kernelset::INITRAMFS])?
+                && there.file_len(SET_FILE)? > 0
+            {
+                return Ok(());
+            }
+            // A rename cut short ([`super::rename_durably`]): the state names no entry
+            // before it is complete.
+            self.root.remove(name.as_str().as_bytes())?;
+            self.root.sync()?;
         }
         let cmdline = self.config.kernel_cmdline(&deployed.set.kargs);
         if cmdline.len() > CMDLINE_MAX {
@@ -136,8 +146,7 @@ impl BootPart {
                 .sub(&format!("{}/{sub}", kernelset::DTB_DIR), None)?
                 .ok_or_else(|| fail(&src.join(kernelset::DTB_DIR), "missing"))?;
             copy_file(&dir, file, &t)?;
-            fsop::renameat(t.fd(), file, t.fd(), "dtb")
-                .map_err(|e| fail(&t.join(file), format!("rename to dtb: {e}")))?;
+            rename_durably(&t, file, "dtb", false)?;
         }
         for (file, text) in [
             ("cmdline", cmdline.as_str()),
@@ -155,15 +164,7 @@ impl BootPart {
                 .map_err(|e| fail(&t.join(file), format!("write: {e}")))?;
         }
         t.sync()?;
-        fsop::renameat(self.root.fd(), tmp.as_str(), self.root.fd(), name.as_str()).map_err(
-            |e| {
-                fail(
-                    &self.root.join(&tmp),
-                    format!("rename to {}: {e}", name.as_str()),
-                )
-            },
-        )?;
-        self.root.sync()
+        rename_durably(&self.root, &tmp, name.as_str(), true)
     }
 
     /// Removes the entry directories of deployments not in `keep`, and interrupted
@@ -243,17 +244,18 @@ impl BootPart {
         };
         let mut previous = None;
         for (name, required) in [(default, true), (new.previous.unwrap_or(default), false)] {
-            if self.root.sub(name.as_str(), None)?.is_none() {
-                match source(&name)? {
-                    Some((deployed, src)) => self.ub_ensure_entry(&name, &deployed, &src)?,
-                    None if required => {
-                        return Err(UpdaterError::State(format!(
-                            "deployment {}: its commit carries no kernel set, so the loader cannot boot it",
-                            name.as_str()
-                        )));
-                    }
-                    None => continue,
+            // Made, or checked complete (a rename cut short leaves it empty).
+            let present = self.root.sub(name.as_str(), None)?.is_some();
+            match source(&name)? {
+                Some((deployed, src)) => self.ub_ensure_entry(&name, &deployed, &src)?,
+                None if present => {}
+                None if required => {
+                    return Err(UpdaterError::State(format!(
+                        "deployment {}: its commit carries no kernel set, so the loader cannot boot it",
+                        name.as_str()
+                    )));
                 }
+                None => continue,
             }
             if !required {
                 previous = Some(name);
