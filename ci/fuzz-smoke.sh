@@ -8,11 +8,17 @@ cargo +nightly fuzz build
 for target in $(cargo +nightly fuzz list); do
     echo "== fuzz $target for ${secs}s"
     log=$(mktemp)
-    # The committed corpus (corpora/<target>/, minimized from the long runs of
+    # The committed corpus (corpora/<target>.tar.zst, minimized from the long runs of
     # ci/fuzz-long.sh) and seeds (seeds/<target>/) start the fuzzer where the long runs
     # got to; what the smoke run finds goes to corpus/<target> (not committed).
     dirs=()
-    for d in corpora seeds; do [[ -d $d/$target ]] && dirs+=("$d/$target"); done
+    if [[ -f corpora/$target.tar.zst ]]; then
+        rm -rf "corpus/$target.committed"
+        mkdir -p "corpus/$target.committed"
+        tar --zstd -xf "corpora/$target.tar.zst" -C "corpus/$target.committed"
+        dirs+=("corpus/$target.committed")
+    fi
+    if [[ -d seeds/$target ]]; then dirs+=("seeds/$target"); fi
     if ((${#dirs[@]})); then
         mkdir -p "corpus/$target"
         dirs=("corpus/$target" "${dirs[@]}")
