@@ -87,12 +87,13 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!("{}", out.output.display());
     eprintln!(
-        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file), {} parts, {} bytes ({} uncompressed)",
+        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file, {} through their uncompressed data), {} parts, {} bytes ({} uncompressed)",
         out.from.as_deref().map_or("(empty)", |f| &f[..16]),
         &out.to[..16],
         out.objects,
         out.patched,
         out.patched_elsewhere,
+        out.deflated,
         out.parts,
         out.bytes,
         out.uncompressed

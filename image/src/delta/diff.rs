@@ -25,6 +25,9 @@ pub(super) enum Prepared {
     /// One-window patch over the base's whole content: the new file's header, the
     /// base's size, the patch.
     Patch(FileHeader, u64, Vec<u8>),
+    /// A gzip file as a deflate patch (`redeflate`): the head (its base index is filled
+    /// in when written) and the payload.
+    Deflate(Box<format::ops::DeflateHead>, Vec<u8>),
     /// Too big for one window: done while writing, window by window.
     Windowed,
     /// The patch does not pay: send the file whole.
@@ -49,11 +52,35 @@ fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<P
     // difference, mostly zeros); what it costs is its compressed size. Compare that with
     // the file's own compressed size, at a quick level.
     let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
-    Ok(if cost(&patch)? < cost(&new)? {
-        Prepared::Patch(header, bheader.size, patch)
-    } else {
-        Prepared::Whole
+    let (plain_cost, whole_cost) = (cost(&patch)?, cost(&new)?);
+    let deflate = deflate_patch(&old, &new, &header)
+        .map(|(head, payload)| {
+            let c = cost(&payload)? + head.encode().len();
+            anyhow::Ok((c, head, payload))
+        })
+        .transpose()?;
+    Ok(match deflate {
+        Some((c, head, payload)) if c < plain_cost.min(whole_cost) => {
+            Prepared::Deflate(Box::new(head), payload)
+        }
+        _ if plain_cost < whole_cost => Prepared::Patch(header, bheader.size, patch),
+        _ => Prepared::Whole,
     })
+}
+
+/// A deflate patch from `old` to `new` when both are gzip files (the magic says so;
+/// `redeflate::make` checks the rest, and runs the device's reconstruction), else
+/// `None`. Its base index is 0 until written.
+fn deflate_patch(
+    old: &[u8],
+    new: &[u8],
+    header: &FileHeader,
+) -> Option<(format::ops::DeflateHead, Vec<u8>)> {
+    const GZIP: [u8; 2] = [0x1f, 0x8b];
+    if !(old.starts_with(&GZIP) && new.starts_with(&GZIP)) {
+        return None;
+    }
+    redeflate::make(old, new, header.clone(), 0).ok()
 }
 
 /// Diffs the batch's files that have bases, on every core; `None` for the others.

@@ -36,6 +36,7 @@ pub(super) struct Settings {
 pub(super) struct Emitted {
     pub patched: u64,
     pub patched_elsewhere: u64,
+    pub deflated: u64,
 }
 
 /// Writes every job of `plan` as operations into compressed parts `part-N` in `work`.
@@ -330,12 +331,16 @@ fn write_jobs(
                         id,
                         base: Some((base, same_path)),
                     },
-                    Some(p @ (Prepared::Patch(..) | Prepared::Windowed)),
+                    Some(p @ (Prepared::Patch(..) | Prepared::Windowed | Prepared::Deflate(..))),
                 ) => {
                     let index = *base_index
                         .get(base)
                         .context("a patch base outside the base commit")?;
-                    if let Prepared::Patch(header, base_len, patch) = p {
+                    if let Prepared::Deflate(mut head, payload) = p {
+                        head.base = index;
+                        out.op(ops::DEFLATE_PATCH, &head.encode(), &payload)?;
+                        n.deflated += 1;
+                    } else if let Prepared::Patch(header, base_len, patch) = p {
                         let head = PatchHead {
                             windows: vec![ops::Window {
                                 base_start: 0,

@@ -478,6 +478,7 @@ impl Builder<'_> {
             commit: self.commit.clone().expect("a commit statement"),
             commit_signatures: self.commit_sigs.clone(),
             parts: infos,
+            flags: 0,
         };
         sign_and_lay_out(self.ctx, body, presign, &compressed)
     }
