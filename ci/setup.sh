@@ -38,6 +38,8 @@ test_packages=(
     bmap-tools         # bmaptool: checks that `bmaptool copy` accepts the bmaps berth-image writes
     systemd            # systemd-analyze verify: the units in systemd/
     groff-base         # groff -ww: berth-init's hand-written man page renders without warnings
+    pigz               # redeflate/tests/roundtrip.rs: deflate patches of pigz's streams (and its zopfli mode)
+    zopfli             # redeflate/tests/roundtrip.rs: deflate patches of zopfli's streams
 )
 [[ ${1:-} == --test-tools ]] && packages+=("${test_packages[@]}")
 

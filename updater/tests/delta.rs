@@ -412,6 +412,15 @@ fn gzip_files_travel_as_deflate_patches_and_lies_are_refused() {
         common::Parsed::parse(&good).body.flags,
         format::update::FLAG_DEFLATE_PATCH
     );
+    // For devices whose berth predates deflate patches: no flag, plain patches, larger.
+    let plain = fs::read(lab.delta(Some(&v1), &v2, "plain.berth", &["--no-deflate"])).unwrap();
+    assert_eq!(common::Parsed::parse(&plain).body.flags, 0);
+    assert!(
+        plain.len() > 2 * good.len(),
+        "{} against {}",
+        plain.len(),
+        good.len()
+    );
     let lies: [(Lie, &str); 5] = [
         // The reconstruction data damaged: preflate, in its child process, fails or
         // panics; either way one line.

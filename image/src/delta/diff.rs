@@ -34,7 +34,13 @@ pub(super) enum Prepared {
     Whole,
 }
 
-fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<Prepared> {
+fn prepare(
+    repo: &Repo,
+    id: &ObjectId,
+    base: &ObjectId,
+    window: u64,
+    deflate: bool,
+) -> Result<Prepared> {
     let (Some((header, mut f)), Some((bheader, mut bf))) =
         (regular(repo, id)?, regular(repo, base)?)
     else {
@@ -53,7 +59,9 @@ fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<P
     // the file's own compressed size, at a quick level.
     let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
     let (plain_cost, whole_cost) = (cost(&patch)?, cost(&new)?);
-    let deflate = deflate_patch(&old, &new, &header)
+    let deflate = deflate
+        .then(|| deflate_patch(&old, &new, &header))
+        .flatten()
         .map(|(head, payload)| {
             let c = cost(&payload)? + head.encode().len();
             anyhow::Ok((c, head, payload))
@@ -88,6 +96,7 @@ pub(super) fn prepare_batch(
     repo: &Repo,
     jobs: &[Job],
     window: u64,
+    deflate: bool,
 ) -> Result<Vec<Option<Prepared>>> {
     let slots: Vec<Mutex<Option<Result<Prepared>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
@@ -104,7 +113,7 @@ pub(super) fn prepare_batch(
                         base: Some((base, _)),
                     } = job
                     {
-                        let r = prepare(repo, id, base, window);
+                        let r = prepare(repo, id, base, window, deflate);
                         if let Ok(mut slot) = slots[i].lock() {
                             *slot = Some(r);
                         }

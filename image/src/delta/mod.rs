@@ -56,6 +56,7 @@ use crate::keys::SigningKeys;
 pub const WINDOW: u64 = 16 << 20;
 
 /// Inputs of `delta`.
+#[allow(clippy::struct_excessive_bools)] // the command's switches, passed through
 #[derive(Debug)]
 pub struct DeltaArgs<'a> {
     pub repo: PathBuf,
@@ -72,6 +73,11 @@ pub struct DeltaArgs<'a> {
     pub progress: bool,
     /// Output bytes per patch window (see [`WINDOW`]).
     pub window: u64,
+    /// Send gzip files as deflate patches when smaller (the update then needs a berth
+    /// that knows them).
+    pub deflate: bool,
+    /// Also count the update's bytes by kind of file (a second compression).
+    pub by_kind: bool,
 }
 
 /// What `delta` wrote.
@@ -88,6 +94,11 @@ pub struct DeltaOutput {
     /// Of the patched, how many gzip files as deflate patches (through their
     /// uncompressed data; the update then carries the deflate-patch flag).
     pub deflated: u64,
+    /// With `--by-kind`: per kind of object (gzip, elf, other, tree), its objects, its
+    /// operations' bytes, and those compressed on their own (so they add up to a little
+    /// more than the update: each kind loses the others' matches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_kind: Option<std::collections::BTreeMap<&'static str, write::KindBytes>>,
     pub parts: usize,
     pub uncompressed: u64,
     pub bytes: u64,
@@ -128,6 +139,8 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
             level: args.level,
             window: args.window,
             progress: args.progress,
+            deflate: args.deflate,
+            by_kind: args.by_kind,
         },
     )?;
 
@@ -154,6 +167,7 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
         patched: emitted.patched,
         patched_elsewhere: emitted.patched_elsewhere,
         deflated: emitted.deflated,
+        by_kind: emitted.by_kind.map(|v| v.into_iter().collect()),
         parts: done.len(),
         uncompressed: done.iter().map(|p| p.1).sum(),
         bytes,
