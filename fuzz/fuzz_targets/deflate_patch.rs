@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let base = base();
     let start = usize::try_from(head.base_start).unwrap_or(usize::MAX).min(base.len());
-    let stand_in = |_: &[u8], _: &[u8], max: u64| Ok(vec![0; usize::try_from(max).unwrap()]);
+    let stand_in = |_: Vec<u8>, _: Vec<u8>, max: u64| Ok(vec![0; usize::try_from(max).unwrap()]);
     if let Ok(out) = redeflate::rebuild(&base[start..], &head, &mut payload, stand_in) {
         assert_eq!(out.len() as u64, head.header.size);
     }

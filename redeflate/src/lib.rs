@@ -60,7 +60,7 @@ pub fn rebuild(
     base: impl Read,
     head: &DeflateHead,
     payload: &mut impl Read,
-    recreate: impl FnOnce(&[u8], &[u8], u64) -> Result<Vec<u8>, String>,
+    recreate: impl FnOnce(Vec<u8>, Vec<u8>, u64) -> Result<Vec<u8>, String>,
 ) -> Result<Vec<u8>, RebuildError> {
     let mut inflater = flate2::read::DeflateDecoder::new(base);
     let (old, more) = read_bounded(&mut inflater, head.base_plain)
@@ -110,7 +110,8 @@ pub fn rebuild(
         )));
     }
     drop(old);
-    let stream = recreate(&new, &corrections, head.stream_len).map_err(err)?;
+    // Given away, so a recreate in a child can free them while the child works.
+    let stream = recreate(new, corrections, head.stream_len).map_err(err)?;
     if stream.len() as u64 != head.stream_len {
         return Err(err(format!(
             "the reconstruction makes a {}-byte stream, where the operation says {}",
@@ -118,7 +119,6 @@ pub fn rebuild(
             head.stream_len
         )));
     }
-    drop(new);
     let mut out = Vec::with_capacity(head.prefix.len() + stream.len() + head.suffix.len());
     out.extend_from_slice(&head.prefix);
     out.extend_from_slice(&stream);
@@ -130,8 +130,9 @@ pub fn rebuild(
 /// in this process: refused if longer than `max`. Preflate may panic on damaged
 /// reconstruction data (seen with preflate-rs 0.7.6: an index out of bounds), so the
 /// device runs this in a child process ([`serve`]).
-pub fn recreate(plain: &[u8], corrections: &[u8], max: u64) -> Result<Vec<u8>, String> {
-    let stream = preflate_rs::recreate_whole_deflate_stream(plain, corrections).map_err(|e| {
+#[allow(clippy::needless_pass_by_value)] // the shape `rebuild` takes
+pub fn recreate(plain: Vec<u8>, corrections: Vec<u8>, max: u64) -> Result<Vec<u8>, String> {
+    let stream = preflate_rs::recreate_whole_deflate_stream(&plain, &corrections).map_err(|e| {
         let first = e.message().lines().next().unwrap_or("").trim();
         format!(
             "the reconstruction data does not recreate a stream ({:?}: {first})",
@@ -190,7 +191,7 @@ pub fn serve(r: &mut impl Read, w: &mut impl Write) -> Result<(), String> {
     if plain.len() as u64 != plain_len || corrections.len() as u64 != corrections_len {
         return Err("a truncated request".into());
     }
-    let stream = recreate(&plain, &corrections, max)?;
+    let stream = recreate(plain, corrections, max)?;
     w.write_all(&stream)
         .and_then(|()| w.flush())
         .map_err(|e| format!("writing the stream: {e}"))

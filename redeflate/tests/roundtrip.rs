@@ -310,7 +310,7 @@ proptest! {
         let base = &o[usize::try_from(head.base_start).unwrap()..];
         // Preflate panics on uncompressed data its reconstruction data does not
         // describe (the device runs it in a child process): stand in for it.
-        let stand_in = |_: &[u8], _: &[u8], max: u64| Ok(vec![0; usize::try_from(max).unwrap()]);
+        let stand_in = |_: Vec<u8>, _: Vec<u8>, max: u64| Ok(vec![0; usize::try_from(max).unwrap()]);
         if let Ok(back) = rebuild(base, &head, &mut &payload[..], stand_in) {
             prop_assert_eq!(back.len(), n.len());
         }

@@ -19,9 +19,10 @@ pub fn serve_child() -> Result<(), String> {
 
 /// The deflate stream that `plain` and `corrections` describe, at most `max` bytes,
 /// recreated by a child process.
+#[allow(clippy::needless_pass_by_value)] // taken to be freed while the child works
 pub(crate) fn recreate_in_child(
-    plain: &[u8],
-    corrections: &[u8],
+    plain: Vec<u8>,
+    corrections: Vec<u8>,
     max: u64,
 ) -> Result<Vec<u8>, String> {
     let exe = std::env::current_exe()
@@ -42,8 +43,9 @@ pub(crate) fn recreate_in_child(
     // The child reads the whole request before it writes anything, so this cannot
     // deadlock; if it dies early, the write fails and its status says why.
     let wrote = child.stdin.take().map_or(Ok(()), |mut stdin| {
-        redeflate::write_request(&mut stdin, plain, corrections, max)
+        redeflate::write_request(&mut stdin, &plain, &corrections, max)
     });
+    drop((plain, corrections));
     let mut stream = Vec::new();
     let read = child.stdout.take().map_or(Ok(0), |out| {
         out.take(max.saturating_add(1)).read_to_end(&mut stream)
