@@ -40,6 +40,8 @@ test_packages=(
     lintian            # packaging/build-debs.sh checks the packages it builds (image/tests/packages.rs)
     mmdebstrap         # examples/debian-bookworm/build.sh, the rootfs recipe the tests run
     groff-base         # groff -ww: berth-init's hand-written man page renders without warnings
+    pigz               # redeflate/tests/roundtrip.rs: deflate patches of pigz's streams (and its zopfli mode)
+    zopfli             # redeflate/tests/roundtrip.rs: deflate patches of zopfli's streams
 )
 [[ ${1:-} == --test-tools ]] && packages+=("${test_packages[@]}")
 

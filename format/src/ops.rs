@@ -29,6 +29,13 @@ pub const TREE: u8 = 2;
 /// order, each a bidiff (bsdiff-style) patch of `patch_len` bytes.
 pub const FILE_PATCH: u8 = 3;
 
+/// A regular file holding one deflate stream (a gzip member, say), as a patch of its
+/// uncompressed data: head is a [`DeflateHead`]; payload the reconstruction data
+/// (`corrections_len` bytes), then a bidiff patch (`patch_len` bytes) that turns the
+/// base's uncompressed data into the new file's. An update that holds one sets
+/// [`crate::update::FLAG_DEFLATE_PATCH`].
+pub const DEFLATE_PATCH: u8 = 4;
+
 /// Largest operation head.
 pub const HEAD_MAX: usize = 64 << 20;
 /// Most windows in one patch.
@@ -476,6 +483,160 @@ impl PatchHead {
     }
 }
 
+/// Most uncompressed bytes on either side of a [`DEFLATE_PATCH`]: the device holds
+/// them in memory (the base's, then the new file's with its reconstruction state, about
+/// four times as much), so this bounds its memory.
+pub const DEFLATE_PLAIN_MAX: u64 = 8 << 20;
+/// Longest deflate stream a [`DEFLATE_PATCH`] makes.
+pub const DEFLATE_STREAM_MAX: u64 = 2 * DEFLATE_PLAIN_MAX;
+/// Longest reconstruction data of a [`DEFLATE_PATCH`] (held in memory on the device).
+pub const DEFLATE_CORRECTIONS_MAX: u64 = 2 << 20;
+/// Longest bytes before or after the deflate stream (a gzip header with its name and
+/// comment; the trailer) in a [`DEFLATE_PATCH`].
+pub const DEFLATE_FRAME_MAX: usize = 64 << 10;
+
+/// The head of a [`DEFLATE_PATCH`] operation. The new file is `prefix`, then the deflate
+/// stream that the reconstruction data recreates from the new uncompressed data, then
+/// `suffix`; the new uncompressed data is the bidiff patch applied to the base's
+/// (the deflate stream starting at `base_start` in the base file, inflated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeflateHead {
+    /// The new file's header (a regular file).
+    pub header: FileHeader,
+    /// The base file, as an index into the base commit's walk.
+    pub base: u64,
+    /// Where the base's deflate stream starts in the base file.
+    pub base_start: u64,
+    /// The base's uncompressed length: its stream must inflate to exactly this.
+    pub base_plain: u64,
+    /// The new file's uncompressed length: the patch must make exactly this.
+    pub plain: u64,
+    /// The new file's bytes before its deflate stream.
+    pub prefix: Vec<u8>,
+    /// The length of the new deflate stream: the reconstruction must make exactly this.
+    pub stream_len: u64,
+    /// The new file's bytes after its deflate stream.
+    pub suffix: Vec<u8>,
+    /// The length of the reconstruction data, first in the payload.
+    pub corrections_len: u64,
+    /// The length of the patch of the uncompressed data, after it.
+    pub patch_len: u64,
+}
+
+impl DeflateHead {
+    /// The encoding: header length (varint), header, then varints `base`,
+    /// `base_start`, `base_plain`, `plain`; the prefix's length (varint) and bytes;
+    /// `stream_len` (varint); the suffix's length (varint) and bytes; `corrections_len`
+    /// and `patch_len` (varints).
+    pub fn encode(&self) -> Vec<u8> {
+        let h = self.header.encode();
+        let mut w = Vec::with_capacity(h.len() + 48 + self.prefix.len() + self.suffix.len());
+        wire::put_varint(&mut w, h.len() as u64);
+        w.extend_from_slice(&h);
+        for v in [self.base, self.base_start, self.base_plain, self.plain] {
+            wire::put_varint(&mut w, v);
+        }
+        wire::put_varint(&mut w, self.prefix.len() as u64);
+        w.extend_from_slice(&self.prefix);
+        wire::put_varint(&mut w, self.stream_len);
+        wire::put_varint(&mut w, self.suffix.len() as u64);
+        w.extend_from_slice(&self.suffix);
+        wire::put_varint(&mut w, self.corrections_len);
+        wire::put_varint(&mut w, self.patch_len);
+        w
+    }
+
+    /// Parses and checks a deflate patch head: a regular file whose size is the prefix,
+    /// the stream and the suffix, every length within its limit.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "deflate patch operation");
+        let n = Reader::len(r.varint()?, bytes.len(), "deflate patch header length")?;
+        let header = FileHeader::decode(r.bytes(n)?)?;
+        if header.kind != FileKind::Regular {
+            return Err(FormatError::Invalid {
+                what: "patched file kind (only regular files are patched)",
+                value: header.kind as u64,
+            });
+        }
+        let base = r.varint()?;
+        let base_start = r.varint()?;
+        let limit = |r: &mut Reader<'_>, max: u64, what| {
+            let v = r.varint()?;
+            if v > max {
+                return Err(FormatError::TooLarge {
+                    what,
+                    len: v,
+                    limit: max,
+                });
+            }
+            Ok(v)
+        };
+        let base_plain = limit(
+            &mut r,
+            DEFLATE_PLAIN_MAX,
+            "deflate patch base's uncompressed length",
+        )?;
+        let plain = limit(
+            &mut r,
+            DEFLATE_PLAIN_MAX,
+            "deflate patch uncompressed length",
+        )?;
+        let n = Reader::len(
+            r.varint()?,
+            DEFLATE_FRAME_MAX,
+            "deflate patch prefix length",
+        )?;
+        let prefix = r.bytes(n)?.to_vec();
+        let stream_len = limit(&mut r, DEFLATE_STREAM_MAX, "deflate patch stream length")?;
+        let n = Reader::len(
+            r.varint()?,
+            DEFLATE_FRAME_MAX,
+            "deflate patch suffix length",
+        )?;
+        let suffix = r.bytes(n)?.to_vec();
+        let corrections_len = limit(
+            &mut r,
+            DEFLATE_CORRECTIONS_MAX,
+            "deflate patch reconstruction data length",
+        )?;
+        let patch_len = r.varint()?;
+        r.finish()?;
+        base_start.checked_add(1).ok_or(FormatError::Overflow {
+            what: "deflate patch base start",
+        })?;
+        patch_len
+            .checked_add(corrections_len)
+            .ok_or(FormatError::Overflow {
+                what: "deflate patch payload length",
+            })?;
+        // Small values (each bounded above), so no overflow.
+        let size = (prefix.len() + suffix.len()) as u64 + stream_len;
+        if size != header.size {
+            return Err(FormatError::Invalid {
+                what: "deflate patch size (prefix, stream and suffix must make the file's size)",
+                value: size,
+            });
+        }
+        Ok(Self {
+            header,
+            base,
+            base_start,
+            base_plain,
+            plain,
+            prefix,
+            stream_len,
+            suffix,
+            corrections_len,
+            patch_len,
+        })
+    }
+
+    /// The payload's length: the reconstruction data and the patch.
+    pub fn payload_len(&self) -> u64 {
+        self.corrections_len.saturating_add(self.patch_len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,5 +827,67 @@ mod tests {
         none.windows.clear();
         none.header.size = 0;
         assert!(PatchHead::decode(&none.encode()).is_err());
+    }
+
+    fn deflate_head() -> DeflateHead {
+        DeflateHead {
+            header: FileHeader {
+                kind: FileKind::Regular,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                rdev_major: 0,
+                rdev_minor: 0,
+                size: 10 + 300 + 8,
+                xattrs: crate::Xattrs::new(),
+            },
+            base: 7,
+            base_start: 10,
+            base_plain: 1000,
+            plain: 1100,
+            prefix: vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3],
+            stream_len: 300,
+            suffix: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            corrections_len: 20,
+            patch_len: 90,
+        }
+    }
+
+    #[test]
+    fn deflate_heads_round_trip_and_are_bounded() {
+        let head = deflate_head();
+        let bytes = head.encode();
+        assert_eq!(DeflateHead::decode(&bytes), Ok(head.clone()));
+        assert_eq!(head.payload_len(), 110);
+        for cut in 0..bytes.len() {
+            assert!(DeflateHead::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut extra = bytes;
+        extra.push(0);
+        assert!(DeflateHead::decode(&extra).is_err(), "a trailing byte");
+        // Each bounded length one past its limit, and a size that does not add up.
+        let bad: [fn(&mut DeflateHead); 7] = [
+            |h| h.base_plain = DEFLATE_PLAIN_MAX + 1,
+            |h| h.plain = DEFLATE_PLAIN_MAX + 1,
+            |h| {
+                h.stream_len = DEFLATE_STREAM_MAX + 1;
+                h.header.size = h.stream_len + 18;
+            },
+            |h| h.corrections_len = DEFLATE_CORRECTIONS_MAX + 1,
+            |h| {
+                h.prefix = vec![0; DEFLATE_FRAME_MAX + 1];
+                h.header.size += h.prefix.len() as u64 - 10;
+            },
+            |h| h.header.size += 1,
+            |h| h.base_start = u64::MAX,
+        ];
+        for (i, f) in bad.iter().enumerate() {
+            let mut h = deflate_head();
+            f(&mut h);
+            assert!(DeflateHead::decode(&h.encode()).is_err(), "case {i}");
+        }
+        let mut sym = deflate_head();
+        sym.header.kind = FileKind::Symlink;
+        assert!(DeflateHead::decode(&sym.encode()).is_err());
     }
 }

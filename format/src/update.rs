@@ -39,6 +39,12 @@ pub const PART_MAX: u64 = 1 << 40;
 /// output in memory, so this bounds the device's memory whatever a part claims;
 /// `berth-image delta` writes 8 MiB windows.
 pub const PART_WINDOW_MAX: u64 = 8 << 20;
+/// Incompatible feature flag of the body: some part holds a deflate patch
+/// (`format::ops::DEFLATE_PATCH`). A device that does not know it refuses the update
+/// before writing anything.
+pub const FLAG_DEFLATE_PATCH: u16 = 1;
+/// The body's flags this build knows.
+pub const KNOWN_FLAGS: u16 = FLAG_DEFLATE_PATCH;
 /// Length of the fixed head: preamble (8) and body length (4).
 pub const HEAD_LEN: usize = 12;
 
@@ -67,13 +73,15 @@ pub struct Body {
     pub commit_signatures: Vec<u8>,
     /// The parts, in order.
     pub parts: Vec<PartInfo>,
+    /// Incompatible feature flags (see [`FLAG_DEFLATE_PATCH`]).
+    pub flags: u16,
 }
 
 impl Body {
     /// The canonical encoding (the bytes that are signed).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::new();
-        BODY.write(&mut w);
+        BODY.write_flags(&mut w, self.flags);
         match &self.from {
             Some(f) => {
                 wire::put_u8(&mut w, 1);
@@ -98,7 +106,7 @@ impl Body {
     /// Decodes a body (call only after its signature verified).
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, BODY.what);
-        BODY.read(&mut r)?;
+        let flags = BODY.read_flags(&mut r, KNOWN_FLAGS)?;
         let from = match r.u8()? {
             0 => None,
             1 => Some(ObjectId::from_bytes(r.array()?)),
@@ -159,6 +167,7 @@ impl Body {
             commit,
             commit_signatures,
             parts,
+            flags,
         })
     }
 }
@@ -284,7 +293,23 @@ mod tests {
                     sha256: ObjectId::from_bytes([2; 32]),
                 },
             ],
+            flags: 0,
         }
+    }
+
+    #[test]
+    fn flags_known_and_unknown() {
+        let mut b = body();
+        b.flags = FLAG_DEFLATE_PATCH;
+        assert_eq!(Body::decode(&b.encode()), Ok(b.clone()));
+        b.flags = 0x8001;
+        assert_eq!(
+            Body::decode(&b.encode()),
+            Err(FormatError::UnknownFlags {
+                what: "update body",
+                flags: 0x8000
+            })
+        );
     }
 
     #[test]

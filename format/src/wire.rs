@@ -16,13 +16,22 @@ pub(crate) struct Preamble {
 
 impl Preamble {
     pub(crate) fn write(&self, w: &mut Vec<u8>) {
+        // Most structures define no incompatible feature flags.
+        self.write_flags(w, 0);
+    }
+
+    pub(crate) fn write_flags(&self, w: &mut Vec<u8>, flags: u16) {
         w.extend_from_slice(&self.magic);
         put_u16(w, self.version);
-        // No incompatible feature flags are defined in version 1.
-        put_u16(w, 0);
+        put_u16(w, flags);
     }
 
     pub(crate) fn read(&self, r: &mut Reader<'_>) -> Result<(), FormatError> {
+        self.read_flags(r, 0).map(|_| ())
+    }
+
+    /// Reads the preamble; incompatible flags outside `known` are refused.
+    pub(crate) fn read_flags(&self, r: &mut Reader<'_>, known: u16) -> Result<u16, FormatError> {
         let what = self.what;
         if r.bytes(4)? != self.magic {
             return Err(FormatError::BadMagic { what });
@@ -32,10 +41,13 @@ impl Preamble {
             return Err(FormatError::UnsupportedVersion { what, version });
         }
         let flags = r.u16()?;
-        if flags != 0 {
-            return Err(FormatError::UnknownFlags { what, flags });
+        if flags & !known != 0 {
+            return Err(FormatError::UnknownFlags {
+                what,
+                flags: flags & !known,
+            });
         }
-        Ok(())
+        Ok(flags)
     }
 }
 

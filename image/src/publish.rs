@@ -207,6 +207,8 @@ pub fn publish(
                 split: true,
                 progress: false,
                 window: delta::WINDOW,
+                deflate: true,
+                by_kind: false,
             })?;
         }
         update_ref(&dest)

@@ -107,6 +107,8 @@ complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l level 
 complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l window -d 'Output bytes per patch window: files larger than twice this are diffed window by window, which bounds the build host\'s memory (about 10x the window)' -r
 complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l empty -d 'A full update, for a device that may have nothing'
 complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l split -d 'Write a directory instead (superblock, part-00000, …), to serve over HTTP; `berth update DIR` reads it too'
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l no-deflate -d 'Send gzip files as plain patches only: an update that a berth without deflate patches (before issue 18) can apply. By default a gzip file whose base is gzip travels through its uncompressed data when that is smaller, and the update is then refused by such a berth'
+complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l by-kind -d 'Also count the update\'s bytes by kind of file (gzip, ELF, other, trees), each kind\'s operations compressed on their own (compresses everything twice); in the JSON output as `by_kind`'
 complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -l json -d 'Print the result as JSON'
 complete -c berth-image -n "__fish_berth_image_using_subcommand delta" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c berth-image -n "__fish_berth_image_using_subcommand publish" -l repo -d 'The repository holding the commits' -r -F

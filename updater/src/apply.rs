@@ -15,7 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use format::ops::{self, ObjRef, PatchHead, TreeOp};
+use format::ops::{self, DeflateHead, ObjRef, PatchHead, TreeOp};
 use format::{EntryKind, FileHeader, FileKind, FormatError, ObjectId, ObjectKind};
 use store::{Repo, Txn};
 
@@ -215,6 +215,15 @@ impl<'a, 'r> Applier<'a, 'r> {
                 self.checks.made_file(id, None);
                 self.made.push((id, EntryKind::File));
             }
+            ops::DEFLATE_PATCH => {
+                let dh = DeflateHead::decode(&head).map_err(fmt)?;
+                if dh.payload_len() > left {
+                    return Err(too_big("a deflate patch", dh.payload_len()));
+                }
+                let id = self.apply_deflate(txn, r, &dh)?;
+                self.checks.made_file(id, None);
+                self.made.push((id, EntryKind::File));
+            }
             ops::TREE => {
                 let top = TreeOp::decode(&head).map_err(fmt)?;
                 let base = top
@@ -299,6 +308,59 @@ impl<'a, 'r> Applier<'a, 'r> {
         // write_file stops at the header's size; every window must have ended exactly.
         windows.finish().map_err(|e| bad(shown, e.to_string()))?;
         Ok(id)
+    }
+}
+
+impl Applier<'_, '_> {
+    /// A gzip file from its base's uncompressed data (see `redeflate`): the base
+    /// inflated to its declared size and no further, the patch applied, the stream
+    /// recreated in a child process, all in memory (each side at most
+    /// `ops::DEFLATE_PLAIN_MAX` uncompressed), then written and hashed as any file.
+    fn apply_deflate<R: Read>(
+        &self,
+        txn: &mut Txn<'_>,
+        r: &mut R,
+        dh: &DeflateHead,
+    ) -> Result<ObjectId, UpdaterError> {
+        let shown = self.shown;
+        let op = self.ops;
+        let base = self
+            .base_entry(dh.base, EntryKind::File)
+            .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
+        let (bheader, content) = self.repo.file_object(&base).map_err(|e| {
+            bad(
+                shown,
+                format!("a deflate patch's base {base} cannot be read: {e}"),
+            )
+        })?;
+        let store::FileContent::File(base_file) = content else {
+            return Err(bad(
+                shown,
+                format!("a deflate patch's base {base} is not a regular file"),
+            ));
+        };
+        if dh.base_start > bheader.size {
+            return Err(bad(
+                shown,
+                format!(
+                    "a deflate patch's stream starts at byte {}, past the end of {base} ({} bytes)",
+                    dh.base_start, bheader.size
+                ),
+            ));
+        }
+        let stream = std::io::BufReader::new(Slice {
+            file: &base_file,
+            start: dh.base_start,
+            len: bheader.size - dh.base_start,
+            pos: 0,
+        });
+        let content = redeflate::rebuild(stream, dh, r, crate::deflate::recreate_in_child)
+            .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
+        if let Some(why) = self.forbid.refuses(&dh.header) {
+            let id = hash_only(&dh.header, &mut content.as_slice(), shown)?;
+            return Err(self.forbidden(&why, &id));
+        }
+        Ok(txn.write_file(&dh.header, &mut content.as_slice(), shown)?)
     }
 }
 

@@ -25,6 +25,7 @@ mod bootpart;
 mod channel;
 mod checks;
 pub mod deadline;
+pub mod deflate;
 mod dirs;
 mod error;
 pub mod fetch;

@@ -335,3 +335,160 @@ fn a_patch_that_makes_more_or_less_than_it_declares_is_refused() {
     let path = lab.tmp.path().join("good.berth");
     lab.ok(&["update", path.to_str().unwrap()]);
 }
+
+/// A lie told in a deflate patch: its head and payload changed.
+type Lie = fn(&mut format::ops::DeflateHead, &mut [u8]);
+
+/// `gzip -9n` of `data` (as Debian compresses its man pages and changelogs).
+fn gzip(data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("gzip")
+        .arg("-9n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(data).ok()?;
+    let out = child.wait_with_output().ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// A changelog-like text of `n` entries, entry `changed` reworded.
+fn changelog(n: usize, changed: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in (0..n).rev() {
+        let what = if i == changed {
+            "security fix"
+        } else {
+            "rebuild"
+        };
+        out.extend_from_slice(
+            format!(
+                "pkg (1.{i}-1) bookworm; urgency=medium\n\n  * {what} for entry {i}, closes: #{}\n\n -- Maintainer <m@example.org>  Mon, {} Jan 2024 12:00:00 +0000\n\n",
+                i * 7919 % 100_000,
+                i % 28 + 1
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+#[test]
+fn gzip_files_travel_as_deflate_patches_and_lies_are_refused() {
+    if gzip(b"x").is_none() {
+        testkit::missing("gzip_files", "gzip (apt install gzip)");
+        return;
+    }
+    let mut base = Files::new();
+    let mut target = Files::new();
+    for (i, n) in [300usize, 1000, 3000].into_iter().enumerate() {
+        let name = format!("usr/share/doc/p{i}/changelog.Debian.gz");
+        base.insert(name.clone(), gzip(&changelog(n, usize::MAX)).unwrap());
+        // A new entry at the top and an old one reworded: every compressed byte after
+        // the top changes.
+        target.insert(name, gzip(&changelog(n + 1, n / 2)).unwrap());
+    }
+    // Not gzip, and gzip whose base is not: plain patches or whole files.
+    base.insert("usr/lib/x".into(), blob(3, 20_000));
+    target.insert("usr/lib/x".into(), blob(4, 20_000));
+    let gz_bytes: usize = target.values().map(Vec::len).sum::<usize>() - 20_000;
+    let report = round_trip(&base, &target, &[]);
+    assert_eq!(report["deflated"], 3, "{report}");
+    assert!(
+        report["bytes"].as_u64().unwrap() < gz_bytes as u64 / 4,
+        "{report} against {gz_bytes} bytes of gzip"
+    );
+
+    // Lies, each signed with the trusted key: refused in one line, nothing changed.
+    let lab = Lab::new();
+    let v1 = lab.commit("1.0", &refs(&base));
+    let v2 = lab.commit("2.0", &refs(&target));
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    let good = fs::read(lab.delta(Some(&v1), &v2, "good.berth", &[])).unwrap();
+    assert_eq!(
+        common::Parsed::parse(&good).body.flags,
+        format::update::FLAG_DEFLATE_PATCH
+    );
+    // For devices whose berth predates deflate patches: no flag, plain patches, larger.
+    let plain = fs::read(lab.delta(Some(&v1), &v2, "plain.berth", &["--no-deflate"])).unwrap();
+    assert_eq!(common::Parsed::parse(&plain).body.flags, 0);
+    assert!(
+        plain.len() > 2 * good.len(),
+        "{} against {}",
+        plain.len(),
+        good.len()
+    );
+    let lies: [(Lie, &str); 5] = [
+        // The reconstruction data damaged: preflate, in its child process, fails or
+        // panics; either way one line.
+        (
+            |h, payload| {
+                for b in &mut payload[4..h.corrections_len as usize] {
+                    *b ^= 0x5a;
+                }
+            },
+            "deflate patch: ",
+        ),
+        (|h, _| h.base_plain -= 1, "the base inflates to more than"),
+        (|h, _| h.plain += 1, "the patch makes"),
+        (
+            |h, _| {
+                h.stream_len += 1;
+                h.header.size += 1;
+            },
+            "the reconstruction makes a",
+        ),
+        (|h, _| h.base_start = 1 << 40, "past the end of"),
+    ];
+    for (lie, needle) in lies {
+        let bad = common::resign(&lab, &good, |plain| {
+            let (at, head) = deflate_op(plain);
+            let mut h = format::ops::DeflateHead::decode(&head).unwrap();
+            let payload_at = at + 5 + head.len();
+            let mut payload = plain[payload_at..payload_at + h.payload_len() as usize].to_vec();
+            lie(&mut h, &mut payload);
+            let new_head = h.encode();
+            let mut op = vec![format::ops::DEFLATE_PATCH];
+            op.extend_from_slice(&(new_head.len() as u32).to_le_bytes());
+            op.extend_from_slice(&new_head);
+            op.extend_from_slice(&payload);
+            plain.splice(at..payload_at + payload.len(), op);
+        });
+        let path = lab.tmp.path().join("bad.berth");
+        fs::write(&path, &bad).unwrap();
+        lab.fails(&["update", path.to_str().unwrap()], needle);
+    }
+    // An incompatible flag this berth does not know (as an older berth sees this one).
+    let mut p = common::Parsed::parse(&good);
+    p.body.flags |= 0x8000;
+    p.sign(&lab);
+    let path = lab.tmp.path().join("flag.berth");
+    fs::write(&path, p.encode()).unwrap();
+    lab.fails(
+        &["update", path.to_str().unwrap()],
+        "unknown incompatible feature flags 0x8000",
+    );
+    let path = lab.tmp.path().join("good.berth");
+    lab.ok(&["update", path.to_str().unwrap()]);
+}
+
+/// The first deflate patch of a plain part: its offset and head.
+fn deflate_op(plain: &[u8]) -> (usize, Vec<u8>) {
+    let mut at = 0;
+    while at < plain.len() {
+        let kind = plain[at];
+        let len = u32::from_le_bytes(plain[at + 1..at + 5].try_into().unwrap()) as usize;
+        let head = plain[at + 5..at + 5 + len].to_vec();
+        let payload = match kind {
+            format::ops::FILE => format::FileHeader::decode(&head).unwrap().size,
+            format::ops::FILE_PATCH => format::ops::PatchHead::decode(&head).unwrap().payload_len(),
+            format::ops::DEFLATE_PATCH => return (at, head),
+            _ => 0,
+        };
+        at += 5 + len + payload as usize;
+    }
+    panic!("no deflate patch in the part");
+}

@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::keys::SigningKeys;
 
 /// The arguments of `delta`.
+#[allow(clippy::struct_excessive_bools)] // one flag each: clap's switches
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The repository holding the commits.
@@ -48,6 +49,17 @@ pub struct Args {
     /// `berth update DIR` reads it too.
     #[arg(long)]
     split: bool,
+    /// Send gzip files as plain patches only: an update that a berth without deflate
+    /// patches (before issue 18) can apply. By default a gzip file whose base is gzip
+    /// travels through its uncompressed data when that is smaller, and the update is
+    /// then refused by such a berth.
+    #[arg(long)]
+    no_deflate: bool,
+    /// Also count the update's bytes by kind of file (gzip, ELF, other, trees), each
+    /// kind's operations compressed on their own (compresses everything twice); in
+    /// the JSON output as `by_kind`.
+    #[arg(long)]
+    by_kind: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -66,6 +78,8 @@ pub fn run(a: Args) -> Result<()> {
         level,
         window,
         split,
+        no_deflate,
+        by_kind,
         json,
     } = a;
     let keys = SigningKeys::read(&key)?;
@@ -80,6 +94,8 @@ pub fn run(a: Args) -> Result<()> {
         split,
         progress: !json && std::io::stderr().is_terminal(),
         window,
+        deflate: !no_deflate,
+        by_kind,
     })?;
     if json {
         println!("{}", serde_json::to_string(&out)?);
@@ -87,12 +103,13 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!("{}", out.output.display());
     eprintln!(
-        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file), {} parts, {} bytes ({} uncompressed)",
+        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file, {} through their uncompressed data), {} parts, {} bytes ({} uncompressed)",
         out.from.as_deref().map_or("(empty)", |f| &f[..16]),
         &out.to[..16],
         out.objects,
         out.patched,
         out.patched_elsewhere,
+        out.deflated,
         out.parts,
         out.bytes,
         out.uncompressed

@@ -25,13 +25,22 @@ pub(super) enum Prepared {
     /// One-window patch over the base's whole content: the new file's header, the
     /// base's size, the patch.
     Patch(FileHeader, u64, Vec<u8>),
+    /// A gzip file as a deflate patch (`redeflate`): the head (its base index is filled
+    /// in when written) and the payload.
+    Deflate(Box<format::ops::DeflateHead>, Vec<u8>),
     /// Too big for one window: done while writing, window by window.
     Windowed,
     /// The patch does not pay: send the file whole.
     Whole,
 }
 
-fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<Prepared> {
+fn prepare(
+    repo: &Repo,
+    id: &ObjectId,
+    base: &ObjectId,
+    window: u64,
+    deflate: bool,
+) -> Result<Prepared> {
     let (Some((header, mut f)), Some((bheader, mut bf))) =
         (regular(repo, id)?, regular(repo, base)?)
     else {
@@ -49,11 +58,37 @@ fn prepare(repo: &Repo, id: &ObjectId, base: &ObjectId, window: u64) -> Result<P
     // difference, mostly zeros); what it costs is its compressed size. Compare that with
     // the file's own compressed size, at a quick level.
     let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
-    Ok(if cost(&patch)? < cost(&new)? {
-        Prepared::Patch(header, bheader.size, patch)
-    } else {
-        Prepared::Whole
+    let (plain_cost, whole_cost) = (cost(&patch)?, cost(&new)?);
+    let deflate = deflate
+        .then(|| deflate_patch(&old, &new, &header))
+        .flatten()
+        .map(|(head, payload)| {
+            let c = cost(&payload)? + head.encode().len();
+            anyhow::Ok((c, head, payload))
+        })
+        .transpose()?;
+    Ok(match deflate {
+        Some((c, head, payload)) if c < plain_cost.min(whole_cost) => {
+            Prepared::Deflate(Box::new(head), payload)
+        }
+        _ if plain_cost < whole_cost => Prepared::Patch(header, bheader.size, patch),
+        _ => Prepared::Whole,
     })
+}
+
+/// A deflate patch from `old` to `new` when both are gzip files (the magic says so;
+/// `redeflate::make` checks the rest, and runs the device's reconstruction), else
+/// `None`. Its base index is 0 until written.
+fn deflate_patch(
+    old: &[u8],
+    new: &[u8],
+    header: &FileHeader,
+) -> Option<(format::ops::DeflateHead, Vec<u8>)> {
+    const GZIP: [u8; 2] = [0x1f, 0x8b];
+    if !(old.starts_with(&GZIP) && new.starts_with(&GZIP)) {
+        return None;
+    }
+    redeflate::make(old, new, header.clone(), 0).ok()
 }
 
 /// Diffs the batch's files that have bases, on every core; `None` for the others.
@@ -61,6 +96,7 @@ pub(super) fn prepare_batch(
     repo: &Repo,
     jobs: &[Job],
     window: u64,
+    deflate: bool,
 ) -> Result<Vec<Option<Prepared>>> {
     let slots: Vec<Mutex<Option<Result<Prepared>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
@@ -77,7 +113,7 @@ pub(super) fn prepare_batch(
                         base: Some((base, _)),
                     } = job
                     {
-                        let r = prepare(repo, id, base, window);
+                        let r = prepare(repo, id, base, window, deflate);
                         if let Ok(mut slot) = slots[i].lock() {
                             *slot = Some(r);
                         }

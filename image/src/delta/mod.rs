@@ -15,6 +15,11 @@
 //!   a similar name that went away from the same directory (`libfoo.so.1.2.3` becomes
 //!   `.1.2.4`; a directory such as `/lib/modules/6.1.0-27-amd64` is matched the same
 //!   way), else a file of the same name anywhere in the base commit (a move).
+//! - A gzip file (one member) whose base is gzip too travels as a deflate patch when that
+//!   is smaller: a patch of the uncompressed data plus preflate's reconstruction data
+//!   (the `redeflate` crate), kept only if the device's reconstruction, run here, gives
+//!   back the exact bytes. A change early in a deflate stream rewrites all of it, so a
+//!   patch of the compressed bytes is about as large as the file.
 //! - Everything is compressed solid within a part, so patches of related files share a
 //!   window.
 //!
@@ -51,6 +56,7 @@ use crate::keys::SigningKeys;
 pub const WINDOW: u64 = 16 << 20;
 
 /// Inputs of `delta`.
+#[allow(clippy::struct_excessive_bools)] // the command's switches, passed through
 #[derive(Debug)]
 pub struct DeltaArgs<'a> {
     pub repo: PathBuf,
@@ -67,6 +73,11 @@ pub struct DeltaArgs<'a> {
     pub progress: bool,
     /// Output bytes per patch window (see [`WINDOW`]).
     pub window: u64,
+    /// Send gzip files as deflate patches when smaller (the update then needs a berth
+    /// that knows them).
+    pub deflate: bool,
+    /// Also count the update's bytes by kind of file (a second compression).
+    pub by_kind: bool,
 }
 
 /// What `delta` wrote.
@@ -80,6 +91,14 @@ pub struct DeltaOutput {
     pub patched: u64,
     /// Of the patched, how many against a base at another path (renamed or moved).
     pub patched_elsewhere: u64,
+    /// Of the patched, how many gzip files as deflate patches (through their
+    /// uncompressed data; the update then carries the deflate-patch flag).
+    pub deflated: u64,
+    /// With `--by-kind`: per kind of object (gzip, elf, other, tree), its objects, its
+    /// operations' bytes, and those compressed on their own (so they add up to a little
+    /// more than the update: each kind loses the others' matches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_kind: Option<std::collections::BTreeMap<&'static str, write::KindBytes>>,
     pub parts: usize,
     pub uncompressed: u64,
     pub bytes: u64,
@@ -120,10 +139,25 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
             level: args.level,
             window: args.window,
             progress: args.progress,
+            deflate: args.deflate,
+            by_kind: args.by_kind,
         },
     )?;
 
-    let head = superblock(&repo, from, &to, commit_bytes, &done, args.keys.keys())?;
+    let flags = if emitted.deflated > 0 {
+        update::FLAG_DEFLATE_PATCH
+    } else {
+        0
+    };
+    let head = superblock(
+        &repo,
+        from,
+        &to,
+        commit_bytes,
+        &done,
+        args.keys.keys(),
+        flags,
+    )?;
     let bytes = write_output(&args.output, work.path(), &head, &done, args.split)?;
     Ok(DeltaOutput {
         output: args.output.clone(),
@@ -132,6 +166,8 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
         objects: plan.jobs.len() as u64,
         patched: emitted.patched,
         patched_elsewhere: emitted.patched_elsewhere,
+        deflated: emitted.deflated,
+        by_kind: emitted.by_kind.map(|v| v.into_iter().collect()),
         parts: done.len(),
         uncompressed: done.iter().map(|p| p.1).sum(),
         bytes,
@@ -189,6 +225,7 @@ fn superblock(
     commit_bytes: Vec<u8>,
     done: &[(PathBuf, u64)],
     key: &[ed25519_dalek::SigningKey],
+    flags: u16,
 ) -> Result<Vec<u8>> {
     let mut infos = Vec::new();
     let mut offset = 0u64;
@@ -213,6 +250,7 @@ fn superblock(
             sigs.encode()
         },
         parts: infos,
+        flags,
     }
     .encode();
     let mut signatures = Signatures::new();

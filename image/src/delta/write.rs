@@ -29,6 +29,83 @@ pub(super) struct Settings {
     pub window: u64,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Send gzip files as deflate patches when smaller.
+    pub deflate: bool,
+    /// Also compress each kind of file's operations on their own, for [`ByKind`].
+    pub by_kind: bool,
+}
+
+/// The kinds of object an update's bytes are counted by.
+pub(super) const KINDS: [&str; 4] = ["gzip", "elf", "other", "tree"];
+
+/// One kind's share of an update: its objects, their operations' bytes, and those
+/// operations compressed on their own (one zstd stream per kind, as in the parts).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct KindBytes {
+    pub objects: u64,
+    pub uncompressed: u64,
+    pub compressed: u64,
+}
+
+/// Counts bytes written.
+#[derive(Default)]
+struct Count(u64);
+
+impl Write for Count {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Per kind of object, its operations compressed on their own.
+struct ByKind {
+    current: usize,
+    enc: Vec<zstd::Encoder<'static, Count>>,
+    stats: Vec<KindBytes>,
+}
+
+impl ByKind {
+    fn new(level: i32) -> Result<Self> {
+        let enc = KINDS
+            .iter()
+            .map(|_| {
+                let mut e = zstd::Encoder::new(Count::default(), level)?;
+                e.window_log(format::update::PART_WINDOW_MAX.trailing_zeros())?;
+                anyhow::Ok(e)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            current: 0,
+            enc,
+            stats: vec![KindBytes::default(); KINDS.len()],
+        })
+    }
+
+    fn finish(self) -> Result<Vec<(&'static str, KindBytes)>> {
+        let mut out = Vec::new();
+        for ((name, enc), mut st) in KINDS.iter().zip(self.enc).zip(self.stats) {
+            st.compressed = enc.finish()?.0;
+            out.push((*name, st));
+        }
+        Ok(out)
+    }
+}
+
+/// The kind of a file object, by its first bytes.
+fn file_kind(repo: &Repo, id: &ObjectId) -> Result<usize> {
+    let (header, mut content) = repo.file_object(id)?;
+    let mut magic = [0u8; 4];
+    let n = usize::try_from(header.size.min(4))?;
+    content.read_exact(&mut magic[..n])?;
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => 0,
+        [0x7f, b'E', b'L', b'F'] => 1,
+        _ => 2,
+    })
 }
 
 /// Counts of what went into the update.
@@ -36,6 +113,9 @@ pub(super) struct Settings {
 pub(super) struct Emitted {
     pub patched: u64,
     pub patched_elsewhere: u64,
+    pub deflated: u64,
+    /// With `Settings::by_kind`: each kind's share.
+    pub by_kind: Option<Vec<(&'static str, KindBytes)>>,
 }
 
 /// Writes every job of `plan` as operations into compressed parts `part-N` in `work`.
@@ -55,6 +135,11 @@ pub(super) fn parts(
         total: 0,
         made: 0,
         at: HashMap::new(),
+        by_kind: if settings.by_kind {
+            Some(ByKind::new(settings.level)?)
+        } else {
+            None
+        },
     };
     let mut meter = Meter {
         on: settings.progress,
@@ -69,15 +154,18 @@ pub(super) fn parts(
             &plan.jobs,
             &plan.base_index,
             work,
-            settings.window,
+            settings,
             &mut out,
             &mut meter,
         );
+        let by_kind = out.by_kind.take().map(ByKind::finish).transpose();
         drop(out);
         let done = writer
             .join()
             .map_err(|_| anyhow::anyhow!("the compressing thread panicked"))?;
-        anyhow::Ok((emitted?, done?))
+        let mut emitted = emitted?;
+        emitted.by_kind = by_kind?;
+        anyhow::Ok((emitted, done?))
     })
 }
 
@@ -142,10 +230,15 @@ struct Out {
     made: u64,
     /// Where each object this update makes was made: (part, position from 1).
     at: HashMap<ObjectId, (usize, u64)>,
+    by_kind: Option<ByKind>,
 }
 
 impl Out {
     fn send(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if let Some(k) = &mut self.by_kind {
+            k.enc[k.current].write_all(&bytes)?;
+            k.stats[k.current].uncompressed += bytes.len() as u64;
+        }
         self.part_bytes += bytes.len() as u64;
         self.total += bytes.len() as u64;
         self.tx
@@ -170,6 +263,15 @@ impl Out {
 
     /// Records that the operation just written made `id`, and ends the part if it is
     /// big enough (parts end between operations only).
+    /// The kind of the object whose operation comes next (for the counts by kind).
+    fn kind(&mut self, kind: impl FnOnce() -> Result<usize>) -> Result<()> {
+        if let Some(k) = &mut self.by_kind {
+            k.current = kind()?;
+            k.stats[k.current].objects += 1;
+        }
+        Ok(())
+    }
+
     fn made(&mut self, id: ObjectId) -> Result<()> {
         self.made += 1;
         self.at.insert(id, (self.part_no, self.made));
@@ -306,10 +408,11 @@ fn write_jobs(
     jobs: &[Job],
     base_index: &HashMap<ObjectId, u64>,
     work: &Path,
-    window: u64,
+    settings: &Settings,
     out: &mut Out,
     meter: &mut Meter,
 ) -> Result<Emitted> {
+    let window = settings.window;
     let mut n = Emitted::default();
     let mut at = 0;
     while at < jobs.len() {
@@ -322,20 +425,28 @@ fn write_jobs(
             }
             end += 1;
         }
-        let prepared = prepare_batch(repo, &jobs[at..end], window)?;
+        let prepared = prepare_batch(repo, &jobs[at..end], window, settings.deflate)?;
         for (job, prep) in jobs[at..end].iter().zip(prepared) {
+            match job {
+                Job::File { id, .. } => out.kind(|| file_kind(repo, id))?,
+                Job::Tree { .. } => out.kind(|| Ok(3))?,
+            }
             match (job, prep) {
                 (
                     Job::File {
                         id,
                         base: Some((base, same_path)),
                     },
-                    Some(p @ (Prepared::Patch(..) | Prepared::Windowed)),
+                    Some(p @ (Prepared::Patch(..) | Prepared::Windowed | Prepared::Deflate(..))),
                 ) => {
                     let index = *base_index
                         .get(base)
                         .context("a patch base outside the base commit")?;
-                    if let Prepared::Patch(header, base_len, patch) = p {
+                    if let Prepared::Deflate(mut head, payload) = p {
+                        head.base = index;
+                        out.op(ops::DEFLATE_PATCH, &head.encode(), &payload)?;
+                        n.deflated += 1;
+                    } else if let Prepared::Patch(header, base_len, patch) = p {
                         let head = PatchHead {
                             windows: vec![ops::Window {
                                 base_start: 0,

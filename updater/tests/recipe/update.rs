@@ -287,6 +287,11 @@ impl Builder<'_> {
                 (format::ops::FILE, h, content)
             }
             "patch" => (format::ops::FILE_PATCH, self.patch_head(&f), Vec::new()),
+            "deflate" => (
+                format::ops::DEFLATE_PATCH,
+                self.deflate_head(&f),
+                Vec::new(),
+            ),
             "tree" => (format::ops::TREE, self.tree_head(&f), Vec::new()),
             "raw" => (
                 u8::try_from(num(&f.words[0])).unwrap(),
@@ -387,6 +392,37 @@ impl Builder<'_> {
         w
     }
 
+    /// A deflate patch's head (docs/FORMAT.md): the header's size defaults to the
+    /// prefix, stream and suffix.
+    fn deflate_head(&self, f: &Fields) -> Vec<u8> {
+        let prefix = f.get("prefix").map(bytes).unwrap_or_default();
+        let suffix = f.get("suffix").map(bytes).unwrap_or_default();
+        let stream = num(f.get("stream").expect("deflate stream="));
+        let h = header(
+            f,
+            Some(stream.wrapping_add((prefix.len() + suffix.len()) as u64)),
+        );
+        let mut w = Vec::new();
+        varint(&mut w, h.len() as u64);
+        w.extend_from_slice(&h);
+        varint(
+            &mut w,
+            self.ctx.base_index(f.get("base").expect("deflate base=")),
+        );
+        for key in ["start", "base-plain", "plain"] {
+            varint(&mut w, num(f.get(key).unwrap_or("0")));
+        }
+        varint(&mut w, prefix.len() as u64);
+        w.extend_from_slice(&prefix);
+        varint(&mut w, stream);
+        varint(&mut w, suffix.len() as u64);
+        w.extend_from_slice(&suffix);
+        for key in ["corrections", "patch"] {
+            varint(&mut w, num(f.get(key).unwrap_or("0")));
+        }
+        w
+    }
+
     fn tree_head(&self, f: &Fields) -> Vec<u8> {
         let mut w = Vec::new();
         match f.get("base") {
@@ -478,6 +514,7 @@ impl Builder<'_> {
             commit: self.commit.clone().expect("a commit statement"),
             commit_signatures: self.commit_sigs.clone(),
             parts: infos,
+            flags: 0,
         };
         sign_and_lay_out(self.ctx, body, presign, &compressed)
     }

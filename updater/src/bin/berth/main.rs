@@ -258,6 +258,19 @@ fn deadline_passed(message: &str) -> ! {
 }
 
 fn main() -> ExitCode {
+    // The child that recreates a deflate patch's stream (updater::deflate): not a
+    // command, no parsing, nothing but its request and its answer.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(updater::deflate::CHILD_ARG))
+    {
+        return match updater::deflate::serve_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The store's warnings, as berth's own.
     store::warnings::to_stderr("berth");
     let cli = Cli::parse();

@@ -1,0 +1,318 @@
+//! Deflate patches round-trip: made by `make` from two gzip files, rebuilt by `rebuild`
+//! to the exact new bytes, for streams of every flate2 level and of the gzip, pigz and
+//! zopfli programs; and hostile heads and payloads are refused in one line.
+#![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
+#![allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use format::ops::DeflateHead;
+use format::{FileHeader, FileKind, Xattrs};
+use proptest::prelude::*;
+use redeflate::{make, rebuild, recreate};
+
+fn header(size: usize) -> FileHeader {
+    FileHeader {
+        kind: FileKind::Regular,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        rdev_major: 0,
+        rdev_minor: 0,
+        size: size as u64,
+        xattrs: Xattrs::new(),
+    }
+}
+
+/// Text that compresses like a man page: words of a small vocabulary, some numbers.
+fn text(words: &[u16]) -> Vec<u8> {
+    const VOCAB: &[&str] = &[
+        "the",
+        "update",
+        "device",
+        "file",
+        "of",
+        "a",
+        "to",
+        "and",
+        "is",
+        "in",
+        "berth",
+        "\n.TP\n",
+        "\\fB",
+        "\\fR",
+        "kernel",
+        "security",
+        "changelog",
+        "--",
+        " ",
+        "\n",
+        "Debian",
+        "version",
+        "1.2.3-4",
+        "upstream",
+        "fix",
+        "CVE-2026-",
+        "(closes: #",
+    ];
+    let mut out = Vec::new();
+    for &w in words {
+        let w = usize::from(w);
+        if w >= VOCAB.len() * 8 {
+            out.extend_from_slice(format!("{} ", w * 7919 % 100_000).as_bytes());
+        } else {
+            out.extend_from_slice(VOCAB[w % VOCAB.len()].as_bytes());
+            out.push(b' ');
+        }
+    }
+    out
+}
+
+fn flate2_gz(data: &[u8], level: u32) -> Vec<u8> {
+    let mut e = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::new(level));
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// `program args…` with `data` on stdin (or in a file named by the argument `FILE`);
+/// its stdout.
+fn run(program: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, data).unwrap();
+    let args: Vec<&std::ffi::OsStr> = args
+        .iter()
+        .map(|&a| {
+            if a == "FILE" {
+                file.as_os_str()
+            } else {
+                a.as_ref()
+            }
+        })
+        .collect();
+    let mut child = Command::new(program)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    // A program that reads a file instead closes its stdin early: that is fine.
+    let feed = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    feed.join().unwrap();
+    assert!(out.status.success(), "{program} {args:?}");
+    out.stdout
+}
+
+/// Makes the patch, rebuilds it as the device does, and checks the bytes and that it
+/// is much smaller than the new file.
+fn round_trip(old: &[u8], new: &[u8], what: &str) -> (DeflateHead, Vec<u8>) {
+    let (head, payload) = make(old, new, header(new.len()), 3)
+        .unwrap_or_else(|e| panic!("{what}: no patch made: {e}"));
+    assert_eq!(payload.len() as u64, head.payload_len());
+    let mut rest = payload.as_slice();
+    let base = &old[usize::try_from(head.base_start).unwrap()..];
+    let back = rebuild(base, &head, &mut rest, recreate).unwrap();
+    assert!(rest.is_empty(), "{what}: payload left over");
+    assert!(back == new, "{what}: not the same bytes");
+    // The encoded head decodes to itself (as the device reads it).
+    assert_eq!(DeflateHead::decode(&head.encode()).unwrap(), head);
+    (head, payload)
+}
+
+/// A pair of texts: `old`, and `old` with a few words changed near the start.
+fn pair(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let words: Vec<u16> = (0..n).map(|i| ((i * 31 + i / 7) % 300) as u16).collect();
+    let old = text(&words);
+    let mut w2 = words;
+    w2.insert(10, 250);
+    w2[n / 2] = 17;
+    (old, text(&w2))
+}
+
+#[test]
+fn every_flate2_level_round_trips() {
+    let (old, new) = pair(20_000);
+    for level in 0..=9 {
+        let (o, n) = (flate2_gz(&old, level), flate2_gz(&new, level));
+        let (_, payload) = round_trip(&o, &n, &format!("flate2 level {level}"));
+        // What it costs is its compressed size (the parts are zstd).
+        let cost = zstd::bulk::compress(&payload, 19).unwrap().len();
+        if level > 0 {
+            assert!(
+                cost * 4 < n.len(),
+                "level {level}: {cost} bytes of payload for a {}-byte file",
+                n.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn other_compressors_round_trip() {
+    let (old, new) = pair(8_000);
+    let mut made = Vec::new();
+    for level in 1..=9 {
+        let arg = format!("-{level}n");
+        let (o, n) = (run("gzip", &[&arg], &old), run("gzip", &[&arg], &new));
+        round_trip(&o, &n, &format!("gzip {arg}"));
+        made.push(format!("gzip {arg}"));
+    }
+    // pigz (blocks compressed independently, then joined) and zopfli (an optimal parse),
+    // when installed: ci/setup.sh installs them for CI.
+    for (program, args) in [
+        ("pigz", &["-9n", "-b", "32"][..]),
+        ("pigz", &["-6n", "-p", "1"][..]),
+        ("pigz", &["-11n"][..]),
+        ("zopfli", &["-c", "--i5", "FILE"][..]),
+    ] {
+        if Command::new(program).arg("--help").output().is_err() {
+            testkit::missing(
+                "other_compressors_round_trip",
+                &format!("{program} (apt install {program})"),
+            );
+            continue;
+        }
+        let (o, n) = (run(program, args, &old), run(program, args, &new));
+        round_trip(&o, &n, &format!("{program} {args:?}"));
+        made.push(format!("{program} {args:?}"));
+    }
+    eprintln!("round-tripped: {made:?}");
+}
+
+#[test]
+fn not_gzip_or_two_members_is_no_patch() {
+    let (old, new) = pair(2000);
+    let (o, n) = (flate2_gz(&old, 6), flate2_gz(&new, 6));
+    assert!(make(&old, &n, header(n.len()), 0).is_err(), "plain base");
+    assert!(
+        make(&o, &new, header(new.len()), 0).is_err(),
+        "plain new file"
+    );
+    let mut two = n.clone();
+    two.extend_from_slice(&n);
+    assert!(make(&o, &two, header(two.len()), 0).is_err(), "two members");
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
+    zlib.write_all(&new).unwrap();
+    let zlib = zlib.finish().unwrap();
+    assert!(make(&o, &zlib, header(zlib.len()), 0).is_err(), "zlib");
+}
+
+fn sample() -> (Vec<u8>, Vec<u8>, DeflateHead, Vec<u8>) {
+    let (old, new) = pair(5000);
+    let (o, n) = (flate2_gz(&old, 9), flate2_gz(&new, 9));
+    let (head, payload) = round_trip(&o, &n, "sample");
+    (o, n, head, payload)
+}
+
+fn rebuild_err(old: &[u8], head: &DeflateHead, payload: &[u8]) -> String {
+    let base = &old[usize::try_from(head.base_start).unwrap().min(old.len())..];
+    let e = rebuild(base, head, &mut &payload[..], recreate)
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains('\n'), "one line: {e}");
+    e
+}
+
+/// A lie in a head.
+type Lie = fn(&mut DeflateHead);
+
+#[test]
+fn lying_sizes_are_refused() {
+    let (o, _, head, payload) = sample();
+    let cases: [(Lie, &str); 6] = [
+        (|h| h.base_plain -= 1, "the base inflates to more than"),
+        (|h| h.base_plain += 1, "the base inflates to"),
+        (|h| h.plain -= 1, "the patch makes more than"),
+        (|h| h.plain += 1, "the patch makes"),
+        (|h| h.stream_len += 1, "the reconstruction makes a"),
+        (|h| h.base_start += 1, "does not inflate"),
+    ];
+    for (i, (f, want)) in cases.iter().enumerate() {
+        let mut h = head.clone();
+        f(&mut h);
+        let e = rebuild_err(&o, &h, &payload);
+        assert!(e.contains(want), "case {i}: {e}");
+    }
+    // A patch shorter or longer than the head says; a payload cut short.
+    let mut h = head.clone();
+    h.patch_len += 5;
+    let mut longer = payload.clone();
+    longer.extend_from_slice(&[0x7f; 5]);
+    let e = rebuild_err(&o, &h, &longer);
+    assert!(e.contains("left over") || e.contains("bad patch"), "{e}");
+    let mut h = head.clone();
+    h.patch_len -= 1;
+    assert!(rebuild_err(&o, &h, &payload[..payload.len() - 1]).contains("bad patch"));
+    let e = rebuild_err(&o, &head, &payload[..3]);
+    assert!(e.contains("ends inside the reconstruction data"), "{e}");
+}
+
+#[test]
+fn a_bomb_base_is_never_inflated_past_its_size() {
+    // 64 MiB of zeros in about 64 KiB of deflate: the device inflates base_plain + 1
+    // bytes of it and stops.
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = flate2_gz(&zeros, 9);
+    let (_, _, mut head, payload) = sample();
+    head.base_start = 10;
+    let e = rebuild_err(&bomb, &head, &payload);
+    assert!(e.contains("inflates to more than"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random texts and edits at every level.
+    #[test]
+    fn random_edits_round_trip(
+        words in proptest::collection::vec(0u16..400, 1..3000),
+        at in 0usize..3000,
+        insert in proptest::collection::vec(0u16..400, 0..20),
+        cut in 0usize..20,
+        level in 0u32..=9,
+    ) {
+        let old = text(&words);
+        let mut w2 = words.clone();
+        let at = at.min(w2.len());
+        w2.drain(at..(at + cut).min(w2.len()));
+        for (i, w) in insert.into_iter().enumerate() {
+            w2.insert(at + i, w);
+        }
+        let new = text(&w2);
+        let (o, n) = (flate2_gz(&old, level), flate2_gz(&new, level));
+        // Preflate models most streams; one it cannot is sent as a plain patch (the
+        // build host's decision), and what it makes is exact (`make` checks by
+        // rebuilding; `round_trip` again).
+        match make(&o, &n, header(n.len()), 3) {
+            Ok(_) => {
+                round_trip(&o, &n, "random");
+            }
+            Err(e) => prop_assert_eq!(e, "preflate cannot model the stream"),
+        }
+    }
+
+    /// Damaged patches: refused, or (when bipatch reads them as another patch) a
+    /// file of the declared size that the device's sha256 refuses; never a panic.
+    #[test]
+    fn damaged_patches_never_panic(at in any::<prop::sample::Index>(), mask in 1u8..=255) {
+        let (o, n, head, mut payload) = sample();
+        let start = usize::try_from(head.corrections_len).unwrap();
+        let i = start + at.index(payload.len() - start);
+        payload[i] ^= mask;
+        let base = &o[usize::try_from(head.base_start).unwrap()..];
+        // Preflate panics on uncompressed data its reconstruction data does not
+        // describe (the device runs it in a child process): stand in for it.
+        let stand_in = |_: Vec<u8>, _: Vec<u8>, max: u64| Ok(vec![0; usize::try_from(max).unwrap()]);
+        if let Ok(back) = rebuild(base, &head, &mut &payload[..], stand_in) {
+            prop_assert_eq!(back.len(), n.len());
+        }
+    }
+}
