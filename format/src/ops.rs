@@ -404,6 +404,24 @@ pub struct PatchHead {
     pub windows: Vec<Window>,
 }
 
+/// A patch head's length-prefixed header of the file it makes (at most `len` bytes),
+/// which must be a regular file's: only regular files are patched.
+fn patched_header(
+    r: &mut Reader<'_>,
+    len: usize,
+    what: &'static str,
+) -> Result<FileHeader, FormatError> {
+    let n = Reader::len(r.varint()?, len, what)?;
+    let header = FileHeader::decode(r.bytes(n)?)?;
+    if header.kind != FileKind::Regular {
+        return Err(FormatError::Invalid {
+            what: "patched file kind (only regular files are patched)",
+            value: header.kind as u64,
+        });
+    }
+    Ok(header)
+}
+
 impl PatchHead {
     /// The encoding: header length (varint), header, base (varint), window count
     /// (varint), then four varints per window.
@@ -426,14 +444,7 @@ impl PatchHead {
     /// whose outputs add up to the header's size, and no sum that overflows.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "patch operation");
-        let n = Reader::len(r.varint()?, bytes.len(), "patch header length")?;
-        let header = FileHeader::decode(r.bytes(n)?)?;
-        if header.kind != FileKind::Regular {
-            return Err(FormatError::Invalid {
-                what: "patched file kind (only regular files are patched)",
-                value: header.kind as u64,
-            });
-        }
+        let header = patched_header(&mut r, bytes.len(), "patch header length")?;
         let base = r.varint()?;
         let count = Reader::len(r.varint()?, WINDOWS_MAX, "patch window count")?;
         if count == 0 || count.saturating_mul(4) > bytes.len() {
@@ -550,14 +561,7 @@ impl DeflateHead {
     /// the stream and the suffix, every length within its limit.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "deflate patch operation");
-        let n = Reader::len(r.varint()?, bytes.len(), "deflate patch header length")?;
-        let header = FileHeader::decode(r.bytes(n)?)?;
-        if header.kind != FileKind::Regular {
-            return Err(FormatError::Invalid {
-                what: "patched file kind (only regular files are patched)",
-                value: header.kind as u64,
-            });
-        }
+        let header = patched_header(&mut r, bytes.len(), "deflate patch header length")?;
         let base = r.varint()?;
         let base_start = r.varint()?;
         let limit = |r: &mut Reader<'_>, max: u64, what| {

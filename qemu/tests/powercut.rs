@@ -323,9 +323,16 @@ fn check_state(img: &Path, mnt: &Path, step: &Step, files: &BTreeMap<String, Sca
         ));
     }
     umount(mnt);
+    bad.extend(e2fsck_problems(img));
+    bad
+}
+
+/// What `e2fsck -fn` finds wrong with the ext4 image `img` (its first four lines past
+/// the pass headers), if anything.
+fn e2fsck_problems(img: &Path) -> Option<String> {
     let e2 = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    if !e2.status.success() {
-        bad.push(format!(
+    (!e2.status.success()).then(|| {
+        format!(
             "e2fsck -fn: {}",
             String::from_utf8_lossy(&e2.stdout)
                 .lines()
@@ -333,9 +340,8 @@ fn check_state(img: &Path, mnt: &Path, step: &Step, files: &BTreeMap<String, Sca
                 .take(4)
                 .collect::<Vec<_>>()
                 .join(" / ")
-        ));
-    }
-    bad
+        )
+    })
 }
 
 /// Unmounts `mnt`, again while it is busy: the two tests run side by side, and a child
@@ -1638,18 +1644,7 @@ echo "POWERCUT finished"
             ));
         }
         umount(mnt);
-        let e2 = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-        if !e2.status.success() {
-            bad.push(format!(
-                "e2fsck -fn: {}",
-                String::from_utf8_lossy(&e2.stdout)
-                    .lines()
-                    .filter(|l| !l.starts_with("Pass") && !l.is_empty())
-                    .take(4)
-                    .collect::<Vec<_>>()
-                    .join(" / ")
-            ));
-        }
+        bad.extend(e2fsck_problems(img));
         bad
     }
 }
