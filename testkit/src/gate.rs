@@ -92,12 +92,26 @@ impl TokenGate {
     }
 }
 
-fn reply(conn: &mut TcpStream, status: &str, headers: &str, body: &str) -> std::io::Result<()> {
+/// Answers and closes as an HTTP server does: the write side first, then whatever the
+/// client still sends (the body of a refused upload) is read and dropped. Closing with
+/// that body unread would make the kernel reset the connection, and a reset can
+/// overtake the answer (the TLS front then ends its session without `close_notify`).
+fn reply(
+    conn: &mut TcpStream,
+    unread: &mut impl Read,
+    status: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<()> {
     write!(
         conn,
         "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
+    )?;
+    conn.shutdown(Shutdown::Write)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let _ = std::io::copy(unread, &mut std::io::sink());
+    Ok(())
 }
 
 fn serve(
@@ -135,7 +149,7 @@ fn serve(
     if path.starts_with("/token") {
         if state.basic.is_some() && auth != state.basic {
             state.refused.fetch_add(1, Ordering::Relaxed);
-            return reply(&mut conn, "401 Unauthorized", "", "");
+            return reply(&mut conn, &mut reader, "401 Unauthorized", "", "");
         }
         let n = state.issued.fetch_add(1, Ordering::Relaxed);
         let token = format!("token-{n}");
@@ -146,6 +160,7 @@ fn serve(
             .insert(token.clone(), state.uses);
         return reply(
             &mut conn,
+            &mut reader,
             "200 OK",
             "Content-Type: application/json\r\n",
             &format!(r#"{{"token":"{token}","expires_in":300}}"#),
@@ -176,7 +191,7 @@ fn serve(
             .unwrap_or_else(|| format!("http://{me}/token"));
         let challenge =
             format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"test-registry\"\r\n");
-        return reply(&mut conn, "401 Unauthorized", &challenge, "");
+        return reply(&mut conn, &mut reader, "401 Unauthorized", &challenge, "");
     }
     let mut up = TcpStream::connect(upstream)?;
     for line in &head {
