@@ -35,6 +35,7 @@ pub mod channel;
 pub mod cmdline;
 pub mod commit;
 pub mod ddi;
+pub mod elfpatch;
 mod error;
 pub mod id;
 pub mod index;

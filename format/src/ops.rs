@@ -36,6 +36,14 @@ pub const FILE_PATCH: u8 = 3;
 /// [`crate::update::FLAG_DEFLATE_PATCH`].
 pub const DEFLATE_PATCH: u8 = 4;
 
+/// An ELF file (program, shared library, kernel module) as a patch with its code's
+/// references (relative calls, jumps, RIP-relative operands, `AArch64` branches) rewritten
+/// into the base's addresses before the diff: head is an [`crate::elfpatch::ElfHead`];
+/// payload as a [`FILE_PATCH`]'s, the windows' patches, which make the *normalized*
+/// file that the head's reference map turns back into the new one. An update that holds
+/// one sets [`crate::update::FLAG_ELF_PATCH`].
+pub const ELF_PATCH: u8 = 5;
+
 /// Largest operation head.
 pub const HEAD_MAX: usize = 64 << 20;
 /// Most windows in one patch.
@@ -444,10 +452,18 @@ impl PatchHead {
     /// whose outputs add up to the header's size, and no sum that overflows.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "patch operation");
-        let header = patched_header(&mut r, bytes.len(), "patch header length")?;
+        let head = Self::read(&mut r, bytes.len())?;
+        r.finish()?;
+        Ok(head)
+    }
+
+    /// [`PatchHead::decode`]'s parsing and checks, from `r` (at most `len` bytes),
+    /// leaving what follows to the caller (an [`ELF_PATCH`]'s head goes on).
+    pub(crate) fn read(r: &mut Reader<'_>, len: usize) -> Result<Self, FormatError> {
+        let header = patched_header(r, len, "patch header length")?;
         let base = r.varint()?;
         let count = Reader::len(r.varint()?, WINDOWS_MAX, "patch window count")?;
-        if count == 0 || count.saturating_mul(4) > bytes.len() {
+        if count == 0 || count.saturating_mul(4) > len {
             return Err(FormatError::Invalid {
                 what: "patch window count",
                 value: count as u64,
@@ -474,7 +490,6 @@ impl PatchHead {
                 .ok_or(overflow("patch length sum"))?;
             windows.push(win);
         }
-        r.finish()?;
         if out != header.size {
             return Err(FormatError::Invalid {
                 what: "patch windows' output (must add up to the file's size)",

@@ -43,8 +43,12 @@ pub const PART_WINDOW_MAX: u64 = 8 << 20;
 /// (`format::ops::DEFLATE_PATCH`). A device that does not know it refuses the update
 /// before writing anything.
 pub const FLAG_DEFLATE_PATCH: u16 = 1;
+/// Incompatible feature flag of the body: some part holds an ELF patch
+/// (`format::ops::ELF_PATCH`). A device that does not know it refuses the update before
+/// writing anything.
+pub const FLAG_ELF_PATCH: u16 = 2;
 /// The body's flags this build knows.
-pub const KNOWN_FLAGS: u16 = FLAG_DEFLATE_PATCH;
+pub const KNOWN_FLAGS: u16 = FLAG_DEFLATE_PATCH | FLAG_ELF_PATCH;
 /// Length of the fixed head: preamble (8) and body length (4).
 pub const HEAD_LEN: usize = 12;
 

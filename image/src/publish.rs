@@ -208,6 +208,7 @@ pub fn publish(
                 progress: false,
                 window: delta::WINDOW,
                 deflate: true,
+                elf: true,
                 by_kind: false,
             })?;
         }

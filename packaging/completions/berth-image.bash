@@ -257,7 +257,7 @@ _berth__image() {
             return 0
             ;;
         berth__subcmd__image__subcmd__delta)
-            opts="-o -h --repo --from --empty --to --key --output --part-size --level --window --split --no-deflate --by-kind --json --help"
+            opts="-o -h --repo --from --empty --to --key --output --part-size --level --window --split --no-deflate --no-elf --by-kind --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -15,6 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use format::elfpatch::{Direction, ElfHead, Rewriter};
 use format::ops::{self, DeflateHead, ObjRef, PatchHead, TreeOp};
 use format::{EntryKind, FileHeader, FileKind, FormatError, ObjectId, ObjectKind};
 use store::{Repo, Txn};
@@ -206,12 +207,17 @@ impl<'a, 'r> Applier<'a, 'r> {
                 self.checks.made_file(id, target);
                 self.made.push((id, EntryKind::File));
             }
-            ops::FILE_PATCH => {
-                let ph = PatchHead::decode(&head).map_err(fmt)?;
+            ops::FILE_PATCH | ops::ELF_PATCH => {
+                let (ph, elf, what) = if kind == ops::ELF_PATCH {
+                    let eh = ElfHead::decode(&head).map_err(fmt)?;
+                    (eh.patch.clone(), Some(eh), "an ELF patch")
+                } else {
+                    (PatchHead::decode(&head).map_err(fmt)?, None, "a patch")
+                };
                 if ph.payload_len() > left {
-                    return Err(too_big("a patch", ph.payload_len()));
+                    return Err(too_big(what, ph.payload_len()));
                 }
-                let id = self.apply_patch(txn, r, &ph)?;
+                let id = self.apply_patch(txn, r, &ph, elf.as_ref())?;
                 self.checks.made_file(id, None);
                 self.made.push((id, EntryKind::File));
             }
@@ -254,11 +260,14 @@ impl<'a, 'r> Applier<'a, 'r> {
         )
     }
 
+    /// A file patch, or with `elf` an ELF patch: the windows make the normalized file,
+    /// whose references the head's map turns back as it streams by.
     fn apply_patch<R: Read>(
         &self,
         txn: &mut Txn<'_>,
         r: &mut R,
         ph: &PatchHead,
+        elf: Option<&ElfHead>,
     ) -> Result<ObjectId, UpdaterError> {
         let shown = self.shown;
         let base = self
@@ -299,12 +308,24 @@ impl<'a, 'r> Applier<'a, 'r> {
             next: 0,
             current: None,
         };
+        let rewriter = elf
+            .map(|h| Rewriter::new(h.arch, &h.code, &h.map, Direction::Restore))
+            .transpose()
+            .map_err(|e| bad(shown, format!("operation {}: {e}", self.ops)))?;
+        let mut restored;
+        let content: &mut dyn Read = match rewriter {
+            Some(rw) => {
+                restored = Restore::new(&mut windows, rw, ph.header.size);
+                &mut restored
+            }
+            None => &mut windows,
+        };
         if let Some(why) = self.forbid.refuses(&ph.header) {
-            let id = hash_only(&ph.header, &mut windows, shown)?;
+            let id = hash_only(&ph.header, content, shown)?;
             windows.finish().map_err(|e| bad(shown, e.to_string()))?;
             return Err(self.forbidden(&why, &id));
         }
-        let id = txn.write_file(&ph.header, &mut windows, shown)?;
+        let id = txn.write_file(&ph.header, content, shown)?;
         // write_file stops at the header's size; every window must have ended exactly.
         windows.finish().map_err(|e| bad(shown, e.to_string()))?;
         Ok(id)
@@ -407,6 +428,68 @@ fn of_kind(
             what: missing,
             value,
         }),
+    }
+}
+
+/// An ELF patch's new file, from its normalized form as the windows make it: the sites
+/// are turned back a buffer at a time (64 KiB), holding back the few bytes a site
+/// that straddles the buffer's end needs.
+struct Restore<'a> {
+    inner: &'a mut dyn Read,
+    rw: Rewriter,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`; bytes of `buf` before `ready` are final, before `out`
+    /// already given out.
+    start: u64,
+    ready: usize,
+    out: usize,
+    /// The file's size: reaching it ends the stream, whatever comes after.
+    size: u64,
+}
+
+impl<'a> Restore<'a> {
+    fn new(inner: &'a mut dyn Read, rw: Rewriter, size: u64) -> Self {
+        Self {
+            inner,
+            rw,
+            buf: Vec::with_capacity(64 << 10),
+            start: 0,
+            ready: 0,
+            out: 0,
+            size,
+        }
+    }
+}
+
+impl Read for Restore<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.out == self.ready {
+            // Drop what was given out; read on after what was kept.
+            self.buf.drain(..self.out);
+            self.start += self.out as u64;
+            self.ready = 0;
+            self.out = 0;
+            let have = self.start + self.buf.len() as u64;
+            if have >= self.size {
+                return Ok(0);
+            }
+            let want = usize::try_from((self.size - have).min(64 << 10)).unwrap_or(64 << 10);
+            let at = self.buf.len();
+            self.buf.resize(at + want, 0);
+            let k = self.inner.read(&mut self.buf[at..])?;
+            self.buf.truncate(at + k);
+            let last = k == 0 || self.start + self.buf.len() as u64 == self.size;
+            let done = self.rw.run(&mut self.buf, self.start, last);
+            self.ready = usize::try_from(done - self.start).unwrap_or(self.buf.len());
+            if k == 0 && self.ready == 0 {
+                // The windows ended early; write_file reports the short file.
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.ready - self.out);
+        out[..n].copy_from_slice(&self.buf[self.out..self.out + n]);
+        self.out += n;
+        Ok(n)
     }
 }
 

@@ -401,26 +401,20 @@ fn gzip_files_travel_as_deflate_patches_and_lies_are_refused() {
         "{report} against {gz_bytes} bytes of gzip"
     );
 
-    // Lies, each signed with the trusted key: refused in one line, nothing changed.
-    let lab = Lab::new();
-    let v1 = lab.commit("1.0", &refs(&base));
-    let v2 = lab.commit("2.0", &refs(&target));
-    lab.install(&v1, &[]);
-    lab.booted(&v1[..16], "default");
-    let good = fs::read(lab.delta(Some(&v1), &v2, "good.berth", &[])).unwrap();
-    assert_eq!(
-        common::Parsed::parse(&good).body.flags,
-        format::update::FLAG_DEFLATE_PATCH
-    );
     // For devices whose berth predates deflate patches: no flag, plain patches, larger.
-    let plain = fs::read(lab.delta(Some(&v1), &v2, "plain.berth", &["--no-deflate"])).unwrap();
-    assert_eq!(common::Parsed::parse(&plain).body.flags, 0);
+    let (lab, good, plain) = with_and_without(
+        &base,
+        &target,
+        format::update::FLAG_DEFLATE_PATCH,
+        "--no-deflate",
+    );
     assert!(
         plain.len() > 2 * good.len(),
         "{} against {}",
         plain.len(),
         good.len()
     );
+    // Lies, each signed with the trusted key: refused in one line, nothing changed.
     let lies: [(Lie, &str); 5] = [
         // The reconstruction data damaged: preflate, in its child process, fails or
         // panics; either way one line.
@@ -444,22 +438,12 @@ fn gzip_files_travel_as_deflate_patches_and_lies_are_refused() {
         (|h, _| h.base_start = 1 << 40, "past the end of"),
     ];
     for (lie, needle) in lies {
-        let bad = common::resign(&lab, &good, |plain| {
-            let (at, head) = deflate_op(plain);
-            let mut h = format::ops::DeflateHead::decode(&head).unwrap();
-            let payload_at = at + 5 + head.len();
-            let mut payload = plain[payload_at..payload_at + h.payload_len() as usize].to_vec();
-            lie(&mut h, &mut payload);
-            let new_head = h.encode();
-            let mut op = vec![format::ops::DEFLATE_PATCH];
-            op.extend_from_slice(&(new_head.len() as u32).to_le_bytes());
-            op.extend_from_slice(&new_head);
-            op.extend_from_slice(&payload);
-            plain.splice(at..payload_at + payload.len(), op);
+        let bad = changed_op(&lab, &good, format::ops::DEFLATE_PATCH, |head, payload| {
+            let mut h = format::ops::DeflateHead::decode(head).unwrap();
+            lie(&mut h, payload);
+            h.encode()
         });
-        let path = lab.tmp.path().join("bad.berth");
-        fs::write(&path, &bad).unwrap();
-        lab.fails(&["update", path.to_str().unwrap()], needle);
+        lab.fails(&["update", bad.to_str().unwrap()], needle);
     }
     // An incompatible flag this berth does not know (as an older berth sees this one).
     let mut p = common::Parsed::parse(&good);
@@ -475,8 +459,55 @@ fn gzip_files_travel_as_deflate_patches_and_lies_are_refused() {
     lab.ok(&["update", path.to_str().unwrap()]);
 }
 
-/// The first deflate patch of a plain part: its offset and head.
-fn deflate_op(plain: &[u8]) -> (usize, Vec<u8>) {
+/// A device at 1.0 (`base`) and two updates to 2.0 (`target`): the default one, which
+/// must carry the incompatible `flag`, and one made with `compat` for berths that
+/// predate it, which carries none.
+fn with_and_without(
+    base: &Files,
+    target: &Files,
+    flag: u16,
+    compat: &str,
+) -> (Lab, Vec<u8>, Vec<u8>) {
+    let lab = Lab::new();
+    let v1 = lab.commit("1.0", &refs(base));
+    let v2 = lab.commit("2.0", &refs(target));
+    lab.install(&v1, &[]);
+    lab.booted(&v1[..16], "default");
+    let good = fs::read(lab.delta(Some(&v1), &v2, "good.berth", &[])).unwrap();
+    assert_eq!(common::Parsed::parse(&good).body.flags, flag);
+    let plain = fs::read(lab.delta(Some(&v1), &v2, "plain.berth", &[compat])).unwrap();
+    assert_eq!(common::Parsed::parse(&plain).body.flags, 0);
+    (lab, good, plain)
+}
+
+/// `update` with its first operation of kind `kind` changed by `change` (given the head
+/// and the payload, it returns the new head), signed again with the trusted key, at
+/// `bad.berth` in the lab.
+fn changed_op(
+    lab: &Lab,
+    update: &[u8],
+    kind: u8,
+    change: impl Fn(&[u8], &mut Vec<u8>) -> Vec<u8>,
+) -> std::path::PathBuf {
+    let bad = common::resign(lab, update, |plain| {
+        let (at, head, payload_len) = op_of(plain, kind);
+        let payload_at = at + 5 + head.len();
+        let mut payload = plain[payload_at..payload_at + payload_len].to_vec();
+        let new_head = change(&head, &mut payload);
+        let mut op = vec![kind];
+        op.extend_from_slice(&(new_head.len() as u32).to_le_bytes());
+        op.extend_from_slice(&new_head);
+        op.extend_from_slice(&payload);
+        plain.splice(at..payload_at + payload_len, op);
+    });
+    let path = lab.tmp.path().join("bad.berth");
+    fs::write(&path, &bad).unwrap();
+    path
+}
+
+/// The first operation of kind `want` in a plain part: its offset, head and payload's
+/// length.
+fn op_of(plain: &[u8], want: u8) -> (usize, Vec<u8>, usize) {
     let mut at = 0;
     while at < plain.len() {
         let kind = plain[at];
@@ -485,10 +516,198 @@ fn deflate_op(plain: &[u8]) -> (usize, Vec<u8>) {
         let payload = match kind {
             format::ops::FILE => format::FileHeader::decode(&head).unwrap().size,
             format::ops::FILE_PATCH => format::ops::PatchHead::decode(&head).unwrap().payload_len(),
-            format::ops::DEFLATE_PATCH => return (at, head),
+            format::ops::DEFLATE_PATCH => format::ops::DeflateHead::decode(&head)
+                .unwrap()
+                .payload_len(),
+            format::ops::ELF_PATCH => format::elfpatch::ElfHead::decode(&head)
+                .unwrap()
+                .patch
+                .payload_len(),
             _ => 0,
-        };
-        at += 5 + len + payload as usize;
+        } as usize;
+        if kind == want {
+            return (at, head, payload);
+        }
+        at += 5 + len + payload;
     }
-    panic!("no deflate patch in the part");
+    panic!("no operation of kind {want} in the part");
+}
+
+/// The executable stretches of a 64-bit little-endian ELF file (its `PF_X` loaded
+/// segments past the headers): (file offset, length, address).
+fn exec_segments(elf: &[u8]) -> Vec<format::elfpatch::CodeRange> {
+    let u16_at = |at: usize| u64::from(u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()));
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
+    let headers = phoff + phentsize * phnum;
+    (0..phnum)
+        .map(|i| (phoff + i * phentsize) as usize)
+        .filter(|&at| elf[at] == 1 && elf[at + 4] & 1 != 0)
+        .map(|at| {
+            let (off, addr, len) = (u64_at(at + 8), u64_at(at + 16), u64_at(at + 32));
+            let start = off.max(headers);
+            format::elfpatch::CodeRange {
+                kind: format::elfpatch::RangeKind::Code,
+                offset: start,
+                len: off + len - start,
+                addr: addr + (start - off),
+            }
+        })
+        .collect()
+}
+
+/// `elf` as a linker would lay it out with `n` bytes (`fill`) inserted at file offset
+/// `at` of its code: everything after moves, and every reference the scan finds (calls,
+/// jumps, RIP-relative operands) gets the displacement that still reaches its target.
+/// (The ELF patch's own restoring does that, through a map that says what moved; the
+/// segment table is left alone, as only the code matters here.)
+fn relinked(elf: &[u8], at: usize, n: usize, fill: u8) -> Vec<u8> {
+    use format::elfpatch::{Arch, Direction, MapRange, Rewriter};
+    let code = exec_segments(elf);
+    let c = code[0];
+    let mut out = elf.to_vec();
+    out.splice(at..at, std::iter::repeat_n(fill, n));
+    let moved = |off: u64| c.addr + (off - c.offset);
+    let (a, end) = (moved(at as u64), moved(elf.len() as u64));
+    let map = [
+        MapRange {
+            new: 0,
+            old: 0,
+            len: a,
+        },
+        MapRange {
+            new: a + n as u64,
+            old: a,
+            len: end - a,
+        },
+    ];
+    let grown = [format::elfpatch::CodeRange {
+        len: c.len + n as u64,
+        ..c
+    }];
+    Rewriter::new(Arch::X86_64, &grown, &map, Direction::Restore)
+        .unwrap()
+        .run(&mut out, 0, true);
+    out
+}
+
+/// x86-64 programs of this machine between 40 and 400 kB, a few.
+fn programs(k: usize) -> Vec<Vec<u8>> {
+    let mut paths: Vec<_> = fs::read_dir("/usr/bin")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| fs::read(p).ok())
+        .filter(|b| {
+            b.starts_with(b"\x7fELF\x02\x01")
+                && b[18] == 62
+                && (40_000..400_000).contains(&b.len())
+                && !exec_segments(b).is_empty()
+        })
+        .take(k)
+        .collect()
+}
+
+/// A change to an ELF patch's head.
+type ElfLie = fn(&mut format::elfpatch::ElfHead);
+
+#[test]
+fn elf_files_travel_as_elf_patches_and_lies_are_refused() {
+    let progs = programs(3);
+    assert_eq!(progs.len(), 3, "x86-64 programs in /usr/bin");
+    let mut base = Files::new();
+    let mut target = Files::new();
+    for (i, p) in progs.iter().enumerate() {
+        base.insert(format!("usr/bin/p{i}"), p.clone());
+        let code = exec_segments(p)[0];
+        // A function grew early in the code: most references cross the change.
+        let at = (code.offset + code.len / (5 + i as u64)) as usize;
+        target.insert(format!("usr/bin/p{i}"), relinked(p, at, 40 + 24 * i, 0x90));
+    }
+    let report = round_trip(&base, &target, &[]);
+    assert_eq!(report["elf_patched"], 3, "{report}");
+
+    // For devices whose berth predates ELF patches: no flag, plain patches, larger
+    // (each crossing reference costs the plain patch bytes).
+    let (lab, good, plain) =
+        with_and_without(&base, &target, format::update::FLAG_ELF_PATCH, "--no-elf");
+    assert!(
+        plain.len() * 2 > good.len() * 3,
+        "{} against {}",
+        plain.len(),
+        good.len()
+    );
+
+    // Lies, each signed with the trusted key: refused in one line, nothing changed.
+    let lies: [(ElfLie, &str); 4] = [
+        // A map that is a bijection but not the one the patch was made with: the
+        // file comes out wrong, and its tree does not match.
+        (
+            |h| {
+                let m = h.map.iter_mut().max_by_key(|m| m.len).unwrap();
+                m.old += 1;
+                m.len -= 1;
+            },
+            "its operations do not make the commit's root tree",
+        ),
+        (
+            |h| h.code[0].len = h.patch.header.size + 1,
+            "ELF patch code range",
+        ),
+        (
+            |h| {
+                let m = h.map[0];
+                h.map.push(format::elfpatch::MapRange {
+                    new: m.new + m.len + (1 << 20),
+                    old: m.old,
+                    len: 1,
+                });
+            },
+            "ELF patch map range",
+        ),
+        (|h| h.patch.windows[0].out_len += 1, "patch windows' output"),
+    ];
+    for (lie, needle) in lies {
+        let bad = changed_op(&lab, &good, format::ops::ELF_PATCH, |head, _| {
+            let mut h = format::elfpatch::ElfHead::decode(head).unwrap();
+            lie(&mut h);
+            h.encode()
+        });
+        lab.fails(&["update", bad.to_str().unwrap()], needle);
+    }
+    let path = lab.tmp.path().join("good.berth");
+    lab.ok(&["update", path.to_str().unwrap()]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// A program edited as a compiler and linker would (insertions and deletions in its
+    /// code, references fixed up, a few bytes changed): the update makes it exactly.
+    #[test]
+    fn elf_programs_edited_anywhere_round_trip(
+        which in 0usize..3,
+        edits in proptest::collection::vec((0u64..1000, 1usize..300, any::<u8>(), any::<bool>()), 1..4),
+    ) {
+        let p = programs(3).swap_remove(which);
+        let mut new = p.clone();
+        for (where_, n, fill, insert) in edits {
+            let code = exec_segments(&new)[0];
+            let at = (code.offset + where_ * (code.len - 400) / 1000) as usize;
+            new = if insert {
+                relinked(&new, at, n, fill)
+            } else {
+                let mut v = new.clone();
+                v[at..at + n.min(16)].fill(fill);
+                v
+            };
+        }
+        let base = Files::from([("usr/bin/p".to_owned(), p)]);
+        let target = Files::from([("usr/bin/p".to_owned(), new)]);
+        round_trip(&base, &target, &[]);
+    }
 }

@@ -55,6 +55,12 @@ pub struct Args {
     /// then refused by such a berth.
     #[arg(long)]
     no_deflate: bool,
+    /// Send ELF files as plain patches only: an update that a berth without ELF
+    /// patches can apply. By default an ELF file whose base is ELF travels with its
+    /// code's references rewritten into the base's addresses when that is smaller, and
+    /// the update is then refused by such a berth.
+    #[arg(long)]
+    no_elf: bool,
     /// Also count the update's bytes by kind of file (gzip, ELF, other, trees), each
     /// kind's operations compressed on their own (compresses everything twice); in
     /// the JSON output as `by_kind`.
@@ -79,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         window,
         split,
         no_deflate,
+        no_elf,
         by_kind,
         json,
     } = a;
@@ -95,6 +102,7 @@ pub fn run(a: Args) -> Result<()> {
         progress: !json && std::io::stderr().is_terminal(),
         window,
         deflate: !no_deflate,
+        elf: !no_elf,
         by_kind,
     })?;
     if json {
@@ -103,13 +111,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!("{}", out.output.display());
     eprintln!(
-        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file, {} through their uncompressed data), {} parts, {} bytes ({} uncompressed)",
+        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file, {} through their uncompressed data, {} with their code's references rewritten), {} parts, {} bytes ({} uncompressed)",
         out.from.as_deref().map_or("(empty)", |f| &f[..16]),
         &out.to[..16],
         out.objects,
         out.patched,
         out.patched_elsewhere,
         out.deflated,
+        out.elf_patched,
         out.parts,
         out.bytes,
         out.uncompressed

@@ -28,10 +28,51 @@ pub(super) enum Prepared {
     /// A gzip file as a deflate patch (`redeflate`): the head (its base index is filled
     /// in when written) and the payload.
     Deflate(Box<format::ops::DeflateHead>, Vec<u8>),
+    /// An ELF file as an ELF patch: one-window patch over the base's whole content
+    /// that makes the normalized file (`elf.rs`).
+    Elf(Box<ElfPatch>),
     /// Too big for one window: done while writing, window by window.
     Windowed,
     /// The patch does not pay: send the file whole.
     Whole,
+}
+
+/// An ELF patch's parts (the head's base index is filled in when written).
+pub(super) struct ElfPatch {
+    pub header: FileHeader,
+    pub base_len: u64,
+    pub arch: format::elfpatch::Arch,
+    pub code: Vec<format::elfpatch::CodeRange>,
+    pub map: Vec<format::elfpatch::MapRange>,
+    pub patch: Vec<u8>,
+}
+
+impl ElfPatch {
+    /// The operation's head, with the base at `base`.
+    pub(super) fn head(&self, base: u64) -> format::elfpatch::ElfHead {
+        format::elfpatch::ElfHead {
+            patch: format::ops::PatchHead {
+                header: self.header.clone(),
+                base,
+                windows: vec![format::ops::Window {
+                    base_start: 0,
+                    base_len: self.base_len,
+                    out_len: self.header.size,
+                    patch_len: self.patch.len() as u64,
+                }],
+            },
+            arch: self.arch,
+            code: self.code.clone(),
+            map: self.map.clone(),
+        }
+    }
+}
+
+/// Which kinds of patch `prepare` may choose besides the plain one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Kinds {
+    pub deflate: bool,
+    pub elf: bool,
 }
 
 fn prepare(
@@ -39,7 +80,7 @@ fn prepare(
     id: &ObjectId,
     base: &ObjectId,
     window: u64,
-    deflate: bool,
+    kinds: Kinds,
 ) -> Result<Prepared> {
     let (Some((header, mut f)), Some((bheader, mut bf))) =
         (regular(repo, id)?, regular(repo, base)?)
@@ -59,7 +100,27 @@ fn prepare(
     // the file's own compressed size, at a quick level.
     let cost = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len());
     let (plain_cost, whole_cost) = (cost(&patch)?, cost(&new)?);
-    let deflate = deflate
+    let elf = kinds
+        .elf
+        .then(|| super::elf::normalize(&old, &new, &patch))
+        .flatten()
+        .map(|norm| {
+            let mut p = Vec::new();
+            bidiff::simple_diff(&old, &norm.bytes, &mut p)?;
+            let e = ElfPatch {
+                header: header.clone(),
+                base_len: bheader.size,
+                arch: norm.arch,
+                code: norm.code,
+                map: norm.map,
+                patch: p,
+            };
+            let c = cost(&e.patch)? + e.head(0).encode().len();
+            anyhow::Ok((c, e))
+        })
+        .transpose()?;
+    let deflate = kinds
+        .deflate
         .then(|| deflate_patch(&old, &new, &header))
         .flatten()
         .map(|(head, payload)| {
@@ -67,10 +128,11 @@ fn prepare(
             anyhow::Ok((c, head, payload))
         })
         .transpose()?;
-    Ok(match deflate {
-        Some((c, head, payload)) if c < plain_cost.min(whole_cost) => {
+    Ok(match (deflate, elf) {
+        (Some((c, head, payload)), _) if c < plain_cost.min(whole_cost) => {
             Prepared::Deflate(Box::new(head), payload)
         }
+        (_, Some((c, e))) if c < plain_cost.min(whole_cost) => Prepared::Elf(Box::new(e)),
         _ if plain_cost < whole_cost => Prepared::Patch(header, bheader.size, patch),
         _ => Prepared::Whole,
     })
@@ -96,7 +158,7 @@ pub(super) fn prepare_batch(
     repo: &Repo,
     jobs: &[Job],
     window: u64,
-    deflate: bool,
+    kinds: Kinds,
 ) -> Result<Vec<Option<Prepared>>> {
     let slots: Vec<Mutex<Option<Result<Prepared>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
@@ -113,7 +175,7 @@ pub(super) fn prepare_batch(
                         base: Some((base, _)),
                     } = job
                     {
-                        let r = prepare(repo, id, base, window, deflate);
+                        let r = prepare(repo, id, base, window, kinds);
                         if let Ok(mut slot) = slots[i].lock() {
                             *slot = Some(r);
                         }

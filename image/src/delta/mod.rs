@@ -20,6 +20,13 @@
 //!   (the `redeflate` crate), kept only if the device's reconstruction, run here, gives
 //!   back the exact bytes. A change early in a deflate stream rewrites all of it, so a
 //!   patch of the compressed bytes is about as large as the file.
+//! - An ELF file (x86-64 or `AArch64`) whose base is ELF too travels as an ELF patch when
+//!   that is smaller: its code's references (relative calls and jumps, RIP-relative
+//!   operands, `AArch64` branches and `adrp` pairs) and its data's pointers rewritten into
+//!   the base's addresses through a map made from the plain patch's matches (`elf.rs`,
+//!   `format::elfpatch`), then diffed. Where code moved, the references that cross the
+//!   move then hold the base's values, and
+//!   the patch does not pay for each of them.
 //! - Everything is compressed solid within a part, so patches of related files share a
 //!   window.
 //!
@@ -34,6 +41,7 @@
 //! signs the superblock and puts the update in place.
 
 mod diff;
+mod elf;
 mod plan;
 mod write;
 
@@ -76,6 +84,9 @@ pub struct DeltaArgs<'a> {
     /// Send gzip files as deflate patches when smaller (the update then needs a berth
     /// that knows them).
     pub deflate: bool,
+    /// Send ELF files as ELF patches when smaller (the update then needs a berth that
+    /// knows them).
+    pub elf: bool,
     /// Also count the update's bytes by kind of file (a second compression).
     pub by_kind: bool,
 }
@@ -94,6 +105,9 @@ pub struct DeltaOutput {
     /// Of the patched, how many gzip files as deflate patches (through their
     /// uncompressed data; the update then carries the deflate-patch flag).
     pub deflated: u64,
+    /// Of the patched, how many ELF files as ELF patches (the update then carries the
+    /// ELF-patch flag).
+    pub elf_patched: u64,
     /// With `--by-kind`: per kind of object (gzip, elf, other, tree), its objects, its
     /// operations' bytes, and those compressed on their own (so they add up to a little
     /// more than the update: each kind loses the others' matches).
@@ -139,16 +153,21 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
             level: args.level,
             window: args.window,
             progress: args.progress,
-            deflate: args.deflate,
+            kinds: diff::Kinds {
+                deflate: args.deflate,
+                elf: args.elf,
+            },
             by_kind: args.by_kind,
         },
     )?;
 
-    let flags = if emitted.deflated > 0 {
-        update::FLAG_DEFLATE_PATCH
-    } else {
-        0
-    };
+    let mut flags = 0;
+    if emitted.deflated > 0 {
+        flags |= update::FLAG_DEFLATE_PATCH;
+    }
+    if emitted.elf_patched > 0 {
+        flags |= update::FLAG_ELF_PATCH;
+    }
     let head = superblock(
         &repo,
         from,
@@ -167,6 +186,7 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
         patched: emitted.patched,
         patched_elsewhere: emitted.patched_elsewhere,
         deflated: emitted.deflated,
+        elf_patched: emitted.elf_patched,
         by_kind: emitted.by_kind.map(|v| v.into_iter().collect()),
         parts: done.len(),
         uncompressed: done.iter().map(|p| p.1).sum(),

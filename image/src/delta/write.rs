@@ -29,8 +29,8 @@ pub(super) struct Settings {
     pub window: u64,
     /// Show progress on stderr.
     pub progress: bool,
-    /// Send gzip files as deflate patches when smaller.
-    pub deflate: bool,
+    /// Which kinds of patch besides the plain one (deflate, ELF) may be sent.
+    pub kinds: super::diff::Kinds,
     /// Also compress each kind of file's operations on their own, for [`ByKind`].
     pub by_kind: bool,
 }
@@ -114,6 +114,7 @@ pub(super) struct Emitted {
     pub patched: u64,
     pub patched_elsewhere: u64,
     pub deflated: u64,
+    pub elf_patched: u64,
     /// With `Settings::by_kind`: each kind's share.
     pub by_kind: Option<Vec<(&'static str, KindBytes)>>,
 }
@@ -425,7 +426,7 @@ fn write_jobs(
             }
             end += 1;
         }
-        let prepared = prepare_batch(repo, &jobs[at..end], window, settings.deflate)?;
+        let prepared = prepare_batch(repo, &jobs[at..end], window, settings.kinds)?;
         for (job, prep) in jobs[at..end].iter().zip(prepared) {
             match job {
                 Job::File { id, .. } => out.kind(|| file_kind(repo, id))?,
@@ -437,7 +438,12 @@ fn write_jobs(
                         id,
                         base: Some((base, same_path)),
                     },
-                    Some(p @ (Prepared::Patch(..) | Prepared::Windowed | Prepared::Deflate(..))),
+                    Some(
+                        p @ (Prepared::Patch(..)
+                        | Prepared::Windowed
+                        | Prepared::Deflate(..)
+                        | Prepared::Elf(..)),
+                    ),
                 ) => {
                     let index = *base_index
                         .get(base)
@@ -446,6 +452,9 @@ fn write_jobs(
                         head.base = index;
                         out.op(ops::DEFLATE_PATCH, &head.encode(), &payload)?;
                         n.deflated += 1;
+                    } else if let Prepared::Elf(e) = p {
+                        out.op(ops::ELF_PATCH, &e.head(index).encode(), &e.patch)?;
+                        n.elf_patched += 1;
                     } else if let Prepared::Patch(header, base_len, patch) = p {
                         let head = PatchHead {
                             windows: vec![ops::Window {

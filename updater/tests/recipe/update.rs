@@ -292,6 +292,7 @@ impl Builder<'_> {
                 self.deflate_head(&f),
                 Vec::new(),
             ),
+            "elf" => (format::ops::ELF_PATCH, self.elf_head(&f), Vec::new()),
             "tree" => (format::ops::TREE, self.tree_head(&f), Vec::new()),
             "raw" => (
                 u8::try_from(num(&f.words[0])).unwrap(),
@@ -387,6 +388,28 @@ impl Builder<'_> {
         for win in &windows {
             for v in win {
                 varint(&mut w, *v);
+            }
+        }
+        w
+    }
+
+    /// An ELF patch's head (docs/FORMAT.md): a patch head, then `arch=` (default 1),
+    /// each `range=KIND,OFFSET,LEN,ADDR` and each `map=NEW,OLD,LEN`, with their counts
+    /// (`ranges=`, `maps=`) taken from them unless given.
+    fn elf_head(&self, f: &Fields) -> Vec<u8> {
+        let mut w = self.patch_head(f);
+        varint(&mut w, num(f.get("arch").unwrap_or("1")));
+        for (list, count, width) in [("range", "ranges", 4), ("map", "maps", 3)] {
+            let items: Vec<Vec<u64>> = f
+                .all(list)
+                .map(|v| split_commas(v).into_iter().map(num).collect())
+                .collect();
+            varint(&mut w, f.get(count).map_or(items.len() as u64, num));
+            for item in items {
+                assert_eq!(item.len(), width, "{list}= takes {width} numbers");
+                for v in item {
+                    varint(&mut w, v);
+                }
             }
         }
         w
