@@ -9,7 +9,9 @@
 # For each, in the same run: Berth's update (size, make time and peak RSS, apply time and
 # peak RSS), bsdiff over the whole tar, xdelta3 -9 -S djw, zstd --patch-from --long=31
 # -19, rdiff, casync, and ostree static-delta, with the full image (`zstd -19 --long`) as
-# the baseline. Writes the "Updates" section of BENCHMARKS.md.
+# the baseline. Writes the "Updates" section of BENCHMARKS.md, and the "Updates by kind
+# of file" section: Berth's update by kind (gzip, ELF, other, trees; `delta --by-kind`)
+# with plain patches only (`--no-deflate --no-elf`, as before issue 18) and as sent.
 #
 # Regression guard: fails (and leaves BENCHMARKS.md alone) if Berth's update for a corpus
 # is more than 5% larger than the number recorded there; BERTH_BENCH_ACCEPT=1 records the
@@ -77,6 +79,8 @@ make_synthetic() {
 }
 
 rows=""
+kinds=""
+ratios=""
 guard=""
 failed=""
 old_report=$(cat BENCHMARKS.md 2>/dev/null || true)
@@ -103,6 +107,20 @@ for corpus in "${corpora[@]}"; do
     va=$($bi commit --repo "$w/repo" --tree "$after" --version 12.1 --timestamp 0 2>/dev/null)
     read -r gen_s gen_rss < <(time_rss "$bi" delta --repo "$w/repo" --from "$vb" --to "$va" --key "$w/keys/berth.key" -o "$w/delta.berth")
     berth_bytes=$(stat -c %s "$w/delta.berth")
+    # By kind of file, with plain patches only and as sent (untimed: each compresses
+    # twice).
+    $bi delta --repo "$w/repo" --from "$vb" --to "$va" --key "$w/keys/berth.key" -o "$w/plain.berth" --no-deflate --no-elf --by-kind --json >"$w/plain.json"
+    $bi delta --repo "$w/repo" --from "$vb" --to "$va" --key "$w/keys/berth.key" -o "$w/kinds.berth" --by-kind --json >"$w/kinds.json"
+    kinds+=$(python3 - "$corpus" "$w/plain.json" "$w/kinds.json" <<'PY'
+import json, sys
+corpus, plain, sent = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+for k in ("gzip", "elf", "other", "tree"):
+    a, b = plain["by_kind"][k], sent["by_kind"][k]
+    print(f"| {corpus} | {k} | {a['objects']} | {a['compressed']} | {b['compressed']} | {b['compressed'] / max(a['compressed'], 1):.2f} |")
+print(f"| {corpus} | **the update** (deflate patches: {sent['deflated']}, ELF patches: {sent['elf_patched']}) | {sent['objects']} | {plain['bytes']} | {sent['bytes']} | {sent['bytes'] / plain['bytes']:.2f} |")
+PY
+)$'\n'
+    rm -f "$w/plain.berth" "$w/kinds.berth"
     $bi install --repo "$w/repo" --commit "$vb" --sysroot "$w/sysroot" >/dev/null
     name=${vb:0:16}
     mkdir -p "$w/sysroot/berth/state/etc/$name/upper/berth/keys"
@@ -135,6 +153,7 @@ for corpus in "${corpora[@]}"; do
     read -r as am < <(time_rss bspatch "$w/before.tar" "$w/bs.out" "$w/bsdiff.patch")
     cmp -s "$w/bs.out" "$w/after.tar" || { echo "bspatch did not reproduce the tar" >&2; exit 1; }
     row "bsdiff over the tar" "$(stat -c %s "$w/bsdiff.patch")" "$s" "$m" "$as" "$am"
+    ratios+="$corpus $(echo "scale=2; $berth_bytes / $(stat -c %s "$w/bsdiff.patch")" | bc -l | sed 's/^\./0./')× bsdiff's, "
     rm -f "$w/bs.out" "$w/bsdiff.patch"
 
     win=$(((tar_bytes > (1 << 30) ? (1 << 30) : tar_bytes)))
@@ -147,6 +166,7 @@ for corpus in "${corpora[@]}"; do
     read -r s m < <(time_rss zstd -q -19 --long=31 -T1 --patch-from="$w/before.tar" "$w/after.tar" -o "$w/pf.zst")
     read -r as am < <(time_rss zstd -q -d --long=31 --patch-from="$w/before.tar" "$w/pf.zst" -o "$w/pf.out")
     row "\`zstd -19 --long=31 --patch-from\`" "$(stat -c %s "$w/pf.zst")" "$s" "$m" "$as" "$am"
+    ratios+="applied in $(echo "scale=2; $apply_s / $as" | bc -l | sed 's/^\./0./')× the time of zstd --patch-from; "
     rm -f "$w/pf.out" "$w/pf.zst"
 
     read -r s1 m1 < <(time_rss rdiff signature "$w/before.tar" "$w/sig")
@@ -203,6 +223,8 @@ compressed (that is how the tool ships it).
 |---|---|---|---|---|---|---|---|
 ${rows%$'\n'}
 
+Berth's update, per corpus: ${ratios%; }.
+
 ${guard%$'\n'}
 <!-- update-bench:end -->
 MD
@@ -215,3 +237,21 @@ if [[ -n $failed && ${BERTH_BENCH_ACCEPT:-0} != 1 ]]; then
 fi
 python3 ci/report-section.py BENCHMARKS.md update-bench "$section"
 echo "$section"
+kinds_section=$(cat <<MD
+<!-- update-kinds:start -->
+## Updates by kind of file
+
+Measured by \`ci/bench-update.sh\` in the same run, on the same commits: Berth's update counted by
+\`berth-image delta --by-kind\` (each kind's operations compressed on their own, zstd -19, 8 MiB window,
+so the kinds add up to a little more than the update, which compresses them together), *plain* with
+\`--no-deflate --no-elf\` (every changed file a bidiff patch, as before issue 18), *sent* as
+\`delta\` makes it by default (gzip files as deflate patches, ELF files as ELF patches, each when smaller).
+
+| corpus | kind | objects | plain: bytes | sent: bytes | sent / plain |
+|---|---|---|---|---|---|
+${kinds%$'\n'}
+<!-- update-kinds:end -->
+MD
+)
+python3 ci/report-section.py BENCHMARKS.md update-kinds "$kinds_section"
+echo "$kinds_section"
