@@ -142,7 +142,10 @@ pub struct ElfHead {
 impl ElfHead {
     /// The encoding: the [`PatchHead`]'s, then the architecture (varint), the ranges'
     /// count and four varints each (`kind`, `offset`, `len`, `addr`), the map ranges'
-    /// count and three varints each (`new`, `old`, `len`).
+    /// count and three varints each: `new` less the previous range's end, the change of
+    /// `old - new` from the previous range's (zigzag: a moved stretch's ranges share
+    /// it), and `len` (all modulo 2^64; the first range's predecessor ends at 0 with a
+    /// shift of 0).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = self.patch.encode();
         wire::put_varint(&mut w, self.arch as u64);
@@ -153,10 +156,18 @@ impl ElfHead {
             }
         }
         wire::put_varint(&mut w, self.map.len() as u64);
+        let (mut end, mut shift) = (0u64, 0u64);
         for m in &self.map {
-            for v in [m.new, m.old, m.len] {
+            let s = m.old.wrapping_sub(m.new);
+            let d = s.wrapping_sub(shift).cast_signed();
+            for v in [
+                m.new.wrapping_sub(end),
+                ((d << 1) ^ (d >> 63)).cast_unsigned(),
+                m.len,
+            ] {
                 wire::put_varint(&mut w, v);
             }
+            (end, shift) = (m.new.wrapping_add(m.len), s);
         }
         w
     }
@@ -201,12 +212,19 @@ impl ElfHead {
         }
         let n = Reader::len(r.varint()?, MAP_RANGES_MAX, "ELF patch map range count")?;
         let mut map = Vec::with_capacity(n.min(bytes.len() / 3));
+        let (mut end, mut shift) = (0u64, 0u64);
         for _ in 0..n {
+            let new = end.wrapping_add(r.varint()?);
+            let z = r.varint()?;
+            shift = shift
+                .wrapping_add(((z >> 1).cast_signed() ^ -(z & 1).cast_signed()).cast_unsigned());
+            let len = r.varint()?;
             map.push(MapRange {
-                new: r.varint()?,
-                old: r.varint()?,
-                len: r.varint()?,
+                new,
+                old: new.wrapping_add(shift),
+                len,
             });
+            end = new.wrapping_add(len);
         }
         r.finish()?;
         Map::new(arch, &map)?;

@@ -394,23 +394,37 @@ impl Builder<'_> {
     }
 
     /// An ELF patch's head (docs/FORMAT.md): a patch head, then `arch=` (default 1),
-    /// each `range=KIND,OFFSET,LEN,ADDR` and each `map=NEW,OLD,LEN`, with their counts
-    /// (`ranges=`, `maps=`) taken from them unless given.
+    /// each `range=KIND,OFFSET,LEN,ADDR` and each `map=NEW,OLD,LEN` (encoded as the
+    /// format says, from the previous range), with their counts (`ranges=`, `maps=`)
+    /// taken from them unless given.
     fn elf_head(&self, f: &Fields) -> Vec<u8> {
         let mut w = self.patch_head(f);
         varint(&mut w, num(f.get("arch").unwrap_or("1")));
-        for (list, count, width) in [("range", "ranges", 4), ("map", "maps", 3)] {
-            let items: Vec<Vec<u64>> = f
-                .all(list)
-                .map(|v| split_commas(v).into_iter().map(num).collect())
-                .collect();
-            varint(&mut w, f.get(count).map_or(items.len() as u64, num));
-            for item in items {
-                assert_eq!(item.len(), width, "{list}= takes {width} numbers");
-                for v in item {
-                    varint(&mut w, v);
-                }
-            }
+        let list = |key: &str, width: usize| -> Vec<Vec<u64>> {
+            f.all(key)
+                .map(|v| {
+                    let item: Vec<u64> = split_commas(v).into_iter().map(num).collect();
+                    assert_eq!(item.len(), width, "{key}= takes {width} numbers");
+                    item
+                })
+                .collect()
+        };
+        let ranges = list("range", 4);
+        varint(&mut w, f.get("ranges").map_or(ranges.len() as u64, num));
+        for v in ranges.iter().flatten() {
+            varint(&mut w, *v);
+        }
+        let maps = list("map", 3);
+        varint(&mut w, f.get("maps").map_or(maps.len() as u64, num));
+        let (mut end, mut shift) = (0u64, 0u64);
+        for m in &maps {
+            let (new, old, len) = (m[0], m[1], m[2]);
+            let s = old.wrapping_sub(new);
+            let d = s.wrapping_sub(shift).cast_signed();
+            varint(&mut w, new.wrapping_sub(end));
+            varint(&mut w, ((d << 1) ^ (d >> 63)).cast_unsigned());
+            varint(&mut w, len);
+            (end, shift) = (new.wrapping_add(len), s);
         }
         w
     }
