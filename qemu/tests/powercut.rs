@@ -39,33 +39,54 @@
 //! The second test does the same on a systemd-boot board: one disk, the sysroot's ext4
 //! then a FAT32 ESP laid out as `berth-image disk` lays it out, under one dm-log-writes
 //! and split by two linear devices (so the log holds both in the order they reached the
-//! disk, and a flush covers both, as on one real disk); `berth --boot-dir` on the ESP
-//! mounted with Linux's vfat runs `esp-update` (1.0 to 2.0, a new kernel set: the set,
-//! the counted entry written inert, the record, the activation), `esp-mark-good` of that
-//! trial and `esp-rollback --from` it. Each state's ESP is read on the host with mtools
-//! (the host's kernel may have no vfat; mtools reads the FAT as another program than
-//! Linux, like the firmware) and must pass: systemd-boot's choice by its rules boots an
-//! entry whose kernel and initramfs are a kernel set's byte for byte; berth-init's dry
-//! run under that entry's `options` boots an allowed deployment, under its own set;
-//! `fsck.vfat -n` finds nothing but what FAT leaves after any cut and `fsck.vfat -a`
-//! repairs (counted, printed as notes); `berth fsck`, the deployments, a retry that ends
-//! with the uninterrupted run's record and ESP files, `e2fsck -fn`. Fewer reorderings
-//! are sampled per epoch ([`ESP_SAMPLING`]): its checks cost more.
+//! disk, and a flush covers both, as on one real disk). The device starts with 1.0 as
+//! its default and 0.9 as the previous deployment, each with a kernel set and an entry
+//! on the ESP; `berth --boot-dir` on the ESP mounted with Linux's vfat runs
+//! `esp-update` (1.0 to 2.0, a new kernel set: the set, the counted entry written
+//! inert, the record, the activation), `esp-mark-good` of that trial (0.9's entry
+//! removed), `esp-gc` (0.9's deployment and its kernel set removed) and `esp-rollback
+//! --from` 2.0. Each state's ESP is read on the host with mtools (the host's kernel may
+//! have no vfat; mtools reads the FAT as another program than Linux, like the
+//! firmware) and must pass: systemd-boot's choice by its rules boots an entry whose
+//! kernel and initramfs are a kernel set's byte for byte; berth-init's dry run under
+//! that entry's `options` boots an allowed deployment, under its own set; `fsck.vfat
+//! -n` finds nothing but what FAT leaves after any cut and `fsck.vfat -a` repairs
+//! (counted, printed as notes); `berth fsck`, the deployments, a retry that ends with
+//! the uninterrupted run's record and ESP files, `e2fsck -fn`. Fewer reorderings are
+//! sampled per epoch ([`LOADER_SAMPLING`]): its checks cost more.
+//!
+//! The third test runs the same steps (`uboot-…`) on a U-Boot board: the FAT16
+//! partition `berth-image disk` makes for `qemu-aarch64-uboot` (`boot.scr`, the two
+//! loader-state copies, one entry directory per deployment with its kernel, initramfs,
+//! `cmdline`, `set`, and a `dtb`, as a board whose `loader.conf` names a device tree).
+//! The guest stays `x86_64`: berth's U-Boot code does not depend on the architecture,
+//! and what U-Boot would boot is modelled on the host ([`uboot_choice`]: `boot.scr`'s
+//! rules, reading the copies as the script does and checking berth reads them alike)
+//! and must be an entry whose kernel, initramfs and device tree are a kernel set's, byte
+//! for byte, under which berth-init boots an allowed deployment under its own set. The
+//! state copies are the partition's only files overwritten in place, so the replay also
+//! tears the writes that reach them: each request one sector at a time
+//! ([`split_writes`]), and a sector cut inside ([`TORN_AT`]), after which `boot.scr`
+//! must ignore the torn copy and boot by the other. A retry must end in the same state
+//! as the uninterrupted run, generations aside ([`without_generation`]).
 //!
 //! `x86_64` only: the guest runs the host's `dmsetup` (with its shared libraries). Root
-//! only (loop mounts). The states are written in /dev/shm when it exists. The two run
-//! side by side: 2.5 minutes for the second alone, 5.7 for both, on 2 cores that other
-//! builds shared; ci/test.sh runs them.
+//! only (loop mounts). The states are written in /dev/shm when it exists. The three run
+//! two at a time, the third once the second ends: 5.3 minutes for all on 2 cores that
+//! other builds shared (the first 4.8, the second 3, the third 2.2; 4.6 for the first
+//! two before the third and gc were added); ci/test.sh runs them.
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use format::bls;
 use format::bootconf::{BootConfig, Loader as BootLoader};
+use format::loader::{LoaderState, StateCopy};
 use format::record::DeploymentName;
 use qemu_tests::guest::{self, Drive, Initramfs};
 use qemu_tests::logwrites::{self, Epoch, ImageKey, Log, Rng};
@@ -249,6 +270,7 @@ struct Tally {
     prefix: u64,
     barriers: u64,
     reordered: u64,
+    torn: u64,
     violations: Vec<String>,
 }
 
@@ -546,9 +568,10 @@ struct Lab {
 const SAMPLES_PER_EPOCH: usize = 24;
 /// Epochs this small have every subset of their writes checked (2^6 = 64 at most).
 const EXHAUSTIVE_MAX: usize = 6;
-/// The same two for the loader board's run, whose checks cost four times as much (the
-/// FAT copied out, `fsck.vfat`, mtools): about 600 states in two minutes.
-const ESP_SAMPLING: Sampling = Sampling {
+/// The same two for the loader boards' runs, whose checks cost four times as much (the
+/// FAT copied out, `fsck.vfat`, mtools): about 700 states in two and a half minutes for
+/// each board.
+const LOADER_SAMPLING: Sampling = Sampling {
     per_epoch: 8,
     exhaustive_max: 4,
 };
@@ -563,12 +586,22 @@ struct Sampling {
 /// The sampler's seed: the same states on every run.
 const SEED: u64 = 0x6265_7274_6870_6375;
 
-/// Whether a state is a prefix of the log or one of an epoch's reorderings.
+/// Whether a state is a prefix of the log, one of an epoch's reorderings, or a prefix
+/// whose last sector is torn inside ([`TORN_AT`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Prefix,
     Reordered,
+    Torn,
 }
+
+/// Where a sector the replay tears (`tear` in [`replay`]) is cut: its first bytes new,
+/// the rest as before, as a flash device cut while programming a page, or a disk
+/// without atomic sectors, may leave it. After the CRC of a U-Boot state copy alone, and
+/// after its first variables: a copy that is neither the old nor the new state. (A cut
+/// between whole sectors leaves the old or the new copy: all its variables are in its
+/// first sector, and the rest is zeros in both.)
+const TORN_AT: [usize; 2] = [4, 64];
 
 /// The subsets of an epoch of `k` writes to check: every prefix (in log order), then
 /// every other subset if there are few, else [`SAMPLES_PER_EPOCH`] sampled ones: a
@@ -812,6 +845,7 @@ impl Lab {
             log_img,
             &marks,
             sampling,
+            &[],
             &mut |k, state| check_state(state, &mnt, &steps[k], &self.files),
         );
         let all = report(
@@ -833,17 +867,22 @@ type Check<'a> = dyn FnMut(usize, &Path) -> Vec<String> + 'a;
 /// Replays the log `log_img` onto a copy of `dir/base.img` and calls `check` on every
 /// distinct state a power cut can leave while a step runs (between its mark of `marks`
 /// and the next, or `done`): each prefix, and reorderings of the writes inside each
-/// epoch. Returns the tally per step, the log's entries and the time it took; panics
-/// unless replaying the whole log gives `work`, the guest's final image.
+/// epoch. A write that touches the sectors `tear` is taken one sector at a time
+/// ([`split_writes`]), and a prefix ending in one of those sectors is also checked with
+/// that sector torn inside ([`TORN_AT`]). Returns the tally per step, the log's entries
+/// and the time it took; panics unless replaying the whole log gives `work`, the
+/// guest's final image.
 fn replay(
     dir: &Path,
     work: &Path,
     log_img: &Path,
     marks: &[&str],
     sampling: Sampling,
+    tear: &[Range<u64>],
     check_state: &mut Check<'_>,
 ) -> (Vec<Tally>, usize, std::time::Duration) {
-    let log = Log::open(log_img).unwrap();
+    let mut log = Log::open(log_img).unwrap();
+    split_writes(&mut log, tear);
     let step_of = step_of(&log, marks);
     let states = in_memory(dir);
     // The prefix up to the last barrier, and its key.
@@ -870,6 +909,7 @@ fn replay(
         match kind {
             Kind::Prefix => tally.prefix += 1,
             Kind::Reordered => tally.reordered += 1,
+            Kind::Torn => tally.torn += 1,
         }
         tally.barriers += u64::from(barrier);
         tally
@@ -898,6 +938,20 @@ fn replay(
             check(step, key, kind, false, &name, &|dev| {
                 ep.apply(&log, &landed, dev).unwrap();
             });
+            // The prefix's last write torn inside its sector, if it is one to tear (a
+            // one-sector piece, [`split_writes`]).
+            let e = &log.entries[at];
+            if kind != Kind::Prefix || !tear.iter().any(|r| r.contains(&e.sector)) {
+                continue;
+            }
+            for t in torn(&log, &ep, &base, base_key, &landed, e) {
+                let at = format!("{name} torn after its sector's byte {}", t.cut);
+                check(step, t.key, Kind::Torn, false, &at, &|dev| {
+                    ep.apply(&log, &t.landed, dev).unwrap();
+                    dev.write_all_at(&t.sector, e.sector * log.sectorsize)
+                        .unwrap();
+                });
+            }
         }
         // Then the base moves past the barrier.
         let mut all = ep.writes.clone();
@@ -929,6 +983,101 @@ fn replay(
     (tallies, log.entries.len(), check_start.elapsed())
 }
 
+/// A prefix state whose last write is torn inside its one sector: the writes `landed`
+/// of the epoch, then `sector` (the new bytes up to `cut`, the rest as before).
+struct Torn {
+    landed: Vec<bool>,
+    sector: Vec<u8>,
+    cut: usize,
+    key: ImageKey,
+}
+
+/// The prefix `landed` of the epoch `ep` (on top of `base`, whose key is `base_key`)
+/// with its last write `last` (one sector) torn at each of [`TORN_AT`].
+fn torn(
+    log: &Log,
+    ep: &Epoch,
+    base: &File,
+    base_key: ImageKey,
+    landed: &[bool],
+    last: &logwrites::Entry,
+) -> Vec<Torn> {
+    if last.nr_sectors != 1 {
+        return Vec::new();
+    }
+    let mut before = landed.to_vec();
+    if let Some(k) = before.iter().rposition(|&l| l) {
+        before[k] = false;
+    }
+    // The sector as the epoch's earlier writes left it.
+    let s = log.sectorsize;
+    let mut old = vec![0u8; usize::try_from(s).unwrap()];
+    base.read_exact_at(&mut old, last.sector * s).unwrap();
+    for (&w, _) in ep.writes.iter().zip(&before).filter(|(_, l)| **l) {
+        let e = &log.entries[w];
+        if (e.sector..e.sector + e.nr_sectors).contains(&last.sector) {
+            let (at, len) = (
+                usize::try_from((last.sector - e.sector) * s).unwrap(),
+                old.len(),
+            );
+            old.copy_from_slice(&log.data(e).unwrap()[at..at + len]);
+        }
+    }
+    let new = log.data(last).unwrap();
+    let key = ep.key(log, base_key, &before);
+    TORN_AT
+        .into_iter()
+        .map(|cut| {
+            let mut sector = old.clone();
+            sector[..cut].copy_from_slice(&new[..cut]);
+            Torn {
+                key: key.change(last.sector, &old, &sector),
+                landed: before.clone(),
+                sector,
+                cut,
+            }
+        })
+        .collect()
+}
+
+/// Splits each write of `log` that touches a sector of `tear` into one write per sector,
+/// in place and in order: a disk writes a sector whole or not at all, but a request of
+/// several sectors may be cut between them, and the pieces of one request may reach
+/// the disk in any order before the next barrier, as separate writes may. So the states
+/// include the request torn: its first sectors landed (a prefix), or any others (a
+/// reordering). Only the last piece keeps a flush or FUA flag (the barrier comes after
+/// the whole request).
+fn split_writes(log: &mut Log, tear: &[Range<u64>]) {
+    let s = log.sectorsize;
+    let mut out = Vec::with_capacity(log.entries.len());
+    for e in log.entries.drain(..) {
+        let torn = logwrites::writes(&e)
+            && e.nr_sectors > 1
+            && tear
+                .iter()
+                .any(|r| e.sector < r.end && r.start < e.sector + e.nr_sectors);
+        if !torn {
+            out.push(e);
+            continue;
+        }
+        for n in 0..e.nr_sectors {
+            let last = n + 1 == e.nr_sectors;
+            out.push(logwrites::Entry {
+                sector: e.sector + n,
+                nr_sectors: 1,
+                flags: if last {
+                    e.flags
+                } else {
+                    e.flags & !(logwrites::FLUSH | logwrites::FUA)
+                },
+                data_at: e.data_at + n * s,
+                mark: None,
+            });
+        }
+    }
+    log.entries = out;
+}
+
 /// A scratch directory for the states, in memory when it can be: the checks' fsyncs
 /// then cost nothing, where on the host's disk they would reach it through the loop
 /// device.
@@ -958,7 +1107,7 @@ fn step_of(log: &Log, marks: &[&str]) -> impl Fn(usize) -> Option<usize> + use<>
 /// violation.
 fn locate(ep: &Epoch, landed: &[bool], kind: Kind, end: usize) -> Option<(usize, String)> {
     match kind {
-        Kind::Prefix => {
+        Kind::Prefix | Kind::Torn => {
             let at = *ep
                 .writes
                 .get(landed.iter().filter(|&&l| l).count().checked_sub(1)?)?;
@@ -991,21 +1140,23 @@ fn report(
     let mut all = Vec::new();
     for (mark, t) in marks.iter().zip(tallies) {
         println!(
-            "powercut {mark}: {} states checked ({} prefixes, {} at flush/FUA points; {} reordered), {} violations",
-            t.prefix + t.reordered,
+            "powercut {mark}: {} states checked ({} prefixes, {} at flush/FUA points; {} reordered; {} torn inside a sector), {} violations",
+            t.prefix + t.reordered + t.torn,
             t.prefix,
             t.barriers,
             t.reordered,
+            t.torn,
             t.violations.len()
         );
         all.extend(t.violations.iter().cloned());
     }
     let total = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
     println!(
-        "{title}: {} states checked ({} prefixes, {} reordered), {} violations; {} log entries, guest run {:.1} s, replay and checks {:.1} s",
-        total(|t| t.prefix + t.reordered),
+        "{title}: {} states checked ({} prefixes, {} reordered, {} torn inside a sector), {} violations; {} log entries, guest run {:.1} s, replay and checks {:.1} s",
+        total(|t| t.prefix + t.reordered + t.torn),
         total(|t| t.prefix),
         total(|t| t.reordered),
+        total(|t| t.torn),
         all.len(),
         entries,
         guest_time.as_secs_f64(),
@@ -1014,18 +1165,62 @@ fn report(
     all
 }
 
-/// Where the ESP starts on the loader board's disk (after the sysroot's ext4), and its
-/// size.
-const ESP_AT: u64 = 48 << 20;
-const ESP_LEN: u64 = 40 << 20;
+/// Where the boot partition starts on a loader board's disk (after the sysroot's ext4).
+const PART_AT: u64 = 48 << 20;
 /// The kernel version of the test kernel sets (`usr/lib/modules/<version>/`).
 const KVER: &str = "6.1.0-test";
+/// The U-Boot board's device tree, relative to a kernel set's `dtb/` (`loader.conf`'s
+/// `devicetree`, as the Raspberry Pi's board names one): its entries hold a `dtb`.
+const DEVICE_TREE: &str = "broadcom/test.dtb";
 
-/// A kernel set's files for `tag`: a kernel both loaders' checks take (an EFI
-/// executable's `MZ`, and `PE\0\0` where offset 0x3c points; an arm64 Image's magic at
-/// 56), 64 KiB, and a 32 KiB initramfs; seeded pseudo-random bytes, so no two sets
-/// share a cluster's content.
-fn set_files(tag: &str) -> [Vec<u8>; 2] {
+/// A loader board's run: the loader that reads the boot partition, and what differs
+/// with it.
+#[derive(Clone, Copy)]
+struct Board {
+    loader: BootLoader,
+    /// The report's title (`powercut <tag>`).
+    tag: &'static str,
+    /// The steps' marks: update, mark-good, gc, rollback.
+    marks: [&'static str; 4],
+    /// The boot partition's size.
+    part_len: u64,
+}
+
+/// systemd-boot: a FAT32 ESP, as `image/src/esp.rs` makes it.
+const SYSTEMD_BOOT: Board = Board {
+    loader: BootLoader::SystemdBoot,
+    tag: "esp",
+    marks: ["esp-update", "esp-mark-good", "esp-gc", "esp-rollback"],
+    part_len: 40 << 20,
+};
+
+/// U-Boot: a FAT partition as `image/src/uboot.rs` makes it for `qemu-aarch64-uboot`
+/// (the FAT size `mkfs.vfat` picks: FAT16 with 2 KiB clusters, as for the board's
+/// 128 MiB partition).
+const U_BOOT: Board = Board {
+    loader: BootLoader::UBoot,
+    tag: "uboot",
+    marks: [
+        "uboot-update",
+        "uboot-mark-good",
+        "uboot-gc",
+        "uboot-rollback",
+    ],
+    part_len: 16 << 20,
+};
+
+/// A kernel set's files: a kernel both loaders' checks take (an EFI executable's `MZ`,
+/// and `PE\0\0` where offset 0x3c points; an arm64 Image's magic at 56), 64 KiB, a
+/// 32 KiB initramfs and, on the U-Boot board, an 8 KiB device tree; seeded
+/// pseudo-random bytes, so no two sets share a cluster's content.
+#[derive(Clone, PartialEq, Eq)]
+struct SetFiles {
+    kernel: Vec<u8>,
+    initramfs: Vec<u8>,
+    dtb: Option<Vec<u8>>,
+}
+
+fn set_files(tag: &str, dtb: bool) -> SetFiles {
     let mut rng = Rng::new(
         tag.bytes()
             .fold(SEED, |h, b| h.rotate_left(8) ^ u64::from(b)),
@@ -1040,12 +1235,22 @@ fn set_files(tag: &str) -> [Vec<u8>; 2] {
     kernel[0x3c..0x40].copy_from_slice(&64u32.to_le_bytes());
     kernel[56..60].copy_from_slice(b"ARM\x64");
     kernel[64..68].copy_from_slice(b"PE\0\0");
-    [kernel, bytes(32 << 10)]
+    let initramfs = bytes(32 << 10);
+    let dtb = dtb.then(|| {
+        let mut d = bytes(8 << 10);
+        d[..4].copy_from_slice(&0xd00d_feed_u32.to_be_bytes());
+        d
+    });
+    SetFiles {
+        kernel,
+        initramfs,
+        dtb,
+    }
 }
 
 /// The loader board's root filesystem: small (the sysroot's own writes are the other
-/// test's), its kernel set added by the caller.
-fn esp_tree(dir: &Path, version: &str, keys: &Path) -> PathBuf {
+/// test's), with its kernel set `set` in `usr/lib/modules/<KVER>/`.
+fn loader_tree(dir: &Path, version: &str, keys: &Path, set: &SetFiles) -> PathBuf {
     let t = dir.join(format!("tree-{version}"));
     for d in ["etc", "var", "run", "dev", "proc", "sys", "sysroot", "sbin"] {
         fs::create_dir_all(t.join(d)).unwrap();
@@ -1059,6 +1264,15 @@ fn esp_tree(dir: &Path, version: &str, keys: &Path) -> PathBuf {
         t.join("usr/lib/berth/keys/berth.pub"),
     )
     .unwrap();
+    let modules = t.join("usr/lib/modules").join(KVER);
+    fs::create_dir_all(&modules).unwrap();
+    fs::write(modules.join("vmlinuz"), &set.kernel).unwrap();
+    fs::write(modules.join("initramfs.img"), &set.initramfs).unwrap();
+    if let Some(dtb) = &set.dtb {
+        let at = modules.join("dtb").join(DEVICE_TREE);
+        fs::create_dir_all(at.parent().unwrap()).unwrap();
+        fs::write(at, dtb).unwrap();
+    }
     t
 }
 
@@ -1075,23 +1289,46 @@ fn boot_report(dir: &Path, file: &str, name: &str, reason: &str) -> PathBuf {
     p
 }
 
-/// What the loader board's device looks like on its ESP: every file under it, with
-/// its content.
-type EspState = BTreeMap<Vec<u8>, Vec<u8>>;
+/// What the loader board's device looks like on its boot partition: every file under
+/// it, with its content.
+type PartState = BTreeMap<Vec<u8>, Vec<u8>>;
 
-fn esp_state(dir: &Path) -> EspState {
+fn part_state(dir: &Path) -> PartState {
     testkit::scan(dir)
         .into_iter()
         .map(|(p, e)| (p, e.content))
         .collect()
 }
 
-/// Copies the ESP's files that berth writes (`loader/entries/*`, `berth/*/*`) out of
-/// the FAT image `part` into `to` (created), with mtools: the host's kernel may have no
-/// vfat, and mtools reads the FAT as another program than Linux, as the firmware does.
-/// One level at a time (a directory entry whose start cluster is 0 reads as the root
-/// directory). Returns the files it could not read.
-fn esp_files(part: &Path, to: &Path) -> Vec<String> {
+/// `files` with U-Boot's two state copies replaced by what the winner says, without its
+/// generation (`berth/state`): a retry may take two more generations to end in the same
+/// state (it ends the trial it finds, then starts it again), as `updater/tests/crash.rs`
+/// allows too. Unchanged on systemd-boot's ESP.
+fn without_generation(mut files: PartState) -> PartState {
+    let copies = [StateCopy::A, StateCopy::B].map(|c| {
+        files
+            .remove(c.path().as_bytes())
+            .and_then(|b| LoaderState::decode(&b).ok())
+    });
+    if let Some((_, s)) = format::loader::winner(copies[0].as_ref(), copies[1].as_ref()) {
+        files.insert(
+            b"berth/state".to_vec(),
+            format!("{:?} {:?} {:?}", s.default, s.previous, s.trial).into_bytes(),
+        );
+    }
+    files
+}
+
+/// Copies the boot partition's files out of the FAT image `part` into `to` (created),
+/// with mtools: the host's kernel may have no vfat, and mtools reads the FAT as another
+/// program than Linux, as the firmware and U-Boot do. systemd-boot's ESP: what berth
+/// writes (`loader/entries/*`, `berth/*/*`); U-Boot's: everything, two directory levels
+/// down (`boot.scr`, `berth/{a,b}/state`, `<entry>/*`). One level at a time (a directory
+/// entry whose start cluster is 0 reads as the root directory, in mtools as in U-Boot).
+/// Not the names `fsck.vfat -a` gives the entries it renames (`FSCK0000.REC`), when the
+/// check ran it ([`LoaderLab::read_part`]): they are its own, not berth's, and no loader
+/// reads them. Returns the files it could not read.
+fn part_files(board: Board, part: &Path, to: &Path) -> Vec<String> {
     let mtools = |tool: &str, args: &[&str]| {
         Command::new(tool)
             .env("MTOOLS_SKIP_CHECK", "1")
@@ -1101,11 +1338,22 @@ fn esp_files(part: &Path, to: &Path) -> Vec<String> {
             .output()
             .unwrap()
     };
+    let (mut dirs, depth) = match board.loader {
+        BootLoader::SystemdBoot => (
+            vec![(bls::ENTRIES_DIR.to_owned(), 1), ("berth".to_owned(), 0)],
+            1,
+        ),
+        BootLoader::UBoot => (vec![(String::new(), 0)], 2),
+    };
     let mut unreadable = Vec::new();
-    let mut dirs = vec!["loader/entries".to_owned(), "berth".to_owned()];
-    while let Some(d) = dirs.pop() {
+    while let Some((d, level)) = dirs.pop() {
         fs::create_dir_all(to.join(&d)).unwrap();
-        let list = mtools("mdir", &["-b", &format!("::/{d}/")]);
+        let at = if d.is_empty() {
+            "::/".to_owned()
+        } else {
+            format!("::/{d}/")
+        };
+        let list = mtools("mdir", &["-b", &at]);
         if !list.status.success() {
             unreadable.push(format!("{d}/"));
             continue;
@@ -1115,9 +1363,17 @@ fn esp_files(part: &Path, to: &Path) -> Vec<String> {
                 continue;
             };
             if let Some(sub) = p.strip_suffix('/') {
-                if d == "berth" {
-                    dirs.push(sub.to_owned());
+                if level < depth {
+                    dirs.push((sub.to_owned(), level + 1));
                 }
+                continue;
+            }
+            let name = p.rsplit('/').next().unwrap_or(p);
+            if name.len() == 12
+                && name.starts_with("FSCK")
+                && &name[8..] == ".REC"
+                && name[4..8].bytes().all(|b| b.is_ascii_digit())
+            {
                 continue;
             }
             let dest = to.join(p);
@@ -1134,55 +1390,79 @@ fn esp_files(part: &Path, to: &Path) -> Vec<String> {
 }
 
 /// One step of the loader board's run.
-struct EspStep {
+struct LoaderStep {
     mark: &'static str,
     args: Vec<String>,
     booted: PathBuf,
     may_boot: Vec<String>,
-    want: (Outcome, EspState),
+    want: (Outcome, PartState),
 }
 
-/// The loader board's device, built on the host: a sysroot with
-/// `berth/boot/loader.conf` naming systemd-boot, and its ESP, laid out as
-/// `berth-image disk` lays it out (`image/src/esp.rs`).
-struct EspLab {
+/// A loader board's device, built on the host: a sysroot with `berth/boot/loader.conf`
+/// naming the board's loader, and its boot partition, laid out as `berth-image disk`
+/// lays it out (`image/src/esp.rs`, `image/src/uboot.rs`).
+struct LoaderLab {
+    board: Board,
     dir: PathBuf,
     sysroot: PathBuf,
-    /// The ESP's FAT image (FAT32, as `berth-image disk` makes it).
-    esp: PathBuf,
+    /// The boot partition's FAT image.
+    part: PathBuf,
     update: PathBuf,
-    /// The deployments of 1.0 and 2.0.
-    names: [String; 2],
+    /// The deployments of 0.9, 1.0 and 2.0.
+    names: [String; 3],
     /// berth-init's reports: 1.0 booted as the default, 2.0 as the loader's trial, 2.0
     /// as the default.
     boots: [PathBuf; 3],
     /// Each deployment's kernel set (`<id16>`), and each set's files.
     sets: BTreeMap<String, String>,
-    set_files: BTreeMap<String, [Vec<u8>; 2]>,
+    set_files: BTreeMap<String, SetFiles>,
     files: BTreeMap<String, Scan>,
-    want: BTreeMap<&'static str, (Outcome, EspState)>,
+    want: BTreeMap<&'static str, (Outcome, PartState)>,
+    /// U-Boot: every state copy the uninterrupted run had on the partition.
+    written: HashSet<Vec<u8>>,
     /// Per step, what the checks met that is not a violation, and how often.
     notes: std::cell::RefCell<BTreeMap<&'static str, BTreeMap<&'static str, u64>>>,
 }
 
-/// `berth --boot-dir esp …` on `sysroot`.
-fn berth_esp(sysroot: &Path, esp: &Path, boot_json: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["--boot-dir", esp.to_str().unwrap()];
+/// `berth --boot-dir part …` on `sysroot`.
+fn berth_part(
+    sysroot: &Path,
+    part: &Path,
+    boot_json: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    let mut all = vec!["--boot-dir", part.to_str().unwrap()];
     all.extend_from_slice(args);
     berth(sysroot, boot_json, &all)
 }
 
-/// What systemd-boot starts from the ESP mounted at `esp`, by its rules for these
+/// What a loader starts: the kernel's command line, the kernel set (`<id16>`) whose
+/// files it loaded, and what the model met on the way that is not a violation.
+struct Choice {
+    cmdline: String,
+    set: String,
+    notes: Vec<&'static str>,
+}
+
+/// The set among `sets` whose files are `kernel`, `initramfs` and `dtb`, byte for byte.
+fn set_of(
+    sets: &BTreeMap<String, SetFiles>,
+    kernel: &[u8],
+    initramfs: &[u8],
+    dtb: Option<&[u8]>,
+) -> Option<String> {
+    sets.iter()
+        .find(|(_, f)| f.kernel == kernel && f.initramfs == initramfs && f.dtb.as_deref() == dtb)
+        .map(|(s, _)| s.clone())
+}
+
+/// What systemd-boot starts from the ESP's files at `esp`, by its rules for these
 /// entries (`format::bls`, systemd-boot 252 and later: entries with a sort key, newest
 /// version first, those with no tries left moved to the end; `loader/loader.conf` names
 /// no default and nothing sets a one-shot entry; an entry with no `linux` line is
 /// dropped): the first entry, whose `linux` and `initrd` files must be a kernel set's,
-/// byte for byte. Returns the entry's `options`
-/// (the kernel's command line) and the set's `<id16>`, or why it boots nothing.
-fn systemd_boot_choice(
-    esp: &Path,
-    set_files: &BTreeMap<String, [Vec<u8>; 2]>,
-) -> Result<(String, String), String> {
+/// byte for byte. Returns the entry's `options` and the set, or why it boots nothing.
+fn systemd_boot_choice(esp: &Path, sets: &BTreeMap<String, SetFiles>) -> Result<Choice, String> {
     let dir = esp.join(bls::ENTRIES_DIR);
     let names: Vec<String> = fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", bls::ENTRIES_DIR))?
@@ -1212,10 +1492,10 @@ fn systemd_boot_choice(
     let set = bls::set_dir_of(&text)
         .and_then(|d| d.strip_prefix("berth/"))
         .ok_or_else(|| format!("{file} names no kernel set: {text:?}"))?;
-    let want = set_files
+    let want = sets
         .get(set)
         .ok_or_else(|| format!("{file} boots kernel set {set}, which no deployment carries"))?;
-    for (path, want) in [(linux, &want[0]), (initrd, &want[1])] {
+    for (path, want) in [(linux, &want.kernel), (initrd, &want.initramfs)] {
         let on_esp = fs::read(esp.join(path.trim_start_matches('/')));
         if on_esp.as_ref().ok() != Some(want) {
             return Err(format!(
@@ -1224,7 +1504,184 @@ fn systemd_boot_choice(
             ));
         }
     }
-    Ok((options.to_owned(), set.to_owned()))
+    Ok(Choice {
+        cmdline: options.to_owned(),
+        set: set.to_owned(),
+        notes: Vec::new(),
+    })
+}
+
+/// The variables `boot.scr` imports from a state copy (`env import -c … ${berth_vars}`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ScriptVars {
+    default: String,
+    generation: String,
+    previous: String,
+    trial: String,
+    tries: String,
+}
+
+/// A state copy as `boot.scr` step 1 reads it (`image/uboot/boot.cmd`): `load` then
+/// `itest ${filesize} -eq 0x1000`, `env import -c` (the CRC-32 of bytes 4..4096 in the
+/// first four, little-endian; then `key=value` strings up to an empty one, of which it
+/// takes only its six keys), then `berth_version` 1, `berth_gen` and `berth_default`
+/// not empty. `None`: the script ignores the copy.
+fn script_import(bytes: &[u8]) -> Option<ScriptVars> {
+    if bytes.len() != format::loader::STATE_LEN {
+        return None;
+    }
+    let (crc, body) = bytes.split_at(4);
+    if format::uboot_env::crc32(body).to_le_bytes() != crc {
+        return None;
+    }
+    let mut v = ScriptVars::default();
+    let mut version = "";
+    let text = std::str::from_utf8(body).ok()?;
+    for var in text.split('\0').take_while(|s| !s.is_empty()) {
+        let (key, value) = var.split_once('=')?;
+        let slot = match key {
+            "berth_default" => &mut v.default,
+            "berth_gen" => &mut v.generation,
+            "berth_previous" => &mut v.previous,
+            "berth_trial" => &mut v.trial,
+            "berth_tries" => &mut v.tries,
+            "berth_version" => {
+                version = value;
+                continue;
+            }
+            _ => continue,
+        };
+        value.clone_into(slot);
+    }
+    (version == "1" && !v.generation.is_empty() && !v.default.is_empty()).then_some(v)
+}
+
+/// A number as U-Boot's `itest` reads it: hexadecimal (`simple_strtoul` base 16: the
+/// leading hex digits, 0 without any).
+fn itest_number(s: &str) -> u64 {
+    let digits = s.trim_start_matches("0x");
+    let end = digits
+        .find(|c: char| !c.is_ascii_hexdigit())
+        .unwrap_or(digits.len());
+    u64::from_str_radix(&digits[..end], 16).unwrap_or(0)
+}
+
+/// What `boot.scr` (`image/uboot/boot.cmd`) starts from the boot partition's files at
+/// `part`, by its rules: each state copy read as [`script_import`] does; the newer valid
+/// one wins (A on a tie); a trial with tries left is booted first only if the other copy
+/// is a 4096-byte file (so its try can be written there); then, for the trial, the
+/// default and the previous entry in turn, the first whose `vmlinuz` and
+/// `initramfs.img` load (and `cmdline` and `dtb`, if there), and whose kernel `booti`
+/// takes (`ARM\x64` at offset 56; it refuses another and the script goes on). That
+/// entry's kernel, initramfs and device tree must be a kernel set's, byte for byte; its
+/// command line is `cmdline` (at most 0xfff bytes, up to a NUL) and `berth.entry=`.
+///
+/// A copy the script takes must also be one the uninterrupted run wrote (`written`), and
+/// read by berth (`format::loader`) as the script reads it: a copy torn by a power cut
+/// must fail its CRC, so that the loader falls back to the other copy.
+fn uboot_choice(
+    part: &Path,
+    sets: &BTreeMap<String, SetFiles>,
+    written: &HashSet<Vec<u8>>,
+) -> Result<Choice, String> {
+    let mut notes = Vec::new();
+    let mut copies = Vec::new();
+    for copy in [StateCopy::A, StateCopy::B] {
+        let bytes = fs::read(part.join(copy.path())).ok();
+        let vars = bytes.as_deref().and_then(script_import);
+        if let (Some(v), Some(bytes)) = (&vars, &bytes) {
+            if !written.contains(bytes) {
+                return Err(format!(
+                    "boot.scr takes {}, which holds a state no uninterrupted run wrote: {v:?}",
+                    copy.path()
+                ));
+            }
+            let berth_reads = LoaderState::decode(bytes).ok().map(|s| ScriptVars {
+                default: s.default.as_str().to_owned(),
+                generation: format!("{:x}", s.generation),
+                previous: s
+                    .previous
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default(),
+                trial: s
+                    .trial
+                    .map(|t| t.entry.as_str().to_owned())
+                    .unwrap_or_default(),
+                tries: s
+                    .trial
+                    .map(|t| format!("{:x}", t.tries_left))
+                    .unwrap_or_default(),
+            });
+            if berth_reads.as_ref() != Some(v) {
+                return Err(format!(
+                    "{}: boot.scr reads {v:?}, berth {berth_reads:?}",
+                    copy.path()
+                ));
+            }
+        } else if bytes
+            .as_ref()
+            .is_some_and(|b| b.len() == format::loader::STATE_LEN)
+        {
+            notes.push("states with a torn state copy, which boot.scr ignores");
+        } else {
+            notes.push("states with a state copy boot.scr cannot load");
+        }
+        copies.push((copy, vars, bytes.map(|b| b.len())));
+    }
+    let generation = |c: usize| copies[c].1.as_ref().map(|v| itest_number(&v.generation));
+    let won = match (generation(0), generation(1)) {
+        (Some(a), Some(b)) if b > a => 1,
+        (Some(_), _) => 0,
+        (None, Some(_)) => 1,
+        (None, None) => return Err("no valid state copy; boot.scr boots nothing".into()),
+    };
+    let state = copies[won].1.as_ref().unwrap(); // the winner is a valid copy
+    // The try is written to the other copy first, only over a 4096-byte file.
+    let other_whole = copies[1 - won].2 == Some(format::loader::STATE_LEN);
+    let trial = (!state.trial.is_empty() && itest_number(&state.tries) > 0 && other_whole)
+        .then_some(state.trial.as_str());
+    for entry in [trial, Some(&state.default), Some(&state.previous)]
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.is_empty())
+    {
+        let dir = part.join(entry);
+        let (Ok(kernel), Ok(initramfs)) = (
+            fs::read(dir.join("vmlinuz")),
+            fs::read(dir.join("initramfs.img")),
+        ) else {
+            notes.push("states where boot.scr cannot load an entry it tries");
+            continue;
+        };
+        let cmdline = fs::read(dir.join("cmdline")).ok();
+        let dtb = fs::read(dir.join("dtb")).ok();
+        if kernel.len() < 64 {
+            // booti's magic would come from whatever an earlier load left in memory.
+            return Err(format!(
+                "{entry}/vmlinuz is {} bytes: booti reads its header from memory",
+                kernel.len()
+            ));
+        }
+        if kernel.get(56..60) != Some(b"ARM\x64") {
+            notes.push("states where booti refuses an entry's kernel");
+            continue;
+        }
+        let set = set_of(sets, &kernel, &initramfs, dtb.as_deref()).ok_or_else(|| {
+            format!("boot.scr starts entry {entry}, whose files are no kernel set's")
+        })?;
+        // Optional to the script, but every entry berth or the image builder writes has
+        // one: without it the kernel would start with no `berth.root=`.
+        let args = cmdline
+            .ok_or_else(|| format!("boot.scr starts entry {entry}, which has no cmdline"))?;
+        let args = &args[..args.len().min(0xfff)];
+        let args = args.split(|&b| b == 0).next().unwrap_or_default();
+        return Ok(Choice {
+            cmdline: format!("{} berth.entry={entry}", String::from_utf8_lossy(args)),
+            set,
+            notes,
+        });
+    }
+    Err(format!("no entry of {state:?} can be booted"))
 }
 
 /// What `fsck.vfat -n` finds on the FAT image `part`: (the kinds of findings that do not
@@ -1235,10 +1692,10 @@ fn systemd_boot_choice(
 /// and berth only meet those in files the checks below read. Two names for one cluster
 /// chain, or anything unknown, are findings of the second kind.
 ///
-/// Linux marks a FAT32 volume dirty while it is mounted (bit 0 of byte 65 of the boot
-/// sector, not of its backup), so every state has that mark: it is cleared in `part`
-/// first. The free-cluster count in FSINFO, a hint that Linux updates lazily, is not a
-/// finding.
+/// Linux marks a FAT volume dirty while it is mounted (bit 0 of byte 65 of a FAT32 boot
+/// sector, not of its backup; of byte 37 on FAT16), so every state has that mark: it is
+/// cleared in `part` first. The free-cluster count in FSINFO, a hint that Linux updates
+/// lazily, is not a finding.
 fn fsck_vfat(part: &Path) -> (Vec<&'static str>, Vec<String>) {
     const REPAIRED: [(&str, &str); 6] = [
         ("FATs differ", "FAT copies differ"),
@@ -1278,10 +1735,15 @@ fn fsck_vfat(part: &Path) -> (Vec<&'static str>, Vec<String>) {
             .unwrap();
         let mut boot = [0u8; 512];
         f.read_exact_at(&mut boot, 0).unwrap();
-        let backup = u64::from(u16::from_le_bytes([boot[50], boot[51]])) * 512;
-        let mut flag = [0u8; 1];
-        f.read_exact_at(&mut flag, backup + 65).unwrap();
-        f.write_all_at(&flag, 65).unwrap();
+        // FAT32 has no 16-bit FAT size (bytes 22..24), and a backup boot sector.
+        if boot[22..24] == [0, 0] {
+            let backup = u64::from(u16::from_le_bytes([boot[50], boot[51]])) * 512;
+            let mut flag = [0u8; 1];
+            f.read_exact_at(&mut flag, backup + 65).unwrap();
+            f.write_all_at(&flag, 65).unwrap();
+        } else {
+            f.write_all_at(&[boot[37] & !1], 37).unwrap();
+        }
     }
     let out = Command::new("fsck.vfat")
         .arg("-n")
@@ -1313,45 +1775,84 @@ fn fsck_vfat(part: &Path) -> (Vec<&'static str>, Vec<String>) {
     (repaired, other)
 }
 
-impl EspLab {
-    /// The uninterrupted run on the host, on a loop mount of a copy of the ESP.
+impl LoaderLab {
+    /// Counts `n` more of `what` in `step`'s notes.
+    fn note(&self, step: &LoaderStep, what: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self
+            .notes
+            .borrow_mut()
+            .entry(step.mark)
+            .or_default()
+            .entry(what)
+            .or_default() += n;
+    }
+
+    /// The uninterrupted run on the host, on a copy of the boot partition's files.
     fn reference(&mut self) {
-        let [n1, n2] = &self.names;
+        let [n0, n1, n2] = &self.names;
         let [boot1, trial2, boot2] = &self.boots;
+        let [update, mark_good, gc, rollback] = self.board.marks;
         let reference = self.dir.join("reference");
         run(Command::new("cp")
             .arg("-a")
             .arg(&self.sysroot)
             .arg(&reference));
-        let esp = self.dir.join("reference-esp");
-        assert_eq!(esp_files(&self.esp, &esp), Vec::<String>::new());
-        self.files
-            .insert(n1.clone(), scan(&reference.join("berth/deploy").join(n1)));
+        let part = self.dir.join("reference-part");
+        assert_eq!(
+            part_files(self.board, &self.part, &part),
+            Vec::<String>::new()
+        );
+        for n in [n0, n1] {
+            self.files
+                .insert(n.clone(), scan(&reference.join("berth/deploy").join(n)));
+        }
+        let copies = |written: &mut HashSet<Vec<u8>>| {
+            for copy in [StateCopy::A, StateCopy::B] {
+                written.extend(fs::read(part.join(copy.path())));
+            }
+        };
+        copies(&mut self.written);
         let mut step = |mark, booted: &Path, args: &[&str]| {
-            let o = berth_esp(&reference, &esp, booted, args);
+            let o = berth_part(&reference, &part, booted, args);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let end = (outcome(&reference, booted).unwrap(), esp_state(&esp));
+            let end = (outcome(&reference, booted).unwrap(), part_state(&part));
             self.want.insert(mark, end.clone());
+            copies(&mut self.written);
             end
         };
-        let (after, _) = step(
-            "esp-update",
-            boot1,
-            &["update", self.update.to_str().unwrap()],
-        );
+        let (after, _) = step(update, boot1, &["update", self.update.to_str().unwrap()]);
         assert_eq!(after.trial.as_ref(), Some(n2));
         self.files
             .insert(n2.clone(), scan(&reference.join("berth/deploy").join(n2)));
-        let (after, _) = step("esp-mark-good", trial2, &["mark-good"]);
+        let (after, before_gc) = step(mark_good, trial2, &["mark-good"]);
         assert_eq!(after.default.as_ref(), Some(n2));
-        let (after, _) = step("esp-rollback", boot2, &["rollback", "--from", n2]);
+        let (after, after_gc) = step(gc, boot2, &["gc"]);
+        assert!(!after.deployments.contains(n0), "{after:?}");
+        // gc removes something real from the boot partition: 0.9's kernel set on the
+        // ESP (U-Boot's entry directory holds the set, and goes with 0.9's name from
+        // the record, at mark-good).
+        let set0 = format!("berth/{}/", self.sets[n0]);
+        let of_0_9 = |s: &PartState| {
+            s.keys()
+                .filter(|p| p.starts_with(set0.as_bytes()) || p.starts_with(n0.as_bytes()))
+                .count()
+        };
+        match self.board.loader {
+            BootLoader::SystemdBoot => assert!(of_0_9(&before_gc) > 0 && of_0_9(&after_gc) == 0),
+            BootLoader::UBoot => assert_eq!(of_0_9(&before_gc), 0),
+        }
+        let (after, _) = step(rollback, boot2, &["rollback", "--from", n2]);
         assert_eq!(after.default.as_ref(), Some(n1));
     }
 
-    fn steps(&self) -> Vec<EspStep> {
-        let [n1, n2] = &self.names;
+    fn steps(&self) -> Vec<LoaderStep> {
+        let [_, n1, n2] = &self.names;
         let [boot1, trial2, boot2] = &self.boots;
-        let step = |mark, args: &[&str], booted: &PathBuf, may_boot: &[&String]| EspStep {
+        let [update, mark_good, gc, rollback] = self.board.marks;
+        let step = |mark, args: &[&str], booted: &PathBuf, may_boot: &[&String]| LoaderStep {
             mark,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             booted: booted.clone(),
@@ -1360,59 +1861,60 @@ impl EspLab {
         };
         vec![
             step(
-                "esp-update",
+                update,
                 &["update", self.update.to_str().unwrap()],
                 boot1,
                 &[n1, n2],
             ),
-            step("esp-mark-good", &["mark-good"], trial2, &[n2]),
-            step(
-                "esp-rollback",
-                &["rollback", "--from", n2],
-                boot2,
-                &[n1, n2],
-            ),
+            step(mark_good, &["mark-good"], trial2, &[n2]),
+            step(gc, &["gc"], boot2, &[n2]),
+            step(rollback, &["rollback", "--from", n2], boot2, &[n1, n2]),
         ]
     }
 
-    /// The guest's script: dm-log-writes over the whole disk, the sysroot and the ESP as
-    /// linear devices over it (so the log has both in the order they reached the disk,
-    /// and a flush covers both, as on one real disk), then each step between two marks.
+    /// The guest's script: dm-log-writes over the whole disk, the sysroot and the boot
+    /// partition as linear devices over it (so the log has both in the order they
+    /// reached the disk, and a flush covers both, as on one real disk), then each step
+    /// between two marks.
     fn guest_script(&self) -> String {
-        let (at, len) = (ESP_AT / 512, ESP_LEN / 512);
+        let (at, len) = (PART_AT / 512, self.board.part_len / 512);
+        let [update, mark_good, gc, rollback] = self.board.marks;
         format!(
             r#"sectors=$(cat /sys/block/vda/size)
 dmsetup create --noudevsync lw --table "0 $sectors log-writes /dev/vda /dev/vdb" || echo "POWERCUT dmsetup failed"
 dmsetup create --noudevsync root --table "0 {at} linear /dev/dm-0 0"
-dmsetup create --noudevsync esp --table "0 {len} linear /dev/dm-0 {at}"
+dmsetup create --noudevsync part --table "0 {len} linear /dev/dm-0 {at}"
 dmsetup message lw 0 mark start
 mount -t ext4 -o noauto_da_alloc /dev/dm-1 /mnt || echo "POWERCUT mount failed"
-mkdir -p /esp
-mount -t vfat /dev/dm-2 /esp || echo "POWERCUT mount failed"
-b="berth --sysroot /mnt --boot-dir /esp"
-dmsetup message lw 0 mark esp-update
+mkdir -p /part
+mount -t vfat /dev/dm-2 /part || echo "POWERCUT mount failed"
+b="berth --sysroot /mnt --boot-dir /part"
+dmsetup message lw 0 mark {update}
 $b --boot-json /boot-1.json update /update.berth
 echo "POWERCUT update $?"
-dmsetup message lw 0 mark esp-mark-good
+dmsetup message lw 0 mark {mark_good}
 $b --boot-json /trial-2.json mark-good
 echo "POWERCUT mark-good $?"
-dmsetup message lw 0 mark esp-rollback
+dmsetup message lw 0 mark {gc}
+$b --boot-json /boot-2.json gc
+echo "POWERCUT gc $?"
+dmsetup message lw 0 mark {rollback}
 $b --boot-json /boot-2.json rollback --from {}
 echo "POWERCUT rollback $?"
 dmsetup message lw 0 mark done
-umount /esp
+umount /part
 umount /mnt
-dmsetup remove esp
+dmsetup remove part
 dmsetup remove root
 dmsetup remove lw
 echo "POWERCUT finished"
 "#,
-            self.names[1]
+            self.names[2]
         )
     }
 
-    /// Runs the guest on the disk (the sysroot's ext4, then the ESP); returns its final
-    /// image, the log and the guest's wall time.
+    /// Runs the guest on the disk (the sysroot's ext4, then the boot partition); returns
+    /// its final image, the log and the guest's wall time.
     fn guest(&self) -> (PathBuf, PathBuf, std::time::Duration) {
         let dir = self.dir.as_path();
         let base = dir.join("base.img");
@@ -1420,11 +1922,11 @@ echo "POWERCUT finished"
             .args(["-q", "-F", "-b", "4096", "-d"])
             .arg(&self.sysroot)
             .arg(&base)
-            .arg(format!("{}M", ESP_AT >> 20)));
+            .arg(format!("{}M", PART_AT >> 20)));
         {
             let f = fs::OpenOptions::new().write(true).open(&base).unwrap();
-            f.set_len(ESP_AT + ESP_LEN).unwrap();
-            f.write_all_at(&fs::read(&self.esp).unwrap(), ESP_AT)
+            f.set_len(PART_AT + self.board.part_len).unwrap();
+            f.write_all_at(&fs::read(&self.part).unwrap(), PART_AT)
                 .unwrap();
         }
         let work = dir.join("work.img");
@@ -1470,6 +1972,7 @@ echo "POWERCUT finished"
         for line in [
             "POWERCUT update 0",
             "POWERCUT mark-good 0",
+            "POWERCUT gc 0",
             "POWERCUT rollback 0",
             "POWERCUT finished",
         ] {
@@ -1482,29 +1985,47 @@ echo "POWERCUT finished"
         (work, log_img, g.wall)
     }
 
-    /// What systemd-boot starts from the ESP's files at `esp` and what berth-init boots
-    /// under it on the sysroot at `mnt`: violations.
-    fn check_boot(&self, esp: &Path, mnt: &Path, step: &EspStep) -> Vec<String> {
+    /// What the loader starts from the boot partition's files at `part` and what
+    /// berth-init boots under it on the sysroot at `mnt`: violations.
+    fn check_boot(&self, part: &Path, mnt: &Path, step: &LoaderStep) -> Vec<String> {
         let mut bad = Vec::new();
-        match systemd_boot_choice(esp, &self.set_files) {
-            Err(e) => bad.push(format!("systemd-boot: {e}")),
-            Ok((options, set)) => {
+        let (loader, choice) = match self.board.loader {
+            BootLoader::SystemdBoot => ("systemd-boot", systemd_boot_choice(part, &self.set_files)),
+            BootLoader::UBoot => (
+                "boot.scr",
+                uboot_choice(part, &self.set_files, &self.written),
+            ),
+        };
+        match choice {
+            Err(e) => bad.push(format!("{loader}: {e}")),
+            Ok(Choice {
+                cmdline,
+                set,
+                notes,
+            }) => {
+                let mut seen = Vec::new();
+                for n in notes {
+                    if !seen.contains(&n) {
+                        seen.push(n);
+                        self.note(step, n, 1);
+                    }
+                }
                 let out = Command::new(device("berth-init"))
                     .args(["--dry-run", "--sysroot"])
                     .arg(mnt)
-                    .args(["--cmdline", &options])
+                    .args(["--cmdline", &cmdline])
                     .output()
                     .unwrap();
                 let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
                 match v["choice"]["deployment"].as_str() {
                     None => bad.push(format!(
-                        "berth-init boots no deployment under {options:?}: {v} {}",
+                        "berth-init boots no deployment under {cmdline:?}: {v} {}",
                         String::from_utf8_lossy(&out.stderr).trim()
                     )),
                     Some(booted) => {
                         if !step.may_boot.iter().any(|m| m == booted) {
                             bad.push(format!(
-                                "systemd-boot starts set {set} and berth-init boots {booted}"
+                                "{loader} starts set {set} and berth-init boots {booted}"
                             ));
                         }
                         if self.sets.get(booted) != Some(&set) {
@@ -1519,19 +2040,19 @@ echo "POWERCUT finished"
         bad
     }
 
-    /// The ESP of the state `img`: `fsck.vfat -n` on its FAT as the cut left it (its
-    /// harmless findings counted in the notes), then its files copied out with mtools.
-    /// Returns where, and the violations.
-    fn read_esp(&self, img: &Path, step: &EspStep) -> (PathBuf, Vec<String>) {
+    /// The boot partition of the state `img`: `fsck.vfat -n` on its FAT as the cut left
+    /// it (its harmless findings counted in the notes), then its files copied out with
+    /// mtools. Returns where, and the violations.
+    fn read_part(&self, img: &Path, step: &LoaderStep) -> (PathBuf, Vec<String>) {
         let mut bad = Vec::new();
-        let esp = &img.with_file_name("esp");
+        let files = &img.with_file_name("part");
         // The FAT as the cut left it, before anything mounts it.
-        let part = img.with_file_name("esp-part.img");
+        let part = img.with_file_name("part.img");
         {
-            let mut buf = vec![0u8; usize::try_from(ESP_LEN).unwrap()];
+            let mut buf = vec![0u8; usize::try_from(self.board.part_len).unwrap()];
             File::open(img)
                 .unwrap()
-                .read_exact_at(&mut buf, ESP_AT)
+                .read_exact_at(&mut buf, PART_AT)
                 .unwrap();
             fs::write(&part, buf).unwrap();
         }
@@ -1539,19 +2060,18 @@ echo "POWERCUT finished"
         if !other.is_empty() {
             bad.push(format!("fsck.vfat -n: {}", other.join(" / ")));
         }
-        {
-            let mut notes = self.notes.borrow_mut();
-            let notes = notes.entry(step.mark).or_default();
-            *notes.entry("states fsck.vfat -a would repair").or_default() +=
-                u64::from(!repaired.is_empty());
-            for kind in repaired {
-                *notes.entry(kind).or_default() += 1;
-            }
+        self.note(
+            step,
+            "states fsck.vfat -a would repair",
+            u64::from(!repaired.is_empty()),
+        );
+        for kind in repaired {
+            self.note(step, kind, 1);
         }
-        if esp.exists() {
-            fs::remove_dir_all(esp).unwrap();
+        if files.exists() {
+            fs::remove_dir_all(files).unwrap();
         }
-        let mut unreadable = esp_files(&part, esp);
+        let mut unreadable = part_files(self.board, &part, files);
         if unreadable.iter().any(|u| u.ends_with('/')) {
             // A directory mtools cannot list: a cluster the directory grew by, linked
             // before Linux's zeroes reached it. The firmware reads the entries before
@@ -1563,39 +2083,29 @@ echo "POWERCUT finished"
                 .arg(&part)
                 .output()
                 .unwrap();
-            fs::remove_dir_all(esp).unwrap();
-            unreadable = esp_files(&part, esp);
-            *self
-                .notes
-                .borrow_mut()
-                .entry(step.mark)
-                .or_default()
-                .entry("states read after fsck.vfat -a")
-                .or_default() += 1;
+            fs::remove_dir_all(files).unwrap();
+            unreadable = part_files(self.board, &part, files);
+            self.note(step, "states read after fsck.vfat -a", 1);
         }
         if !unreadable.is_empty() {
-            let mut notes = self.notes.borrow_mut();
-            *notes
-                .entry(step.mark)
-                .or_default()
-                .entry("states with a file mtools cannot read")
-                .or_default() += 1;
+            self.note(step, "states with a file mtools cannot read", 1);
         }
-        (esp.clone(), bad)
+        (files.clone(), bad)
     }
 
-    /// Checks one state (`img`, a copy the check may change): the ESP's FAT, what
-    /// systemd-boot starts and what berth-init boots under it, the sysroot, and a retry.
-    fn check_state(&self, img: &Path, mnt: &Path, step: &EspStep) -> Vec<String> {
+    /// Checks one state (`img`, a copy the check may change): the boot partition's FAT,
+    /// what the loader starts and what berth-init boots under it, the sysroot, and a
+    /// retry.
+    fn check_state(&self, img: &Path, mnt: &Path, step: &LoaderStep) -> Vec<String> {
         let mut bad = Vec::new();
-        let (esp, violations) = self.read_esp(img, step);
+        let (part, violations) = self.read_part(img, step);
         bad.extend(violations);
-        let esp = &esp;
+        let part = &part;
         run(Command::new("mount")
             .args(["-t", "ext4", "-o", "loop,noauto_da_alloc"])
             .arg(img)
             .arg(mnt));
-        bad.extend(self.check_boot(esp, mnt, step));
+        bad.extend(self.check_boot(part, mnt, step));
         let fsck = berth(mnt, &step.booted, &["fsck"]);
         if !fsck.status.success() {
             bad.push(format!(
@@ -1620,21 +2130,26 @@ echo "POWERCUT finished"
             Err(e) => bad.push(e),
         }
         let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
-        let retry = berth_esp(mnt, esp, &step.booted, &args);
+        let retry = berth_part(mnt, part, &step.booted, &args);
         if retry.status.success() {
-            let end = (outcome(mnt, &step.booted), esp_state(esp));
-            if end.0.as_ref().ok() != Some(&step.want.0) || end.1 != step.want.1 {
-                let names = |s: &EspState| {
-                    s.keys()
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                        .collect::<Vec<_>>()
-                };
+            let end = (outcome(mnt, &step.booted), part_state(part));
+            let (got, want) = (
+                without_generation(end.1),
+                without_generation(step.want.1.clone()),
+            );
+            if end.0.as_ref().ok() != Some(&step.want.0) || got != want {
+                let (got, want) = (&got, &want);
+                let differ: Vec<String> = got
+                    .keys()
+                    .chain(want.keys())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .filter(|k| got.get(*k) != want.get(*k))
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect();
                 bad.push(format!(
-                    "the retry ended at {:?} {:?}, not {:?} {:?}",
-                    end.0,
-                    names(&end.1),
-                    step.want.0,
-                    names(&step.want.1)
+                    "the retry ended at {:?}, not {:?}; the files that differ: {differ:?}",
+                    end.0, step.want.0,
                 ));
             }
         } else {
@@ -1647,166 +2162,36 @@ echo "POWERCUT finished"
         bad.extend(e2fsck_problems(img));
         bad
     }
-}
 
-/// The ESP as `berth-image disk` makes it (`image/src/esp.rs`): FAT32, `loader.conf`,
-/// the default deployment `n1`'s kernel set `set1` (`files1`) and its entry, generation 2.
-fn make_esp(dir: &Path, conf: &BootConfig, n1: &str, set1: &str, files1: &[Vec<u8>; 2]) -> PathBuf {
-    let esp = dir.join("esp.img");
-    run(Command::new("mkfs.vfat")
-        .args(["-C", "-F", "32", "-n", "BERTH-ESP"])
-        .arg(&esp)
-        .arg((ESP_LEN >> 10).to_string()));
-    let img = esp.to_str().unwrap();
-    let set_dir = format!("berth/{set1}");
-    run(Command::new("mmd").args(["-i", img]).args([
-        "::/loader".to_owned(),
-        format!("::/{}", bls::ENTRIES_DIR),
-        "::/berth".to_owned(),
-        format!("::/{set_dir}"),
-    ]));
-    let entry = bls::EntryName {
-        generation: 2,
-        deployment: DeploymentName::new(n1.as_bytes()).unwrap(),
-        counter: None,
-    };
-    let text = bls::EntryText {
-        release: "1.0",
-        deployment: n1,
-        generation: 2,
-        set_dir: &set_dir,
-        devicetree: None,
-        options: &conf.kernel_cmdline(""),
-    }
-    .render();
-    let staged = dir.join("esp-files");
-    fs::create_dir(&staged).unwrap();
-    for (dest, bytes) in [
-        ("loader/loader.conf".to_owned(), b"timeout 0\n".to_vec()),
-        (
-            format!("{}/{}", bls::ENTRIES_DIR, entry.file_name()),
-            text.into_bytes(),
-        ),
-        (format!("{set_dir}/vmlinuz"), files1[0].clone()),
-        (format!("{set_dir}/initramfs.img"), files1[1].clone()),
-    ] {
-        let f = staged.join(dest.replace('/', "_"));
-        fs::write(&f, bytes).unwrap();
-        run(Command::new("mcopy")
-            .args(["-i", img, "-o"])
-            .arg(&f)
-            .arg(format!("::/{dest}")));
-    }
-    esp
-}
-
-/// Which of the loader board's tools is missing (ci/setup.sh installs dmsetup, dosfstools
-/// and mtools), if any.
-fn esp_tools_missing() -> Option<String> {
-    ["dmsetup", "fsck.vfat", "mkfs.vfat", "mmd", "mcopy", "mdir"]
-        .into_iter()
-        .find(|tool| Command::new(tool).arg("--version").output().is_err())
-        .map(|tool| format!("{tool} is missing (ci/setup.sh installs it)"))
-}
-
-#[test]
-fn power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot() {
-    let t = TARGETS[0];
-    if skip(
-        t,
-        "power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot",
-    ) {
-        return;
-    }
-    if let Some(why) = esp_tools_missing() {
-        testkit::missing(
-            "power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot",
-            &why,
+    /// U-Boot: the sectors of the two state copies on the disk (`base.img`), which berth
+    /// overwrites in place; found by their content, as the partition was built (each
+    /// copy contiguous: `mcopy` on a fresh FAT). Nothing on systemd-boot's ESP, where
+    /// every write is a new file.
+    fn copy_sectors(&self) -> Vec<std::ops::Range<u64>> {
+        if self.board.loader != BootLoader::UBoot {
+            return Vec::new();
+        }
+        let disk = fs::read(self.dir.join("base.img")).unwrap();
+        let staged = self.dir.join("reference-start");
+        assert_eq!(
+            part_files(self.board, &self.part, &staged),
+            Vec::<String>::new()
         );
-        return;
+        [StateCopy::A, StateCopy::B]
+            .iter()
+            .map(|c| {
+                let bytes = fs::read(staged.join(c.path())).unwrap();
+                let at = disk
+                    .windows(bytes.len())
+                    .position(|w| w == bytes.as_slice())
+                    .unwrap_or_else(|| panic!("{} is not contiguous on the disk", c.path()));
+                let at = u64::try_from(at).unwrap();
+                assert_eq!(at % 512, 0, "{} is not sector-aligned", c.path());
+                at / 512..(at + bytes.len() as u64) / 512
+            })
+            .collect()
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("berth-powercut-esp-")
-        .tempdir_in(workspace().join("target"))
-        .unwrap();
-    let dir = scratch.path();
-    let keys = dir.join("keys");
-    let repo = dir.join("repo");
-    berth_image(&["keygen", "--out"], &[&keys]);
-    let commit = |v: &str| {
-        let t = esp_tree(dir, v, &keys);
-        let files = set_files(v);
-        let modules = t.join("usr/lib/modules").join(KVER);
-        fs::create_dir_all(&modules).unwrap();
-        fs::write(modules.join("vmlinuz"), &files[0]).unwrap();
-        fs::write(modules.join("initramfs.img"), &files[1]).unwrap();
-        let mut c = Command::new(bin("berth-image"));
-        c.args(["commit", "--repo"])
-            .arg(&repo)
-            .arg("--tree")
-            .arg(&t)
-            .args(["--version", v]);
-        let id = run(&mut c).trim().to_owned();
-        let show: Value = serde_json::from_str(&berth_image(
-            &["show", "--repo", repo.to_str().unwrap(), &id, "--json"],
-            &[],
-        ))
-        .unwrap();
-        let set = show["kernel_set"]["id"].as_str().unwrap()[..16].to_owned();
-        (id, set, files)
-    };
-    let (v1, set1, files1) = commit("1.0");
-    let (v2, set2, files2) = commit("2.0");
-    let (n1, n2) = (v1[..16].to_owned(), v2[..16].to_owned());
-    let update = dir.join("update.berth");
-    let mut c = Command::new(bin("berth-image"));
-    c.args(["delta", "--repo"])
-        .arg(&repo)
-        .args(["--from", &v1, "--to", &v2, "--part-size", "60000", "--key"])
-        .arg(keys.join("berth.key"))
-        .arg("-o")
-        .arg(&update);
-    run(&mut c);
-    let sysroot = dir.join("sysroot");
-    let mut c = Command::new(bin("berth-image"));
-    c.args(["install", "--repo"])
-        .arg(&repo)
-        .args(["--commit", &v1, "--sysroot"])
-        .arg(&sysroot);
-    run(&mut c);
-    let conf = BootConfig {
-        loader: BootLoader::SystemdBoot,
-        partuuid: "0123abcd-0000-4000-8000-00000000000a".into(),
-        cmdline: "console=ttyS0 panic=-1".into(),
-        root: "PARTUUID=fedcba98-7654-3210-fedc-ba9876543210".into(),
-        devicetree: None,
-    };
-    fs::write(sysroot.join("berth/boot/loader.conf"), conf.encode()).unwrap();
-    let esp = make_esp(dir, &conf, &n1, &set1, &files1);
-    let boots = [
-        boot_report(dir, "boot-1.json", &n1, "default"),
-        boot_report(dir, "trial-2.json", &n2, "loader-trial"),
-        boot_report(dir, "boot-2.json", &n2, "default"),
-    ];
-    let mut lab = EspLab {
-        dir: dir.to_path_buf(),
-        sysroot,
-        esp,
-        update,
-        names: [n1.clone(), n2.clone()],
-        boots,
-        sets: BTreeMap::from([(n1, set1.clone()), (n2, set2.clone())]),
-        set_files: BTreeMap::from([(set1, files1), (set2, files2)]),
-        files: BTreeMap::new(),
-        want: BTreeMap::new(),
-        notes: std::cell::RefCell::default(),
-    };
-    lab.reference();
-    let (work, log_img, guest_time) = lab.guest();
-    lab.replay(&work, &log_img, guest_time);
-}
 
-impl EspLab {
     /// Replays the log and checks every state, as [`Lab::replay`].
     fn replay(&self, work: &Path, log_img: &Path, guest_time: std::time::Duration) {
         let steps = self.steps();
@@ -1818,11 +2203,12 @@ impl EspLab {
             work,
             log_img,
             &marks,
-            ESP_SAMPLING,
+            LOADER_SAMPLING,
+            &self.copy_sectors(),
             &mut |k, state| self.check_state(state, &mnt, &steps[k]),
         );
         let all = report(
-            "powercut esp",
+            &format!("powercut {}", self.board.tag),
             &marks,
             &tallies,
             entries,
@@ -1840,4 +2226,275 @@ impl EspLab {
             all.join("\n")
         );
     }
+}
+
+/// One deployment a loader board starts with: its name, release and kernel set.
+struct Installed<'a> {
+    name: &'a str,
+    release: &'a str,
+    set: &'a str,
+    files: &'a SetFiles,
+}
+
+/// The boot partition as `berth-image disk` lays it out for the default deployment
+/// `ds[0]` and the previous one `ds[1]`: systemd-boot's FAT32 ESP (`image/src/esp.rs`:
+/// `loader/loader.conf`, each kernel set once, an entry each, generations 2 and 1), or
+/// U-Boot's (`image/src/uboot.rs`: `boot.scr`, both state copies naming the two, with
+/// generations 1 and 2, an entry directory each).
+fn make_part(dir: &Path, board: Board, conf: &BootConfig, ds: &[Installed<'_>; 2]) -> PathBuf {
+    let mut dirs: Vec<String> = Vec::new();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let options = conf.kernel_cmdline("");
+    let name = |n: &str| DeploymentName::new(n.as_bytes()).unwrap();
+    match board.loader {
+        BootLoader::SystemdBoot => {
+            dirs.extend(["loader", bls::ENTRIES_DIR, "berth"].map(str::to_owned));
+            files.push(("loader/loader.conf".to_owned(), b"timeout 0\n".to_vec()));
+            for (d, generation) in ds.iter().zip([2, 1]) {
+                let set_dir = format!("berth/{}", d.set);
+                let entry = bls::EntryName {
+                    generation,
+                    deployment: name(d.name),
+                    counter: None,
+                };
+                let text = bls::EntryText {
+                    release: d.release,
+                    deployment: d.name,
+                    generation,
+                    set_dir: &set_dir,
+                    devicetree: None,
+                    options: &options,
+                }
+                .render();
+                files.push((
+                    format!("{}/{}", bls::ENTRIES_DIR, entry.file_name()),
+                    text.into_bytes(),
+                ));
+                files.push((format!("{set_dir}/vmlinuz"), d.files.kernel.clone()));
+                files.push((
+                    format!("{set_dir}/initramfs.img"),
+                    d.files.initramfs.clone(),
+                ));
+                dirs.push(set_dir);
+            }
+        }
+        BootLoader::UBoot => {
+            let scr = dir.join("boot.scr");
+            run(Command::new("mkimage")
+                .args(["-A", "arm64", "-O", "linux", "-T", "script", "-C", "none"])
+                .args(["-n", "berth boot script", "-d"])
+                .arg(workspace().join("image/uboot/boot.cmd"))
+                .arg(&scr));
+            dirs.extend(["berth", "berth/a", "berth/b"].map(str::to_owned));
+            dirs.extend(ds.iter().map(|d| d.name.to_owned()));
+            files.push(("boot.scr".to_owned(), fs::read(&scr).unwrap()));
+            for (copy, generation) in [(StateCopy::A, 1), (StateCopy::B, 2)] {
+                let st = LoaderState {
+                    generation,
+                    default: name(ds[0].name),
+                    previous: Some(name(ds[1].name)),
+                    trial: None,
+                };
+                files.push((copy.path().to_owned(), st.encode().unwrap()));
+            }
+            for d in ds {
+                let e = d.name;
+                files.push((format!("{e}/vmlinuz"), d.files.kernel.clone()));
+                files.push((format!("{e}/initramfs.img"), d.files.initramfs.clone()));
+                files.push((format!("{e}/cmdline"), options.clone().into_bytes()));
+                files.extend(d.files.dtb.clone().map(|b| (format!("{e}/dtb"), b)));
+                files.push((format!("{e}/set"), d.set.as_bytes().to_vec()));
+            }
+        }
+    }
+    let part = dir.join("part.img");
+    let mut mkfs = Command::new("mkfs.vfat");
+    mkfs.arg("-C");
+    if board.loader == BootLoader::SystemdBoot {
+        mkfs.args(["-F", "32", "-n", "BERTH-ESP"]);
+    } else {
+        mkfs.args(["-n", "BERTH-BOOT"]);
+    }
+    run(mkfs.arg(&part).arg((board.part_len >> 10).to_string()));
+    let img = part.to_str().unwrap();
+    run(Command::new("mmd")
+        .args(["-i", img])
+        .args(dirs.iter().map(|d| format!("::/{d}"))));
+    let staged = dir.join("part-files");
+    fs::create_dir(&staged).unwrap();
+    for (dest, bytes) in files {
+        let f = staged.join(dest.replace('/', "_"));
+        fs::write(&f, bytes).unwrap();
+        run(Command::new("mcopy")
+            .args(["-i", img, "-o"])
+            .arg(&f)
+            .arg(format!("::/{dest}")));
+    }
+    part
+}
+
+/// Which of the loader boards' tools is missing (ci/setup.sh installs dmsetup,
+/// dosfstools, mtools and u-boot-tools), if any.
+fn loader_tools_missing(board: Board) -> Option<String> {
+    let mut tools = vec!["dmsetup", "fsck.vfat", "mkfs.vfat", "mmd", "mcopy", "mdir"];
+    if board.loader == BootLoader::UBoot {
+        tools.push("mkimage");
+    }
+    tools
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("--version").output().is_err())
+        .map(|tool| format!("{tool} is missing (ci/setup.sh installs it)"))
+}
+
+#[test]
+fn power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot() {
+    loader_board(
+        SYSTEMD_BOOT,
+        "power_cuts_on_the_esp_leave_a_device_systemd_boot_and_berth_init_boot",
+    );
+}
+
+#[test]
+fn power_cuts_on_the_u_boot_partition_leave_a_device_boot_scr_and_berth_init_boot() {
+    loader_board(
+        U_BOOT,
+        "power_cuts_on_the_u_boot_partition_leave_a_device_boot_scr_and_berth_init_boot",
+    );
+}
+
+impl Board {
+    /// The board's `berth/boot/loader.conf`.
+    fn conf(self) -> BootConfig {
+        let uboot = self.loader == BootLoader::UBoot;
+        BootConfig {
+            loader: self.loader,
+            partuuid: "0123abcd-0000-4000-8000-00000000000a".into(),
+            cmdline: if uboot {
+                "console=ttyAMA0 panic=-1"
+            } else {
+                "console=ttyS0 panic=-1"
+            }
+            .into(),
+            root: "PARTUUID=fedcba98-7654-3210-fedc-ba9876543210".into(),
+            devicetree: uboot.then(|| DEVICE_TREE.to_owned()),
+        }
+    }
+}
+
+/// Commits version `v` of the loader board's root filesystem (trusting `keys`' public
+/// key) to `repo`: its commit id, its kernel set's `<id16>` and the set's files.
+fn loader_commit(
+    board: Board,
+    dir: &Path,
+    repo: &Path,
+    keys: &Path,
+    v: &str,
+) -> (String, String, SetFiles) {
+    let files = set_files(v, board.loader == BootLoader::UBoot);
+    let t = loader_tree(dir, v, keys, &files);
+    let mut c = Command::new(bin("berth-image"));
+    c.args(["commit", "--repo"])
+        .arg(repo)
+        .arg("--tree")
+        .arg(&t)
+        .args(["--version", v]);
+    let id = run(&mut c).trim().to_owned();
+    let show: Value = serde_json::from_str(&berth_image(
+        &["show", "--repo", repo.to_str().unwrap(), &id, "--json"],
+        &[],
+    ))
+    .unwrap();
+    let set = show["kernel_set"]["id"].as_str().unwrap()[..16].to_owned();
+    (id, set, files)
+}
+
+/// The loader board's run (`test`): 1.0 the default and 0.9 the previous deployment,
+/// each with a kernel set of its own on the boot partition; update to 2.0 (another
+/// set), mark-good, gc, rollback --from 2.0.
+fn loader_board(board: Board, test: &str) {
+    let t = TARGETS[0];
+    if skip(t, test) {
+        return;
+    }
+    if let Some(why) = loader_tools_missing(board) {
+        testkit::missing(test, &why);
+        return;
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("berth-powercut-{}-", board.tag))
+        .tempdir_in(workspace().join("target"))
+        .unwrap();
+    let dir = scratch.path();
+    let keys = dir.join("keys");
+    let repo = dir.join("repo");
+    berth_image(&["keygen", "--out"], &[&keys]);
+    let commit = |v: &str| loader_commit(board, dir, &repo, &keys, v);
+    let (v0, set0, files0) = commit("0.9");
+    let (v1, set1, files1) = commit("1.0");
+    let (v2, set2, files2) = commit("2.0");
+    let (n0, n1, n2) = (
+        v0[..16].to_owned(),
+        v1[..16].to_owned(),
+        v2[..16].to_owned(),
+    );
+    let update = dir.join("update.berth");
+    let mut c = Command::new(bin("berth-image"));
+    c.args(["delta", "--repo"])
+        .arg(&repo)
+        .args(["--from", &v1, "--to", &v2, "--part-size", "60000", "--key"])
+        .arg(keys.join("berth.key"))
+        .arg("-o")
+        .arg(&update);
+    run(&mut c);
+    let sysroot = dir.join("sysroot");
+    let mut c = Command::new(bin("berth-image"));
+    c.args(["install", "--repo"])
+        .arg(&repo)
+        .args(["--commit", &v1, "--previous", &v0, "--sysroot"])
+        .arg(&sysroot);
+    run(&mut c);
+    let conf = board.conf();
+    fs::write(sysroot.join("berth/boot/loader.conf"), conf.encode()).unwrap();
+    let part = make_part(
+        dir,
+        board,
+        &conf,
+        &[
+            Installed {
+                name: &n1,
+                release: "1.0",
+                set: &set1,
+                files: &files1,
+            },
+            Installed {
+                name: &n0,
+                release: "0.9",
+                set: &set0,
+                files: &files0,
+            },
+        ],
+    );
+    let boots = [
+        boot_report(dir, "boot-1.json", &n1, "default"),
+        boot_report(dir, "trial-2.json", &n2, "loader-trial"),
+        boot_report(dir, "boot-2.json", &n2, "default"),
+    ];
+    let mut lab = LoaderLab {
+        board,
+        dir: dir.to_path_buf(),
+        sysroot,
+        part,
+        update,
+        names: [n0.clone(), n1.clone(), n2.clone()],
+        boots,
+        sets: BTreeMap::from([(n0, set0.clone()), (n1, set1.clone()), (n2, set2.clone())]),
+        set_files: BTreeMap::from([(set0, files0), (set1, files1), (set2, files2)]),
+        files: BTreeMap::new(),
+        want: BTreeMap::new(),
+        written: HashSet::new(),
+        notes: std::cell::RefCell::default(),
+    };
+    lab.reference();
+    let (work, log_img, guest_time) = lab.guest();
+    lab.replay(&work, &log_img, guest_time);
 }

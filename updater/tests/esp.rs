@@ -338,3 +338,32 @@ fn a_kernel_the_loader_cannot_start_is_refused_before_checkout() {
     assert!(testkit::scan(&d.part) == esp_before);
     assert!(!d.lab.sysroot.join("berth/deploy").join(short(&v2)).exists());
 }
+
+/// A rename cut short on FAT can leave the new name's short entry without its long name:
+/// an entry shows as `BERTH-~3.CON` (systemd-boot reads only `*.conf`), a kernel set
+/// directory as `C4A1B2~1`. Found by `qemu/tests/powercut.rs`: the next command removes
+/// them (entries with the record's next write, directories with gc), as it removes an
+/// inert or empty entry; a file of another loader's stays.
+#[test]
+fn short_names_whose_long_names_a_cut_lost_are_removed() {
+    let d = Esp::new();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "two", None);
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    let entries = d.part.join(bls::ENTRIES_DIR);
+    fs::write(entries.join("BERTH-~3.CON"), "").unwrap();
+    fs::write(entries.join("OTHER-~1.CON"), "title another loader's\n").unwrap();
+    fs::create_dir(d.part.join("berth/C4A1B2~1")).unwrap();
+    d.ok(&["update", d.update(&v1, &v2).to_str().unwrap()]);
+    assert!(!entries.join("BERTH-~3.CON").exists());
+    assert!(entries.join("OTHER-~1.CON").exists());
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "loader-trial".to_owned()));
+    d.ok(&["mark-good"]);
+    let gc: Value = serde_json::from_str(&d.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(gc["kernel_sets"], serde_json::json!(["berth/C4A1B2~1"]));
+    let mut want = vec![d.set_dir(&v1), d.set_dir(&v2)];
+    want.sort();
+    assert_eq!(d.sets(), want);
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "default".to_owned()));
+}

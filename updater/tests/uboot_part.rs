@@ -190,3 +190,31 @@ fn a_state_with_no_valid_copy_refuses_the_update_before_checkout_and_record() {
     assert_eq!(d.lab.record_bytes(), record);
     assert!(!d.lab.sysroot.join("berth/deploy").join(short(&v2)).exists());
 }
+
+/// A rename cut short on FAT can leave an entry directory's short name without its long
+/// name (`1FA6FF~1`, empty or holding an entry): the next tidy removes it. A file or a
+/// directory of the firmware's with such a name (the root is shared) stays.
+#[test]
+fn entry_directories_whose_long_names_a_cut_lost_are_removed() {
+    let d = Esp::uboot();
+    let v1 = d.commit("1.0", "one", None);
+    let v2 = d.commit("2.0", "two", None);
+    d.install(&v1);
+    d.lab.booted(short(&v1), "default");
+    fs::create_dir(d.part.join("1FA6FF~1")).unwrap();
+    fs::create_dir(d.part.join("D15695~1")).unwrap();
+    fs::write(d.part.join("D15695~1/set"), "0123456789abcdef").unwrap();
+    fs::write(d.part.join("CONFIG~1.TXT"), "the firmware's").unwrap();
+    fs::create_dir(d.part.join("OVERLA~1")).unwrap();
+    fs::write(d.part.join("OVERLA~1/x.dtbo"), "the firmware's").unwrap();
+    d.ok(&["update", d.update(&v1, &v2).to_str().unwrap()]);
+    let mut want = vec![
+        "CONFIG~1.TXT".to_owned(),
+        "OVERLA~1".to_owned(),
+        short(&v1).to_owned(),
+        short(&v2).to_owned(),
+    ];
+    want.sort();
+    assert_eq!(d.entries(), want);
+    assert_eq!(d.boot(), (short(&v2).to_owned(), "loader-trial".to_owned()));
+}

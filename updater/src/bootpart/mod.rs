@@ -314,6 +314,18 @@ fn rename_durably(dir: &Dir, from: &str, to: &str, is_dir: bool) -> Result<(), U
     }
 }
 
+/// Whether `name` is a FAT short name left on its own (`BERTH-~3.CON`, `1FA6FF~1`): a
+/// long name lives in slots before its short entry, sometimes in the sector before, so
+/// a rename cut short can leave the new short entry without them, and every program
+/// (Linux, mtools, the firmware, U-Boot) then shows the short name. No name berth gives
+/// on the partition has a `~` (entry names, deployment names, set ids), so in a place
+/// berth writes to, such a name is berth's own leftover: nothing boots it (systemd-boot
+/// reads only `*.conf`; the state names U-Boot's entries by their long names), and it
+/// is removed with the other leftovers.
+fn lost_long_name(name: &str) -> bool {
+    name.contains('~')
+}
+
 /// Whether the copy `to` of a kernel set holds `names` with the sizes they have in
 /// `src` (its checkout): a rename cut short leaves a directory with nothing in it
 /// ([`rename_durably`]).

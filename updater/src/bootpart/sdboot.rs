@@ -10,7 +10,7 @@ use rustix::io::Errno;
 
 use super::{
     BootPart, DeployedSet, ENTRY_TMP, OnDisk, SET_TMP, SETS_DIR, Source, copy_dir, copy_file, fail,
-    made, rename_durably, set_complete,
+    lost_long_name, made, rename_durably, set_complete,
 };
 use crate::UpdaterError;
 use crate::dirs::Dir;
@@ -154,7 +154,8 @@ impl BootPart {
         Ok(())
     }
 
-    /// Removes the entries `remove` (and every inert or empty one), durably; returns
+    /// Removes the entries `remove` (and every inert or empty one, and the short name of
+    /// one whose long name a cut lost, [`super::lost_long_name`]), durably; returns
     /// their names.
     pub(super) fn remove_entries(&self, remove: &[EntryName]) -> Result<Vec<String>, UpdaterError> {
         let dir = self.entries_dir()?;
@@ -167,8 +168,8 @@ impl BootPart {
                         .read(&n, 0)
                         .is_ok_and(|t| t.is_some_and(|t| t.is_empty()))
             };
-            if n.starts_with(bls::PREFIX)
-                && (n.ends_with(ENTRY_TMP) || empty())
+            let alias = n.to_ascii_lowercase().starts_with(bls::PREFIX) && lost_long_name(&n);
+            if (alias || n.starts_with(bls::PREFIX) && (n.ends_with(ENTRY_TMP) || empty()))
                 && !gone.contains(&n)
             {
                 gone.push(n);
@@ -219,7 +220,9 @@ impl BootPart {
 
     /// Removes what no deployment of `rec` boots: entries of other deployments, every
     /// entry of a deployment but its first in boot order, inert entries, kernel sets no
-    /// remaining entry names, and interrupted copies. Returns (entries, sets) removed.
+    /// remaining entry names, and interrupted copies and renames (a `berth/` directory
+    /// whose long name a cut lost, [`super::lost_long_name`]). Returns (entries, sets)
+    /// removed.
     pub(super) fn tidy(
         &self,
         rec: &Record,
@@ -260,7 +263,10 @@ impl BootPart {
                 let n = String::from_utf8_lossy(&n).into_owned();
                 let path = format!("{SETS_DIR}/{n}");
                 let is_set = n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit());
-                if (is_set && !kept_sets.contains(&path)) || n.starts_with(SET_TMP) {
+                if (is_set && !kept_sets.contains(&path))
+                    || n.starts_with(SET_TMP)
+                    || lost_long_name(&n)
+                {
                     dir.remove(n.as_bytes())?;
                     sets.push(path);
                 }

@@ -11,7 +11,8 @@ use rustix::fd::AsFd as _;
 use rustix::fs::{Mode, OFlags};
 
 use super::{
-    BootPart, DeployedSet, SET_TMP, Source, copy_file, fail, made, rename_durably, set_complete,
+    BootPart, DeployedSet, SET_TMP, Source, copy_file, fail, lost_long_name, made, rename_durably,
+    set_complete,
 };
 use crate::UpdaterError;
 use crate::dirs::Dir;
@@ -167,8 +168,11 @@ impl BootPart {
         rename_durably(&self.root, &tmp, name.as_str(), true)
     }
 
-    /// Removes the entry directories of deployments not in `keep`, and interrupted
-    /// copies; returns what it removed.
+    /// Removes the entry directories of deployments not in `keep`, interrupted copies,
+    /// and an entry directory's short name whose long name a cut lost
+    /// ([`super::lost_long_name`]: a directory that is empty, as a rename's new name
+    /// before its clusters, or holds an entry's `set`; the partition's root is shared
+    /// with the firmware's files, which are left alone). Returns what it removed.
     pub(super) fn ub_tidy(&self, keep: &[DeploymentName]) -> Result<Vec<String>, UpdaterError> {
         let mut gone = Vec::new();
         for n in self.root.names()? {
@@ -177,7 +181,12 @@ impl BootPart {
                 .ok()
                 .filter(|d| name != STATE_DIR && !keep.contains(d))
                 .is_some_and(|d| matches!(self.root.sub(d.as_str(), None), Ok(Some(_))));
-            if entry || name.starts_with(SET_TMP) {
+            let alias = lost_long_name(&name)
+                && match self.root.sub(&name, None) {
+                    Ok(Some(d)) => d.names()?.is_empty() || d.file_len(SET_FILE)? > 0,
+                    _ => false,
+                };
+            if entry || alias || name.starts_with(SET_TMP) {
                 self.root.remove(&n)?;
                 gone.push(name);
             }
