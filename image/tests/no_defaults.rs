@@ -16,6 +16,24 @@ fn berth_image(cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Commits `dir/tree` into `dir/repo` as version 1; its commit id.
+fn commit_tree(dir: &std::path::Path) -> String {
+    let out = berth_image(
+        dir,
+        &[
+            "commit",
+            "--repo",
+            "repo",
+            "--tree",
+            "tree",
+            "--version",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// The error of a command that must fail with status 1: one line (after any progress
 /// lines `disk` writes).
 fn error(cwd: &Path, args: &[&str]) -> String {
@@ -37,20 +55,7 @@ fn disk_asks_for_what_it_needs_instead_of_looking_in_the_source_tree() {
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("tree/sbin")).unwrap();
     std::fs::write(dir.join("tree/sbin/init"), b"#!/bin/sh\n").unwrap();
-    let out = berth_image(
-        dir,
-        &[
-            "commit",
-            "--repo",
-            "repo",
-            "--tree",
-            "tree",
-            "--version",
-            "1",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    let commit = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let commit = commit_tree(dir);
     let disk = |more: &[&str]| {
         let mut args = vec!["disk", "--board", "qemu-x86_64", "--repo", "repo"];
         args.extend(["--commit", &commit, "-o", "disk.img"]);
@@ -111,20 +116,7 @@ fn a_uefi_image_needs_systemd_boot_but_not_ovmf() {
     std::fs::write(dir.join("tree/sbin/init"), b"#!/bin/sh\n").unwrap();
     std::fs::write(set.join("vmlinuz"), b"kernel").unwrap();
     std::fs::write(set.join("initramfs.img"), b"initramfs").unwrap();
-    let out = berth_image(
-        dir,
-        &[
-            "commit",
-            "--repo",
-            "repo",
-            "--tree",
-            "tree",
-            "--version",
-            "1",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    let commit = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let commit = commit_tree(dir);
     let loaders = dir.join("loaders");
     std::fs::create_dir(&loaders).unwrap();
     let args = [
