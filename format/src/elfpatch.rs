@@ -88,6 +88,24 @@ pub const X86_RIP_OPCODES: [u8; 27] = [
     0x85, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D, 0xC6, 0xC7, 0xF7, 0xFF,
 ];
 
+/// What an x86-64 byte can start: [`RIP`] for an opcode of [`X86_RIP_OPCODES`], [`SITE`]
+/// for any byte a site can begin with (those, `E8`/`E9` and the `0F` escape). A byte
+/// with neither starts nothing, so the scan steps over runs of them at once.
+const X86_START: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < X86_RIP_OPCODES.len() {
+        t[X86_RIP_OPCODES[i] as usize] = RIP | SITE;
+        i += 1;
+    }
+    t[0xE8] = SITE;
+    t[0xE9] = SITE;
+    t[0x0F] = SITE;
+    t
+};
+const SITE: u8 = 1;
+const RIP: u8 = 2;
+
 /// What a [`CodeRange`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeKind {
@@ -399,12 +417,20 @@ impl Rewriter {
                 // Bytes the caller already took as final: only before the first call.
                 self.pos = start;
             }
-            let width = if (c.kind, self.arch) == (RangeKind::Code, Arch::X86_64) {
-                6
-            } else {
-                8
-            };
+            let x86 = (c.kind, self.arch) == (RangeKind::Code, Arch::X86_64);
+            let width = if x86 { 6 } else { 8 };
             loop {
+                if x86 && self.pos < stop.min(end) {
+                    // Bytes that start no site are final as they are: step over them.
+                    // Both within the buffer: start <= pos < min(stop, end) <= end.
+                    let at = usize::try_from(self.pos - start).unwrap_or(usize::MAX);
+                    let upto = usize::try_from(stop.min(end) - start).unwrap_or(usize::MAX);
+                    let run = buf[at..upto]
+                        .iter()
+                        .position(|&b| X86_START[usize::from(b)] != 0)
+                        .unwrap_or(upto - at);
+                    self.pos += run as u64;
+                }
                 // Bytes the decision at pos may read: 6 on x86-64 (opcode, ModRM,
                 // displacement), one word on AArch64, one pointer word; fewer at the
                 // range's end.
@@ -460,7 +486,7 @@ impl Rewriter {
         let op = match b {
             [0xE8 | 0xE9, ..] => 1,
             [0x0F, 0x80..=0x8F, ..] => 2,
-            [o, m, ..] if X86_RIP_OPCODES.contains(o) && *m & 0xC7 == 0x05 => 2,
+            [o, m, ..] if X86_START[usize::from(*o)] & RIP != 0 && *m & 0xC7 == 0x05 => 2,
             _ => return 1,
         };
         let Some(d) = b.get_mut(op..op + 4) else {

@@ -163,38 +163,97 @@ pub fn write_request(
     w.flush()
 }
 
-/// The child's side: reads one request (see [`write_request`]) from `r`, each length
-/// within the format's limits, and writes the recreated stream to `w`.
+/// Longest reason a reply of [`serve`] gives for a stream it cannot recreate.
+pub const REPLY_REASON_MAX: u64 = 4096;
+
+/// The child's side: answers requests (see [`write_request`]) from `r` on `w` until `r`
+/// ends between two of them. Each reply is a status byte (0: the stream follows; 1: the
+/// reason it cannot be recreated follows, one line), its length (u64 little-endian) and
+/// its bytes; see [`read_reply`]. A request over the format's limits or cut short is an
+/// error: the stream of requests cannot be trusted after it, so serving ends.
 pub fn serve(r: &mut impl Read, w: &mut impl Write) -> Result<(), String> {
-    let mut field = || {
-        let mut b = [0u8; 8];
-        r.read_exact(&mut b).map(|()| u64::from_le_bytes(b))
-    };
     let io = |e: std::io::Error| format!("reading the request: {e}");
-    let (max, plain_len, corrections_len) = (
-        field().map_err(io)?,
-        field().map_err(io)?,
-        field().map_err(io)?,
-    );
-    if plain_len > DEFLATE_PLAIN_MAX
-        || corrections_len > format::ops::DEFLATE_CORRECTIONS_MAX
-        || max > format::ops::DEFLATE_STREAM_MAX
-    {
-        return Err("a request over the limits".into());
+    loop {
+        let mut first = [0u8; 8];
+        // The end of the requests: nothing at all where the next one would start.
+        match r.read(&mut first[..1]).map_err(io)? {
+            0 => return Ok(()),
+            _ => r.read_exact(&mut first[1..]).map_err(io)?,
+        }
+        let mut field = || {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b).map(|()| u64::from_le_bytes(b))
+        };
+        let (max, plain_len, corrections_len) = (
+            u64::from_le_bytes(first),
+            field().map_err(io)?,
+            field().map_err(io)?,
+        );
+        if plain_len > DEFLATE_PLAIN_MAX
+            || corrections_len > format::ops::DEFLATE_CORRECTIONS_MAX
+            || max > format::ops::DEFLATE_STREAM_MAX
+        {
+            return Err("a request over the limits".into());
+        }
+        let mut plain = Vec::new();
+        r.by_ref()
+            .take(plain_len)
+            .read_to_end(&mut plain)
+            .map_err(io)?;
+        let mut corrections = Vec::new();
+        r.by_ref()
+            .take(corrections_len)
+            .read_to_end(&mut corrections)
+            .map_err(io)?;
+        if plain.len() as u64 != plain_len || corrections.len() as u64 != corrections_len {
+            return Err("a truncated request".into());
+        }
+        let (status, body) = match recreate(plain, corrections, max) {
+            Ok(stream) => (0u8, stream),
+            Err(why) => {
+                let mut why = why.into_bytes();
+                why.truncate(usize::try_from(REPLY_REASON_MAX).unwrap_or(usize::MAX));
+                (1, why)
+            }
+        };
+        w.write_all(&[status])
+            .and_then(|()| w.write_all(&(body.len() as u64).to_le_bytes()))
+            .and_then(|()| w.write_all(&body))
+            .and_then(|()| w.flush())
+            .map_err(|e| format!("writing the reply: {e}"))?;
     }
-    let mut plain = Vec::new();
-    r.take(plain_len).read_to_end(&mut plain).map_err(io)?;
-    let mut corrections = Vec::new();
-    r.take(corrections_len)
-        .read_to_end(&mut corrections)
-        .map_err(io)?;
-    if plain.len() as u64 != plain_len || corrections.len() as u64 != corrections_len {
-        return Err("a truncated request".into());
+}
+
+/// One reply of [`serve`] from `r`: the recreated stream (at most `max` bytes), or the
+/// child's reason it could not be recreated. A reply that breaks the protocol (an
+/// unknown status, a stream longer than `max`, a reason over [`REPLY_REASON_MAX`], or one
+/// cut short) is an I/O error of kind `InvalidData` or `UnexpectedEof`.
+pub fn read_reply(r: &mut impl Read, max: u64) -> std::io::Result<Result<Vec<u8>, String>> {
+    let mut head = [0u8; 9];
+    r.read_exact(&mut head)?;
+    let len = u64::from_le_bytes(head[1..].try_into().unwrap_or_default());
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let limit = match head[0] {
+        0 => max,
+        1 => REPLY_REASON_MAX,
+        s => return Err(invalid(format!("a reply with status {s}"))),
+    };
+    if len > limit {
+        return Err(invalid(if head[0] == 0 {
+            format!("the reconstruction makes more than {max} bytes of stream")
+        } else {
+            format!("a reason of {len} bytes")
+        }));
     }
-    let stream = recreate(plain, corrections, max)?;
-    w.write_all(&stream)
-        .and_then(|()| w.flush())
-        .map_err(|e| format!("writing the stream: {e}"))
+    let mut body = Vec::new();
+    r.take(len).read_to_end(&mut body)?;
+    if body.len() as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(match head[0] {
+        0 => Ok(body),
+        _ => Err(String::from_utf8_lossy(&body).into_owned()),
+    })
 }
 
 /// Where the deflate stream of a gzip file starts: after the member header (magic

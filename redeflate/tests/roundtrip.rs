@@ -267,6 +267,53 @@ fn a_bomb_base_is_never_inflated_past_its_size() {
     assert!(e.contains("inflates to more than"), "{e}");
 }
 
+#[test]
+fn a_child_answers_every_request_until_its_input_ends() {
+    // The sample's request, as the device's rebuild hands it over.
+    let (o, n, head, payload) = sample();
+    let mut asked = None;
+    let base = &o[usize::try_from(head.base_start).unwrap()..];
+    rebuild(base, &head, &mut &payload[..], |plain, corrections, max| {
+        asked = Some((plain.clone(), corrections.clone(), max));
+        recreate(plain, corrections, max)
+    })
+    .unwrap();
+    let (plain, corrections, max) = asked.unwrap();
+    let stream = &n[10..n.len() - 8];
+    assert_eq!(max, stream.len() as u64);
+    // Three requests, the second too small for its stream: a refusal, and serving goes on.
+    let mut requests = Vec::new();
+    for m in [max, max - 1, max] {
+        redeflate::write_request(&mut requests, &plain, &corrections, m).unwrap();
+    }
+    let mut replies = Vec::new();
+    redeflate::serve(&mut requests.as_slice(), &mut replies).unwrap();
+    let mut r = replies.as_slice();
+    assert_eq!(redeflate::read_reply(&mut r, max).unwrap().unwrap(), stream);
+    let refused = redeflate::read_reply(&mut r, max).unwrap().unwrap_err();
+    assert!(
+        refused.contains(&format!("more than {} bytes", max - 1)),
+        "{refused}"
+    );
+    assert_eq!(redeflate::read_reply(&mut r, max).unwrap().unwrap(), stream);
+    assert!(r.is_empty());
+    // A reply longer than the reader's bound is refused before it is read.
+    let e = redeflate::read_reply(&mut replies.as_slice(), max - 1).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    assert!(
+        e.to_string()
+            .contains(&format!("more than {} bytes", max - 1)),
+        "{e}"
+    );
+    // A request cut short, or over the limits, ends serving with an error.
+    let e = redeflate::serve(&mut &requests[..requests.len() - 1], &mut Vec::new()).unwrap_err();
+    assert!(e.contains("truncated"), "{e}");
+    let mut over = Vec::new();
+    redeflate::write_request(&mut over, &plain, &corrections, u64::MAX).unwrap();
+    let e = redeflate::serve(&mut over.as_slice(), &mut Vec::new()).unwrap_err();
+    assert!(e.contains("over the limits"), "{e}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 

@@ -49,6 +49,8 @@ pub(crate) struct Applier<'a, 'r> {
     ops: u64,
     forbid: Forbidden,
     checks: &'a mut TreeChecks<'r>,
+    /// The child that recreates deflate streams, once one is met.
+    recreator: crate::deflate::Recreator,
 }
 
 impl<'a, 'r> Applier<'a, 'r> {
@@ -67,6 +69,7 @@ impl<'a, 'r> Applier<'a, 'r> {
             ops: 0,
             forbid,
             checks,
+            recreator: crate::deflate::Recreator::new(),
         }
     }
 
@@ -335,10 +338,10 @@ impl<'a, 'r> Applier<'a, 'r> {
 impl Applier<'_, '_> {
     /// A gzip file from its base's uncompressed data (see `redeflate`): the base
     /// inflated to its declared size and no further, the patch applied, the stream
-    /// recreated in a child process, all in memory (each side at most
+    /// recreated in the part's child process, all in memory (each side at most
     /// `ops::DEFLATE_PLAIN_MAX` uncompressed), then written and hashed as any file.
     fn apply_deflate<R: Read>(
-        &self,
+        &mut self,
         txn: &mut Txn<'_>,
         r: &mut R,
         dh: &DeflateHead,
@@ -375,8 +378,11 @@ impl Applier<'_, '_> {
             len: bheader.size - dh.base_start,
             pos: 0,
         });
-        let content = redeflate::rebuild(stream, dh, r, crate::deflate::recreate_in_child)
-            .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
+        let recreator = &mut self.recreator;
+        let content = redeflate::rebuild(stream, dh, r, |plain, corrections, max| {
+            recreator.recreate(plain, corrections, max)
+        })
+        .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
         if let Some(why) = self.forbid.refuses(&dh.header) {
             let id = hash_only(&dh.header, &mut content.as_slice(), shown)?;
             return Err(self.forbidden(&why, &id));

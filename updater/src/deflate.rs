@@ -2,13 +2,16 @@
 //! process (this program, run again with [`CHILD_ARG`]), because preflate can panic on
 //! data its reconstruction data does not describe (an index out of bounds, seen with
 //! preflate-rs 0.7.6), and a panic must not end `berth` in the middle of an update: the
-//! child's failure is one line of error, and the part changes nothing. A child that
-//! takes longer than [`CHILD_TIMEOUT`] (a reconstruction that never ends) is stopped, and
-//! that is an error too.
+//! child's failure is one line of error, and the part changes nothing. One child serves
+//! every stream of a part ([`Recreator`]; starting one per stream cost about 2 ms each,
+//! a fifth of the minbase update's apply). A stream that takes longer than
+//! [`CHILD_TIMEOUT`] (a reconstruction that never ends) has its child stopped, and that
+//! is an error too.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long one stream's reconstruction may take. The largest stream a deflate patch
@@ -16,8 +19,9 @@ use std::time::Duration;
 /// build machine's x86-64 core; this leaves room for devices a hundred times slower.
 pub const CHILD_TIMEOUT: Duration = Duration::from_mins(2);
 
-/// The argument that makes `berth` the child: it reads one request on stdin
-/// (`redeflate::write_request`) and writes the recreated stream on stdout.
+/// The argument that makes `berth` the child: it answers requests
+/// (`redeflate::write_request`) on stdin with replies (`redeflate::read_reply`) on
+/// stdout until stdin ends.
 pub const CHILD_ARG: &str = "--internal-recreate-deflate";
 
 /// The child's work (the program calls it when its first argument is [`CHILD_ARG`]):
@@ -26,59 +30,134 @@ pub fn serve_child() -> Result<(), String> {
     redeflate::serve(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
 }
 
-/// The deflate stream that `plain` and `corrections` describe, at most `max` bytes,
-/// recreated by a child process.
-#[allow(clippy::needless_pass_by_value)] // taken to be freed while the child works
-pub(crate) fn recreate_in_child(
-    plain: Vec<u8>,
-    corrections: Vec<u8>,
-    max: u64,
-) -> Result<Vec<u8>, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find berth's own program to recreate the stream: {e}"))?;
-    let mut command = Command::new(&exe);
-    command.arg(CHILD_ARG);
-    run_child(command, CHILD_TIMEOUT, max, |stdin| {
-        let wrote = redeflate::write_request(stdin, &plain, &corrections, max);
-        drop((plain, corrections));
-        wrote
-    })
-    .map_err(|e| match e {
-        ChildError::Start(e) => format!(
-            "{}: cannot start it to recreate the stream: {e}",
-            exe.display()
-        ),
-        ChildError::Other(e) => e,
-    })
-}
-
-/// Why [`run_child`] failed.
-enum ChildError {
-    /// The program could not be started.
-    Start(std::io::Error),
-    /// Anything after: one line.
-    Other(String),
-}
-
-/// Runs `command` with a clean environment, gives it its request through `send` on its
-/// stdin, and returns its stdout (at most `max` bytes). It is stopped (killed) once it
-/// has run for `timeout`; that, a failure status, or more than `max` bytes is an error.
-fn run_child(
-    mut command: Command,
+/// Recreates deflate streams in a child process, started for the first stream and kept
+/// for the next ones; it ends (its stdin closed, then reaped) when this is dropped. A
+/// child that failed (died, broke the protocol or was stopped) is not used again.
+pub(crate) struct Recreator {
+    command: Box<dyn Fn() -> std::io::Result<Command>>,
     timeout: Duration,
+    child: Option<Running>,
+}
+
+/// A started child.
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    /// Reads the child's stderr until it ends and keeps its first 4 KiB (so a chatty
+    /// child cannot block on a full pipe).
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    /// What was started, for errors.
+    program: String,
+}
+
+impl Recreator {
+    /// Children of this very program, with [`CHILD_ARG`].
+    pub(crate) fn new() -> Self {
+        Self::with(
+            || {
+                let exe = std::env::current_exe()?;
+                let mut c = Command::new(exe);
+                c.arg(CHILD_ARG);
+                Ok(c)
+            },
+            CHILD_TIMEOUT,
+        )
+    }
+
+    fn with(command: impl Fn() -> std::io::Result<Command> + 'static, timeout: Duration) -> Self {
+        Self {
+            command: Box::new(command),
+            timeout,
+            child: None,
+        }
+    }
+
+    /// The deflate stream that `plain` and `corrections` describe, at most `max` bytes.
+    #[allow(clippy::needless_pass_by_value)] // taken to be freed while the child works
+    pub(crate) fn recreate(
+        &mut self,
+        plain: Vec<u8>,
+        corrections: Vec<u8>,
+        max: u64,
+    ) -> Result<Vec<u8>, String> {
+        let mut running = match self.child.take() {
+            Some(r) => r,
+            None => self.start()?,
+        };
+        match ask(&mut running, self.timeout, &plain, &corrections, max) {
+            Ok(reply) => {
+                self.child = Some(running);
+                reply
+            }
+            // The child cannot be trusted with another request: end it, and say what
+            // it said if it died.
+            Err(broken) => Err(running.end(Some(broken))),
+        }
+    }
+
+    fn start(&self) -> Result<Running, String> {
+        let mut command = (self.command)()
+            .map_err(|e| format!("cannot find berth's own program to recreate the stream: {e}"))?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{program}: cannot start it to recreate the stream: {e}"))?;
+        let (Some(stdin), Some(stdout), Some(mut err)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            unreachable!("the three are piped above");
+        };
+        let stderr = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = err.by_ref().take(4096).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut err, &mut std::io::sink());
+            kept
+        });
+        Ok(Running {
+            child,
+            stdin,
+            stdout,
+            stderr: Some(stderr),
+            program,
+        })
+    }
+}
+
+impl Drop for Recreator {
+    fn drop(&mut self) {
+        if let Some(running) = self.child.take() {
+            running.end(None);
+        }
+    }
+}
+
+/// Why a child can no longer be used.
+enum Broken {
+    /// Berth ended the exchange (a reply that breaks the protocol, a timeout): the reason.
+    Ours(String),
+    /// The child went away (a failed write or read): the I/O error; its exit status and
+    /// stderr say more.
+    Theirs(String),
+}
+
+/// One request to a running child and its reply, watched: the child is killed if the
+/// reply has not come after `timeout`. The reply itself may be a refusal, which leaves
+/// the child fine.
+fn ask(
+    running: &mut Running,
+    timeout: Duration,
+    plain: &[u8],
+    corrections: &[u8],
     max: u64,
-    send: impl FnOnce(&mut std::process::ChildStdin) -> std::io::Result<()>,
-) -> Result<Vec<u8>, ChildError> {
-    let mut child: Child = command
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(ChildError::Start)?;
+) -> Result<Result<Vec<u8>, String>, Broken> {
     // The watchdog: kills the child unless told (or dropped) first. The child is
-    // reaped only after the watchdog is done, so its pid cannot be another's yet.
-    let pid = rustix::process::Pid::from_child(&child);
+    // reaped only in `Running::end`, after this, so its pid cannot be another's yet.
+    let pid = rustix::process::Pid::from_child(&running.child);
     let (done, watch) = mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         let expired = watch.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout);
@@ -89,87 +168,177 @@ fn run_child(
     });
     // The child reads the whole request before it writes anything, so this cannot
     // deadlock; if it dies early, the write fails and its status says why.
-    let wrote = child
-        .stdin
-        .take()
-        .map_or(Ok(()), |mut stdin| send(&mut stdin));
-    let mut stream = Vec::new();
-    let read = child.stdout.take().map_or(Ok(0), |out| {
-        out.take(max.saturating_add(1)).read_to_end(&mut stream)
-    });
-    let mut err = Vec::new();
-    if let Some(e) = child.stderr.take() {
-        let _ = e.take(4096).read_to_end(&mut err);
-    }
-    // Whatever happened, reap it (a child that writes too much is ended first).
-    if stream.len() as u64 > max {
-        let _ = child.kill();
-    }
+    let wrote = redeflate::write_request(&mut running.stdin, plain, corrections, max);
+    let reply = wrote.and_then(|()| redeflate::read_reply(&mut running.stdout, max));
     drop(done);
-    let expired = watchdog.join().unwrap_or(false);
-    let status = child
-        .wait()
-        .map_err(|e| ChildError::Other(format!("waiting for the child: {e}")))?;
-    if expired {
-        return Err(ChildError::Other(format!(
+    if watchdog.join().unwrap_or(false) {
+        return Err(Broken::Ours(format!(
             "the stream's reconstruction took longer than {} s and was stopped",
             timeout.as_secs()
         )));
     }
-    // Before its status: a child that wrote too much was ended by us.
-    if stream.len() as u64 > max {
-        return Err(ChildError::Other(format!(
-            "the reconstruction makes more than {max} bytes of stream"
-        )));
+    reply.map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => Broken::Ours(e.to_string()),
+        _ => Broken::Theirs(format!("talking to {}: {e}", running.program)),
+    })
+}
+
+impl Running {
+    /// Ends the child: its stdin closed (a healthy child ends at that), killed first if
+    /// berth broke off with it, then reaped. Returns the error to give.
+    fn end(mut self, broken: Option<Broken>) -> String {
+        drop(self.stdin);
+        if matches!(broken, Some(Broken::Ours(_))) {
+            // Not reaped yet, so the pid is still this child's.
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait();
+        let err = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let err = String::from_utf8_lossy(&err);
+        let said = err
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("note:"))
+            .unwrap_or("");
+        match (broken, status) {
+            (None, _) => String::new(),
+            (Some(Broken::Theirs(_)), Ok(s)) if !s.success() => {
+                format!("the stream's reconstruction failed ({s}): {said}")
+            }
+            (Some(Broken::Ours(why) | Broken::Theirs(why)), _) => why,
+        }
     }
-    let err = String::from_utf8_lossy(&err);
-    let why = err
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("note:"))
-        .unwrap_or("");
-    if !status.success() {
-        return Err(ChildError::Other(format!(
-            "the stream's reconstruction failed ({status}): {why}"
-        )));
-    }
-    wrote.map_err(|e| ChildError::Other(format!("sending the reconstruction its data: {e}")))?;
-    read.map_err(|e| ChildError::Other(format!("reading the recreated stream: {e}")))?;
-    Ok(stream)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
-    fn run(script: &str, timeout: Duration, max: u64) -> Result<Vec<u8>, String> {
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(script);
-        run_child(c, timeout, max, |stdin| {
-            std::io::Write::write_all(stdin, b"request")
-        })
-        .map_err(|e| match e {
-            ChildError::Start(e) => e.to_string(),
-            ChildError::Other(e) => e,
-        })
+    /// A request of two bytes of data and one of reconstruction data: 27 bytes.
+    const REQUEST: usize = 27;
+
+    /// A reply with `status` and `body`, as `printf` arguments.
+    fn reply(status: u8, body: &str) -> String {
+        let mut head = vec![status];
+        head.extend((body.len() as u64).to_le_bytes());
+        let mut out = String::new();
+        for b in head {
+            write!(out, "\\{b:03o}").unwrap();
+        }
+        out + body
+    }
+
+    /// A recreator whose children run `script` (`$D`: a directory of the test's own),
+    /// each adding a line to `$D/starts`. (`D` is set in the script: children start with
+    /// an empty environment.)
+    fn recreator(dir: &std::path::Path, script: &str, timeout: Duration) -> Recreator {
+        let (dir, script) = (dir.to_owned(), script.to_owned());
+        Recreator::with(
+            move || {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(format!(
+                    "D='{}'; echo >>\"$D/starts\"; {script}",
+                    dir.display()
+                ));
+                Ok(c)
+            },
+            timeout,
+        )
+    }
+
+    fn ask(r: &mut Recreator, max: u64) -> Result<Vec<u8>, String> {
+        r.recreate(b"xy".to_vec(), b"z".to_vec(), max)
+    }
+
+    fn starts(dir: &std::path::Path) -> usize {
+        std::fs::read_to_string(dir.join("starts")).map_or(0, |s| s.lines().count())
+    }
+
+    #[test]
+    fn one_child_serves_every_stream_until_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        // `head -c` reads no more than it is asked for, so each reads one request.
+        let script = format!(
+            "head -c {REQUEST} >/dev/null; printf '{}'; head -c {REQUEST} >/dev/null; printf '{}'; \
+             head -c {REQUEST} >/dev/null; printf '{}'; cat >/dev/null; echo >\"$D/ended\"",
+            reply(0, "abc"),
+            reply(1, "no such stream"),
+            reply(0, "defg"),
+        );
+        let mut r = recreator(dir.path(), &script, Duration::from_secs(30));
+        assert_eq!(ask(&mut r, 100).unwrap(), b"abc");
+        // A refusal is the stream's error; the child goes on serving.
+        assert_eq!(ask(&mut r, 100).unwrap_err(), "no such stream");
+        assert_eq!(ask(&mut r, 100).unwrap(), b"defg");
+        assert_eq!(starts(dir.path()), 1);
+        assert!(!dir.path().join("ended").exists());
+        // Dropped, the child sees its input end, and is reaped.
+        drop(r);
+        assert!(dir.path().join("ended").exists());
     }
 
     #[test]
     fn a_child_is_stopped_at_its_timeout_and_its_output_bounded() {
-        assert_eq!(
-            run("cat", Duration::from_secs(30), 100).unwrap(),
-            b"request"
-        );
+        let dir = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
-        let err = run("cat >/dev/null; exec sleep 30", Duration::from_secs(1), 100).unwrap_err();
+        let mut r = recreator(
+            dir.path(),
+            &format!("head -c {REQUEST} >/dev/null; exec sleep 30"),
+            Duration::from_secs(1),
+        );
+        let err = ask(&mut r, 100).unwrap_err();
         assert!(
             err.contains("took longer than 1 s and was stopped"),
             "{err}"
         );
         assert!(started.elapsed() < Duration::from_secs(20));
-        let err = run("cat; echo more", Duration::from_secs(30), 4).unwrap_err();
-        assert!(err.contains("more than 4 bytes"), "{err}");
-        let err = run("echo broken >&2; exit 3", Duration::from_secs(30), 4).unwrap_err();
+        // A failed child is not asked again: the next stream starts another.
+        let _ = ask(&mut r, 100);
+        assert_eq!(starts(dir.path()), 2);
+
+        let mut r = recreator(
+            dir.path(),
+            &format!(
+                "head -c {REQUEST} >/dev/null; printf '{}'",
+                reply(0, "abcdef")
+            ),
+            Duration::from_secs(30),
+        );
+        let err = ask(&mut r, 4).unwrap_err();
+        assert!(err.contains("more than 4 bytes of stream"), "{err}");
+
+        let mut r = recreator(
+            dir.path(),
+            &format!("head -c {REQUEST} >/dev/null; printf '{}'", reply(7, "")),
+            Duration::from_secs(30),
+        );
+        let err = ask(&mut r, 4).unwrap_err();
+        assert!(err.contains("a reply with status 7"), "{err}");
+    }
+
+    #[test]
+    fn a_child_that_dies_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recreator(
+            dir.path(),
+            "head -c 5 >/dev/null; echo broken >&2; exit 3",
+            Duration::from_secs(30),
+        );
+        let err = ask(&mut r, 4).unwrap_err();
         assert!(err.contains("failed (exit status: 3): broken"), "{err}");
+        // Dying halfway through its reply is the same.
+        let mut r = recreator(
+            dir.path(),
+            &format!("head -c {REQUEST} >/dev/null; printf '\\000\\003'; echo cut >&2; exit 4"),
+            Duration::from_secs(30),
+        );
+        let err = ask(&mut r, 4).unwrap_err();
+        assert!(err.contains("failed (exit status: 4): cut"), "{err}");
     }
 }
