@@ -24,6 +24,8 @@
 //! patch bytes, never correctness. What the device makes is checked by its sha256 like
 //! every object. See docs/FORMAT.md, "ELF patches".
 
+use core::cell::Cell;
+
 use alloc::vec::Vec;
 
 use crate::FormatError;
@@ -314,49 +316,107 @@ impl Map {
 
     /// Where `x` (new side) goes on the old side.
     pub fn forward(&self, x: u64) -> u64 {
-        Self::apply(
-            &self.by_new,
-            &self.by_old,
-            x & self.mask,
-            |m| m.new,
-            |m| m.old,
-        )
+        self.forward_piece(x).at(x & self.mask)
     }
 
     /// Where `y` (old side) comes from on the new side.
     pub fn inverse(&self, y: u64) -> u64 {
-        Self::apply(
+        self.inverse_piece(y).at(y & self.mask)
+    }
+
+    /// The stretch around `x` (new side, taken modulo the space) that [`Map::forward`]
+    /// shifts by one amount.
+    pub fn forward_piece(&self, x: u64) -> Piece {
+        Self::piece(
+            &self.by_new,
+            &self.by_old,
+            x & self.mask,
+            self.mask,
+            |m| m.new,
+            |m| m.old,
+        )
+    }
+
+    /// The stretch around `y` (old side) that [`Map::inverse`] shifts by one amount.
+    pub fn inverse_piece(&self, y: u64) -> Piece {
+        Self::piece(
             &self.by_old,
             &self.by_new,
             y & self.mask,
+            self.mask,
             |m| m.old,
             |m| m.new,
         )
     }
 
-    fn apply(
+    fn piece(
         from: &[(MapRange, u64)],
         to: &[(MapRange, u64)],
         x: u64,
+        mask: u64,
         start: fn(&MapRange) -> u64,
         dest: fn(&MapRange) -> u64,
-    ) -> u64 {
+    ) -> Piece {
         // The ranges starting at or before x.
         let k = from.partition_point(|(m, _)| start(m) <= x);
-        let covered = if let Some((m, before)) = k.checked_sub(1).map(|i| &from[i]) {
+        let (gap_lo, covered) = if let Some((m, before)) = k.checked_sub(1).map(|i| &from[i]) {
             if x < start(m) + m.len {
-                return dest(m) + (x - start(m));
+                return Piece {
+                    lo: start(m),
+                    hi: start(m) + m.len,
+                    to: dest(m),
+                };
             }
-            before + m.len
+            (start(m) + m.len, before + m.len)
         } else {
-            0
+            (0, 0)
         };
         // x is the rank-th address outside the ranges on its side: the rank-th outside
-        // them on the other side, past every range that starts before it.
+        // them on the other side, past every range that starts before it. Addresses
+        // outside the ranges on the other side are counted by `dest - before`.
         let rank = x - covered;
         let c = to.partition_point(|(m, before)| dest(m) - before <= rank);
-        c.checked_sub(1)
-            .map_or(rank, |i| rank + to[i].1 + to[i].0.len)
+        let (y, first_rank) = c.checked_sub(1).map_or((rank, 0), |i| {
+            let (m, before) = &to[i];
+            (rank + before + m.len, dest(m) - before)
+        });
+        // One shift while x stays in its gap and its image in the other side's.
+        let gap_hi = from.get(k).map_or(mask + 1, |(m, _)| start(m));
+        let run_hi = to
+            .get(c)
+            .map_or(u64::MAX, |(m, before)| x + (dest(m) - before - rank));
+        let lo = gap_lo.max(x - (rank - first_rank));
+        Piece {
+            lo,
+            hi: gap_hi.min(run_hi),
+            to: y - (x - lo),
+        }
+    }
+}
+
+/// A stretch of addresses `lo .. hi` that a [`Map`] shifts by one amount: `lo` goes to
+/// `to`, `lo + 1` to `to + 1`, and so on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Piece {
+    /// The first address of the stretch.
+    pub lo: u64,
+    /// The address after its last.
+    pub hi: u64,
+    /// Where `lo` goes.
+    pub to: u64,
+}
+
+impl Piece {
+    /// Where `x`, within the stretch, goes.
+    #[must_use]
+    pub const fn at(&self, x: u64) -> u64 {
+        self.to + (x - self.lo)
+    }
+
+    /// Whether `x` is within the stretch.
+    #[must_use]
+    pub const fn holds(&self, x: u64) -> bool {
+        self.lo <= x && x < self.hi
     }
 }
 
@@ -381,6 +441,10 @@ pub struct Rewriter {
     pos: u64,
     /// File offsets of bytes that refused x86-64 candidates read (see `x86`).
     guarded: Vec<u64>,
+    /// The map's last stretches looked up, each way: sites come in address order, and
+    /// most pointer words repeat (zeros), so most lookups fall in the last one.
+    fwd: Cell<Piece>,
+    inv: Cell<Piece>,
 }
 
 impl Rewriter {
@@ -400,7 +464,31 @@ impl Rewriter {
             dir,
             range: 0,
             guarded: Vec::new(),
+            fwd: Cell::default(),
+            inv: Cell::default(),
         })
+    }
+
+    /// [`Map::forward`], through the last stretch looked up.
+    fn forward(&self, x: u64) -> u64 {
+        let x = x & self.map.mask;
+        let mut p = self.fwd.get();
+        if !p.holds(x) {
+            p = self.map.forward_piece(x);
+            self.fwd.set(p);
+        }
+        p.at(x)
+    }
+
+    /// [`Map::inverse`], through the last stretch looked up.
+    fn inverse(&self, y: u64) -> u64 {
+        let y = y & self.map.mask;
+        let mut p = self.inv.get();
+        if !p.holds(y) {
+            p = self.map.inverse_piece(y);
+            self.inv.set(p);
+        }
+        p.at(y)
     }
 
     /// Rewrites the sites in `buf`, which holds the file's bytes from offset `start`
@@ -575,14 +663,14 @@ impl Rewriter {
     fn turn_page(&self, site: u64, v: u64) -> u64 {
         let mask = (1u64 << self.arch.bits()) - 1;
         let page = site & !0xFFF;
-        let mapped = self.map.forward(site) & !0xFFF;
+        let mapped = self.forward(site) & !0xFFF;
         match self.dir {
             Direction::Normalize => {
                 let target = page.wrapping_add(v);
-                self.map.forward(target).wrapping_sub(mapped) & mask
+                self.forward(target).wrapping_sub(mapped) & mask
             }
             Direction::Restore => {
-                let target = self.map.inverse(v.wrapping_add(mapped));
+                let target = self.inverse(v.wrapping_add(mapped));
                 target.wrapping_sub(page) & mask
             }
         }
@@ -598,8 +686,8 @@ impl Rewriter {
             return;
         }
         let turned = match self.dir {
-            Direction::Normalize => self.map.forward(v),
-            Direction::Restore => self.map.inverse(v),
+            Direction::Normalize => self.forward(v),
+            Direction::Restore => self.inverse(v),
         };
         b.copy_from_slice(&turned.to_le_bytes());
     }
@@ -611,13 +699,10 @@ impl Rewriter {
         match self.dir {
             Direction::Normalize => {
                 let target = site.wrapping_add(v);
-                self.map
-                    .forward(target)
-                    .wrapping_sub(self.map.forward(site))
-                    & mask
+                self.map.forward(target).wrapping_sub(self.forward(site)) & mask
             }
             Direction::Restore => {
-                let target = self.map.inverse(v.wrapping_add(self.map.forward(site)));
+                let target = self.inverse(v.wrapping_add(self.forward(site)));
                 target.wrapping_sub(site) & mask
             }
         }
@@ -729,6 +814,18 @@ mod tests {
                     let y = map.forward(x);
                     assert!(y < 1 << arch.bits());
                     assert_eq!(map.inverse(y), x, "{ranges:?} at {x}");
+                    // Each stretch holds its address, and shifts all of its own as
+                    // the map does, looked up at each one.
+                    for (p, f) in [
+                        (map.forward_piece(x), Map::forward as fn(&Map, u64) -> u64),
+                        (map.inverse_piece(x), Map::inverse),
+                    ] {
+                        assert!(p.holds(x), "{p:?} {x}");
+                        let inside = p.lo + rng.below(p.hi - p.lo);
+                        for z in [p.lo, p.hi - 1, inside] {
+                            assert_eq!(p.at(z), f(&map, z), "{ranges:?} {p:?} at {z}");
+                        }
+                    }
                 }
             }
         }
