@@ -1,5 +1,6 @@
 //! Deflate-aware patches (`format::ops::DEFLATE_PATCH`, see `docs/FORMAT.md`, "Part
-//! operations"): a gzip file's new bytes from its old ones, through the uncompressed data.
+//! operations"): a gzip or zlib file's new bytes from its old ones, through the
+//! uncompressed data.
 //!
 //! A small change early in a deflate stream rewrites everything after it, so a patch of
 //! the compressed bytes is about as large as the file. Instead the build host
@@ -8,8 +9,8 @@
 //! uncompressed data: preflate's reconstruction data, which predicts the compressor's
 //! every choice and records where the prediction is wrong (a few hundred bytes for a
 //! Debian `gzip -9n` file, whatever compressor made it). The device ([`rebuild`])
-//! inflates its base, applies the patch, recreates the stream and puts the gzip header
-//! and trailer around it. [`make`] runs [`rebuild`] itself on what it made, and keeps the
+//! inflates its base, applies the patch, recreates the stream and puts the header and
+//! trailer (gzip's or zlib's: to the device, bytes before and after) around it. [`make`] runs [`rebuild`] itself on what it made, and keeps the
 //! patch only if the bytes come back exactly: a file that cannot be recreated gets a
 //! plain patch, decided on the build host, never discovered on the device.
 //!
@@ -288,11 +289,37 @@ pub fn gzip_stream_start(b: &[u8]) -> Option<usize> {
     (at <= b.len()).then_some(at)
 }
 
-/// A deflate patch that turns the gzip file `old` into the gzip file `new` (each one
-/// member: header, deflate stream, 8-byte trailer), with `header` as the new file's
-/// header and `base` its base index: the operation's head and payload. Refused (with
-/// the reason) when either is not such a file, a side is over the limits, or the
-/// device's [`rebuild`] would not give back `new` exactly (checked by running it).
+/// Where the deflate stream of a zlib stream (RFC 1950) starts, and so `Some(2)`: a
+/// two-byte header of method 8 with a window of at most 32 KiB, its check bits right and
+/// no preset dictionary (the device would not have it). Two bytes say little, so the
+/// caller's inflating and exact rebuilding decide the rest.
+#[cfg(feature = "make")]
+pub fn zlib_stream_start(b: &[u8]) -> Option<usize> {
+    const FDICT: u8 = 0x20;
+    let (cmf, flg) = (*b.first()?, *b.get(1)?);
+    (cmf & 0x0f == 8
+        && cmf >> 4 <= 7
+        && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0
+        && flg & FDICT == 0)
+        .then_some(2)
+}
+
+/// The framing around a file's one deflate stream: where the stream starts, and how long
+/// the trailer after it is (gzip: its member header, then crc32 and size, 8 bytes; zlib:
+/// two bytes, then the Adler-32, 4 bytes). `None` for anything else.
+#[cfg(feature = "make")]
+pub fn framing(b: &[u8]) -> Option<(usize, usize)> {
+    gzip_stream_start(b)
+        .map(|start| (start, 8))
+        .or_else(|| zlib_stream_start(b).map(|start| (start, 4)))
+}
+
+/// A deflate patch that turns `old` into `new`, each one deflate stream in its framing
+/// (a gzip member or a zlib stream, see [`framing`]; the two sides may differ), with
+/// `header` as the new file's header and `base` its base index: the operation's head
+/// and payload. Refused (with the reason) when either is not such a file, a side is
+/// over the limits, or the device's [`rebuild`] would not give back `new` exactly
+/// (checked by running it).
 #[cfg(feature = "make")]
 pub fn make(
     old: &[u8],
@@ -300,10 +327,10 @@ pub fn make(
     header: format::FileHeader,
     base: u64,
 ) -> Result<(DeflateHead, Vec<u8>), &'static str> {
-    let old_start = gzip_stream_start(old).ok_or("the base is not gzip")?;
-    let new_start = gzip_stream_start(new).ok_or("not gzip")?;
+    let (old_start, _) = framing(old).ok_or("the base is neither gzip nor zlib")?;
+    let (new_start, trailer) = framing(new).ok_or("neither gzip nor zlib")?;
     if new_start > DEFLATE_FRAME_MAX {
-        return Err("gzip header too long");
+        return Err("header too long");
     }
     // The base: only its uncompressed data matters (the device inflates the same bytes).
     let mut inflater = flate2::bufread::DeflateDecoder::new(&old[old_start..]);
@@ -318,13 +345,13 @@ pub fn make(
         verify_compression: false,
         ..preflate_rs::PreflateConfig::default()
     };
-    // One member: the stream, then its 8-byte trailer, then nothing.
-    let stream_end = new.len().checked_sub(8).ok_or("too short")?;
+    // One stream: then its trailer, then nothing.
+    let stream_end = new.len().checked_sub(trailer).ok_or("too short")?;
     let stream = new.get(new_start..stream_end).ok_or("too short")?;
     let (found, plain) = preflate_rs::preflate_whole_deflate_stream(stream, &config)
         .map_err(|_| "preflate cannot model the stream")?;
     if found.compressed_size != stream.len() {
-        return Err("not one gzip member");
+        return Err("not one stream and its trailer");
     }
     if stream.len() as u64 > DEFLATE_STREAM_MAX || plain.text().len() as u64 > DEFLATE_PLAIN_MAX {
         return Err("too large uncompressed");

@@ -1,6 +1,6 @@
-//! Deflate patches round-trip: made by `make` from two gzip files, rebuilt by `rebuild`
-//! to the exact new bytes, for streams of every flate2 level and of the gzip, pigz and
-//! zopfli programs; and hostile heads and payloads are refused in one line.
+//! Deflate patches round-trip: made by `make` from two gzip (or zlib) files, rebuilt by
+//! `rebuild` to the exact new bytes, for streams of every flate2 level and of the gzip,
+//! pigz and zopfli programs; and hostile heads and payloads are refused in one line.
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
 #![allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
 
@@ -199,10 +199,57 @@ fn not_gzip_or_two_members_is_no_patch() {
     let mut two = n.clone();
     two.extend_from_slice(&n);
     assert!(make(&o, &two, header(two.len()), 0).is_err(), "two members");
-    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
-    zlib.write_all(&new).unwrap();
-    let zlib = zlib.finish().unwrap();
-    assert!(make(&o, &zlib, header(zlib.len()), 0).is_err(), "zlib");
+    // zlib with a preset dictionary (which the device would not have).
+    let mut dict = zlib(&new, 6);
+    dict[1] = 0x20;
+    dict[1] += 31 - ((u16::from(dict[0]) << 8 | u16::from(dict[1])) % 31) as u8;
+    assert!(make(&o, &dict, header(dict.len()), 0).is_err(), "FDICT");
+    // Bytes that only look like a zlib header.
+    let mut fake = b"\x78\x9c".to_vec();
+    fake.extend_from_slice(&new);
+    assert!(
+        make(&o, &fake, header(fake.len()), 0).is_err(),
+        "not deflate"
+    );
+}
+
+fn zlib(data: &[u8], level: u32) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(level));
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn zlib_streams_round_trip_and_mix_with_gzip() {
+    let (old, new) = pair(20_000);
+    for level in 0..=9 {
+        let (o, n) = (zlib(&old, level), zlib(&new, level));
+        let (head, payload) = round_trip(&o, &n, &format!("zlib level {level}"));
+        assert_eq!(
+            (head.base_start, head.prefix.len(), head.suffix.len()),
+            (2, 2, 4)
+        );
+        if level > 0 {
+            let cost = zstd::bulk::compress(&payload, 19).unwrap().len();
+            assert!(
+                cost * 4 < n.len(),
+                "level {level}: {cost} bytes for {}",
+                n.len()
+            );
+        }
+    }
+    // The base's framing does not matter, only its uncompressed data.
+    let (head, _) = round_trip(&flate2_gz(&old, 9), &zlib(&new, 9), "gzip to zlib");
+    assert_eq!((head.base_start, head.suffix.len()), (10, 4));
+    let (head, _) = round_trip(&zlib(&old, 9), &flate2_gz(&new, 9), "zlib to gzip");
+    assert_eq!((head.base_start, head.suffix.len()), (2, 8));
+    // Every window size a zlib header can name (the stream itself is the same).
+    for cinfo in 0..=7u8 {
+        let mut n = zlib(&new, 6);
+        n[0] = cinfo << 4 | 8;
+        n[1] = (n[1] & 0xc0) + 31 - ((u16::from(n[0]) << 8 | u16::from(n[1] & 0xc0)) % 31) as u8;
+        round_trip(&zlib(&old, 6), &n, &format!("zlib CINFO {cinfo}"));
+    }
 }
 
 fn sample() -> (Vec<u8>, Vec<u8>, DeflateHead, Vec<u8>) {

@@ -376,7 +376,7 @@ fn changelog(n: usize, changed: usize) -> Vec<u8> {
 }
 
 #[test]
-fn gzip_files_travel_as_deflate_patches_and_lies_are_refused() {
+fn gzip_and_zlib_files_travel_as_deflate_patches_and_lies_are_refused() {
     if gzip(b"x").is_none() {
         testkit::missing("gzip_files", "gzip (apt install gzip)");
         return;
@@ -390,12 +390,20 @@ fn gzip_files_travel_as_deflate_patches_and_lies_are_refused() {
         // the top changes.
         target.insert(name, gzip(&changelog(n + 1, n / 2)).unwrap());
     }
+    // A zlib stream (as a program's data file might be): the same, framed by zlib.
+    let zlib = |data: &[u8]| {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut e, data).unwrap();
+        e.finish().unwrap()
+    };
+    base.insert("usr/share/p/data.zz".into(), zlib(&changelog(2000, usize::MAX)));
+    target.insert("usr/share/p/data.zz".into(), zlib(&changelog(2001, 1000)));
     // Not gzip, and gzip whose base is not: plain patches or whole files.
     base.insert("usr/lib/x".into(), blob(3, 20_000));
     target.insert("usr/lib/x".into(), blob(4, 20_000));
     let gz_bytes: usize = target.values().map(Vec::len).sum::<usize>() - 20_000;
     let report = round_trip(&base, &target, &[]);
-    assert_eq!(report["deflated"], 3, "{report}");
+    assert_eq!(report["deflated"], 4, "{report}");
     assert!(
         report["bytes"].as_u64().unwrap() < gz_bytes as u64 / 4,
         "{report} against {gz_bytes} bytes of gzip"

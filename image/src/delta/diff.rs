@@ -138,16 +138,15 @@ fn prepare(
     })
 }
 
-/// A deflate patch from `old` to `new` when both are gzip files (the magic says so;
-/// `redeflate::make` checks the rest, and runs the device's reconstruction), else
-/// `None`. Its base index is 0 until written.
+/// A deflate patch from `old` to `new` when both are one deflate stream in a gzip or
+/// zlib framing (their headers say so; `redeflate::make` checks the rest, and runs the
+/// device's reconstruction), else `None`. Its base index is 0 until written.
 fn deflate_patch(
     old: &[u8],
     new: &[u8],
     header: &FileHeader,
 ) -> Option<(format::ops::DeflateHead, Vec<u8>)> {
-    const GZIP: [u8; 2] = [0x1f, 0x8b];
-    if !(old.starts_with(&GZIP) && new.starts_with(&GZIP)) {
+    if redeflate::framing(old).is_none() || redeflate::framing(new).is_none() {
         return None;
     }
     redeflate::make(old, new, header.clone(), 0).ok()
