@@ -42,6 +42,7 @@ test_packages=(
     groff-base         # groff -ww: berth-init's hand-written man page renders without warnings
     pigz               # redeflate/tests/roundtrip.rs: deflate patches of pigz's streams (and its zopfli mode)
     zopfli             # redeflate/tests/roundtrip.rs: deflate patches of zopfli's streams
+    p7zip-full         # redeflate/tests/roundtrip.rs: deflate patches of 7-Zip's streams
 )
 [[ ${1:-} == --test-tools ]] && packages+=("${test_packages[@]}")
 

@@ -1,6 +1,7 @@
 //! Deflate patches round-trip: made by `make` from two gzip (or zlib) files, rebuilt by
-//! `rebuild` to the exact new bytes, for streams of every flate2 level and of the gzip,
-//! pigz and zopfli programs; and hostile heads and payloads are refused in one line.
+//! `rebuild` to the exact new bytes, for streams of every flate2 level, every zlib
+//! strategy, and of the gzip, pigz, zopfli and 7-Zip programs; and hostile heads and
+//! payloads are refused in one line.
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
 #![allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
 
@@ -78,19 +79,19 @@ fn flate2_gz(data: &[u8], level: u32) -> Vec<u8> {
 }
 
 /// `program args…` with `data` on stdin (or in a file named by the argument `FILE`);
-/// its stdout.
+/// its stdout (or what it wrote to the file named by the argument `OUT`).
 fn run(program: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data");
+    let output = dir.path().join("out.gz");
     std::fs::write(&file, data).unwrap();
+    let to_file = args.contains(&"OUT");
     let args: Vec<&std::ffi::OsStr> = args
         .iter()
-        .map(|&a| {
-            if a == "FILE" {
-                file.as_os_str()
-            } else {
-                a.as_ref()
-            }
+        .map(|&a| match a {
+            "FILE" => file.as_os_str(),
+            "OUT" => output.as_os_str(),
+            _ => a.as_ref(),
         })
         .collect();
     let mut child = Command::new(program)
@@ -108,7 +109,11 @@ fn run(program: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
     let out = child.wait_with_output().unwrap();
     feed.join().unwrap();
     assert!(out.status.success(), "{program} {args:?}");
-    out.stdout
+    if to_file {
+        std::fs::read(&output).unwrap()
+    } else {
+        out.stdout
+    }
 }
 
 /// Makes the patch, rebuilds it as the device does, and checks the bytes and that it
@@ -165,18 +170,29 @@ fn other_compressors_round_trip() {
         round_trip(&o, &n, &format!("gzip {arg}"));
         made.push(format!("gzip {arg}"));
     }
-    // pigz (blocks compressed independently, then joined) and zopfli (an optimal parse),
-    // when installed: ci/setup.sh installs them for CI.
-    for (program, args) in [
-        ("pigz", &["-9n", "-b", "32"][..]),
-        ("pigz", &["-6n", "-p", "1"][..]),
-        ("pigz", &["-11n"][..]),
-        ("zopfli", &["-c", "--i5", "FILE"][..]),
+    // pigz (blocks compressed independently, then joined), zopfli (an optimal parse) and
+    // 7-Zip, when installed: ci/setup.sh installs them for CI.
+    for (program, package, args) in [
+        ("pigz", "pigz", &["-9n", "-b", "32"][..]),
+        ("pigz", "pigz", &["-6n", "-p", "1"][..]),
+        ("pigz", "pigz", &["-11n"][..]),
+        ("zopfli", "zopfli", &["-c", "--i5", "FILE"][..]),
+        // 7-Zip's own deflate encoder, at its fastest and its best.
+        (
+            "7z",
+            "p7zip-full",
+            &["a", "-tgzip", "-mx=1", "OUT", "FILE"][..],
+        ),
+        (
+            "7z",
+            "p7zip-full",
+            &["a", "-tgzip", "-mx=9", "OUT", "FILE"][..],
+        ),
     ] {
         if Command::new(program).arg("--help").output().is_err() {
             testkit::missing(
                 "other_compressors_round_trip",
-                &format!("{program} (apt install {program})"),
+                &format!("{program} (apt install {package})"),
             );
             continue;
         }
@@ -185,6 +201,47 @@ fn other_compressors_round_trip() {
         made.push(format!("{program} {args:?}"));
     }
     eprintln!("round-tripped: {made:?}");
+}
+
+/// zlib's every strategy (default, filtered, Huffman only, RLE, fixed codes) at low,
+/// default and high levels and memory levels, made by Python's zlib module (the system
+/// zlib): each is patched and rebuilt exactly, or refused on the build host.
+#[test]
+fn every_zlib_strategy_round_trips() {
+    let python = |data: &[u8], level: u32, mem: u32, strategy: u32| {
+        let script = format!(
+            "import sys, zlib; c = zlib.compressobj({level}, zlib.DEFLATED, 15, {mem}, {strategy}); \
+             sys.stdout.buffer.write(c.compress(sys.stdin.buffer.read()) + c.flush())"
+        );
+        run("python3", &["-c", &script], data)
+    };
+    if Command::new("python3").arg("--version").output().is_err() {
+        testkit::missing(
+            "every_zlib_strategy_round_trips",
+            "python3 (apt install python3)",
+        );
+        return;
+    }
+    let (old, new) = pair(8_000);
+    let (mut patched, mut refused) = (Vec::new(), Vec::new());
+    for strategy in 0..=4 {
+        for (level, mem) in [(1, 8), (6, 1), (6, 8), (9, 9)] {
+            let what = format!("strategy {strategy}, level {level}, memLevel {mem}");
+            let (o, n) = (
+                python(&old, level, mem, strategy),
+                python(&new, level, mem, strategy),
+            );
+            match make(&o, &n, header(n.len()), 0) {
+                Ok(_) => {
+                    round_trip(&o, &n, &what);
+                    patched.push(what);
+                }
+                Err(e) => refused.push(format!("{what}: {e}")),
+            }
+        }
+    }
+    eprintln!("patched: {patched:?}\nrefused: {refused:?}");
+    assert!(refused.is_empty(), "{refused:?}");
 }
 
 #[test]

@@ -396,7 +396,10 @@ fn gzip_and_zlib_files_travel_as_deflate_patches_and_lies_are_refused() {
         std::io::Write::write_all(&mut e, data).unwrap();
         e.finish().unwrap()
     };
-    base.insert("usr/share/p/data.zz".into(), zlib(&changelog(2000, usize::MAX)));
+    base.insert(
+        "usr/share/p/data.zz".into(),
+        zlib(&changelog(2000, usize::MAX)),
+    );
     target.insert("usr/share/p/data.zz".into(), zlib(&changelog(2001, 1000)));
     // Not gzip, and gzip whose base is not: plain patches or whole files.
     base.insert("usr/lib/x".into(), blob(3, 20_000));
