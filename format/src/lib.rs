@@ -56,6 +56,7 @@ pub mod tree;
 pub mod uboot_env;
 pub mod update;
 mod wire;
+pub mod zippatch;
 
 pub use commit::{Commit, Version};
 pub use error::FormatError;

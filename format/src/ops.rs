@@ -44,6 +44,13 @@ pub const DEFLATE_PATCH: u8 = 4;
 /// one sets [`crate::update::FLAG_ELF_PATCH`].
 pub const ELF_PATCH: u8 = 5;
 
+/// A regular file of stored stretches and deflate streams (a zip archive: each member a
+/// deflate stream) as a patch of its expansion, each stream replaced by its uncompressed
+/// data: head is a [`crate::zippatch::ZipHead`]; payload the new streams' reconstruction
+/// data, then a bidiff patch from the base's expansion to the new file's. An update that
+/// holds one sets [`crate::update::FLAG_ZIP_PATCH`].
+pub const ZIP_PATCH: u8 = 6;
+
 /// Largest operation head.
 pub const HEAD_MAX: usize = 64 << 20;
 /// Most windows in one patch.
@@ -414,7 +421,7 @@ pub struct PatchHead {
 
 /// A patch head's length-prefixed header of the file it makes (at most `len` bytes),
 /// which must be a regular file's: only regular files are patched.
-fn patched_header(
+pub(crate) fn patched_header(
     r: &mut Reader<'_>,
     len: usize,
     what: &'static str,

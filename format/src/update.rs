@@ -47,8 +47,12 @@ pub const FLAG_DEFLATE_PATCH: u16 = 1;
 /// (`format::ops::ELF_PATCH`). A device that does not know it refuses the update before
 /// writing anything.
 pub const FLAG_ELF_PATCH: u16 = 2;
+/// Incompatible feature flag of the body: some part holds a zip patch
+/// (`format::ops::ZIP_PATCH`). A device that does not know it refuses the update before
+/// writing anything.
+pub const FLAG_ZIP_PATCH: u16 = 4;
 /// The body's flags this build knows.
-pub const KNOWN_FLAGS: u16 = FLAG_DEFLATE_PATCH | FLAG_ELF_PATCH;
+pub const KNOWN_FLAGS: u16 = FLAG_DEFLATE_PATCH | FLAG_ELF_PATCH | FLAG_ZIP_PATCH;
 /// Length of the fixed head: preamble (8) and body length (4).
 pub const HEAD_LEN: usize = 12;
 

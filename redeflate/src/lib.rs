@@ -22,6 +22,11 @@
 
 use std::io::{Cursor, Read, Write};
 
+mod zip;
+pub use zip::{ZipError, rebuild_zip};
+#[cfg(feature = "make")]
+pub use zip::{make_zip, zip_streams};
+
 pub use format::ops::DEFLATE_PLAIN_MAX;
 use format::ops::DeflateHead;
 #[cfg(feature = "make")]
@@ -29,11 +34,11 @@ use format::ops::{DEFLATE_CORRECTIONS_MAX, DEFLATE_FRAME_MAX, DEFLATE_STREAM_MAX
 
 /// Why a deflate patch cannot be rebuilt: one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("deflate patch: {0}")]
+#[error("{0}")]
 pub struct RebuildError(String);
 
-fn err(what: impl Into<String>) -> RebuildError {
-    RebuildError(what.into())
+fn err(what: impl AsRef<str>) -> RebuildError {
+    RebuildError(format!("deflate patch: {}", what.as_ref()))
 }
 
 /// Reads at most `limit` bytes of `r` into a vector that grows as they arrive (a lying

@@ -17,6 +17,7 @@ use std::path::Path;
 
 use format::elfpatch::{Direction, ElfHead, Rewriter};
 use format::ops::{self, DeflateHead, ObjRef, PatchHead, TreeOp};
+use format::zippatch::ZipHead;
 use format::{EntryKind, FileHeader, FileKind, FormatError, ObjectId, ObjectKind};
 use store::{Repo, Txn};
 
@@ -233,26 +234,41 @@ impl<'a, 'r> Applier<'a, 'r> {
                 self.checks.made_file(id, None);
                 self.made.push((id, EntryKind::File));
             }
-            ops::TREE => {
-                let top = TreeOp::decode(&head).map_err(fmt)?;
-                let base = top
-                    .base
-                    .map(|i| {
-                        let id = self.base_entry(i, EntryKind::Tree).map_err(fmt)?;
-                        Ok::<_, UpdaterError>(self.repo.read_tree(&id)?)
-                    })
-                    .transpose()?;
-                let refused = std::cell::Cell::new(None);
-                let tree = top
-                    .build(base.as_ref(), |r, k| self.resolve(r, k, txn, &refused))
-                    .map_err(|e| refused.take().unwrap_or_else(|| fmt(e)))?;
-                let id = tree.id();
-                self.checks.made_tree(&tree, id, shown, op)?;
-                txn.write_tree(&tree)?;
-                self.made.push((id, EntryKind::Tree));
+            ops::ZIP_PATCH => {
+                let zh = ZipHead::decode(&head).map_err(fmt)?;
+                if zh.payload_len() > left {
+                    return Err(too_big("a zip patch", zh.payload_len()));
+                }
+                let id = self.apply_zip(txn, r, &zh)?;
+                self.checks.made_file(id, None);
+                self.made.push((id, EntryKind::File));
             }
+            ops::TREE => self.apply_tree(txn, &head)?,
             k => return Err(bad(shown, format!("operation {op}: unknown operation {k}"))),
         }
+        Ok(())
+    }
+
+    /// A tree, as edits of a base tree (or of none).
+    fn apply_tree(&mut self, txn: &mut Txn<'_>, head: &[u8]) -> Result<(), UpdaterError> {
+        let (op, shown) = (self.ops, self.shown);
+        let fmt = |e: FormatError| bad(shown, format!("operation {op}: {e}"));
+        let top = TreeOp::decode(head).map_err(fmt)?;
+        let base = top
+            .base
+            .map(|i| {
+                let id = self.base_entry(i, EntryKind::Tree).map_err(fmt)?;
+                Ok::<_, UpdaterError>(self.repo.read_tree(&id)?)
+            })
+            .transpose()?;
+        let refused = std::cell::Cell::new(None);
+        let tree = top
+            .build(base.as_ref(), |r, k| self.resolve(r, k, txn, &refused))
+            .map_err(|e| refused.take().unwrap_or_else(|| fmt(e)))?;
+        let id = tree.id();
+        self.checks.made_tree(&tree, id, shown, op)?;
+        txn.write_tree(&tree)?;
+        self.made.push((id, EntryKind::Tree));
         Ok(())
     }
 
@@ -388,6 +404,69 @@ impl Applier<'_, '_> {
             return Err(self.forbidden(&why, &id));
         }
         Ok(txn.write_file(&dh.header, &mut content.as_slice(), shown)?)
+    }
+}
+
+impl Applier<'_, '_> {
+    /// A zip archive from its base's expansion (see `redeflate::rebuild_zip`): the base
+    /// expanded in memory (its streams inflated, each to its declared size and no
+    /// further), the patch applied, each new stream recreated by the part's child, and
+    /// the file written and hashed as it streams out.
+    fn apply_zip<R: Read>(
+        &mut self,
+        txn: &mut Txn<'_>,
+        r: &mut R,
+        zh: &ZipHead,
+    ) -> Result<ObjectId, UpdaterError> {
+        let shown = self.shown;
+        let op = self.ops;
+        let base = self
+            .base_entry(zh.base, EntryKind::File)
+            .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
+        let (bheader, content) = self.repo.file_object(&base).map_err(|e| {
+            bad(
+                shown,
+                format!("a zip patch's base {base} cannot be read: {e}"),
+            )
+        })?;
+        let store::FileContent::File(base_file) = content else {
+            return Err(bad(
+                shown,
+                format!("a zip patch's base {base} is not a regular file"),
+            ));
+        };
+        if zh.base_len() != bheader.size {
+            return Err(bad(
+                shown,
+                format!(
+                    "a zip patch's pieces cover {} bytes of its base {base}, which has {}",
+                    zh.base_len(),
+                    bheader.size
+                ),
+            ));
+        }
+        let base_reader = std::io::BufReader::new(&base_file);
+        let refuses = self.forbid.refuses(&zh.header);
+        let recreator = &mut self.recreator;
+        let made = redeflate::rebuild_zip(
+            base_reader,
+            zh,
+            r,
+            |plain, corrections, max| recreator.recreate(plain, corrections, max),
+            |content| match &refuses {
+                Some(_) => hash_only(&zh.header, content, shown).map(Err),
+                None => txn
+                    .write_file(&zh.header, content, shown)
+                    .map(Ok)
+                    .map_err(Into::into),
+            },
+        );
+        match made {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(id)) => Err(self.forbidden(refuses.as_deref().unwrap_or_default(), &id)),
+            Err(redeflate::ZipError::Rebuild(e)) => Err(bad(shown, format!("operation {op}: {e}"))),
+            Err(redeflate::ZipError::Consume(e)) => Err(e),
+        }
     }
 }
 

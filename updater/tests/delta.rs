@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
@@ -470,6 +471,125 @@ fn gzip_and_zlib_files_travel_as_deflate_patches_and_lies_are_refused() {
     lab.ok(&["update", path.to_str().unwrap()]);
 }
 
+/// A zip archive of `members` (name, content), deflated at `level` by Python's zipfile,
+/// with fixed dates; `None` without python3.
+fn pyzip(members: &[(&str, Vec<u8>)], level: u32) -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = String::from("import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\n");
+    for (i, (name, data)) in members.iter().enumerate() {
+        let file = dir.path().join(format!("m{i}"));
+        fs::write(&file, data).unwrap();
+        writeln!(
+            script,
+            "i = zipfile.ZipInfo('{name}', (2020, 1, 1, 0, 0, 0)); i.compress_type = zipfile.ZIP_DEFLATED\n\
+             z.writestr(i, open('{}', 'rb').read(), compresslevel={level})",
+            file.display()
+        )
+        .unwrap();
+    }
+    script += "z.close()\n";
+    let out = dir.path().join("out.zip");
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(&out)
+        .status()
+        .ok()?;
+    assert!(status.success());
+    fs::read(&out).ok()
+}
+
+/// A zip patch's lie, with the payload.
+type ZipLie = fn(&mut format::zippatch::ZipHead, &mut [u8]);
+
+#[test]
+fn zip_archives_travel_through_their_members_and_lies_are_refused() {
+    let release = |n: usize, changed: usize| {
+        vec![
+            ("app/main.py", changelog(n, changed)),
+            ("app/lib.py", changelog(2 * n, usize::MAX)),
+            ("app/data.txt", changelog(n / 2, changed / 2)),
+        ]
+    };
+    let Some(old_zip) = pyzip(&release(1500, usize::MAX), 9) else {
+        testkit::missing("zip_archives", "python3 (apt install python3)");
+        return;
+    };
+    let new_zip = pyzip(&release(1501, 700), 9).unwrap();
+    let mut base = Files::new();
+    let mut target = Files::new();
+    base.insert("usr/share/app/app.zip".into(), old_zip);
+    target.insert("usr/share/app/app.zip".into(), new_zip.clone());
+    let report = round_trip(&base, &target, &[]);
+    assert_eq!(report["zip_patched"], 1, "{report}");
+    assert!(
+        report["bytes"].as_u64().unwrap() < new_zip.len() as u64 / 4,
+        "{report} against a {}-byte archive",
+        new_zip.len()
+    );
+
+    // For devices whose berth predates zip patches: no flag, a plain patch, larger.
+    let (lab, good, plain) = with_and_without(
+        &base,
+        &target,
+        format::update::FLAG_ZIP_PATCH,
+        "--no-deflate",
+    );
+    assert!(
+        plain.len() > 2 * good.len(),
+        "{} against {}",
+        plain.len(),
+        good.len()
+    );
+    // Lies, each signed with the trusted key: refused in one line, nothing changed.
+    let lies: [(ZipLie, &str); 5] = [
+        // The reconstruction data damaged: preflate, in the child, fails or panics.
+        (
+            |_, payload| {
+                for b in &mut payload[4..40] {
+                    *b ^= 0x5a;
+                }
+            },
+            "zip patch: piece ",
+        ),
+        (
+            |h, _| {
+                for p in &mut h.base_pieces {
+                    if let format::zippatch::BasePiece::Stream { plain, .. } = p {
+                        *plain -= 1;
+                        break;
+                    }
+                }
+            },
+            "zip patch: the base's piece 2 inflates to more than",
+        ),
+        (
+            |h, _| {
+                h.base_pieces
+                    .push(format::zippatch::BasePiece::Stored { len: 1 });
+            },
+            "pieces cover",
+        ),
+        (|h, _| h.patch_len -= 1, "zip patch: bad patch"),
+        (
+            |h, _| {
+                h.base = 1 << 40;
+            },
+            "base reference past the base commit's objects",
+        ),
+    ];
+    for (lie, needle) in lies {
+        let bad = changed_op(&lab, &good, format::ops::ZIP_PATCH, |head, payload| {
+            let mut h = format::zippatch::ZipHead::decode(head).unwrap();
+            lie(&mut h, payload);
+            h.encode()
+        });
+        lab.fails(&["update", bad.to_str().unwrap()], needle);
+    }
+    let path = lab.tmp.path().join("good.berth");
+    lab.ok(&["update", path.to_str().unwrap()]);
+}
+
 /// A device at 1.0 (`base`) and two updates to 2.0 (`target`): the default one, which
 /// must carry the incompatible `flag`, and one made with `compat` for berths that
 /// predate it, which carries none.
@@ -533,6 +653,9 @@ fn op_of(plain: &[u8], want: u8) -> (usize, Vec<u8>, usize) {
             format::ops::ELF_PATCH => format::elfpatch::ElfHead::decode(&head)
                 .unwrap()
                 .patch
+                .payload_len(),
+            format::ops::ZIP_PATCH => format::zippatch::ZipHead::decode(&head)
+                .unwrap()
                 .payload_len(),
             _ => 0,
         } as usize;

@@ -49,10 +49,11 @@ pub struct Args {
     /// `berth update DIR` reads it too.
     #[arg(long)]
     split: bool,
-    /// Send gzip files as plain patches only: an update that a berth without deflate
-    /// patches (before issue 18) can apply. By default a gzip file whose base is gzip
-    /// travels through its uncompressed data when that is smaller, and the update is
-    /// then refused by such a berth.
+    /// Send compressed files as plain patches only: an update that a berth without
+    /// deflate or zip patches (before issue 18) can apply. By default a gzip or zlib
+    /// file whose base is one too travels through its uncompressed data, and a zip
+    /// archive (jar, wheel, apk) through its members', when that is smaller, and the
+    /// update is then refused by such a berth.
     #[arg(long)]
     no_deflate: bool,
     /// Send ELF files as plain patches only: an update that a berth without ELF
@@ -111,13 +112,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!("{}", out.output.display());
     eprintln!(
-        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file, {} through their uncompressed data, {} with their code's references rewritten), {} parts, {} bytes ({} uncompressed)",
+        "update {} -> {}: {} objects ({} as patches, {} of them against a renamed or moved file, {} through their uncompressed data, {} zip archives through their members', {} with their code's references rewritten), {} parts, {} bytes ({} uncompressed)",
         out.from.as_deref().map_or("(empty)", |f| &f[..16]),
         &out.to[..16],
         out.objects,
         out.patched,
         out.patched_elsewhere,
         out.deflated,
+        out.zip_patched,
         out.elf_patched,
         out.parts,
         out.bytes,

@@ -28,6 +28,9 @@ pub(super) enum Prepared {
     /// A gzip file as a deflate patch (`redeflate`): the head (its base index is filled
     /// in when written) and the payload.
     Deflate(Box<format::ops::DeflateHead>, Vec<u8>),
+    /// A zip archive as a zip patch (`redeflate::make_zip`): the head (its base index is
+    /// filled in when written) and the payload.
+    Zip(Box<format::zippatch::ZipHead>, Vec<u8>),
     /// An ELF file as an ELF patch: one-window patch over the base's whole content
     /// that makes the normalized file (`elf.rs`).
     Elf(Box<ElfPatch>),
@@ -119,19 +122,26 @@ fn prepare(
             anyhow::Ok((c, e))
         })
         .transpose()?;
-    let deflate = kinds
-        .deflate
-        .then(|| deflate_patch(&old, &new, &header))
-        .flatten()
-        .map(|(head, payload)| {
-            let c = cost(&payload)? + head.encode().len();
-            anyhow::Ok((c, head, payload))
-        })
-        .transpose()?;
-    Ok(match (deflate, elf) {
-        (Some((c, head, payload)), _) if c < plain_cost.min(whole_cost) => {
-            Prepared::Deflate(Box::new(head), payload)
+    // Through the uncompressed data: a gzip or zlib file's, else a zip archive's members'.
+    let deflate = if kinds.deflate {
+        match deflate_patch(&old, &new, &header) {
+            Some((head, payload)) => Some((
+                cost(&payload)? + head.encode().len(),
+                Prepared::Deflate(Box::new(head), payload),
+            )),
+            None => match redeflate::make_zip(&old, &new, header.clone(), 0) {
+                Ok((head, payload)) => Some((
+                    cost(&payload)? + head.encode().len(),
+                    Prepared::Zip(Box::new(head), payload),
+                )),
+                Err(_) => None,
+            },
         }
+    } else {
+        None
+    };
+    Ok(match (deflate, elf) {
+        (Some((c, p)), _) if c < plain_cost.min(whole_cost) => p,
         (_, Some((c, e))) if c < plain_cost.min(whole_cost) => Prepared::Elf(Box::new(e)),
         _ if plain_cost < whole_cost => Prepared::Patch(header, bheader.size, patch),
         _ => Prepared::Whole,

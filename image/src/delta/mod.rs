@@ -15,6 +15,9 @@
 //!   a similar name that went away from the same directory (`libfoo.so.1.2.3` becomes
 //!   `.1.2.4`; a directory such as `/lib/modules/6.1.0-27-amd64` is matched the same
 //!   way), else a file of the same name anywhere in the base commit (a move).
+//! - A zip archive whose base is one too travels as a zip patch when that is smaller:
+//!   a patch of both sides' expansions (each member's deflate stream replaced by its
+//!   uncompressed data), and the new members' reconstruction data (`redeflate::make_zip`).
 //! - A gzip file (one member) whose base is gzip too travels as a deflate patch when that
 //!   is smaller: a patch of the uncompressed data plus preflate's reconstruction data
 //!   (the `redeflate` crate), kept only if the device's reconstruction, run here, gives
@@ -102,9 +105,12 @@ pub struct DeltaOutput {
     pub patched: u64,
     /// Of the patched, how many against a base at another path (renamed or moved).
     pub patched_elsewhere: u64,
-    /// Of the patched, how many gzip files as deflate patches (through their
+    /// Of the patched, how many gzip or zlib files as deflate patches (through their
     /// uncompressed data; the update then carries the deflate-patch flag).
     pub deflated: u64,
+    /// Of the patched, how many zip archives as zip patches (through their members'
+    /// uncompressed data; the update then carries the zip-patch flag).
+    pub zip_patched: u64,
     /// Of the patched, how many ELF files as ELF patches (the update then carries the
     /// ELF-patch flag).
     pub elf_patched: u64,
@@ -168,6 +174,9 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
     if emitted.elf_patched > 0 {
         flags |= update::FLAG_ELF_PATCH;
     }
+    if emitted.zip_patched > 0 {
+        flags |= update::FLAG_ZIP_PATCH;
+    }
     let head = superblock(
         &repo,
         from,
@@ -186,6 +195,7 @@ pub fn delta(args: &DeltaArgs<'_>) -> Result<DeltaOutput> {
         patched: emitted.patched,
         patched_elsewhere: emitted.patched_elsewhere,
         deflated: emitted.deflated,
+        zip_patched: emitted.zip_patched,
         elf_patched: emitted.elf_patched,
         by_kind: emitted.by_kind.map(|v| v.into_iter().collect()),
         parts: done.len(),

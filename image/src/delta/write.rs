@@ -114,6 +114,7 @@ pub(super) struct Emitted {
     pub patched: u64,
     pub patched_elsewhere: u64,
     pub deflated: u64,
+    pub zip_patched: u64,
     pub elf_patched: u64,
     /// With `Settings::by_kind`: each kind's share.
     pub by_kind: Option<Vec<(&'static str, KindBytes)>>,
@@ -442,6 +443,7 @@ fn write_jobs(
                         p @ (Prepared::Patch(..)
                         | Prepared::Windowed
                         | Prepared::Deflate(..)
+                        | Prepared::Zip(..)
                         | Prepared::Elf(..)),
                     ),
                 ) => {
@@ -452,6 +454,10 @@ fn write_jobs(
                         head.base = index;
                         out.op(ops::DEFLATE_PATCH, &head.encode(), &payload)?;
                         n.deflated += 1;
+                    } else if let Prepared::Zip(mut head, payload) = p {
+                        head.base = index;
+                        out.op(ops::ZIP_PATCH, &head.encode(), &payload)?;
+                        n.zip_patched += 1;
                     } else if let Prepared::Elf(e) = p {
                         out.op(ops::ELF_PATCH, &e.head(index).encode(), &e.patch)?;
                         n.elf_patched += 1;

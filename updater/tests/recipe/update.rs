@@ -293,6 +293,7 @@ impl Builder<'_> {
                 Vec::new(),
             ),
             "elf" => (format::ops::ELF_PATCH, self.elf_head(&f), Vec::new()),
+            "zip" => (format::ops::ZIP_PATCH, self.zip_head(&f), Vec::new()),
             "tree" => (format::ops::TREE, self.tree_head(&f), Vec::new()),
             "raw" => (
                 u8::try_from(num(&f.words[0])).unwrap(),
@@ -457,6 +458,49 @@ impl Builder<'_> {
         for key in ["corrections", "patch"] {
             varint(&mut w, num(f.get(key).unwrap_or("0")));
         }
+        w
+    }
+
+    /// A zip patch's head (docs/FORMAT.md): each `base=stored,LEN` or
+    /// `base=stream,LEN,PLAIN` piece of the base (`bpiece=`), each `piece=stored,LEN` or
+    /// `piece=stream,LEN,PLAIN,CORRECTIONS` of the new file, their counts (`bpieces=`,
+    /// `pieces=`) taken from them unless given, and the header's size from the pieces.
+    fn zip_head(&self, f: &Fields) -> Vec<u8> {
+        let list = |key: &str| -> Vec<Vec<u64>> {
+            f.all(key)
+                .map(|p| {
+                    let mut it = p.split(',');
+                    let tag = match it.next().unwrap() {
+                        "stored" => 0,
+                        "stream" => 1,
+                        t => num(t),
+                    };
+                    std::iter::once(tag).chain(it.map(num)).collect()
+                })
+                .collect()
+        };
+        let (base, new) = (list("bpiece"), list("piece"));
+        let size = new
+            .iter()
+            .map(|p| p.get(1).copied().unwrap_or(0))
+            .fold(0u64, u64::wrapping_add);
+        let h = header(f, Some(size));
+        let mut w = Vec::new();
+        varint(&mut w, h.len() as u64);
+        w.extend_from_slice(&h);
+        varint(
+            &mut w,
+            self.ctx.base_index(f.get("base").expect("zip base=")),
+        );
+        for (pieces, count) in [(&base, "bpieces"), (&new, "pieces")] {
+            varint(&mut w, f.get(count).map_or(pieces.len() as u64, num));
+            for p in pieces {
+                for &v in p {
+                    varint(&mut w, v);
+                }
+            }
+        }
+        varint(&mut w, num(f.get("patch").unwrap_or("0")));
         w
     }
 
