@@ -135,7 +135,7 @@ corpus, plain, sent = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(
 for k in ("gzip", "elf", "other", "tree"):
     a, b = plain["by_kind"][k], sent["by_kind"][k]
     print(f"| {corpus} | {k} | {a['objects']} | {a['compressed']} | {b['compressed']} | {b['compressed'] / max(a['compressed'], 1):.2f} |")
-print(f"| {corpus} | **the update** (deflate patches: {sent['deflated']}, ELF patches: {sent['elf_patched']}) | {sent['objects']} | {plain['bytes']} | {sent['bytes']} | {sent['bytes'] / plain['bytes']:.2f} |")
+print(f"| {corpus} | **the update** (deflate patches: {sent['deflated']}, zip patches: {sent['zip_patched']}, ELF patches: {sent['elf_patched']}) | {sent['objects']} | {plain['bytes']} | {sent['bytes']} | {sent['bytes'] / plain['bytes']:.2f} |")
 PY
 )$'\n'
     rm -f "$w/plain.berth" "$w/kinds.berth"

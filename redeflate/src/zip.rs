@@ -3,7 +3,8 @@
 //! uncompressed data). The build host ([`make_zip`]) finds the members' streams in the
 //! central directory, expands both sides, diffs the expansions, and keeps as streams the
 //! new members that preflate recreates exactly (the others travel stored, inside the
-//! patch); the device ([`rebuild_zip`]) expands its base, applies the patch, and deflates
+//! patch; a member whose compressed bytes are the same on both sides stays compressed on
+//! both, so the patch copies it and it costs no reconstruction data); the device ([`rebuild_zip`]) expands its base, applies the patch, and deflates
 //! each stream again as it streams the file out. [`make_zip`] runs [`rebuild_zip`] on what
 //! it made and keeps the patch only if the bytes come back exactly.
 
@@ -327,8 +328,8 @@ pub fn zip_streams(b: &[u8]) -> Option<Vec<(usize, usize)>> {
     Some(streams)
 }
 
-/// The base's pieces and expansion: each member that inflates to its end exactly (within
-/// what the expansion may hold) as a stream, the rest stored.
+/// The base's pieces and expansion: each of `streams` that inflates to its end exactly
+/// (within what the expansion may hold) as a stream, the rest stored.
 #[cfg(feature = "make")]
 fn expand_old(old: &[u8], streams: Vec<(usize, usize)>) -> (Vec<BasePiece>, Vec<u8>) {
     use format::zippatch::ZIP_EXPANSION_MAX;
@@ -379,8 +380,21 @@ pub fn make_zip(
     use format::ops::{DEFLATE_CORRECTIONS_MAX, DEFLATE_PLAIN_MAX, DEFLATE_STREAM_MAX};
     use format::zippatch::ZIP_EXPANSION_MAX;
 
-    let old_streams = zip_streams(old).ok_or("the base is not a zip archive")?;
-    let new_streams = zip_streams(new).ok_or("not a zip archive")?;
+    let mut old_streams = zip_streams(old).ok_or("the base is not a zip archive")?;
+    let mut new_streams = zip_streams(new).ok_or("not a zip archive")?;
+    // A member whose compressed bytes did not change stays compressed on both sides: the
+    // patch copies it as it is, and it costs no reconstruction data.
+    let unchanged: std::collections::HashSet<&[u8]> = {
+        let olds: std::collections::HashSet<&[u8]> =
+            old_streams.iter().map(|&(s, l)| &old[s..s + l]).collect();
+        new_streams
+            .iter()
+            .map(|&(s, l)| &new[s..s + l])
+            .filter(|b| olds.contains(b))
+            .collect()
+    };
+    old_streams.retain(|&(s, l)| !unchanged.contains(&old[s..s + l]));
+    new_streams.retain(|&(s, l)| !unchanged.contains(&new[s..s + l]));
     let (base_pieces, old_exp) = expand_old(old, old_streams);
     if old_exp.len() as u64 > ZIP_EXPANSION_MAX {
         return Err("the base is too large expanded");
