@@ -203,18 +203,22 @@ fn other_compressors_round_trip() {
     eprintln!("round-tripped: {made:?}");
 }
 
+/// A zlib stream of `data` made by Python's zlib module (the system zlib) with the given
+/// level, memory level and strategy (0 default, 1 filtered, 2 Huffman only, 3 RLE, 4
+/// fixed codes).
+fn python_zlib(data: &[u8], level: u32, mem: u32, strategy: u32) -> Vec<u8> {
+    let script = format!(
+        "import sys, zlib; c = zlib.compressobj({level}, zlib.DEFLATED, 15, {mem}, {strategy}); \
+         sys.stdout.buffer.write(c.compress(sys.stdin.buffer.read()) + c.flush())"
+    );
+    run("python3", &["-c", &script], data)
+}
+
 /// zlib's every strategy (default, filtered, Huffman only, RLE, fixed codes) at low,
 /// default and high levels and memory levels, made by Python's zlib module (the system
 /// zlib): each is patched and rebuilt exactly, or refused on the build host.
 #[test]
 fn every_zlib_strategy_round_trips() {
-    let python = |data: &[u8], level: u32, mem: u32, strategy: u32| {
-        let script = format!(
-            "import sys, zlib; c = zlib.compressobj({level}, zlib.DEFLATED, 15, {mem}, {strategy}); \
-             sys.stdout.buffer.write(c.compress(sys.stdin.buffer.read()) + c.flush())"
-        );
-        run("python3", &["-c", &script], data)
-    };
     if Command::new("python3").arg("--version").output().is_err() {
         testkit::missing(
             "every_zlib_strategy_round_trips",
@@ -228,8 +232,8 @@ fn every_zlib_strategy_round_trips() {
         for (level, mem) in [(1, 8), (6, 1), (6, 8), (9, 9)] {
             let what = format!("strategy {strategy}, level {level}, memLevel {mem}");
             let (o, n) = (
-                python(&old, level, mem, strategy),
-                python(&new, level, mem, strategy),
+                python_zlib(&old, level, mem, strategy),
+                python_zlib(&new, level, mem, strategy),
             );
             match make(&o, &n, header(n.len()), 0) {
                 Ok(_) => {
@@ -445,6 +449,40 @@ proptest! {
         match make(&o, &n, header(n.len()), 3) {
             Ok(_) => {
                 round_trip(&o, &n, "random");
+            }
+            Err(e) => prop_assert_eq!(e, "preflate cannot model the stream"),
+        }
+    }
+
+    /// Random texts and edits through zlib's every strategy (Python's zlib module, the
+    /// system zlib), at random levels and memory levels.
+    #[test]
+    fn random_edits_round_trip_with_every_zlib_strategy(
+        words in proptest::collection::vec(0u16..400, 1..2000),
+        at in 0usize..2000,
+        insert in proptest::collection::vec(0u16..400, 0..20),
+        strategy in 0u32..=4,
+        level in 1u32..=9,
+        mem in 1u32..=9,
+    ) {
+        if Command::new("python3").arg("--version").output().is_err() {
+            testkit::missing("random_edits_round_trip_with_every_zlib_strategy", "python3");
+            return Ok(());
+        }
+        let old = text(&words);
+        let mut w2 = words.clone();
+        let at = at.min(w2.len());
+        for (i, w) in insert.into_iter().enumerate() {
+            w2.insert(at + i, w);
+        }
+        let new = text(&w2);
+        let (o, n) = (
+            python_zlib(&old, level, mem, strategy),
+            python_zlib(&new, level, mem, strategy),
+        );
+        match make(&o, &n, header(n.len()), 0) {
+            Ok(_) => {
+                round_trip(&o, &n, "random zlib");
             }
             Err(e) => prop_assert_eq!(e, "preflate cannot model the stream"),
         }

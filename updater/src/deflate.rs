@@ -74,7 +74,7 @@ impl Recreator {
     }
 
     /// The deflate stream that `plain` and `corrections` describe, at most `max` bytes.
-    #[allow(clippy::needless_pass_by_value)] // taken to be freed while the child works
+    /// Both are freed once the child has them, before its reply.
     pub(crate) fn recreate(
         &mut self,
         plain: Vec<u8>,
@@ -85,7 +85,7 @@ impl Recreator {
             Some(r) => r,
             None => self.start()?,
         };
-        match ask(&mut running, self.timeout, &plain, &corrections, max) {
+        match ask(&mut running, self.timeout, plain, corrections, max) {
             Ok(reply) => {
                 self.child = Some(running);
                 reply
@@ -148,11 +148,12 @@ enum Broken {
 /// One request to a running child and its reply, watched: the child is killed if the
 /// reply has not come after `timeout`. The reply itself may be a refusal, which leaves
 /// the child fine.
+#[allow(clippy::needless_pass_by_value)] // taken to be freed while the child works
 fn ask(
     running: &mut Running,
     timeout: Duration,
-    plain: &[u8],
-    corrections: &[u8],
+    plain: Vec<u8>,
+    corrections: Vec<u8>,
     max: u64,
 ) -> Result<Result<Vec<u8>, String>, Broken> {
     // The watchdog: kills the child unless told (or dropped) first. The child is
@@ -168,7 +169,9 @@ fn ask(
     });
     // The child reads the whole request before it writes anything, so this cannot
     // deadlock; if it dies early, the write fails and its status says why.
-    let wrote = redeflate::write_request(&mut running.stdin, plain, corrections, max);
+    let wrote = redeflate::write_request(&mut running.stdin, &plain, &corrections, max);
+    // Freed while the child works: the child holds them now.
+    drop((plain, corrections));
     let reply = wrote.and_then(|()| redeflate::read_reply(&mut running.stdout, max));
     drop(done);
     if watchdog.join().unwrap_or(false) {
