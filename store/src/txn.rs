@@ -5,7 +5,8 @@
 //!    (named in [`crate::staging`]);
 //! 2. [`Txn::commit`] calls `syncfs` once, so all staged data and metadata are on disk;
 //! 3. file and tree objects are renamed to their final names, then `syncfs` again;
-//! 4. commit objects and signatures are renamed last, then `syncfs` a third time.
+//! 4. commit objects and signatures are renamed last, then `syncfs` a third time (each
+//!    of these two only if it renamed something).
 //!
 //! A power cut at any point leaves only whole objects under final names, and a commit
 //! object only once everything it references is durable. Staging left by a crash (or
@@ -334,7 +335,9 @@ impl<'r> Txn<'r> {
         sync("sync staged objects")?;
         let mut made = HashSet::new();
         for last in [false, true] {
+            let mut renamed = false;
             for s in self.staged.iter().filter(|s| s.last == last) {
+                renamed = true;
                 let prefix = &s.rel[..2];
                 if made.insert(prefix.to_owned()) {
                     match fsop::mkdirat(self.repo.objects_fd(), prefix, Mode::from_raw_mode(0o755))
@@ -359,8 +362,12 @@ impl<'r> Txn<'r> {
             }
             // Durability: the renames of referenced objects are on disk before the commit
             // that references them is published (first pass), and the commit itself is
-            // durable before we report success (second pass).
-            sync("sync published objects")?;
+            // durable before we report success (second pass). A pass that renamed nothing
+            // (a transaction without commits, as an update's parts are) has nothing to
+            // make durable: the sync before it covered everything.
+            if renamed {
+                sync("sync published objects")?;
+            }
         }
         self.staged.clear();
         self.done = true;
