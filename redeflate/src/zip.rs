@@ -163,6 +163,9 @@ impl<P: Read, F: FnMut(Vec<u8>, Vec<u8>, u64) -> Result<Vec<u8>, String>> Read
     for Pieces<'_, P, F>
 {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         if let Some(e) = &self.failed {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
