@@ -67,6 +67,16 @@ impl NewPiece {
             Self::Stream { stream_len, .. } => stream_len,
         }
     }
+}
+
+impl BasePiece {
+    /// Its bytes in the base file.
+    #[must_use]
+    pub const fn in_base(&self) -> u64 {
+        match *self {
+            Self::Stored { len } | Self::Stream { len, .. } => len,
+        }
+    }
 
     /// Its bytes in the expansion.
     #[must_use]
@@ -170,10 +180,7 @@ impl ZipHead {
                     plain: r.varint()?,
                 }
             };
-            let expanded = match piece {
-                BasePiece::Stored { len } => len,
-                BasePiece::Stream { plain, .. } => plain,
-            };
+            let expanded = piece.expanded();
             expansion = expansion
                 .checked_add(expanded)
                 .filter(|&e| e <= ZIP_EXPANSION_MAX)
@@ -243,13 +250,7 @@ impl ZipHead {
     /// The length of the base's expansion.
     #[must_use]
     pub fn base_expansion(&self) -> u64 {
-        self.base_pieces
-            .iter()
-            .map(|p| match *p {
-                BasePiece::Stored { len } => len,
-                BasePiece::Stream { plain, .. } => plain,
-            })
-            .sum()
+        self.base_pieces.iter().map(BasePiece::expanded).sum()
     }
 
     /// The length of the base file the pieces cover.
@@ -257,9 +258,7 @@ impl ZipHead {
     pub fn base_len(&self) -> u64 {
         self.base_pieces
             .iter()
-            .map(|p| match *p {
-                BasePiece::Stored { len } | BasePiece::Stream { len, .. } => len,
-            })
+            .map(BasePiece::in_base)
             .fold(0u64, u64::saturating_add)
     }
 }
