@@ -5,8 +5,6 @@
 #![allow(clippy::tests_outside_test_module)] // integration tests are a test module of their own
 #![allow(clippy::cast_possible_truncation)] // test fixtures: every size here is small
 
-use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command;
 
 use format::zippatch::{BasePiece, NewPiece, ZipHead};
@@ -47,37 +45,12 @@ type Member = (String, Vec<u8>, bool);
 
 /// A zip archive of `members` made by Python's zipfile at `level` (fixed dates, so the
 /// same members make the same bytes).
-fn pyzip(dir: &Path, members: &[Member], level: u32) -> Option<Vec<u8>> {
-    let mut script = String::from(
-        "import sys, zipfile\n\
-         z = zipfile.ZipFile(sys.argv[1], 'w')\n",
-    );
-    for (i, (name, data, stored)) in members.iter().enumerate() {
-        let file = dir.join(format!("m{i}"));
-        std::fs::write(&file, data).unwrap();
-        let kind = if *stored {
-            "ZIP_STORED"
-        } else {
-            "ZIP_DEFLATED"
-        };
-        writeln!(
-            script,
-            "i = zipfile.ZipInfo('{name}', (2020, 1, 1, 0, 0, 0)); i.compress_type = zipfile.{kind}\n\
-             z.writestr(i, open('{}', 'rb').read(), compresslevel={level})",
-            file.display()
-        )
-        .unwrap();
-    }
-    script.push_str("z.close()\n");
-    let out = dir.join("out.zip");
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .arg(&out)
-        .status()
-        .ok()?;
-    assert!(status.success());
-    std::fs::read(&out).ok()
+fn pyzip(members: &[Member], level: u32) -> Option<Vec<u8>> {
+    let members: Vec<(&str, &[u8], bool)> = members
+        .iter()
+        .map(|(n, d, stored)| (n.as_str(), d.as_slice(), *stored))
+        .collect();
+    testkit::zip::python_zip(&members, level)
 }
 
 /// A release of a small Python package and the next one: members edited, one added, one
@@ -139,11 +112,10 @@ fn zip_archives_round_trip_through_their_members() {
     if python_missing() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let (old_members, new_members) = releases();
     for level in [1, 6, 9] {
-        let old = pyzip(dir.path(), &old_members, level).unwrap();
-        let new = pyzip(dir.path(), &new_members, level).unwrap();
+        let old = pyzip(&old_members, level).unwrap();
+        let new = pyzip(&new_members, level).unwrap();
         assert_eq!(zip_streams(&new).unwrap().len(), 5, "five deflated members");
         let (head, payload) = make_zip(&old, &new, header(new.len()), 3)
             .unwrap_or_else(|e| panic!("level {level}: {e}"));
@@ -232,10 +204,9 @@ fn what_is_not_a_zip_archive_gets_no_zip_patch() {
     if python_missing() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let (old_members, new_members) = releases();
-    let old = pyzip(dir.path(), &old_members, 6).unwrap();
-    let new = pyzip(dir.path(), &new_members, 6).unwrap();
+    let old = pyzip(&old_members, 6).unwrap();
+    let new = pyzip(&new_members, 6).unwrap();
     let text = text(1, 100, 999);
     assert!(
         make_zip(&text, &new, header(new.len()), 0).is_err(),
@@ -250,7 +221,7 @@ fn what_is_not_a_zip_archive_gets_no_zip_patch() {
         .iter()
         .map(|(n, d, _)| (n.clone(), d.clone(), true))
         .collect();
-    let all_stored = pyzip(dir.path(), &stored, 6).unwrap();
+    let all_stored = pyzip(&stored, 6).unwrap();
     assert_eq!(
         make_zip(&old, &all_stored, header(all_stored.len()), 0).unwrap_err(),
         "no member is recreated exactly"
@@ -278,10 +249,9 @@ fn lying_heads_are_refused_in_one_line() {
     if python_missing() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let (old_members, new_members) = releases();
-    let old = pyzip(dir.path(), &old_members, 9).unwrap();
-    let new = pyzip(dir.path(), &new_members, 9).unwrap();
+    let old = pyzip(&old_members, 9).unwrap();
+    let new = pyzip(&new_members, 9).unwrap();
     let (head, payload) = make_zip(&old, &new, header(new.len()), 0).unwrap();
     let lies: [(Lie, &str); 5] = [
         (

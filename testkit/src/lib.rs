@@ -16,6 +16,7 @@ pub mod http;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
+pub mod zip;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};

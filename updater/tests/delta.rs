@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
@@ -474,29 +473,11 @@ fn gzip_and_zlib_files_travel_as_deflate_patches_and_lies_are_refused() {
 /// A zip archive of `members` (name, content), deflated at `level` by Python's zipfile,
 /// with fixed dates; `None` without python3.
 fn pyzip(members: &[(&str, Vec<u8>)], level: u32) -> Option<Vec<u8>> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut script = String::from("import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\n");
-    for (i, (name, data)) in members.iter().enumerate() {
-        let file = dir.path().join(format!("m{i}"));
-        fs::write(&file, data).unwrap();
-        writeln!(
-            script,
-            "i = zipfile.ZipInfo('{name}', (2020, 1, 1, 0, 0, 0)); i.compress_type = zipfile.ZIP_DEFLATED\n\
-             z.writestr(i, open('{}', 'rb').read(), compresslevel={level})",
-            file.display()
-        )
-        .unwrap();
-    }
-    script += "z.close()\n";
-    let out = dir.path().join("out.zip");
-    let status = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .arg(&out)
-        .status()
-        .ok()?;
-    assert!(status.success());
-    fs::read(&out).ok()
+    let members: Vec<(&str, &[u8], bool)> = members
+        .iter()
+        .map(|(n, d)| (*n, d.as_slice(), false))
+        .collect();
+    testkit::zip::python_zip(&members, level)
 }
 
 /// A zip patch's lie, with the payload.
