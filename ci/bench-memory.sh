@@ -9,6 +9,7 @@
 # Needs root and about 11 GiB free in /var/tmp (checked first). Usage: ci/bench-memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash ci/setup.sh --bench-tools >/dev/null
 cargo build --release --locked -p image -p updater >/dev/null
 need_kib=$((11 << 20))
 free_kib=$(df -k --output=avail /var/tmp | tail -1)

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
-bash ci/setup.sh >/dev/null
+bash ci/setup.sh --bench-tools >/dev/null
 bash ci/fetch-upgraded-rootfs.sh minbase >/dev/null
 cargo build --release --locked -p image -p updater >/dev/null
 cache=${BERTH_CACHE:-/var/cache/berth}

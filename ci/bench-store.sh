@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 
-bash ci/setup.sh
+bash ci/setup.sh --bench-tools
 bash ci/fetch-rootfs.sh
 cargo build --release --locked -p image >/dev/null
 

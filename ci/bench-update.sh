@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
-bash ci/setup.sh
+bash ci/setup.sh --bench-tools
 # The peers: Debian's packages (bench only; the test suite does not need them).
 need=()
 for p in bsdiff:bsdiff xdelta3:xdelta3 rdiff:rdiff casync:casync ostree:ostree; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the main job needs on a Debian 12 machine, idempotently:
 # Debian packages and the pinned Rust toolchain with both musl targets; with
-# --test-tools (ci/test.sh) also the tests' Debian packages, cargo-deny, cargo-fuzz, the nightly toolchain and goosebit.
+# --test-tools (ci/test.sh) also the tests' Debian packages, cargo-deny, cargo-fuzz, the nightly toolchain and goosebit;
+# with --bench-tools (the ci/bench-*.sh scripts) the tests' Debian packages only.
 set -euo pipefail
 
 # What the main job (ci/demo.sh) needs: the build, the device binaries, berth-image disk's
@@ -23,7 +24,8 @@ packages=(
     python3            # pulls the ELF vmlinux out of the bzImage (ci/fetch-kernels.sh), the demo's JSON
     u-boot-tools       # mkimage: boot.scr for the U-Boot board
 )
-# What only the tests and benchmarks need (ci/test.sh passes --test-tools).
+# What only the tests and benchmarks need (ci/test.sh passes --test-tools, the benchmarks
+# --bench-tools).
 test_packages=(
     debootstrap        # the real-rootfs tests (ci/fetch-rootfs.sh)
     ostree             # the benchmark's peer
@@ -44,7 +46,7 @@ test_packages=(
     zopfli             # redeflate/tests/roundtrip.rs: deflate patches of zopfli's streams
     p7zip-full         # redeflate/tests/roundtrip.rs: deflate patches of 7-Zip's streams
 )
-[[ ${1:-} == --test-tools ]] && packages+=("${test_packages[@]}")
+[[ ${1:-} == --test-tools || ${1:-} == --bench-tools ]] && packages+=("${test_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -59,7 +59,7 @@ complete -c berth -n "__fish_berth_using_subcommand agent" -l gateway-token -d '
 complete -c berth -n "__fish_berth_using_subcommand agent" -l once -d 'One poll cycle, and the action it starts, then exit (for scripts, timers and tests): 0 when the cycle ran, an action that failed included (the server was told why); 1 when the cycle itself failed (the server unreachable or refusing, a bad answer, a damaged state file), with one line saying why'
 complete -c berth -n "__fish_berth_using_subcommand agent" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c berth -n "__fish_berth_using_subcommand health" -l config -d 'The configuration file, for its [health] table (as `berth agent`)' -r -F
-complete -c berth -n "__fish_berth_using_subcommand health" -l checks -d 'The directory of checks: every executable file in it runs, in name order. Default: /etc/berth/health.d' -r -F
+complete -c berth -n "__fish_berth_using_subcommand health" -l checks -d 'The directory of checks: every executable file in it runs, in name order. One named here (or in the configuration) must exist; the default, /etc/berth/health.d, may be missing, which means no checks' -r -F
 complete -c berth -n "__fish_berth_using_subcommand health" -l health-check -d 'A check to run with /bin/sh -c after the directory\'s (repeat for more)' -r
 complete -c berth -n "__fish_berth_using_subcommand health" -l timeout -d 'Seconds one check may take before it is killed and counts as failed' -r
 complete -c berth -n "__fish_berth_using_subcommand health" -l reboot-command -d 'The command (run with /bin/sh -c) that reboots the device after a rollback; `none` leaves it to someone else. Default: `reboot`' -r

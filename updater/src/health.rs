@@ -17,8 +17,12 @@ use crate::{Device, UpdaterError};
 #[derive(Debug, Clone, Default)]
 pub struct HealthOptions {
     /// A directory of checks: every executable regular file in it, in name order
-    /// (names starting with `.` are skipped). A missing directory has no checks.
+    /// (names starting with `.` are skipped).
     pub dir: Option<PathBuf>,
+    /// Whether a missing `dir` means no checks (the default directory, which a device
+    /// without checks does not have) rather than an error (a directory someone named:
+    /// a typo in it must not commit a trial nobody checked).
+    pub dir_may_be_missing: bool,
     /// Shell commands, run with `/bin/sh -c` after the directory's checks.
     pub commands: Vec<String>,
     /// The most one check may take; past it, it is killed and counts as failed.
@@ -89,7 +93,7 @@ type MakeCommand = Box<dyn Fn() -> Command>;
 fn checks(opts: &HealthOptions) -> Result<Vec<(String, MakeCommand)>, UpdaterError> {
     let mut out: Vec<(String, MakeCommand)> = Vec::new();
     if let Some(dir) = &opts.dir {
-        for path in executables(dir)? {
+        for path in executables(dir, opts.dir_may_be_missing)? {
             let p = path.clone();
             out.push((
                 path.display().to_string(),
@@ -111,14 +115,16 @@ fn checks(opts: &HealthOptions) -> Result<Vec<(String, MakeCommand)>, UpdaterErr
     Ok(out)
 }
 
-/// The executable regular files of `dir`, in name order; none if it does not exist.
-/// A directory that exists but cannot be read is an error: a check skipped by
+/// The executable regular files of `dir`, in name order; none if it does not exist and
+/// `may_be_missing`. A directory that cannot be read is an error: a check skipped by
 /// accident would commit a trial nobody checked.
-fn executables(dir: &Path) -> Result<Vec<PathBuf>, UpdaterError> {
+fn executables(dir: &Path, may_be_missing: bool) -> Result<Vec<PathBuf>, UpdaterError> {
     use std::os::unix::fs::PermissionsExt as _;
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if may_be_missing && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Vec::new());
+        }
         Err(e) => {
             return Err(UpdaterError::State(format!(
                 "{}: {e}; no check can be skipped, so the trial is left as it is",

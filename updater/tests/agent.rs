@@ -164,10 +164,12 @@ fn a_rollout_reports_success_only_once_the_trial_is_committed() {
     assert_eq!(f.said(id), ["proceeding"]);
     assert_eq!(f.hb.state(id), ActionState::Running);
     // The health unit commits it; the next cycle reports success, then the new attributes.
+    let none = f.lab.tmp.path().join("no-checks.d");
+    fs::create_dir(&none).unwrap();
     let out = f.lab.ok(&[
         "health",
         "--checks",
-        "/nonexistent",
+        none.to_str().unwrap(),
         "--health-check",
         "true",
     ]);
@@ -589,12 +591,30 @@ fn the_configuration_file_says_what_the_flags_would() {
         progress.windows(2).all(|w| w[1] >= w[0] + 5),
         "{progress:?}"
     );
-    // The health table is read by berth health.
+    // A checks directory someone named must exist: a typo in it is an error that names
+    // it, and the trial stays a trial.
     f.boot_into(&f.v2);
     let out = f
         .lab
         .command()
         .args(["health", "--checks", "/nonexistent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent"), "{err}");
+    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+    // The health table is read by berth health.
+    let none = f.lab.tmp.path().join("no-checks.d");
+    fs::create_dir(&none).unwrap();
+    let out = f
+        .lab
+        .command()
+        .args(["health", "--checks"])
+        .arg(&none)
+        .arg("--config")
         .arg(&config)
         .output()
         .unwrap();

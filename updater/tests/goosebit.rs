@@ -140,10 +140,12 @@ fn a_goosebit_rollout_finishes_only_once_the_trial_is_committed() {
     assert_eq!(f.gb.rollout_state(rollout)["success_count"], 0);
 
     // The health check commits it; the next poll reports the success.
+    let none = f.lab.tmp.path().join("no-checks.d");
+    fs::create_dir(&none).unwrap();
     let out = f.lab.ok(&[
         "health",
         "--checks",
-        "/nonexistent",
+        none.to_str().unwrap(),
         "--health-check",
         "true",
     ]);

@@ -72,8 +72,9 @@ pub(crate) struct HealthArgs {
     /// The configuration file, for its [health] table (as `berth agent`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The directory of checks: every executable file in it runs, in name order.
-    /// Default: /etc/berth/health.d.
+    /// The directory of checks: every executable file in it runs, in name order. One
+    /// named here (or in the configuration) must exist; the default,
+    /// /etc/berth/health.d, may be missing, which means no checks.
     #[arg(long, value_name = "DIR")]
     checks: Option<PathBuf>,
     /// A check to run with /bin/sh -c after the directory's (repeat for more).
@@ -280,13 +281,11 @@ pub(crate) fn health(device: &Device, h: &HealthArgs) -> Result<ExitCode> {
     let c = config(h.config.as_deref())?;
     let mut commands = c.health.commands;
     commands.extend(h.health_check.iter().cloned());
+    // A directory someone named must be there; the default may not be.
+    let named = h.checks.clone().or(c.health.checks);
     let opts = HealthOptions {
-        dir: Some(
-            h.checks
-                .clone()
-                .or(c.health.checks)
-                .unwrap_or_else(|| PathBuf::from("/etc/berth/health.d")),
-        ),
+        dir_may_be_missing: named.is_none(),
+        dir: Some(named.unwrap_or_else(|| PathBuf::from("/etc/berth/health.d"))),
         commands,
         timeout: Duration::from_secs(h.timeout.or(c.health.timeout).unwrap_or(300)),
     };
