@@ -250,6 +250,46 @@ fn a_failed_health_check_rolls_back_and_reports_failure_with_the_reason() {
 }
 
 #[test]
+fn a_checks_directory_someone_named_must_exist() {
+    let f = Fleet::new();
+    f.hb.assign(DEVICE, Assign::soft(f.artifacts.clone()));
+    f.cycle();
+    f.boot_into(&f.v2);
+    let config = f.lab.tmp.path().join("agent.toml");
+    for (flags, shown) in [
+        (
+            vec!["--checks", "/nonexistent/health.d"],
+            "/nonexistent/health.d",
+        ),
+        (
+            vec!["--config", config.to_str().unwrap()],
+            "/nonexistent/from-config.d",
+        ),
+    ] {
+        fs::write(
+            &config,
+            "[health]\nchecks = \"/nonexistent/from-config.d\"\n",
+        )
+        .unwrap();
+        let before = f.lab.manifest();
+        let out = f
+            .lab
+            .command()
+            .arg("health")
+            .args(&flags)
+            .args(["--health-check", "true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(shown), "{err}");
+        assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
+        assert_eq!(f.lab.manifest(), before, "nothing changed");
+    }
+}
+
+#[test]
 fn cancels_are_taken_before_the_trial_and_rejected_after() {
     let f = Fleet::new();
     let before = f.lab.manifest();
@@ -591,35 +631,15 @@ fn the_configuration_file_says_what_the_flags_would() {
         progress.windows(2).all(|w| w[1] >= w[0] + 5),
         "{progress:?}"
     );
-    // A checks directory someone named must exist: a typo in it is an error that names
-    // it, and the trial stays a trial.
-    f.boot_into(&f.v2);
-    let out = f
-        .lab
-        .command()
-        .args(["health", "--checks", "/nonexistent", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("/nonexistent"), "{err}");
-    assert_eq!(f.role("trial").as_deref(), Some(&f.v2[..16]));
     // The health table is read by berth health.
+    f.boot_into(&f.v2);
     let none = f.lab.tmp.path().join("no-checks.d");
     fs::create_dir(&none).unwrap();
+    let (none, config_s) = (none.to_str().unwrap(), config.to_str().unwrap());
     let out = f
         .lab
-        .command()
-        .args(["health", "--checks"])
-        .arg(&none)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 checks passed"));
+        .ok(&["health", "--checks", none, "--config", config_s]);
+    assert!(out.contains("1 checks passed"), "{out}");
     f.cycle();
     assert_eq!(f.said(id), ["proceeding", "closed+success"]);
 
