@@ -61,13 +61,42 @@ fn read_bounded(r: &mut impl Read, limit: u64) -> std::io::Result<(Vec<u8>, bool
 /// `recreate` turns the new uncompressed data and the reconstruction data into the
 /// deflate stream, of at most the given length: [`recreate`] in this process, or (on
 /// the device) [`recreate`] in a child process running [`serve`], so that a panic of
-/// the reconstruction on hostile data is an error, not the end of the program.
+/// the reconstruction on hostile data is an error, not the end of the program. The
+/// device splits this in two, [`prepare`] and [`finish`], to go on with other work
+/// while the child recreates the stream.
 pub fn rebuild(
     base: impl Read,
     head: &DeflateHead,
     payload: &mut impl Read,
     recreate: impl FnOnce(Vec<u8>, Vec<u8>, u64) -> Result<Vec<u8>, String>,
 ) -> Result<Vec<u8>, RebuildError> {
+    let Request {
+        plain,
+        corrections,
+        max,
+    } = prepare(base, head, payload)?;
+    // Given away, so a recreate in a child can free them while the child works.
+    finish(head, recreate(plain, corrections, max))
+}
+
+/// What a deflate patch's stream is recreated from (see [`recreate`]).
+#[derive(Debug)]
+pub struct Request {
+    /// The new uncompressed data.
+    pub plain: Vec<u8>,
+    /// The reconstruction data.
+    pub corrections: Vec<u8>,
+    /// The stream's length: a longer one is refused.
+    pub max: u64,
+}
+
+/// The first half of [`rebuild`]: the base inflated, the patch applied and the
+/// reconstruction data read, every length checked; the payload is read to its end.
+pub fn prepare(
+    base: impl Read,
+    head: &DeflateHead,
+    payload: &mut impl Read,
+) -> Result<Request, RebuildError> {
     let mut inflater = flate2::read::DeflateDecoder::new(base);
     let (old, more) = read_bounded(&mut inflater, head.base_plain)
         .map_err(|e| err(format!("the base's deflate stream does not inflate: {e}")))?;
@@ -115,9 +144,20 @@ pub fn rebuild(
             patch.limit()
         )));
     }
-    drop(old);
-    // Given away, so a recreate in a child can free them while the child works.
-    let stream = recreate(new, corrections, head.stream_len).map_err(err)?;
+    Ok(Request {
+        plain: new,
+        corrections,
+        max: head.stream_len,
+    })
+}
+
+/// The second half of [`rebuild`]: the file from the recreated stream (or the reason
+/// there is none), its length checked, framed by the head's prefix and suffix.
+pub fn finish(
+    head: &DeflateHead,
+    stream: Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, RebuildError> {
+    let stream = stream.map_err(err)?;
     if stream.len() as u64 != head.stream_len {
         return Err(err(format!(
             "the reconstruction makes a {}-byte stream, where the operation says {}",

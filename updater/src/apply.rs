@@ -10,6 +10,7 @@
 //! the base file with `pread`, so nothing holds a whole file.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -41,18 +42,49 @@ pub(crate) fn base_order(
 }
 
 /// What one part's operations made so far, and where to find the base's objects.
+///
+/// A deflate patch's stream is recreated by a child process while the next operations
+/// are applied: its file waits in `waiting` (and `made` holds `None` for it until it is
+/// written), and so does every tree read after it, since a tree needs its entries'
+/// ids. They are settled in order when the replies come: at the part's end
+/// ([`Applier::finish`]), before a zip patch, or when what waits would hold more than
+/// [`WAITING_BYTES_MAX`].
 pub(crate) struct Applier<'a, 'r> {
     pub repo: &'a Repo,
     pub base: &'a [(ObjectId, EntryKind)],
     pub shown: &'a Path,
-    made: Vec<(ObjectId, EntryKind)>,
+    made: Vec<(Option<ObjectId>, EntryKind)>,
     /// Operations read so far (errors name the operation, from 1).
     ops: u64,
     forbid: Forbidden,
     checks: &'a mut TreeChecks<'r>,
-    /// The child that recreates deflate streams, once one is met.
-    recreator: crate::deflate::Recreator,
+    /// The child that recreates deflate streams, on a thread of its own.
+    background: crate::deflate::Background,
+    /// Operations read but not yet settled, in order.
+    waiting: VecDeque<Waiting>,
+    /// What they hold, and what their replies will (see [`WAITING_BYTES_MAX`]).
+    waiting_bytes: u64,
 }
+
+/// An operation whose object is not made yet; `slot` is its place in `made`.
+enum Waiting {
+    /// A deflate patch's file, whose stream the child is recreating.
+    Deflate {
+        op: u64,
+        slot: usize,
+        head: Box<DeflateHead>,
+        bytes: u64,
+    },
+    /// A tree read after such a file.
+    Tree { op: u64, slot: usize, head: Vec<u8> },
+}
+
+/// The most that waiting operations may hold in memory: the new data and
+/// reconstruction data of the streams being recreated, their streams to come, and the
+/// heads of the trees read after them. Past it, the oldest are settled first (one
+/// stream may hold up to `ops::DEFLATE_PLAIN_MAX` on its own), so apply stays well
+/// within its 64 MiB.
+const WAITING_BYTES_MAX: u64 = 16 << 20;
 
 impl<'a, 'r> Applier<'a, 'r> {
     pub(crate) fn new(
@@ -70,7 +102,12 @@ impl<'a, 'r> Applier<'a, 'r> {
             ops: 0,
             forbid,
             checks,
-            recreator: crate::deflate::Recreator::new(),
+            background: crate::deflate::Background::new(
+                crate::deflate::Recreator::new,
+                crate::deflate::WORKERS_MAX,
+            ),
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
         }
     }
 
@@ -89,15 +126,17 @@ impl<'a, 'r> Applier<'a, 'r> {
         of_kind(at, kind, i, what)
     }
 
-    /// The object a reference names. An id must name an object the store (or this
-    /// part's transaction) holds as `kind`: a tree must never name what is not there,
-    /// or a file where a directory goes.
+    /// The object a reference of operation `op`, whose object goes to `made[at]`,
+    /// names. An id must name an object the store (or this part's transaction) holds as
+    /// `kind`: a tree must never name what is not there, or a file where a directory
+    /// goes.
     fn resolve(
         &self,
         r: &ObjRef,
         kind: EntryKind,
         txn: &Txn<'_>,
         refused: &std::cell::Cell<Option<UpdaterError>>,
+        (at, op): (usize, u64),
     ) -> Result<ObjectId, FormatError> {
         if let ObjRef::Id(id) = *r {
             let as_kind = match kind {
@@ -112,9 +151,8 @@ impl<'a, 'r> Applier<'a, 'r> {
                 refused.set(Some(held.err().map_or_else(
                     || {
                         UpdaterError::Incomplete(format!(
-                            "{}: operation {} names object {id}, which the store does not hold as a {}",
+                            "{}: operation {op} names object {id}, which the store does not hold as a {}",
                             self.shown.display(),
-                            self.ops,
                             as_kind.suffix()
                         ))
                     },
@@ -128,17 +166,22 @@ impl<'a, 'r> Applier<'a, 'r> {
         }
         match *r {
             ObjRef::Local(n) => {
-                let at = usize::try_from(n)
+                // Everything before a tree is made when it is built: one still waiting
+                // would be a bug, taken for an object that is not there.
+                let found = usize::try_from(n)
                     .ok()
                     .filter(|&n| n >= 1)
-                    .and_then(|n| self.made.len().checked_sub(n))
-                    .map(|i| &self.made[i]);
+                    .and_then(|n| at.checked_sub(n))
+                    .and_then(|i| match self.made[i] {
+                        (Some(id), k) => Some((id, k)),
+                        (None, _) => None,
+                    });
                 let what = (
                     "local reference to a tree where a file goes",
                     "local reference to a file where a tree goes",
                     "reference to an object this part has not made",
                 );
-                of_kind(at, kind, n, what)
+                of_kind(found.as_ref(), kind, n, what)
             }
             ObjRef::Base(i) => self.base_entry(i, kind),
             ObjRef::Id(id) => Ok(id),
@@ -197,7 +240,7 @@ impl<'a, 'r> Applier<'a, 'r> {
                 if let Some(why) = self.forbid.refuses(&header) {
                     // Named by its id, computed without writing a byte of it.
                     let id = hash_only(&header, content, shown)?;
-                    return Err(self.forbidden(&why, &id));
+                    return Err(self.forbidden(&why, &id, self.ops));
                 }
                 let (id, target) = if header.kind == FileKind::Symlink {
                     // At most SYMLINK_MAX bytes: the header was validated.
@@ -209,7 +252,7 @@ impl<'a, 'r> Applier<'a, 'r> {
                     (txn.write_file(&header, content, shown)?, None)
                 };
                 self.checks.made_file(id, target);
-                self.made.push((id, EntryKind::File));
+                self.made.push((Some(id), EntryKind::File));
             }
             ops::FILE_PATCH | ops::ELF_PATCH => {
                 let (ph, elf, what) = if kind == ops::ELF_PATCH {
@@ -223,16 +266,14 @@ impl<'a, 'r> Applier<'a, 'r> {
                 }
                 let id = self.apply_patch(txn, r, &ph, elf.as_ref())?;
                 self.checks.made_file(id, None);
-                self.made.push((id, EntryKind::File));
+                self.made.push((Some(id), EntryKind::File));
             }
             ops::DEFLATE_PATCH => {
                 let dh = DeflateHead::decode(&head).map_err(fmt)?;
                 if dh.payload_len() > left {
                     return Err(too_big("a deflate patch", dh.payload_len()));
                 }
-                let id = self.apply_deflate(txn, r, &dh)?;
-                self.checks.made_file(id, None);
-                self.made.push((id, EntryKind::File));
+                self.apply_deflate(txn, r, dh)?;
             }
             ops::ZIP_PATCH => {
                 let zh = ZipHead::decode(&head).map_err(fmt)?;
@@ -241,17 +282,34 @@ impl<'a, 'r> Applier<'a, 'r> {
                 }
                 let id = self.apply_zip(txn, r, &zh)?;
                 self.checks.made_file(id, None);
-                self.made.push((id, EntryKind::File));
+                self.made.push((Some(id), EntryKind::File));
             }
-            ops::TREE => self.apply_tree(txn, &head)?,
+            ops::TREE => {
+                let slot = self.made.len();
+                self.made.push((None, EntryKind::Tree));
+                if self.waiting.is_empty() {
+                    self.build_tree(txn, &head, op, slot)?;
+                } else {
+                    self.waiting_bytes += head.len() as u64;
+                    self.waiting.push_back(Waiting::Tree { op, slot, head });
+                    self.settle_over(txn, 0)?;
+                }
+            }
             k => return Err(bad(shown, format!("operation {op}: unknown operation {k}"))),
         }
         Ok(())
     }
 
-    /// A tree, as edits of a base tree (or of none).
-    fn apply_tree(&mut self, txn: &mut Txn<'_>, head: &[u8]) -> Result<(), UpdaterError> {
-        let (op, shown) = (self.ops, self.shown);
+    /// A tree, as edits of a base tree (or of none), made by operation `op` into
+    /// `made[slot]`.
+    fn build_tree(
+        &mut self,
+        txn: &mut Txn<'_>,
+        head: &[u8],
+        op: u64,
+        slot: usize,
+    ) -> Result<(), UpdaterError> {
+        let shown = self.shown;
         let fmt = |e: FormatError| bad(shown, format!("operation {op}: {e}"));
         let top = TreeOp::decode(head).map_err(fmt)?;
         let base = top
@@ -263,19 +321,69 @@ impl<'a, 'r> Applier<'a, 'r> {
             .transpose()?;
         let refused = std::cell::Cell::new(None);
         let tree = top
-            .build(base.as_ref(), |r, k| self.resolve(r, k, txn, &refused))
+            .build(base.as_ref(), |r, k| {
+                self.resolve(r, k, txn, &refused, (slot, op))
+            })
             .map_err(|e| refused.take().unwrap_or_else(|| fmt(e)))?;
         let id = tree.id();
         self.checks.made_tree(&tree, id, shown, op)?;
         txn.write_tree(&tree)?;
-        self.made.push((id, EntryKind::Tree));
+        self.made[slot].0 = Some(id);
         Ok(())
     }
 
-    fn forbidden(&self, why: &str, id: &ObjectId) -> UpdaterError {
+    /// Settles waiting operations, oldest first, until what waits holds at most
+    /// [`WAITING_BYTES_MAX`] less `room`.
+    fn settle_over(&mut self, txn: &mut Txn<'_>, room: u64) -> Result<(), UpdaterError> {
+        while self.waiting_bytes + room > WAITING_BYTES_MAX && !self.waiting.is_empty() {
+            self.settle_one(txn)?;
+        }
+        Ok(())
+    }
+
+    /// Settles every waiting operation: the part's objects are all made after this.
+    pub(crate) fn finish(&mut self, txn: &mut Txn<'_>) -> Result<(), UpdaterError> {
+        while !self.waiting.is_empty() {
+            self.settle_one(txn)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the oldest waiting operation's object: a deflate patch's file from its
+    /// recreated stream (waiting for the child), or a tree.
+    fn settle_one(&mut self, txn: &mut Txn<'_>) -> Result<(), UpdaterError> {
+        let shown = self.shown;
+        match self.waiting.pop_front() {
+            None => {}
+            Some(Waiting::Tree { op, slot, head }) => {
+                self.waiting_bytes -= head.len() as u64;
+                self.build_tree(txn, &head, op, slot)?;
+            }
+            Some(Waiting::Deflate {
+                op,
+                slot,
+                head,
+                bytes,
+            }) => {
+                self.waiting_bytes -= bytes;
+                let content = redeflate::finish(&head, self.background.take())
+                    .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
+                if let Some(why) = self.forbid.refuses(&head.header) {
+                    let id = hash_only(&head.header, &mut content.as_slice(), shown)?;
+                    return Err(self.forbidden(&why, &id, op));
+                }
+                let id = txn.write_file(&head.header, &mut content.as_slice(), shown)?;
+                self.checks.made_file(id, None);
+                self.made[slot].0 = Some(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn forbidden(&self, why: &str, id: &ObjectId, op: u64) -> UpdaterError {
         bad(
             self.shown,
-            format!("operation {} makes {why} (object {id})", self.ops),
+            format!("operation {op} makes {why} (object {id})"),
         )
     }
 
@@ -342,7 +450,7 @@ impl<'a, 'r> Applier<'a, 'r> {
         if let Some(why) = self.forbid.refuses(&ph.header) {
             let id = hash_only(&ph.header, content, shown)?;
             windows.finish().map_err(|e| bad(shown, e.to_string()))?;
-            return Err(self.forbidden(&why, &id));
+            return Err(self.forbidden(&why, &id, self.ops));
         }
         let id = txn.write_file(&ph.header, content, shown)?;
         // write_file stops at the header's size; every window must have ended exactly.
@@ -353,15 +461,16 @@ impl<'a, 'r> Applier<'a, 'r> {
 
 impl Applier<'_, '_> {
     /// A gzip file from its base's uncompressed data (see `redeflate`): the base
-    /// inflated to its declared size and no further, the patch applied, the stream
-    /// recreated in the part's child process, all in memory (each side at most
-    /// `ops::DEFLATE_PLAIN_MAX` uncompressed), then written and hashed as any file.
+    /// inflated to its declared size and no further and the patch applied, in memory
+    /// (each side at most `ops::DEFLATE_PLAIN_MAX` uncompressed); the stream is then
+    /// recreated by the part's child while the next operations are applied, and the
+    /// file written and hashed as any file when it is settled.
     fn apply_deflate<R: Read>(
         &mut self,
         txn: &mut Txn<'_>,
         r: &mut R,
-        dh: &DeflateHead,
-    ) -> Result<ObjectId, UpdaterError> {
+        dh: DeflateHead,
+    ) -> Result<(), UpdaterError> {
         let shown = self.shown;
         let op = self.ops;
         let base = self
@@ -394,16 +503,21 @@ impl Applier<'_, '_> {
             len: bheader.size - dh.base_start,
             pos: 0,
         });
-        let recreator = &mut self.recreator;
-        let content = redeflate::rebuild(stream, dh, r, |plain, corrections, max| {
-            recreator.recreate(plain, corrections, max)
-        })
-        .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
-        if let Some(why) = self.forbid.refuses(&dh.header) {
-            let id = hash_only(&dh.header, &mut content.as_slice(), shown)?;
-            return Err(self.forbidden(&why, &id));
-        }
-        Ok(txn.write_file(&dh.header, &mut content.as_slice(), shown)?)
+        let request = redeflate::prepare(stream, &dh, r)
+            .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
+        let bytes = (request.plain.len() + request.corrections.len()) as u64 + request.max;
+        self.settle_over(txn, bytes)?;
+        self.background.send(request);
+        let slot = self.made.len();
+        self.made.push((None, EntryKind::File));
+        self.waiting_bytes += bytes;
+        self.waiting.push_back(Waiting::Deflate {
+            op,
+            slot,
+            head: Box::new(dh),
+            bytes,
+        });
+        Ok(())
     }
 }
 
@@ -445,14 +559,24 @@ impl Applier<'_, '_> {
                 ),
             ));
         }
+        // Its streams are recreated one by one by the same child: what waits for it
+        // is settled first.
+        self.finish(txn)?;
         let base_reader = std::io::BufReader::new(&base_file);
         let refuses = self.forbid.refuses(&zh.header);
-        let recreator = &mut self.recreator;
+        let background = &mut self.background;
         let made = redeflate::rebuild_zip(
             base_reader,
             zh,
             r,
-            |plain, corrections, max| recreator.recreate(plain, corrections, max),
+            |plain, corrections, max| {
+                background.send(redeflate::Request {
+                    plain,
+                    corrections,
+                    max,
+                });
+                background.take()
+            },
             |content| match &refuses {
                 Some(_) => hash_only(&zh.header, content, shown).map(Err),
                 None => txn
@@ -463,7 +587,7 @@ impl Applier<'_, '_> {
         );
         match made {
             Ok(Ok(id)) => Ok(id),
-            Ok(Err(id)) => Err(self.forbidden(refuses.as_deref().unwrap_or_default(), &id)),
+            Ok(Err(id)) => Err(self.forbidden(refuses.as_deref().unwrap_or_default(), &id, op)),
             Err(redeflate::ZipError::Rebuild(e)) => Err(bad(shown, format!("operation {op}: {e}"))),
             Err(redeflate::ZipError::Consume(e)) => Err(e),
         }

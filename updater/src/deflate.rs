@@ -3,10 +3,11 @@
 //! data its reconstruction data does not describe (an index out of bounds, seen with
 //! preflate-rs 0.7.6), and a panic must not end `berth` in the middle of an update: the
 //! child's failure is one line of error, and the part changes nothing. One child serves
-//! every stream of a part ([`Recreator`]; starting one per stream cost about 2 ms each,
-//! a fifth of the minbase update's apply). A stream that takes longer than
-//! [`CHILD_TIMEOUT`] (a reconstruction that never ends) has its child stopped, and that
-//! is an error too.
+//! many streams ([`Recreator`]; starting one per stream cost about 2 ms each, a fifth of
+//! the minbase update's apply), on a thread of berth's, so berth applies the part's next
+//! operations meanwhile; a part has up to [`WORKERS_MAX`], one per core
+//! ([`Background`]). A stream that takes longer than [`CHILD_TIMEOUT`] (a
+//! reconstruction that never ends) has its child stopped, and that is an error too.
 
 use std::io::Read;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -18,6 +19,10 @@ use std::time::Duration;
 /// makes (8 MiB uncompressed, `format::ops::DEFLATE_PLAIN_MAX`) takes about 1.3 s on the
 /// build machine's x86-64 core; this leaves room for devices a hundred times slower.
 pub const CHILD_TIMEOUT: Duration = Duration::from_mins(2);
+
+/// The most children that recreate a part's streams at once (one per core, up to
+/// this): each holds a stream's data, so they share apply's memory.
+pub const WORKERS_MAX: usize = 2;
 
 /// The argument that makes `berth` the child: it answers requests
 /// (`redeflate::write_request`) on stdin with replies (`redeflate::read_reply`) on
@@ -34,7 +39,7 @@ pub fn serve_child() -> Result<(), String> {
 /// for the next ones; it ends (its stdin closed, then reaped) when this is dropped. A
 /// child that failed (died, broke the protocol or was stopped) is not used again.
 pub(crate) struct Recreator {
-    command: Box<dyn Fn() -> std::io::Result<Command>>,
+    command: Box<dyn Fn() -> std::io::Result<Command> + Send>,
     timeout: Duration,
     child: Option<Running>,
 }
@@ -65,7 +70,10 @@ impl Recreator {
         )
     }
 
-    fn with(command: impl Fn() -> std::io::Result<Command> + 'static, timeout: Duration) -> Self {
+    fn with(
+        command: impl Fn() -> std::io::Result<Command> + Send + 'static,
+        timeout: Duration,
+    ) -> Self {
         Self {
             command: Box::new(command),
             timeout,
@@ -125,6 +133,94 @@ impl Recreator {
             stderr: Some(stderr),
             program,
         })
+    }
+}
+
+/// [`Recreator`]s on threads of their own, so that berth goes on applying the part's
+/// next operations while children recreate streams, and a device with two cores
+/// recreates two streams at once: requests go to the workers in turn, and their
+/// replies are taken in the order the requests were sent. Dropped, it waits for the
+/// threads, whose recreators end their children.
+pub(crate) struct Background {
+    make: Box<dyn Fn() -> Recreator>,
+    /// At most this many workers.
+    most: usize,
+    workers: Vec<Worker>,
+    /// Requests sent, and replies taken, so far.
+    sent: usize,
+    taken: usize,
+}
+
+/// A thread and its child, started when a request first needs it.
+struct Worker {
+    requests: mpsc::Sender<redeflate::Request>,
+    replies: mpsc::Receiver<Result<Vec<u8>, String>>,
+    thread: JoinHandle<()>,
+}
+
+impl Background {
+    /// Workers made by `make`, one per core up to `most`.
+    pub(crate) fn new(make: impl Fn() -> Recreator + 'static, most: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            make: Box::new(make),
+            most: cores.clamp(1, most.max(1)),
+            workers: Vec::new(),
+            sent: 0,
+            taken: 0,
+        }
+    }
+
+    /// Hands `request` to the next worker; its reply is taken, in order, by
+    /// [`Self::take`].
+    pub(crate) fn send(&mut self, request: redeflate::Request) {
+        let at = self.sent % self.most;
+        if at == self.workers.len() {
+            let mut recreator = (self.make)();
+            let (requests, to_do) = mpsc::channel::<redeflate::Request>();
+            let (done, replies) = mpsc::channel();
+            let thread = std::thread::spawn(move || {
+                for r in to_do {
+                    let reply = recreator.recreate(r.plain, r.corrections, r.max);
+                    if done.send(reply).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.workers.push(Worker {
+                requests,
+                replies,
+                thread,
+            });
+        }
+        // A thread that is gone has dropped its receiver: its reply says so.
+        let _ = self.workers[at].requests.send(request);
+        self.sent += 1;
+    }
+
+    /// The reply to the oldest request whose reply is not taken yet.
+    pub(crate) fn take(&mut self) -> Result<Vec<u8>, String> {
+        if self.taken == self.sent {
+            return Err("no stream is being recreated".to_owned());
+        }
+        let worker = &self.workers[self.taken % self.most];
+        self.taken += 1;
+        worker
+            .replies
+            .recv()
+            .unwrap_or_else(|_| Err("the thread recreating streams ended".to_owned()))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Each thread ends once its requests are answered; its recreator, dropped, ends
+        // the child.
+        for w in self.workers.drain(..) {
+            drop(w.requests);
+            drop(w.replies);
+            let _ = w.thread.join();
+        }
     }
 }
 
@@ -284,6 +380,48 @@ mod tests {
         // Dropped, the child sees its input end, and is reaped.
         drop(r);
         assert!(dir.path().join("ended").exists());
+    }
+
+    #[test]
+    fn background_workers_reply_in_the_order_of_the_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each child echoes a request's two bytes of data; the first request's reply
+        // is slow, so the second's comes first when two children serve them.
+        let script = format!(
+            "while req=$(head -c {REQUEST} | tail -c 3 | head -c 2); [ -n \"$req\" ]; do \
+             [ \"$req\" = r1 ] && sleep 0.3; \
+             printf '\\000\\002\\000\\000\\000\\000\\000\\000\\000%s' \"$req\"; done"
+        );
+        let (d, s) = (dir.path().to_owned(), script.clone());
+        let mut b = Background::new(move || recreator(&d, &s, Duration::from_secs(30)), 2);
+        let request = |plain: &[u8]| redeflate::Request {
+            plain: plain.to_vec(),
+            corrections: b"z".to_vec(),
+            max: 100,
+        };
+        assert_eq!(b.take().unwrap_err(), "no stream is being recreated");
+        for r in [b"r1", b"r2", b"r3"] {
+            b.send(request(r));
+        }
+        let replies: Vec<_> = (0..3).map(|_| b.take().unwrap()).collect();
+        assert_eq!(replies, [b"r1", b"r2", b"r3"]);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(starts(dir.path()), cores.min(2));
+        assert_eq!(b.take().unwrap_err(), "no stream is being recreated");
+        // A refusal is that stream's reply; the next ones are answered.
+        drop(b);
+        let mut b = Background::new(
+            move || {
+                recreator(
+                    dir.path(),
+                    &format!("head -c {REQUEST} >/dev/null; printf '{}'", reply(1, "no")),
+                    Duration::from_secs(30),
+                )
+            },
+            1,
+        );
+        b.send(request(b"xy"));
+        assert_eq!(b.take().unwrap_err(), "no");
     }
 
     #[test]

@@ -144,6 +144,8 @@ impl PartRun<'_> {
                 "changed while being applied: its sha256 no longer matches the signed superblock",
             ));
         }
+        // The objects still waiting for their deflate streams, and the trees after them.
+        applier.finish(&mut txn)?;
         let objects = applier.made();
         // Operations do not name what they make, so a part whose bytes lie (signed by a
         // trusted key, yet wrong) shows here: its trees hash to something else and the
