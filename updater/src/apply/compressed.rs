@@ -30,18 +30,7 @@ impl Applier<'_, '_> {
         let base = self
             .base_entry(dh.base, EntryKind::File)
             .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
-        let (bheader, content) = self.repo.file_object(&base).map_err(|e| {
-            bad(
-                shown,
-                format!("a deflate patch's base {base} cannot be read: {e}"),
-            )
-        })?;
-        let store::FileContent::File(base_file) = content else {
-            return Err(bad(
-                shown,
-                format!("a deflate patch's base {base} is not a regular file"),
-            ));
-        };
+        let (bheader, base_file) = self.base_file(&base, "a deflate patch")?;
         if dh.base_start > bheader.size {
             return Err(bad(
                 shown,
@@ -91,18 +80,7 @@ impl Applier<'_, '_> {
         let base = self
             .base_entry(zh.base, EntryKind::File)
             .map_err(|e| bad(shown, format!("operation {op}: {e}")))?;
-        let (bheader, content) = self.repo.file_object(&base).map_err(|e| {
-            bad(
-                shown,
-                format!("a zip patch's base {base} cannot be read: {e}"),
-            )
-        })?;
-        let store::FileContent::File(base_file) = content else {
-            return Err(bad(
-                shown,
-                format!("a zip patch's base {base} is not a regular file"),
-            ));
-        };
+        let (bheader, base_file) = self.base_file(&base, "a zip patch")?;
         if zh.base_len() != bheader.size {
             return Err(bad(
                 shown,

@@ -380,6 +380,27 @@ impl<'a, 'r> Applier<'a, 'r> {
         Ok(())
     }
 
+    /// The header and open file of `base`, the base of `what` ("a patch", …), which
+    /// must be a regular file the store can read.
+    fn base_file(
+        &self,
+        base: &ObjectId,
+        what: &str,
+    ) -> Result<(FileHeader, std::fs::File), UpdaterError> {
+        let shown = self.shown;
+        let (header, content) = self
+            .repo
+            .file_object(base)
+            .map_err(|e| bad(shown, format!("{what}'s base {base} cannot be read: {e}")))?;
+        let store::FileContent::File(file) = content else {
+            return Err(bad(
+                shown,
+                format!("{what}'s base {base} is not a regular file"),
+            ));
+        };
+        Ok((header, file))
+    }
+
     fn forbidden(&self, why: &str, id: &ObjectId, op: u64) -> UpdaterError {
         bad(
             self.shown,

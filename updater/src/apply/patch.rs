@@ -29,16 +29,7 @@ impl Applier<'_, '_> {
         let base = self
             .base_entry(ph.base, EntryKind::File)
             .map_err(|e| bad(shown, e.to_string()))?;
-        let (bheader, content) = self
-            .repo
-            .file_object(&base)
-            .map_err(|e| bad(shown, format!("a patch's base {base} cannot be read: {e}")))?;
-        let store::FileContent::File(base_file) = content else {
-            return Err(bad(
-                shown,
-                format!("a patch's base {base} is not a regular file"),
-            ));
-        };
+        let (bheader, base_file) = self.base_file(&base, "a patch")?;
         if let Some(w) = ph
             .windows
             .iter()
